@@ -1,0 +1,288 @@
+//! Operator chains inside the plugin: typed pushes between fused operators, and the assembly of a
+//! task's chain from the logical graph.
+//!
+//! Types are erased only between nodes of the graph (as `Box<dyn Any>`), and every downcast happens
+//! in this crate's generic code, monomorphized inside the plugin: `TypeId`s never cross the plugin
+//! boundary, where they would not be comparable.
+
+use crate::error::{Error, Result};
+use crate::graph::{ChainSpec, NodeId, Partitioning};
+use crate::runtime::{JobGraph, SourceStatus, TaskChain, TaskInfo, TaskRuntime};
+use crate::time::Timestamp;
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A record inside the runtime: its value and its event timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StreamRecord<T> {
+    pub(crate) timestamp: Timestamp,
+    pub(crate) value: T,
+}
+
+/// A typed receiver of records inside a chain: an operator, a fan-out, or a network writer.
+///
+/// Every method forwards to the receiver's own downstream after doing its work, so a call on the
+/// chain's head reaches every operator of the chain.
+pub(crate) trait Downstream<T>: Send {
+    /// Opens the operator (state, connectors) and everything downstream of it.
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Processes and drains `batch`.
+    fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// The input watermark advanced.
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// The input became idle or active.
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Processing time advanced to `now`.
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Earliest processing time this operator or anything downstream wants [`Downstream::time`].
+    fn next_time(&self) -> Option<Timestamp>;
+    /// End of input: flush everything.
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+}
+
+/// An erased `Box<dyn Downstream<T>>`.
+pub(crate) type ErasedDownstream = Box<dyn Any + Send>;
+
+pub(crate) fn erase<T: 'static>(downstream: Box<dyn Downstream<T>>) -> ErasedDownstream {
+    Box::new(downstream)
+}
+
+pub(crate) fn unerase<T: 'static>(erased: ErasedDownstream, what: &str) -> Result<Box<dyn Downstream<T>>> {
+    erased
+        .downcast::<Box<dyn Downstream<T>>>()
+        .map(|b| *b)
+        .map_err(|_| Error::InvalidJob(format!("record type mismatch at {what}")))
+}
+
+pub(crate) fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// An operator's output: a reusable buffer in front of its downstream.
+pub(crate) struct Output<T> {
+    pub(crate) buffer: Vec<StreamRecord<T>>,
+    pub(crate) downstream: Box<dyn Downstream<T>>,
+}
+
+impl<T: 'static> Output<T> {
+    pub(crate) fn new(erased: ErasedDownstream, what: &str) -> Result<Self> {
+        Ok(Self { buffer: Vec::new(), downstream: unerase(erased, what)? })
+    }
+
+    #[inline]
+    pub(crate) fn emit(&mut self, value: T, timestamp: Timestamp) {
+        self.buffer.push(StreamRecord { timestamp, value });
+    }
+
+    /// Pushes buffered records downstream.
+    pub(crate) fn flush(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.downstream.push(&mut self.buffer, rt)
+    }
+
+    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.downstream.open(rt)
+    }
+
+    pub(crate) fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.flush(rt)?;
+        self.downstream.watermark(watermark, rt)
+    }
+
+    pub(crate) fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.flush(rt)?;
+        self.downstream.idleness(idle, rt)
+    }
+
+    pub(crate) fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.flush(rt)?;
+        self.downstream.time(now, rt)
+    }
+
+    pub(crate) fn next_time(&self) -> Option<Timestamp> {
+        self.downstream.next_time()
+    }
+
+    pub(crate) fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.flush(rt)?;
+        self.downstream.end(rt)
+    }
+}
+
+/// The first operator of a task's chain, as the task sees it.
+pub(crate) trait HeadOperator: Send {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus>;
+    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn next_time(&self) -> Option<Timestamp>;
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+}
+
+/// A one-input head: decodes serialized batches and pushes them into the operator.
+pub(crate) struct DecodingHead<T> {
+    pub(crate) operator: Box<dyn Downstream<T>>,
+    pub(crate) buffer: Vec<StreamRecord<T>>,
+    pub(crate) name: String,
+}
+
+impl<T: crate::Data> HeadOperator for DecodingHead<T> {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.open(rt)
+    }
+
+    fn poll_source(&mut self, _rt: &mut dyn TaskRuntime) -> Result<SourceStatus> {
+        Err(Error::InvalidJob(format!("operator '{}' is not a source", self.name)))
+    }
+
+    fn process_batch(&mut self, _input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
+        crate::codec::decode_batch(batch, &mut self.buffer, &self.name)?;
+        rt.add_records_in(self.buffer.len() as u64);
+        self.operator.push(&mut self.buffer, rt)
+    }
+
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.watermark(watermark, rt)
+    }
+
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.idleness(idle, rt)
+    }
+
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.time(now, rt)
+    }
+
+    fn next_time(&self) -> Option<Timestamp> {
+        self.operator.next_time()
+    }
+
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.end(rt)
+    }
+}
+
+/// A task's chain: the head, with every call guarded against panics in user code.
+struct Chain {
+    head: Box<dyn HeadOperator>,
+    name: String,
+    failed: bool,
+}
+
+impl Chain {
+    fn guard<R>(&mut self, call: impl FnOnce(&mut dyn HeadOperator) -> Result<R>) -> Result<R> {
+        if self.failed {
+            return Err(Error::InvalidJob(format!("chain '{}' already failed", self.name)));
+        }
+        let head = &mut *self.head;
+        let result = match catch_unwind(AssertUnwindSafe(|| call(head))) {
+            Ok(result) => result,
+            Err(payload) => Err(Error::UserPanic {
+                operator: self.name.clone(),
+                message: crate::plugin::panic_message(payload.as_ref()),
+            }),
+        };
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+}
+
+impl TaskChain for Chain {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.open(rt))
+    }
+    fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus> {
+        self.guard(|head| head.poll_source(rt))
+    }
+    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.process_batch(input, batch, rt))
+    }
+    fn process_watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.watermark(watermark, rt))
+    }
+    fn process_idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.idleness(idle, rt))
+    }
+    fn process_time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.time(now, rt))
+    }
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        if self.failed { None } else { self.head.next_time() }
+    }
+    fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.end(rt))
+    }
+}
+
+/// What an operator factory gets to know about the subtask it instantiates an operator for.
+pub(crate) struct OperatorSetup<'a> {
+    pub(crate) uid: &'a str,
+    pub(crate) name: &'a str,
+}
+
+/// Builds the chain `spec` of `graph` for the subtask `info`.
+pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -> Result<Box<dyn TaskChain>> {
+    let descriptor = &graph.descriptor;
+    let check_node = |id: NodeId| {
+        if (id as usize) < graph.nodes.len() {
+            Ok(())
+        } else {
+            Err(Error::InvalidJob(format!("chain names node {id}, the job has {}", graph.nodes.len())))
+        }
+    };
+    check_node(spec.head)?;
+    for &edge in &spec.chained_edges {
+        let e = descriptor
+            .edges
+            .get(edge as usize)
+            .ok_or_else(|| Error::InvalidJob(format!("chain names unknown edge {edge}")))?;
+        if !matches!(e.partitioning, Partitioning::Forward | Partitioning::Auto) {
+            return Err(Error::InvalidJob(format!("edge {edge} is not forward and cannot be chained")));
+        }
+    }
+    let outputs = build_outputs(graph, spec, spec.head, info)?;
+    let head_desc = &descriptor.nodes[spec.head as usize];
+    let setup = OperatorSetup { uid: &head_desc.uid, name: &head_desc.name };
+    let head = graph.nodes[spec.head as usize].factory.head(&setup, outputs)?;
+    Ok(Box::new(Chain { head, name: info.task_name.clone(), failed: false }))
+}
+
+/// The erased outputs of `node`: for each logical output, its chained consumers and network
+/// writers, fanned out.
+fn build_outputs(graph: &JobGraph, spec: &ChainSpec, node: NodeId, info: &TaskInfo) -> Result<Vec<ErasedDownstream>> {
+    let descriptor = &graph.descriptor;
+    let factory = &graph.nodes[node as usize];
+    let mut outputs = Vec::with_capacity(factory.outputs.len());
+    for (output_index, kit) in factory.outputs.iter().enumerate() {
+        let mut consumers = Vec::new();
+        for edge in descriptor.outputs_of(node).filter(|e| e.source_output as usize == output_index) {
+            if spec.chained_edges.contains(&edge.id) {
+                let target = &descriptor.nodes[edge.target as usize];
+                let target_outputs = build_outputs(graph, spec, edge.target, info)?;
+                let setup = OperatorSetup { uid: &target.uid, name: &target.name };
+                consumers.push(graph.nodes[edge.target as usize].factory.chained(&setup, target_outputs)?);
+            } else if let Some(task_output) = spec.outputs.iter().position(|o| o.edge == edge.id) {
+                let out = &spec.outputs[task_output];
+                let key = graph.edge_keys.get(&edge.id).map(|k| k.as_ref());
+                consumers.push(kit.network(task_output, out.consumer_parallelism, out.partitioning, key, info)?);
+            } else {
+                return Err(Error::InvalidJob(format!(
+                    "edge {} of node '{}' is neither chained nor a task output",
+                    edge.id, descriptor.nodes[node as usize].name
+                )));
+            }
+        }
+        outputs.push(kit.fan_out(consumers)?);
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,79 @@
+//! Serialization of records where they cross a task boundary, and of keys and state values.
+//!
+//! A serialized batch is the concatenation of `(timestamp, value)` pairs in postcard's format
+//! (varint integers, length-prefixed strings); the batch's length delimits it.
+
+use crate::chain::StreamRecord;
+use crate::error::{Error, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Appends one record to `buffer`.
+#[inline]
+pub(crate) fn encode_record<T: Serialize>(timestamp: i64, value: &T, buffer: &mut Vec<u8>, what: &str) -> Result<()> {
+    encode_into(&(timestamp, value), buffer, what)
+}
+
+/// Appends `value` to `buffer`.
+#[inline]
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>, what: &str) -> Result<()> {
+    let taken = std::mem::take(buffer);
+    match postcard::to_extend(value, taken) {
+        Ok(extended) => {
+            *buffer = extended;
+            Ok(())
+        }
+        Err(e) => Err(Error::serialization("serialize", what, e)),
+    }
+}
+
+/// Decodes a whole value.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::serialization("deserialize", what, e))
+}
+
+/// Decodes one value from the front of `bytes`, returning the rest.
+pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(bytes: &'a [u8], what: &str) -> Result<(T, &'a [u8])> {
+    postcard::take_from_bytes(bytes).map_err(|e| Error::serialization("deserialize", what, e))
+}
+
+/// Decodes every record of a serialized batch, appending to `out`.
+pub(crate) fn decode_batch<T: DeserializeOwned>(
+    mut bytes: &[u8],
+    out: &mut Vec<StreamRecord<T>>,
+    what: &str,
+) -> Result<()> {
+    while !bytes.is_empty() {
+        let ((timestamp, value), rest): ((i64, T), &[u8]) = decode_prefix(bytes, what)?;
+        out.push(StreamRecord { timestamp, value });
+        bytes = rest;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip() {
+        let mut buf = Vec::new();
+        encode_record(5, &("a".to_owned(), 1u64), &mut buf, "t").unwrap();
+        encode_record(i64::MIN, &("bb".to_owned(), u64::MAX), &mut buf, "t").unwrap();
+        let mut out: Vec<StreamRecord<(String, u64)>> = Vec::new();
+        decode_batch(&buf, &mut out, "t").unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].value, ("a".to_owned(), 1));
+        assert_eq!(out[1].timestamp, i64::MIN);
+        assert_eq!(out[1].value.1, u64::MAX);
+    }
+
+    #[test]
+    fn truncated_batches_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        encode_record(5, &"hello".to_owned(), &mut buf, "t").unwrap();
+        buf.pop();
+        let mut out: Vec<StreamRecord<String>> = Vec::new();
+        assert!(decode_batch(&buf, &mut out, "t").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Descriptors of the built-in connectors. A job plugin carries only these descriptions; the
+//! connectors themselves (file IO, generators, later Kafka) run in the taskmanager.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a source's records come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SourceDescriptor {
+    /// Sequence numbers `1..=count` (unbounded when `count` is `None`), split across subtasks by
+    /// stride: subtask `i` of `n` produces `1 + i, 1 + i + n, ...`. `rate` caps the events per
+    /// second over all subtasks.
+    Generator {
+        /// Number of events; `None` for an unbounded generator.
+        count: Option<u64>,
+        /// Events per second over all subtasks; `None` for as fast as possible.
+        rate: Option<f64>,
+    },
+    /// The lines of a text file, or of every regular file in a directory (sorted by name, not
+    /// recursive), split across subtasks by file. Line terminators (`\n`, `\r\n`) are removed.
+    TextFiles {
+        /// A file or a directory.
+        path: String,
+    },
+    /// An in-memory collection carried by the job itself; subtask `i` of `n` emits elements
+    /// `i, i + n, ...`.
+    Collection {
+        /// Number of elements.
+        len: usize,
+    },
+    /// A scripted sequence of records, watermarks and pauses carried by the job, for tests and
+    /// demos of event-time semantics; always parallelism 1.
+    TimedEvents {
+        /// Number of scripted events.
+        len: usize,
+    },
+}
+
+impl SourceDescriptor {
+    /// Whether the records are produced by the taskmanager (as opposed to the job plugin).
+    pub fn is_external(&self) -> bool {
+        matches!(self, Self::Generator { .. } | Self::TextFiles { .. })
+    }
+
+    /// Whether the source ends by itself.
+    pub fn is_bounded(&self) -> bool {
+        !matches!(self, Self::Generator { count: None, .. })
+    }
+}
+
+/// Where a sink's records go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SinkDescriptor {
+    /// One text file per subtask, `part-<subtask>.txt`, in `directory` (created if missing).
+    TextFiles {
+        /// The output directory.
+        directory: String,
+    },
+    /// Lines on the taskmanager's standard output, prefixed with `subtask> ` as Flink's print sink.
+    Stdout,
+    /// Discards records (for benchmarks); still runs everything upstream of it.
+    Blackhole,
+}

@@ -1,0 +1,185 @@
+//! User function traits: process functions, aggregate functions, window functions, and the
+//! collector they emit through.
+
+use crate::chain::StreamRecord;
+use crate::error::Result;
+use crate::runtime::{LogLevel, TaskInfo, TaskRuntime};
+use crate::state::{
+    KeyedState, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
+};
+use crate::time::Timestamp;
+use crate::timer::TimerService;
+use crate::window::TimeWindow;
+
+/// Emits records from a user function.
+pub struct Collector<'a, O> {
+    buffer: &'a mut Vec<StreamRecord<O>>,
+    timestamp: Timestamp,
+}
+
+impl<'a, O> Collector<'a, O> {
+    pub(crate) fn new(buffer: &'a mut Vec<StreamRecord<O>>, timestamp: Timestamp) -> Self {
+        Self { buffer, timestamp }
+    }
+
+    /// Emits `value` with the timestamp of the input (or of the window or timer being processed).
+    #[inline]
+    pub fn collect(&mut self, value: O) {
+        self.buffer.push(StreamRecord { timestamp: self.timestamp, value });
+    }
+
+    /// Emits `value` with an explicit event timestamp.
+    #[inline]
+    pub fn collect_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.buffer.push(StreamRecord { timestamp, value });
+    }
+}
+
+/// What a function can learn about the subtask it runs in, and how it logs.
+pub struct RuntimeContext<'a> {
+    pub(crate) rt: &'a dyn TaskRuntime,
+}
+
+impl RuntimeContext<'_> {
+    /// The subtask: index, parallelism, job id.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.rt.info()
+    }
+
+    /// Logs through the taskmanager's logger, tagged with job, task and subtask.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.rt.log(level, message);
+    }
+}
+
+/// Which clock fired a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The watermark passed the timer.
+    EventTime,
+    /// The wall clock passed the timer.
+    ProcessingTime,
+}
+
+/// The context of a keyed function call: the current key, keyed state, timers, output.
+pub struct KeyedContext<'a, K, O> {
+    pub(crate) key: &'a K,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) out: Collector<'a, O>,
+    pub(crate) state: KeyedState<'a>,
+    pub(crate) timers: TimerService<'a>,
+    pub(crate) time_domain: Option<TimeDomain>,
+}
+
+impl<'a, K, O> KeyedContext<'a, K, O> {
+    /// The key of the element or timer being processed.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// Event timestamp of the element (or of the event-time timer) being processed, if any.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        (self.timestamp != crate::time::NO_TIMESTAMP).then_some(self.timestamp)
+    }
+
+    /// Which clock fired the timer being processed; `None` when processing an element.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.time_domain
+    }
+
+    /// Emits a record with the current timestamp.
+    pub fn collect(&mut self, value: O) {
+        self.out.collect(value);
+    }
+
+    /// Emits a record with an explicit timestamp.
+    pub fn collect_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.out.collect_with_timestamp(value, timestamp);
+    }
+
+    /// Timers of the current key.
+    pub fn timer_service(&mut self) -> &mut TimerService<'a> {
+        &mut self.timers
+    }
+
+    /// The value state `descriptor` of the current key.
+    pub fn value_state<V: crate::Data>(&mut self, descriptor: &ValueStateDescriptor<V>) -> Result<ValueState<'_, V>> {
+        self.state.value(descriptor)
+    }
+
+    /// The list state `descriptor` of the current key.
+    pub fn list_state<V: crate::Data>(&mut self, descriptor: &ListStateDescriptor<V>) -> Result<ListState<'_, V>> {
+        self.state.list(descriptor)
+    }
+
+    /// The map state `descriptor` of the current key.
+    pub fn map_state<UK: crate::Data, UV: crate::Data>(
+        &mut self,
+        descriptor: &MapStateDescriptor<UK, UV>,
+    ) -> Result<MapState<'_, UK, UV>> {
+        self.state.map(descriptor)
+    }
+}
+
+/// Processes the elements of a keyed stream one by one, with keyed state and timers (Flink's
+/// `KeyedProcessFunction`). One instance per subtask (cloned from the job's instance).
+pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes one element of the current key.
+    fn process_element(&mut self, value: I, ctx: &mut KeyedContext<'_, K, O>) -> Result<()>;
+
+    /// A timer registered for the current key fired at `timestamp`.
+    fn on_timer(&mut self, _timestamp: Timestamp, _ctx: &mut KeyedContext<'_, K, O>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Processes the two inputs of keyed connected streams with shared keyed state and timers
+/// (Flink's `KeyedCoProcessFunction`).
+pub trait KeyedCoProcessFunction<K, I1, I2, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one element of the first input.
+    fn process_element1(&mut self, value: I1, ctx: &mut KeyedContext<'_, K, O>) -> Result<()>;
+    /// Processes one element of the second input.
+    fn process_element2(&mut self, value: I2, ctx: &mut KeyedContext<'_, K, O>) -> Result<()>;
+    /// A timer registered for the current key fired.
+    fn on_timer(&mut self, _timestamp: Timestamp, _ctx: &mut KeyedContext<'_, K, O>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Incremental aggregation of a window or keyed stream (Flink's `AggregateFunction`).
+pub trait AggregateFunction<I, Acc, R>: Send + Sync + 'static {
+    /// A new, empty accumulator.
+    fn create_accumulator(&self) -> Acc;
+    /// Adds one element.
+    fn add(&self, value: I, accumulator: Acc) -> Acc;
+    /// The result of an accumulator.
+    fn get_result(&self, accumulator: Acc) -> R;
+    /// Merges two accumulators (session windows merge).
+    fn merge(&self, a: Acc, b: Acc) -> Acc;
+}
+
+/// Computes the output of a fired window from its contents (Flink's `ProcessWindowFunction`).
+///
+/// With `aggregate` or `reduce`, `elements` holds the single aggregate result.
+pub trait ProcessWindowFunction<K, I, O>: Send + Sync + 'static {
+    /// Emits the output for window `window` of key `key`.
+    fn process(&self, key: &K, window: &TimeWindow, elements: Vec<I>, out: &mut Collector<'_, O>);
+}
+
+impl<K, I, O, F> ProcessWindowFunction<K, I, O> for F
+where
+    F: Fn(&K, &TimeWindow, Vec<I>, &mut Collector<'_, O>) + Send + Sync + 'static,
+{
+    fn process(&self, key: &K, window: &TimeWindow, elements: Vec<I>, out: &mut Collector<'_, O>) {
+        self(key, window, elements, out)
+    }
+}

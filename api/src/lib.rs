@@ -1,0 +1,71 @@
+//! # weir-api
+//!
+//! The only crate a Weir job depends on. A job is a `cdylib` crate whose build function declares
+//! a dataflow with the DataStream API and exports it with [`export_job!`]:
+//!
+//! ```
+//! use weir_api::prelude::*;
+//!
+//! fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
+//!     let output = args.required("output")?;
+//!     env.from_collection(vec!["a b", "b c"])
+//!         .flat_map(|line: &str, out: &mut Collector<'_, String>| {
+//!             line.split(' ').for_each(|w| out.collect(w.to_owned()))
+//!         })
+//!         .write_as_text(output);
+//!     Ok(())
+//! }
+//! // weir_api::export_job!(build);
+//! ```
+//!
+//! Records are Rust values inside an operator chain and are serialized with serde only where
+//! they cross a task boundary; every record type is [`Data`].
+
+pub mod args;
+mod chain;
+mod codec;
+pub mod connectors;
+pub mod error;
+mod factory;
+pub mod functions;
+pub mod graph;
+pub mod keygroup;
+mod operators;
+pub mod plugin;
+pub mod runtime;
+pub mod state;
+pub mod stream;
+pub mod time;
+pub mod timer;
+pub mod window;
+
+pub use args::JobArgs;
+pub use error::{Error, Result};
+pub use stream::{DataStream, StreamExecutionEnvironment};
+
+/// What a record, key or state value must be: serializable, cloneable, sendable.
+pub trait Data: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static> Data for T {}
+
+/// The names a job usually needs.
+pub mod prelude {
+    pub use crate::Data;
+    pub use crate::args::JobArgs;
+    pub use crate::error::{Error, Result};
+    pub use crate::functions::{
+        AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
+        ProcessWindowFunction, RuntimeContext, TimeDomain,
+    };
+    pub use crate::state::{
+        ListStateDescriptor, MapStateDescriptor, StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
+    };
+    pub use crate::stream::{
+        DataStream, GeneratorSource, KeyedStream, StreamExecutionEnvironment, TimedEvent, WindowedStream,
+    };
+    pub use crate::time::{MAX_WATERMARK, Timestamp, WatermarkStrategy};
+    pub use crate::window::{
+        EventTimeSessionWindows, OutputTag, ProcessingTimeSessionWindows, SlidingEventTimeWindows,
+        SlidingProcessingTimeWindows, TimeWindow, TumblingEventTimeWindows, TumblingProcessingTimeWindows,
+    };
+}

@@ -1,0 +1,240 @@
+//! Keyed operators: the harness they share (current key, key group, state, timers) and the keyed
+//! process function and rolling reduce operators.
+
+use crate::chain::{Downstream, Output, StreamRecord, min_time};
+use crate::codec::{decode, encode_into};
+use crate::error::{Error, Result};
+use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, RuntimeContext, TimeDomain};
+use crate::keygroup::key_group_for_key_bytes;
+use crate::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, TaskRuntime};
+use crate::state::{KeyedState, StateRegistry};
+use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
+use crate::timer::{Timer, TimerService, Timers};
+use std::sync::Arc;
+
+/// The keyed context of an operator in one subtask.
+pub(crate) struct KeyedHarness<K> {
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) backend: Option<Box<dyn KeyedStateBackend>>,
+    pub(crate) registry: StateRegistry,
+    pub(crate) timers: Timers,
+    pub(crate) key: Option<K>,
+    pub(crate) key_bytes: Vec<u8>,
+    pub(crate) key_group: u16,
+    pub(crate) max_parallelism: u32,
+    pub(crate) watermark: Timestamp,
+    pub(crate) now: Timestamp,
+}
+
+impl<K: crate::Data> KeyedHarness<K> {
+    pub(crate) fn new(uid: &str, name: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            name: name.to_owned(),
+            backend: None,
+            registry: StateRegistry::default(),
+            timers: Timers::default(),
+            key: None,
+            key_bytes: Vec::new(),
+            key_group: 0,
+            max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
+            watermark: MIN_WATERMARK,
+            now: 0,
+        }
+    }
+
+    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.backend = Some(rt.keyed_state_backend(&self.uid)?);
+        self.max_parallelism = rt.info().max_parallelism;
+        self.now = rt.processing_time();
+        Ok(())
+    }
+
+    /// Makes `key` the current key.
+    #[inline]
+    pub(crate) fn set_key(&mut self, key: K) -> Result<()> {
+        self.key_bytes.clear();
+        encode_into(&key, &mut self.key_bytes, "key")?;
+        self.key_group = key_group_for_key_bytes(&self.key_bytes, self.max_parallelism);
+        self.key = Some(key);
+        Ok(())
+    }
+
+    /// Makes the key of `timer` the current key.
+    pub(crate) fn set_key_of(&mut self, timer: &Timer) -> Result<()> {
+        self.key_bytes.clear();
+        self.key_bytes.extend_from_slice(&timer.key);
+        self.key_group = timer.key_group;
+        self.key = Some(decode(&timer.key, "key of a timer")?);
+        Ok(())
+    }
+
+    pub(crate) fn backend(&mut self) -> Result<&mut (dyn KeyedStateBackend + 'static)> {
+        self.backend
+            .as_deref_mut()
+            .ok_or_else(|| Error::InvalidJob(format!("keyed operator '{}' used before open", self.name)))
+    }
+
+    pub(crate) fn state_id(&mut self, name: &'static str, kind: StateKind) -> Result<StateId> {
+        let backend = self
+            .backend
+            .as_deref_mut()
+            .ok_or_else(|| Error::InvalidJob(format!("keyed operator '{}' used before open", self.name)))?;
+        self.registry.id(backend, name, kind)
+    }
+
+    /// The context handed to user functions for the current key.
+    pub(crate) fn context<'a, O>(
+        &'a mut self,
+        out: &'a mut Vec<StreamRecord<O>>,
+        timestamp: Timestamp,
+        time_domain: Option<TimeDomain>,
+    ) -> Result<KeyedContext<'a, K, O>> {
+        let name = &self.name;
+        let backend: &'a mut dyn KeyedStateBackend = self
+            .backend
+            .as_deref_mut()
+            .ok_or_else(|| Error::InvalidJob(format!("keyed operator '{name}' used before open")))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::InvalidJob(format!("keyed operator '{name}' has no current key")))?;
+        let state_key = StateKey { key_group: self.key_group, key: &self.key_bytes, namespace: &[] };
+        Ok(KeyedContext {
+            key,
+            timestamp,
+            out: Collector::new(out, timestamp),
+            state: KeyedState { backend, registry: &mut self.registry, key: state_key, now: self.now },
+            timers: TimerService {
+                timers: &mut self.timers,
+                key_group: self.key_group,
+                key: &self.key_bytes,
+                watermark: self.watermark,
+                now: self.now,
+            },
+            time_domain,
+        })
+    }
+}
+
+/// `key_by(..).process(f)`.
+pub(crate) struct KeyedProcessOperator<K, I, O, KF, F> {
+    pub(crate) key_fn: Arc<KF>,
+    pub(crate) function: F,
+    pub(crate) harness: KeyedHarness<K>,
+    pub(crate) out: Output<O>,
+    pub(crate) _input: std::marker::PhantomData<fn(I)>,
+}
+
+impl<K, I, O, KF, F> Downstream<I> for KeyedProcessOperator<K, I, O, KF, F>
+where
+    K: crate::Data,
+    I: crate::Data,
+    O: crate::Data,
+    KF: Fn(&I) -> K + Send + Sync + 'static,
+    F: KeyedProcessFunction<K, I, O>,
+{
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.harness.open(rt)?;
+        self.function.open(&RuntimeContext { rt })?;
+        self.out.open(rt)
+    }
+
+    fn push(&mut self, batch: &mut Vec<StreamRecord<I>>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.harness.now = rt.processing_time();
+        for record in batch.drain(..) {
+            self.harness.set_key((self.key_fn)(&record.value))?;
+            let mut ctx = self.harness.context(&mut self.out.buffer, record.timestamp, None)?;
+            self.function.process_element(record.value, &mut ctx)?;
+            if self.out.buffer.len() >= 4096 {
+                self.out.flush(rt)?;
+            }
+        }
+        self.out.flush(rt)
+    }
+
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.harness.watermark = watermark;
+        self.harness.now = rt.processing_time();
+        while let Some(timer) = self.harness.timers.pop_event(watermark) {
+            self.harness.set_key_of(&timer)?;
+            let mut ctx = self.harness.context(&mut self.out.buffer, timer.timestamp, Some(TimeDomain::EventTime))?;
+            self.function.on_timer(timer.timestamp, &mut ctx)?;
+            if self.out.buffer.len() >= 4096 {
+                self.out.flush(rt)?;
+            }
+        }
+        self.out.watermark(watermark, rt)
+    }
+
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.out.idleness(idle, rt)
+    }
+
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.harness.now = now;
+        while let Some(timer) = self.harness.timers.pop_processing(now) {
+            self.harness.set_key_of(&timer)?;
+            let mut ctx = self.harness.context(&mut self.out.buffer, NO_TIMESTAMP, Some(TimeDomain::ProcessingTime))?;
+            self.function.on_timer(timer.timestamp, &mut ctx)?;
+        }
+        self.out.time(now, rt)
+    }
+
+    fn next_time(&self) -> Option<Timestamp> {
+        min_time(self.harness.timers.next_processing(), self.out.next_time())
+    }
+
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.out.end(rt)
+    }
+}
+
+/// `key_by(..).reduce(f)`: emits the running reduction of each key for every element.
+pub(crate) struct ReduceOperator<K, T, KF, F> {
+    pub(crate) key_fn: Arc<KF>,
+    pub(crate) function: Arc<F>,
+    pub(crate) harness: KeyedHarness<K>,
+    pub(crate) state: StateId,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) out: Output<T>,
+}
+
+impl<K, T, KF, F> Downstream<T> for ReduceOperator<K, T, KF, F>
+where
+    K: crate::Data,
+    T: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+    F: Fn(T, T) -> T + Send + Sync + 'static,
+{
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.harness.open(rt)?;
+        self.state = self.harness.state_id("reduce", StateKind::Value)?;
+        self.out.open(rt)
+    }
+
+    fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        for record in batch.drain(..) {
+            self.harness.set_key((self.key_fn)(&record.value))?;
+            let state = self.state;
+            let key = StateKey { key_group: self.harness.key_group, key: &self.harness.key_bytes, namespace: &[] };
+            let backend = self
+                .harness
+                .backend
+                .as_deref_mut()
+                .ok_or_else(|| Error::InvalidJob("reduce used before open".into()))?;
+            let reduced = match backend.get(state, key)? {
+                Some(bytes) => (self.function)(decode(bytes, "reduce state")?, record.value),
+                None => record.value,
+            };
+            self.scratch.clear();
+            encode_into(&reduced, &mut self.scratch, "reduce state")?;
+            backend.put(state, key, &self.scratch)?;
+            self.out.emit(reduced, record.timestamp);
+        }
+        self.out.flush(rt)
+    }
+
+    super::forward_control!(out, except_open);
+}

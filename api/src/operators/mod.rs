@@ -1,0 +1,47 @@
+//! Operator implementations. Each is generic over the user's types and functions, so it is
+//! compiled into the job plugin and calls user code without dynamic dispatch per record.
+
+/// Implements the `Downstream` methods that only forward to `self.$out` (an `Output`).
+macro_rules! forward_control {
+    ($out:ident) => {
+        fn open(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.$out.open(rt)
+        }
+        $crate::operators::forward_control!($out, except_open);
+    };
+    ($out:ident, except_open) => {
+        fn watermark(
+            &mut self,
+            w: $crate::time::Timestamp,
+            rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            self.$out.watermark(w, rt)
+        }
+        fn idleness(&mut self, idle: bool, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.$out.idleness(idle, rt)
+        }
+        fn time(
+            &mut self,
+            now: $crate::time::Timestamp,
+            rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            self.$out.time(now, rt)
+        }
+        fn next_time(&self) -> Option<$crate::time::Timestamp> {
+            self.$out.next_time()
+        }
+        fn end(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.$out.end(rt)
+        }
+    };
+}
+pub(crate) use forward_control;
+
+pub(crate) mod basic;
+pub(crate) mod exchange;
+pub(crate) mod keyed;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod two_input;
+pub(crate) mod watermarks;
+pub(crate) mod window;

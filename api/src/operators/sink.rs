@@ -1,0 +1,82 @@
+//! Sinks: format records as lines and hand them to the taskmanager's writer, or discard them.
+
+use crate::chain::{Downstream, StreamRecord};
+use crate::connectors::SinkDescriptor;
+use crate::error::{Error, Result};
+use crate::runtime::{SinkWriter, TaskRuntime};
+use crate::time::Timestamp;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Formats one record as a line (without the newline).
+pub(crate) type FormatFn<T> = Arc<dyn Fn(&T, &mut String) + Send + Sync>;
+
+pub(crate) struct SinkOperator<T> {
+    pub(crate) descriptor: SinkDescriptor,
+    pub(crate) format: Option<FormatFn<T>>,
+    pub(crate) writer: Option<Box<dyn SinkWriter>>,
+    pub(crate) line: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) prefix: String,
+}
+
+impl<T> SinkOperator<T> {
+    pub(crate) fn new(descriptor: SinkDescriptor, format: Option<FormatFn<T>>) -> Self {
+        Self { descriptor, format, writer: None, line: String::new(), bytes: Vec::new(), prefix: String::new() }
+    }
+}
+
+impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        if self.descriptor != SinkDescriptor::Blackhole {
+            if self.format.is_none() {
+                return Err(Error::InvalidJob("text sink without a formatter".into()));
+            }
+            self.writer = Some(rt.open_sink(&self.descriptor)?);
+        }
+        if self.descriptor == SinkDescriptor::Stdout && rt.info().parallelism > 1 {
+            let _ = write!(self.prefix, "{}> ", rt.info().subtask + 1);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        rt.add_records_out(batch.len() as u64);
+        if let (Some(writer), Some(format)) = (self.writer.as_mut(), self.format.as_ref()) {
+            self.bytes.clear();
+            for record in batch.iter() {
+                self.line.clear();
+                self.line.push_str(&self.prefix);
+                format(&record.value, &mut self.line);
+                self.bytes.extend_from_slice(self.line.as_bytes());
+                self.bytes.push(b'\n');
+            }
+            writer.write(&self.bytes)?;
+        }
+        batch.clear();
+        Ok(())
+    }
+
+    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+
+    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+
+    fn time(&mut self, _now: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+
+    fn next_time(&self) -> Option<Timestamp> {
+        None
+    }
+
+    fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.finish()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! The runtime interface: what the taskmanager calls on a job's operators and what it hands them.
+//!
+//! Not for job authors. These object-safe traits are the whole boundary between the runtime and a
+//! job plugin: the runtime implements [`TaskRuntime`], [`KeyedStateBackend`], [`SourceReader`] and
+//! [`SinkWriter`]; the plugin implements [`JobEntry`] and [`TaskChain`]. Every call into the plugin
+//! catches panics on the plugin's side and returns them as [`Error::UserPanic`].
+//!
+//! [`Error::UserPanic`]: crate::Error::UserPanic
+
+use crate::connectors::{SinkDescriptor, SourceDescriptor};
+use crate::error::Result;
+use crate::graph::{ChainSpec, JobDescriptor};
+use crate::time::Timestamp;
+use std::ops::RangeInclusive;
+
+/// Identity and placement of one running subtask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Job id.
+    pub job_id: String,
+    /// Job name.
+    pub job_name: String,
+    /// Name of the task (its chained operators' names joined by ` -> `).
+    pub task_name: String,
+    /// Index of this subtask, `0..parallelism`.
+    pub subtask: u32,
+    /// Parallelism of the task's vertex.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+    /// Execution attempt (0 for the first deployment).
+    pub attempt: u32,
+}
+
+impl TaskInfo {
+    /// The key groups this subtask owns.
+    pub fn key_groups(&self) -> RangeInclusive<u16> {
+        crate::keygroup::key_group_range(self.max_parallelism, self.parallelism, self.subtask)
+    }
+}
+
+/// Log levels of user and operator messages forwarded to the runtime's logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something is suspicious.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for debugging.
+    Debug,
+}
+
+/// Services the runtime provides to one task's operator chain.
+pub trait TaskRuntime {
+    /// Who this task is.
+    fn info(&self) -> &TaskInfo;
+
+    /// Current processing time, milliseconds since the epoch.
+    fn processing_time(&self) -> Timestamp;
+
+    /// Sends a serialized batch of `records` records to channel `channel` of task output `output`
+    /// (and counts them as records out).
+    ///
+    /// # Errors
+    /// [`crate::Error::Cancelled`] when the task is cancelled while the channel is full.
+    ///
+    /// Blocks while the channel has no room: this is how backpressure reaches producers.
+    fn send_batch(&mut self, output: usize, channel: usize, batch: Vec<u8>, records: usize) -> Result<()>;
+
+    /// Sends a watermark to every channel of task output `output`.
+    fn send_watermark(&mut self, output: usize, watermark: Timestamp) -> Result<()>;
+
+    /// Marks task output `output` idle (no records expected for now) or active again.
+    fn send_idleness(&mut self, output: usize, idle: bool) -> Result<()>;
+
+    /// Opens the keyed state of operator `operator_uid` for this subtask's key groups.
+    fn keyed_state_backend(&mut self, operator_uid: &str) -> Result<Box<dyn KeyedStateBackend>>;
+
+    /// Opens this subtask's share of a taskmanager-side source.
+    fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>>;
+
+    /// Opens this subtask's writer for a sink.
+    fn open_sink(&mut self, sink: &SinkDescriptor) -> Result<Box<dyn SinkWriter>>;
+
+    /// Counts records that entered the task's chain (from a source or an input channel).
+    fn add_records_in(&mut self, records: u64);
+
+    /// Counts records that left the chain (to an output channel or a sink).
+    fn add_records_out(&mut self, records: u64);
+
+    /// Forwards a message to the runtime's logger, tagged with the task's ids.
+    fn log(&self, level: LogLevel, message: &str);
+}
+
+/// Kinds of keyed state, which decide how a backend stores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// One value per key and namespace.
+    Value,
+    /// An appendable list per key and namespace (elements length-prefixed by [`KeyedStateBackend::append`]).
+    List,
+    /// A map from user key to value per key and namespace; supports scans.
+    Map,
+}
+
+/// Dense handle of a registered state within one backend.
+pub type StateId = u32;
+
+/// The address of a state entry: `(key group, key, namespace)` plus a user key for map state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateKey<'a> {
+    /// Key group of `key`; must be in the backend's range.
+    pub key_group: u16,
+    /// Serialized key.
+    pub key: &'a [u8],
+    /// Serialized namespace (a window for window state; empty for plain keyed state).
+    pub namespace: &'a [u8],
+}
+
+/// Byte-level keyed state of one operator in one subtask, partitioned by key group.
+///
+/// The typed state handles ([`crate::state`]) encode keys and values and call this. The runtime
+/// provides implementations (heap, and RocksDB in a later version); their contract is a sorted
+/// key-value store per key group.
+pub trait KeyedStateBackend: Send {
+    /// Registers state `name` (or returns its id if already registered with the same kind).
+    ///
+    /// # Errors
+    /// [`crate::Error::Runtime`] when `name` is registered with another kind.
+    fn register_state(&mut self, name: &str, kind: StateKind) -> Result<StateId>;
+
+    /// The value at `key` (value and list state), `None` when absent.
+    fn get(&mut self, state: StateId, key: StateKey<'_>) -> Result<Option<&[u8]>>;
+
+    /// Replaces the value at `key`.
+    fn put(&mut self, state: StateId, key: StateKey<'_>, value: &[u8]) -> Result<()>;
+
+    /// Appends one encoded element to the list at `key` (creating it).
+    fn append(&mut self, state: StateId, key: StateKey<'_>, element: &[u8]) -> Result<()>;
+
+    /// Removes the value (or list, or whole map) at `key`.
+    fn remove(&mut self, state: StateId, key: StateKey<'_>) -> Result<()>;
+
+    /// Map state: the value of `user_key` in the map at `key`.
+    fn map_get(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<Option<&[u8]>>;
+
+    /// Map state: sets `user_key` to `value` in the map at `key`.
+    fn map_put(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Map state: removes `user_key` from the map at `key`.
+    fn map_remove(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<()>;
+
+    /// Map state: calls `visit` for every entry of the map at `key`, in user-key byte order,
+    /// until it returns `false`.
+    fn map_scan(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+}
+
+/// Records read by a taskmanager-side source, in a form both sides understand without sharing
+/// Rust types beyond the standard library.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    /// Lines of a text source.
+    pub lines: Vec<String>,
+    /// Sequence numbers of a generator: `first, first + stride, ...`, `count` of them.
+    pub sequence: Option<(u64, u64, u64)>,
+}
+
+impl RawBatch {
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.sequence = None;
+    }
+}
+
+/// What a source poll produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Records were produced (possibly zero); poll again.
+    Ready,
+    /// Nothing before processing time `until` (rate limit, pause); the task may wait.
+    WaitUntil(Timestamp),
+    /// The source is exhausted.
+    Finished,
+}
+
+/// This subtask's share of a taskmanager-side source.
+pub trait SourceReader: Send {
+    /// Reads up to `max_records` records into `out` (cleared by the caller).
+    fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus>;
+}
+
+/// This subtask's writer of a sink.
+pub trait SinkWriter: Send {
+    /// Writes newline-terminated records.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Completes the output at end of input (flush, sync, close).
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// One task's instantiated operator chain, owned and driven by the task thread.
+///
+/// Calls happen on one thread, in order. After any method returns an error the chain is failed
+/// and only dropped.
+pub trait TaskChain: Send {
+    /// Opens the operators (state, connectors, user `open` hooks).
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// Source chains: produce the next batch and push it through the chain.
+    fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus>;
+
+    /// Processes one serialized batch that arrived on input `input` of the head operator.
+    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// The combined input watermark advanced to `watermark`.
+    fn process_watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// All inputs became idle (`true`) or one became active again (`false`).
+    fn process_idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// Processing time reached `now`: fire due processing-time timers and periodic work.
+    fn process_time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// The earliest processing time at which [`TaskChain::process_time`] has work to do.
+    fn next_processing_time(&self) -> Option<Timestamp>;
+
+    /// All inputs ended: flush and finish every operator (sinks complete their output).
+    fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+}
+
+/// The logical job a plugin builds: its descriptor, and its factories (opaque to the runtime).
+pub struct JobGraph {
+    /// The serializable graph the jobmanager plans from.
+    pub descriptor: JobDescriptor,
+    pub(crate) nodes: Vec<crate::stream::NodeFactoryBox>,
+    pub(crate) edge_keys: std::collections::HashMap<crate::graph::EdgeId, Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for JobGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobGraph").field("descriptor", &self.descriptor).finish_non_exhaustive()
+    }
+}
+
+/// A job as the runtime sees it: what `export_job!` exports from a plugin.
+pub trait JobEntry: Send + Sync {
+    /// Runs the job's build function with `args`.
+    fn build(&self, args: &[String]) -> Result<JobGraph>;
+
+    /// Instantiates the operator chain `spec` of `graph` for one subtask.
+    fn instantiate(&self, graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -> Result<Box<dyn TaskChain>>;
+}
+
+/// Encodes one list element the way [`KeyedStateBackend::append`] stores it: a little-endian
+/// `u32` length, then the bytes. Backends must use this format for list values.
+pub fn encode_list_element(out: &mut Vec<u8>, element: &[u8]) {
+    out.extend_from_slice(&(element.len() as u32).to_le_bytes());
+    out.extend_from_slice(element);
+}
+
+/// Iterates the elements of a stored list value.
+pub fn list_elements(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            bytes = &[];
+            return Some(Err(crate::Error::serialization("deserialize", "list state", "truncated element length")));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            bytes = &[];
+            return Some(Err(crate::Error::serialization("deserialize", "list state", "truncated element")));
+        }
+        let (element, rest) = rest.split_at(len);
+        bytes = rest;
+        Some(Ok(element))
+    })
+}

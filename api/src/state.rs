@@ -1,0 +1,372 @@
+//! Keyed state: value, list and map state scoped to the current key, with optional time-to-live.
+//!
+//! State lives in the taskmanager's state backend as bytes addressed by key group, key and
+//! namespace; these handles encode and decode it. Declare descriptors as constants:
+//!
+//! ```
+//! use weir_api::state::{StateTtlConfig, ValueStateDescriptor};
+//! use std::time::Duration;
+//! const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
+//! const SEEN: ValueStateDescriptor<bool> =
+//!     ValueStateDescriptor::new("seen").with_ttl(StateTtlConfig::new(Duration::from_secs(60)));
+//! ```
+
+use crate::codec::{decode, encode_into};
+use crate::error::{Error, Result};
+use crate::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, list_elements};
+use crate::time::Timestamp;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// When the time-to-live of a state entry restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlUpdateType {
+    /// On creation and on every write (the default).
+    OnCreateAndWrite,
+    /// On creation, every write and every read.
+    OnReadAndWrite,
+}
+
+/// Time-to-live of keyed state entries, in processing time. Expired entries are never returned
+/// and are removed when next accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTtlConfig {
+    pub(crate) ttl_ms: i64,
+    pub(crate) update: TtlUpdateType,
+}
+
+impl StateTtlConfig {
+    /// Entries expire `ttl` after their last write.
+    pub const fn new(ttl: Duration) -> Self {
+        Self { ttl_ms: ttl.as_millis() as i64, update: TtlUpdateType::OnCreateAndWrite }
+    }
+
+    /// Sets when the time-to-live restarts.
+    pub const fn update_type(mut self, update: TtlUpdateType) -> Self {
+        self.update = update;
+        self
+    }
+}
+
+macro_rules! descriptor {
+    ($(#[$doc:meta])* $name:ident < $($param:ident),+ >) => {
+        $(#[$doc])*
+        pub struct $name<$($param),+> {
+            pub(crate) name: &'static str,
+            pub(crate) ttl: Option<StateTtlConfig>,
+            _types: PhantomData<fn() -> ($($param,)+)>,
+        }
+
+        impl<$($param),+> $name<$($param),+> {
+            /// A state named `name`, unique within its operator.
+            pub const fn new(name: &'static str) -> Self {
+                Self { name, ttl: None, _types: PhantomData }
+            }
+
+            /// Gives entries a time-to-live.
+            pub const fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+                self.ttl = Some(ttl);
+                self
+            }
+
+            /// The state's name.
+            pub const fn name(&self) -> &'static str {
+                self.name
+            }
+        }
+    };
+}
+
+descriptor!(
+    /// Describes a [`ValueState`].
+    ValueStateDescriptor<V>
+);
+descriptor!(
+    /// Describes a [`ListState`].
+    ListStateDescriptor<V>
+);
+descriptor!(
+    /// Describes a [`MapState`].
+    MapStateDescriptor<K, V>
+);
+
+/// The state names an operator registered with its backend.
+#[derive(Default)]
+pub(crate) struct StateRegistry {
+    entries: Vec<(&'static str, StateKind, StateId)>,
+}
+
+impl StateRegistry {
+    pub(crate) fn id(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        name: &'static str,
+        kind: StateKind,
+    ) -> Result<StateId> {
+        if let Some((_, registered, id)) = self.entries.iter().find(|(n, _, _)| *n == name) {
+            if *registered != kind {
+                return Err(Error::InvalidJob(format!(
+                    "state '{name}' is used as {kind:?} state but was registered as {registered:?} state"
+                )));
+            }
+            return Ok(*id);
+        }
+        let id = backend.register_state(name, kind)?;
+        self.entries.push((name, kind, id));
+        Ok(id)
+    }
+}
+
+/// Access to the keyed state of the current key (and namespace).
+pub(crate) struct KeyedState<'a> {
+    pub(crate) backend: &'a mut dyn KeyedStateBackend,
+    pub(crate) registry: &'a mut StateRegistry,
+    pub(crate) key: StateKey<'a>,
+    pub(crate) now: Timestamp,
+}
+
+impl<'a> KeyedState<'a> {
+    pub(crate) fn value<V: crate::Data>(&mut self, d: &ValueStateDescriptor<V>) -> Result<ValueState<'_, V>> {
+        let id = self.registry.id(self.backend, d.name, StateKind::Value)?;
+        Ok(ValueState {
+            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            _v: PhantomData,
+        })
+    }
+
+    pub(crate) fn list<V: crate::Data>(&mut self, d: &ListStateDescriptor<V>) -> Result<ListState<'_, V>> {
+        let id = self.registry.id(self.backend, d.name, StateKind::List)?;
+        Ok(ListState {
+            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            scratch: Vec::new(),
+            _v: PhantomData,
+        })
+    }
+
+    pub(crate) fn map<K: crate::Data, V: crate::Data>(
+        &mut self,
+        d: &MapStateDescriptor<K, V>,
+    ) -> Result<MapState<'_, K, V>> {
+        let id = self.registry.id(self.backend, d.name, StateKind::Map)?;
+        Ok(MapState {
+            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            _kv: PhantomData,
+        })
+    }
+}
+
+/// One state of the current key, with its time-to-live.
+struct Cell<'s> {
+    backend: &'s mut dyn KeyedStateBackend,
+    id: StateId,
+    key: StateKey<'s>,
+    ttl: Option<StateTtlConfig>,
+    now: Timestamp,
+    name: &'static str,
+}
+
+impl Cell<'_> {
+    /// Encodes `value`, prefixed with the write time when the state has a time-to-live.
+    fn encode<V: serde::Serialize>(&self, value: &V, out: &mut Vec<u8>) -> Result<()> {
+        if self.ttl.is_some() {
+            out.extend_from_slice(&self.now.to_le_bytes());
+        }
+        encode_into(value, out, self.name)
+    }
+
+    fn refresh_on_read(&self) -> bool {
+        matches!(self.ttl, Some(StateTtlConfig { update: TtlUpdateType::OnReadAndWrite, .. }))
+    }
+}
+
+/// Splits stored bytes into (expired, payload) for a state with time-to-live `ttl` at `now`.
+fn split_ttl<'b>(ttl: Option<StateTtlConfig>, now: Timestamp, name: &str, bytes: &'b [u8]) -> Result<(bool, &'b [u8])> {
+    match ttl {
+        None => Ok((false, bytes)),
+        Some(ttl) => {
+            let (stamp, payload) = bytes
+                .split_first_chunk::<8>()
+                .ok_or_else(|| Error::serialization("deserialize", name, "entry shorter than its TTL stamp"))?;
+            let written = i64::from_le_bytes(*stamp);
+            Ok((now.saturating_sub(written) >= ttl.ttl_ms, payload))
+        }
+    }
+}
+
+/// A single value per key (Flink's `ValueState`).
+pub struct ValueState<'s, V> {
+    cell: Cell<'s>,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V: crate::Data> ValueState<'_, V> {
+    /// The current key's value; `None` when never set, cleared, or expired.
+    pub fn value(&mut self) -> Result<Option<V>> {
+        let cell = &mut self.cell;
+        let Some(bytes) = cell.backend.get(cell.id, cell.key)? else {
+            return Ok(None);
+        };
+        let (expired, payload) = split_ttl(cell.ttl, cell.now, cell.name, bytes)?;
+        if expired {
+            cell.backend.remove(cell.id, cell.key)?;
+            return Ok(None);
+        }
+        let value: V = decode(payload, cell.name)?;
+        if cell.refresh_on_read() {
+            self.update(&value)?;
+        }
+        Ok(Some(value))
+    }
+
+    /// Sets the current key's value.
+    pub fn update(&mut self, value: &V) -> Result<()> {
+        let mut bytes = Vec::new();
+        self.cell.encode(value, &mut bytes)?;
+        self.cell.backend.put(self.cell.id, self.cell.key, &bytes)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear(&mut self) -> Result<()> {
+        self.cell.backend.remove(self.cell.id, self.cell.key)
+    }
+}
+
+/// A list of values per key (Flink's `ListState`); with a time-to-live, each element expires on
+/// its own.
+pub struct ListState<'s, V> {
+    cell: Cell<'s>,
+    scratch: Vec<u8>,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V: crate::Data> ListState<'_, V> {
+    /// The current key's elements in insertion order (empty when none).
+    pub fn get(&mut self) -> Result<Vec<V>> {
+        let cell = &mut self.cell;
+        let Some(bytes) = cell.backend.get(cell.id, cell.key)? else {
+            return Ok(Vec::new());
+        };
+        let mut values = Vec::new();
+        let mut any_expired = false;
+        for element in list_elements(bytes) {
+            let (expired, payload) = split_ttl(cell.ttl, cell.now, cell.name, element?)?;
+            if expired {
+                any_expired = true;
+            } else {
+                values.push(decode(payload, cell.name)?);
+            }
+        }
+        if any_expired || (cell.refresh_on_read() && !values.is_empty()) {
+            self.update(&values)?;
+        }
+        Ok(values)
+    }
+
+    /// Appends one element.
+    pub fn add(&mut self, value: &V) -> Result<()> {
+        self.scratch.clear();
+        self.cell.encode(value, &mut self.scratch)?;
+        self.cell.backend.append(self.cell.id, self.cell.key, &self.scratch)
+    }
+
+    /// Replaces all elements.
+    pub fn update(&mut self, values: &[V]) -> Result<()> {
+        self.cell.backend.remove(self.cell.id, self.cell.key)?;
+        for value in values {
+            self.add(value)?;
+        }
+        Ok(())
+    }
+
+    /// Removes all elements.
+    pub fn clear(&mut self) -> Result<()> {
+        self.cell.backend.remove(self.cell.id, self.cell.key)
+    }
+}
+
+/// A map per key (Flink's `MapState`); with a time-to-live, each entry expires on its own.
+pub struct MapState<'s, K, V> {
+    cell: Cell<'s>,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
+    fn user_key(&self, key: &K) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        encode_into(key, &mut bytes, self.cell.name)?;
+        Ok(bytes)
+    }
+
+    /// The value of `key`, if present and not expired.
+    pub fn get(&mut self, key: &K) -> Result<Option<V>> {
+        let user_key = self.user_key(key)?;
+        let cell = &mut self.cell;
+        let Some(bytes) = cell.backend.map_get(cell.id, cell.key, &user_key)? else {
+            return Ok(None);
+        };
+        let (expired, payload) = split_ttl(cell.ttl, cell.now, cell.name, bytes)?;
+        if expired {
+            cell.backend.map_remove(cell.id, cell.key, &user_key)?;
+            return Ok(None);
+        }
+        let value: V = decode(payload, cell.name)?;
+        if cell.refresh_on_read() {
+            self.put(key, &value)?;
+        }
+        Ok(Some(value))
+    }
+
+    /// Whether `key` is present (and not expired).
+    pub fn contains(&mut self, key: &K) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &K, value: &V) -> Result<()> {
+        let user_key = self.user_key(key)?;
+        let mut bytes = Vec::new();
+        self.cell.encode(value, &mut bytes)?;
+        self.cell.backend.map_put(self.cell.id, self.cell.key, &user_key, &bytes)
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &K) -> Result<()> {
+        let user_key = self.user_key(key)?;
+        self.cell.backend.map_remove(self.cell.id, self.cell.key, &user_key)
+    }
+
+    /// All live entries, in the order of their serialized keys.
+    pub fn entries(&mut self) -> Result<Vec<(K, V)>> {
+        let cell = &mut self.cell;
+        let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        cell.backend.map_scan(cell.id, cell.key, &mut |k, v| {
+            raw.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        let mut entries = Vec::with_capacity(raw.len());
+        for (k, v) in raw {
+            let (expired, payload) = split_ttl(cell.ttl, cell.now, cell.name, &v)?;
+            if expired {
+                cell.backend.map_remove(cell.id, cell.key, &k)?;
+            } else {
+                entries.push((decode(&k, cell.name)?, decode(payload, cell.name)?));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// All live keys.
+    pub fn keys(&mut self) -> Result<Vec<K>> {
+        Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Whether the map has no live entry.
+    pub fn is_empty(&mut self) -> Result<bool> {
+        Ok(self.entries()?.is_empty())
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) -> Result<()> {
+        self.cell.backend.remove(self.cell.id, self.cell.key)
+    }
+}

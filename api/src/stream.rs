@@ -1,0 +1,990 @@
+//! The DataStream API: build a job's logical graph from sources, transformations and sinks.
+
+use crate::chain::{ErasedDownstream, Output, StreamRecord};
+use crate::codec::encode_into;
+use crate::connectors::{SinkDescriptor, SourceDescriptor};
+use crate::error::{Error, Result};
+pub(crate) use crate::factory::NodeFactoryBox;
+use crate::factory::{HeadOnlyFactory, KeyBytesFn, MakeHead, NodeFactory, OneInputFactory, OutputKit, TypedOutput};
+use crate::functions::{
+    AggregateFunction, Collector, KeyedCoProcessFunction, KeyedProcessFunction, ProcessWindowFunction,
+};
+use crate::graph::{EdgeDescriptor, EdgeId, JobDescriptor, NodeDescriptor, NodeId, NodeKind, Partitioning};
+use crate::keygroup::{DEFAULT_MAX_PARALLELISM, UPPER_MAX_PARALLELISM};
+use crate::operators::basic::{FilterOperator, FlatMapOperator, MapOperator};
+use crate::operators::keyed::{KeyedHarness, KeyedProcessOperator, ReduceOperator};
+use crate::operators::sink::{FormatFn, SinkOperator};
+use crate::operators::source::{ConvertRaw, SourceHead, SourceKind};
+use crate::operators::two_input::{CoMapHead, KeyedCoProcessHead};
+use crate::operators::watermarks::WatermarkAssigner;
+use crate::operators::window::{
+    AggregateAcc, Aggregating, Buffering, EmitResult, ReduceAcc, WindowContents, WindowOperator,
+};
+use crate::runtime::{JobGraph, RawBatch};
+use crate::time::{NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
+use crate::window::{OutputTag, WindowAssigner};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::{Display, Write as _};
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One step of a scripted source ([`StreamExecutionEnvironment::from_timed_events`]).
+#[derive(Debug, Clone)]
+pub enum TimedEvent<T> {
+    /// A record with its event timestamp.
+    Record {
+        /// The record.
+        value: T,
+        /// Its event timestamp (ms).
+        timestamp: Timestamp,
+    },
+    /// A watermark.
+    Watermark(Timestamp),
+    /// Nothing for this long (processing time); timers and idleness checks keep running.
+    Pause(Duration),
+}
+
+impl<T> TimedEvent<T> {
+    /// A record at `timestamp`.
+    pub fn record(value: T, timestamp: Timestamp) -> Self {
+        Self::Record { value, timestamp }
+    }
+}
+
+/// A generator of sequence numbers `1, 2, ...` (see [`SourceDescriptor::Generator`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeneratorSource {
+    count: Option<u64>,
+    rate: Option<f64>,
+}
+
+impl GeneratorSource {
+    /// `1..=count`.
+    pub fn bounded(count: u64) -> Self {
+        Self { count: Some(count), rate: None }
+    }
+
+    /// `1, 2, ...` without end.
+    pub fn unbounded() -> Self {
+        Self { count: None, rate: None }
+    }
+
+    /// At most `events_per_second` over all subtasks.
+    pub fn with_rate(mut self, events_per_second: f64) -> Self {
+        self.rate = Some(events_per_second);
+        self
+    }
+}
+
+struct Builder {
+    name: String,
+    parallelism: Option<u32>,
+    max_parallelism: u32,
+    nodes: Vec<NodeDescriptor>,
+    factories: Vec<NodeFactoryBox>,
+    output_types: Vec<Vec<TypeId>>,
+    edges: Vec<EdgeDescriptor>,
+    edge_keys: HashMap<EdgeId, Box<dyn Any + Send + Sync>>,
+    fixed_parallelism: Vec<bool>,
+    errors: Vec<String>,
+}
+
+type Graph = Rc<RefCell<Builder>>;
+
+impl Builder {
+    fn add_node(
+        &mut self,
+        kind: NodeKind,
+        default_name: &str,
+        factory: Box<dyn NodeFactory>,
+        outputs: Vec<(String, Box<dyn OutputKit>, TypeId)>,
+    ) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        let slug: String = default_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        let mut names = Vec::new();
+        let mut kits = Vec::new();
+        let mut types = Vec::new();
+        for (name, kit, ty) in outputs {
+            names.push(name);
+            kits.push(kit);
+            types.push(ty);
+        }
+        self.nodes.push(NodeDescriptor {
+            id,
+            uid: format!("{slug}-{id}"),
+            name: default_name.to_owned(),
+            kind,
+            parallelism: None,
+            outputs: names,
+        });
+        self.factories.push(NodeFactoryBox { factory, outputs: kits });
+        self.output_types.push(types);
+        self.fixed_parallelism.push(false);
+        id
+    }
+
+    fn connect<T: crate::Data>(
+        &mut self,
+        producers: &[(NodeId, u32)],
+        target: NodeId,
+        target_input: u32,
+        partitioning: Partitioning,
+        key: Option<&KeyBytesFn<T>>,
+    ) {
+        for &(source, source_output) in producers {
+            let id = self.edges.len() as EdgeId;
+            self.edges.push(EdgeDescriptor { id, source, source_output, target, target_input, partitioning });
+            if let Some(key) = key {
+                self.edge_keys.insert(id, Box::new(key.clone()));
+            }
+        }
+    }
+}
+
+/// Where a job is declared: sources come from here (Flink's `StreamExecutionEnvironment`).
+pub struct StreamExecutionEnvironment {
+    graph: Graph,
+}
+
+impl std::fmt::Debug for StreamExecutionEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamExecutionEnvironment").finish_non_exhaustive()
+    }
+}
+
+impl Default for StreamExecutionEnvironment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamExecutionEnvironment {
+    /// An empty job.
+    pub fn new() -> Self {
+        Self {
+            graph: Rc::new(RefCell::new(Builder {
+                name: "weir job".to_owned(),
+                parallelism: None,
+                max_parallelism: DEFAULT_MAX_PARALLELISM,
+                nodes: Vec::new(),
+                factories: Vec::new(),
+                output_types: Vec::new(),
+                edges: Vec::new(),
+                edge_keys: HashMap::new(),
+                fixed_parallelism: Vec::new(),
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// Names the job.
+    pub fn set_job_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.graph.borrow_mut().name = name.into();
+        self
+    }
+
+    /// Default parallelism of the job's operators (else the submitter's `-p`).
+    pub fn set_parallelism(&mut self, parallelism: u32) -> &mut Self {
+        let mut g = self.graph.borrow_mut();
+        if parallelism == 0 {
+            g.errors.push("parallelism must be at least 1".into());
+        }
+        g.parallelism = Some(parallelism);
+        drop(g);
+        self
+    }
+
+    /// Number of key groups, the upper bound of any keyed operator's parallelism (default 128).
+    pub fn set_max_parallelism(&mut self, max_parallelism: u32) -> &mut Self {
+        let mut g = self.graph.borrow_mut();
+        if max_parallelism == 0 || max_parallelism > UPPER_MAX_PARALLELISM {
+            g.errors.push(format!("max parallelism must be in 1..={UPPER_MAX_PARALLELISM}, got {max_parallelism}"));
+        }
+        g.max_parallelism = max_parallelism;
+        drop(g);
+        self
+    }
+
+    fn source<T: crate::Data>(&self, descriptor: SourceDescriptor, name: &str, kind: SourceKind<T>) -> DataStream<T> {
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            Ok(Box::new(SourceHead::new(kind.clone(), out, setup.name)))
+        });
+        let id = self.graph.borrow_mut().add_node(
+            NodeKind::Source(descriptor),
+            name,
+            Box::new(HeadOnlyFactory { make }),
+            vec![main_output::<T>()],
+        );
+        DataStream::of_node(&self.graph, id)
+    }
+
+    /// Sequence numbers from a generator, mapped to records by `f` (see [`GeneratorSource`]).
+    pub fn from_generator<T, F>(&self, generator: GeneratorSource, f: F) -> DataStream<T>
+    where
+        T: crate::Data,
+        F: Fn(u64) -> T + Send + Sync + 'static,
+    {
+        if let Some(rate) = generator.rate {
+            if !(rate > 0.0 && rate.is_finite()) {
+                self.graph.borrow_mut().errors.push(format!("generator rate must be positive, got {rate}"));
+            }
+        }
+        let descriptor = SourceDescriptor::Generator { count: generator.count, rate: generator.rate };
+        let convert: ConvertRaw<T> = Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>| {
+            if let Some((first, stride, count)) = raw.sequence {
+                out.reserve(count as usize);
+                let mut seq = first;
+                for _ in 0..count {
+                    out.push(StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) });
+                    seq += stride;
+                }
+            }
+        });
+        self.source(descriptor.clone(), "generator", SourceKind::External { descriptor, convert })
+    }
+
+    /// The lines of a text file, or of the files in a directory (see [`SourceDescriptor::TextFiles`]).
+    pub fn read_text_file(&self, path: impl Into<String>) -> DataStream<String> {
+        let descriptor = SourceDescriptor::TextFiles { path: path.into() };
+        let convert: ConvertRaw<String> = Arc::new(|raw: &mut RawBatch, out: &mut Vec<StreamRecord<String>>| {
+            out.extend(raw.lines.drain(..).map(|value| StreamRecord { timestamp: NO_TIMESTAMP, value }));
+        });
+        self.source(descriptor.clone(), "text files", SourceKind::External { descriptor, convert })
+    }
+
+    /// The elements of a collection, split across subtasks.
+    pub fn from_collection<T: crate::Data>(&self, items: Vec<T>) -> DataStream<T> {
+        let descriptor = SourceDescriptor::Collection { len: items.len() };
+        self.source(descriptor, "collection", SourceKind::Collection(Arc::new(items)))
+    }
+
+    /// A scripted sequence of records, watermarks and pauses, at parallelism 1.
+    pub fn from_timed_events<T: crate::Data>(&self, events: Vec<TimedEvent<T>>) -> DataStream<T> {
+        let descriptor = SourceDescriptor::TimedEvents { len: events.len() };
+        let stream = self.source(descriptor, "timed events", SourceKind::Timed(Arc::new(events)));
+        let id = stream.node.expect("source node");
+        let mut g = self.graph.borrow_mut();
+        g.nodes[id as usize].parallelism = Some(1);
+        g.fixed_parallelism[id as usize] = true;
+        drop(g);
+        stream
+    }
+
+    /// Finishes the job: validates the graph and returns it.
+    pub(crate) fn into_graph(self) -> Result<JobGraph> {
+        let graph = Rc::try_unwrap(self.graph)
+            .map_err(|_| Error::InvalidJob("a DataStream outlived the build function".into()))?
+            .into_inner();
+        if !graph.errors.is_empty() {
+            return Err(Error::InvalidJob(graph.errors.join("; ")));
+        }
+        if graph.nodes.is_empty() {
+            return Err(Error::InvalidJob("the job has no operators".into()));
+        }
+        if !graph.nodes.iter().any(|n| matches!(n.kind, NodeKind::Sink(_))) {
+            return Err(Error::InvalidJob(
+                "the job has no sink: add print(), write_as_text() or sink_to_blackhole()".into(),
+            ));
+        }
+        let mut uids = std::collections::HashSet::new();
+        for node in &graph.nodes {
+            if !uids.insert(node.uid.as_str()) {
+                return Err(Error::InvalidJob(format!("uid '{}' is used by more than one operator", node.uid)));
+            }
+        }
+        Ok(JobGraph {
+            descriptor: JobDescriptor {
+                name: graph.name,
+                parallelism: graph.parallelism,
+                max_parallelism: graph.max_parallelism,
+                nodes: graph.nodes,
+                edges: graph.edges,
+            },
+            nodes: graph.factories,
+            edge_keys: graph.edge_keys,
+        })
+    }
+}
+
+fn main_output<T: crate::Data>() -> (String, Box<dyn OutputKit>, TypeId) {
+    ("main".to_owned(), TypedOutput::<T>::boxed(), TypeId::of::<T>())
+}
+
+fn key_bytes_fn<T: crate::Data, K: crate::Data, KF: Fn(&T) -> K + Send + Sync + 'static>(
+    key: &Arc<KF>,
+) -> KeyBytesFn<T> {
+    let key = key.clone();
+    Arc::new(move |value: &T, out: &mut Vec<u8>| encode_into(&key(value), out, "key"))
+}
+
+/// A stream of records of type `T` (Flink's `DataStream` / `SingleOutputStreamOperator`).
+pub struct DataStream<T> {
+    graph: Graph,
+    producers: Vec<(NodeId, u32)>,
+    node: Option<NodeId>,
+    partitioning: Partitioning,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        Self {
+            graph: self.graph.clone(),
+            producers: self.producers.clone(),
+            node: self.node,
+            partitioning: self.partitioning,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DataStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStream").field("producers", &self.producers).finish_non_exhaustive()
+    }
+}
+
+/// Setting `uid`, `name` and parallelism on the operator that produced a stream or a sink.
+fn configure_node(
+    graph: &Graph,
+    node: Option<NodeId>,
+    what: &str,
+    apply: impl FnOnce(&mut NodeDescriptor, bool) -> Option<String>,
+) {
+    let mut g = graph.borrow_mut();
+    match node {
+        Some(id) => {
+            let fixed = g.fixed_parallelism[id as usize];
+            if let Some(err) = apply(&mut g.nodes[id as usize], fixed) {
+                g.errors.push(err);
+            }
+        }
+        None => g
+            .errors
+            .push(format!("{what} can only be set on a stream produced by one operator (not a union or side output)")),
+    }
+}
+
+fn set_uid(node: &mut NodeDescriptor, uid: &str) -> Option<String> {
+    if uid.is_empty() {
+        return Some(format!("operator '{}' has an empty uid", node.name));
+    }
+    node.uid = uid.to_owned();
+    None
+}
+
+fn set_parallelism(node: &mut NodeDescriptor, fixed: bool, parallelism: u32) -> Option<String> {
+    if parallelism == 0 {
+        return Some(format!("operator '{}': parallelism must be at least 1", node.name));
+    }
+    if fixed && parallelism != 1 {
+        return Some(format!("operator '{}' runs at parallelism 1 only", node.name));
+    }
+    node.parallelism = Some(parallelism);
+    None
+}
+
+impl<T: crate::Data> DataStream<T> {
+    fn of_node(graph: &Graph, id: NodeId) -> Self {
+        Self::of_output(graph, id, 0, Some(id))
+    }
+
+    fn of_output(graph: &Graph, id: NodeId, output: u32, node: Option<NodeId>) -> Self {
+        Self {
+            graph: graph.clone(),
+            producers: vec![(id, output)],
+            node,
+            partitioning: Partitioning::Auto,
+            _t: PhantomData,
+        }
+    }
+
+    /// Sets the stable id that the operator's state is addressed by; keep it across job versions.
+    pub fn uid(self, uid: &str) -> Self {
+        configure_node(&self.graph, self.node, "uid", |n, _| set_uid(n, uid));
+        self
+    }
+
+    /// Sets the operator's display name.
+    pub fn name(self, name: &str) -> Self {
+        configure_node(&self.graph, self.node, "name", |n, _| {
+            n.name = name.to_owned();
+            None
+        });
+        self
+    }
+
+    /// Sets the operator's parallelism.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        configure_node(&self.graph, self.node, "parallelism", |n, fixed| set_parallelism(n, fixed, parallelism));
+        self
+    }
+
+    /// Distributes records round robin to the next operator.
+    pub fn rebalance(&self) -> Self {
+        Self { partitioning: Partitioning::Rebalance, node: None, ..self.clone() }
+    }
+
+    /// Sends every record to every subtask of the next operator.
+    pub fn broadcast(&self) -> Self {
+        Self { partitioning: Partitioning::Broadcast, node: None, ..self.clone() }
+    }
+
+    fn one_input<O: crate::Data>(
+        &self,
+        description: &str,
+        default_name: &str,
+        keyed: bool,
+        key: Option<&KeyBytesFn<T>>,
+        make: crate::factory::MakeOneInput<T>,
+        extra_outputs: Vec<(String, Box<dyn OutputKit>, TypeId)>,
+    ) -> DataStream<O> {
+        // A keyed operator's input is hash-partitioned by its key; others keep this stream's.
+        let partitioning = if key.is_some() { Partitioning::Hash } else { self.partitioning };
+        let mut outputs = vec![main_output::<O>()];
+        outputs.extend(extra_outputs);
+        let mut g = self.graph.borrow_mut();
+        let id = g.add_node(
+            NodeKind::Operator { description: description.to_owned(), keyed },
+            default_name,
+            Box::new(OneInputFactory { make }),
+            outputs,
+        );
+        g.connect::<T>(&self.producers, id, 0, partitioning, key);
+        drop(g);
+        DataStream::of_node(&self.graph, id)
+    }
+
+    /// Applies `f` to every record.
+    pub fn map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T) -> O + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(MapOperator {
+                f: f.clone(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                _input: PhantomData,
+            }))
+        });
+        self.one_input("map", "map", false, None, make, Vec::new())
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter<F>(&self, f: F) -> DataStream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(FilterOperator { f: f.clone(), out: Output::new(outputs.remove(0), setup.name)? }))
+        });
+        self.one_input("filter", "filter", false, None, make, Vec::new())
+    }
+
+    /// Emits zero or more records per record.
+    pub fn flat_map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T, &mut Collector<'_, O>) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(FlatMapOperator {
+                f: f.clone(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                _input: PhantomData,
+            }))
+        });
+        self.one_input("flat_map", "flat map", false, None, make, Vec::new())
+    }
+
+    /// Assigns event timestamps and generates watermarks.
+    pub fn assign_timestamps_and_watermarks(&self, strategy: WatermarkStrategy<T>) -> DataStream<T> {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(WatermarkAssigner::new(strategy.clone(), Output::new(outputs.remove(0), setup.name)?)))
+        });
+        self.one_input("timestamps/watermarks", "timestamps and watermarks", false, None, make, Vec::new())
+    }
+
+    /// Partitions the stream by key: records with equal keys go to the same subtask and share
+    /// keyed state.
+    pub fn key_by<K, KF>(&self, key: KF) -> KeyedStream<K, T, KF>
+    where
+        K: crate::Data,
+        KF: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        KeyedStream { stream: self.clone(), key: Arc::new(key), _k: PhantomData }
+    }
+
+    /// Merges streams of the same type.
+    pub fn union(&self, others: &[&DataStream<T>]) -> DataStream<T> {
+        let mut producers = self.producers.clone();
+        for other in others {
+            if !Rc::ptr_eq(&self.graph, &other.graph) {
+                self.graph.borrow_mut().errors.push("union of streams from different environments".into());
+            }
+            producers.extend(other.producers.iter().copied());
+        }
+        DataStream {
+            graph: self.graph.clone(),
+            producers,
+            node: None,
+            partitioning: self.partitioning,
+            _t: PhantomData,
+        }
+    }
+
+    /// Connects a second stream of another type, for a two-input operator.
+    pub fn connect<B: crate::Data>(&self, other: &DataStream<B>) -> ConnectedStreams<T, B> {
+        ConnectedStreams { first: self.clone(), second: other.clone() }
+    }
+
+    /// The side output `tag` of the operator that produced this stream.
+    pub fn side_output<S: crate::Data>(&self, tag: &OutputTag<S>) -> DataStream<S> {
+        let Some(node) = self.node else {
+            self.graph.borrow_mut().errors.push(format!("side output '{}' asked of a union or side output", tag.name));
+            return DataStream {
+                graph: self.graph.clone(),
+                producers: Vec::new(),
+                node: None,
+                partitioning: Partitioning::Auto,
+                _t: PhantomData,
+            };
+        };
+        let mut g = self.graph.borrow_mut();
+        let desc = &g.nodes[node as usize];
+        let found = desc.outputs.iter().position(|n| *n == tag.name).filter(|&i| i > 0);
+        match found {
+            Some(i) if g.output_types[node as usize][i] == TypeId::of::<S>() => {
+                drop(g);
+                DataStream::of_output(&self.graph, node, i as u32, None)
+            }
+            Some(_) => {
+                let msg = format!("side output '{}' of '{}' has another type", tag.name, desc.name);
+                g.errors.push(msg);
+                drop(g);
+                DataStream {
+                    graph: self.graph.clone(),
+                    producers: Vec::new(),
+                    node: None,
+                    partitioning: Partitioning::Auto,
+                    _t: PhantomData,
+                }
+            }
+            None => {
+                let msg = format!("operator '{}' has no side output '{}'", desc.name, tag.name);
+                g.errors.push(msg);
+                drop(g);
+                DataStream {
+                    graph: self.graph.clone(),
+                    producers: Vec::new(),
+                    node: None,
+                    partitioning: Partitioning::Auto,
+                    _t: PhantomData,
+                }
+            }
+        }
+    }
+
+    fn sink(&self, descriptor: SinkDescriptor, name: &str, format: Option<FormatFn<T>>) -> DataStreamSink {
+        let descriptor2 = descriptor.clone();
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |_setup, _outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(SinkOperator::new(descriptor2.clone(), format.clone())))
+        });
+        let mut g = self.graph.borrow_mut();
+        let id = g.add_node(NodeKind::Sink(descriptor), name, Box::new(OneInputFactory { make }), Vec::new());
+        g.connect::<T>(&self.producers, id, 0, self.partitioning, None);
+        drop(g);
+        DataStreamSink { graph: self.graph.clone(), node: id }
+    }
+
+    /// Writes records as lines (their `Display` form) to `part-<subtask>.txt` files in `directory`.
+    pub fn write_as_text(&self, directory: impl Into<String>) -> DataStreamSink
+    where
+        T: Display,
+    {
+        let format: FormatFn<T> = Arc::new(|v: &T, line: &mut String| {
+            let _ = write!(line, "{v}");
+        });
+        self.sink(SinkDescriptor::TextFiles { directory: directory.into() }, "text file sink", Some(format))
+    }
+
+    /// Prints records (their `Display` form) on the taskmanager's standard output.
+    pub fn print(&self) -> DataStreamSink
+    where
+        T: Display,
+    {
+        let format: FormatFn<T> = Arc::new(|v: &T, line: &mut String| {
+            let _ = write!(line, "{v}");
+        });
+        self.sink(SinkDescriptor::Stdout, "print sink", Some(format))
+    }
+
+    /// Discards records (benchmarks).
+    pub fn sink_to_blackhole(&self) -> DataStreamSink {
+        self.sink(SinkDescriptor::Blackhole, "blackhole sink", None)
+    }
+}
+
+/// A sink, for setting its uid, name and parallelism.
+pub struct DataStreamSink {
+    graph: Graph,
+    node: NodeId,
+}
+
+impl std::fmt::Debug for DataStreamSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStreamSink").field("node", &self.node).finish()
+    }
+}
+
+impl DataStreamSink {
+    /// Sets the sink's stable id.
+    pub fn uid(self, uid: &str) -> Self {
+        configure_node(&self.graph, Some(self.node), "uid", |n, _| set_uid(n, uid));
+        self
+    }
+
+    /// Sets the sink's display name.
+    pub fn name(self, name: &str) -> Self {
+        configure_node(&self.graph, Some(self.node), "name", |n, _| {
+            n.name = name.to_owned();
+            None
+        });
+        self
+    }
+
+    /// Sets the sink's parallelism.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        configure_node(&self.graph, Some(self.node), "parallelism", |n, fixed| set_parallelism(n, fixed, parallelism));
+        self
+    }
+}
+
+/// A stream partitioned by key (Flink's `KeyedStream`).
+pub struct KeyedStream<K, T, KF> {
+    stream: DataStream<T>,
+    key: Arc<KF>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K, T, KF> KeyedStream<K, T, KF>
+where
+    K: crate::Data,
+    T: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    fn keyed_input<O: crate::Data>(
+        &self,
+        description: &str,
+        default_name: &str,
+        make: crate::factory::MakeOneInput<T>,
+        extra_outputs: Vec<(String, Box<dyn OutputKit>, TypeId)>,
+    ) -> DataStream<O> {
+        let key = key_bytes_fn::<T, K, KF>(&self.key);
+        self.stream.one_input(description, default_name, true, Some(&key), make, extra_outputs)
+    }
+
+    /// Processes each record with keyed state and timers.
+    pub fn process<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: KeyedProcessFunction<K, T, O>,
+    {
+        let key = self.key.clone();
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(KeyedProcessOperator {
+                key_fn: key.clone(),
+                function: function.clone(),
+                harness: KeyedHarness::new(setup.uid, setup.name),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                _input: PhantomData,
+            }))
+        });
+        self.keyed_input("keyed process", "keyed process", make, Vec::new())
+    }
+
+    /// Emits the running reduction of each key for every record.
+    pub fn reduce<F>(&self, f: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        let (key, f) = (self.key.clone(), Arc::new(f));
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(ReduceOperator {
+                key_fn: key.clone(),
+                function: f.clone(),
+                harness: KeyedHarness::new(setup.uid, setup.name),
+                state: 0,
+                scratch: Vec::new(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+            }))
+        });
+        self.keyed_input("reduce", "reduce", make, Vec::new())
+    }
+
+    /// Groups each key's records into windows.
+    pub fn window(&self, assigner: WindowAssigner) -> WindowedStream<K, T, KF> {
+        WindowedStream { keyed: self.clone(), assigner, allowed_lateness: 0, late_tag: None }
+    }
+}
+
+impl<K, T, KF> Clone for KeyedStream<K, T, KF> {
+    fn clone(&self) -> Self {
+        Self { stream: self.stream.clone(), key: self.key.clone(), _k: PhantomData }
+    }
+}
+
+/// A keyed stream grouped into windows (Flink's `WindowedStream`).
+pub struct WindowedStream<K, T, KF> {
+    keyed: KeyedStream<K, T, KF>,
+    assigner: WindowAssigner,
+    allowed_lateness: i64,
+    late_tag: Option<String>,
+}
+
+impl<K, T, KF> WindowedStream<K, T, KF>
+where
+    K: crate::Data,
+    T: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Keeps event-time windows for `lateness` after they fire; records arriving in that time
+    /// update and fire the window again.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = duration_ms(lateness);
+        self
+    }
+
+    /// Sends records that arrive after their windows' allowed lateness to the side output `tag`
+    /// (read it with [`DataStream::side_output`]) instead of dropping them.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.name.clone());
+        self
+    }
+
+    fn build<O, C>(self, function: &str, contents: impl Fn() -> C + Send + Sync + 'static) -> DataStream<O>
+    where
+        O: crate::Data,
+        C: WindowContents<K, T, O> + 'static,
+    {
+        let key = self.keyed.key.clone();
+        let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            Ok(Box::new(WindowOperator {
+                key_fn: key.clone(),
+                assigner,
+                allowed_lateness: lateness,
+                contents: contents(),
+                harness: KeyedHarness::new(setup.uid, setup.name),
+                state: 0,
+                sessions: 0,
+                out,
+                late,
+                windows: Vec::new(),
+                dropped_late: 0,
+            }))
+        });
+        let extra = match &self.late_tag {
+            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
+            None => Vec::new(),
+        };
+        let description = format!("window({}) {function}", self.assigner.describe());
+        self.keyed.keyed_input(&description, "window", make, extra)
+    }
+
+    /// Reduces each window's records to one.
+    pub fn reduce<F>(self, f: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.build("reduce", move || Aggregating {
+            acc: Arc::new(ReduceAcc(f.clone())),
+            window_fn: Arc::new(EmitResult),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Reduces each window's records, then passes the result to `window_fn` with the key and window.
+    pub fn reduce_with<O, F, W>(self, f: F, window_fn: W) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+        W: ProcessWindowFunction<K, T, O>,
+    {
+        let (f, w) = (Arc::new(f), Arc::new(window_fn));
+        self.build("reduce", move || Aggregating {
+            acc: Arc::new(ReduceAcc(f.clone())),
+            window_fn: w.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Aggregates each window incrementally.
+    pub fn aggregate<Acc, R, A>(self, aggregate: A) -> DataStream<R>
+    where
+        Acc: crate::Data,
+        R: crate::Data,
+        A: AggregateFunction<T, Acc, R>,
+    {
+        let a = Arc::new(aggregate);
+        self.build("aggregate", move || Aggregating {
+            acc: Arc::new(AggregateAcc(a.clone(), PhantomData)),
+            window_fn: Arc::new(EmitResult),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Aggregates each window incrementally, then passes the result to `window_fn` with the key
+    /// and window.
+    pub fn aggregate_with<Acc, R, O, A, W>(self, aggregate: A, window_fn: W) -> DataStream<O>
+    where
+        Acc: crate::Data,
+        R: 'static,
+        O: crate::Data,
+        A: AggregateFunction<T, Acc, R>,
+        W: ProcessWindowFunction<K, R, O>,
+    {
+        let (a, w) = (Arc::new(aggregate), Arc::new(window_fn));
+        self.build("aggregate", move || Aggregating {
+            acc: Arc::new(AggregateAcc(a.clone(), PhantomData)),
+            window_fn: w.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Buffers each window's records and passes them all to `window_fn` when it fires.
+    pub fn process<O, P>(self, window_fn: P) -> DataStream<O>
+    where
+        O: crate::Data,
+        P: ProcessWindowFunction<K, T, O>,
+    {
+        let w = Arc::new(window_fn);
+        self.build("process", move || Buffering { window_fn: w.clone(), scratch: Vec::new(), _types: PhantomData })
+    }
+}
+
+/// Two streams feeding one two-input operator (Flink's `ConnectedStreams`).
+pub struct ConnectedStreams<A, B> {
+    first: DataStream<A>,
+    second: DataStream<B>,
+}
+
+impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
+    fn two_input<O: crate::Data>(
+        &self,
+        description: &str,
+        keyed: bool,
+        make: MakeHead,
+        keys: (Option<KeyBytesFn<A>>, Option<KeyBytesFn<B>>),
+    ) -> DataStream<O> {
+        let mut g = self.first.graph.borrow_mut();
+        let id = g.add_node(
+            NodeKind::Operator { description: description.to_owned(), keyed },
+            description,
+            Box::new(HeadOnlyFactory { make }),
+            vec![main_output::<O>()],
+        );
+        let (p1, p2) = match keys {
+            (Some(_), Some(_)) => (Partitioning::Hash, Partitioning::Hash),
+            _ => (self.first.partitioning, self.second.partitioning),
+        };
+        g.connect::<A>(&self.first.producers, id, 0, p1, keys.0.as_ref());
+        g.connect::<B>(&self.second.producers, id, 1, p2, keys.1.as_ref());
+        drop(g);
+        DataStream::of_node(&self.first.graph, id)
+    }
+
+    /// Maps each input with its own function into one output type.
+    pub fn map<O, F1, F2>(&self, f1: F1, f2: F2) -> DataStream<O>
+    where
+        O: crate::Data,
+        F1: Fn(A) -> O + Send + Sync + 'static,
+        F2: Fn(B) -> O + Send + Sync + 'static,
+    {
+        let (f1, f2) = (Arc::new(f1), Arc::new(f2));
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            Ok(Box::new(CoMapHead {
+                f1: f1.clone(),
+                f2: f2.clone(),
+                first: Vec::new(),
+                second: Vec::new(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                name: setup.name.to_owned(),
+            }))
+        });
+        self.two_input("co-map", false, make, (None, None))
+    }
+
+    /// Partitions both inputs by key, for a keyed two-input function.
+    pub fn key_by<K, K1, K2>(&self, key1: K1, key2: K2) -> KeyedConnectedStreams<K, A, B, K1, K2>
+    where
+        K: crate::Data,
+        K1: Fn(&A) -> K + Send + Sync + 'static,
+        K2: Fn(&B) -> K + Send + Sync + 'static,
+    {
+        KeyedConnectedStreams {
+            streams: ConnectedStreams { first: self.first.clone(), second: self.second.clone() },
+            key1: Arc::new(key1),
+            key2: Arc::new(key2),
+            _k: PhantomData,
+        }
+    }
+}
+
+/// Two keyed streams with the same key type feeding one keyed two-input operator.
+pub struct KeyedConnectedStreams<K, A, B, K1, K2> {
+    streams: ConnectedStreams<A, B>,
+    key1: Arc<K1>,
+    key2: Arc<K2>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K, A, B, K1, K2> KeyedConnectedStreams<K, A, B, K1, K2>
+where
+    K: crate::Data,
+    A: crate::Data,
+    B: crate::Data,
+    K1: Fn(&A) -> K + Send + Sync + 'static,
+    K2: Fn(&B) -> K + Send + Sync + 'static,
+{
+    /// Processes both inputs with shared keyed state and timers.
+    pub fn process<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: KeyedCoProcessFunction<K, A, B, O>,
+    {
+        let (key1, key2) = (self.key1.clone(), self.key2.clone());
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            Ok(Box::new(KeyedCoProcessHead {
+                key1: key1.clone(),
+                key2: key2.clone(),
+                function: function.clone(),
+                harness: KeyedHarness::new(setup.uid, setup.name),
+                first: Vec::new(),
+                second: Vec::new(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+            }))
+        });
+        let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
+        self.streams.two_input("keyed co-process", true, make, keys)
+    }
+}

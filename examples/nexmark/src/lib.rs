@@ -1,0 +1,321 @@
+//! Nexmark-style queries over a deterministic stream of bids.
+//!
+//! ```text
+//! weir run target/.../libweir_example_nexmark.so -- \
+//!     --query q0|q1|q2|q5|q7|wcount --events N [--rate EVENTS_PER_S] (--output DIR | --sink blackhole)
+//! ```
+//!
+//! The bids come from [`bid`], a pure function of the generator's sequence number, so every run
+//! sees the same data: event time is the sequence number in milliseconds. Output lines are CSV:
+//!
+//! | query    | output                                   | what                                               |
+//! |----------|------------------------------------------|----------------------------------------------------|
+//! | `q0`     | `seq,auction,bidder,price`               | every bid                                          |
+//! | `q1`     | `seq,auction,bidder,price*908/1000`      | every bid, price converted                         |
+//! | `q2`     | `seq,auction,bidder,price`               | bids with `auction % 123 == 0`                     |
+//! | `wcount` | `window_start_ms,auction,count`          | bids per auction per 10 s tumbling window          |
+//! | `q5`     | `window_start_ms,auction,count`          | auctions with the most bids per 10 s/2 s sliding window (all ties) |
+//! | `q7`     | `window_start_ms,max_price`              | highest price per 10 s tumbling window             |
+//!
+//! Windows are `[start, end)` in event time; windows without bids produce no output.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use weir_api::prelude::*;
+
+/// A bid of the generated stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// Sequence number of the bid, from 1.
+    pub seq: u64,
+    /// The auction bid on.
+    pub auction: u64,
+    /// Who bid.
+    pub bidder: u64,
+    /// The price bid, in `1..=10000`.
+    pub price: u64,
+    /// Event time in milliseconds: the sequence number.
+    pub time_ms: u64,
+}
+
+/// The bid with sequence number `seq` (from 1).
+///
+/// Every fourth bid goes to one of 97 hot auctions (`(seq / 4) % 97`), the others spread over
+/// 10000 auctions (`(seq * 7919) % 10000`); `bidder = (seq * 104729) % 100000`,
+/// `price = (seq * 31) % 10000 + 1`, and the event time is `seq` milliseconds. All arithmetic is
+/// `u64` (wrapping only beyond `seq ≈ 1.7e14`, far past any run).
+pub fn bid(seq: u64) -> Bid {
+    let auction = if seq % 4 == 0 { (seq / 4) % 97 } else { seq.wrapping_mul(7919) % 10_000 };
+    Bid {
+        seq,
+        auction,
+        bidder: seq.wrapping_mul(104_729) % 100_000,
+        price: seq.wrapping_mul(31) % 10_000 + 1,
+        time_ms: seq,
+    }
+}
+
+/// The queries, by their `--query` name.
+const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "wcount"];
+
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+const TWO_SECONDS: Duration = Duration::from_secs(2);
+
+/// Where the query's output goes.
+enum Sink {
+    Text(String),
+    Blackhole,
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+fn parse_sink(args: &JobArgs) -> Result<Sink> {
+    let output = match args.get("output") {
+        Some(dir) => Some(dir),
+        None if args.has("output") => return Err(invalid("--output needs a directory".into())),
+        None => None,
+    };
+    let sink = match args.get("sink") {
+        Some("blackhole") => Some(Sink::Blackhole),
+        Some(other) => {
+            return Err(invalid(format!("unknown sink {other:?}: the valid sinks are: blackhole")));
+        }
+        None if args.has("sink") => {
+            return Err(invalid("--sink needs a value: the valid sinks are: blackhole".into()));
+        }
+        None => None,
+    };
+    match (output, sink) {
+        (Some(dir), None) => Ok(Sink::Text(dir.to_owned())),
+        (None, Some(sink)) => Ok(sink),
+        (Some(_), Some(_)) => Err(invalid("give either --output DIR or --sink blackhole, not both".into())),
+        (None, None) => Err(invalid("one of --output DIR or --sink blackhole is required".into())),
+    }
+}
+
+fn parse_rate(args: &JobArgs) -> Result<Option<f64>> {
+    match args.get("rate") {
+        None if args.has("rate") => Err(invalid("--rate needs a value (events per second)".into())),
+        None => Ok(None),
+        Some(_) => {
+            let rate: f64 = args.parse_required("rate")?;
+            if rate > 0.0 && rate.is_finite() {
+                Ok(Some(rate))
+            } else {
+                Err(invalid(format!("--rate must be a positive number of events per second, got {rate}")))
+            }
+        }
+    }
+}
+
+/// Counts the elements of a window.
+struct CountBids;
+
+impl AggregateFunction<Bid, u64, u64> for CountBids {
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, _value: Bid, accumulator: u64) -> u64 {
+        accumulator + 1
+    }
+    fn get_result(&self, accumulator: u64) -> u64 {
+        accumulator
+    }
+    fn merge(&self, a: u64, b: u64) -> u64 {
+        a + b
+    }
+}
+
+/// The highest price of a window.
+struct MaxPrice;
+
+impl AggregateFunction<Bid, u64, u64> for MaxPrice {
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, value: Bid, accumulator: u64) -> u64 {
+        accumulator.max(value.price)
+    }
+    fn get_result(&self, accumulator: u64) -> u64 {
+        accumulator
+    }
+    fn merge(&self, a: u64, b: u64) -> u64 {
+        a.max(b)
+    }
+}
+
+/// `(window_start_ms, auction, count)` of a counted window.
+fn with_window(auction: &u64, window: &TimeWindow, counts: Vec<u64>, out: &mut Collector<'_, (i64, u64, u64)>) {
+    for count in counts {
+        out.collect((window.start, *auction, count));
+    }
+}
+
+/// The second stage of q5: all `(window_start, auction, count)` results of one sliding window
+/// (keyed by its start); emits those with the window's highest count.
+fn hottest(_start: &i64, _window: &TimeWindow, mut counts: Vec<(i64, u64, u64)>, out: &mut Collector<'_, String>) {
+    let Some(max) = counts.iter().map(|&(_, _, count)| count).max() else {
+        return;
+    };
+    counts.sort_unstable_by_key(|&(_, auction, _)| auction);
+    for (start, auction, count) in counts {
+        if count == max {
+            out.collect(format!("{start},{auction},{count}"));
+        }
+    }
+}
+
+/// The bids with event timestamps and watermarks (timestamps increase within each generator subtask).
+fn timestamped(bids: &DataStream<Bid>) -> DataStream<Bid> {
+    bids.assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|b: &Bid, _| b.time_ms as i64),
+    )
+    .uid("bid-timestamps")
+    .name("bid timestamps")
+}
+
+/// Declares `query` on `bids`, returning its output lines.
+fn query(name: &str, bids: &DataStream<Bid>) -> DataStream<String> {
+    match name {
+        "q0" => bids
+            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price))
+            .uid("q0-format")
+            .name("q0 passthrough"),
+        "q1" => bids
+            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price * 908 / 1000))
+            .uid("q1-convert")
+            .name("q1 currency conversion"),
+        "q2" => bids
+            .filter(|b: &Bid| b.auction % 123 == 0)
+            .uid("q2-filter")
+            .name("q2 selection")
+            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price))
+            .uid("q2-format")
+            .name("q2 format"),
+        "wcount" => timestamped(bids)
+            .key_by(|b: &Bid| b.auction)
+            .window(TumblingEventTimeWindows::of(TEN_SECONDS))
+            .aggregate_with(CountBids, with_window)
+            .uid("wcount-count")
+            .name("wcount bids per auction and window")
+            .map(|(start, auction, count): (i64, u64, u64)| format!("{start},{auction},{count}"))
+            .uid("wcount-format")
+            .name("wcount format"),
+        "q5" => timestamped(bids)
+            .key_by(|b: &Bid| b.auction)
+            .window(SlidingEventTimeWindows::of(TEN_SECONDS, TWO_SECONDS))
+            .aggregate_with(CountBids, with_window)
+            .uid("q5-count")
+            .name("q5 bids per auction and window")
+            // A result carries its window's max timestamp `end - 1`; since window ends are
+            // multiples of 2 s, the 2 s tumbling window `[end - 2 s, end)` holds exactly the
+            // results of that one sliding window.
+            .key_by(|&(start, _, _): &(i64, u64, u64)| start)
+            .window(TumblingEventTimeWindows::of(TWO_SECONDS))
+            .process(hottest)
+            .uid("q5-hottest")
+            .name("q5 hottest auctions"),
+        "q7" => timestamped(bids)
+            // Keyed by the window's index: one key per window, so windows spread over subtasks.
+            .key_by(|b: &Bid| b.time_ms / 10_000)
+            .window(TumblingEventTimeWindows::of(TEN_SECONDS))
+            .aggregate_with(
+                MaxPrice,
+                |_: &u64, window: &TimeWindow, maxima: Vec<u64>, out: &mut Collector<'_, String>| {
+                    for max in maxima {
+                        out.collect(format!("{},{max}", window.start));
+                    }
+                },
+            )
+            .uid("q7-max-price")
+            .name("q7 highest bid per window"),
+        _ => unreachable!("query names are checked before"),
+    }
+}
+
+/// Builds the Nexmark job; see the crate documentation for the arguments.
+fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
+    let name = args.required("query")?;
+    if !QUERIES.contains(&name) {
+        return Err(invalid(format!("unknown query {name:?}: the valid queries are: {}", QUERIES.join(", "))));
+    }
+    let events: u64 = args.parse_required("events")?;
+    if events == 0 {
+        return Err(invalid("--events must be at least 1".into()));
+    }
+    let rate = parse_rate(args)?;
+    let sink = parse_sink(args)?;
+
+    env.set_job_name(format!("nexmark {name}"));
+    let mut generator = GeneratorSource::bounded(events);
+    if let Some(rate) = rate {
+        generator = generator.with_rate(rate);
+    }
+    let bids = env.from_generator(generator, bid).uid("bids").name("bid generator");
+    let lines = query(name, &bids);
+    let sink = match sink {
+        Sink::Text(dir) => lines.write_as_text(dir),
+        Sink::Blackhole => lines.sink_to_blackhole(),
+    };
+    sink.uid(&format!("{name}-sink")).name(&format!("{name} sink"));
+    Ok(())
+}
+
+weir_api::export_job!(build);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_with(args: &[&str]) -> Result<()> {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        weir_api::plugin::job_entry(build).build(&args).map(|_| ())
+    }
+
+    fn invalid_argument(args: &[&str]) -> String {
+        match build_with(args) {
+            Err(Error::InvalidArgument(message)) => message,
+            Err(other) => panic!("{args:?}: expected an invalid argument, got {other}"),
+            Ok(()) => panic!("{args:?}: expected an invalid argument, got a job"),
+        }
+    }
+
+    #[test]
+    fn bids_follow_the_formula() {
+        assert_eq!(bid(1), Bid { seq: 1, auction: 7919, bidder: 4729, price: 32, time_ms: 1 });
+        assert_eq!(bid(4).auction, 1);
+        assert_eq!(bid(392).auction, 1);
+        assert_eq!(bid(6129).price, 10_000);
+        assert_eq!(bid(20_000).price, 1);
+    }
+
+    #[test]
+    fn every_query_builds() {
+        for q in QUERIES {
+            build_with(&["--query", q, "--events", "10", "--output", "/tmp/x"]).unwrap();
+            build_with(&["--query", q, "--events", "10", "--rate", "100", "--sink", "blackhole"]).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_rejected() {
+        let m = invalid_argument(&["--query", "q3", "--events", "10", "--sink", "blackhole"]);
+        assert!(m.contains("q3") && m.contains("q0, q1, q2, q5, q7, wcount"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "10", "--sink", "kafka"]);
+        assert!(m.contains("kafka") && m.contains("blackhole"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "10"]);
+        assert!(m.contains("--output") && m.contains("--sink"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "10", "--output", "d", "--sink", "blackhole"]);
+        assert!(m.contains("not both"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "0", "--sink", "blackhole"]);
+        assert!(m.contains("--events"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--sink", "blackhole"]);
+        assert!(m.contains("--events"), "{m}");
+        let m = invalid_argument(&["--events", "5", "--sink", "blackhole"]);
+        assert!(m.contains("--query"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "5", "--rate", "0", "--sink", "blackhole"]);
+        assert!(m.contains("--rate"), "{m}");
+    }
+}

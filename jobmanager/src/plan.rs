@@ -1,0 +1,246 @@
+//! From the logical job graph to the execution plan: parallelism per operator, operator chains
+//! (forward edges with equal parallelism into single-input operators are fused), and the
+//! resolved partitioning of every edge between tasks.
+
+use std::collections::VecDeque;
+use weir_api::graph::{ChainSpec, EdgeDescriptor, JobDescriptor, NodeId, NodeKind, OutputSpec, Partitioning};
+use weir_runtime::InputSpec;
+
+/// Why a job graph cannot be planned (the job author's mistake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, PlanError>;
+
+/// One vertex of the execution plan: a chain of operators run by `parallelism` subtasks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExecutionVertex {
+    /// Index in [`ExecutionPlan::vertices`].
+    pub id: u32,
+    /// Chained operator names joined by ` -> `.
+    pub name: String,
+    /// Number of subtasks.
+    pub parallelism: u32,
+    /// The operators and outputs of the chain.
+    pub chain: ChainSpec,
+    /// Edges entering the chain.
+    pub inputs: Vec<InputSpec>,
+    /// Whether the chain starts with a source.
+    pub is_source: bool,
+}
+
+/// The execution plan of a job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExecutionPlan {
+    /// Vertices in topological order.
+    pub vertices: Vec<ExecutionVertex>,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+}
+
+impl ExecutionPlan {
+    /// Slots the job needs with slot sharing: one subtask of every vertex per slot.
+    pub fn required_slots(&self) -> u32 {
+        self.vertices.iter().map(|v| v.parallelism).max().unwrap_or(0)
+    }
+
+    /// Total number of subtasks.
+    pub fn task_count(&self) -> usize {
+        self.vertices.iter().map(|v| v.parallelism as usize).sum()
+    }
+}
+
+/// Plans `job` with `default_parallelism` for operators that set none.
+///
+/// # Errors
+/// A [`PlanError`] when a parallelism is out of range or a forward edge connects
+/// operators of different parallelism.
+pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPlan> {
+    let invalid = PlanError;
+    let default = job.parallelism.unwrap_or(default_parallelism);
+    if default == 0 {
+        return Err(invalid("parallelism must be at least 1".into()));
+    }
+    let parallelism: Vec<u32> = job.nodes.iter().map(|n| n.parallelism.unwrap_or(default)).collect();
+    for node in &job.nodes {
+        let p = parallelism[node.id as usize];
+        if matches!(node.kind, NodeKind::Operator { keyed: true, .. }) && p > job.max_parallelism {
+            return Err(invalid(format!(
+                "keyed operator '{}' has parallelism {p}, above the job's max parallelism {}",
+                node.name, job.max_parallelism
+            )));
+        }
+    }
+    let in_degree = |node: NodeId| job.edges.iter().filter(|e| e.target == node).count();
+    let resolve = |edge: &EdgeDescriptor| -> Result<Partitioning> {
+        let (ps, pt) = (parallelism[edge.source as usize], parallelism[edge.target as usize]);
+        Ok(match edge.partitioning {
+            Partitioning::Auto if ps == pt => Partitioning::Forward,
+            Partitioning::Auto => Partitioning::Rebalance,
+            Partitioning::Forward if ps != pt => {
+                return Err(invalid(format!(
+                    "forward edge from '{}' (parallelism {ps}) to '{}' (parallelism {pt}): parallelism must match",
+                    job.nodes[edge.source as usize].name, job.nodes[edge.target as usize].name
+                )));
+            }
+            other => other,
+        })
+    };
+    let mut chainable = vec![false; job.edges.len()];
+    for edge in &job.edges {
+        chainable[edge.id as usize] = resolve(edge)? == Partitioning::Forward && in_degree(edge.target) == 1;
+    }
+
+    let mut vertex_of: Vec<Option<u32>> = vec![None; job.nodes.len()];
+    let mut vertices = Vec::new();
+    for head in &job.nodes {
+        let is_chained_into = job.edges.iter().any(|e| e.target == head.id && chainable[e.id as usize]);
+        if is_chained_into {
+            continue;
+        }
+        let vertex_id = vertices.len() as u32;
+        let mut nodes = Vec::new();
+        let mut chained_edges = Vec::new();
+        let mut queue = VecDeque::from([head.id]);
+        while let Some(node) = queue.pop_front() {
+            vertex_of[node as usize] = Some(vertex_id);
+            nodes.push(node);
+            for edge in job.edges.iter().filter(|e| e.source == node && chainable[e.id as usize]) {
+                chained_edges.push(edge.id);
+                queue.push_back(edge.target);
+            }
+        }
+        let mut outputs = Vec::new();
+        for edge in job.edges.iter().filter(|e| nodes.contains(&e.source) && !chainable[e.id as usize]) {
+            outputs.push(OutputSpec {
+                edge: edge.id,
+                consumer_parallelism: parallelism[edge.target as usize],
+                partitioning: resolve(edge)?,
+            });
+        }
+        let mut inputs = Vec::new();
+        for edge in job.edges.iter().filter(|e| e.target == head.id) {
+            inputs.push(InputSpec {
+                edge: edge.id,
+                input: edge.target_input,
+                producer_parallelism: parallelism[edge.source as usize],
+                partitioning: resolve(edge)?,
+            });
+        }
+        let name = nodes.iter().map(|&n| job.nodes[n as usize].name.as_str()).collect::<Vec<_>>().join(" -> ");
+        vertices.push(ExecutionVertex {
+            id: vertex_id,
+            name,
+            parallelism: parallelism[head.id as usize],
+            is_source: matches!(head.kind, NodeKind::Source(_)),
+            chain: ChainSpec { head: head.id, nodes, chained_edges, outputs },
+            inputs,
+        });
+    }
+    if vertex_of.iter().any(Option::is_none) {
+        return Err(invalid("the job graph has a cycle".into()));
+    }
+    Ok(ExecutionPlan { vertices, max_parallelism: job.max_parallelism })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
+    use weir_api::graph::NodeDescriptor;
+
+    fn node(id: NodeId, kind: NodeKind, parallelism: Option<u32>) -> NodeDescriptor {
+        NodeDescriptor {
+            id,
+            uid: format!("n{id}"),
+            name: format!("n{id}"),
+            kind,
+            parallelism,
+            outputs: vec!["main".into()],
+        }
+    }
+
+    fn op(id: NodeId, keyed: bool, p: Option<u32>) -> NodeDescriptor {
+        node(id, NodeKind::Operator { description: "op".into(), keyed }, p)
+    }
+
+    fn edge(id: u32, source: NodeId, target: NodeId, partitioning: Partitioning) -> EdgeDescriptor {
+        EdgeDescriptor { id, source, source_output: 0, target, target_input: 0, partitioning }
+    }
+
+    fn job(nodes: Vec<NodeDescriptor>, edges: Vec<EdgeDescriptor>) -> JobDescriptor {
+        JobDescriptor { name: "t".into(), parallelism: None, max_parallelism: 128, nodes, edges }
+    }
+
+    #[test]
+    fn forward_edges_chain_and_keyed_edges_split() {
+        // source -> map -> keyed -> sink: two vertices, [source, map] and [keyed, sink].
+        let j = job(
+            vec![
+                node(0, NodeKind::Source(SourceDescriptor::Generator { count: Some(1), rate: None }), None),
+                op(1, false, None),
+                op(2, true, None),
+                node(3, NodeKind::Sink(SinkDescriptor::Blackhole), None),
+            ],
+            vec![
+                edge(0, 0, 1, Partitioning::Auto),
+                edge(1, 1, 2, Partitioning::Hash),
+                edge(2, 2, 3, Partitioning::Auto),
+            ],
+        );
+        let p = plan(&j, 4).unwrap();
+        assert_eq!(p.vertices.len(), 2);
+        assert_eq!(p.vertices[0].chain.nodes, vec![0, 1]);
+        assert_eq!(
+            p.vertices[0].chain.outputs,
+            vec![OutputSpec { edge: 1, consumer_parallelism: 4, partitioning: Partitioning::Hash }]
+        );
+        assert_eq!(p.vertices[1].chain.nodes, vec![2, 3]);
+        assert_eq!(p.vertices[1].inputs[0].producer_parallelism, 4);
+        assert_eq!(p.required_slots(), 4);
+        assert_eq!(p.task_count(), 8);
+    }
+
+    #[test]
+    fn parallelism_changes_rebalance_and_unions_do_not_chain() {
+        let j = job(
+            vec![
+                node(0, NodeKind::Source(SourceDescriptor::Collection { len: 1 }), Some(1)),
+                node(1, NodeKind::Source(SourceDescriptor::Collection { len: 1 }), Some(1)),
+                op(2, false, Some(1)),
+                node(3, NodeKind::Sink(SinkDescriptor::Stdout), Some(3)),
+            ],
+            vec![
+                edge(0, 0, 2, Partitioning::Auto),
+                edge(1, 1, 2, Partitioning::Auto),
+                edge(2, 2, 3, Partitioning::Auto),
+            ],
+        );
+        let p = plan(&j, 2).unwrap();
+        assert_eq!(p.vertices.len(), 4, "{p:#?}");
+        let union = &p.vertices[2];
+        assert_eq!(union.inputs.len(), 2);
+        assert!(union.inputs.iter().all(|i| i.partitioning == Partitioning::Forward));
+        assert_eq!(union.chain.outputs[0].partitioning, Partitioning::Rebalance);
+    }
+
+    #[test]
+    fn bad_parallelism_is_rejected() {
+        let j = job(
+            vec![
+                node(0, NodeKind::Source(SourceDescriptor::Collection { len: 1 }), Some(2)),
+                op(1, true, Some(200)),
+                node(2, NodeKind::Sink(SinkDescriptor::Stdout), Some(3)),
+            ],
+            vec![edge(0, 0, 1, Partitioning::Hash), edge(1, 1, 2, Partitioning::Forward)],
+        );
+        assert!(plan(&j, 1).unwrap_err().to_string().contains("max parallelism"));
+        assert!(plan(&job(vec![], vec![]), 0).is_err());
+    }
+}

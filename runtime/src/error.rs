@@ -1,0 +1,54 @@
+//! Errors of plugin loading and deployment.
+
+use std::path::PathBuf;
+
+/// Errors of `weir-runtime`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be opened as a shared library (the user's input).
+    #[error("cannot load job plugin {path}: {message}")]
+    PluginLoad {
+        /// The plugin's path.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The library does not export Weir's entry points (the user's input).
+    #[error(
+        "{path} is not a Weir job plugin (no `weir_plugin_fingerprint` symbol): build the job as a \
+         `cdylib` crate that calls `weir_api::export_job!`"
+    )]
+    NotAPlugin {
+        /// The library's path.
+        path: PathBuf,
+    },
+    /// The plugin was built against another `weir-api`, rustc, target or panic strategy.
+    #[error(
+        "job plugin {path} is incompatible with this runtime: plugin built with [{found}], runtime \
+         expects [{expected}]; rebuild the job with the same weir-api version and rustc"
+    )]
+    FingerprintMismatch {
+        /// The plugin's path.
+        path: PathBuf,
+        /// This runtime's fingerprint.
+        expected: String,
+        /// The plugin's fingerprint.
+        found: String,
+    },
+    /// The job's own code failed (bad arguments, invalid graph, panic).
+    #[error(transparent)]
+    Job(#[from] weir_api::Error),
+}
+
+impl Error {
+    /// Whether the error is the user's (bad plugin, bad arguments, invalid job).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::PluginLoad { .. } | Self::NotAPlugin { .. } | Self::FingerprintMismatch { .. } => true,
+            Self::Job(e) => e.is_user_error() || matches!(e, weir_api::Error::UserPanic { .. }),
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

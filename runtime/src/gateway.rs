@@ -1,0 +1,69 @@
+//! How the jobmanager and taskmanagers talk, independent of transport: in one process the
+//! jobmanager calls the taskmanager directly; across processes (gRPC) the same traits are
+//! implemented by RPC clients.
+
+use crate::deployment::{JobId, TaskDeployment, TaskId};
+use crate::plugin::JobArtifact;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, for object-safe async methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Execution state of one task, as reported by its taskmanager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TaskExecutionState {
+    /// Accepted; the chain is being instantiated.
+    Deploying,
+    /// Processing.
+    Running,
+    /// Its inputs ended and everything it produced is handed on (sinks: committed).
+    Finished,
+    /// Failed; the failure message says why.
+    Failed,
+    /// Cancelled on request.
+    Canceled,
+}
+
+impl TaskExecutionState {
+    /// Whether the task will not change state again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Finished | Self::Failed | Self::Canceled)
+    }
+}
+
+/// A task's state change with its counters, from a taskmanager to the jobmanager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// The task.
+    pub task: TaskId,
+    /// Its new state.
+    pub state: TaskExecutionState,
+    /// Why it failed (`Failed` only), including a user panic's message.
+    pub failure: Option<String>,
+    /// Records that entered the task so far.
+    pub records_in: u64,
+    /// Records that left the task so far.
+    pub records_out: u64,
+}
+
+/// Receives task events (implemented by the jobmanager). Must not block.
+pub trait TaskEventSink: Send + Sync {
+    /// Delivers one event.
+    fn task_event(&self, event: TaskEvent);
+}
+
+/// The jobmanager's handle on one taskmanager.
+pub trait TaskManagerGateway: Send + Sync {
+    /// The taskmanager's id.
+    fn id(&self) -> &str;
+
+    /// Number of task slots it offers.
+    fn slots(&self) -> u32;
+
+    /// Starts a task; returns once the taskmanager accepted it (it then reports its states).
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Cancels every task of `job` on this taskmanager and releases the job's resources.
+    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
+}

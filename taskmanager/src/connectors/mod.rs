@@ -1,0 +1,103 @@
+//! The taskmanager-side connectors: the readers and writers behind
+//! [`SourceDescriptor`] and [`SinkDescriptor`].
+//!
+//! A job plugin only carries descriptors; [`open_source`] and [`open_sink`] turn them into this
+//! subtask's [`SourceReader`] or [`SinkWriter`].
+
+pub mod file_sink;
+pub mod generator;
+pub mod stdout_sink;
+pub mod text_source;
+
+use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
+use weir_api::runtime::{SinkWriter, SourceReader};
+use weir_api::{Error, Result};
+
+/// Opens subtask `subtask`'s share (of `parallelism`) of a taskmanager-side source.
+///
+/// `now_ms` is the processing-time clock (milliseconds since the epoch) used by rate-limited
+/// generators; it is injected so tests can use a fake clock.
+///
+/// # Errors
+/// - [`Error::InvalidJob`] for [`SourceDescriptor::Collection`] and
+///   [`SourceDescriptor::TimedEvents`] (the job plugin produces those itself), for
+///   `subtask >= parallelism`, and for a generator rate that is not positive.
+/// - [`Error::Runtime`] when a text source's path cannot be read.
+pub fn open_source(
+    descriptor: &SourceDescriptor,
+    subtask: u32,
+    parallelism: u32,
+    now_ms: impl Fn() -> i64 + Send + 'static,
+) -> Result<Box<dyn SourceReader>> {
+    match descriptor {
+        SourceDescriptor::Generator { count, rate } => {
+            Ok(Box::new(generator::GeneratorReader::new(*count, *rate, subtask, parallelism, now_ms)?))
+        }
+        SourceDescriptor::TextFiles { path } => {
+            Ok(Box::new(text_source::TextFileReader::open(path, subtask, parallelism)?))
+        }
+        SourceDescriptor::Collection { .. } | SourceDescriptor::TimedEvents { .. } => Err(Error::InvalidJob(format!(
+            "{descriptor:?} is produced by the job plugin and has no taskmanager-side reader"
+        ))),
+    }
+}
+
+/// Opens subtask `subtask`'s writer (of `parallelism`) of a sink.
+///
+/// # Errors
+/// - [`Error::InvalidJob`] for [`SinkDescriptor::Blackhole`] (blackhole sinks discard records in
+///   the plugin and have no writer) and for `subtask >= parallelism`.
+/// - [`Error::Runtime`] when a text sink's directory or file cannot be created.
+pub fn open_sink(descriptor: &SinkDescriptor, subtask: u32, parallelism: u32) -> Result<Box<dyn SinkWriter>> {
+    match descriptor {
+        SinkDescriptor::TextFiles { directory } => {
+            Ok(Box::new(file_sink::TextFileSinkWriter::open(directory, subtask, parallelism)?))
+        }
+        SinkDescriptor::Stdout => Ok(Box::new(stdout_sink::StdoutSinkWriter::new())),
+        SinkDescriptor::Blackhole => {
+            Err(Error::InvalidJob("blackhole sinks have no writer: they discard records in the job plugin".into()))
+        }
+    }
+}
+
+/// Checks that `subtask` is a valid index of `parallelism` subtasks.
+fn check_subtask(what: &str, subtask: u32, parallelism: u32) -> Result<()> {
+    if subtask >= parallelism {
+        return Err(Error::InvalidJob(format!(
+            "{what}: subtask {subtask} is out of range for parallelism {parallelism}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_side_sources_and_blackhole_are_rejected() {
+        for descriptor in [SourceDescriptor::Collection { len: 3 }, SourceDescriptor::TimedEvents { len: 1 }] {
+            let err = open_source(&descriptor, 0, 1, || 0).err().map(|e| e.to_string());
+            assert!(err.is_some_and(|e| e.starts_with("invalid job")));
+        }
+        let err = open_sink(&SinkDescriptor::Blackhole, 0, 1).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("blackhole")));
+    }
+
+    #[test]
+    fn opens_generator_and_text_files() {
+        let generator = SourceDescriptor::Generator { count: Some(3), rate: None };
+        let mut reader = open_source(&generator, 0, 1, || 0).unwrap();
+        let mut out = weir_api::runtime::RawBatch::default();
+        reader.read(10, &mut out).unwrap();
+        assert_eq!(out.sequence, Some((1, 1, 3)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = SourceDescriptor::TextFiles { path: dir.path().to_string_lossy().into_owned() };
+        assert!(open_source(&text, 0, 1, || 0).is_ok());
+        assert!(open_source(&text, 1, 1, || 0).is_err());
+        let sink = SinkDescriptor::TextFiles { directory: dir.path().join("out").to_string_lossy().into_owned() };
+        assert!(open_sink(&sink, 0, 1).is_ok());
+        assert!(open_sink(&SinkDescriptor::Stdout, 0, 1).is_ok());
+    }
+}

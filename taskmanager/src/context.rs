@@ -1,0 +1,141 @@
+//! The runtime services a task hands its operator chain ([`TaskRuntime`]).
+
+use crate::exchange::ChannelEvent;
+use crate::state::heap::HeapKeyedStateBackend;
+use crossbeam_channel::{SendTimeoutError, Sender};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
+use weir_api::runtime::{KeyedStateBackend, LogLevel, SinkWriter, SourceReader, TaskInfo, TaskRuntime};
+use weir_api::{Error, Result};
+use weir_runtime::TaskId;
+
+/// Counters of one task, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    /// Records into the chain.
+    pub records_in: AtomicU64,
+    /// Records out of the chain.
+    pub records_out: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One output of a task: a sender per consumer subtask (`None` where this producer does not
+/// send, as on forward edges).
+pub(crate) type OutputChannels = Vec<Option<Sender<ChannelEvent>>>;
+
+/// The [`TaskRuntime`] of one task.
+pub(crate) struct TaskContext {
+    pub(crate) id: TaskId,
+    pub(crate) info: TaskInfo,
+    pub(crate) outputs: Vec<OutputChannels>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<TaskMetrics>,
+}
+
+impl TaskContext {
+    /// Sends with backpressure: waits while the channel is full, giving up when cancelled.
+    fn send(&self, sender: &Sender<ChannelEvent>, mut event: ChannelEvent) -> Result<()> {
+        loop {
+            match sender.send_timeout(event, Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    event = back;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    return Err(Error::runtime("exchange", "the downstream task is gone"));
+                }
+            }
+        }
+    }
+
+    fn output(&self, output: usize) -> Result<&OutputChannels> {
+        self.outputs
+            .get(output)
+            .ok_or_else(|| Error::runtime("exchange", format!("task {} has no output {output}", self.id)))
+    }
+
+    /// Sends `event` (cloned) to every channel of every output.
+    pub(crate) fn broadcast_all(&self, event: impl Fn() -> ChannelEvent) -> Result<()> {
+        for output in &self.outputs {
+            for sender in output.iter().flatten() {
+                self.send(sender, event())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, output: usize, event: impl Fn() -> ChannelEvent) -> Result<()> {
+        for sender in self.output(output)?.iter().flatten() {
+            self.send(sender, event())?;
+        }
+        Ok(())
+    }
+}
+
+impl TaskRuntime for TaskContext {
+    fn info(&self) -> &TaskInfo {
+        &self.info
+    }
+
+    fn processing_time(&self) -> i64 {
+        now_ms()
+    }
+
+    fn send_batch(&mut self, output: usize, channel: usize, batch: Vec<u8>, records: usize) -> Result<()> {
+        let sender = self.output(output)?.get(channel).and_then(Option::as_ref).ok_or_else(|| {
+            Error::runtime("exchange", format!("task {} has no channel {channel} on output {output}", self.id))
+        })?;
+        self.metrics.records_out.fetch_add(records as u64, Ordering::Relaxed);
+        self.send(sender, ChannelEvent::Batch(batch))
+    }
+
+    fn send_watermark(&mut self, output: usize, watermark: i64) -> Result<()> {
+        self.broadcast(output, || ChannelEvent::Watermark(watermark))
+    }
+
+    fn send_idleness(&mut self, output: usize, idle: bool) -> Result<()> {
+        self.broadcast(output, || ChannelEvent::Idle(idle))
+    }
+
+    fn keyed_state_backend(&mut self, operator_uid: &str) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new(HeapKeyedStateBackend::new(operator_uid, self.info.key_groups())))
+    }
+
+    fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>> {
+        crate::connectors::open_source(source, self.info.subtask, self.info.parallelism, now_ms)
+    }
+
+    fn open_sink(&mut self, sink: &SinkDescriptor) -> Result<Box<dyn SinkWriter>> {
+        crate::connectors::open_sink(sink, self.info.subtask, self.info.parallelism)
+    }
+
+    fn add_records_in(&mut self, records: u64) {
+        self.metrics.records_in.fetch_add(records, Ordering::Relaxed);
+    }
+
+    fn add_records_out(&mut self, records: u64) {
+        self.metrics.records_out.fetch_add(records, Ordering::Relaxed);
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let (job_id, task, subtask) = (self.id.job.to_string(), self.info.task_name.as_str(), self.info.subtask);
+        match level {
+            LogLevel::Error => tracing::error!(job_id, task, subtask, "{message}"),
+            LogLevel::Warn => tracing::warn!(job_id, task, subtask, "{message}"),
+            LogLevel::Info => tracing::info!(job_id, task, subtask, "{message}"),
+            LogLevel::Debug => tracing::debug!(job_id, task, subtask, "{message}"),
+        }
+    }
+}

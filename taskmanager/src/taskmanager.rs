@@ -1,0 +1,286 @@
+//! The taskmanager component: accepts task deployments, runs each task on its own thread, wires
+//! tasks together through the exchange, and reports task states to the jobmanager.
+
+use crate::context::{OutputChannels, TaskContext, TaskMetrics};
+use crate::exchange::LocalExchange;
+use crate::input_gate::InputGate;
+use crate::task::{TaskOutcome, run_inputs, run_source};
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::{debug, error, info};
+use weir_api::runtime::{JobGraph, TaskInfo};
+use weir_runtime::{
+    BoxFuture, ChannelId, JobArtifact, JobId, LoadedJob, Plugged, TaskDeployment, TaskEvent, TaskEventSink,
+    TaskExecutionState, TaskId, TaskManagerGateway,
+};
+
+/// Configuration of a taskmanager.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TaskManagerConfig {
+    /// Id reported to the jobmanager; default a random one.
+    pub id: String,
+    /// Task slots offered (one subtask of every vertex of a job per slot); default 1.
+    pub slots: u32,
+    /// Capacity of each channel between tasks, in events (batches of up to ~32 KiB); default 16.
+    pub channel_capacity: usize,
+}
+
+impl Default for TaskManagerConfig {
+    fn default() -> Self {
+        Self {
+            id: format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            slots: 1,
+            channel_capacity: 16,
+        }
+    }
+}
+
+/// A job's code and graph, loaded once per taskmanager. Fields drop in order: the graph (plugin
+/// objects) before the code.
+struct JobResources {
+    graph: Plugged<JobGraph>,
+    loaded: LoadedJob,
+}
+
+struct RunningTask {
+    cancel: Arc<AtomicBool>,
+}
+
+struct JobTasks {
+    resources: Arc<JobResources>,
+    tasks: HashMap<TaskId, RunningTask>,
+}
+
+struct Inner {
+    config: TaskManagerConfig,
+    exchange: LocalExchange,
+    jobs: Mutex<HashMap<JobId, JobTasks>>,
+    events: Arc<dyn TaskEventSink>,
+}
+
+impl Inner {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, JobTasks>> {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn report(&self, task: TaskId, state: TaskExecutionState, failure: Option<String>, metrics: &TaskMetrics) {
+        self.events.task_event(TaskEvent {
+            task,
+            state,
+            failure,
+            records_in: metrics.records_in.load(Ordering::Relaxed),
+            records_out: metrics.records_out.load(Ordering::Relaxed),
+        });
+    }
+
+    /// Forgets a task that stopped; releases its job when it was the last.
+    fn task_stopped(&self, task: TaskId) {
+        let released = {
+            let mut jobs = self.jobs();
+            let Some(job) = jobs.get_mut(&task.job) else {
+                return;
+            };
+            job.tasks.remove(&task);
+            if job.tasks.is_empty() { jobs.remove(&task.job) } else { None }
+        };
+        if let Some(job) = released {
+            self.exchange.release_job(task.job);
+            drop(job);
+            debug!(job_id = %task.job, "released the job's resources");
+        }
+    }
+}
+
+/// A taskmanager. Cheap to clone; clones share the same slots and tasks.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TaskManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskManager").field("id", &self.inner.config.id).finish_non_exhaustive()
+    }
+}
+
+impl TaskManager {
+    /// A taskmanager that reports task events to `events`.
+    pub fn new(config: TaskManagerConfig, events: Arc<dyn TaskEventSink>) -> Self {
+        let exchange = LocalExchange::new(config.channel_capacity);
+        Self { inner: Arc::new(Inner { config, exchange, jobs: Mutex::new(HashMap::new()), events }) }
+    }
+
+    /// Number of tasks currently running.
+    pub fn running_tasks(&self) -> usize {
+        self.inner.jobs().values().map(|j| j.tasks.len()).sum()
+    }
+
+    /// Starts a task. Returns once its thread is started; the task then reports its states.
+    ///
+    /// # Errors
+    /// The job's code cannot be loaded or built here, or the task is already running.
+    pub fn deploy_task(&self, deployment: TaskDeployment, artifact: &JobArtifact) -> Result<(), String> {
+        let task = deployment.task;
+        let resources = self.job_resources(&deployment, artifact)?;
+        let info = TaskInfo {
+            job_id: task.job.to_string(),
+            job_name: deployment.job_name.clone(),
+            task_name: deployment.task_name.clone(),
+            subtask: task.subtask,
+            parallelism: deployment.parallelism,
+            max_parallelism: deployment.max_parallelism,
+            attempt: task.attempt,
+        };
+        let exchange = &self.inner.exchange;
+        let outputs: Vec<OutputChannels> = deployment
+            .chain
+            .outputs
+            .iter()
+            .map(|output| {
+                (0..output.consumer_parallelism)
+                    .map(|consumer| {
+                        let sends =
+                            output.partitioning != weir_api::graph::Partitioning::Forward || consumer == task.subtask;
+                        sends.then(|| {
+                            exchange.sender(ChannelId {
+                                job: task.job,
+                                attempt: task.attempt,
+                                edge: output.edge,
+                                producer: task.subtask,
+                                consumer,
+                            })
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut receivers = Vec::new();
+        let mut inputs = Vec::new();
+        for input in &deployment.inputs {
+            for producer in input.producers_for(task.subtask) {
+                let id = ChannelId {
+                    job: task.job,
+                    attempt: task.attempt,
+                    edge: input.edge,
+                    producer,
+                    consumer: task.subtask,
+                };
+                let receiver = exchange.take_receiver(id).ok_or_else(|| format!("task {task} is already deployed"))?;
+                receivers.push(receiver);
+                inputs.push(input.input as usize);
+            }
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let mut jobs = self.inner.jobs();
+            let job = jobs
+                .entry(task.job)
+                .or_insert_with(|| JobTasks { resources: resources.clone(), tasks: HashMap::new() });
+            if job.tasks.insert(task, RunningTask { cancel: cancel.clone() }).is_some() {
+                return Err(format!("task {task} is already deployed"));
+            }
+        }
+        let metrics = Arc::new(TaskMetrics::default());
+        self.inner.report(task, TaskExecutionState::Deploying, None, &metrics);
+        let mut cx = TaskContext { id: task, info, outputs, cancel, metrics };
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("weir-task-{}-{}", task.vertex, task.subtask))
+            .spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| run_task(&resources, &deployment, &mut cx, receivers, inputs, &inner)))
+                    .unwrap_or_else(|payload| {
+                        let message = payload
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".to_owned());
+                        Err(weir_api::Error::runtime("taskmanager", format!("internal error: {message}")))
+                    });
+                let (state, failure) = match result {
+                    Ok(TaskOutcome::Finished) => (TaskExecutionState::Finished, None),
+                    Ok(TaskOutcome::Canceled) | Err(weir_api::Error::Cancelled) => (TaskExecutionState::Canceled, None),
+                    Err(e) => {
+                        error!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task failed: {e}");
+                        (TaskExecutionState::Failed, Some(e.to_string()))
+                    }
+                };
+                // Release the job's channels and plugin before reporting, so that a finished job
+                // leaves nothing behind.
+                let metrics = cx.metrics.clone();
+                drop(cx);
+                drop(resources);
+                inner.task_stopped(task);
+                inner.report(task, state, failure, &metrics);
+            });
+        if let Err(e) = spawned {
+            self.inner.task_stopped(task);
+            return Err(format!("cannot start a thread for task {task}: {e}"));
+        }
+        Ok(())
+    }
+
+    fn job_resources(&self, deployment: &TaskDeployment, artifact: &JobArtifact) -> Result<Arc<JobResources>, String> {
+        if let Some(job) = self.inner.jobs().get(&deployment.task.job) {
+            return Ok(job.resources.clone());
+        }
+        let loaded = LoadedJob::load(artifact).map_err(|e| e.to_string())?;
+        let graph = loaded.build(&deployment.job_args).map_err(|e| e.to_string())?;
+        info!(job_id = %deployment.task.job, plugin = loaded.name(), "loaded the job's code");
+        Ok(Arc::new(JobResources { graph, loaded }))
+    }
+
+    /// Cancels every task of `job` running here.
+    pub fn cancel_job(&self, job: JobId) {
+        if let Some(tasks) = self.inner.jobs().get(&job) {
+            for task in tasks.tasks.values() {
+                task.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn run_task(
+    resources: &JobResources,
+    deployment: &TaskDeployment,
+    cx: &mut TaskContext,
+    receivers: Vec<crossbeam_channel::Receiver<crate::exchange::ChannelEvent>>,
+    inputs: Vec<usize>,
+    inner: &Inner,
+) -> weir_api::Result<TaskOutcome> {
+    let mut chain =
+        resources.loaded.instantiate(&resources.graph, &deployment.chain, &cx.info).map_err(|e| match e {
+            weir_runtime::Error::Job(e) => e,
+            other => weir_api::Error::runtime("plugin", other.to_string()),
+        })?;
+    chain.open(cx)?;
+    inner.report(cx.id, TaskExecutionState::Running, None, &cx.metrics);
+    if deployment.is_source() {
+        run_source(&mut **chain, cx)
+    } else {
+        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs))
+    }
+}
+
+impl TaskManagerGateway for TaskManager {
+    fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    fn slots(&self) -> u32 {
+        self.inner.config.slots
+    }
+
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.deploy_task(deployment, &artifact) })
+    }
+
+    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            TaskManager::cancel_job(self, job);
+            Ok(())
+        })
+    }
+}

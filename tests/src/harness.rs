@@ -1,0 +1,66 @@
+//! Running jobs for tests: in this process on the mini-cluster, or through the real binaries.
+
+use std::path::{Path, PathBuf};
+use weir_api::plugin::BuildFn;
+use weir_cli::MiniCluster;
+use weir_jobmanager::{JobDetails, JobSubmission};
+use weir_runtime::JobArtifact;
+
+/// Runs the job `build` with `args` at `parallelism` on an in-process mini-cluster and waits for
+/// it to end.
+pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        let cluster = MiniCluster::start();
+        let entry = weir_api::plugin::job_entry(build);
+        let submission = JobSubmission {
+            artifact: JobArtifact::InProcess { name: "test job".into(), entry: entry.into() },
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            parallelism,
+        };
+        let details = tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission))
+            .await
+            .expect("job did not end within 120 s")
+            .expect("job submission failed");
+        assert_eq!(cluster.taskmanager().running_tasks(), 0, "tasks left running after the job ended");
+        details
+    })
+}
+
+/// All lines of the `part-*.txt` files in `dir`, sorted.
+pub fn read_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return lines };
+    for entry in entries {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("part-") && name.ends_with(".txt") {
+            let text = std::fs::read_to_string(&path).expect("read output");
+            lines.extend(text.lines().map(str::to_owned));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Sorted owned lines, for comparing with [`read_lines`].
+pub fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// The directory that holds the workspace's built binaries and plugins (the test executable
+/// lives in its `deps/` folder).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// A built artifact of the workspace, with a hint when it is missing.
+pub fn artifact(name: &str) -> PathBuf {
+    let path = build_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    path
+}
