@@ -64,3 +64,56 @@ pub fn artifact(name: &str) -> PathBuf {
     assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
     path
 }
+
+/// The output of a finished `weir` command.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the `weir` binary with `args`; kills it (by handle) if it runs longer than `timeout`.
+pub fn run_weir(args: &[&str], timeout: std::time::Duration) -> CommandOutput {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(artifact("weir"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let mut stdout_pipe = child.stdout.take().expect("stdout");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weir") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weir {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    CommandOutput {
+        code: status.code(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,184 @@
+//! The example jobs end to end: the real `weir` binary runs the compiled plugins on the local
+//! mini-cluster; outputs are compared with the independent reference implementation.
+
+use std::path::Path;
+use std::time::Duration;
+use weir_tests::harness::{artifact, read_lines, run_weir};
+use weir_tests::reference;
+
+/// Deterministic text that exercises the word definition: mixed case, digits, punctuation,
+/// CRLF, tabs, empty lines, invalid UTF-8, multi-byte UTF-8, no final newline.
+fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
+    let pieces: [&[u8]; 16] = [
+        b"Hello", b"WORLD", b"hello", b"r2d2", b"42", b"foo_bar", b"caf\xc3\xa9", b"\xff\xfe", b"don't", b"a",
+        b"B", b"x-y", b"\t", b"  ", b"Zz9", b"\xe2\x82\xac",
+    ];
+    let mut state = seed;
+    let mut text = Vec::new();
+    for line in 0..lines {
+        let words = (state % 9) as usize;
+        for _ in 0..words {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
+            text.push(if state % 3 == 0 { b',' } else { b' ' });
+        }
+        text.extend_from_slice(if line % 5 == 0 { b"\r\n" } else { b"\n" });
+    }
+    text.extend_from_slice(b"last line without newline");
+    text
+}
+
+#[test]
+fn wordcount_counts_exactly_at_every_parallelism() {
+    let input = tempfile::tempdir().unwrap();
+    let texts: Vec<Vec<u8>> = (0..5).map(|i| tricky_text(i + 1, 2000 + 300 * i as usize)).collect();
+    for (i, text) in texts.iter().enumerate() {
+        std::fs::write(input.path().join(format!("file-{i}.txt")), text).unwrap();
+    }
+    let expected = reference::wordcount(&texts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert!(expected.len() > 10);
+    let plugin = artifact("libweir_example_wordcount.so");
+    for p in ["1", "2", "4"] {
+        let output = tempfile::tempdir().unwrap();
+        let out = output.path().join("counts");
+        let result = run_weir(
+            &[
+                "local",
+                "run",
+                plugin.to_str().unwrap(),
+                "-p",
+                p,
+                "--",
+                "--input",
+                input.path().to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            Duration::from_secs(120),
+        );
+        assert_eq!(result.code, Some(0), "p={p}: {result:?}");
+        assert!(result.stdout.contains("FINISHED"), "{}", result.stdout);
+        assert!(result.stdout.contains(out.to_str().unwrap()), "the summary names the output: {}", result.stdout);
+        assert_eq!(read_lines(&out), expected, "p={p}");
+    }
+    // A single file works as well as a directory.
+    let output = tempfile::tempdir().unwrap();
+    let single = input.path().join("file-0.txt");
+    let result = run_weir(
+        &[
+            "local",
+            "run",
+            plugin.to_str().unwrap(),
+            "-p",
+            "2",
+            "--",
+            "--input",
+            single.to_str().unwrap(),
+            "--output",
+            output.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(result.code, Some(0), "{result:?}");
+    assert_eq!(read_lines(output.path()), reference::wordcount(&[&texts[0]]));
+}
+
+fn nexmark(query: &str, events: u64, p: &str, out: &Path) {
+    let plugin = artifact("libweir_example_nexmark.so");
+    let events = events.to_string();
+    let result = run_weir(
+        &[
+            "local",
+            "run",
+            plugin.to_str().unwrap(),
+            "-p",
+            p,
+            "--",
+            "--query",
+            query,
+            "--events",
+            &events,
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    assert_eq!(result.code, Some(0), "{query} p={p}: {result:?}");
+    assert!(result.stdout.contains(&format!("{events} records from sources")), "{}", result.stdout);
+}
+
+#[test]
+fn nexmark_queries_match_the_reference_at_every_parallelism() {
+    const EVENTS: u64 = 1_000_000;
+    for query in ["q0", "q1", "q2", "wcount", "q5", "q7"] {
+        let expected = reference::nexmark(query, EVENTS);
+        assert!(!expected.is_empty());
+        for p in ["1", "2", "4"] {
+            let dir = tempfile::tempdir().unwrap();
+            nexmark(query, EVENTS, p, dir.path());
+            let lines = read_lines(dir.path());
+            assert_eq!(lines.len(), expected.len(), "{query} p={p}");
+            assert!(lines == expected, "{query} p={p}: output differs from the reference");
+        }
+    }
+}
+
+#[test]
+fn a_library_that_is_not_a_weir_job_is_refused_with_one_line() {
+    let candidates = ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6"];
+    let library = candidates.iter().find(|p| Path::new(p).exists()).expect("libz or libc on this machine");
+    let result = run_weir(&["local", "run", library, "--", "--input", "x"], Duration::from_secs(30));
+    assert_eq!(result.code, Some(2), "{result:?}");
+    assert!(result.stdout.is_empty());
+    let stderr = result.stderr.trim_end();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("is not a Weir job plugin"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_plugins_and_bad_arguments_get_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("job.so");
+    std::fs::write(&text, "not a library").unwrap();
+    let wordcount = artifact("libweir_example_wordcount.so");
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["local", "run", "/nonexistent/libjob.so"], "cannot load job plugin"),
+        (vec!["local", "run", text.to_str().unwrap()], "cannot load job plugin"),
+        (vec!["local", "run", wordcount.to_str().unwrap(), "--", "--output", "/tmp/x"], "--input is required"),
+        (vec!["local", "run", nexmark.to_str().unwrap(), "--", "--query", "q9", "--events", "10", "--sink", "blackhole"], "q9"),
+    ];
+    for (args, needle) in cases {
+        let result = run_weir(&args, Duration::from_secs(30));
+        assert_eq!(result.code, Some(2), "{args:?}: {result:?}");
+        let stderr = result.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // -p 0 is refused by the argument parser.
+    let result = run_weir(&["local", "run", wordcount.to_str().unwrap(), "-p", "0"], Duration::from_secs(30));
+    assert_ne!(result.code, Some(0));
+    assert!(result.stderr.contains("-p") || result.stderr.contains("parallelism"), "{result:?}");
+}
+
+#[test]
+fn a_missing_input_fails_the_job_with_the_path_in_the_message() {
+    let out = tempfile::tempdir().unwrap();
+    let wordcount = artifact("libweir_example_wordcount.so");
+    let result = run_weir(
+        &[
+            "local",
+            "run",
+            wordcount.to_str().unwrap(),
+            "--",
+            "--input",
+            "/nonexistent/input.txt",
+            "--output",
+            out.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(result.code, Some(1), "{result:?}");
+    assert!(result.stderr.contains("FAILED") && result.stderr.contains("/nonexistent/input.txt"), "{}", result.stderr);
+}
