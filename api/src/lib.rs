@@ -8,8 +8,8 @@
 //!
 //! fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
 //!     let output = args.required("output")?;
-//!     env.from_collection(vec!["a b", "b c"])
-//!         .flat_map(|line: &str, out: &mut Collector<'_, String>| {
+//!     env.from_collection(vec!["a b".to_owned(), "b c".to_owned()])
+//!         .flat_map(|line: String, out: &mut Collector<'_, String>| {
 //!             line.split(' ').for_each(|w| out.collect(w.to_owned()))
 //!         })
 //!         .write_as_text(output);

@@ -2,7 +2,7 @@
 //! instead of over gRPC. The same components run in a real cluster.
 
 use std::sync::Arc;
-use weir_jobmanager::{JobDetails, JobManager, JobSubmission};
+use weir_jobmanager::{JobDetails, JobManager, JobManagerSettings, JobSubmission};
 use weir_runtime::JobId;
 use weir_taskmanager::{TaskManager, TaskManagerConfig};
 
@@ -20,11 +20,11 @@ pub struct MiniCluster {
 impl MiniCluster {
     /// Starts the components on the current tokio runtime.
     pub fn start() -> Self {
-        let jobmanager = JobManager::new();
+        let jobmanager = JobManager::new(JobManagerSettings::default());
         let config =
             TaskManagerConfig { id: "local-taskmanager".into(), slots: LOCAL_SLOTS, ..TaskManagerConfig::default() };
         let taskmanager = TaskManager::new(config, jobmanager.event_sink());
-        jobmanager.register_taskmanager(Arc::new(taskmanager.clone()));
+        jobmanager.register_taskmanager(Arc::new(taskmanager.clone()), String::new(), false);
         Self { jobmanager, taskmanager }
     }
 

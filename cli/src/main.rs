@@ -1,16 +1,25 @@
-//! `weir`: run jobs on a local mini-cluster (and, with a cluster, drive it).
+//! `weir`: run jobs on a local mini-cluster, or drive a cluster through its jobmanager's REST API.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
 use weir_cli::MiniCluster;
-use weir_jobmanager::{JobDetails, JobStatus, JobSubmission};
+use weir_cli::client::{ClientError, DEFAULT_JOBMANAGER, JobList, JobSummary, RestClient, Submitted, TaskManagerList};
+use weir_jobmanager::{JobStatus, JobSubmission};
 use weir_runtime::JobArtifact;
+
+/// How often `weir run` asks for the job's state while it waits.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: a distributed dataflow engine for Rust jobs")]
 struct Cli {
+    /// The jobmanager's REST address.
+    #[arg(long, global = true, env = "WEIR_JOBMANAGER", default_value = DEFAULT_JOBMANAGER, value_name = "URL")]
+    jobmanager: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +31,17 @@ enum Command {
         #[command(subcommand)]
         command: LocalCommand,
     },
+    /// Submit a job plugin to the cluster and, unless --detached, wait for the job to end
+    /// (Ctrl-C cancels it).
+    Run(ClusterRunArgs),
+    /// List the cluster's jobs, newest first.
+    List(JsonArg),
+    /// Show a job's state, vertices and subtasks.
+    Status(JobArg),
+    /// Cancel a running job.
+    Cancel(JobArg),
+    /// List the cluster's taskmanagers.
+    Taskmanagers(JsonArg),
 }
 
 #[derive(Subcommand)]
@@ -45,6 +65,41 @@ struct RunArgs {
     job_args: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct ClusterRunArgs {
+    /// The job plugin: a shared library built from a crate that calls `weir_api::export_job!`.
+    plugin: PathBuf,
+    /// Default parallelism of the job's operators.
+    #[arg(short = 'p', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    parallelism: u32,
+    /// Return once the job is submitted instead of waiting for its end.
+    #[arg(long)]
+    detached: bool,
+    /// Print the server's JSON on standard output (the final job details, or with --detached
+    /// the submission's answer).
+    #[arg(long)]
+    json: bool,
+    /// Arguments for the job's build function.
+    #[arg(last = true)]
+    job_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct JsonArg {
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct JobArg {
+    /// The job's id (as `weir list` shows it).
+    job: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -52,12 +107,17 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("weir: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Local { command: LocalCommand::Run(args) } => local_run(args).await,
+            Command::Run(args) => cluster_run(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::List(args) => list(&RestClient::new(&cli.jobmanager)?, args.json).await,
+            Command::Status(args) => status(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::Cancel(args) => cancel(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::Taskmanagers(args) => taskmanagers(&RestClient::new(&cli.jobmanager)?, args.json).await,
         }
     });
     match result {
@@ -101,7 +161,7 @@ async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&details)?);
     } else {
-        print_summary(&details);
+        print_summary(&serde_json::from_value(serde_json::to_value(&details)?)?);
     }
     Ok(match details.state {
         JobStatus::Finished | JobStatus::Canceled => ExitCode::SUCCESS,
@@ -117,12 +177,253 @@ async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_summary(details: &JobDetails) {
+/// `weir run`: upload, submit, and (unless detached) wait for the end.
+async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Result<ExitCode> {
+    let shown = args.plugin.display().to_string();
+    let plugin = std::fs::read(&args.plugin).with_context(|| format!("cannot read the job plugin {shown}"))?;
+    let file_name = args.plugin.file_name().map_or_else(|| "job.so".to_owned(), |n| n.to_string_lossy().into_owned());
+    let answer: Value = client
+        .submit(plugin, &file_name, &args.job_args, args.parallelism)
+        .await
+        .with_context(|| format!("cannot submit {shown}"))?;
+    let submitted: Submitted = serde_json::from_value(answer.clone())
+        .with_context(|| format!("unexpected answer from {} to the submission: {answer}", client.base()))?;
+    let id = submitted.jobid;
+    if args.detached {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            println!("Job submitted: {id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        // Standard output carries only the final JSON.
+        eprintln!("Job submitted: {id}");
+    } else {
+        println!("Job submitted: {id}");
+    }
+
+    let (details, summary) = wait_for_end(client, &id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&details)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(match summary.state.as_str() {
+        "FINISHED" => ExitCode::SUCCESS,
+        state => {
+            let reason = summary.failure.as_deref().unwrap_or(if state == "CANCELED" {
+                "cancelled on request"
+            } else {
+                "no reason given"
+            });
+            eprintln!("weir: job {id} {state}: {reason}");
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// Polls the job until it ended; the first Ctrl-C cancels it (then waits on), a second one
+/// stops waiting.
+async fn wait_for_end(client: &RestClient, id: &str) -> anyhow::Result<(Value, JobSummary)> {
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let mut cancelling = false;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                let details: Value = client.job(id).await.with_context(|| format!("cannot follow job {id}"))?;
+                let summary: JobSummary = serde_json::from_value(details.clone())
+                    .with_context(|| format!("unexpected details of job {id} from {}", client.base()))?;
+                if summary.is_terminal() {
+                    return Ok((details, summary));
+                }
+            }
+            _ = interrupts.recv() => {
+                if cancelling {
+                    anyhow::bail!("stopped waiting for job {id}, which is being cancelled");
+                }
+                cancelling = true;
+                eprintln!("weir: cancelling job {id} (Ctrl-C; press again to stop waiting)");
+                match client.cancel::<Value>(id).await {
+                    // 409: it ended meanwhile; the next poll sees how.
+                    Ok(_) | Err(ClientError::Api { status: 409, .. }) => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot cancel job {id}"))),
+                }
+            }
+        }
+    }
+}
+
+/// `weir list`.
+async fn list(client: &RestClient, json: bool) -> anyhow::Result<ExitCode> {
+    let answer: Value = client.jobs().await.context("cannot list jobs")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: JobList = serde_json::from_value(answer).context("unexpected job list")?;
+    if list.jobs.is_empty() {
+        println!("No jobs.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = list
+        .jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.clone(),
+                job.name.clone(),
+                job.status.clone(),
+                format_start(job.start_time),
+                format_duration(job.duration_ms),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "STATUS", "STARTED", "DURATION"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir status JOB`.
+async fn status(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
+    let answer: Value = client.job(&args.job).await.with_context(|| format!("cannot get job {}", args.job))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job: JobSummary = serde_json::from_value(answer).context("unexpected job details")?;
+    println!("Job '{}' ({}) {}", job.name, job.jid, job.state);
+    println!("  started {}, running for {}", format_start(job.start_time), format_duration(job.duration_ms));
+    println!("  {} records from sources", job.source_records);
+    if job.restarts > 0 {
+        println!("  restarted {} time(s)", job.restarts);
+    }
+    if let Some(failure) = &job.failure {
+        println!("  failure: {failure}");
+    }
+    for sink in &job.sinks {
+        println!("  output {sink}");
+    }
+    let mut rows = Vec::new();
+    for vertex in &job.vertices {
+        rows.push(vec![
+            vertex.name.clone(),
+            vertex.parallelism.to_string(),
+            String::new(),
+            String::new(),
+            vertex.records_in.to_string(),
+            vertex.records_out.to_string(),
+        ]);
+        for subtask in &vertex.subtasks {
+            rows.push(vec![
+                format!("  subtask {}", subtask.subtask),
+                String::new(),
+                subtask.state.clone(),
+                subtask.taskmanager.clone(),
+                subtask.records_in.to_string(),
+                subtask.records_out.to_string(),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        println!();
+        print_table(&["VERTEX", "PARALLELISM", "STATE", "TASKMANAGER", "RECORDS IN", "RECORDS OUT"], rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir cancel JOB`.
+async fn cancel(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
+    let answer: Value = client.cancel(&args.job).await.with_context(|| format!("cannot cancel job {}", args.job))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("Cancellation of job {} requested.", args.job);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir taskmanagers`.
+async fn taskmanagers(client: &RestClient, json: bool) -> anyhow::Result<ExitCode> {
+    let answer: Value = client.taskmanagers().await.context("cannot list taskmanagers")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: TaskManagerList = serde_json::from_value(answer).context("unexpected taskmanager list")?;
+    if list.taskmanagers.is_empty() {
+        println!("No taskmanagers registered.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = list
+        .taskmanagers
+        .iter()
+        .map(|tm| {
+            vec![
+                tm.id.clone(),
+                tm.slots.to_string(),
+                tm.free_slots.to_string(),
+                if tm.data_address.is_empty() { "-".to_owned() } else { tm.data_address.clone() },
+                format!("{:.1} s ago", tm.seconds_since_heartbeat),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "SLOTS", "FREE", "DATA ADDRESS", "LAST HEARTBEAT"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(details: &JobSummary) {
     let seconds = details.duration_ms as f64 / 1000.0;
     let rate = if seconds > 0.0 { details.source_records as f64 / seconds } else { 0.0 };
     println!("Job '{}' ({}) {} in {seconds:.3} s", details.name, details.jid, details.state);
     println!("  {} records from sources, {rate:.0} records/s", details.source_records);
     for sink in &details.sinks {
         println!("  output {sink}");
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        println!("{}", text.trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// An epoch-milliseconds time as RFC 3339 (UTC), or `-` if unknown.
+fn format_start(epoch_ms: u64) -> String {
+    if epoch_ms == 0 {
+        return "-".to_owned();
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(epoch_ms)).to_string()
+}
+
+/// A duration for people: `0.250 s`, `12.3 s`, `4m 05s`, `2h 03m 04s`.
+fn format_duration(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0 => format!("{:.3} s", ms as f64 / 1000.0),
+        1..60 => format!("{:.1} s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m {:02}s", seconds / 3600, seconds / 60 % 60, seconds % 60),
     }
 }

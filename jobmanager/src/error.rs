@@ -43,6 +43,13 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The plugin storage or the local plugin cache failed (the cluster's problem; a retry may
+    /// help if the storage is back).
+    #[error("plugin storage: {0}")]
+    Storage(String),
+    /// No stored plugin has this SHA-256.
+    #[error("plugin {0} not found")]
+    PluginNotFound(String),
 }
 
 impl Error {
@@ -56,6 +63,8 @@ impl Error {
             Self::IllegalState { .. } => 409,
             Self::NotEnoughSlots { .. } => 503,
             Self::TaskManager { .. } => 502,
+            Self::Storage(_) => 500,
+            Self::PluginNotFound(_) => 404,
         }
     }
 }

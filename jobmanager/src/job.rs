@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! CREATED -> RUNNING -> FINISHED
-//!               |  \--> FAILING ----> FAILED
-//!               \-----> CANCELLING -> CANCELED
+//!    ^          |  \--> FAILING ----> FAILED
+//!    |          |   \-> CANCELLING -> CANCELED
+//!    |          v
+//!    +----- RESTARTING
 //! ```
-//! A job is FINISHED when all its tasks finished; the first task failure moves it to FAILING
-//! (the rest are cancelled) and it is FAILED once every task stopped; likewise for cancellation.
+//! CREATED waits for slots; RUNNING deploys and runs one execution attempt. A job is FINISHED when
+//! all its tasks finished. The first failure (a task failed, its taskmanager was lost) cancels the
+//! other tasks and, while the restart strategy allows, moves the job to RESTARTING: once every
+//! task stopped, a new attempt starts from CREATED. Otherwise it goes through FAILING to FAILED.
 
 use crate::plan::ExecutionPlan;
 use serde::Serialize;
@@ -24,6 +28,8 @@ pub enum JobStatus {
     Running,
     /// A task failed; the others are being cancelled.
     Failing,
+    /// A task failed; the others are being cancelled, then the job runs again.
+    Restarting,
     /// Cancellation requested; tasks are being cancelled.
     Cancelling,
     /// Every task finished.
@@ -46,6 +52,7 @@ impl JobStatus {
             Self::Created => "CREATED",
             Self::Running => "RUNNING",
             Self::Failing => "FAILING",
+            Self::Restarting => "RESTARTING",
             Self::Cancelling => "CANCELLING",
             Self::Finished => "FINISHED",
             Self::Failed => "FAILED",
@@ -61,10 +68,29 @@ impl std::fmt::Display for JobStatus {
 }
 
 /// What the jobmanager must do after a state change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobCommand {
     /// Cancel every task of the job on every taskmanager.
     CancelTasks,
+    /// The job ended: taskmanagers release its channels and code.
+    ReleaseResources,
+    /// Every task of the failed attempt stopped: start the next attempt after the delay.
+    Restart(std::time::Duration),
+}
+
+/// When a failed job runs again (Flink's fixed-delay restart strategy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// How many times a job may restart; 0 disables restarts.
+    pub max_attempts: u32,
+    /// Pause before each restart.
+    pub delay: std::time::Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 0, delay: std::time::Duration::from_secs(1) }
+    }
 }
 
 /// One subtask as the jobmanager tracks it.
@@ -96,6 +122,12 @@ pub struct Job {
     pub(crate) started: Instant,
     pub(crate) ended: Option<Instant>,
     pub(crate) sinks: Vec<String>,
+    pub(crate) restart: RestartPolicy,
+    pub(crate) restarts: u32,
+    /// The taskmanager of each slot the current attempt holds.
+    pub(crate) slots: Vec<String>,
+    /// Failures that caused restarts, oldest first.
+    pub(crate) failures: Vec<String>,
 }
 
 impl Job {
@@ -113,23 +145,29 @@ impl Job {
             started: Instant::now(),
             ended: None,
             sinks: Vec::new(),
+            restart: RestartPolicy::default(),
+            restarts: 0,
+            slots: Vec::new(),
+            failures: Vec::new(),
         }
     }
 
     /// Moves to `to` if the lifecycle allows it; returns whether it moved.
     fn transition(&mut self, to: JobStatus) -> bool {
         use JobStatus::*;
-        let allowed = match (self.status, to) {
-            (Created, Running | Failed | Canceled) => true,
-            (Running, Finished | Failing | Cancelling) => true,
-            (Failing, Failed) | (Cancelling, Canceled) => true,
-            (Cancelling, Failing) => false,
-            _ => false,
-        };
+        let allowed = matches!(
+            (self.status, to),
+            (Created, Running | Failed | Canceled)
+                | (Running, Finished | Failing | Cancelling | Restarting)
+                | (Restarting, Created | Cancelling | Failing)
+                | (Failing, Failed)
+                | (Cancelling, Canceled)
+        );
         if allowed {
             self.status = to;
             if to.is_terminal() {
                 self.ended = Some(Instant::now());
+                self.slots.clear();
             }
         }
         allowed
@@ -149,27 +187,62 @@ impl Job {
         );
     }
 
-    /// All tasks are deployed.
-    pub(crate) fn deployed(&mut self) -> bool {
-        self.transition(JobStatus::Running)
+    /// Slots were allocated on `slots` (a taskmanager id per slot): the attempt starts deploying.
+    pub(crate) fn scheduled(&mut self, slots: Vec<String>) -> bool {
+        let moved = self.transition(JobStatus::Running);
+        if moved {
+            self.slots = slots;
+        }
+        moved
     }
 
-    /// Deployment failed before the job ran.
-    pub(crate) fn deployment_failed(&mut self, message: String) -> Option<JobCommand> {
+    /// The job could not get its slots in time.
+    pub(crate) fn scheduling_failed(&mut self, message: String) {
         self.failure.get_or_insert(message);
-        if self.status == JobStatus::Created {
-            self.transition(JobStatus::Running);
-        }
-        self.fail_running()
+        self.transition(JobStatus::Failed);
     }
 
-    fn fail_running(&mut self) -> Option<JobCommand> {
-        if self.transition(JobStatus::Failing) {
-            self.settle();
-            Some(JobCommand::CancelTasks)
-        } else {
-            None
+    /// The current attempt failed: restart if the policy allows, else fail. Returns the commands
+    /// to carry out.
+    pub(crate) fn fail(&mut self, message: String) -> Vec<JobCommand> {
+        if self.status != JobStatus::Running {
+            // Already failing, restarting or cancelling: the failure may still have been the
+            // last task to stop.
+            return self.settle().into_iter().collect();
         }
+        if self.restarts < self.restart.max_attempts {
+            self.failures.push(message);
+            self.transition(JobStatus::Restarting);
+        } else {
+            self.failure.get_or_insert(message);
+            self.transition(JobStatus::Failing);
+        }
+        let mut commands = vec![JobCommand::CancelTasks];
+        commands.extend(self.settle());
+        commands
+    }
+
+    /// Starts the next execution attempt (after RESTARTING): back to CREATED, tasks forgotten.
+    pub(crate) fn next_attempt(&mut self) -> bool {
+        if !self.transition(JobStatus::Created) {
+            return false;
+        }
+        self.attempt += 1;
+        self.restarts += 1;
+        self.tasks.clear();
+        self.slots.clear();
+        true
+    }
+
+    /// The taskmanager `taskmanager` is gone: its tasks are lost, which fails the attempt.
+    pub(crate) fn taskmanager_lost(&mut self, taskmanager: &str, reason: &str) -> Vec<JobCommand> {
+        if !self.slots.iter().any(|s| s == taskmanager) {
+            return Vec::new();
+        }
+        for task in self.tasks.values_mut().filter(|t| t.taskmanager == taskmanager && !t.state.is_terminal()) {
+            task.state = TaskExecutionState::Failed;
+        }
+        self.fail(format!("taskmanager {taskmanager} lost: {reason}"))
     }
 
     /// The user asked to cancel.
@@ -179,7 +252,7 @@ impl Job {
                 self.transition(JobStatus::Canceled);
                 Ok(None)
             }
-            JobStatus::Running => {
+            JobStatus::Running | JobStatus::Restarting => {
                 self.transition(JobStatus::Cancelling);
                 self.settle();
                 Ok(Some(JobCommand::CancelTasks))
@@ -189,40 +262,44 @@ impl Job {
         }
     }
 
-    /// Applies a task's state change.
-    pub(crate) fn on_task_event(&mut self, event: &TaskEvent) -> Option<JobCommand> {
-        if event.task.attempt != self.attempt {
-            return None;
+    /// Updates a running task's counters (from a heartbeat).
+    pub(crate) fn task_metrics(&mut self, task: TaskId, records_in: u64, records_out: u64) {
+        if let Some(t) = self.tasks.get_mut(&task).filter(|t| !t.state.is_terminal()) {
+            t.records_in = records_in;
+            t.records_out = records_out;
         }
-        let task = self.tasks.get_mut(&event.task)?;
+    }
+
+    /// Applies a task's state change.
+    pub(crate) fn on_task_event(&mut self, event: &TaskEvent) -> Vec<JobCommand> {
+        if event.task.attempt != self.attempt {
+            return Vec::new();
+        }
+        let Some(task) = self.tasks.get_mut(&event.task) else {
+            return Vec::new();
+        };
         if task.state.is_terminal() {
-            return None;
+            return Vec::new();
         }
         task.state = event.state;
         task.records_in = event.records_in;
         task.records_out = event.records_out;
-        let command = match event.state {
-            TaskExecutionState::Failed => {
-                self.failure.get_or_insert_with(|| {
-                    format!(
-                        "task {} of vertex {} failed: {}",
-                        event.task.subtask,
-                        event.task.vertex,
-                        event.failure.as_deref().unwrap_or("unknown failure")
-                    )
-                });
-                self.fail_running()
-            }
-            _ => None,
-        };
-        self.settle();
-        command
+        if event.state == TaskExecutionState::Failed {
+            let message = format!(
+                "task {} of '{}' failed: {}",
+                event.task.subtask,
+                self.plan.vertices.get(event.task.vertex as usize).map_or("?", |v| v.name.as_str()),
+                event.failure.as_deref().unwrap_or("unknown failure")
+            );
+            return self.fail(message);
+        }
+        self.settle().into_iter().collect()
     }
 
-    /// Completes FAILING/CANCELLING/RUNNING once every task stopped.
-    fn settle(&mut self) {
-        if !self.tasks.values().all(|t| t.state.is_terminal()) {
-            return;
+    /// Completes the attempt once every task stopped.
+    fn settle(&mut self) -> Option<JobCommand> {
+        if self.tasks.is_empty() || !self.tasks.values().all(|t| t.state.is_terminal()) {
+            return None;
         }
         match self.status {
             JobStatus::Running if self.tasks.values().all(|t| t.state == TaskExecutionState::Finished) => {
@@ -239,8 +316,10 @@ impl Job {
             JobStatus::Cancelling => {
                 self.transition(JobStatus::Canceled);
             }
+            JobStatus::Restarting => return Some(JobCommand::Restart(self.restart.delay)),
             _ => {}
         }
+        None
     }
 
     /// A serializable snapshot.
@@ -271,6 +350,9 @@ impl Job {
             start_time: self.start_time_ms,
             duration_ms: end.duration_since(self.started).as_millis() as u64,
             failure: self.failure.clone(),
+            attempt: self.attempt,
+            restarts: self.restarts,
+            restart_failures: self.failures.clone(),
             source_records: vertices.iter().filter(|v| v.is_source).map(|v| v.records_in).sum(),
             sinks: self.sinks.clone(),
             vertices,
@@ -312,6 +394,12 @@ pub struct JobDetails {
     pub duration_ms: u64,
     /// Why the job failed.
     pub failure: Option<String>,
+    /// Current execution attempt (0 for the first).
+    pub attempt: u32,
+    /// How often the job restarted.
+    pub restarts: u32,
+    /// The failures that made it restart, oldest first.
+    pub restart_failures: Vec<String>,
     /// Records produced by the job's sources.
     pub source_records: u64,
     /// Where the job's sinks write, one line each (for example `counts: text files in /tmp/out`).
@@ -337,10 +425,10 @@ mod tests {
         };
         let mut j =
             Job::new(JobId::random(), "j".into(), ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 });
+        assert!(j.scheduled(vec!["tm".into(); parallelism as usize]));
         for subtask in 0..parallelism {
             j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask }, "tm");
         }
-        assert!(j.deployed());
         j
     }
 
@@ -357,7 +445,7 @@ mod tests {
     #[test]
     fn finishes_when_all_tasks_finish() {
         let mut j = job(2);
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), None);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![]);
         assert_eq!(j.status, JobStatus::Running);
         j.on_task_event(&event(&j, 1, TaskExecutionState::Finished));
         assert_eq!(j.status, JobStatus::Finished);
@@ -367,7 +455,7 @@ mod tests {
     #[test]
     fn a_failure_cancels_the_rest_then_fails_with_the_message() {
         let mut j = job(2);
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), Some(JobCommand::CancelTasks));
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
         j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled));
         assert_eq!(j.status, JobStatus::Failed);
@@ -388,9 +476,56 @@ mod tests {
         let mut j = job(1);
         let mut old = event(&j, 0, TaskExecutionState::Failed);
         old.task.attempt = 7;
-        assert_eq!(j.on_task_event(&old), None);
+        assert_eq!(j.on_task_event(&old), vec![]);
         j.on_task_event(&event(&j, 0, TaskExecutionState::Finished));
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), None);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![]);
         assert_eq!(j.status, JobStatus::Finished);
+    }
+
+    #[test]
+    fn a_failure_restarts_while_the_policy_allows_then_fails() {
+        let mut j = job(2);
+        j.restart = RestartPolicy { max_attempts: 1, delay: std::time::Duration::from_millis(5) };
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Restarting);
+        assert_eq!(
+            j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled)),
+            vec![JobCommand::Restart(std::time::Duration::from_millis(5))]
+        );
+        assert!(j.next_attempt());
+        assert_eq!((j.status, j.attempt, j.restarts), (JobStatus::Created, 1, 1));
+        assert!(j.scheduled(vec!["tm".into(); 2]));
+        for subtask in 0..2 {
+            j.task_deployed(TaskId { job: j.id, attempt: 1, vertex: 0, subtask }, "tm");
+        }
+        // The second failure exhausts the policy.
+        let mut failed = event(&j, 0, TaskExecutionState::Failed);
+        failed.task.attempt = 1;
+        assert_eq!(j.on_task_event(&failed), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Failing);
+        assert_eq!(j.details().restart_failures.len(), 1);
+    }
+
+    #[test]
+    fn losing_a_taskmanager_while_failing_completes_the_failure() {
+        // Regression: a job stayed FAILING when the lost taskmanager held its last running tasks.
+        let mut j = Job::new(JobId::random(), "j".into(), job(2).plan.clone());
+        assert!(j.scheduled(vec!["a".into(), "b".into()]));
+        j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask: 0 }, "a");
+        j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask: 1 }, "b");
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Failing);
+        j.taskmanager_lost("b", "no heartbeat");
+        assert_eq!(j.status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn losing_a_taskmanager_fails_its_tasks_and_the_attempt() {
+        let mut j = job(1);
+        assert_eq!(j.taskmanager_lost("other", "no heartbeat"), vec![]);
+        let commands = j.taskmanager_lost("tm", "no heartbeat for 5 s");
+        assert_eq!(commands, vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Failed, "its only task is lost, so the attempt is over at once");
+        assert!(j.failure.as_deref().unwrap().contains("taskmanager tm lost"));
     }
 }

@@ -1,16 +1,22 @@
-//! The jobmanager component: accepts jobs, plans and deploys them onto taskmanagers' slots, and
-//! tracks their lifecycle from task events. Transport-independent: taskmanagers are reached
-//! through [`TaskManagerGateway`]s, and report through the [`TaskEventSink`] this component is.
+//! The jobmanager component: accepts jobs, plans them, schedules them onto taskmanager slots,
+//! tracks their lifecycle from task events, detects lost taskmanagers, and restarts failed jobs.
+//!
+//! Transport-independent: taskmanagers are reached through [`TaskManagerGateway`]s and report
+//! through the [`TaskEventSink`] this component provides; the gRPC service and the local
+//! mini-cluster plug in the same way.
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobCommand, JobDetails, JobStatus};
-use crate::plan::plan;
-use std::collections::HashMap;
+use crate::job::{Job, JobCommand, JobDetails, JobStatus, RestartPolicy};
+use crate::plan::{ExecutionPlan, plan};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 use weir_runtime::{
-    JobArtifact, JobId, LoadedJob, TaskDeployment, TaskEvent, TaskEventSink, TaskId, TaskManagerGateway,
+    ChannelLocation, JobArtifact, JobId, LoadedJob, TaskDeployment, TaskEvent, TaskEventSink, TaskId,
+    TaskManagerGateway,
 };
 
 /// A job to run.
@@ -24,27 +30,343 @@ pub struct JobSubmission {
     pub parallelism: u32,
 }
 
+/// How the jobmanager schedules and recovers jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobManagerSettings {
+    /// How long a job waits for enough free slots before it fails.
+    pub slot_request_timeout: Duration,
+    /// A taskmanager that sent no heartbeat for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// What happens to a job whose execution failed.
+    pub restart: RestartPolicy,
+}
+
+impl Default for JobManagerSettings {
+    fn default() -> Self {
+        Self {
+            slot_request_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+/// A registered taskmanager, as reported by `GET /taskmanagers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskManagerInfo {
+    /// Its id.
+    pub id: String,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Slots no job holds.
+    pub free_slots: u32,
+    /// Its data-plane address (`host:port`), empty in the local mini-cluster.
+    pub data_address: String,
+    /// Seconds since its last heartbeat (0 for the local mini-cluster's).
+    pub seconds_since_heartbeat: f64,
+}
+
+/// The cluster at a glance, as reported by `GET /overview`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterOverview {
+    /// Registered taskmanagers.
+    pub taskmanagers: usize,
+    /// Slots they offer.
+    pub slots_total: u32,
+    /// Slots no job holds.
+    pub slots_available: u32,
+    /// Jobs not yet ended.
+    pub jobs_running: usize,
+    /// Jobs that finished.
+    pub jobs_finished: usize,
+    /// Jobs that were cancelled.
+    pub jobs_cancelled: usize,
+    /// Jobs that failed.
+    pub jobs_failed: usize,
+    /// Weir's version.
+    pub weir_version: &'static str,
+}
+
+struct RegisteredTaskManager {
+    gateway: Arc<dyn TaskManagerGateway>,
+    data_address: String,
+    last_heartbeat: Instant,
+    /// Whether heartbeats are expected (not for the in-process taskmanager).
+    monitored: bool,
+}
+
 struct JobEntry {
     job: Job,
+    plan: ExecutionPlan,
     artifact: JobArtifact,
+    args: Vec<String>,
     status: watch::Sender<JobStatus>,
 }
 
 #[derive(Default)]
 struct State {
-    taskmanagers: Vec<Arc<dyn TaskManagerGateway>>,
+    taskmanagers: BTreeMap<String, RegisteredTaskManager>,
     jobs: HashMap<JobId, JobEntry>,
+}
+
+impl State {
+    fn gateways(&self) -> Vec<Arc<dyn TaskManagerGateway>> {
+        self.taskmanagers.values().map(|tm| tm.gateway.clone()).collect()
+    }
+
+    /// Free slots per taskmanager: offered minus held by jobs that have not ended.
+    fn free_slots(&self) -> BTreeMap<String, u32> {
+        let mut free: BTreeMap<String, u32> =
+            self.taskmanagers.iter().map(|(id, tm)| (id.clone(), tm.gateway.slots())).collect();
+        for entry in self.jobs.values() {
+            for tm in &entry.job.slots {
+                if let Some(n) = free.get_mut(tm) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        free
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
     runtime: tokio::runtime::Handle,
+    settings: JobManagerSettings,
+    /// Signalled when slots may have become free (registration, job end, restart).
+    slots_changed: Notify,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the state consistent enough to report on.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes a job's status and carries out its commands in the background.
+    fn after_change(self: &Arc<Self>, state: &mut State, id: JobId, was_terminal: bool, mut commands: Vec<JobCommand>) {
+        let Some(entry) = state.jobs.get_mut(&id) else { return };
+        let _ = entry.status.send(entry.job.status);
+        let status = entry.job.status;
+        if status.is_terminal() && !was_terminal {
+            match &entry.job.failure {
+                Some(failure) => warn!(job_id = %id, %status, "job ended: {failure}"),
+                None => info!(job_id = %id, %status, "job ended"),
+            }
+            commands.push(JobCommand::ReleaseResources);
+            self.slots_changed.notify_waiters();
+        }
+        if commands.is_empty() {
+            return;
+        }
+        let gateways = state.gateways();
+        let shared = self.clone();
+        self.runtime.spawn(async move {
+            for command in commands {
+                shared.execute(command, id, &gateways).await;
+            }
+        });
+    }
+
+    async fn execute(self: &Arc<Self>, command: JobCommand, job: JobId, gateways: &[Arc<dyn TaskManagerGateway>]) {
+        match command {
+            JobCommand::CancelTasks | JobCommand::ReleaseResources => {
+                for tm in gateways {
+                    let result = match command {
+                        JobCommand::CancelTasks => tm.cancel_job(job).await,
+                        _ => tm.release_job(job).await,
+                    };
+                    if let Err(e) = result {
+                        warn!(job_id = %job, taskmanager = tm.id(), ?command, "taskmanager request failed: {e}");
+                    }
+                }
+            }
+            JobCommand::Restart(delay) => {
+                for tm in gateways {
+                    if let Err(e) = tm.release_job(job).await {
+                        warn!(job_id = %job, taskmanager = tm.id(), "cannot release the failed attempt: {e}");
+                    }
+                }
+                self.slots_changed.notify_waiters();
+                tokio::time::sleep(delay).await;
+                let restarted = {
+                    let mut state = self.lock();
+                    let Some(entry) = state.jobs.get_mut(&job) else { return };
+                    let restarted = entry.job.next_attempt();
+                    let _ = entry.status.send(entry.job.status);
+                    if restarted {
+                        info!(job_id = %job, attempt = entry.job.attempt, "restarting the job");
+                    }
+                    restarted
+                };
+                if restarted {
+                    let shared = self.clone();
+                    self.runtime.spawn(async move { shared.schedule(job).await });
+                }
+            }
+        }
+    }
+
+    /// Waits for slots for the job's current attempt, then deploys its tasks.
+    async fn schedule(self: Arc<Self>, id: JobId) {
+        let deadline = Instant::now() + self.settings.slot_request_timeout;
+        let (deployments, artifact, gateways) = loop {
+            let notified = self.slots_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                let free = state.free_slots();
+                let gateways: HashMap<String, Arc<dyn TaskManagerGateway>> =
+                    state.taskmanagers.iter().map(|(k, v)| (k.clone(), v.gateway.clone())).collect();
+                let addresses: HashMap<String, String> =
+                    state.taskmanagers.iter().map(|(k, v)| (k.clone(), v.data_address.clone())).collect();
+                let Some(entry) = state.jobs.get_mut(&id) else { return };
+                if entry.job.status != JobStatus::Created {
+                    return;
+                }
+                let needed = entry.plan.required_slots();
+                if let Some(slots) = allocate(&free, needed) {
+                    entry.job.scheduled(slots.clone());
+                    let deployments = deployments(id, entry, &slots, &addresses);
+                    for (deployment, tm) in &deployments {
+                        entry.job.task_deployed(deployment.task, tm);
+                    }
+                    let artifact = entry.artifact.clone();
+                    let _ = entry.status.send(entry.job.status);
+                    info!(job_id = %id, attempt = entry.job.attempt, slots = needed, "deploying the job's tasks");
+                    break (deployments, artifact, gateways);
+                }
+                if Instant::now() >= deadline {
+                    let available: u32 = free.values().sum();
+                    let message = format!(
+                        "could not get {needed} task slots within {:?}: {available} free on {} taskmanagers",
+                        self.settings.slot_request_timeout,
+                        free.len()
+                    );
+                    let was_terminal = entry.job.status.is_terminal();
+                    entry.job.scheduling_failed(message);
+                    self.after_change(&mut state, id, was_terminal, Vec::new());
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        };
+        for (deployment, tm) in deployments {
+            let task = deployment.task;
+            let Some(gateway) = gateways.get(&tm) else { continue };
+            if let Err(message) = gateway.deploy(deployment, artifact.clone()).await {
+                let failure = Error::TaskManager { taskmanager: tm.clone(), message }.to_string();
+                error!(job_id = %id, %task, "deployment failed: {failure}");
+                let mut state = self.lock();
+                if let Some(entry) = state.jobs.get_mut(&id) {
+                    if entry.job.attempt != task.attempt {
+                        return;
+                    }
+                    let was_terminal = entry.job.status.is_terminal();
+                    let commands = entry.job.fail(failure);
+                    self.after_change(&mut state, id, was_terminal, commands);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Declares a taskmanager lost and fails the jobs that had slots on it.
+    fn taskmanager_lost(self: &Arc<Self>, state: &mut State, id: &str, reason: &str) {
+        if state.taskmanagers.remove(id).is_none() {
+            return;
+        }
+        warn!(taskmanager = id, "taskmanager lost: {reason}");
+        let jobs: Vec<JobId> = state.jobs.keys().copied().collect();
+        for job in jobs {
+            let Some(entry) = state.jobs.get_mut(&job) else { continue };
+            let was_terminal = entry.job.status.is_terminal();
+            let commands = entry.job.taskmanager_lost(id, reason);
+            if !commands.is_empty() || entry.job.status.is_terminal() != was_terminal {
+                self.after_change(state, job, was_terminal, commands);
+            }
+        }
+        self.slots_changed.notify_waiters();
+    }
+}
+
+/// Picks `needed` slots from the free ones, round robin over taskmanagers so that subtasks
+/// spread across them.
+fn allocate(free: &BTreeMap<String, u32>, needed: u32) -> Option<Vec<String>> {
+    if free.values().sum::<u32>() < needed {
+        return None;
+    }
+    let mut left = free.clone();
+    let mut slots = Vec::with_capacity(needed as usize);
+    while slots.len() < needed as usize {
+        for (tm, n) in left.iter_mut() {
+            if *n > 0 && slots.len() < needed as usize {
+                *n -= 1;
+                slots.push(tm.clone());
+            }
+        }
+    }
+    Some(slots)
+}
+
+/// The deployments of the job's current attempt: subtask `i` of every vertex runs in slot `i`.
+fn deployments(
+    id: JobId,
+    entry: &JobEntry,
+    slots: &[String],
+    addresses: &HashMap<String, String>,
+) -> Vec<(TaskDeployment, String)> {
+    let plan = &entry.plan;
+    let attempt = entry.job.attempt;
+    let location = |edge: u32, producer: u32| {
+        let tm = slots[producer as usize].clone();
+        ChannelLocation {
+            edge,
+            producer,
+            data_address: addresses.get(&tm).cloned().unwrap_or_default(),
+            taskmanager: tm,
+        }
+    };
+    let mut out = Vec::new();
+    for vertex in &plan.vertices {
+        for subtask in 0..vertex.parallelism {
+            let mut input_locations = Vec::new();
+            for input in &vertex.inputs {
+                for producer in input.producers_for(subtask) {
+                    input_locations.push(location(input.edge, producer));
+                }
+            }
+            let deployment = TaskDeployment {
+                task: TaskId { job: id, attempt, vertex: vertex.id, subtask },
+                job_name: entry.job.name.clone(),
+                task_name: vertex.name.clone(),
+                parallelism: vertex.parallelism,
+                max_parallelism: plan.max_parallelism,
+                job_args: entry.args.clone(),
+                chain: vertex.chain.clone(),
+                inputs: vertex.inputs.clone(),
+                input_locations,
+            };
+            out.push((deployment, slots[subtask as usize].clone()));
+        }
+    }
+    out
+}
+
+/// Task events from taskmanagers, applied to the jobs.
+struct EventSink(Arc<Shared>);
+
+impl TaskEventSink for EventSink {
+    fn task_event(&self, event: TaskEvent) {
+        let shared = &self.0;
+        let mut state = shared.lock();
+        let Some(entry) = state.jobs.get_mut(&event.task.job) else { return };
+        if let Some(failure) = &event.failure {
+            warn!(job_id = %event.task.job, vertex = event.task.vertex, subtask = event.task.subtask, "task failed: {failure}");
+        }
+        let was_terminal = entry.job.status.is_terminal();
+        let commands = entry.job.on_task_event(&event);
+        shared.after_change(&mut state, event.task.job, was_terminal, commands);
     }
 }
 
@@ -56,170 +378,168 @@ pub struct JobManager {
 
 impl std::fmt::Debug for JobManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobManager").finish_non_exhaustive()
-    }
-}
-
-impl TaskEventSink for Shared {
-    fn task_event(&self, event: TaskEvent) {
-        let mut state = self.lock();
-        let Some(entry) = state.jobs.get_mut(&event.task.job) else {
-            return;
-        };
-        let command = entry.job.on_task_event(&event);
-        let _ = entry.status.send(entry.job.status);
-        if let Some(failure) = &event.failure {
-            warn!(job_id = %event.task.job, vertex = event.task.vertex, subtask = event.task.subtask, "task failed: {failure}");
-        }
-        if entry.job.status.is_terminal() {
-            info!(job_id = %event.task.job, status = %entry.job.status, "job reached a terminal state");
-        }
-        if let Some(command) = command {
-            let taskmanagers = state.taskmanagers.clone();
-            let job = event.task.job;
-            self.runtime.spawn(execute(command, job, taskmanagers));
-        }
-    }
-}
-
-async fn execute(command: JobCommand, job: JobId, taskmanagers: Vec<Arc<dyn TaskManagerGateway>>) {
-    match command {
-        JobCommand::CancelTasks => {
-            for tm in taskmanagers {
-                if let Err(e) = tm.cancel_job(job).await {
-                    error!(job_id = %job, taskmanager = tm.id(), "cannot cancel the job's tasks: {e}");
-                }
-            }
-        }
-    }
-}
-
-impl Default for JobManager {
-    fn default() -> Self {
-        Self::new()
+        f.debug_struct("JobManager").field("settings", &self.shared.settings).finish_non_exhaustive()
     }
 }
 
 impl JobManager {
-    /// A jobmanager that runs its background work on the current tokio runtime.
+    /// A jobmanager that runs its background work (scheduling, failure detection, restarts) on
+    /// the current tokio runtime.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn new() -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                runtime: tokio::runtime::Handle::current(),
-            }),
-        }
+    pub fn new(settings: JobManagerSettings) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            runtime: tokio::runtime::Handle::current(),
+            settings,
+            slots_changed: Notify::new(),
+        });
+        let detector = Arc::downgrade(&shared);
+        shared.runtime.spawn(async move {
+            let period = (settings.heartbeat_timeout / 5).max(Duration::from_millis(50));
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(shared) = detector.upgrade() else { break };
+                let mut state = shared.lock();
+                let lost: Vec<(String, Duration)> = state
+                    .taskmanagers
+                    .iter()
+                    .filter(|(_, tm)| tm.monitored && tm.last_heartbeat.elapsed() > settings.heartbeat_timeout)
+                    .map(|(id, tm)| (id.clone(), tm.last_heartbeat.elapsed()))
+                    .collect();
+                for (id, silent) in lost {
+                    let reason = format!("no heartbeat for {:.1} s", silent.as_secs_f64());
+                    shared.taskmanager_lost(&mut state, &id, &reason);
+                }
+            }
+        });
+        Self { shared }
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> JobManagerSettings {
+        self.shared.settings
     }
 
     /// Where taskmanagers report task events.
     pub fn event_sink(&self) -> Arc<dyn TaskEventSink> {
-        self.shared.clone()
+        Arc::new(EventSink(self.shared.clone()))
     }
 
-    /// Adds a taskmanager's slots to the cluster.
-    pub fn register_taskmanager(&self, taskmanager: Arc<dyn TaskManagerGateway>) {
-        info!(taskmanager = taskmanager.id(), slots = taskmanager.slots(), "taskmanager registered");
-        self.shared.lock().taskmanagers.push(taskmanager);
+    /// Adds a taskmanager's slots to the cluster. A taskmanager registering again under a known
+    /// id lost its earlier tasks (it restarted), so its jobs fail over first.
+    ///
+    /// `monitored`: whether it sends heartbeats (and is declared lost when they stop).
+    pub fn register_taskmanager(&self, gateway: Arc<dyn TaskManagerGateway>, data_address: String, monitored: bool) {
+        let id = gateway.id().to_owned();
+        let mut state = self.shared.lock();
+        if state.taskmanagers.contains_key(&id) {
+            self.shared.taskmanager_lost(&mut state, &id, "it registered again (restarted)");
+        }
+        info!(taskmanager = %id, slots = gateway.slots(), %data_address, "taskmanager registered");
+        state
+            .taskmanagers
+            .insert(id, RegisteredTaskManager { gateway, data_address, last_heartbeat: Instant::now(), monitored });
+        drop(state);
+        self.shared.slots_changed.notify_waiters();
+    }
+
+    /// Records a heartbeat with the counters of the taskmanager's running tasks. Returns `false`
+    /// for an unknown taskmanager, which must register (again).
+    pub fn heartbeat(&self, taskmanager: &str, tasks: &[(TaskId, u64, u64)]) -> bool {
+        let mut state = self.shared.lock();
+        let Some(tm) = state.taskmanagers.get_mut(taskmanager) else { return false };
+        tm.last_heartbeat = Instant::now();
+        for &(task, records_in, records_out) in tasks {
+            if let Some(entry) = state.jobs.get_mut(&task.job) {
+                entry.job.task_metrics(task, records_in, records_out);
+            }
+        }
+        true
+    }
+
+    /// Declares a taskmanager lost now (for example when it is known to be gone).
+    pub fn taskmanager_lost(&self, taskmanager: &str, reason: &str) {
+        let mut state = self.shared.lock();
+        self.shared.taskmanager_lost(&mut state, taskmanager, reason);
+    }
+
+    /// The registered taskmanagers.
+    pub fn taskmanagers(&self) -> Vec<TaskManagerInfo> {
+        let state = self.shared.lock();
+        let free = state.free_slots();
+        state
+            .taskmanagers
+            .iter()
+            .map(|(id, tm)| TaskManagerInfo {
+                id: id.clone(),
+                slots: tm.gateway.slots(),
+                free_slots: free.get(id).copied().unwrap_or(0),
+                data_address: tm.data_address.clone(),
+                seconds_since_heartbeat: if tm.monitored { tm.last_heartbeat.elapsed().as_secs_f64() } else { 0.0 },
+            })
+            .collect()
+    }
+
+    /// The cluster at a glance.
+    pub fn overview(&self) -> ClusterOverview {
+        let state = self.shared.lock();
+        let free = state.free_slots();
+        let count = |status: JobStatus| state.jobs.values().filter(|e| e.job.status == status).count();
+        ClusterOverview {
+            taskmanagers: state.taskmanagers.len(),
+            slots_total: state.taskmanagers.values().map(|tm| tm.gateway.slots()).sum(),
+            slots_available: free.values().sum(),
+            jobs_running: state.jobs.values().filter(|e| !e.job.status.is_terminal()).count(),
+            jobs_finished: count(JobStatus::Finished),
+            jobs_cancelled: count(JobStatus::Canceled),
+            jobs_failed: count(JobStatus::Failed),
+            weir_version: env!("CARGO_PKG_VERSION"),
+        }
     }
 
     /// Total slots of the registered taskmanagers.
     pub fn total_slots(&self) -> u32 {
-        self.shared.lock().taskmanagers.iter().map(|tm| tm.slots()).sum()
+        self.shared.lock().taskmanagers.values().map(|tm| tm.gateway.slots()).sum()
     }
 
-    /// Loads and plans a job, then deploys its tasks. Returns once every task is deployed.
+    /// Loads and plans a job and queues it for scheduling; returns its id. The job then waits
+    /// for free slots (up to the slot request timeout) and runs.
     ///
     /// # Errors
-    /// A bad plugin, bad job arguments or an invalid job graph ([`Error::status_code`] 400), not
-    /// enough slots (503); nothing is deployed then.
+    /// A bad plugin, bad job arguments or an invalid job graph ([`Error::status_code`] 400);
+    /// no job is created then.
     pub async fn submit(&self, submission: JobSubmission) -> Result<JobId> {
         if submission.parallelism == 0 {
             return Err(Error::InvalidRequest("parallelism must be at least 1".into()));
         }
-        let loaded = LoadedJob::load(&submission.artifact)?;
-        let graph = loaded.build(&submission.args)?;
-        let plan = plan(&graph.descriptor, submission.parallelism)?;
-        let name = graph.descriptor.name.clone();
-        let sinks = describe_sinks(&graph.descriptor);
-        drop(graph);
-        drop(loaded);
-
-        let needed = plan.required_slots();
-        let taskmanagers = self.shared.lock().taskmanagers.clone();
-        let available: u32 = taskmanagers.iter().map(|tm| tm.slots()).sum();
-        if needed > available {
-            return Err(Error::NotEnoughSlots { needed, available });
-        }
-        // Slots in round-robin order over taskmanagers, so subtasks spread across them.
-        let mut slots = Vec::new();
-        let most = taskmanagers.iter().map(|tm| tm.slots()).max().unwrap_or(0);
-        for round in 0..most {
-            for (index, tm) in taskmanagers.iter().enumerate() {
-                if round < tm.slots() {
-                    slots.push(index);
-                }
-            }
-        }
+        let artifact = submission.artifact.clone();
+        let args = submission.args.clone();
+        let parallelism = submission.parallelism;
+        // Loading runs the plugin's build function: keep it off the async workers.
+        let (name, sinks, plan) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let loaded = LoadedJob::load(&artifact)?;
+            let graph = loaded.build(&args)?;
+            let plan = plan(&graph.descriptor, parallelism)?;
+            Ok((graph.descriptor.name.clone(), describe_sinks(&graph.descriptor), plan))
+        })
+        .await
+        .map_err(|e| Error::InvalidJob(format!("the job's build function did not complete: {e}")))??;
 
         let id = JobId::random();
         let mut job = Job::new(id, name.clone(), plan.clone());
         job.sinks = sinks;
+        job.restart = self.shared.settings.restart;
         let (status, _) = watch::channel(JobStatus::Created);
-        self.shared.lock().jobs.insert(id, JobEntry { job, artifact: submission.artifact.clone(), status });
-        info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = needed, "job submitted");
-
-        let mut deployments = Vec::new();
-        for vertex in &plan.vertices {
-            for subtask in 0..vertex.parallelism {
-                let task = TaskId { job: id, attempt: 0, vertex: vertex.id, subtask };
-                let deployment = TaskDeployment {
-                    task,
-                    job_name: name.clone(),
-                    task_name: vertex.name.clone(),
-                    parallelism: vertex.parallelism,
-                    max_parallelism: plan.max_parallelism,
-                    job_args: submission.args.clone(),
-                    chain: vertex.chain.clone(),
-                    inputs: vertex.inputs.clone(),
-                };
-                let tm = taskmanagers[slots[subtask as usize]].clone();
-                deployments.push((deployment, tm));
-            }
-        }
-        {
-            let mut state = self.shared.lock();
-            if let Some(entry) = state.jobs.get_mut(&id) {
-                for (deployment, tm) in &deployments {
-                    entry.job.task_deployed(deployment.task, tm.id());
-                }
-            }
-        }
-        for (deployment, tm) in deployments {
-            let task = deployment.task;
-            if let Err(message) = tm.deploy(deployment, submission.artifact.clone()).await {
-                let failure = Error::TaskManager { taskmanager: tm.id().to_owned(), message }.to_string();
-                error!(job_id = %id, %task, "deployment failed: {failure}");
-                let command = {
-                    let mut state = self.shared.lock();
-                    let entry = state.jobs.get_mut(&id).expect("inserted above");
-                    let command = entry.job.deployment_failed(failure);
-                    let _ = entry.status.send(entry.job.status);
-                    command
-                };
-                if let Some(command) = command {
-                    execute(command, id, taskmanagers.clone()).await;
-                }
-                return Ok(id);
-            }
-        }
-        let mut state = self.shared.lock();
-        if let Some(entry) = state.jobs.get_mut(&id) {
-            entry.job.deployed();
-            let _ = entry.status.send(entry.job.status);
-        }
+        info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = plan.required_slots(), "job submitted");
+        self.shared
+            .lock()
+            .jobs
+            .insert(id, JobEntry { job, plan, artifact: submission.artifact, args: submission.args, status });
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move { shared.schedule(id).await });
         Ok(id)
     }
 
@@ -245,24 +565,18 @@ impl JobManager {
         self.job(id)
     }
 
-    /// Cancels a running job.
+    /// Cancels a job that has not ended.
     pub async fn cancel(&self, id: JobId) -> Result<()> {
-        let (command, taskmanagers) = {
-            let mut state = self.shared.lock();
-            let taskmanagers = state.taskmanagers.clone();
-            let entry = state.jobs.get_mut(&id).ok_or(Error::JobNotFound(id))?;
-            let command = entry.job.cancel().map_err(|status| Error::IllegalState {
-                job: id,
-                status: status.to_string(),
-                action: "cancel".into(),
-            })?;
-            let _ = entry.status.send(entry.job.status);
-            (command, taskmanagers)
-        };
-        info!(job_id = %id, "cancelling job");
-        if let Some(command) = command {
-            execute(command, id, taskmanagers).await;
-        }
+        let mut state = self.shared.lock();
+        let entry = state.jobs.get_mut(&id).ok_or(Error::JobNotFound(id))?;
+        let was_terminal = entry.job.status.is_terminal();
+        let command = entry.job.cancel().map_err(|status| Error::IllegalState {
+            job: id,
+            status: status.to_string(),
+            action: "cancel".into(),
+        })?;
+        info!(job_id = %id, "cancelling the job");
+        self.shared.after_change(&mut state, id, was_terminal, command.into_iter().collect());
         Ok(())
     }
 
@@ -298,5 +612,18 @@ impl From<weir_api::Error> for Error {
 impl From<crate::plan::PlanError> for Error {
     fn from(e: crate::plan::PlanError) -> Self {
         Self::InvalidJob(e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_spreads_slots_round_robin() {
+        let free: BTreeMap<String, u32> = [("a".to_owned(), 2), ("b".to_owned(), 3)].into();
+        assert_eq!(allocate(&free, 4).unwrap(), vec!["a", "b", "a", "b"]);
+        assert_eq!(allocate(&free, 5).unwrap(), vec!["a", "b", "a", "b", "b"]);
+        assert_eq!(allocate(&free, 6), None);
     }
 }

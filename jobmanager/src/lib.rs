@@ -3,11 +3,16 @@
 //! The coordinator of a Weir cluster: turns a job's logical graph into an execution plan
 //! ([`plan`]), deploys its tasks onto taskmanager slots, and tracks the job's lifecycle ([`job`]).
 
+pub mod artifacts;
+pub mod config;
 pub mod error;
 pub mod job;
 pub mod jobmanager;
 pub mod plan;
+pub mod rest;
+pub mod rpc;
+pub mod server;
 
 pub use error::{Error, Result};
-pub use job::{JobDetails, JobStatus};
-pub use jobmanager::{JobManager, JobSubmission};
+pub use job::{JobDetails, JobStatus, RestartPolicy};
+pub use jobmanager::{ClusterOverview, JobManager, JobManagerSettings, JobSubmission, TaskManagerInfo};

@@ -55,8 +55,18 @@ mod tests {
                 partitioning: Partitioning::Hash.into(),
             }],
             producer_addresses: vec![
-                ChannelAddress { edge: 1, producer_subtask: 0, data_address: "10.0.0.1:6121".to_owned() },
-                ChannelAddress { edge: 1, producer_subtask: 1, data_address: "10.0.0.2:6121".to_owned() },
+                ChannelAddress {
+                    edge: 1,
+                    producer_subtask: 0,
+                    data_address: "127.0.0.1:6121".to_owned(),
+                    taskmanager_id: "tm-1".to_owned(),
+                },
+                ChannelAddress {
+                    edge: 1,
+                    producer_subtask: 1,
+                    data_address: "127.0.0.1:6122".to_owned(),
+                    taskmanager_id: "tm-2".to_owned(),
+                },
             ],
         };
 

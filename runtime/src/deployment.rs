@@ -85,6 +85,19 @@ impl InputSpec {
     }
 }
 
+/// Where the producer of one input channel runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelLocation {
+    /// The input edge.
+    pub edge: EdgeId,
+    /// The producing subtask.
+    pub producer: u32,
+    /// Id of the taskmanager running it.
+    pub taskmanager: String,
+    /// That taskmanager's data-plane address (`host:port`); empty in a single-process cluster.
+    pub data_address: String,
+}
+
 /// Everything a taskmanager needs to run one subtask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDeployment {
@@ -104,6 +117,8 @@ pub struct TaskDeployment {
     pub chain: ChainSpec,
     /// Edges entering the chain.
     pub inputs: Vec<InputSpec>,
+    /// Where the producer of every input channel runs.
+    pub input_locations: Vec<ChannelLocation>,
 }
 
 impl TaskDeployment {

@@ -64,6 +64,11 @@ pub trait TaskManagerGateway: Send + Sync {
     /// Starts a task; returns once the taskmanager accepted it (it then reports its states).
     fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>>;
 
-    /// Cancels every task of `job` on this taskmanager and releases the job's resources.
+    /// Cancels every task of `job` on this taskmanager.
     fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Releases everything `job` holds here (channels, loaded code) once its last task stopped.
+    /// Called by the jobmanager when the job reached a terminal state: a taskmanager never
+    /// releases a job on its own, since more of its tasks may still be deployed.
+    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
 }

@@ -18,6 +18,13 @@ use weir_api::runtime::{JobEntry, JobGraph, TaskChain, TaskInfo};
 pub enum JobArtifact {
     /// A compiled plugin (`.so`) on the local filesystem.
     Plugin(PathBuf),
+    /// An uploaded plugin, addressed by the SHA-256 of its bytes, with a local copy at `path`.
+    Stored {
+        /// Lowercase hex SHA-256 of the plugin's bytes.
+        sha256: String,
+        /// A local copy to load it from.
+        path: PathBuf,
+    },
     /// A job linked into this process (tests and embedded use); `name` is for display.
     InProcess {
         /// Display name.
@@ -31,6 +38,7 @@ impl fmt::Debug for JobArtifact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Plugin(path) => write!(f, "Plugin({})", path.display()),
+            Self::Stored { sha256, .. } => write!(f, "Stored({sha256})"),
             Self::InProcess { name, .. } => write!(f, "InProcess({name})"),
         }
     }
@@ -85,7 +93,7 @@ impl LoadedJob {
     /// initializers.
     pub fn load(artifact: &JobArtifact) -> Result<Self> {
         match artifact {
-            JobArtifact::Plugin(path) => load_plugin(path),
+            JobArtifact::Plugin(path) | JobArtifact::Stored { path, .. } => load_plugin(path),
             JobArtifact::InProcess { name, entry } => {
                 Ok(Self { entry: Plugged { value: entry.clone(), library: None }, name: name.clone() })
             }

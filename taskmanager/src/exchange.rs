@@ -20,6 +20,9 @@ pub enum ChannelEvent {
     Idle(bool),
     /// The producer finished; nothing follows.
     EndOfStream,
+    /// The channel broke (for example the connection to a remote producer was lost); the
+    /// consuming task fails with this message.
+    Failed(String),
 }
 
 struct Endpoint {

@@ -88,6 +88,7 @@ pub(crate) fn run_inputs(
             }
             ChannelEvent::Watermark(watermark) => gate.on_watermark(channel, watermark),
             ChannelEvent::Idle(idle) => gate.on_idleness(channel, idle),
+            ChannelEvent::Failed(message) => return Err(Error::runtime("exchange", message)),
             ChannelEvent::EndOfStream => {
                 select.remove(channel);
                 gate.on_end(channel)

@@ -47,16 +47,22 @@ struct JobResources {
 
 struct RunningTask {
     cancel: Arc<AtomicBool>,
+    metrics: Arc<TaskMetrics>,
 }
 
 struct JobTasks {
     resources: Arc<JobResources>,
+    /// Where the job's code came from; an uploaded plugin's local copy is deleted with the job.
+    artifact: JobArtifact,
     tasks: HashMap<TaskId, RunningTask>,
+    /// The jobmanager released the job: drop it when its last task stopped.
+    released: bool,
 }
 
 struct Inner {
     config: TaskManagerConfig,
-    exchange: LocalExchange,
+    exchange: Arc<LocalExchange>,
+    data_server: Mutex<Option<crate::network::DataServer>>,
     jobs: Mutex<HashMap<JobId, JobTasks>>,
     events: Arc<dyn TaskEventSink>,
 }
@@ -76,7 +82,7 @@ impl Inner {
         });
     }
 
-    /// Forgets a task that stopped; releases its job when it was the last.
+    /// Forgets a task that stopped; drops its job if it was released and this was its last task.
     fn task_stopped(&self, task: TaskId) {
         let released = {
             let mut jobs = self.jobs();
@@ -84,12 +90,44 @@ impl Inner {
                 return;
             };
             job.tasks.remove(&task);
-            if job.tasks.is_empty() { jobs.remove(&task.job) } else { None }
+            if job.tasks.is_empty() && job.released { jobs.remove(&task.job) } else { None }
         };
         if let Some(job) = released {
-            self.exchange.release_job(task.job);
-            drop(job);
-            debug!(job_id = %task.job, "released the job's resources");
+            self.drop_job(task.job, job);
+        }
+    }
+
+    fn drop_job(&self, id: JobId, job: JobTasks) {
+        self.exchange.release_job(id);
+        let artifact = job.artifact.clone();
+        drop(job);
+        if let JobArtifact::Stored { path, .. } = &artifact {
+            let in_use =
+                self.jobs().values().any(|j| matches!(&j.artifact, JobArtifact::Stored { path: p, .. } if p == path));
+            if !in_use {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        debug!(job_id = %id, "released the job's resources");
+    }
+
+    /// Releases `job`: now if no task of it runs, else when the last one stops.
+    fn release_job(&self, id: JobId) {
+        let released = {
+            let mut jobs = self.jobs();
+            match jobs.get_mut(&id) {
+                Some(job) if job.tasks.is_empty() => jobs.remove(&id),
+                Some(job) => {
+                    job.released = true;
+                    None
+                }
+                None => None,
+            }
+        };
+        match released {
+            Some(job) => self.drop_job(id, job),
+            // Channels may exist for a job none of whose tasks reached this taskmanager.
+            None => self.exchange.release_job(id),
         }
     }
 }
@@ -109,8 +147,64 @@ impl std::fmt::Debug for TaskManager {
 impl TaskManager {
     /// A taskmanager that reports task events to `events`.
     pub fn new(config: TaskManagerConfig, events: Arc<dyn TaskEventSink>) -> Self {
-        let exchange = LocalExchange::new(config.channel_capacity);
-        Self { inner: Arc::new(Inner { config, exchange, jobs: Mutex::new(HashMap::new()), events }) }
+        let exchange = Arc::new(LocalExchange::new(config.channel_capacity));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                exchange,
+                data_server: Mutex::new(None),
+                jobs: Mutex::new(HashMap::new()),
+                events,
+            }),
+        }
+    }
+
+    /// The taskmanager's id.
+    pub fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    /// Serves this taskmanager's output channels to consumers on other taskmanagers; returns the
+    /// bound address.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start_data_server(&self, bind: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+        let server = crate::network::DataServer::start(bind, self.inner.exchange.clone())?;
+        let address = server.local_addr();
+        *self.inner.data_server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(server);
+        Ok(address)
+    }
+
+    /// Counters of the running tasks: (task, records in, records out).
+    pub fn task_metrics(&self) -> Vec<(TaskId, u64, u64)> {
+        self.inner
+            .jobs()
+            .values()
+            .flat_map(|job| job.tasks.iter())
+            .map(|(id, t)| {
+                (*id, t.metrics.records_in.load(Ordering::Relaxed), t.metrics.records_out.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
+    /// Cancels every running task (the jobmanager is gone or forgot this taskmanager).
+    pub fn cancel_all(&self) {
+        for job in self.inner.jobs().values() {
+            for task in job.tasks.values() {
+                task.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Releases a job's resources: now if none of its tasks runs, else when the last one stops.
+    pub fn release_job(&self, job: JobId) {
+        self.inner.release_job(job);
+    }
+
+    /// Number of jobs whose resources (code, channels) are held here.
+    pub fn held_jobs(&self) -> usize {
+        self.inner.jobs().len()
     }
 
     /// Number of tasks currently running.
@@ -169,21 +263,35 @@ impl TaskManager {
                     consumer: task.subtask,
                 };
                 let receiver = exchange.take_receiver(id).ok_or_else(|| format!("task {task} is already deployed"))?;
+                // A producer on another taskmanager: read the channel over the network into the
+                // local queue this task consumes.
+                let remote = deployment.input_locations.iter().find(|l| {
+                    l.edge == input.edge
+                        && l.producer == producer
+                        && l.taskmanager != self.inner.config.id
+                        && !l.data_address.is_empty()
+                });
+                if let Some(location) = remote {
+                    crate::network::connect_channel(id, location.data_address.clone(), exchange.clone());
+                }
                 receivers.push(receiver);
                 inputs.push(input.input as usize);
             }
         }
         let cancel = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(TaskMetrics::default());
         {
             let mut jobs = self.inner.jobs();
-            let job = jobs
-                .entry(task.job)
-                .or_insert_with(|| JobTasks { resources: resources.clone(), tasks: HashMap::new() });
-            if job.tasks.insert(task, RunningTask { cancel: cancel.clone() }).is_some() {
+            let job = jobs.entry(task.job).or_insert_with(|| JobTasks {
+                resources: resources.clone(),
+                artifact: artifact.clone(),
+                tasks: HashMap::new(),
+                released: false,
+            });
+            if job.tasks.insert(task, RunningTask { cancel: cancel.clone(), metrics: metrics.clone() }).is_some() {
                 return Err(format!("task {task} is already deployed"));
             }
         }
-        let metrics = Arc::new(TaskMetrics::default());
         self.inner.report(task, TaskExecutionState::Deploying, None, &metrics);
         let mut cx = TaskContext { id: task, info, outputs, cancel, metrics };
         let inner = self.inner.clone();
@@ -207,8 +315,8 @@ impl TaskManager {
                         (TaskExecutionState::Failed, Some(e.to_string()))
                     }
                 };
-                // Release the job's channels and plugin before reporting, so that a finished job
-                // leaves nothing behind.
+                // Drop this task's share of the job before reporting, so that once the jobmanager
+                // has seen every task stop, releasing the job leaves nothing behind.
                 let metrics = cx.metrics.clone();
                 drop(cx);
                 drop(resources);
@@ -280,6 +388,13 @@ impl TaskManagerGateway for TaskManager {
     fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             TaskManager::cancel_job(self, job);
+            Ok(())
+        })
+    }
+
+    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.inner.release_job(job);
             Ok(())
         })
     }

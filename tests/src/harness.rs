@@ -24,6 +24,12 @@ pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
             .expect("job did not end within 120 s")
             .expect("job submission failed");
         assert_eq!(cluster.taskmanager().running_tasks(), 0, "tasks left running after the job ended");
+        // The jobmanager releases the job's resources on the taskmanager right after the end.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cluster.taskmanager().held_jobs() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(cluster.taskmanager().held_jobs(), 0, "the taskmanager still holds the ended job");
         details
     })
 }

@@ -10,8 +10,22 @@ use weir_tests::reference;
 /// CRLF, tabs, empty lines, invalid UTF-8, multi-byte UTF-8, no final newline.
 fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
     let pieces: [&[u8]; 16] = [
-        b"Hello", b"WORLD", b"hello", b"r2d2", b"42", b"foo_bar", b"caf\xc3\xa9", b"\xff\xfe", b"don't", b"a",
-        b"B", b"x-y", b"\t", b"  ", b"Zz9", b"\xe2\x82\xac",
+        b"Hello",
+        b"WORLD",
+        b"hello",
+        b"r2d2",
+        b"42",
+        b"foo_bar",
+        b"caf\xc3\xa9",
+        b"\xff\xfe",
+        b"don't",
+        b"a",
+        b"B",
+        b"x-y",
+        b"\t",
+        b"  ",
+        b"Zz9",
+        b"\xe2\x82\xac",
     ];
     let mut state = seed;
     let mut text = Vec::new();
@@ -125,7 +139,8 @@ fn nexmark_queries_match_the_reference_at_every_parallelism() {
 
 #[test]
 fn a_library_that_is_not_a_weir_job_is_refused_with_one_line() {
-    let candidates = ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6"];
+    let candidates =
+        ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6"];
     let library = candidates.iter().find(|p| Path::new(p).exists()).expect("libz or libc on this machine");
     let result = run_weir(&["local", "run", library, "--", "--input", "x"], Duration::from_secs(30));
     assert_eq!(result.code, Some(2), "{result:?}");
@@ -147,7 +162,21 @@ fn bad_plugins_and_bad_arguments_get_one_clear_line() {
         (vec!["local", "run", "/nonexistent/libjob.so"], "cannot load job plugin"),
         (vec!["local", "run", text.to_str().unwrap()], "cannot load job plugin"),
         (vec!["local", "run", wordcount.to_str().unwrap(), "--", "--output", "/tmp/x"], "--input is required"),
-        (vec!["local", "run", nexmark.to_str().unwrap(), "--", "--query", "q9", "--events", "10", "--sink", "blackhole"], "q9"),
+        (
+            vec![
+                "local",
+                "run",
+                nexmark.to_str().unwrap(),
+                "--",
+                "--query",
+                "q9",
+                "--events",
+                "10",
+                "--sink",
+                "blackhole",
+            ],
+            "q9",
+        ),
     ];
     for (args, needle) in cases {
         let result = run_weir(&args, Duration::from_secs(30));

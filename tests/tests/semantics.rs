@@ -582,3 +582,25 @@ fn job_argument_errors_are_reported_before_anything_runs() {
         assert!(cluster.jobmanager().jobs().is_empty());
     });
 }
+
+fn early_end(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.from_collection(vec![("only".to_owned(), 1i64)])
+        .key_by(|e: &Event| e.0.clone())
+        .reduce(|a: Event, b: Event| (a.0, a.1 + b.1))
+        .map(|e: Event| format!("{},{}", e.0, e.1))
+        .write_as_text(out(args, "main")?);
+    Ok(())
+}
+
+// Source subtasks with nothing to emit end at once, possibly before their consumers are even
+// deployed; their end of stream must still reach them (regression: the taskmanager released the
+// job's channels when its task count dropped to zero mid-deployment).
+#[test]
+fn subtasks_that_end_before_their_consumers_are_deployed_still_end_the_stream() {
+    for _ in 0..15 {
+        let dir = tempfile::tempdir().unwrap();
+        let details = run_job(early_end, &["--output", dir.path().to_str().unwrap()], 4);
+        assert_eq!(details.state, weir_jobmanager::JobStatus::Finished);
+        assert_eq!(read_lines(&dir.path().join("main")), sorted(&["only,1"]));
+    }
+}

@@ -1,0 +1,65 @@
+//! The jobmanager process's configuration.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::job::RestartPolicy;
+use crate::jobmanager::JobManagerSettings;
+
+/// Configuration of `weir-jobmanager`: defaults, then a TOML file (`--config`), then `WEIR_<KEY>`
+/// environment variables, then flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobManagerConfig {
+    /// Address of the REST API (`host:port`; port 0 picks a free one). Default `127.0.0.1:8081`.
+    pub rest_addr: String,
+    /// Address of the gRPC service taskmanagers register with. Default `127.0.0.1:6123`.
+    pub rpc_addr: String,
+    /// Where uploaded plugins (and later checkpoints) are stored, as a URL. Default
+    /// `file://<temp dir>/weir/storage`.
+    pub storage: String,
+    /// Local directory for copies of uploaded plugins to load. Default `<temp dir>/weir/jobmanager-plugins`.
+    pub plugin_cache_dir: PathBuf,
+    /// How often taskmanagers send heartbeats, in ms. Default 1000.
+    pub heartbeat_interval_ms: u64,
+    /// A taskmanager silent for this long (ms) is declared lost. Default 5000.
+    pub heartbeat_timeout_ms: u64,
+    /// How long a job waits for enough free slots (ms) before it fails. Default 30000.
+    pub slot_request_timeout_ms: u64,
+    /// How often a failed job is restarted (fixed-delay strategy); 0 disables restarts. Default 0.
+    pub restart_attempts: u32,
+    /// Pause before each restart, in ms. Default 1000.
+    pub restart_delay_ms: u64,
+}
+
+impl Default for JobManagerConfig {
+    fn default() -> Self {
+        let base = std::env::temp_dir().join("weir");
+        Self {
+            rest_addr: "127.0.0.1:8081".into(),
+            rpc_addr: "127.0.0.1:6123".into(),
+            storage: format!("file://{}", base.join("storage").display()),
+            plugin_cache_dir: base.join("jobmanager-plugins"),
+            heartbeat_interval_ms: 1000,
+            heartbeat_timeout_ms: 5000,
+            slot_request_timeout_ms: 30_000,
+            restart_attempts: 0,
+            restart_delay_ms: 1000,
+        }
+    }
+}
+
+impl JobManagerConfig {
+    /// The scheduling and recovery settings.
+    pub fn settings(&self) -> JobManagerSettings {
+        JobManagerSettings {
+            slot_request_timeout: Duration::from_millis(self.slot_request_timeout_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms.max(1)),
+            restart: RestartPolicy {
+                max_attempts: self.restart_attempts,
+                delay: Duration::from_millis(self.restart_delay_ms),
+            },
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `weir-jobmanager`: the coordinator process of a Weir cluster.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir_jobmanager::config::JobManagerConfig;
+
+/// The Weir jobmanager: schedules jobs onto taskmanagers, serves the REST API and the RPC service.
+#[derive(Parser)]
+#[command(name = "weir-jobmanager", version)]
+struct Args {
+    /// TOML configuration file (keys as in ARCHITECTURE.md); `WEIR_<KEY>` variables and flags override it.
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// REST API address, `host:port` (port 0 picks a free port).
+    #[arg(long)]
+    rest_addr: Option<String>,
+    /// gRPC address for taskmanagers, `host:port` (port 0 picks a free port).
+    #[arg(long)]
+    rpc_addr: Option<String>,
+    /// Storage URL for uploaded plugins, e.g. `file:///var/lib/weir`.
+    #[arg(long)]
+    storage: Option<String>,
+    /// Heartbeat timeout in ms after which a taskmanager is lost.
+    #[arg(long)]
+    heartbeat_timeout_ms: Option<u64>,
+    /// How long a job waits for slots, in ms.
+    #[arg(long)]
+    slot_request_timeout_ms: Option<u64>,
+    /// Restarts of a failed job (fixed delay); 0 disables restarts.
+    #[arg(long)]
+    restart_attempts: Option<u32>,
+    /// Pause before a restart, in ms.
+    #[arg(long)]
+    restart_delay_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let mut config: JobManagerConfig = match weir_runtime::config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("weir-jobmanager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(v) = args.rest_addr {
+        config.rest_addr = v;
+    }
+    if let Some(v) = args.rpc_addr {
+        config.rpc_addr = v;
+    }
+    if let Some(v) = args.storage {
+        config.storage = v;
+    }
+    if let Some(v) = args.heartbeat_timeout_ms {
+        config.heartbeat_timeout_ms = v;
+    }
+    if let Some(v) = args.slot_request_timeout_ms {
+        config.slot_request_timeout_ms = v;
+    }
+    if let Some(v) = args.restart_attempts {
+        config.restart_attempts = v;
+    }
+    if let Some(v) = args.restart_delay_ms {
+        config.restart_delay_ms = v;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir-jobmanager: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let running = match weir_jobmanager::server::start(&config).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("weir-jobmanager: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        // One machine-readable line, for scripts and tests that pick port 0.
+        println!("weir-jobmanager rest=http://{} rpc=http://{}", running.rest_addr, running.rpc_addr);
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,512 @@
+//! The jobmanager's REST API, shaped like Flink's.
+//!
+//! | Request | Answer |
+//! |---|---|
+//! | `GET /overview` | cluster overview |
+//! | `GET /taskmanagers` | `{"taskmanagers": [...]}` |
+//! | `POST /jobs` (multipart: `plugin`, optional `args` JSON array, optional `parallelism`) | 202 `{"jobid": "..."}` |
+//! | `GET /jobs` | `{"jobs": [{"id", "name", "status", "start_time", "duration_ms"}]}`, newest first |
+//! | `GET /jobs/{id}` | the job's details |
+//! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
+//!
+//! Errors are `{"errors": ["<message>"]}` with a 4xx status for the caller's mistakes and a 5xx
+//! status for the cluster's.
+
+use crate::artifacts::{PluginStore, chain, sha256_hex};
+use crate::error::Error;
+use crate::jobmanager::{JobManager, JobSubmission};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tracing::{Instrument as _, error, error_span, warn};
+use weir_runtime::{JobArtifact, JobId};
+
+/// Largest accepted request body (a job plugin upload).
+pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+
+/// What the REST handlers work on.
+#[derive(Debug, Clone)]
+pub struct RestState {
+    /// The jobmanager.
+    pub jobmanager: JobManager,
+    /// Where uploaded plugins are kept.
+    pub plugins: Arc<PluginStore>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    rest: RestState,
+    uploads: Arc<UploadLocks>,
+}
+
+/// The REST API's routes.
+pub fn router(state: RestState) -> Router {
+    let state = AppState { rest: state, uploads: Arc::default() };
+    Router::new()
+        .route("/overview", get(overview))
+        .route("/taskmanagers", get(taskmanagers))
+        .route("/jobs", get(list_jobs).post(submit_job))
+        .route("/jobs/{id}", get(job_details).patch(patch_job))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(axum::middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// Runs each request in a span naming it, so errors logged while answering say which request.
+/// The span is at ERROR level so that it is enabled whenever the errors logged in it are.
+async fn request_span(request: Request, next: Next) -> Response {
+    let span = error_span!("rest", method = %request.method(), path = %request.uri().path());
+    next.run(request).instrument(span).await
+}
+
+/// An error answer: `{"errors": ["<message>"]}` with its status. Every handler error goes
+/// through here.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: one_line(&message.into()) }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into()).into()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, chain(&e))
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(e: MultipartRejection) -> Self {
+        Self::new(e.status(), format!("{} (POST /jobs expects a multipart/form-data body)", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.as_u16();
+        if self.status.is_server_error() {
+            error!(status, "request failed: {}", self.message);
+        } else {
+            warn!(status, "request rejected: {}", self.message);
+        }
+        (self.status, Json(json!({ "errors": [self.message] }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn overview(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.rest.jobmanager.overview())
+}
+
+async fn taskmanagers(State(state): State<AppState>) -> impl IntoResponse {
+    Json(json!({ "taskmanagers": state.rest.jobmanager.taskmanagers() }))
+}
+
+async fn list_jobs(State(state): State<AppState>) -> impl IntoResponse {
+    let jobs: Vec<Value> = state
+        .rest
+        .jobmanager
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            json!({
+                "id": job.jid,
+                "name": job.name,
+                "status": job.state,
+                "start_time": job.start_time,
+                "duration_ms": job.duration_ms,
+            })
+        })
+        .collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+async fn job_details(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    Ok(Json(state.rest.jobmanager.job(id)?))
+}
+
+async fn patch_job(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    let Query(query) = query?;
+    match query.get("mode").map(String::as_str) {
+        Some("cancel") => {}
+        Some(other) => return Err(ApiError::invalid(format!("unsupported mode '{other}' (supported: cancel)"))),
+        None => {
+            return Err(ApiError::invalid("missing query parameter 'mode' (use PATCH /jobs/{id}?mode=cancel)"));
+        }
+    }
+    state.rest.jobmanager.cancel(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}
+
+fn job_id(Path(id): Path<String>) -> ApiResult<JobId> {
+    id.parse().map_err(|_| {
+        let shown: String = id.chars().take(80).collect();
+        ApiError::invalid(format!("'{shown}' is not a job id (expected 32 hex digits)"))
+    })
+}
+
+/// The parts of a job upload.
+struct Upload {
+    plugin: Bytes,
+    args: Vec<String>,
+    parallelism: u32,
+}
+
+async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
+    let mut plugin = None;
+    let mut args = Vec::new();
+    let mut parallelism = 1;
+    while let Some(field) = multipart.next_field().await? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "plugin" => plugin = Some(field.bytes().await?),
+            "args" => {
+                let text = field.text().await?;
+                args = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::invalid(format!("form field 'args' must be a JSON array of strings: {e}"))
+                })?;
+            }
+            "parallelism" => {
+                let text = field.text().await?;
+                parallelism = match text.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        let shown: String = text.chars().take(40).collect();
+                        return Err(ApiError::invalid(format!(
+                            "form field 'parallelism' must be a whole number of at least 1, got '{shown}'"
+                        )));
+                    }
+                };
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown form field '{other}' (expected plugin, args, parallelism)"
+                )));
+            }
+        }
+    }
+    let plugin = plugin.ok_or_else(|| ApiError::invalid("form field 'plugin' (the job's .so file) is missing"))?;
+    if plugin.is_empty() {
+        return Err(ApiError::invalid("form field 'plugin' is empty"));
+    }
+    Ok(Upload { plugin, args, parallelism })
+}
+
+async fn submit_job(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let upload = read_upload(multipart?).await?;
+    // Submissions of the same plugin run one at a time, so the removal of a rejected upload
+    // cannot pull the plugin from under a concurrent submission of the same bytes.
+    let sha256 = sha256_hex(&upload.plugin);
+    let _guard = state.uploads.lock(&sha256).await;
+    let (artifact, newly_stored) = state.rest.plugins.put_hashed(sha256.clone(), upload.plugin).await?;
+    debug_assert!(matches!(&artifact, JobArtifact::Stored { sha256: s, .. } if *s == sha256));
+    let submission = JobSubmission { artifact, args: upload.args, parallelism: upload.parallelism };
+    match state.rest.jobmanager.submit(submission).await {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() })))),
+        Err(e) => {
+            if newly_stored && (400..500).contains(&e.status_code()) {
+                if let Err(delete_error) = state.rest.plugins.delete(&sha256).await {
+                    error!(plugin = %sha256, "cannot remove the rejected plugin: {}", chain(&delete_error));
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("not found: {}", uri.path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One async lock per plugin hash, dropped when nobody holds or waits for it.
+#[derive(Default)]
+struct UploadLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+struct UploadGuard<'a> {
+    locks: &'a UploadLocks,
+    sha256: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl UploadLocks {
+    async fn lock(&self, sha256: &str) -> UploadGuard<'_> {
+        let lock = self.map().entry(sha256.to_owned()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        UploadGuard { locks: self, sha256: sha256.to_owned(), guard: Some(guard) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for UploadGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map();
+        // Only the map's reference left: nobody holds or waits for this lock.
+        if map.get(&self.sha256).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            map.remove(&self.sha256);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::tests::TempDir;
+    use crate::jobmanager::JobManagerSettings;
+    use std::io::{Read as _, Write as _};
+    use std::net::SocketAddr;
+
+    struct Server {
+        addr: SocketAddr,
+        dir: TempDir,
+    }
+
+    async fn start() -> Server {
+        let dir = TempDir::new();
+        let url = format!("file://{}", dir.path().join("storage").display());
+        let plugins = Arc::new(PluginStore::new(&url, dir.path().join("cache")).unwrap());
+        let state = RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        Server { addr, dir }
+    }
+
+    /// One HTTP/1.1 request over a plain socket; returns the status and the JSON body.
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            content_type.map(|t| format!("Content-Type: {t}\r\n")).unwrap_or_default(),
+        );
+        let response = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8(response).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete HTTP response");
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    fn dechunk(mut body: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            out.push_str(&rest[..size]);
+            body = &rest[size + 2..];
+        }
+        out
+    }
+
+    const BOUNDARY: &str = "weirtestboundary";
+
+    fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, content) in parts {
+            let filename = if *name == "plugin" { "; filename=\"libjob.so\"" } else { "" };
+            body.extend_from_slice(
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(content);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        body
+    }
+
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() { files.extend(files_under(&path)) } else { files.push(path) }
+        }
+        files
+    }
+
+    fn error_message(body: &Value) -> &str {
+        let errors = body["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {body}"));
+        assert_eq!(errors.len(), 1, "{body}");
+        errors[0].as_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn overview_and_taskmanagers_answer_json() {
+        let server = start().await;
+        let (status, body) = request(server.addr, "GET", "/overview", None, Vec::new()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["taskmanagers"], 0, "{body}");
+        assert_eq!(body["slots_total"], 0, "{body}");
+        assert_eq!(body["jobs_running"], 0, "{body}");
+        let (status, body) = request(server.addr, "GET", "/taskmanagers", None, Vec::new()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["taskmanagers"], json!([]), "{body}");
+        let (status, body) = request(server.addr, "GET", "/jobs", None, Vec::new()).await;
+        assert_eq!((status, body), (200, json!({ "jobs": [] })));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_no_plugin_is_rejected_and_not_kept() {
+        let server = start().await;
+        let body = multipart(&[
+            ("plugin", b"this is not a shared library"),
+            ("args", br#"["--input", "x"]"#),
+            ("parallelism", b"2"),
+        ]);
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        let (status, response) = request(server.addr, "POST", "/jobs", Some(&content_type), body).await;
+        assert_eq!(status, 400, "{response}");
+        assert!(error_message(&response).contains("cannot load job plugin"), "{response}");
+        assert_eq!(files_under(&server.dir.path().join("storage")), Vec::<std::path::PathBuf>::new());
+        assert_eq!(files_under(&server.dir.path().join("cache")), Vec::<std::path::PathBuf>::new());
+        let (_, jobs) = request(server.addr, "GET", "/jobs", None, Vec::new()).await;
+        assert_eq!(jobs, json!({ "jobs": [] }));
+    }
+
+    #[tokio::test]
+    async fn malformed_uploads_are_rejected_before_storing() {
+        let server = start().await;
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (multipart(&[("plugin", b"x"), ("parallelism", b"0")]), "parallelism"),
+            (multipart(&[("plugin", b"x"), ("parallelism", b"two")]), "parallelism"),
+            (multipart(&[("plugin", b"x"), ("args", b"not json")]), "args"),
+            (multipart(&[("args", b"[]")]), "plugin"),
+            (multipart(&[("plugin", b"x"), ("jar", b"x")]), "unknown form field"),
+        ];
+        for (body, expected) in cases {
+            let (status, response) = request(server.addr, "POST", "/jobs", Some(&content_type), body).await;
+            assert_eq!(status, 400, "{response}");
+            assert!(error_message(&response).contains(expected), "{expected}: {response}");
+        }
+        let (status, response) = request(server.addr, "POST", "/jobs", Some("application/json"), b"{}".to_vec()).await;
+        assert_eq!(status, 400, "{response}");
+        assert!(error_message(&response).contains("multipart"), "{response}");
+        assert!(files_under(&server.dir.path().join("storage")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn job_ids_are_checked() {
+        let server = start().await;
+        let id = JobId::random();
+        let (status, body) = request(server.addr, "GET", &format!("/jobs/{id}"), None, Vec::new()).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(error_message(&body), format!("job {id} not found"));
+        let (status, body) = request(server.addr, "GET", "/jobs/not-an-id", None, Vec::new()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(error_message(&body).contains("not a job id"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn cancel_needs_a_mode_and_a_known_job() {
+        let server = start().await;
+        let id = JobId::random();
+        let (status, body) = request(server.addr, "PATCH", &format!("/jobs/{id}"), None, Vec::new()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(error_message(&body).contains("mode"), "{body}");
+        let (status, body) = request(server.addr, "PATCH", &format!("/jobs/{id}?mode=stop"), None, Vec::new()).await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = request(server.addr, "PATCH", &format!("/jobs/{id}?mode=cancel"), None, Vec::new()).await;
+        assert_eq!(status, 404, "{body}");
+        let (status, body) = request(server.addr, "PATCH", "/jobs/nope?mode=cancel", None, Vec::new()).await;
+        assert_eq!(status, 400, "{body}");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json() {
+        let server = start().await;
+        let (status, body) = request(server.addr, "GET", "/nope", None, Vec::new()).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(error_message(&body), "not found: /nope");
+        let (status, body) = request(server.addr, "DELETE", "/jobs", None, Vec::new()).await;
+        assert_eq!(status, 405, "{body}");
+        assert!(error_message(&body).contains("DELETE"), "{body}");
+    }
+}

@@ -1,0 +1,204 @@
+//! The jobmanager's gRPC side: the service taskmanagers call (registration, heartbeats, task
+//! states, plugin downloads) and the gateway through which it calls each taskmanager.
+
+use crate::artifacts::PluginStore;
+use crate::error::Error;
+use crate::jobmanager::JobManager;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+use weir_proto::control::v1 as pb;
+use weir_proto::control::v1::job_manager_service_server::{JobManagerService, JobManagerServiceServer};
+use weir_proto::control::v1::task_manager_service_client::TaskManagerServiceClient;
+use weir_runtime::{BoxFuture, JobArtifact, JobId, TaskDeployment, TaskEventSink, TaskManagerGateway, convert};
+
+/// Bytes per plugin chunk streamed to taskmanagers.
+const PLUGIN_CHUNK: usize = 1 << 20;
+
+/// Maps a jobmanager error to a gRPC status, keeping its message.
+fn status(error: &Error) -> Status {
+    let message = error.to_string();
+    match error.status_code() {
+        400 => Status::invalid_argument(message),
+        404 => Status::not_found(message),
+        409 => Status::failed_precondition(message),
+        503 => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// The service taskmanagers call.
+pub struct JobManagerRpc {
+    jobmanager: JobManager,
+    events: Arc<dyn TaskEventSink>,
+    plugins: Arc<PluginStore>,
+    jobmanager_id: String,
+    heartbeat_interval: Duration,
+}
+
+impl std::fmt::Debug for JobManagerRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobManagerRpc").field("jobmanager_id", &self.jobmanager_id).finish_non_exhaustive()
+    }
+}
+
+impl JobManagerRpc {
+    /// The service of `jobmanager`, serving plugins from `plugins`; taskmanagers send heartbeats
+    /// every `heartbeat_interval`.
+    pub fn new(jobmanager: JobManager, plugins: Arc<PluginStore>, heartbeat_interval: Duration) -> Self {
+        let events = jobmanager.event_sink();
+        let jobmanager_id = format!("jobmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Self { jobmanager, events, plugins, jobmanager_id, heartbeat_interval }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> JobManagerServiceServer<Self> {
+        JobManagerServiceServer::new(self).max_decoding_message_size(64 << 20)
+    }
+}
+
+#[tonic::async_trait]
+impl JobManagerService for JobManagerRpc {
+    async fn register_task_manager(
+        &self,
+        request: Request<pb::RegisterTaskManagerRequest>,
+    ) -> Result<Response<pb::RegisterTaskManagerResponse>, Status> {
+        let r = request.into_inner();
+        if r.taskmanager_id.is_empty() {
+            return Err(Status::invalid_argument("taskmanager_id is empty"));
+        }
+        if r.slots == 0 {
+            return Err(Status::invalid_argument("a taskmanager must offer at least one slot"));
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        if r.version != version {
+            return Err(Status::failed_precondition(format!(
+                "taskmanager version {} cannot join jobmanager version {version}",
+                r.version
+            )));
+        }
+        let endpoint = Endpoint::from_shared(r.rpc_address.clone())
+            .map_err(|e| Status::invalid_argument(format!("rpc_address {:?}: {e}", r.rpc_address)))?
+            .connect_timeout(Duration::from_secs(5));
+        let gateway = RemoteTaskManager {
+            id: r.taskmanager_id.clone(),
+            slots: r.slots,
+            client: TaskManagerServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20),
+        };
+        self.jobmanager.register_taskmanager(Arc::new(gateway), r.data_address, true);
+        let timeout = self.jobmanager.settings().heartbeat_timeout;
+        Ok(Response::new(pb::RegisterTaskManagerResponse {
+            jobmanager_id: self.jobmanager_id.clone(),
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: timeout.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let metrics: Vec<_> = r
+            .tasks
+            .into_iter()
+            .filter_map(|m| {
+                let task = weir_runtime::TaskId::try_from(m.task).ok()?;
+                Some((task, m.records_in, m.records_out))
+            })
+            .collect();
+        let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics);
+        if !known {
+            info!(taskmanager = %r.taskmanager_id, "heartbeat from an unknown taskmanager: asking it to register");
+        }
+        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+    }
+
+    async fn update_task_state(
+        &self,
+        request: Request<pb::UpdateTaskStateRequest>,
+    ) -> Result<Response<pb::UpdateTaskStateResponse>, Status> {
+        let event = convert::task_event_from_update(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.events.task_event(event);
+        Ok(Response::new(pb::UpdateTaskStateResponse {}))
+    }
+
+    type FetchPluginStream = Pin<Box<dyn futures::Stream<Item = Result<pb::PluginChunk, Status>> + Send>>;
+
+    async fn fetch_plugin(
+        &self,
+        request: Request<pb::FetchPluginRequest>,
+    ) -> Result<Response<Self::FetchPluginStream>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let bytes = self.plugins.get(&sha256).await.map_err(|e| status(&e))?;
+        let chunks: Vec<Result<pb::PluginChunk, Status>> = (0..bytes.len())
+            .step_by(PLUGIN_CHUNK)
+            .map(|start| {
+                Ok(pb::PluginChunk { data: bytes.slice(start..(start + PLUGIN_CHUNK).min(bytes.len())).to_vec() })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+/// A taskmanager process, reached over gRPC.
+struct RemoteTaskManager {
+    id: String,
+    slots: u32,
+    client: TaskManagerServiceClient<Channel>,
+}
+
+fn rpc_error(status: Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!("unreachable: {}", status.message()),
+        _ => status.message().to_owned(),
+    }
+}
+
+impl TaskManagerGateway for RemoteTaskManager {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let JobArtifact::Stored { sha256, .. } = &artifact else {
+                return Err(format!(
+                    "{artifact:?} cannot run on a remote taskmanager: submit the plugin through the REST API"
+                ));
+            };
+            let mut request = Request::new(convert::deployment_to_request(&deployment, sha256));
+            // Includes fetching the plugin the first time.
+            request.set_timeout(Duration::from_secs(60));
+            self.client.clone().deploy_task(request).await.map(|_| ()).map_err(rpc_error)
+        })
+    }
+
+    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut request = Request::new(pb::CancelJobRequest { job_id: job.to_string() });
+            request.set_timeout(Duration::from_secs(10));
+            self.client.clone().cancel_job(request).await.map(|_| ()).map_err(rpc_error)
+        })
+    }
+
+    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut request = Request::new(pb::ReleaseJobRequest { job_id: job.to_string() });
+            request.set_timeout(Duration::from_secs(10));
+            let result = self.client.clone().release_job(request).await.map(|_| ()).map_err(rpc_error);
+            if let Err(e) = &result {
+                warn!(taskmanager = %self.id, job_id = %job, "release failed: {e}");
+            }
+            result
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! The `weir-jobmanager` process: the jobmanager component with its REST API and gRPC service.
+
+use crate::artifacts::PluginStore;
+use crate::config::JobManagerConfig;
+use crate::jobmanager::JobManager;
+use crate::rest::{RestState, router};
+use crate::rpc::JobManagerRpc;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An address could not be bound.
+    #[error("cannot listen on {what} address {address}: {source}")]
+    Bind {
+        /// `REST` or `RPC`.
+        what: &'static str,
+        /// The configured address.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The storage could not be opened.
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
+}
+
+/// A started jobmanager process.
+#[derive(Debug)]
+pub struct RunningJobManager {
+    /// The jobmanager component.
+    pub jobmanager: JobManager,
+    /// Where the REST API listens.
+    pub rest_addr: SocketAddr,
+    /// Where the gRPC service listens.
+    pub rpc_addr: SocketAddr,
+}
+
+/// Starts the REST API and the gRPC service on the current tokio runtime.
+///
+/// # Errors
+/// An address that cannot be bound, or storage that cannot be opened.
+pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, StartError> {
+    let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
+    let jobmanager = JobManager::new(config.settings());
+
+    let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
+        what: "RPC",
+        address: config.rpc_addr.clone(),
+        source,
+    })?;
+    let rpc_addr = rpc_listener.local_addr().map_err(|source| StartError::Bind {
+        what: "RPC",
+        address: config.rpc_addr.clone(),
+        source,
+    })?;
+    let rest_listener = TcpListener::bind(&config.rest_addr).await.map_err(|source| StartError::Bind {
+        what: "REST",
+        address: config.rest_addr.clone(),
+        source,
+    })?;
+    let rest_addr = rest_listener.local_addr().map_err(|source| StartError::Bind {
+        what: "REST",
+        address: config.rest_addr.clone(),
+        source,
+    })?;
+
+    let service = JobManagerRpc::new(
+        jobmanager.clone(),
+        plugins.clone(),
+        Duration::from_millis(config.heartbeat_interval_ms.max(1)),
+    )
+    .into_server();
+    let incoming = tokio_stream_of(rpc_listener);
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+            error!("the RPC server stopped: {e}");
+        }
+    });
+    let app = router(RestState { jobmanager: jobmanager.clone(), plugins });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(rest_listener, app).await {
+            error!("the REST server stopped: {e}");
+        }
+    });
+    info!(%rest_addr, %rpc_addr, storage = %config.storage, "jobmanager started");
+    Ok(RunningJobManager { jobmanager, rest_addr, rpc_addr })
+}
+
+/// Accepted connections of `listener` as a stream, for tonic.
+fn tokio_stream_of(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    })
+}

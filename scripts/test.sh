@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs all of Weir's checks and tests: formatting, lints, build, unit and integration tests.
+# Whatever a test needs beyond the Rust toolchain, this script installs and starts itself, on
+# loopback only, and stops afterwards.
+#
+#   ./scripts/test.sh
+#
+# Builds go to $CARGO_TARGET_DIR (default ~/.cache/weir/target), shared by every clone on the
+# machine so the C/C++ dependencies compile once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build (binaries and example plugins the integration tests run)"
+cargo build --workspace --locked
+step "benchmarks compile"
+cargo bench --workspace --no-run --locked
+step "tests"
+cargo test --workspace --locked

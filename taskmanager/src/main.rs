@@ -1,0 +1,105 @@
+//! `weir-taskmanager`: a worker process of a Weir cluster.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir_taskmanager::process::TaskManagerProcessConfig;
+
+/// The Weir taskmanager: runs the subtasks the jobmanager deploys in its slots.
+#[derive(Parser)]
+#[command(name = "weir-taskmanager", version)]
+struct Args {
+    /// TOML configuration file; `WEIR_<KEY>` variables and flags override it.
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The jobmanager's RPC URL, e.g. `http://127.0.0.1:6123`.
+    #[arg(long)]
+    jobmanager: Option<String>,
+    /// Task slots to offer.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// This taskmanager's id (default: random).
+    #[arg(long)]
+    id: Option<String>,
+    /// gRPC address, `host:port` (port 0 picks a free port).
+    #[arg(long)]
+    rpc_addr: Option<String>,
+    /// Data-plane address, `host:port` (port 0 picks a free port).
+    #[arg(long)]
+    data_addr: Option<String>,
+    /// Name or IP other processes reach this taskmanager at.
+    #[arg(long)]
+    advertised_host: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let mut config: TaskManagerProcessConfig = match weir_runtime::config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("weir-taskmanager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(v) = args.jobmanager {
+        config.jobmanager = v;
+    }
+    if let Some(v) = args.slots {
+        config.slots = v;
+    }
+    if let Some(v) = args.id {
+        config.id = v;
+    }
+    if let Some(v) = args.rpc_addr {
+        config.rpc_addr = v;
+    }
+    if let Some(v) = args.data_addr {
+        config.data_addr = v;
+    }
+    if let Some(v) = args.advertised_host {
+        config.advertised_host = v;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir-taskmanager: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let running = match weir_taskmanager::process::start(&config).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("weir-taskmanager: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        println!(
+            "weir-taskmanager id={} rpc=http://{} data={}",
+            running.taskmanager.id(),
+            running.rpc_addr,
+            running.data_addr
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down: cancelling tasks");
+        running.taskmanager.cancel_all();
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,180 @@
+//! The `weir-taskmanager` process: a taskmanager with its gRPC service and data server,
+//! registered with a jobmanager.
+
+use crate::rpc::{PluginCache, Registration, RemoteEventSink, TaskManagerRpc, report_events, stay_registered};
+use crate::taskmanager::{TaskManager, TaskManagerConfig};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+use tracing::{error, info};
+use weir_proto::control::v1 as pb;
+use weir_proto::control::v1::job_manager_service_client::JobManagerServiceClient;
+
+/// Configuration of `weir-taskmanager`: defaults, then a TOML file (`--config`), then
+/// `WEIR_<KEY>` environment variables, then flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskManagerProcessConfig {
+    /// The jobmanager's RPC URL. Default `http://127.0.0.1:6123`.
+    pub jobmanager: String,
+    /// This taskmanager's id; empty picks `taskmanager-<random>`.
+    pub id: String,
+    /// Task slots offered. Default 1.
+    pub slots: u32,
+    /// Address of this taskmanager's gRPC service (`host:port`; port 0 picks one). Default `127.0.0.1:0`.
+    pub rpc_addr: String,
+    /// Address of the data server other taskmanagers read channels from. Default `127.0.0.1:0`.
+    pub data_addr: String,
+    /// Host name or IP other processes reach this one at; empty uses the bound IP (which must
+    /// then not be a wildcard such as 0.0.0.0).
+    pub advertised_host: String,
+    /// Directory for fetched job plugins. Default `<temp dir>/weir/taskmanager-<id>-plugins`.
+    pub plugin_dir: String,
+    /// Capacity of each channel between tasks, in batches of up to ~32 KiB. Default 16.
+    pub channel_capacity: usize,
+}
+
+impl Default for TaskManagerProcessConfig {
+    fn default() -> Self {
+        Self {
+            jobmanager: "http://127.0.0.1:6123".into(),
+            id: String::new(),
+            slots: 1,
+            rpc_addr: "127.0.0.1:0".into(),
+            data_addr: "127.0.0.1:0".into(),
+            advertised_host: String::new(),
+            plugin_dir: String::new(),
+            channel_capacity: 16,
+        }
+    }
+}
+
+/// Why the process could not start (each the user's configuration, or the machine).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An address could not be bound.
+    #[error("cannot listen on {what} address {address}: {source}")]
+    Bind {
+        /// `RPC` or `data`.
+        what: &'static str,
+        /// The configured address.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A started taskmanager process.
+#[derive(Debug)]
+pub struct RunningTaskManager {
+    /// The taskmanager component.
+    pub taskmanager: TaskManager,
+    /// Where its gRPC service listens.
+    pub rpc_addr: SocketAddr,
+    /// Where its data server listens.
+    pub data_addr: SocketAddr,
+}
+
+fn advertised(host: &str, bound: SocketAddr, what: &str) -> Result<String, StartError> {
+    if !host.is_empty() {
+        return Ok(format!("{host}:{}", bound.port()));
+    }
+    if bound.ip().is_unspecified() {
+        return Err(StartError::Config(format!(
+            "the {what} address {bound} is a wildcard: set advertised_host (--advertised-host) to the name other processes reach this one at"
+        )));
+    }
+    Ok(bound.to_string())
+}
+
+/// Starts the taskmanager, its gRPC service and data server on the current tokio runtime, and
+/// registers it with the jobmanager in the background (retrying until it is reachable).
+///
+/// # Errors
+/// Invalid configuration or an address that cannot be bound.
+pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManager, StartError> {
+    if config.slots == 0 {
+        return Err(StartError::Config("slots must be at least 1".into()));
+    }
+    let endpoint = Endpoint::from_shared(config.jobmanager.clone())
+        .map_err(|e| StartError::Config(format!("jobmanager URL {:?}: {e}", config.jobmanager)))?
+        .connect_timeout(Duration::from_secs(3));
+    let client = JobManagerServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20);
+    let id = if config.id.is_empty() {
+        format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    } else {
+        config.id.clone()
+    };
+    let plugin_dir = if config.plugin_dir.is_empty() {
+        std::env::temp_dir().join("weir").join(format!("{id}-plugins"))
+    } else {
+        PathBuf::from(&config.plugin_dir)
+    };
+
+    let (events, pending) = tokio::sync::mpsc::unbounded_channel();
+    let tm_config =
+        TaskManagerConfig { id: id.clone(), slots: config.slots, channel_capacity: config.channel_capacity };
+    let taskmanager = TaskManager::new(tm_config, Arc::new(RemoteEventSink { events }));
+
+    let data_bind: SocketAddr = tokio::net::lookup_host(&config.data_addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| StartError::Config(format!("data_addr {:?} is not a host:port", config.data_addr)))?;
+    let data_addr = taskmanager.start_data_server(data_bind).map_err(|source| StartError::Bind {
+        what: "data",
+        address: config.data_addr.clone(),
+        source,
+    })?;
+    let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
+        what: "RPC",
+        address: config.rpc_addr.clone(),
+        source,
+    })?;
+    let rpc_addr = rpc_listener.local_addr().map_err(|source| StartError::Bind {
+        what: "RPC",
+        address: config.rpc_addr.clone(),
+        source,
+    })?;
+    let advertised_rpc = advertised(&config.advertised_host, rpc_addr, "RPC")?;
+    let advertised_data = advertised(&config.advertised_host, data_addr, "data")?;
+
+    let service = TaskManagerRpc {
+        taskmanager: taskmanager.clone(),
+        plugins: Arc::new(PluginCache::new(plugin_dir, client.clone())),
+    }
+    .into_server();
+    let incoming = futures::stream::unfold(rpc_listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    });
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+            error!("the RPC server stopped: {e}");
+        }
+    });
+    tokio::spawn(report_events(id.clone(), client.clone(), pending, Duration::from_secs(30)));
+    let registration = Registration {
+        request: pb::RegisterTaskManagerRequest {
+            taskmanager_id: id.clone(),
+            slots: config.slots,
+            data_address: advertised_data,
+            rpc_address: format!("http://{advertised_rpc}"),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        jobmanager_url: config.jobmanager.clone(),
+    };
+    tokio::spawn(stay_registered(registration, client, taskmanager.clone()));
+    info!(taskmanager = %id, %rpc_addr, %data_addr, slots = config.slots, jobmanager = %config.jobmanager, "taskmanager started");
+    Ok(RunningTaskManager { taskmanager, rpc_addr, data_addr })
+}

@@ -1,0 +1,230 @@
+//! The taskmanager's gRPC side: the service the jobmanager calls (deploy, cancel, release), the
+//! client that registers, sends heartbeats and reports task states, and the plugin cache filled
+//! from the jobmanager.
+
+use crate::taskmanager::TaskManager;
+use sha2::{Digest as _, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+use weir_proto::control::v1 as pb;
+use weir_proto::control::v1::job_manager_service_client::JobManagerServiceClient;
+use weir_proto::control::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
+use weir_runtime::{JobArtifact, TaskEvent, TaskEventSink, convert};
+
+/// Local copies of job plugins, fetched from the jobmanager by SHA-256 and verified.
+pub(crate) struct PluginCache {
+    dir: PathBuf,
+    client: JobManagerServiceClient<Channel>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl PluginCache {
+    pub(crate) fn new(dir: PathBuf, client: JobManagerServiceClient<Channel>) -> Self {
+        Self { dir, client, fetching: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The local path of plugin `sha256`, fetching it first if needed.
+    pub(crate) async fn ensure(&self, sha256: &str) -> Result<PathBuf, String> {
+        let path = self.dir.join(format!("{sha256}.so"));
+        let _guard = self.fetching.lock().await;
+        if path.exists() {
+            return Ok(path);
+        }
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| format!("cannot create the plugin cache {}: {e}", self.dir.display()))?;
+        let mut stream = self
+            .client
+            .clone()
+            .fetch_plugin(pb::FetchPluginRequest { sha256: sha256.to_owned() })
+            .await
+            .map_err(|s| format!("cannot fetch plugin {sha256} from the jobmanager: {}", s.message()))?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) =
+            stream.message().await.map_err(|s| format!("fetching plugin {sha256}: {}", s.message()))?
+        {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let digest = Sha256::digest(&bytes);
+        let actual: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if actual != sha256 {
+            return Err(format!("plugin {sha256} arrived with SHA-256 {actual}; refusing to load it"));
+        }
+        let partial = self.dir.join(format!(".{sha256}.{}.partial", std::process::id()));
+        tokio::fs::write(&partial, &bytes).await.map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        tokio::fs::rename(&partial, &path).await.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        info!(sha256, bytes = bytes.len(), "fetched a job plugin");
+        Ok(path)
+    }
+}
+
+/// The service the jobmanager calls.
+pub(crate) struct TaskManagerRpc {
+    pub(crate) taskmanager: TaskManager,
+    pub(crate) plugins: Arc<PluginCache>,
+}
+
+impl TaskManagerRpc {
+    pub(crate) fn into_server(self) -> TaskManagerServiceServer<Self> {
+        TaskManagerServiceServer::new(self).max_decoding_message_size(64 << 20)
+    }
+}
+
+#[tonic::async_trait]
+impl TaskManagerService for TaskManagerRpc {
+    async fn deploy_task(
+        &self,
+        request: Request<pb::DeployTaskRequest>,
+    ) -> Result<Response<pb::DeployTaskResponse>, Status> {
+        let (deployment, sha256) = convert::deployment_from_request(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let path = self.plugins.ensure(&sha256).await.map_err(Status::failed_precondition)?;
+        let taskmanager = self.taskmanager.clone();
+        let task = deployment.task;
+        // Loading the plugin and running its build function block: keep them off the async workers.
+        tokio::task::spawn_blocking(move || taskmanager.deploy_task(deployment, &JobArtifact::Stored { sha256, path }))
+            .await
+            .map_err(|e| Status::internal(format!("deploying {task}: {e}")))?
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::DeployTaskResponse {}))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job = convert::job_id("job_id", &request.into_inner().job_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.taskmanager.cancel_job(job);
+        Ok(Response::new(pb::CancelJobResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        request: Request<pb::ReleaseJobRequest>,
+    ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
+        let job = convert::job_id("job_id", &request.into_inner().job_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.taskmanager.release_job(job);
+        Ok(Response::new(pb::ReleaseJobResponse {}))
+    }
+}
+
+/// Task events, forwarded to the jobmanager in order by a background task.
+pub(crate) struct RemoteEventSink {
+    pub(crate) events: mpsc::UnboundedSender<TaskEvent>,
+}
+
+impl TaskEventSink for RemoteEventSink {
+    fn task_event(&self, event: TaskEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// Reports task events to the jobmanager, in order, retrying each for up to `give_up_after`.
+pub(crate) async fn report_events(
+    taskmanager_id: String,
+    client: JobManagerServiceClient<Channel>,
+    mut events: mpsc::UnboundedReceiver<TaskEvent>,
+    give_up_after: Duration,
+) {
+    while let Some(event) = events.recv().await {
+        let request = convert::task_event_to_update(&taskmanager_id, &event);
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match client.clone().update_task_state(request.clone()).await {
+                Ok(_) => break,
+                Err(status) if started.elapsed() < give_up_after => {
+                    debug!(task = %event.task, "reporting the task state failed ({}); retrying", status.message());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(status) => {
+                    warn!(task = %event.task, state = ?event.state, "cannot report the task state to the jobmanager: {}", status.message());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What a taskmanager tells the jobmanager when it registers.
+pub(crate) struct Registration {
+    pub(crate) request: pb::RegisterTaskManagerRequest,
+    pub(crate) jobmanager_url: String,
+}
+
+/// Registers with the jobmanager and keeps sending heartbeats; registers again whenever the
+/// jobmanager forgot this taskmanager or was unreachable for longer than the heartbeat timeout
+/// (its tasks are cancelled then: the jobmanager has given up on them).
+pub(crate) async fn stay_registered(
+    registration: Registration,
+    client: JobManagerServiceClient<Channel>,
+    taskmanager: TaskManager,
+) {
+    let id = registration.request.taskmanager_id.clone();
+    let url = registration.jobmanager_url.clone();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let response = match client.clone().register_task_manager(registration.request.clone()).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                warn!(
+                    taskmanager = %id,
+                    "cannot register with the jobmanager at {url}: {}; retrying in {:.1} s",
+                    one_line(status.message()),
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let interval = Duration::from_millis(response.heartbeat_interval_ms.max(10));
+        let timeout = Duration::from_millis(response.heartbeat_timeout_ms.max(response.heartbeat_interval_ms));
+        info!(taskmanager = %id, jobmanager = %response.jobmanager_id, "registered with the jobmanager at {url}");
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(interval).await;
+            let tasks = taskmanager
+                .task_metrics()
+                .into_iter()
+                .map(|(task, records_in, records_out)| pb::TaskMetrics {
+                    task: Some(task.into()),
+                    records_in,
+                    records_out,
+                })
+                .collect();
+            let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks });
+            request.set_timeout(interval.max(Duration::from_millis(500)));
+            match client.clone().heartbeat(request).await {
+                Ok(r) if r.get_ref().reregister => {
+                    warn!(taskmanager = %id, "the jobmanager does not know this taskmanager: cancelling its tasks and registering again");
+                    taskmanager.cancel_all();
+                    break;
+                }
+                Ok(_) => last_ok = Instant::now(),
+                Err(status) => {
+                    warn!(taskmanager = %id, "heartbeat to the jobmanager at {url} failed: {}", one_line(status.message()));
+                    if last_ok.elapsed() > timeout {
+                        warn!(taskmanager = %id, "no contact with the jobmanager for {:.1} s: cancelling all tasks and registering again", last_ok.elapsed().as_secs_f64());
+                        taskmanager.cancel_all();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
