@@ -14,17 +14,42 @@ pub(crate) fn encode_record<T: Serialize>(timestamp: i64, value: &T, buffer: &mu
     encode_into(&(timestamp, value), buffer, what)
 }
 
+/// A postcard output that appends to a `Vec` in place (postcard's own `to_extend` goes through
+/// `Extend` byte by byte, and `to_allocvec` allocates a new vector per value).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        // Varints arrive as slices of a few bytes; a byte loop beats an out-of-line memcpy there.
+        if bytes.len() <= 16 {
+            self.0.reserve(bytes.len());
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Appends `value` to `buffer`.
 #[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>, what: &str) -> Result<()> {
-    let taken = std::mem::take(buffer);
-    match postcard::to_extend(value, taken) {
-        Ok(extended) => {
-            *buffer = extended;
-            Ok(())
-        }
-        Err(e) => Err(Error::serialization("serialize", what, e)),
-    }
+    postcard::serialize_with_flavor(value, AppendTo(buffer)).map_err(|e| Error::serialization("serialize", what, e))
 }
 
 /// Decodes a whole value.

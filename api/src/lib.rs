@@ -4,18 +4,30 @@
 //! a dataflow with the DataStream API and exports it with [`export_job!`]:
 //!
 //! ```
+//! use std::time::Duration;
 //! use weir_api::prelude::*;
 //!
 //! fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
 //!     let output = args.required("output")?;
-//!     env.from_collection(vec!["a b".to_owned(), "b c".to_owned()])
-//!         .flat_map(|line: String, out: &mut Collector<'_, String>| {
-//!             line.split(' ').for_each(|w| out.collect(w.to_owned()))
-//!         })
+//!     env.from_generator(GeneratorSource::bounded(1_000_000), |seq| (seq % 100, seq))
+//!         .assign_timestamps_and_watermarks(
+//!             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(1))
+//!                 .with_timestamp_assigner(|&(_, seq): &(u64, u64), _| seq as i64),
+//!         )
+//!         .key_by(|&(key, _): &(u64, u64)| key)
+//!         .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
+//!         .reduce(|a, b| (a.0, a.1 + b.1))
+//!         .uid("sum-per-key")
+//!         .map(|(key, sum)| format!("{key},{sum}"))
 //!         .write_as_text(output);
 //!     Ok(())
 //! }
-//! // weir_api::export_job!(build);
+//!
+//! weir_api::export_job!(build);
+//! # fn main() {
+//! #     let graph = weir_api::plugin::job_entry(build).build(&["--output".into(), "/tmp/x".into()]).unwrap();
+//! #     assert_eq!(graph.descriptor.nodes.len(), 5); // source, assigner, window, map, sink
+//! # }
 //! ```
 //!
 //! Records are Rust values inside an operator chain and are serialized with serde only where

@@ -94,6 +94,9 @@ pub trait TaskRuntime {
     fn log(&self, level: LogLevel, message: &str);
 }
 
+/// The merge function of [`KeyedStateBackend::update`]: current value in, new value out.
+pub type MergeFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<()> + 'a;
+
 /// Kinds of keyed state, which decide how a backend stores them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateKind {
@@ -136,6 +139,28 @@ pub trait KeyedStateBackend: Send {
 
     /// Replaces the value at `key`.
     fn put(&mut self, state: StateId, key: StateKey<'_>, value: &[u8]) -> Result<()>;
+
+    /// Read-modify-write of the value at `key` (value state) in one lookup: `merge` gets the
+    /// current value (`None` when absent) and writes the new value into `out`, which is empty
+    /// when it is called. Returns whether a value existed before.
+    ///
+    /// # Errors
+    /// Whatever `merge` returns (the value is then unchanged), or a backend failure.
+    fn update(&mut self, state: StateId, key: StateKey<'_>, merge: &mut MergeFn<'_>) -> Result<bool> {
+        let mut out = Vec::new();
+        let existed = match self.get(state, key)? {
+            Some(current) => {
+                merge(Some(current), &mut out)?;
+                true
+            }
+            None => {
+                merge(None, &mut out)?;
+                false
+            }
+        };
+        self.put(state, key, &out)?;
+        Ok(existed)
+    }
 
     /// Appends one encoded element to the list at `key` (creating it).
     fn append(&mut self, state: StateId, key: StateKey<'_>, element: &[u8]) -> Result<()>;

@@ -1,93 +1,198 @@
 //! Timers of keyed operators: event-time timers fire when the watermark passes them,
 //! processing-time timers when the wall clock does. A timer is unique per
 //! (timestamp, key, namespace): registering it again does nothing.
+//!
+//! Timers are bucketed by timestamp (windows make many keys share one), each bucket a hash set of
+//! (key group, key, namespace) with the bytes stored inline for small keys, so registering a
+//! timer neither searches a tree of byte strings nor allocates.
 
+use crate::functions::TimeDomain;
 use crate::time::Timestamp;
-use std::collections::BTreeSet;
+use rustc_hash::FxHashSet;
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
 
-/// A registered timer.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+/// Key and namespace bytes of a timer, inline up to 40 bytes.
+type TimerBytes = SmallVec<[u8; 40]>;
+
+/// Whom a timer is for: a key (and its group) in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(crate) struct TimerTarget {
+    key_group: u16,
+    key_len: u32,
+    /// The key, then the namespace.
+    bytes: TimerBytes,
+}
+
+impl TimerTarget {
+    fn set(&mut self, key_group: u16, key: &[u8], namespace: &[u8]) {
+        self.key_group = key_group;
+        self.key_len = key.len() as u32;
+        self.bytes.clear();
+        if key.len() + namespace.len() <= 40 {
+            // Short keys (the common case) stay inline; avoid out-of-line copies for them.
+            self.bytes.extend(key.iter().copied());
+            self.bytes.extend(namespace.iter().copied());
+        } else {
+            self.bytes.extend_from_slice(key);
+            self.bytes.extend_from_slice(namespace);
+        }
+    }
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Timer {
     pub(crate) timestamp: Timestamp,
-    pub(crate) key_group: u16,
-    pub(crate) key: Vec<u8>,
-    pub(crate) namespace: Vec<u8>,
+    target: TimerTarget,
 }
 
-/// The timers of one keyed operator in one subtask, ordered by time.
+impl Timer {
+    pub(crate) fn key_group(&self) -> u16 {
+        self.target.key_group
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.target.bytes[..self.target.key_len as usize]
+    }
+
+    pub(crate) fn namespace(&self) -> &[u8] {
+        &self.target.bytes[self.target.key_len as usize..]
+    }
+}
+
+/// The timers of one time domain, by timestamp.
 #[derive(Default)]
-pub(crate) struct Timers {
-    event: BTreeSet<Timer>,
-    processing: BTreeSet<Timer>,
-    probe: Timer,
+struct TimerQueue {
+    by_time: BTreeMap<Timestamp, FxHashSet<TimerTarget>>,
+    /// The bucket being fired: its timestamp and the targets not fired yet.
+    firing: Option<(Timestamp, Vec<TimerTarget>)>,
+    len: usize,
 }
 
-impl Timers {
-    fn set(&mut self, domain: crate::functions::TimeDomain) -> (&mut BTreeSet<Timer>, &mut Timer) {
-        match domain {
-            crate::functions::TimeDomain::EventTime => (&mut self.event, &mut self.probe),
-            crate::functions::TimeDomain::ProcessingTime => (&mut self.processing, &mut self.probe),
+impl TimerQueue {
+    fn register(&mut self, timestamp: Timestamp, probe: &TimerTarget) {
+        if let Some((ts, pending)) = &self.firing {
+            if *ts == timestamp && pending.contains(probe) {
+                return;
+            }
+        }
+        let bucket = self.by_time.entry(timestamp).or_default();
+        if !bucket.contains(probe) {
+            bucket.insert(probe.clone());
+            self.len += 1;
         }
     }
 
-    /// Registers a timer; allocates only when it is new.
+    fn delete(&mut self, timestamp: Timestamp, probe: &TimerTarget) {
+        if let Some((ts, pending)) = &mut self.firing {
+            if *ts == timestamp {
+                if let Some(i) = pending.iter().position(|t| t == probe) {
+                    pending.swap_remove(i);
+                    self.len -= 1;
+                    return;
+                }
+            }
+        }
+        if let Some(bucket) = self.by_time.get_mut(&timestamp) {
+            if bucket.remove(probe) {
+                self.len -= 1;
+                if bucket.is_empty() {
+                    self.by_time.remove(&timestamp);
+                }
+            }
+        }
+    }
+
+    /// The earliest due timer (at or before `time`), in timestamp order.
+    fn pop(&mut self, time: Timestamp) -> Option<Timer> {
+        loop {
+            if let Some((timestamp, pending)) = &mut self.firing {
+                if let Some(target) = pending.pop() {
+                    self.len -= 1;
+                    return Some(Timer { timestamp: *timestamp, target });
+                }
+                self.firing = None;
+            }
+            let entry = self.by_time.first_entry()?;
+            if *entry.key() > time {
+                return None;
+            }
+            let (timestamp, bucket) = entry.remove_entry();
+            self.firing = Some((timestamp, bucket.into_iter().collect()));
+        }
+    }
+
+    fn next(&self) -> Option<Timestamp> {
+        match &self.firing {
+            Some((ts, pending)) if !pending.is_empty() => Some(*ts),
+            _ => self.by_time.keys().next().copied(),
+        }
+    }
+}
+
+/// The timers of one keyed operator in one subtask.
+#[derive(Default)]
+pub(crate) struct Timers {
+    event: TimerQueue,
+    processing: TimerQueue,
+    probe: TimerTarget,
+}
+
+impl Timers {
+    fn queue(&mut self, domain: TimeDomain) -> (&mut TimerQueue, &mut TimerTarget) {
+        match domain {
+            TimeDomain::EventTime => (&mut self.event, &mut self.probe),
+            TimeDomain::ProcessingTime => (&mut self.processing, &mut self.probe),
+        }
+    }
+
+    /// Registers a timer; does nothing if it is registered already.
     pub(crate) fn register(
         &mut self,
-        domain: crate::functions::TimeDomain,
+        domain: TimeDomain,
         timestamp: Timestamp,
         key_group: u16,
         key: &[u8],
         namespace: &[u8],
     ) {
-        let (set, probe) = self.set(domain);
-        probe.timestamp = timestamp;
-        probe.key_group = key_group;
-        probe.key.clear();
-        probe.key.extend_from_slice(key);
-        probe.namespace.clear();
-        probe.namespace.extend_from_slice(namespace);
-        if !set.contains(probe) {
-            set.insert(probe.clone());
-        }
+        let (queue, probe) = self.queue(domain);
+        probe.set(key_group, key, namespace);
+        queue.register(timestamp, probe);
     }
 
     /// Deletes a timer if registered.
     pub(crate) fn delete(
         &mut self,
-        domain: crate::functions::TimeDomain,
+        domain: TimeDomain,
         timestamp: Timestamp,
         key_group: u16,
         key: &[u8],
         namespace: &[u8],
     ) {
-        let (set, probe) = self.set(domain);
-        probe.timestamp = timestamp;
-        probe.key_group = key_group;
-        probe.key.clear();
-        probe.key.extend_from_slice(key);
-        probe.namespace.clear();
-        probe.namespace.extend_from_slice(namespace);
-        set.remove(probe);
+        let (queue, probe) = self.queue(domain);
+        probe.set(key_group, key, namespace);
+        queue.delete(timestamp, probe);
     }
 
-    /// Removes and returns the earliest event-time timer at or before `watermark`.
+    /// Removes and returns an event-time timer at or before `watermark`, earliest first.
     pub(crate) fn pop_event(&mut self, watermark: Timestamp) -> Option<Timer> {
-        if self.event.first()?.timestamp <= watermark { self.event.pop_first() } else { None }
+        self.event.pop(watermark)
     }
 
-    /// Removes and returns the earliest processing-time timer at or before `now`.
+    /// Removes and returns a processing-time timer at or before `now`, earliest first.
     pub(crate) fn pop_processing(&mut self, now: Timestamp) -> Option<Timer> {
-        if self.processing.first()?.timestamp <= now { self.processing.pop_first() } else { None }
+        self.processing.pop(now)
     }
 
     /// When the earliest processing-time timer is due.
     pub(crate) fn next_processing(&self) -> Option<Timestamp> {
-        self.processing.first().map(|t| t.timestamp)
+        self.processing.next()
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.event.len() + self.processing.len()
+        self.event.len + self.processing.len
     }
 }
 
@@ -113,22 +218,22 @@ impl TimerService<'_> {
 
     /// Fires `on_timer` for the current key once the watermark reaches `timestamp`.
     pub fn register_event_time_timer(&mut self, timestamp: Timestamp) {
-        self.timers.register(crate::functions::TimeDomain::EventTime, timestamp, self.key_group, self.key, &[]);
+        self.timers.register(TimeDomain::EventTime, timestamp, self.key_group, self.key, &[]);
     }
 
     /// Fires `on_timer` for the current key once the wall clock reaches `timestamp`.
     pub fn register_processing_time_timer(&mut self, timestamp: Timestamp) {
-        self.timers.register(crate::functions::TimeDomain::ProcessingTime, timestamp, self.key_group, self.key, &[]);
+        self.timers.register(TimeDomain::ProcessingTime, timestamp, self.key_group, self.key, &[]);
     }
 
     /// Deletes an event-time timer of the current key.
     pub fn delete_event_time_timer(&mut self, timestamp: Timestamp) {
-        self.timers.delete(crate::functions::TimeDomain::EventTime, timestamp, self.key_group, self.key, &[]);
+        self.timers.delete(TimeDomain::EventTime, timestamp, self.key_group, self.key, &[]);
     }
 
     /// Deletes a processing-time timer of the current key.
     pub fn delete_processing_time_timer(&mut self, timestamp: Timestamp) {
-        self.timers.delete(crate::functions::TimeDomain::ProcessingTime, timestamp, self.key_group, self.key, &[]);
+        self.timers.delete(TimeDomain::ProcessingTime, timestamp, self.key_group, self.key, &[]);
     }
 }
 
@@ -141,16 +246,42 @@ mod tests {
     fn timers_are_deduplicated_and_fire_in_time_order() {
         let mut t = Timers::default();
         t.register(EventTime, 20, 1, b"a", b"");
-        t.register(EventTime, 10, 2, b"b", b"");
+        t.register(EventTime, 10, 2, b"b", b"ns");
         t.register(EventTime, 20, 1, b"a", b"");
         t.register(ProcessingTime, 5, 1, b"a", b"");
         assert_eq!(t.len(), 3);
-        assert_eq!(t.pop_event(15).map(|x| x.timestamp), Some(10));
+        let first = t.pop_event(15).unwrap();
+        assert_eq!(
+            (first.timestamp, first.key_group(), first.key(), first.namespace()),
+            (10, 2, &b"b"[..], &b"ns"[..])
+        );
         assert_eq!(t.pop_event(15), None);
         t.delete(EventTime, 20, 1, b"a", b"");
         assert_eq!(t.pop_event(i64::MAX), None);
         assert_eq!(t.next_processing(), Some(5));
         assert_eq!(t.pop_processing(4), None);
-        assert_eq!(t.pop_processing(5).map(|x| x.key), Some(b"a".to_vec()));
+        assert_eq!(t.pop_processing(5).map(|x| x.key().to_vec()), Some(b"a".to_vec()));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn timers_registered_or_deleted_while_their_bucket_fires_are_honoured() {
+        let mut t = Timers::default();
+        for key in [b"a", b"b", b"c"] {
+            t.register(EventTime, 10, 0, key, b"");
+        }
+        let fired = t.pop_event(10).unwrap();
+        // The bucket is being fired: re-registering a pending one is a no-op, deleting one
+        // prevents it from firing, registering a new one at the same time still fires it.
+        let others: Vec<&[u8]> = [&b"a"[..], b"b", b"c"].into_iter().filter(|k| *k != fired.key()).collect();
+        t.register(EventTime, 10, 0, others[0], b"");
+        t.delete(EventTime, 10, 0, others[1], b"");
+        t.register(EventTime, 10, 0, b"d", b"");
+        let mut rest: Vec<Vec<u8>> = std::iter::from_fn(|| t.pop_event(10)).map(|x| x.key().to_vec()).collect();
+        rest.sort();
+        let mut expected = vec![others[0].to_vec(), b"d".to_vec()];
+        expected.sort();
+        assert_eq!(rest, expected);
+        assert_eq!(t.len(), 0);
     }
 }

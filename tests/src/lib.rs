@@ -1,4 +1,5 @@
 //! Support code for Weir's integration tests.
 
+pub mod cluster;
 pub mod harness;
 pub mod reference;

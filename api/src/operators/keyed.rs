@@ -64,9 +64,9 @@ impl<K: crate::Data> KeyedHarness<K> {
     /// Makes the key of `timer` the current key.
     pub(crate) fn set_key_of(&mut self, timer: &Timer) -> Result<()> {
         self.key_bytes.clear();
-        self.key_bytes.extend_from_slice(&timer.key);
-        self.key_group = timer.key_group;
-        self.key = Some(decode(&timer.key, "key of a timer")?);
+        self.key_bytes.extend_from_slice(timer.key());
+        self.key_group = timer.key_group();
+        self.key = Some(decode(timer.key(), "key of a timer")?);
         Ok(())
     }
 

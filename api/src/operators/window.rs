@@ -124,16 +124,17 @@ where
     }
 
     fn add(&mut self, backend: &mut dyn KeyedStateBackend, state: StateId, at: StateKey<'_>, value: T) -> Result<bool> {
-        let old = match backend.get(state, at)? {
-            Some(bytes) => Some(decode::<A::Acc>(bytes, "window accumulator")?),
-            None => None,
-        };
-        let created = old.is_none();
-        let acc = self.acc.add(old, value);
-        self.scratch.clear();
-        encode_into(&acc, &mut self.scratch, "window accumulator")?;
-        backend.put(state, at, &self.scratch)?;
-        Ok(created)
+        let acc = &self.acc;
+        let mut value = Some(value);
+        let existed = backend.update(state, at, &mut |current, out| {
+            let old = match current {
+                Some(bytes) => Some(decode::<A::Acc>(bytes, "window accumulator")?),
+                None => None,
+            };
+            let value = value.take().ok_or_else(|| Error::InvalidJob("window update merged twice".into()))?;
+            encode_into(&acc.add(old, value), out, "window accumulator")
+        })?;
+        Ok(!existed)
     }
 
     fn merge(
@@ -460,7 +461,7 @@ where
     }
 
     fn on_timer(&mut self, timer: &Timer, domain: TimeDomain) -> Result<()> {
-        let window = TimeWindow::from_bytes(&timer.namespace)
+        let window = TimeWindow::from_bytes(timer.namespace())
             .ok_or_else(|| Error::serialization("deserialize", "window of a timer", "bad length"))?;
         self.harness.set_key_of(timer)?;
         match domain {

@@ -55,6 +55,57 @@ pub fn bid(seq: u64) -> Bid {
     }
 }
 
+/// A bid as the projecting queries output it: `seq,auction,bidder,price`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidRow {
+    /// Sequence number.
+    pub seq: u64,
+    /// Auction.
+    pub auction: u64,
+    /// Bidder.
+    pub bidder: u64,
+    /// Price (converted in q1).
+    pub price: u64,
+}
+
+impl std::fmt::Display for BidRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},{},{}", self.seq, self.auction, self.bidder, self.price)
+    }
+}
+
+/// Bids per auction in one window: `window_start_ms,auction,count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuctionCount {
+    /// Start of the window, ms.
+    pub window_start: i64,
+    /// Auction.
+    pub auction: u64,
+    /// Number of bids.
+    pub count: u64,
+}
+
+impl std::fmt::Display for AuctionCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},{}", self.window_start, self.auction, self.count)
+    }
+}
+
+/// The highest price in one window: `window_start_ms,max_price`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowMax {
+    /// Start of the window, ms.
+    pub window_start: i64,
+    /// Highest price.
+    pub max_price: u64,
+}
+
+impl std::fmt::Display for WindowMax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.window_start, self.max_price)
+    }
+}
+
 /// The queries, by their `--query` name.
 const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "wcount"];
 
@@ -147,23 +198,21 @@ impl AggregateFunction<Bid, u64, u64> for MaxPrice {
 }
 
 /// `(window_start_ms, auction, count)` of a counted window.
-fn with_window(auction: &u64, window: &TimeWindow, counts: Vec<u64>, out: &mut Collector<'_, (i64, u64, u64)>) {
+fn with_window(auction: &u64, window: &TimeWindow, counts: Vec<u64>, out: &mut Collector<'_, AuctionCount>) {
     for count in counts {
-        out.collect((window.start, *auction, count));
+        out.collect(AuctionCount { window_start: window.start, auction: *auction, count });
     }
 }
 
-/// The second stage of q5: all `(window_start, auction, count)` results of one sliding window
-/// (keyed by its start); emits those with the window's highest count.
-fn hottest(_start: &i64, _window: &TimeWindow, mut counts: Vec<(i64, u64, u64)>, out: &mut Collector<'_, String>) {
-    let Some(max) = counts.iter().map(|&(_, _, count)| count).max() else {
+/// The second stage of q5: all counts of one sliding window (keyed by its start); emits those
+/// with the window's highest count.
+fn hottest(_start: &i64, _window: &TimeWindow, mut counts: Vec<AuctionCount>, out: &mut Collector<'_, AuctionCount>) {
+    let Some(max) = counts.iter().map(|c| c.count).max() else {
         return;
     };
-    counts.sort_unstable_by_key(|&(_, auction, _)| auction);
-    for (start, auction, count) in counts {
-        if count == max {
-            out.collect(format!("{start},{auction},{count}"));
-        }
+    counts.sort_unstable_by_key(|c| c.auction);
+    for count in counts.into_iter().filter(|c| c.count == max) {
+        out.collect(count);
     }
 }
 
@@ -176,63 +225,89 @@ fn timestamped(bids: &DataStream<Bid>) -> DataStream<Bid> {
     .name("bid timestamps")
 }
 
-/// Declares `query` on `bids`, returning its output lines.
-fn query(name: &str, bids: &DataStream<Bid>) -> DataStream<String> {
+fn row(b: Bid, price: u64) -> BidRow {
+    BidRow { seq: b.seq, auction: b.auction, bidder: b.bidder, price }
+}
+
+/// Sends a query's rows to the sink: formatted only for text output.
+fn sink<T: Data + std::fmt::Display>(rows: DataStream<T>, sink: &Sink, name: &str) {
+    let sink = match sink {
+        Sink::Text(dir) => rows.write_as_text(dir.clone()),
+        Sink::Blackhole => rows.sink_to_blackhole(),
+    };
+    sink.uid(&format!("{name}-sink")).name(&format!("{name} sink"));
+}
+
+/// Declares `query` on `bids` with its sink.
+fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
     match name {
-        "q0" => bids
-            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price))
-            .uid("q0-format")
-            .name("q0 passthrough"),
-        "q1" => bids
-            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price * 908 / 1000))
-            .uid("q1-convert")
-            .name("q1 currency conversion"),
-        "q2" => bids
-            .filter(|b: &Bid| b.auction % 123 == 0)
-            .uid("q2-filter")
-            .name("q2 selection")
-            .map(|b: Bid| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price))
-            .uid("q2-format")
-            .name("q2 format"),
-        "wcount" => timestamped(bids)
-            .key_by(|b: &Bid| b.auction)
-            .window(TumblingEventTimeWindows::of(TEN_SECONDS))
-            .aggregate_with(CountBids, with_window)
-            .uid("wcount-count")
-            .name("wcount bids per auction and window")
-            .map(|(start, auction, count): (i64, u64, u64)| format!("{start},{auction},{count}"))
-            .uid("wcount-format")
-            .name("wcount format"),
-        "q5" => timestamped(bids)
-            .key_by(|b: &Bid| b.auction)
-            .window(SlidingEventTimeWindows::of(TEN_SECONDS, TWO_SECONDS))
-            .aggregate_with(CountBids, with_window)
-            .uid("q5-count")
-            .name("q5 bids per auction and window")
-            // A result carries its window's max timestamp `end - 1`; since window ends are
-            // multiples of 2 s, the 2 s tumbling window `[end - 2 s, end)` holds exactly the
-            // results of that one sliding window.
-            .key_by(|&(start, _, _): &(i64, u64, u64)| start)
-            .window(TumblingEventTimeWindows::of(TWO_SECONDS))
-            .process(hottest)
-            .uid("q5-hottest")
-            .name("q5 hottest auctions"),
-        "q7" => timestamped(bids)
-            // Keyed by the window's index: one key per window, so windows spread over subtasks.
-            .key_by(|b: &Bid| b.time_ms / 10_000)
-            .window(TumblingEventTimeWindows::of(TEN_SECONDS))
-            .aggregate_with(
-                MaxPrice,
-                |_: &u64, window: &TimeWindow, maxima: Vec<u64>, out: &mut Collector<'_, String>| {
-                    for max in maxima {
-                        out.collect(format!("{},{max}", window.start));
-                    }
-                },
-            )
-            .uid("q7-max-price")
-            .name("q7 highest bid per window"),
-        _ => unreachable!("query names are checked before"),
+        "q0" => sink(bids.map(|b: Bid| row(b, b.price)).uid("q0-project").name("q0 passthrough"), out, name),
+        "q1" => sink(
+            bids.map(|b: Bid| row(b, b.price * 908 / 1000)).uid("q1-convert").name("q1 currency conversion"),
+            out,
+            name,
+        ),
+        "q2" => sink(
+            bids.filter(|b: &Bid| b.auction % 123 == 0)
+                .uid("q2-filter")
+                .name("q2 selection")
+                .map(|b: Bid| row(b, b.price))
+                .uid("q2-project")
+                .name("q2 projection"),
+            out,
+            name,
+        ),
+        "wcount" => sink(
+            timestamped(bids)
+                .key_by(|b: &Bid| b.auction)
+                .window(TumblingEventTimeWindows::of(TEN_SECONDS))
+                .aggregate_with(CountBids, with_window)
+                .uid("wcount-count")
+                .name("wcount bids per auction and window"),
+            out,
+            name,
+        ),
+        "q5" => sink(
+            timestamped(bids)
+                .key_by(|b: &Bid| b.auction)
+                .window(SlidingEventTimeWindows::of(TEN_SECONDS, TWO_SECONDS))
+                .aggregate_with(CountBids, with_window)
+                .uid("q5-count")
+                .name("q5 bids per auction and window")
+                // A result carries its window's max timestamp `end - 1`; since window ends are
+                // multiples of 2 s, the 2 s tumbling window `[end - 2 s, end)` holds exactly the
+                // results of that one sliding window.
+                .key_by(|c: &AuctionCount| c.window_start)
+                .window(TumblingEventTimeWindows::of(TWO_SECONDS))
+                .process(hottest)
+                .uid("q5-hottest")
+                .name("q5 hottest auctions"),
+            out,
+            name,
+        ),
+        "q7" => sink(
+            timestamped(bids)
+                // Keyed by the window's index: one key per window, so windows spread over subtasks.
+                .key_by(|b: &Bid| b.time_ms / 10_000)
+                .window(TumblingEventTimeWindows::of(TEN_SECONDS))
+                .aggregate_with(
+                    MaxPrice,
+                    |_: &u64, window: &TimeWindow, maxima: Vec<u64>, out: &mut Collector<'_, WindowMax>| {
+                        for max_price in maxima {
+                            out.collect(WindowMax { window_start: window.start, max_price });
+                        }
+                    },
+                )
+                .uid("q7-max-price")
+                .name("q7 highest bid per window"),
+            out,
+            name,
+        ),
+        other => {
+            return Err(invalid(format!("unknown query {other:?}: the valid queries are: {}", QUERIES.join(", "))));
+        }
     }
+    Ok(())
 }
 
 /// Builds the Nexmark job; see the crate documentation for the arguments.
@@ -254,13 +329,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Resu
         generator = generator.with_rate(rate);
     }
     let bids = env.from_generator(generator, bid).uid("bids").name("bid generator");
-    let lines = query(name, &bids);
-    let sink = match sink {
-        Sink::Text(dir) => lines.write_as_text(dir),
-        Sink::Blackhole => lines.sink_to_blackhole(),
-    };
-    sink.uid(&format!("{name}-sink")).name(&format!("{name} sink"));
-    Ok(())
+    query(name, &bids, &sink)
 }
 
 weir_api::export_job!(build);

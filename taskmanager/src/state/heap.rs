@@ -15,6 +15,7 @@
 //! probed with `&[u8]`. Only inserting a new address copies the composite key.
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use weir_api::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, encode_list_element};
@@ -23,8 +24,12 @@ use weir_api::{Error, Result};
 /// Service name used in this backend's errors.
 const SERVICE: &str = "heap state backend";
 
+/// A composite `(key, namespace)`, inline up to 48 bytes (no allocation for typical keys).
+type Composite = SmallVec<[u8; 48]>;
+/// A stored value, inline up to 24 bytes (counters and small accumulators).
+type Value = SmallVec<[u8; 24]>;
 /// Values of value and list state of one key group, by composite `(key, namespace)`.
-type FlatTable = FxHashMap<Vec<u8>, Vec<u8>>;
+type FlatTable = FxHashMap<Composite, Value>;
 /// Maps of map state of one key group, by composite `(key, namespace)`.
 type MapTable = FxHashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 
@@ -60,6 +65,8 @@ pub struct HeapKeyedStateBackend {
     states: Vec<RegisteredState>,
     /// Reused buffer for composite keys, so lookups do not allocate.
     scratch: Vec<u8>,
+    /// Reused buffer for new values (`update`, `append`).
+    update_scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for HeapKeyedStateBackend {
@@ -86,6 +93,7 @@ impl HeapKeyedStateBackend {
             key_group_count,
             states: Vec::new(),
             scratch: Vec::new(),
+            update_scratch: Vec::new(),
         }
     }
 
@@ -189,7 +197,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn get(&mut self, state: StateId, key: StateKey<'_>) -> Result<Option<&[u8]>> {
         let (registered, index, composite) = self.locate(state, &key, "get")?;
         match &registered.tables {
-            Tables::Flat(tables) => Ok(tables[index].get(composite).map(Vec::as_slice)),
+            Tables::Flat(tables) => Ok(tables[index].get(composite).map(Value::as_slice)),
             Tables::Map(_) => Err(wrong_kind("get", registered)),
         }
     }
@@ -204,12 +212,45 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             stored.clear();
             stored.extend_from_slice(value);
         } else {
-            table.insert(composite.to_vec(), value.to_vec());
+            table.insert(Composite::from_slice(composite), Value::from_slice(value));
         }
         Ok(())
     }
 
+    fn update(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        merge: &mut weir_api::runtime::MergeFn<'_>,
+    ) -> Result<bool> {
+        let mut out = std::mem::take(&mut self.update_scratch);
+        out.clear();
+        let (registered, index, composite) = self.locate(state, &key, "update")?;
+        let Tables::Flat(tables) = &mut registered.tables else {
+            return Err(wrong_kind("update", registered));
+        };
+        let table = &mut tables[index];
+        let existed = match table.get_mut(composite) {
+            Some(stored) => {
+                merge(Some(stored), &mut out)?;
+                stored.clear();
+                stored.extend_from_slice(&out);
+                true
+            }
+            None => {
+                merge(None, &mut out)?;
+                table.insert(Composite::from_slice(composite), Value::from_slice(&out));
+                false
+            }
+        };
+        self.update_scratch = out;
+        Ok(existed)
+    }
+
     fn append(&mut self, state: StateId, key: StateKey<'_>, element: &[u8]) -> Result<()> {
+        let mut encoded = std::mem::take(&mut self.update_scratch);
+        encoded.clear();
+        encode_list_element(&mut encoded, element);
         let (registered, index, composite) = self.locate(state, &key, "append")?;
         if registered.kind != StateKind::List {
             return Err(wrong_kind("append", registered));
@@ -218,13 +259,13 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             return Err(wrong_kind("append", registered));
         };
         let table = &mut tables[index];
-        if let Some(stored) = table.get_mut(composite) {
-            encode_list_element(stored, element);
-        } else {
-            let mut list = Vec::with_capacity(4 + element.len());
-            encode_list_element(&mut list, element);
-            table.insert(composite.to_vec(), list);
+        match table.get_mut(composite) {
+            Some(stored) => stored.extend_from_slice(&encoded),
+            None => {
+                table.insert(Composite::from_slice(composite), Value::from_slice(&encoded));
+            }
         }
+        self.update_scratch = encoded;
         Ok(())
     }
 

@@ -1,0 +1,210 @@
+//! Job plugins for Weir's cluster tests, selected with `--job NAME`:
+//!
+//! ```text
+//! --job slow-sink --records N --payload-bytes B --sleep-every K --output DIR
+//! --job panic --at N --output DIR
+//! --job endless --rate R
+//! ```
+//!
+//! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
+//!   records (so the network between the generator and the map must push back), then counted
+//!   and summed by one keyed process function that writes the single line `count,sum`
+//!   (`N,N*(N+1)/2`) once its input ends.
+//! - `panic`: a map that panics with `test job panics at record N` when it sees record N of
+//!   `1..=10*N`.
+//! - `endless`: an unbounded generator throttled to R records per second into a blackhole.
+
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::time::Duration;
+use weir_api::prelude::*;
+
+/// The jobs, by their `--job` name.
+const JOBS: &[&str] = &["slow-sink", "panic", "endless"];
+
+/// A generated record with a payload that makes it expensive to ship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Payload {
+    seq: u64,
+    data: String,
+}
+
+/// The running count and sum of the slow sink's single key.
+const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
+const SUM: ValueStateDescriptor<u64> = ValueStateDescriptor::new("sum");
+
+/// Counts and sums the sequence numbers of its key; emits `count,sum` at the end of the input.
+#[derive(Clone)]
+struct CountAndSum;
+
+impl KeyedProcessFunction<u8, u64, String> for CountAndSum {
+    fn process_element(&mut self, value: u64, ctx: &mut KeyedContext<'_, u8, String>) -> Result<()> {
+        let n = ctx.value_state(&COUNT)?.value()?.unwrap_or(0);
+        if n == 0 {
+            // The end-of-input watermark fires it once, after the last record.
+            ctx.timer_service().register_event_time_timer(MAX_WATERMARK);
+        }
+        ctx.value_state(&COUNT)?.update(&(n + 1))?;
+        let mut sum = ctx.value_state(&SUM)?;
+        let s = sum.value()?.unwrap_or(0);
+        sum.update(&(s + value))?;
+        Ok(())
+    }
+
+    fn on_timer(&mut self, _timestamp: Timestamp, ctx: &mut KeyedContext<'_, u8, String>) -> Result<()> {
+        let count = ctx.value_state(&COUNT)?.value()?.unwrap_or(0);
+        let sum = ctx.value_state(&SUM)?.value()?.unwrap_or(0);
+        ctx.collect(format!("{count},{sum}"));
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Records the slow map has seen in this subtask (each subtask runs on its own thread).
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+fn slow_sink(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let records: u64 = args.parse_required("records")?;
+    let payload_bytes: usize = args.parse_required("payload-bytes")?;
+    let sleep_every: u64 = args.parse_required("sleep-every")?;
+    if sleep_every == 0 {
+        return Err(Error::InvalidArgument("--sleep-every must be at least 1".into()));
+    }
+    let output = args.required("output")?;
+    env.set_job_name("test slow-sink");
+    env.from_generator(GeneratorSource::bounded(records), |seq| seq)
+        .uid("numbers")
+        .name("numbers")
+        .map(move |seq: u64| Payload { seq, data: "x".repeat(payload_bytes) })
+        .uid("payload")
+        .name("payload")
+        .rebalance()
+        .map(move |p: Payload| {
+            let seen = SEEN.with(|seen| {
+                seen.set(seen.get() + 1);
+                seen.get()
+            });
+            if seen % sleep_every == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            p.seq
+        })
+        .uid("slow")
+        .name("slow map")
+        .key_by(|_: &u64| 0u8)
+        .process(CountAndSum)
+        .uid("count-and-sum")
+        .name("count and sum")
+        .write_as_text(output)
+        .uid("sink")
+        .name("text sink");
+    Ok(())
+}
+
+fn panic_job(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let at: u64 = args.parse_required("at")?;
+    if at == 0 {
+        return Err(Error::InvalidArgument("--at must be at least 1".into()));
+    }
+    let output = args.required("output")?;
+    env.set_job_name("test panic");
+    env.from_generator(GeneratorSource::bounded(at.saturating_mul(10)), |seq| seq)
+        .uid("numbers")
+        .name("numbers")
+        .map(move |seq: u64| {
+            if seq == at {
+                panic!("test job panics at record {at}");
+            }
+            seq
+        })
+        .uid("panicking")
+        .name("panicking map")
+        .map(|seq: u64| seq.to_string())
+        .uid("format")
+        .name("format")
+        .write_as_text(output)
+        .uid("sink")
+        .name("text sink");
+    Ok(())
+}
+
+fn endless(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let rate: f64 = args.parse_required("rate")?;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "--rate must be a positive number of records per second, got {rate}"
+        )));
+    }
+    env.set_job_name("test endless");
+    env.from_generator(GeneratorSource::unbounded().with_rate(rate), |seq| seq)
+        .uid("numbers")
+        .name("numbers")
+        .map(|seq: u64| seq.wrapping_mul(31))
+        .uid("scramble")
+        .name("scramble")
+        .sink_to_blackhole()
+        .uid("sink")
+        .name("blackhole");
+    Ok(())
+}
+
+/// Builds the job named by `--job`.
+fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    match args.required("job")? {
+        "slow-sink" => slow_sink(env, args),
+        "panic" => panic_job(env, args),
+        "endless" => endless(env, args),
+        other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
+    }
+}
+
+weir_api::export_job!(build);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_with(args: &[&str]) -> Result<()> {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        weir_api::plugin::job_entry(build).build(&args).map(|_| ())
+    }
+
+    #[test]
+    fn every_job_builds() {
+        build_with(&[
+            "--job",
+            "slow-sink",
+            "--records",
+            "10",
+            "--payload-bytes",
+            "4",
+            "--sleep-every",
+            "2",
+            "--output",
+            "/tmp/x",
+        ])
+        .unwrap();
+        build_with(&["--job", "panic", "--at", "5", "--output", "/tmp/x"]).unwrap();
+        build_with(&["--job", "endless", "--rate", "100"]).unwrap();
+    }
+
+    #[test]
+    fn bad_arguments_are_rejected() {
+        for (args, needle) in [
+            (vec![], "--job is required"),
+            (vec!["--job", "nope"], "nope"),
+            (vec!["--job", "panic", "--output", "/tmp/x"], "--at is required"),
+            (vec!["--job", "panic", "--at", "x", "--output", "/tmp/x"], "--at"),
+            (vec!["--job", "endless"], "--rate is required"),
+            (vec!["--job", "endless", "--rate", "0"], "--rate"),
+            (vec!["--job", "slow-sink", "--records", "1", "--payload-bytes", "1", "--output", "d"], "--sleep-every"),
+        ] {
+            match build_with(&args) {
+                Err(Error::InvalidArgument(message)) => assert!(message.contains(needle), "{args:?}: {message}"),
+                Err(other) => panic!("{args:?}: expected an invalid argument, got {other}"),
+                Ok(()) => panic!("{args:?}: expected an invalid argument, got a job"),
+            }
+        }
+    }
+}

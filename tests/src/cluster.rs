@@ -1,0 +1,378 @@
+//! A real Weir cluster for tests: the `weir-jobmanager` and `weir-taskmanager` binaries as child
+//! processes on ephemeral loopback ports, driven through the `weir` CLI.
+//!
+//! Every child gets a null standard input and its standard output and error captured to files in
+//! the cluster's temporary directory, so no pipe can fill up and the logs can be shown when a
+//! test fails. Children are only ever stopped through their [`Child`] handles; dropping the
+//! [`Cluster`] kills and reaps all of them.
+
+use crate::harness::{CommandOutput, artifact, run_weir};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the jobmanager may take to print its ready line, and the taskmanagers to register.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one `weir` command may take unless told otherwise.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+/// Lines of each process's log shown by [`Cluster::logs`].
+const LOG_TAIL_LINES: usize = 40;
+
+/// A running jobmanager and its taskmanagers.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    jobmanager: Child,
+    rest: String,
+    rpc: String,
+    taskmanagers: BTreeMap<String, Child>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("dir", &self.dir.path())
+            .field("rest", &self.rest)
+            .field("rpc", &self.rpc)
+            .field("taskmanagers", &self.taskmanagers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts a jobmanager with `jobmanager_flags` (on top of ephemeral addresses and a private
+    /// storage) and one taskmanager per `(id, slots)`, and waits until all have registered.
+    ///
+    /// # Panics
+    /// When a process does not start, the jobmanager prints no ready line within 20 s, or the
+    /// taskmanagers do not all register within 20 s (with the logs in the message).
+    pub fn start(jobmanager_flags: &[&str], taskmanagers: &[(&str, u32)]) -> Self {
+        let dir = tempfile::Builder::new().prefix("weir-cluster-").tempdir().expect("cluster temp dir");
+        let storage = format!("file://{}", dir.path().join("storage").display());
+        let stderr = File::create(dir.path().join("jobmanager.stderr")).expect("jobmanager log file");
+        let mut jobmanager = Command::new(artifact("weir-jobmanager"))
+            .args(["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--storage", &storage])
+            .args(jobmanager_flags)
+            .env("WEIR_PLUGIN_CACHE_DIR", dir.path().join("jm-plugins"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start weir-jobmanager");
+
+        // A thread copies the jobmanager's standard output to a file (so the pipe never fills)
+        // and hands over the first line: the ready line with the chosen ports.
+        let stdout = jobmanager.stdout.take().expect("jobmanager stdout");
+        let mut copy = File::create(dir.path().join("jobmanager.stdout")).expect("jobmanager stdout file");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(copy, "{line}");
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = jobmanager.kill();
+                let _ = jobmanager.wait();
+                let log = tail(&read_or_empty(&dir.path().join("jobmanager.stderr")), LOG_TAIL_LINES);
+                panic!("weir-jobmanager printed no ready line ({e}); its log:\n{log}");
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in the jobmanager's ready line {line:?}"))
+                .to_owned()
+        };
+        let (rest, rpc) = (field("rest"), field("rpc"));
+
+        let mut cluster = Self { dir, jobmanager, rest, rpc, taskmanagers: BTreeMap::new() };
+        for &(id, slots) in taskmanagers {
+            let rpc = cluster.rpc.clone();
+            cluster.spawn_taskmanager(id, slots, &rpc);
+        }
+        let ids: Vec<&str> = taskmanagers.iter().map(|&(id, _)| id).collect();
+        cluster.wait_for_registration(&ids);
+        cluster
+    }
+
+    /// The jobmanager's REST URL (`http://127.0.0.1:PORT`).
+    pub fn rest_url(&self) -> &str {
+        &self.rest
+    }
+
+    /// The jobmanager's RPC URL, which taskmanagers register at.
+    pub fn rpc_url(&self) -> &str {
+        &self.rpc
+    }
+
+    /// The cluster's temporary directory (logs, storage, plugin caches).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The jobmanager's storage directory (`plugins/` holds the uploaded plugins).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Runs `weir --jobmanager <rest> args...` (killed after 180 s).
+    pub fn weir(&self, args: &[&str]) -> CommandOutput {
+        self.weir_with_timeout(args, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `weir --jobmanager <rest> args...`, killed after `timeout`.
+    pub fn weir_with_timeout(&self, args: &[&str], timeout: Duration) -> CommandOutput {
+        let mut all = vec!["--jobmanager", self.rest.as_str()];
+        all.extend_from_slice(args);
+        run_weir(&all, timeout)
+    }
+
+    /// `weir <args> --json` that must succeed, parsed.
+    ///
+    /// # Panics
+    /// When the command fails or prints something that is not JSON.
+    pub fn weir_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.weir(&all);
+        assert_eq!(out.code, Some(0), "weir {all:?}: {out:?}\n{}", self.logs());
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("weir {all:?} printed no JSON ({e}): {out:?}"))
+    }
+
+    /// Starts taskmanager `id` with `slots` slots at this cluster's jobmanager and waits until it
+    /// has registered.
+    pub fn start_taskmanager(&mut self, id: &str, slots: u32) {
+        let rpc = self.rpc.clone();
+        self.spawn_taskmanager(id, slots, &rpc);
+        self.wait_for_registration(&[id]);
+    }
+
+    /// Starts taskmanager `id` registering at `jobmanager_rpc` (any URL), without waiting.
+    pub fn start_taskmanager_at(&mut self, id: &str, slots: u32, jobmanager_rpc: &str) {
+        self.spawn_taskmanager(id, slots, jobmanager_rpc);
+    }
+
+    fn spawn_taskmanager(&mut self, id: &str, slots: u32, jobmanager_rpc: &str) {
+        assert!(!self.taskmanagers.contains_key(id), "taskmanager {id} is already running");
+        let dir = self.dir.path();
+        let stdout = File::create(dir.join(format!("{id}.stdout"))).expect("taskmanager stdout file");
+        let stderr = File::create(dir.join(format!("{id}.stderr"))).expect("taskmanager stderr file");
+        let slots = slots.to_string();
+        let child = Command::new(artifact("weir-taskmanager"))
+            .args(["--jobmanager", jobmanager_rpc, "--slots", &slots, "--id", id])
+            .args(["--rpc-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0"])
+            .env("WEIR_PLUGIN_DIR", dir.join(format!("{id}-plugins")))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start weir-taskmanager");
+        self.taskmanagers.insert(id.to_owned(), child);
+    }
+
+    /// Waits (up to 20 s) until `weir taskmanagers` lists every one of `ids`.
+    fn wait_for_registration(&mut self, ids: &[&str]) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let out = self.weir(&["taskmanagers", "--json"]);
+            let registered: Vec<String> = serde_json::from_str::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["taskmanagers"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|tm| tm["id"].as_str().map(str::to_owned))
+                .collect();
+            if ids.iter().all(|id| registered.iter().any(|r| r == id)) {
+                return;
+            }
+            for id in ids {
+                if let Some(status) = self.taskmanagers.get_mut(*id).and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!("taskmanager {id} exited ({status}) before registering\n{}", self.logs());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "taskmanagers {ids:?} did not all register within {STARTUP_TIMEOUT:?} (registered: {registered:?})\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills taskmanager `id` with SIGKILL (through its handle) and reaps it.
+    ///
+    /// # Panics
+    /// When there is no such taskmanager.
+    pub fn kill_taskmanager(&mut self, id: &str) {
+        let mut child = self.taskmanagers.remove(id).unwrap_or_else(|| panic!("no taskmanager {id}"));
+        let _ = child.kill();
+        child.wait().expect("reap the killed taskmanager");
+    }
+
+    /// Whether taskmanager `id` is still running.
+    pub fn taskmanager_running(&mut self, id: &str) -> bool {
+        self.taskmanagers.get_mut(id).is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The process id of taskmanager `id`.
+    ///
+    /// # Panics
+    /// When there is no such taskmanager.
+    pub fn taskmanager_pid(&self, id: &str) -> u32 {
+        self.taskmanagers.get(id).unwrap_or_else(|| panic!("no taskmanager {id}")).id()
+    }
+
+    /// The peak resident set size (`VmHWM`) of process `pid` in KiB.
+    ///
+    /// # Panics
+    /// When `/proc/PID/status` cannot be read or has no `VmHWM` line.
+    pub fn peak_rss_kib(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+    }
+
+    /// Polls `weir status JOB --json` until the job is in one of `states`; returns its details.
+    ///
+    /// # Panics
+    /// When it is not within `timeout`, or reaches another terminal state first (with the
+    /// details and the logs in the message).
+    pub fn wait_for_state(&self, job: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.weir(&["status", job, "--json"]);
+            let details: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+            let state = details["state"].as_str().unwrap_or_default();
+            if states.contains(&state) {
+                return details;
+            }
+            let terminal = ["FINISHED", "FAILED", "CANCELED"].contains(&state);
+            assert!(
+                !terminal && Instant::now() < deadline,
+                "job {job} is {state:?}, not in {states:?} (after at most {timeout:?}): {out:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls `weir status JOB --json` until the job is RUNNING and every one of its subtasks
+    /// runs (the job turns RUNNING as soon as its deployment starts); returns its details.
+    ///
+    /// # Panics
+    /// As [`Cluster::wait_for_state`].
+    pub fn wait_for_running_subtasks(&self, job: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let details = self.wait_for_state(job, &["RUNNING"], deadline.saturating_duration_since(Instant::now()));
+            let states: Vec<&str> = details["vertices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|vertex| vertex["subtasks"].as_array().into_iter().flatten())
+                .map(|subtask| subtask["state"].as_str().unwrap_or_default())
+                .collect();
+            if !states.is_empty() && states.iter().all(|state| *state == "Running") {
+                return details;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the subtasks of job {job} are not all running after {timeout:?}: {details}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything taskmanager `id` logged on standard error so far.
+    pub fn taskmanager_stderr(&self, id: &str) -> String {
+        read_or_empty(&self.dir.path().join(format!("{id}.stderr")))
+    }
+
+    /// Everything the jobmanager logged on standard error so far.
+    pub fn jobmanager_stderr(&self) -> String {
+        read_or_empty(&self.dir.path().join("jobmanager.stderr"))
+    }
+
+    /// The last lines of the jobmanager's and every taskmanager's (also killed ones') log, for
+    /// assertion messages.
+    pub fn logs(&self) -> String {
+        let mut text = format!("--- jobmanager log (tail) ---\n{}\n", tail(&self.jobmanager_stderr(), LOG_TAIL_LINES));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if let Some(id) = name.strip_suffix(".stderr").filter(|id| *id != "jobmanager") {
+                text.push_str(&format!(
+                    "--- taskmanager {id} log (tail) ---\n{}\n",
+                    tail(&read_or_empty(&path), LOG_TAIL_LINES)
+                ));
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.taskmanagers.values_mut().chain(std::iter::once(&mut self.jobmanager)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The job id from the output of `weir run` (`Job submitted: <id>`).
+///
+/// # Panics
+/// When the output has no such line.
+pub fn submitted_job_id(out: &CommandOutput) -> String {
+    out.stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .find_map(|line| line.trim().strip_prefix("Job submitted: "))
+        .unwrap_or_else(|| panic!("no `Job submitted:` line: {out:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// The taskmanagers that ran subtasks of the job with `details` (from `status --json`).
+pub fn taskmanagers_of(details: &Value) -> std::collections::BTreeSet<String> {
+    details["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|vertex| vertex["subtasks"].as_array().into_iter().flatten())
+        .filter_map(|subtask| subtask["taskmanager"].as_str())
+        .filter(|tm| !tm.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn read_or_empty(path: &Path) -> String {
+    std::fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
