@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{ChainSpec, NodeId, Partitioning};
-use crate::runtime::{JobGraph, SourceStatus, TaskChain, TaskInfo, TaskRuntime};
+use crate::runtime::{InputBatch, JobGraph, SourceStatus, TaskChain, TaskInfo, TaskRuntime};
 use crate::time::Timestamp;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -119,7 +119,7 @@ impl<T: 'static> Output<T> {
 pub(crate) trait HeadOperator: Send {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus>;
-    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn process_batch(&mut self, input: usize, batch: InputBatch<'_>, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
@@ -143,8 +143,8 @@ impl<T: crate::Data> HeadOperator for DecodingHead<T> {
         Err(Error::InvalidJob(format!("operator '{}' is not a source", self.name)))
     }
 
-    fn process_batch(&mut self, _input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
-        crate::codec::decode_batch(batch, &mut self.buffer, &self.name)?;
+    fn process_batch(&mut self, _input: usize, batch: InputBatch<'_>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        crate::codec::take_batch(batch, &mut self.buffer, &self.name)?;
         rt.add_records_in(self.buffer.len() as u64);
         self.operator.push(&mut self.buffer, rt)
     }
@@ -204,7 +204,7 @@ impl TaskChain for Chain {
     fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus> {
         self.guard(|head| head.poll_source(rt))
     }
-    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn process_batch(&mut self, input: usize, batch: InputBatch<'_>, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.guard(|head| head.process_batch(input, batch, rt))
     }
     fn process_watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {

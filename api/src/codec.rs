@@ -62,6 +62,30 @@ pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(bytes: &'a [u8], what: &str
     postcard::take_from_bytes(bytes).map_err(|e| Error::serialization("deserialize", what, e))
 }
 
+/// Takes the records of an arriving batch into `out` (empty or not): decodes bytes, or moves the
+/// values of a typed batch.
+pub(crate) fn take_batch<T: serde::de::DeserializeOwned + 'static>(
+    batch: crate::runtime::InputBatch<'_>,
+    out: &mut Vec<StreamRecord<T>>,
+    what: &str,
+) -> Result<()> {
+    match batch {
+        crate::runtime::InputBatch::Bytes(bytes) => decode_batch(bytes, out, what),
+        crate::runtime::InputBatch::Records(batch) => {
+            let records = batch
+                .0
+                .downcast::<Vec<StreamRecord<T>>>()
+                .map_err(|_| Error::InvalidJob(format!("record type mismatch on the input of {what}")))?;
+            if out.is_empty() {
+                *out = *records;
+            } else {
+                out.extend(*records);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Decodes every record of a serialized batch, appending to `out`.
 pub(crate) fn decode_batch<T: DeserializeOwned>(
     mut bytes: &[u8],

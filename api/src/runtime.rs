@@ -13,6 +13,27 @@ use crate::graph::{ChainSpec, JobDescriptor};
 use crate::time::Timestamp;
 use std::ops::RangeInclusive;
 
+/// Records passed between two tasks of one process as Rust values. Opaque to the runtime, which
+/// only moves it from the producing task to the consuming one: both are instances of the same
+/// loaded plugin, which alone creates and opens it.
+pub struct TypedBatch(pub(crate) Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for TypedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TypedBatch")
+    }
+}
+
+/// A batch of records arriving at a task: serialized (from another process, or a byte channel)
+/// or as Rust values (from a task of the same process).
+#[derive(Debug)]
+pub enum InputBatch<'a> {
+    /// Serialized records.
+    Bytes(&'a [u8]),
+    /// Records as values.
+    Records(TypedBatch),
+}
+
 /// Identity and placement of one running subtask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -68,6 +89,14 @@ pub trait TaskRuntime {
     ///
     /// Blocks while the channel has no room: this is how backpressure reaches producers.
     fn send_batch(&mut self, output: usize, channel: usize, batch: Vec<u8>, records: usize) -> Result<()>;
+
+    /// Whether channel `channel` of task output `output` stays inside this process, so that
+    /// [`TaskRuntime::send_records`] can hand over Rust values instead of bytes.
+    fn is_local(&self, output: usize, channel: usize) -> bool;
+
+    /// Sends a batch of `records` records as Rust values to a local channel (see
+    /// [`TaskRuntime::is_local`]). Blocks like [`TaskRuntime::send_batch`].
+    fn send_records(&mut self, output: usize, channel: usize, batch: TypedBatch, records: usize) -> Result<()>;
 
     /// Sends a watermark to every channel of task output `output`.
     fn send_watermark(&mut self, output: usize, watermark: Timestamp) -> Result<()>;
@@ -241,8 +270,8 @@ pub trait TaskChain: Send {
     /// Source chains: produce the next batch and push it through the chain.
     fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus>;
 
-    /// Processes one serialized batch that arrived on input `input` of the head operator.
-    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Processes one batch that arrived on input `input` of the head operator.
+    fn process_batch(&mut self, input: usize, batch: InputBatch<'_>, rt: &mut dyn TaskRuntime) -> Result<()>;
 
     /// The combined input watermark advanced to `watermark`.
     fn process_watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;

@@ -77,9 +77,8 @@ impl TimerQueue {
                 return;
             }
         }
-        let bucket = self.by_time.entry(timestamp).or_default();
-        if !bucket.contains(probe) {
-            bucket.insert(probe.clone());
+        // One lookup: the probe's bytes are inline for short keys, so cloning it does not allocate.
+        if self.by_time.entry(timestamp).or_default().insert(probe.clone()) {
             self.len += 1;
         }
     }

@@ -14,6 +14,21 @@ use weir_runtime::JobArtifact;
 /// How often `weir run` asks for the job's state while it waits.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Prints a line on standard output; a closed pipe (`weir list | head -1`) ends the program
+/// quietly, as Unix tools do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("weir: cannot write to standard output: {e}");
+            std::process::exit(2);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: a distributed dataflow engine for Rust jobs")]
 struct Cli {
@@ -159,7 +174,7 @@ async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&details)?);
+        outln!("{}", serde_json::to_string_pretty(&details)?);
     } else {
         print_summary(&serde_json::from_value(serde_json::to_value(&details)?)?);
     }
@@ -191,9 +206,9 @@ async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Resul
     let id = submitted.jobid;
     if args.detached {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            outln!("{}", serde_json::to_string_pretty(&answer)?);
         } else {
-            println!("Job submitted: {id}");
+            outln!("Job submitted: {id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -201,12 +216,12 @@ async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Resul
         // Standard output carries only the final JSON.
         eprintln!("Job submitted: {id}");
     } else {
-        println!("Job submitted: {id}");
+        outln!("Job submitted: {id}");
     }
 
     let (details, summary) = wait_for_end(client, &id).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&details)?);
+        outln!("{}", serde_json::to_string_pretty(&details)?);
     } else {
         print_summary(&summary);
     }
@@ -261,12 +276,12 @@ async fn wait_for_end(client: &RestClient, id: &str) -> anyhow::Result<(Value, J
 async fn list(client: &RestClient, json: bool) -> anyhow::Result<ExitCode> {
     let answer: Value = client.jobs().await.context("cannot list jobs")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
     }
     let list: JobList = serde_json::from_value(answer).context("unexpected job list")?;
     if list.jobs.is_empty() {
-        println!("No jobs.");
+        outln!("No jobs.");
         return Ok(ExitCode::SUCCESS);
     }
     let rows = list
@@ -290,21 +305,21 @@ async fn list(client: &RestClient, json: bool) -> anyhow::Result<ExitCode> {
 async fn status(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
     let answer: Value = client.job(&args.job).await.with_context(|| format!("cannot get job {}", args.job))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
     }
     let job: JobSummary = serde_json::from_value(answer).context("unexpected job details")?;
-    println!("Job '{}' ({}) {}", job.name, job.jid, job.state);
-    println!("  started {}, running for {}", format_start(job.start_time), format_duration(job.duration_ms));
-    println!("  {} records from sources", job.source_records);
+    outln!("Job '{}' ({}) {}", job.name, job.jid, job.state);
+    outln!("  started {}, running for {}", format_start(job.start_time), format_duration(job.duration_ms));
+    outln!("  {} records from sources", job.source_records);
     if job.restarts > 0 {
-        println!("  restarted {} time(s)", job.restarts);
+        outln!("  restarted {} time(s)", job.restarts);
     }
     if let Some(failure) = &job.failure {
-        println!("  failure: {failure}");
+        outln!("  failure: {failure}");
     }
     for sink in &job.sinks {
-        println!("  output {sink}");
+        outln!("  output {sink}");
     }
     let mut rows = Vec::new();
     for vertex in &job.vertices {
@@ -328,7 +343,7 @@ async fn status(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
         }
     }
     if !rows.is_empty() {
-        println!();
+        outln!();
         print_table(&["VERTEX", "PARALLELISM", "STATE", "TASKMANAGER", "RECORDS IN", "RECORDS OUT"], rows);
     }
     Ok(ExitCode::SUCCESS)
@@ -338,9 +353,9 @@ async fn status(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
 async fn cancel(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
     let answer: Value = client.cancel(&args.job).await.with_context(|| format!("cannot cancel job {}", args.job))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        println!("Cancellation of job {} requested.", args.job);
+        outln!("Cancellation of job {} requested.", args.job);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -349,12 +364,12 @@ async fn cancel(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
 async fn taskmanagers(client: &RestClient, json: bool) -> anyhow::Result<ExitCode> {
     let answer: Value = client.taskmanagers().await.context("cannot list taskmanagers")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
     }
     let list: TaskManagerList = serde_json::from_value(answer).context("unexpected taskmanager list")?;
     if list.taskmanagers.is_empty() {
-        println!("No taskmanagers registered.");
+        outln!("No taskmanagers registered.");
         return Ok(ExitCode::SUCCESS);
     }
     let rows = list
@@ -377,10 +392,10 @@ async fn taskmanagers(client: &RestClient, json: bool) -> anyhow::Result<ExitCod
 fn print_summary(details: &JobSummary) {
     let seconds = details.duration_ms as f64 / 1000.0;
     let rate = if seconds > 0.0 { details.source_records as f64 / seconds } else { 0.0 };
-    println!("Job '{}' ({}) {} in {seconds:.3} s", details.name, details.jid, details.state);
-    println!("  {} records from sources, {rate:.0} records/s", details.source_records);
+    outln!("Job '{}' ({}) {} in {seconds:.3} s", details.name, details.jid, details.state);
+    outln!("  {} records from sources, {rate:.0} records/s", details.source_records);
     for sink in &details.sinks {
-        println!("  output {sink}");
+        outln!("  output {sink}");
     }
 }
 
@@ -401,7 +416,7 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
                 text.push_str(&format!("{cell:<width$}  "));
             }
         }
-        println!("{}", text.trim_end());
+        outln!("{}", text.trim_end());
     };
     line(headers.to_vec());
     for row in &rows {

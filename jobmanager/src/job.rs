@@ -222,6 +222,24 @@ impl Job {
         commands
     }
 
+    /// Deploying `failed` failed and `never_deployed` were not deployed at all: none of them
+    /// will report, so they count as stopped; the attempt fails.
+    pub(crate) fn deployment_failed(
+        &mut self,
+        failed: TaskId,
+        never_deployed: &[TaskId],
+        message: String,
+    ) -> Vec<JobCommand> {
+        for (task, state) in std::iter::once((&failed, TaskExecutionState::Failed))
+            .chain(never_deployed.iter().map(|t| (t, TaskExecutionState::Canceled)))
+        {
+            if let Some(t) = self.tasks.get_mut(task).filter(|t| !t.state.is_terminal()) {
+                t.state = state;
+            }
+        }
+        self.fail(message)
+    }
+
     /// Starts the next execution attempt (after RESTARTING): back to CREATED, tasks forgotten.
     pub(crate) fn next_attempt(&mut self) -> bool {
         if !self.transition(JobStatus::Created) {
@@ -516,6 +534,25 @@ mod tests {
         assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
         j.taskmanager_lost("b", "no heartbeat");
+        assert_eq!(j.status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn a_failed_deployment_counts_undeployed_tasks_as_stopped() {
+        // Regression: tasks after a failed deploy call stayed DEPLOYING and the job FAILING.
+        let mut j = job(3);
+        let task = |subtask| TaskId { job: j.id, attempt: 0, vertex: 0, subtask };
+        let (t0, t1, t2) = (task(0), task(1), task(2));
+        j.on_task_event(&TaskEvent {
+            task: t0,
+            state: TaskExecutionState::Running,
+            failure: None,
+            records_in: 0,
+            records_out: 0,
+        });
+        assert_eq!(j.deployment_failed(t1, &[t2], "unreachable".into()), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Failing);
+        j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled));
         assert_eq!(j.status, JobStatus::Failed);
     }
 

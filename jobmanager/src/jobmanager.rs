@@ -251,19 +251,23 @@ impl Shared {
             }
             let _ = tokio::time::timeout_at(deadline.into(), notified).await;
         };
+        let mut pending: Vec<TaskId> = deployments.iter().map(|(d, _)| d.task).collect();
+        pending.reverse();
         for (deployment, tm) in deployments {
             let task = deployment.task;
-            let Some(gateway) = gateways.get(&tm) else { continue };
-            if let Err(message) = gateway.deploy(deployment, artifact.clone()).await {
+            pending.pop();
+            let result = match gateways.get(&tm) {
+                Some(gateway) => gateway.deploy(deployment, artifact.clone()).await,
+                None => Err("the taskmanager is no longer registered".to_owned()),
+            };
+            if let Err(message) = result {
                 let failure = Error::TaskManager { taskmanager: tm.clone(), message }.to_string();
                 error!(job_id = %id, %task, "deployment failed: {failure}");
                 let mut state = self.lock();
-                if let Some(entry) = state.jobs.get_mut(&id) {
-                    if entry.job.attempt != task.attempt {
-                        return;
-                    }
+                if let Some(entry) = state.jobs.get_mut(&id).filter(|e| e.job.attempt == task.attempt) {
                     let was_terminal = entry.job.status.is_terminal();
-                    let commands = entry.job.fail(failure);
+                    // The tasks after this one were never deployed: none of them will report.
+                    let commands = entry.job.deployment_failed(task, &pending, failure);
                     self.after_change(&mut state, id, was_terminal, commands);
                 }
                 return;
@@ -346,6 +350,12 @@ fn deployments(
                 chain: vertex.chain.clone(),
                 inputs: vertex.inputs.clone(),
                 input_locations,
+                output_taskmanagers: vertex
+                    .chain
+                    .outputs
+                    .iter()
+                    .map(|o| (0..o.consumer_parallelism).map(|c| slots[c as usize].clone()).collect())
+                    .collect(),
             };
             out.push((deployment, slots[subtask as usize].clone()));
         }

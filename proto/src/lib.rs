@@ -19,7 +19,7 @@ pub mod control {
 #[cfg(test)]
 mod tests {
     use super::control::v1::{
-        ChainSpec, ChannelAddress, DeployTaskRequest, InputSpec, OutputSpec, Partitioning, TaskId,
+        ChainSpec, ChannelAddress, ConsumerTaskManagers, DeployTaskRequest, InputSpec, OutputSpec, Partitioning, TaskId,
     };
     use prost::Message;
 
@@ -68,6 +68,9 @@ mod tests {
                     taskmanager_id: "tm-2".to_owned(),
                 },
             ],
+            output_taskmanagers: vec![ConsumerTaskManagers {
+                taskmanager_ids: vec!["tm-1".to_owned(), "tm-2".to_owned()],
+            }],
         };
 
         let bytes = request.encode_to_vec();

@@ -156,6 +156,11 @@ pub fn deployment_to_request(deployment: &TaskDeployment, plugin_sha256: &str) -
                 taskmanager_id: l.taskmanager.clone(),
             })
             .collect(),
+        output_taskmanagers: deployment
+            .output_taskmanagers
+            .iter()
+            .map(|ids| pb::ConsumerTaskManagers { taskmanager_ids: ids.clone() })
+            .collect(),
     }
 }
 
@@ -209,8 +214,16 @@ pub fn deployment_from_request(request: pb::DeployTaskRequest) -> Result<(TaskDe
             data_address: a.data_address,
         })
         .collect();
+    let output_taskmanagers: Vec<Vec<String>> =
+        request.output_taskmanagers.into_iter().map(|c| c.taskmanager_ids).collect();
+    if output_taskmanagers.len() != outputs.len()
+        || output_taskmanagers.iter().zip(&outputs).any(|(ids, o)| ids.len() != o.consumer_parallelism as usize)
+    {
+        return Err(invalid("output_taskmanagers", "does not match the chain's outputs and their parallelism"));
+    }
     let deployment = TaskDeployment {
         task,
+        output_taskmanagers,
         job_name: request.job_name,
         task_name: request.task_name,
         parallelism: request.parallelism,
@@ -253,6 +266,7 @@ mod tests {
                 taskmanager: "tm-1".into(),
                 data_address: "127.0.0.1:9".into(),
             }],
+            output_taskmanagers: vec![vec!["tm-1".into(), "tm-2".into(), "tm-1".into(), "tm-2".into()]],
         }
     }
 

@@ -119,6 +119,8 @@ pub struct TaskDeployment {
     pub inputs: Vec<InputSpec>,
     /// Where the producer of every input channel runs.
     pub input_locations: Vec<ChannelLocation>,
+    /// For each output (as in `chain.outputs`), the taskmanager id of each consumer subtask.
+    pub output_taskmanagers: Vec<Vec<String>>,
 }
 
 impl TaskDeployment {

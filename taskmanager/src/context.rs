@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
-use weir_api::runtime::{KeyedStateBackend, LogLevel, SinkWriter, SourceReader, TaskInfo, TaskRuntime};
+use weir_api::runtime::{KeyedStateBackend, LogLevel, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch};
 use weir_api::{Error, Result};
 use weir_runtime::TaskId;
 
@@ -34,6 +34,8 @@ pub(crate) struct TaskContext {
     pub(crate) id: TaskId,
     pub(crate) info: TaskInfo,
     pub(crate) outputs: Vec<OutputChannels>,
+    /// Per output and channel: whether the consumer runs in this process.
+    pub(crate) local: Vec<Vec<bool>>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) metrics: Arc<TaskMetrics>,
 }
@@ -99,6 +101,24 @@ impl TaskRuntime for TaskContext {
         })?;
         self.metrics.records_out.fetch_add(records as u64, Ordering::Relaxed);
         self.send(sender, ChannelEvent::Batch(batch))
+    }
+
+    fn is_local(&self, output: usize, channel: usize) -> bool {
+        self.local.get(output).and_then(|o| o.get(channel)).copied().unwrap_or(false)
+    }
+
+    fn send_records(&mut self, output: usize, channel: usize, batch: TypedBatch, records: usize) -> Result<()> {
+        if !self.is_local(output, channel) {
+            return Err(Error::runtime(
+                "exchange",
+                format!("typed records for remote channel {channel} of output {output}"),
+            ));
+        }
+        let sender = self.output(output)?.get(channel).and_then(Option::as_ref).ok_or_else(|| {
+            Error::runtime("exchange", format!("task {} has no channel {channel} on output {output}", self.id))
+        })?;
+        self.metrics.records_out.fetch_add(records as u64, Ordering::Relaxed);
+        self.send(sender, ChannelEvent::Records(batch))
     }
 
     fn send_watermark(&mut self, output: usize, watermark: i64) -> Result<()> {

@@ -14,6 +14,8 @@ use weir_runtime::{ChannelId, JobId};
 pub enum ChannelEvent {
     /// A serialized batch of records.
     Batch(Vec<u8>),
+    /// Records as Rust values, between two tasks of this process (never sent over the network).
+    Records(weir_api::runtime::TypedBatch),
     /// The producer's watermark advanced.
     Watermark(Timestamp),
     /// The producer became idle (`true`) or active again (`false`).

@@ -7,7 +7,7 @@ use crate::input_gate::{GateUpdate, InputGate};
 use crossbeam_channel::{Receiver, Select};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use weir_api::runtime::{SourceStatus, TaskChain};
+use weir_api::runtime::{InputBatch, SourceStatus, TaskChain};
 use weir_api::{Error, Result};
 
 /// The longest a task waits without checking for cancellation.
@@ -83,7 +83,11 @@ pub(crate) fn run_inputs(
             .map_err(|_| Error::runtime("exchange", "an upstream task is gone without ending its stream"))?;
         let update = match event {
             ChannelEvent::Batch(data) => {
-                chain.process_batch(gate.input_of(channel), &data, cx)?;
+                chain.process_batch(gate.input_of(channel), InputBatch::Bytes(&data), cx)?;
+                GateUpdate::default()
+            }
+            ChannelEvent::Records(records) => {
+                chain.process_batch(gate.input_of(channel), InputBatch::Records(records), cx)?;
                 GateUpdate::default()
             }
             ChannelEvent::Watermark(watermark) => gate.on_watermark(channel, watermark),

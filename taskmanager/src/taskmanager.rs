@@ -293,7 +293,23 @@ impl TaskManager {
             }
         }
         self.inner.report(task, TaskExecutionState::Deploying, None, &metrics);
-        let mut cx = TaskContext { id: task, info, outputs, cancel, metrics };
+        // A consumer on this taskmanager gets records as values; a missing location (a
+        // deployment from an older jobmanager) conservatively means remote.
+        let own = &self.inner.config.id;
+        let local = deployment
+            .chain
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(o, output)| {
+                (0..output.consumer_parallelism as usize)
+                    .map(|c| {
+                        deployment.output_taskmanagers.get(o).and_then(|ids| ids.get(c)).is_some_and(|tm| tm == own)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut cx = TaskContext { id: task, info, outputs, local, cancel, metrics };
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("weir-task-{}-{}", task.vertex, task.subtask))

@@ -1,5 +1,9 @@
-//! The sending side of a task boundary: serializes records into one buffer per downstream channel
-//! and hands full (or, at the end of each input batch, partial) buffers to the runtime.
+//! The sending side of a task boundary: routes each record to a downstream channel (forward,
+//! rebalance, hash by key group, broadcast) and hands full (or, at the end of each input batch,
+//! partial) batches to the runtime.
+//!
+//! A channel to a task of the same process gets the records as Rust values (no serialization);
+//! a channel to another process gets them serialized into one buffer per channel.
 
 use crate::chain::{Downstream, StreamRecord};
 use crate::codec::encode_record;
@@ -7,11 +11,23 @@ use crate::error::{Error, Result};
 use crate::factory::KeyBytesFn;
 use crate::graph::Partitioning;
 use crate::keygroup::{key_group_for_key_bytes, subtask_for_key_group};
-use crate::runtime::{TaskInfo, TaskRuntime};
+use crate::runtime::{TaskInfo, TaskRuntime, TypedBatch};
 use crate::time::Timestamp;
 
-/// A channel buffer is sent once it holds this many bytes.
+/// A serialized channel buffer is sent once it holds this many bytes.
 const FLUSH_BYTES: usize = 32 * 1024;
+/// A typed channel buffer is sent once it holds this many records.
+const FLUSH_RECORDS: usize = 1024;
+
+/// What is waiting to be sent on one channel.
+enum Pending<T> {
+    /// Not opened yet.
+    Unopened,
+    /// Serialized records and how many.
+    Bytes(Vec<u8>, usize),
+    /// Records as values.
+    Records(Vec<StreamRecord<T>>),
+}
 
 pub(crate) struct NetworkOutput<T> {
     task_output: usize,
@@ -20,8 +36,7 @@ pub(crate) struct NetworkOutput<T> {
     max_parallelism: u32,
     key: Option<KeyBytesFn<T>>,
     key_buffer: Vec<u8>,
-    buffers: Vec<Vec<u8>>,
-    counts: Vec<usize>,
+    pending: Vec<Pending<T>>,
     next_channel: u32,
     own_subtask: u32,
     what: String,
@@ -57,8 +72,7 @@ impl<T: crate::Data> NetworkOutput<T> {
             max_parallelism: info.max_parallelism,
             key,
             key_buffer: Vec::new(),
-            buffers: (0..channels).map(|_| Vec::new()).collect(),
-            counts: vec![0; channels as usize],
+            pending: (0..channels).map(|_| Pending::Unopened).collect(),
             // Start round robin at the own index so that subtasks do not all hit channel 0 first.
             next_channel: info.subtask % channels,
             own_subtask: info.subtask,
@@ -67,34 +81,68 @@ impl<T: crate::Data> NetworkOutput<T> {
     }
 
     fn send(&mut self, channel: usize, rt: &mut dyn TaskRuntime) -> Result<()> {
-        let records = std::mem::take(&mut self.counts[channel]);
-        if records == 0 {
-            return Ok(());
+        match &mut self.pending[channel] {
+            Pending::Bytes(buffer, records) if *records > 0 => {
+                let count = std::mem::take(records);
+                let batch = std::mem::replace(buffer, Vec::with_capacity(FLUSH_BYTES + 1024));
+                rt.send_batch(self.task_output, channel, batch, count)
+            }
+            Pending::Records(records) if !records.is_empty() => {
+                let count = records.len();
+                let batch = std::mem::replace(records, Vec::with_capacity(FLUSH_RECORDS));
+                rt.send_records(self.task_output, channel, TypedBatch(Box::new(batch)), count)
+            }
+            _ => Ok(()),
         }
-        let batch = std::mem::replace(&mut self.buffers[channel], Vec::with_capacity(FLUSH_BYTES + 1024));
-        rt.send_batch(self.task_output, channel, batch, records)
     }
 
     fn flush_all(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
-        for channel in 0..self.buffers.len() {
+        for channel in 0..self.pending.len() {
+            self.send(channel, rt)?;
+        }
+        Ok(())
+    }
+
+    /// Queues `record` (taken by value) on `channel`.
+    #[inline]
+    fn write(&mut self, channel: usize, record: StreamRecord<T>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let full = match &mut self.pending[channel] {
+            Pending::Records(records) => {
+                records.push(record);
+                records.len() >= FLUSH_RECORDS
+            }
+            Pending::Bytes(buffer, count) => {
+                encode_record(record.timestamp, &record.value, buffer, &self.what)?;
+                *count += 1;
+                buffer.len() >= FLUSH_BYTES
+            }
+            Pending::Unopened => return Err(Error::InvalidJob(format!("output of '{}' used before open", self.what))),
+        };
+        if full {
             self.send(channel, rt)?;
         }
         Ok(())
     }
 
     #[inline]
-    fn write(&mut self, channel: usize, record: &StreamRecord<T>, rt: &mut dyn TaskRuntime) -> Result<()> {
-        encode_record(record.timestamp, &record.value, &mut self.buffers[channel], &self.what)?;
-        self.counts[channel] += 1;
-        if self.buffers[channel].len() >= FLUSH_BYTES {
-            self.send(channel, rt)?;
-        }
-        Ok(())
+    fn hash_channel(&mut self, value: &T) -> Result<usize> {
+        let key = self.key.as_ref().ok_or_else(|| Error::InvalidJob("hash edge without a key selector".into()))?;
+        self.key_buffer.clear();
+        key(value, &mut self.key_buffer)?;
+        let key_group = key_group_for_key_bytes(&self.key_buffer, self.max_parallelism);
+        Ok(subtask_for_key_group(key_group, self.max_parallelism, self.channels) as usize)
     }
 }
 
 impl<T: crate::Data> Downstream<T> for NetworkOutput<T> {
-    fn open(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        for (channel, pending) in self.pending.iter_mut().enumerate() {
+            *pending = if rt.is_local(self.task_output, channel) {
+                Pending::Records(Vec::with_capacity(FLUSH_RECORDS))
+            } else {
+                Pending::Bytes(Vec::with_capacity(FLUSH_BYTES + 1024), 0)
+            };
+        }
         Ok(())
     }
 
@@ -102,36 +150,39 @@ impl<T: crate::Data> Downstream<T> for NetworkOutput<T> {
         match self.partitioning {
             Partitioning::Forward | Partitioning::Auto => {
                 let channel = self.own_subtask as usize;
-                for record in batch.iter() {
+                if let Pending::Records(records) = &mut self.pending[channel] {
+                    if records.is_empty() {
+                        // Hand the whole batch over without copying it record by record.
+                        std::mem::swap(records, batch);
+                        return self.flush_all(rt);
+                    }
+                }
+                for record in batch.drain(..) {
                     self.write(channel, record, rt)?;
                 }
             }
             Partitioning::Rebalance => {
-                for record in batch.iter() {
+                for record in std::mem::take(batch) {
                     let channel = self.next_channel as usize;
                     self.next_channel = (self.next_channel + 1) % self.channels;
                     self.write(channel, record, rt)?;
                 }
             }
             Partitioning::Hash => {
-                let key = self.key.clone().expect("checked in new");
-                for record in batch.iter() {
-                    self.key_buffer.clear();
-                    key(&record.value, &mut self.key_buffer)?;
-                    let kg = key_group_for_key_bytes(&self.key_buffer, self.max_parallelism);
-                    let channel = subtask_for_key_group(kg, self.max_parallelism, self.channels) as usize;
+                for record in std::mem::take(batch) {
+                    let channel = self.hash_channel(&record.value)?;
                     self.write(channel, record, rt)?;
                 }
             }
             Partitioning::Broadcast => {
-                for record in batch.iter() {
-                    for channel in 0..self.channels as usize {
-                        self.write(channel, record, rt)?;
+                for record in std::mem::take(batch) {
+                    for channel in 1..self.channels as usize {
+                        self.write(channel, record.clone(), rt)?;
                     }
+                    self.write(0, record, rt)?;
                 }
             }
         }
-        batch.clear();
         self.flush_all(rt)
     }
 

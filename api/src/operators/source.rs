@@ -126,7 +126,12 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         }
     }
 
-    fn process_batch(&mut self, _input: usize, _batch: &[u8], _rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        _batch: crate::runtime::InputBatch<'_>,
+        _rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
         Err(Error::InvalidJob(format!("source '{}' has no inputs", self.name)))
     }
 

@@ -1,7 +1,7 @@
 //! Two-input operators (`connect`): each input is decoded into its own type.
 
 use crate::chain::{HeadOperator, Output, StreamRecord, min_time};
-use crate::codec::decode_batch;
+use crate::codec::take_batch;
 use crate::error::{Error, Result};
 use crate::functions::{KeyedCoProcessFunction, RuntimeContext, TimeDomain};
 use crate::operators::keyed::KeyedHarness;
@@ -35,10 +35,15 @@ where
         Err(Error::InvalidJob(format!("operator '{}' is not a source", self.name)))
     }
 
-    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        input: usize,
+        batch: crate::runtime::InputBatch<'_>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
         match input {
             0 => {
-                decode_batch(batch, &mut self.first, &self.name)?;
+                take_batch(batch, &mut self.first, &self.name)?;
                 rt.add_records_in(self.first.len() as u64);
                 let f = &*self.f1;
                 self.out
@@ -46,7 +51,7 @@ where
                     .extend(self.first.drain(..).map(|r| StreamRecord { timestamp: r.timestamp, value: f(r.value) }));
             }
             1 => {
-                decode_batch(batch, &mut self.second, &self.name)?;
+                take_batch(batch, &mut self.second, &self.name)?;
                 rt.add_records_in(self.second.len() as u64);
                 let f = &*self.f2;
                 self.out
@@ -108,11 +113,16 @@ where
         Err(Error::InvalidJob(format!("operator '{}' is not a source", self.harness.name)))
     }
 
-    fn process_batch(&mut self, input: usize, batch: &[u8], rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        input: usize,
+        batch: crate::runtime::InputBatch<'_>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
         self.harness.now = rt.processing_time();
         match input {
             0 => {
-                decode_batch(batch, &mut self.first, &self.harness.name)?;
+                take_batch(batch, &mut self.first, &self.harness.name)?;
                 rt.add_records_in(self.first.len() as u64);
                 for record in std::mem::take(&mut self.first) {
                     self.harness.set_key((self.key1)(&record.value))?;
@@ -121,7 +131,7 @@ where
                 }
             }
             1 => {
-                decode_batch(batch, &mut self.second, &self.harness.name)?;
+                take_batch(batch, &mut self.second, &self.harness.name)?;
                 rt.add_records_in(self.second.len() as u64);
                 for record in std::mem::take(&mut self.second) {
                     self.harness.set_key((self.key2)(&record.value))?;

@@ -122,6 +122,8 @@ pub(crate) fn write_event(writer: &mut impl Write, event: &ChannelEvent) -> Resu
         ChannelEvent::Idle(idle) => (TAG_IDLE, if *idle { &[1] } else { &[0] }),
         ChannelEvent::EndOfStream => (TAG_END_OF_STREAM, &[]),
         ChannelEvent::Failed(_) => return Err(FrameError::Unencodable("Failed")),
+        // Typed batches only flow between tasks of one process; producers serialize for remote channels.
+        ChannelEvent::Records(_) => return Err(FrameError::Unencodable("Records")),
     };
     if payload.len() > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(payload.len() as u64));
