@@ -246,7 +246,8 @@ pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -
             .edges
             .get(edge as usize)
             .ok_or_else(|| Error::InvalidJob(format!("chain names unknown edge {edge}")))?;
-        if !matches!(e.partitioning, Partitioning::Forward | Partitioning::Auto) {
+        // A chain runs at one parallelism; at parallelism 1 every edge keeps records on subtask 0.
+        if !matches!(e.partitioning, Partitioning::Forward | Partitioning::Auto) && info.parallelism != 1 {
             return Err(Error::InvalidJob(format!("edge {edge} is not forward and cannot be chained")));
         }
     }

@@ -92,9 +92,15 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
             other => other,
         })
     };
+    // An edge is fused into a chain when its target has no other input and records would stay
+    // on the same subtask anyway: a forward edge, or any edge between two operators of
+    // parallelism 1 (a hash or rebalance edge with one producer and one consumer is forward).
+    // State stays addressed by operator uid and key group, so chaining never affects it.
     let mut chainable = vec![false; job.edges.len()];
     for edge in &job.edges {
-        chainable[edge.id as usize] = resolve(edge)? == Partitioning::Forward && in_degree(edge.target) == 1;
+        let single = parallelism[edge.source as usize] == 1 && parallelism[edge.target as usize] == 1;
+        chainable[edge.id as usize] =
+            (single || resolve(edge)? == Partitioning::Forward) && in_degree(edge.target) == 1;
     }
 
     let mut vertex_of: Vec<Option<u32>> = vec![None; job.nodes.len()];
@@ -205,6 +211,22 @@ mod tests {
         assert_eq!(p.vertices[1].inputs[0].producer_parallelism, 4);
         assert_eq!(p.required_slots(), 4);
         assert_eq!(p.task_count(), 8);
+    }
+
+    #[test]
+    fn keyed_edges_between_single_subtasks_are_chained() {
+        let j = job(
+            vec![
+                node(0, NodeKind::Source(SourceDescriptor::Generator { count: Some(1), rate: None }), None),
+                op(1, true, None),
+                node(2, NodeKind::Sink(SinkDescriptor::Blackhole), None),
+            ],
+            vec![edge(0, 0, 1, Partitioning::Hash), edge(1, 1, 2, Partitioning::Auto)],
+        );
+        let p = plan(&j, 1).unwrap();
+        assert_eq!(p.vertices.len(), 1);
+        assert_eq!(p.vertices[0].chain.chained_edges, vec![0, 1]);
+        assert_eq!(plan(&j, 2).unwrap().vertices.len(), 2);
     }
 
     #[test]
