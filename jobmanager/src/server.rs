@@ -75,7 +75,9 @@ pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, Start
         Duration::from_millis(config.heartbeat_interval_ms.max(1)),
     )
     .into_server();
-    let incoming = tokio_stream_of(rpc_listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(10)));
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
             error!("the RPC server stopped: {e}");
@@ -89,17 +91,4 @@ pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, Start
     });
     info!(%rest_addr, %rpc_addr, storage = %config.storage, "jobmanager started");
     Ok(RunningJobManager { jobmanager, rest_addr, rpc_addr })
-}
-
-/// Accepted connections of `listener` as a stream, for tonic.
-fn tokio_stream_of(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
-    futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    })
 }

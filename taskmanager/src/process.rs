@@ -151,13 +151,9 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         plugins: Arc::new(PluginCache::new(plugin_dir, client.clone())),
     }
     .into_server();
-    let incoming = futures::stream::unfold(rpc_listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    });
+    let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(10)));
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
             error!("the RPC server stopped: {e}");

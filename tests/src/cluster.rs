@@ -29,6 +29,7 @@ pub struct Cluster {
     jobmanager: Child,
     rest: String,
     rpc: String,
+    flags: Vec<String>,
     taskmanagers: BTreeMap<String, Child>,
 }
 
@@ -52,52 +53,9 @@ impl Cluster {
     /// taskmanagers do not all register within 20 s (with the logs in the message).
     pub fn start(jobmanager_flags: &[&str], taskmanagers: &[(&str, u32)]) -> Self {
         let dir = tempfile::Builder::new().prefix("weir-cluster-").tempdir().expect("cluster temp dir");
-        let storage = format!("file://{}", dir.path().join("storage").display());
-        let stderr = File::create(dir.path().join("jobmanager.stderr")).expect("jobmanager log file");
-        let mut jobmanager = Command::new(artifact("weir-jobmanager"))
-            .args(["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--storage", &storage])
-            .args(jobmanager_flags)
-            .env("WEIR_PLUGIN_CACHE_DIR", dir.path().join("jm-plugins"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start weir-jobmanager");
-
-        // A thread copies the jobmanager's standard output to a file (so the pipe never fills)
-        // and hands over the first line: the ready line with the chosen ports.
-        let stdout = jobmanager.stdout.take().expect("jobmanager stdout");
-        let mut copy = File::create(dir.path().join("jobmanager.stdout")).expect("jobmanager stdout file");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(copy, "{line}");
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = jobmanager.kill();
-                let _ = jobmanager.wait();
-                let log = tail(&read_or_empty(&dir.path().join("jobmanager.stderr")), LOG_TAIL_LINES);
-                panic!("weir-jobmanager printed no ready line ({e}); its log:\n{log}");
-            }
-        };
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|part| part.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name}= in the jobmanager's ready line {line:?}"))
-                .to_owned()
-        };
-        let (rest, rpc) = (field("rest"), field("rpc"));
-
-        let mut cluster = Self { dir, jobmanager, rest, rpc, taskmanagers: BTreeMap::new() };
+        let flags: Vec<String> = jobmanager_flags.iter().map(|f| (*f).to_owned()).collect();
+        let (jobmanager, rest, rpc) = spawn_jobmanager(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &flags);
+        let mut cluster = Self { dir, jobmanager, rest, rpc, flags, taskmanagers: BTreeMap::new() };
         for &(id, slots) in taskmanagers {
             let rpc = cluster.rpc.clone();
             cluster.spawn_taskmanager(id, slots, &rpc);
@@ -105,6 +63,31 @@ impl Cluster {
         let ids: Vec<&str> = taskmanagers.iter().map(|&(id, _)| id).collect();
         cluster.wait_for_registration(&ids);
         cluster
+    }
+
+    /// Kills the jobmanager (SIGKILL, by handle) and starts a new one on the same addresses and
+    /// with the same flags; it starts with no taskmanagers and no jobs.
+    pub fn restart_jobmanager(&mut self) {
+        let _ = self.jobmanager.kill();
+        let _ = self.jobmanager.wait();
+        let (rest, rpc) =
+            (self.rest.trim_start_matches("http://").to_owned(), self.rpc.trim_start_matches("http://").to_owned());
+        // The old process's sockets are closed; binding the same ports again may need a moment.
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let free = std::net::TcpListener::bind(&rest).is_ok() && std::net::TcpListener::bind(&rpc).is_ok();
+            if free || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags);
+        self.jobmanager = jobmanager;
+    }
+
+    /// Waits until every listed taskmanager is registered with the current jobmanager.
+    pub fn wait_for_taskmanagers(&mut self, ids: &[&str]) {
+        self.wait_for_registration(ids);
     }
 
     /// The jobmanager's REST URL (`http://127.0.0.1:PORT`).
@@ -375,4 +358,60 @@ fn read_or_empty(path: &Path) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Starts `weir-jobmanager` on the given addresses, waits for its ready line, and returns it with
+/// its REST and RPC URLs. Its standard output is copied to `jobmanager.stdout` (appended, so a
+/// restarted jobmanager's lines follow the first one's) by a thread, so the pipe never fills.
+fn spawn_jobmanager(dir: &Path, rest_addr: &str, rpc_addr: &str, flags: &[String]) -> (Child, String, String) {
+    let storage = format!("file://{}", dir.join("storage").display());
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("jobmanager.stderr"))
+        .expect("jobmanager log file");
+    let mut jobmanager = Command::new(artifact("weir-jobmanager"))
+        .args(["--rest-addr", rest_addr, "--rpc-addr", rpc_addr, "--storage", &storage])
+        .args(flags)
+        .env("WEIR_PLUGIN_CACHE_DIR", dir.join("jm-plugins"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start weir-jobmanager");
+    let stdout = jobmanager.stdout.take().expect("jobmanager stdout");
+    let mut copy = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("jobmanager.stdout"))
+        .expect("jobmanager stdout file");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(copy, "{line}");
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = jobmanager.kill();
+            let _ = jobmanager.wait();
+            let log = tail(&read_or_empty(&dir.join("jobmanager.stderr")), LOG_TAIL_LINES);
+            panic!("weir-jobmanager printed no ready line ({e}); its log:\n{log}");
+        }
+    };
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in the jobmanager's ready line {line:?}"))
+            .to_owned()
+    };
+    let (rest, rpc) = (field("rest"), field("rpc"));
+    (jobmanager, rest, rpc)
 }

@@ -123,3 +123,39 @@ pub fn run_weir(args: &[&str], timeout: std::time::Duration) -> CommandOutput {
         stderr: err_reader.join().unwrap_or_default(),
     }
 }
+
+/// Deterministic text that exercises the word definition: mixed case, digits, punctuation,
+/// CRLF, tabs, empty lines, invalid UTF-8, multi-byte UTF-8, no final newline.
+pub fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
+    let pieces: [&[u8]; 16] = [
+        b"Hello",
+        b"WORLD",
+        b"hello",
+        b"r2d2",
+        b"42",
+        b"foo_bar",
+        b"caf\xc3\xa9",
+        b"\xff\xfe",
+        b"don't",
+        b"a",
+        b"B",
+        b"x-y",
+        b"\t",
+        b"  ",
+        b"Zz9",
+        b"\xe2\x82\xac",
+    ];
+    let mut state = seed;
+    let mut text = Vec::new();
+    for line in 0..lines {
+        let words = (state % 9) as usize;
+        for _ in 0..words {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
+            text.push(if state % 3 == 0 { b',' } else { b' ' });
+        }
+        text.extend_from_slice(if line % 5 == 0 { b"\r\n" } else { b"\n" });
+    }
+    text.extend_from_slice(b"last line without newline");
+    text
+}

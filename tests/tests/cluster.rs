@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
-use weir_tests::harness::{CommandOutput, artifact, read_lines, run_weir};
+use weir_tests::harness::{CommandOutput, artifact, read_lines, run_weir, tricky_text};
 use weir_tests::reference;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -32,42 +32,6 @@ fn path_str(path: &Path) -> &str {
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// Deterministic text that exercises the word definition (as in `examples.rs`): mixed case,
-/// digits, punctuation, CRLF, tabs, empty lines, invalid UTF-8, multi-byte UTF-8, no final newline.
-fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
-    let pieces: [&[u8]; 16] = [
-        b"Hello",
-        b"WORLD",
-        b"hello",
-        b"r2d2",
-        b"42",
-        b"foo_bar",
-        b"caf\xc3\xa9",
-        b"\xff\xfe",
-        b"don't",
-        b"a",
-        b"B",
-        b"x-y",
-        b"\t",
-        b"  ",
-        b"Zz9",
-        b"\xe2\x82\xac",
-    ];
-    let mut state = seed;
-    let mut text = Vec::new();
-    for line in 0..lines {
-        let words = (state % 9) as usize;
-        for _ in 0..words {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
-            text.push(if state % 3 == 0 { b',' } else { b' ' });
-        }
-        text.extend_from_slice(if line % 5 == 0 { b"\r\n" } else { b"\n" });
-    }
-    text.extend_from_slice(b"last line without newline");
-    text
 }
 
 /// Compares sorted output lines without dumping hundreds of thousands of them on failure.
@@ -512,4 +476,39 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     }
     assert!(cluster.taskmanager_running("tm-lonely"), "{}", cluster.taskmanager_stderr("tm-lonely"));
     cluster.kill_taskmanager("tm-lonely");
+}
+
+/// A jobmanager that dies and comes back (with no memory of the cluster) gets its taskmanagers
+/// back without restarting them: each notices the outage through failing heartbeats, is told by
+/// the new jobmanager that it is unknown, and registers again; jobs then run as before.
+#[test]
+fn taskmanagers_register_again_when_the_jobmanager_comes_back() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(&["--heartbeat-timeout-ms", "2000"], &[("tm-a", 2)]);
+    cluster.restart_jobmanager();
+    cluster.wait_for_taskmanagers(&["tm-a"]);
+    let log = cluster.taskmanager_stderr("tm-a");
+    assert!(
+        log.matches("registered with the jobmanager").count() >= 2,
+        "tm-a registered only once:\n{}",
+        cluster.logs()
+    );
+
+    let output = tempfile::tempdir().unwrap();
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let out = cluster.weir(&[
+        "run",
+        path_str(&nexmark),
+        "-p",
+        "2",
+        "--",
+        "--query",
+        "q1",
+        "--events",
+        "10000",
+        "--output",
+        path_str(output.path()),
+    ]);
+    assert_ok(&out, "q1 after the jobmanager came back", &cluster);
+    assert_same_lines(&read_lines(output.path()), &reference::nexmark("q1", 10_000), "q1", &cluster);
 }

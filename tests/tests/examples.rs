@@ -3,44 +3,8 @@
 
 use std::path::Path;
 use std::time::Duration;
-use weir_tests::harness::{artifact, read_lines, run_weir};
+use weir_tests::harness::{artifact, read_lines, run_weir, tricky_text};
 use weir_tests::reference;
-
-/// Deterministic text that exercises the word definition: mixed case, digits, punctuation,
-/// CRLF, tabs, empty lines, invalid UTF-8, multi-byte UTF-8, no final newline.
-fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
-    let pieces: [&[u8]; 16] = [
-        b"Hello",
-        b"WORLD",
-        b"hello",
-        b"r2d2",
-        b"42",
-        b"foo_bar",
-        b"caf\xc3\xa9",
-        b"\xff\xfe",
-        b"don't",
-        b"a",
-        b"B",
-        b"x-y",
-        b"\t",
-        b"  ",
-        b"Zz9",
-        b"\xe2\x82\xac",
-    ];
-    let mut state = seed;
-    let mut text = Vec::new();
-    for line in 0..lines {
-        let words = (state % 9) as usize;
-        for _ in 0..words {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
-            text.push(if state % 3 == 0 { b',' } else { b' ' });
-        }
-        text.extend_from_slice(if line % 5 == 0 { b"\r\n" } else { b"\n" });
-    }
-    text.extend_from_slice(b"last line without newline");
-    text
-}
 
 #[test]
 fn wordcount_counts_exactly_at_every_parallelism() {

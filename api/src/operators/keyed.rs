@@ -118,6 +118,39 @@ impl<K: crate::Data> KeyedHarness<K> {
     }
 }
 
+impl<K: crate::Data> KeyedHarness<K> {
+    /// Fires the due timers of `domain` (event-time timers up to the watermark `time`,
+    /// processing-time timers up to `time`), calling `on_timer` with each timer's key in scope;
+    /// output is flushed downstream every 4096 records.
+    pub(crate) fn fire_timers<O: crate::Data>(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        out: &mut Output<O>,
+        rt: &mut dyn TaskRuntime,
+        mut on_timer: impl FnMut(Timestamp, &mut KeyedContext<'_, K, O>) -> Result<()>,
+    ) -> Result<()> {
+        match domain {
+            TimeDomain::EventTime => self.watermark = time,
+            TimeDomain::ProcessingTime => self.now = time,
+        }
+        loop {
+            let timer = match domain {
+                TimeDomain::EventTime => self.timers.pop_event(time),
+                TimeDomain::ProcessingTime => self.timers.pop_processing(time),
+            };
+            let Some(timer) = timer else { return Ok(()) };
+            self.set_key_of(&timer)?;
+            let timestamp = if domain == TimeDomain::EventTime { timer.timestamp } else { NO_TIMESTAMP };
+            let mut ctx = self.context(&mut out.buffer, timestamp, Some(domain))?;
+            on_timer(timer.timestamp, &mut ctx)?;
+            if out.buffer.len() >= 4096 {
+                out.flush(rt)?;
+            }
+        }
+    }
+}
+
 /// `key_by(..).process(f)`.
 pub(crate) struct KeyedProcessOperator<K, I, O, KF, F> {
     pub(crate) key_fn: Arc<KF>,
@@ -155,16 +188,10 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.watermark = watermark;
         self.harness.now = rt.processing_time();
-        while let Some(timer) = self.harness.timers.pop_event(watermark) {
-            self.harness.set_key_of(&timer)?;
-            let mut ctx = self.harness.context(&mut self.out.buffer, timer.timestamp, Some(TimeDomain::EventTime))?;
-            self.function.on_timer(timer.timestamp, &mut ctx)?;
-            if self.out.buffer.len() >= 4096 {
-                self.out.flush(rt)?;
-            }
-        }
+        let function = &mut self.function;
+        self.harness
+            .fire_timers(TimeDomain::EventTime, watermark, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
         self.out.watermark(watermark, rt)
     }
 
@@ -173,12 +200,9 @@ where
     }
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.now = now;
-        while let Some(timer) = self.harness.timers.pop_processing(now) {
-            self.harness.set_key_of(&timer)?;
-            let mut ctx = self.harness.context(&mut self.out.buffer, NO_TIMESTAMP, Some(TimeDomain::ProcessingTime))?;
-            self.function.on_timer(timer.timestamp, &mut ctx)?;
-        }
+        let function = &mut self.function;
+        self.harness
+            .fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
         self.out.time(now, rt)
     }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::functions::{KeyedCoProcessFunction, RuntimeContext, TimeDomain};
 use crate::operators::keyed::KeyedHarness;
 use crate::runtime::{SourceStatus, TaskRuntime};
-use crate::time::{NO_TIMESTAMP, Timestamp};
+use crate::time::Timestamp;
 use std::sync::Arc;
 
 /// `connect(..).map(f1, f2)`.
@@ -147,12 +147,10 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.watermark = watermark;
-        while let Some(timer) = self.harness.timers.pop_event(watermark) {
-            self.harness.set_key_of(&timer)?;
-            let mut ctx = self.harness.context(&mut self.out.buffer, timer.timestamp, Some(TimeDomain::EventTime))?;
-            self.function.on_timer(timer.timestamp, &mut ctx)?;
-        }
+        self.harness.now = rt.processing_time();
+        let function = &mut self.function;
+        self.harness
+            .fire_timers(TimeDomain::EventTime, watermark, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
         self.out.watermark(watermark, rt)
     }
 
@@ -161,12 +159,9 @@ where
     }
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.now = now;
-        while let Some(timer) = self.harness.timers.pop_processing(now) {
-            self.harness.set_key_of(&timer)?;
-            let mut ctx = self.harness.context(&mut self.out.buffer, NO_TIMESTAMP, Some(TimeDomain::ProcessingTime))?;
-            self.function.on_timer(timer.timestamp, &mut ctx)?;
-        }
+        let function = &mut self.function;
+        self.harness
+            .fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
         self.out.time(now, rt)
     }
 

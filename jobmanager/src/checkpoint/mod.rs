@@ -1,0 +1,256 @@
+//! Checkpoints: the coordinator's decision logic, as a pure state machine.
+//!
+//! # The protocol
+//!
+//! 1. The coordinator triggers checkpoint `n` (periodically, or on demand for a savepoint): the
+//!    driver sends the trigger to every source task. Sources record their position and emit
+//!    barrier `n`; operators align barriers, snapshot their state and forward the barrier.
+//! 2. Every task to acknowledge (all tasks of the job) acknowledges `n` with handles to what it
+//!    wrote ([`TaskSnapshot`]), or declines it (it could not take its snapshot).
+//! 3. Once every task acknowledged, the driver writes the checkpoint's metadata file, **last**: a
+//!    checkpoint without metadata does not exist.
+//! 4. Only when the metadata is written is `n` complete: tasks are notified (sinks commit), older
+//!    pending checkpoints are aborted (subsumed), and completed checkpoints beyond the number to
+//!    retain are discarded. Files shared by incremental checkpoints are reference counted and
+//!    deleted when no retained checkpoint uses them any more.
+//!
+//! A checkpoint fails when a task declines it, when it is not acknowledged within the timeout,
+//! when writing its metadata fails, when a task it waits on fails, or when the job stops. More
+//! than [`CheckpointConfig::tolerable_failures`] consecutive failures of the first three kinds fail
+//! the job.
+//!
+//! # The state machine
+//!
+//! ```text
+//!           trigger            all acks                  metadata_written
+//! (none) ----------> ACKING ------------> WRITING_METADATA ----------------> COMPLETED --> DISCARDED
+//!                      |  decline, timeout,        | metadata_failed,          (retained)   (beyond
+//!                      |  task failure, subsumed,  | or subsumed by a newer                  `retained`)
+//!                      v  stop                     v completed checkpoint
+//!                   ABORTED <--------------------- +
+//! ```
+//!
+//! [`coordinator::Coordinator`] holds the pending and completed checkpoints. It performs no IO and
+//! reads no clock: every input carries the current time (`now_ms`) and returns the [`Action`]s the
+//! driver (one async loop that owns the coordinator) must carry out. A checkpoint whose metadata
+//! is being written belongs to the driver until it reports [`coordinator::Coordinator::metadata_written`] or
+//! [`coordinator::Coordinator::metadata_failed`]: it neither expires nor is aborted in between, so
+//! the driver never deletes files that a write in flight is about to reference.
+//!
+//! Savepoints follow the same protocol but belong to the user: they never count towards (or
+//! reset) the tolerable failures, are never subsumed, and are not retained (nor discarded) by the
+//! coordinator.
+
+pub mod coordinator;
+pub mod stats;
+
+pub use coordinator::{Coordinator, SharedRegistry, TriggerRefused};
+pub use stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use weir_runtime::TaskId;
+
+/// When and how checkpoints are taken (Flink's `execution.checkpointing.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Time between two periodic triggers, in ms. Default 10000.
+    pub interval_ms: i64,
+    /// A checkpoint not acknowledged by every task this long after its trigger expires, in ms.
+    /// Default 600000.
+    pub timeout_ms: i64,
+    /// Checkpoints in progress at once (at least 1). Default 1.
+    pub max_concurrent: usize,
+    /// Minimum time between the end (completion or abort) of a checkpoint and the next periodic
+    /// trigger, in ms. Default 0.
+    pub min_pause_ms: i64,
+    /// Consecutive failed checkpoints tolerated; one more fails the job. Default 0.
+    pub tolerable_failures: u32,
+    /// Completed checkpoints to keep (at least 1). Default 1.
+    pub retained: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            timeout_ms: 600_000,
+            max_concurrent: 1,
+            min_pause_ms: 0,
+            tolerable_failures: 0,
+            retained: 1,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks that the values make sense.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidCheckpointConfig`] (the user's mistake) naming the first bad field.
+    pub fn validate(&self) -> Result<(), InvalidCheckpointConfig> {
+        let bad = |field: &'static str, value: String, expected: &'static str| {
+            Err(InvalidCheckpointConfig { field, value, expected })
+        };
+        if self.interval_ms <= 0 {
+            return bad("interval_ms", self.interval_ms.to_string(), "> 0");
+        }
+        if self.timeout_ms <= 0 {
+            return bad("timeout_ms", self.timeout_ms.to_string(), "> 0");
+        }
+        if self.max_concurrent == 0 {
+            return bad("max_concurrent", "0".into(), ">= 1");
+        }
+        if self.min_pause_ms < 0 {
+            return bad("min_pause_ms", self.min_pause_ms.to_string(), ">= 0");
+        }
+        if self.retained == 0 {
+            return bad("retained", "0".into(), ">= 1");
+        }
+        Ok(())
+    }
+}
+
+/// A [`CheckpointConfig`] field has a value that makes no sense (the user's mistake; retrying
+/// does not help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid checkpoint configuration: {field} = {value}, expected {expected}")]
+pub struct InvalidCheckpointConfig {
+    /// The field.
+    pub field: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be.
+    pub expected: &'static str,
+}
+
+/// Whether a checkpoint belongs to the system or to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CheckpointKind {
+    /// Periodic, owned and discarded by the coordinator.
+    Checkpoint,
+    /// Triggered by the user, owned by the user.
+    Savepoint,
+}
+
+/// One file (or object) a task wrote for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHandle {
+    /// Where it is, as an `object_store` URL.
+    pub uri: String,
+    /// Its full size.
+    pub size_bytes: u64,
+    /// Bytes newly written for this checkpoint (0 for a shared file reused from an earlier one).
+    pub incremental_bytes: u64,
+    /// Whether it is under `<root>/<job-id>/shared/`, possibly used by several checkpoints, and
+    /// reference counted by the coordinator; otherwise it belongs to this checkpoint alone.
+    pub shared: bool,
+}
+
+/// A task's acknowledgement of a checkpoint: what it wrote (opaque to the coordinator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// The files written (or reused) for the task's state.
+    pub handles: Vec<StateHandle>,
+    /// How long the task waited for barriers to align, in ms.
+    pub alignment_ms: u64,
+}
+
+/// Why a checkpoint was aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortReason {
+    /// A task could not take its snapshot.
+    Declined {
+        /// The task.
+        task: TaskId,
+        /// Its reason.
+        reason: String,
+    },
+    /// Not every task acknowledged within the timeout.
+    Expired,
+    /// A task the checkpoint waited on failed.
+    TaskFailed(TaskId),
+    /// A newer checkpoint completed first.
+    Subsumed,
+    /// Writing the metadata file failed.
+    MetadataFailed(String),
+    /// The job is ending.
+    Stopped,
+}
+
+impl AbortReason {
+    /// Whether the abort counts towards [`CheckpointConfig::tolerable_failures`].
+    pub fn counts_as_failure(&self) -> bool {
+        matches!(self, Self::Declined { .. } | Self::Expired | Self::MetadataFailed(_))
+    }
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Declined { task, reason } => write!(f, "declined by task {task}: {reason}"),
+            Self::Expired => f.write_str("expired before every task acknowledged it"),
+            Self::TaskFailed(task) => write!(f, "task {task} failed"),
+            Self::Subsumed => f.write_str("subsumed by a newer completed checkpoint"),
+            Self::MetadataFailed(reason) => write!(f, "writing the metadata failed: {reason}"),
+            Self::Stopped => f.write_str("the job stopped"),
+        }
+    }
+}
+
+/// What the driver must do, in order, after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a trigger for the checkpoint to every source task ([`Coordinator::sources`]).
+    Trigger {
+        /// The new checkpoint.
+        checkpoint_id: u64,
+        /// Checkpoint or savepoint.
+        kind: CheckpointKind,
+        /// Trigger time, ms, as given to the input.
+        timestamp_ms: i64,
+    },
+    /// Every task acknowledged: write the metadata file, then report
+    /// [`Coordinator::metadata_written`] or [`Coordinator::metadata_failed`].
+    WriteMetadata {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Checkpoint or savepoint.
+        kind: CheckpointKind,
+        /// Every task's acknowledgement.
+        acknowledgements: BTreeMap<TaskId, TaskSnapshot>,
+    },
+    /// The checkpoint is complete: tell every task (sinks commit).
+    NotifyComplete {
+        /// The checkpoint.
+        checkpoint_id: u64,
+    },
+    /// The checkpoint failed: tell the tasks, delete its own (non-shared) files and metadata, and
+    /// fail the savepoint request if it was one.
+    Abort {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// A completed checkpoint is no longer retained: delete its own (non-shared) files and
+    /// metadata.
+    Discard {
+        /// The checkpoint.
+        checkpoint_id: u64,
+    },
+    /// Delete these shared files: no retained or pending checkpoint uses them any more.
+    DeleteShared {
+        /// Their URLs, sorted.
+        uris: Vec<String>,
+    },
+    /// Too many consecutive checkpoints failed: fail the job.
+    FailJob {
+        /// Why, for the job's failure message.
+        reason: String,
+    },
+}
