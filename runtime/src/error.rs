@@ -1,35 +1,33 @@
 //! Errors of plugin loading and deployment.
 
-use std::path::PathBuf;
-
 /// Errors of `weir-runtime`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be opened as a shared library (the user's input).
-    #[error("cannot load job plugin {path}: {message}")]
+    #[error("cannot load job plugin {plugin}: {message}")]
     PluginLoad {
-        /// The plugin's path.
-        path: PathBuf,
+        /// The plugin: its path, or `the uploaded plugin <hash>`.
+        plugin: String,
         /// The loader's message.
         message: String,
     },
     /// The library does not export Weir's entry points (the user's input).
     #[error(
-        "{path} is not a Weir job plugin (no `weir_plugin_fingerprint` symbol): build the job as a \
+        "{plugin} is not a Weir job plugin (no `weir_plugin_fingerprint` symbol): build the job as a \
          `cdylib` crate that calls `weir_api::export_job!`"
     )]
     NotAPlugin {
-        /// The library's path.
-        path: PathBuf,
+        /// The library: its path, or `the uploaded plugin <hash>`.
+        plugin: String,
     },
     /// The plugin was built against another `weir-api`, rustc, target or panic strategy.
     #[error(
-        "job plugin {path} is incompatible with this runtime: plugin built with [{found}], runtime \
+        "job plugin {plugin} is incompatible with this runtime: plugin built with [{found}], runtime \
          expects [{expected}]; rebuild the job with the same weir-api version and rustc"
     )]
     FingerprintMismatch {
-        /// The plugin's path.
-        path: PathBuf,
+        /// The plugin: its path, or `the uploaded plugin <hash>`.
+        plugin: String,
         /// This runtime's fingerprint.
         expected: String,
         /// The plugin's fingerprint.

@@ -93,7 +93,11 @@ impl LoadedJob {
     /// initializers.
     pub fn load(artifact: &JobArtifact) -> Result<Self> {
         match artifact {
-            JobArtifact::Plugin(path) | JobArtifact::Stored { path, .. } => load_plugin(path),
+            JobArtifact::Plugin(path) => load_plugin(path, path.display().to_string()),
+            // Name an upload by its hash: the jobmanager's cache path means nothing to the user.
+            JobArtifact::Stored { path, sha256 } => {
+                load_plugin(path, format!("the uploaded plugin {}", &sha256[..sha256.len().min(12)]))
+            }
             JobArtifact::InProcess { name, entry } => {
                 Ok(Self { entry: Plugged { value: entry.clone(), library: None }, name: name.clone() })
             }
@@ -123,8 +127,8 @@ impl LoadedJob {
     }
 }
 
-fn load_plugin(path: &Path) -> Result<LoadedJob> {
-    let load_error = |message: String| Error::PluginLoad { path: path.to_owned(), message };
+fn load_plugin(path: &Path, plugin: String) -> Result<LoadedJob> {
+    let load_error = |message: String| Error::PluginLoad { plugin: plugin.clone(), message };
     let metadata = std::fs::metadata(path).map_err(|e| load_error(e.to_string()))?;
     if !metadata.is_file() {
         return Err(load_error("not a regular file".to_owned()));
@@ -140,23 +144,23 @@ fn load_plugin(path: &Path) -> Result<LoadedJob> {
         // `export_job!`, which defines it as `extern "C" fn() -> *const c_char` returning a
         // static NUL-terminated string.
         let symbol = unsafe { library.get::<extern "C" fn() -> *const c_char>(FINGERPRINT_SYMBOL) }
-            .map_err(|_| Error::NotAPlugin { path: path.to_owned() })?;
+            .map_err(|_| Error::NotAPlugin { plugin: plugin.clone() })?;
         let pointer = symbol();
         if pointer.is_null() {
-            return Err(Error::NotAPlugin { path: path.to_owned() });
+            return Err(Error::NotAPlugin { plugin: plugin.clone() });
         }
         // SAFETY: non-null, NUL-terminated static string (see above).
         unsafe { CStr::from_ptr(pointer) }.to_string_lossy().into_owned()
     };
     let expected = fingerprint();
     if found != expected {
-        return Err(Error::FingerprintMismatch { path: path.to_owned(), expected: expected.to_owned(), found });
+        return Err(Error::FingerprintMismatch { plugin: plugin.clone(), expected: expected.to_owned(), found });
     }
     let entry = {
         // SAFETY: the fingerprint matched, so the plugin was compiled by this rustc, for this
         // target, against this weir-api, whose `export_job!` defines the entry with this signature.
         let symbol = unsafe { library.get::<fn() -> Box<dyn JobEntry>>(ENTRY_SYMBOL) }
-            .map_err(|_| Error::NotAPlugin { path: path.to_owned() })?;
+            .map_err(|_| Error::NotAPlugin { plugin: plugin.clone() })?;
         symbol()
     };
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
