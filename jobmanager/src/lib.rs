@@ -4,6 +4,7 @@
 //! ([`plan`]), deploys its tasks onto taskmanager slots, and tracks the job's lifecycle ([`job`]).
 
 pub mod artifacts;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod job;

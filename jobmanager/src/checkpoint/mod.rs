@@ -30,21 +30,24 @@
 //!                   ABORTED <--------------------- +
 //! ```
 //!
-//! [`coordinator::Coordinator`] holds the pending and completed checkpoints. It performs no IO and
-//! reads no clock: every input carries the current time (`now_ms`) and returns the [`Action`]s the
-//! driver (one async loop that owns the coordinator) must carry out. A checkpoint whose metadata
-//! is being written belongs to the driver until it reports [`coordinator::Coordinator::metadata_written`] or
-//! [`coordinator::Coordinator::metadata_failed`]: it neither expires nor is aborted in between, so
-//! the driver never deletes files that a write in flight is about to reference.
+//! [`Coordinator`] holds the pending and completed checkpoints and the reference counts of shared
+//! files ([`SharedRegistry`]). It performs no IO and reads no clock: every input carries the
+//! current time (`now_ms`) and returns the [`Action`]s the driver (one async loop that owns the
+//! coordinator) must carry out, in order. A checkpoint whose metadata is being written belongs to
+//! the driver until it reports [`Coordinator::metadata_written`] or
+//! [`Coordinator::metadata_failed`]: it neither expires nor is aborted in between, so the driver
+//! never deletes files that a write in flight is about to reference.
 //!
 //! Savepoints follow the same protocol but belong to the user: they never count towards (or
 //! reset) the tolerable failures, are never subsumed, and are not retained (nor discarded) by the
 //! coordinator.
 
 pub mod coordinator;
+pub mod shared;
 pub mod stats;
 
-pub use coordinator::{Coordinator, SharedRegistry, TriggerRefused};
+pub use coordinator::{Coordinator, TriggerRefused};
+pub use shared::SharedRegistry;
 pub use stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
 
 use serde::{Deserialize, Serialize};
