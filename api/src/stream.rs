@@ -18,8 +18,10 @@ use crate::operators::source::{ConvertRaw, SourceHead, SourceKind};
 use crate::operators::two_input::{CoMapHead, KeyedCoProcessHead};
 use crate::operators::watermarks::WatermarkAssigner;
 use crate::operators::window::{
-    AggregateAcc, Aggregating, Buffering, EmitResult, ReduceAcc, WindowContents, WindowOperator,
+    AggregateAcc, Aggregating, Buffering, Collect, EmitResult, ProcessCollected, ReduceAcc, WindowContents,
+    WindowOperator,
 };
+use crate::operators::window_heap::HeapWindowOperator;
 use crate::runtime::{JobGraph, RawBatch};
 use crate::time::{NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
 use crate::window::{OutputTag, WindowAssigner};
@@ -806,18 +808,51 @@ where
         self.keyed.keyed_input(&description, "window", make, extra)
     }
 
+    /// Incremental aggregation: typed accumulators in memory for windows that do not merge;
+    /// merging (session) windows keep their accumulators in the keyed state backend.
+    fn aggregating<O, A, W>(self, function: &str, acc: Arc<A>, window_fn: Arc<W>) -> DataStream<O>
+    where
+        O: crate::Data,
+        A: crate::operators::window::Accumulate<T>,
+        W: ProcessWindowFunction<K, A::Output, O>,
+    {
+        if self.assigner.is_merging() {
+            return self.build(function, move || Aggregating {
+                acc: acc.clone(),
+                window_fn: window_fn.clone(),
+                scratch: Vec::new(),
+                _types: PhantomData,
+            });
+        }
+        let key = self.keyed.key.clone();
+        let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            Ok(Box::new(HeapWindowOperator::new(
+                key.clone(),
+                assigner,
+                lateness,
+                acc.clone(),
+                window_fn.clone(),
+                (out, late),
+                setup.name,
+            )))
+        });
+        let extra = match &self.late_tag {
+            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
+            None => Vec::new(),
+        };
+        let description = format!("window({}) {function}", self.assigner.describe());
+        self.keyed.keyed_input(&description, "window", make, extra)
+    }
+
     /// Reduces each window's records to one.
     pub fn reduce<F>(self, f: F) -> DataStream<T>
     where
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
-        let f = Arc::new(f);
-        self.build("reduce", move || Aggregating {
-            acc: Arc::new(ReduceAcc(f.clone())),
-            window_fn: Arc::new(EmitResult),
-            scratch: Vec::new(),
-            _types: PhantomData,
-        })
+        self.aggregating("reduce", Arc::new(ReduceAcc(Arc::new(f))), Arc::new(EmitResult))
     }
 
     /// Reduces each window's records, then passes the result to `window_fn` with the key and window.
@@ -827,13 +862,7 @@ where
         F: Fn(T, T) -> T + Send + Sync + 'static,
         W: ProcessWindowFunction<K, T, O>,
     {
-        let (f, w) = (Arc::new(f), Arc::new(window_fn));
-        self.build("reduce", move || Aggregating {
-            acc: Arc::new(ReduceAcc(f.clone())),
-            window_fn: w.clone(),
-            scratch: Vec::new(),
-            _types: PhantomData,
-        })
+        self.aggregating("reduce", Arc::new(ReduceAcc(Arc::new(f))), Arc::new(window_fn))
     }
 
     /// Aggregates each window incrementally.
@@ -843,13 +872,7 @@ where
         R: crate::Data,
         A: AggregateFunction<T, Acc, R>,
     {
-        let a = Arc::new(aggregate);
-        self.build("aggregate", move || Aggregating {
-            acc: Arc::new(AggregateAcc(a.clone(), PhantomData)),
-            window_fn: Arc::new(EmitResult),
-            scratch: Vec::new(),
-            _types: PhantomData,
-        })
+        self.aggregating("aggregate", Arc::new(AggregateAcc(Arc::new(aggregate), PhantomData)), Arc::new(EmitResult))
     }
 
     /// Aggregates each window incrementally, then passes the result to `window_fn` with the key
@@ -862,13 +885,7 @@ where
         A: AggregateFunction<T, Acc, R>,
         W: ProcessWindowFunction<K, R, O>,
     {
-        let (a, w) = (Arc::new(aggregate), Arc::new(window_fn));
-        self.build("aggregate", move || Aggregating {
-            acc: Arc::new(AggregateAcc(a.clone(), PhantomData)),
-            window_fn: w.clone(),
-            scratch: Vec::new(),
-            _types: PhantomData,
-        })
+        self.aggregating("aggregate", Arc::new(AggregateAcc(Arc::new(aggregate), PhantomData)), Arc::new(window_fn))
     }
 
     /// Buffers each window's records and passes them all to `window_fn` when it fires.
@@ -878,7 +895,14 @@ where
         P: ProcessWindowFunction<K, T, O>,
     {
         let w = Arc::new(window_fn);
-        self.build("process", move || Buffering { window_fn: w.clone(), scratch: Vec::new(), _types: PhantomData })
+        if self.assigner.is_merging() {
+            return self.build("process", move || Buffering {
+                window_fn: w.clone(),
+                scratch: Vec::new(),
+                _types: PhantomData,
+            });
+        }
+        self.aggregating("process", Arc::new(Collect), Arc::new(ProcessCollected(w)))
     }
 }
 

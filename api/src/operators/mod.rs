@@ -45,3 +45,4 @@ pub(crate) mod source;
 pub(crate) mod two_input;
 pub(crate) mod watermarks;
 pub(crate) mod window;
+pub(crate) mod window_heap;

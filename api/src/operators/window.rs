@@ -67,6 +67,43 @@ where
     }
 }
 
+/// Collects a window's elements (`process` on windows kept in memory).
+pub(crate) struct Collect;
+
+impl<T: crate::Data> Accumulate<T> for Collect {
+    type Acc = Vec<T>;
+    type Output = Vec<T>;
+    fn add(&self, acc: Option<Vec<T>>, value: T) -> Vec<T> {
+        let mut elements = acc.unwrap_or_default();
+        elements.push(value);
+        elements
+    }
+    fn merge(&self, mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+        a.extend(b);
+        a
+    }
+    fn result(&self, acc: Vec<T>) -> Vec<T> {
+        acc
+    }
+}
+
+/// Hands the collected elements to a `process` window function.
+pub(crate) struct ProcessCollected<P>(pub(crate) Arc<P>);
+
+impl<K, T, O, P> ProcessWindowFunction<K, Vec<T>, O> for ProcessCollected<P>
+where
+    K: 'static,
+    T: 'static,
+    O: 'static,
+    P: ProcessWindowFunction<K, T, O>,
+{
+    fn process(&self, key: &K, window: &TimeWindow, elements: Vec<Vec<T>>, out: &mut Collector<'_, O>) {
+        for collected in elements {
+            self.0.process(key, window, collected, out);
+        }
+    }
+}
+
 /// Emits the aggregate result as it is (`reduce`/`aggregate` without a window function).
 pub(crate) struct EmitResult;
 

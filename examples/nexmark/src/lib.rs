@@ -210,8 +210,9 @@ fn hottest(_start: &i64, _window: &TimeWindow, mut counts: Vec<AuctionCount>, ou
     let Some(max) = counts.iter().map(|c| c.count).max() else {
         return;
     };
+    counts.retain(|c| c.count == max);
     counts.sort_unstable_by_key(|c| c.auction);
-    for count in counts.into_iter().filter(|c| c.count == max) {
+    for count in counts {
         out.collect(count);
     }
 }
