@@ -71,7 +71,7 @@ fn receive(id: ChannelId, producer: &str, sender: &Sender<ChannelEvent>, retry_f
 fn run(id: ChannelId, producer: &str, sender: &Sender<ChannelEvent>, retry_for: Duration) -> Result<(), Stop> {
     let failed = |err: FrameError| Stop::Failed(err);
     let mut stream = connect(producer, retry_for).map_err(|err| failed(err.into()))?;
-    stream.set_nodelay(true).map_err(|err| failed(err.into()))?;
+    super::configure(&stream).map_err(|err| failed(err.into()))?;
     frame::write_handshake(&mut stream, &id).map_err(|err| failed(err.into()))?;
     let mut reader = BufReader::with_capacity(BUFFER_SIZE, stream);
     loop {

@@ -82,6 +82,18 @@ mod server;
 pub(crate) use client::connect_channel;
 pub(crate) use server::DataServer;
 
+/// Configures a data-plane connection: no Nagle delay (batches are already large, and small
+/// ones must not wait), and TCP keepalive so that a peer machine that vanished without closing
+/// the connection is noticed within about a minute instead of blocking a thread forever.
+pub(crate) fn configure(stream: &std::net::TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(15))
+        .with_interval(std::time::Duration::from_secs(5))
+        .with_retries(6);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 /// User-space buffer of each connection end.
 const BUFFER_SIZE: usize = 64 * 1024;
 

@@ -194,7 +194,7 @@ fn handshake(stream: &TcpStream) -> Result<ChannelId, FrameError> {
     let mut reader = stream;
     let id = frame::read_handshake(&mut reader)?;
     stream.set_read_timeout(None)?;
-    stream.set_nodelay(true)?;
+    super::configure(&stream)?;
     Ok(id)
 }
 
