@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 SCALE="${SCALE:-1}"
 REPEAT="${REPEAT:-3}"
+./scripts/setup.sh
 cargo build --release --workspace --quiet
 BIN="$CARGO_TARGET_DIR/release"
 PLUGIN="$BIN/libweir_example_nexmark.so"

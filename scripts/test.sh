@@ -14,6 +14,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "build prerequisites"
+./scripts/setup.sh
 step "format"
 cargo fmt --all --check
 step "lints"

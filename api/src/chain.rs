@@ -7,7 +7,10 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{ChainSpec, NodeId, Partitioning};
-use crate::runtime::{InputBatch, JobGraph, SourceStatus, TaskChain, TaskInfo, TaskRuntime};
+use crate::runtime::{
+    ChainSnapshot, CheckpointBarrier, CheckpointId, InputBatch, JobGraph, OperatorSnapshot, SourceStatus, TaskChain,
+    TaskInfo, TaskRuntime,
+};
 use crate::time::Timestamp;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,6 +41,14 @@ pub(crate) trait Downstream<T>: Send {
     fn next_time(&self) -> Option<Timestamp>;
     /// End of input: flush everything.
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Checkpoint `checkpoint`: flush what was emitted before it, append this operator's state
+    /// (if it has any) to `into`, and continue downstream.
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()>;
 }
 
 /// An erased `Box<dyn Downstream<T>>`.
@@ -113,6 +124,16 @@ impl<T: 'static> Output<T> {
         self.flush(rt)?;
         self.downstream.end(rt)
     }
+
+    pub(crate) fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.flush(rt)?;
+        self.downstream.snapshot(checkpoint, into, rt)
+    }
 }
 
 /// The first operator of a task's chain, as the task sees it.
@@ -125,6 +146,12 @@ pub(crate) trait HeadOperator: Send {
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn next_time(&self) -> Option<Timestamp>;
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()>;
 }
 
 /// A one-input head: decodes serialized batches and pushes them into the operator.
@@ -167,6 +194,15 @@ impl<T: crate::Data> HeadOperator for DecodingHead<T> {
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.operator.end(rt)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.operator.snapshot(checkpoint, into, rt)
     }
 }
 
@@ -221,6 +257,13 @@ impl TaskChain for Chain {
     }
     fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.guard(|head| head.end(rt))
+    }
+    fn snapshot(&mut self, barrier: CheckpointBarrier, rt: &mut dyn TaskRuntime) -> Result<ChainSnapshot> {
+        self.guard(|head| {
+            let mut operators = Vec::new();
+            head.snapshot(barrier.id, &mut operators, rt)?;
+            Ok(ChainSnapshot { checkpoint: barrier.id, operators })
+        })
     }
 }
 

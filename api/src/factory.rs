@@ -114,6 +114,14 @@ impl<T: Send> Downstream<T> for Discard {
     fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
         Ok(())
     }
+    fn snapshot(
+        &mut self,
+        _checkpoint: crate::runtime::CheckpointId,
+        _into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        _rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One output consumed by several downstreams: every record goes to each (cloned for all but the last).
@@ -148,6 +156,14 @@ impl<T: crate::Data> Downstream<T> for FanOut<T> {
     }
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.targets.iter_mut().try_for_each(|t| t.end(rt))
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.targets.iter_mut().try_for_each(|t| t.snapshot(checkpoint, into, rt))
     }
 }
 

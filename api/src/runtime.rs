@@ -34,6 +34,93 @@ pub enum InputBatch<'a> {
     Records(TypedBatch),
 }
 
+/// Identifies a checkpoint of a job; ids increase.
+pub type CheckpointId = u64;
+
+/// The marker that separates the records before a checkpoint from those after it; it travels
+/// in-band, in order with the records, from the sources through every task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointBarrier {
+    /// The checkpoint.
+    pub id: CheckpointId,
+    /// When the coordinator triggered it (ms since the epoch).
+    pub timestamp: Timestamp,
+}
+
+/// The keyed state of one key group, as canonical entries (see [`encode_state_entry`]): the same
+/// format whichever backend or operator wrote it, so a snapshot can be restored into another
+/// backend or parallelism.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyGroupState {
+    /// The key group.
+    pub key_group: u16,
+    /// Concatenated canonical entries.
+    pub entries: Vec<u8>,
+}
+
+/// What one operator contributes to a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorSnapshot {
+    /// The operator's uid (state is addressed by it).
+    pub uid: String,
+    /// Keyed state by key group (only groups with state).
+    pub keyed: Vec<KeyGroupState>,
+    /// Non-keyed state owned by the operator (a source's position, a sink's pending commits).
+    pub operator_state: Vec<u8>,
+}
+
+/// The snapshot of one task's chain for one checkpoint: the synchronous, consistent part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainSnapshot {
+    /// The checkpoint.
+    pub checkpoint: CheckpointId,
+    /// The operators that have state, in chain order.
+    pub operators: Vec<OperatorSnapshot>,
+}
+
+/// One entry of keyed state, as written by [`encode_state_entry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateEntry<'a> {
+    /// Name of the state (or of an internal structure such as timers).
+    pub state: &'a str,
+    /// Serialized key.
+    pub key: &'a [u8],
+    /// Serialized namespace (a window; empty for plain keyed state).
+    pub namespace: &'a [u8],
+    /// User key of map state; empty otherwise.
+    pub user_key: &'a [u8],
+    /// The stored value bytes.
+    pub value: &'a [u8],
+}
+
+/// Appends one canonical state entry to `out`.
+pub fn encode_state_entry(out: &mut Vec<u8>, entry: StateEntry<'_>) -> Result<()> {
+    crate::codec::encode_into(
+        &(entry.state, entry.key, entry.namespace, entry.user_key, entry.value),
+        out,
+        "state entry",
+    )
+}
+
+/// Iterates the canonical entries of a key group's state.
+pub fn state_entries(mut bytes: &[u8]) -> impl Iterator<Item = Result<StateEntry<'_>>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        match postcard::take_from_bytes::<(&str, &[u8], &[u8], &[u8], &[u8])>(bytes) {
+            Ok(((state, key, namespace, user_key, value), rest)) => {
+                bytes = rest;
+                Some(Ok(StateEntry { state, key, namespace, user_key, value }))
+            }
+            Err(e) => {
+                bytes = &[];
+                Some(Err(crate::Error::serialization("deserialize", "state entry", e)))
+            }
+        }
+    })
+}
+
 /// Identity and placement of one running subtask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -206,6 +293,22 @@ pub trait KeyedStateBackend: Send {
     /// Map state: removes `user_key` from the map at `key`.
     fn map_remove(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<()>;
 
+    /// The synchronous part of a snapshot: every entry, grouped by key group, in the canonical
+    /// format (named by the registered state names).
+    ///
+    /// # Errors
+    /// Backends that cannot snapshot this way say so.
+    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        Err(crate::Error::runtime("state backend", "this backend does not take snapshots"))
+    }
+
+    /// Loads the entries of a snapshot (of any backend) for the key groups this backend owns;
+    /// entries of other key groups are ignored.
+    fn restore(&mut self, groups: &[KeyGroupState]) -> Result<()> {
+        let _ = groups;
+        Err(crate::Error::runtime("state backend", "this backend does not restore snapshots"))
+    }
+
     /// Map state: calls `visit` for every entry of the map at `key`, in user-key byte order,
     /// until it returns `false`.
     fn map_scan(
@@ -249,6 +352,15 @@ pub enum SourceStatus {
 pub trait SourceReader: Send {
     /// Reads up to `max_records` records into `out` (cleared by the caller).
     fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus>;
+
+    /// The position after the last record read, for a checkpoint (opaque to the operator).
+    fn position(&self) -> Vec<u8>;
+
+    /// Continues from a position [`SourceReader::position`] returned.
+    ///
+    /// # Errors
+    /// A position that does not belong to this source.
+    fn seek(&mut self, position: &[u8]) -> Result<()>;
 }
 
 /// This subtask's writer of a sink.
@@ -287,6 +399,11 @@ pub trait TaskChain: Send {
 
     /// All inputs ended: flush and finish every operator (sinks complete their output).
     fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+
+    /// Takes the synchronous part of checkpoint `barrier`: every operator flushes what it emitted
+    /// before the barrier to its outputs and contributes its state. The runtime sends the barrier
+    /// downstream right after, so it follows exactly the records before it.
+    fn snapshot(&mut self, barrier: CheckpointBarrier, rt: &mut dyn TaskRuntime) -> Result<ChainSnapshot>;
 }
 
 /// The logical job a plugin builds: its descriptor, and its factories (opaque to the runtime).

@@ -217,7 +217,7 @@ impl StreamExecutionEnvironment {
     fn source<T: crate::Data>(&self, descriptor: SourceDescriptor, name: &str, kind: SourceKind<T>) -> DataStream<T> {
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
             let out = Output::new(outputs.remove(0), setup.name)?;
-            Ok(Box::new(SourceHead::new(kind.clone(), out, setup.name)))
+            Ok(Box::new(SourceHead::new(kind.clone(), out, setup.name, setup.uid)))
         });
         let id = self.graph.borrow_mut().add_node(
             NodeKind::Source(descriptor),
@@ -234,10 +234,10 @@ impl StreamExecutionEnvironment {
         T: crate::Data,
         F: Fn(u64) -> T + Send + Sync + 'static,
     {
-        if let Some(rate) = generator.rate {
-            if !(rate > 0.0 && rate.is_finite()) {
-                self.graph.borrow_mut().errors.push(format!("generator rate must be positive, got {rate}"));
-            }
+        if let Some(rate) = generator.rate
+            && !(rate > 0.0 && rate.is_finite())
+        {
+            self.graph.borrow_mut().errors.push(format!("generator rate must be positive, got {rate}"));
         }
         let descriptor = SourceDescriptor::Generator { count: generator.count, rate: generator.rate };
         let convert: ConvertRaw<T> = Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>| {
@@ -829,7 +829,7 @@ where
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
-            Ok(Box::new(HeapWindowOperator::new(
+            let mut operator = HeapWindowOperator::new(
                 key.clone(),
                 assigner,
                 lateness,
@@ -837,7 +837,9 @@ where
                 window_fn.clone(),
                 (out, late),
                 setup.name,
-            )))
+            );
+            operator.uid = setup.uid.to_owned();
+            Ok(Box::new(operator))
         });
         let extra = match &self.late_tag {
             Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],

@@ -72,10 +72,11 @@ struct TimerQueue {
 
 impl TimerQueue {
     fn register(&mut self, timestamp: Timestamp, probe: &TimerTarget) {
-        if let Some((ts, pending)) = &self.firing {
-            if *ts == timestamp && pending.contains(probe) {
-                return;
-            }
+        if let Some((ts, pending)) = &self.firing
+            && *ts == timestamp
+            && pending.contains(probe)
+        {
+            return;
         }
         // One lookup: the probe's bytes are inline for short keys, so cloning it does not allocate.
         if self.by_time.entry(timestamp).or_default().insert(probe.clone()) {
@@ -84,21 +85,20 @@ impl TimerQueue {
     }
 
     fn delete(&mut self, timestamp: Timestamp, probe: &TimerTarget) {
-        if let Some((ts, pending)) = &mut self.firing {
-            if *ts == timestamp {
-                if let Some(i) = pending.iter().position(|t| t == probe) {
-                    pending.swap_remove(i);
-                    self.len -= 1;
-                    return;
-                }
-            }
+        if let Some((ts, pending)) = &mut self.firing
+            && *ts == timestamp
+            && let Some(i) = pending.iter().position(|t| t == probe)
+        {
+            pending.swap_remove(i);
+            self.len -= 1;
+            return;
         }
-        if let Some(bucket) = self.by_time.get_mut(&timestamp) {
-            if bucket.remove(probe) {
-                self.len -= 1;
-                if bucket.is_empty() {
-                    self.by_time.remove(&timestamp);
-                }
+        if let Some(bucket) = self.by_time.get_mut(&timestamp)
+            && bucket.remove(probe)
+        {
+            self.len -= 1;
+            if bucket.is_empty() {
+                self.by_time.remove(&timestamp);
             }
         }
     }
@@ -187,6 +187,29 @@ impl Timers {
     /// When the earliest processing-time timer is due.
     pub(crate) fn next_processing(&self) -> Option<Timestamp> {
         self.processing.next()
+    }
+
+    /// Appends every timer to the entries of its key group, as canonical state entries named
+    /// `__timers/event` and `__timers/processing` whose value is the timestamp (big-endian).
+    pub(crate) fn snapshot_into(&self, groups: &mut BTreeMap<u16, Vec<u8>>) -> crate::Result<()> {
+        for (state, queue) in [("__timers/event", &self.event), ("__timers/processing", &self.processing)] {
+            let firing = queue.firing.iter().flat_map(|(ts, pending)| pending.iter().map(move |t| (*ts, t)));
+            let queued = queue.by_time.iter().flat_map(|(ts, bucket)| bucket.iter().map(move |t| (*ts, t)));
+            for (timestamp, target) in firing.chain(queued) {
+                let key_len = target.key_len as usize;
+                crate::runtime::encode_state_entry(
+                    groups.entry(target.key_group).or_default(),
+                    crate::runtime::StateEntry {
+                        state,
+                        key: &target.bytes[..key_len],
+                        namespace: &target.bytes[key_len..],
+                        user_key: &[],
+                        value: &timestamp.to_be_bytes(),
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 
     #[cfg(test)]

@@ -255,10 +255,11 @@ async fn submit_job(
     match state.rest.jobmanager.submit(submission).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() })))),
         Err(e) => {
-            if newly_stored && (400..500).contains(&e.status_code()) {
-                if let Err(delete_error) = state.rest.plugins.delete(&sha256).await {
-                    error!(plugin = %sha256, "cannot remove the rejected plugin: {}", chain(&delete_error));
-                }
+            if newly_stored
+                && (400..500).contains(&e.status_code())
+                && let Err(delete_error) = state.rest.plugins.delete(&sha256).await
+            {
+                error!(plugin = %sha256, "cannot remove the rejected plugin: {}", chain(&delete_error));
             }
             Err(e.into())
         }

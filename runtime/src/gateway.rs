@@ -51,6 +51,16 @@ pub struct TaskEvent {
 pub trait TaskEventSink: Send + Sync {
     /// Delivers one event.
     fn task_event(&self, event: TaskEvent);
+
+    /// A task took its snapshot of checkpoint `snapshot.checkpoint` and forwarded the barrier.
+    fn checkpoint_acknowledged(&self, task: TaskId, snapshot: weir_api::runtime::ChainSnapshot) {
+        let _ = (task, snapshot);
+    }
+
+    /// A task could not take part in checkpoint `checkpoint`.
+    fn checkpoint_declined(&self, task: TaskId, checkpoint: weir_api::runtime::CheckpointId, reason: String) {
+        let _ = (task, checkpoint, reason);
+    }
 }
 
 /// The jobmanager's handle on one taskmanager.

@@ -38,6 +38,8 @@ pub(crate) struct TaskContext {
     pub(crate) local: Vec<Vec<bool>>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) metrics: Arc<TaskMetrics>,
+    /// Where checkpoint acknowledgements go (the jobmanager).
+    pub(crate) events: Arc<dyn weir_runtime::TaskEventSink>,
 }
 
 impl TaskContext {
@@ -66,6 +68,25 @@ impl TaskContext {
         self.outputs
             .get(output)
             .ok_or_else(|| Error::runtime("exchange", format!("task {} has no output {output}", self.id)))
+    }
+
+    /// Takes this task's part of checkpoint `barrier`: the chain's snapshot (which flushes what
+    /// precedes the barrier), then the barrier to every output, then the acknowledgement.
+    pub(crate) fn checkpoint(
+        &mut self,
+        chain: &mut dyn weir_api::runtime::TaskChain,
+        barrier: weir_api::runtime::CheckpointBarrier,
+    ) -> Result<()> {
+        let snapshot = match chain.snapshot(barrier, self) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                self.events.checkpoint_declined(self.id, barrier.id, e.to_string());
+                return Err(e);
+            }
+        };
+        self.broadcast_all(|| ChannelEvent::Barrier(barrier))?;
+        self.events.checkpoint_acknowledged(self.id, snapshot);
+        Ok(())
     }
 
     /// Sends `event` (cloned) to every channel of every output.

@@ -20,6 +20,8 @@ pub enum ChannelEvent {
     Watermark(Timestamp),
     /// The producer became idle (`true`) or active again (`false`).
     Idle(bool),
+    /// A checkpoint barrier: the producer's records before it belong to the checkpoint.
+    Barrier(weir_api::runtime::CheckpointBarrier),
     /// The producer finished; nothing follows.
     EndOfStream,
     /// The channel broke (for example the connection to a remote producer was lost); the

@@ -51,6 +51,11 @@ impl InputGate {
         self.channels[channel].input
     }
 
+    /// Whether `channel` delivered its end of stream.
+    pub(crate) fn is_ended(&self, channel: usize) -> bool {
+        self.channels[channel].ended
+    }
+
     /// A watermark arrived on `channel`.
     pub(crate) fn on_watermark(&mut self, channel: usize, watermark: Timestamp) -> GateUpdate {
         let state = &mut self.channels[channel];
@@ -78,11 +83,11 @@ impl InputGate {
         let mut update = GateUpdate::default();
         let active = self.channels.iter().filter(|c| !c.ended && !c.idle);
         let combined = if self.open == 0 { Some(MAX_WATERMARK) } else { active.map(|c| c.watermark).min() };
-        if let Some(watermark) = combined {
-            if watermark > self.combined {
-                self.combined = watermark;
-                update.watermark = Some(watermark);
-            }
+        if let Some(watermark) = combined
+            && watermark > self.combined
+        {
+            self.combined = watermark;
+            update.watermark = Some(watermark);
         }
         let idle = self.open > 0 && self.channels.iter().all(|c| c.ended || c.idle);
         if idle != self.idle {

@@ -1,13 +1,13 @@
 //! The task thread: drives one operator chain from its source or input channels until the end
-//! of input, cancellation or failure.
+//! of input, cancellation or failure, taking part in checkpoints on the way.
 
 use crate::context::{TaskContext, now_ms};
 use crate::exchange::ChannelEvent;
 use crate::input_gate::{GateUpdate, InputGate};
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use weir_api::runtime::{InputBatch, SourceStatus, TaskChain};
+use weir_api::runtime::{CheckpointBarrier, CheckpointId, InputBatch, SourceStatus, TaskChain};
 use weir_api::{Error, Result};
 
 /// The longest a task waits without checking for cancellation.
@@ -20,11 +20,25 @@ pub(crate) enum TaskOutcome {
     Canceled,
 }
 
-/// Runs a source chain: polls it until it is exhausted.
-pub(crate) fn run_source(chain: &mut dyn TaskChain, cx: &mut TaskContext) -> Result<TaskOutcome> {
+/// Requests to a running task from its taskmanager.
+#[derive(Debug)]
+pub(crate) enum TaskControl {
+    /// Sources: take part in a checkpoint now (snapshot, then emit the barrier).
+    TriggerCheckpoint(CheckpointBarrier),
+}
+
+/// Runs a source chain: polls it until it is exhausted, taking checkpoints when triggered.
+pub(crate) fn run_source(
+    chain: &mut dyn TaskChain,
+    cx: &mut TaskContext,
+    control: &Receiver<TaskControl>,
+) -> Result<TaskOutcome> {
     loop {
         if cx.cancel.load(Ordering::Relaxed) {
             return Ok(TaskOutcome::Canceled);
+        }
+        while let Ok(request) = control.try_recv() {
+            handle_control(chain, cx, request)?;
         }
         fire_due_timers(chain, cx)?;
         match chain.poll_source(cx)? {
@@ -43,11 +57,70 @@ pub(crate) fn run_source(chain: &mut dyn TaskChain, cx: &mut TaskContext) -> Res
                     fire_due_timers(chain, cx)?;
                     continue;
                 }
-                std::thread::sleep(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL));
+                // Wait for the next due time, or a checkpoint trigger, whichever comes first.
+                match control.recv_timeout(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL)) {
+                    Ok(request) => handle_control(chain, cx, request)?,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                }
             },
         }
     }
     finish(chain, cx)
+}
+
+fn handle_control(chain: &mut dyn TaskChain, cx: &mut TaskContext, request: TaskControl) -> Result<()> {
+    match request {
+        TaskControl::TriggerCheckpoint(barrier) => cx.checkpoint(chain, barrier),
+    }
+}
+
+/// Barrier alignment of a task with several input channels (Flink's aligned checkpoints): a
+/// channel that delivered barrier `n` is blocked until every open channel has, so the snapshot
+/// sees exactly the records before the barrier on every input.
+#[derive(Debug, Default)]
+struct Alignment {
+    /// The checkpoint being aligned and the channels that delivered its barrier.
+    current: Option<(CheckpointBarrier, Vec<bool>)>,
+    /// The newest checkpoint this task completed or abandoned.
+    last: Option<CheckpointId>,
+}
+
+impl Alignment {
+    fn is_blocked(&self, channel: usize) -> bool {
+        self.current.as_ref().is_some_and(|(_, delivered)| delivered[channel])
+    }
+
+    /// A barrier arrived on `channel`; returns a checkpoint superseded by it (to decline).
+    fn on_barrier(&mut self, channel: usize, barrier: CheckpointBarrier, channels: usize) -> Option<CheckpointId> {
+        if self.last.is_some_and(|last| barrier.id <= last) {
+            return None;
+        }
+        let mut superseded = None;
+        match &mut self.current {
+            Some((current, delivered)) if current.id == barrier.id => delivered[channel] = true,
+            Some((current, _)) if current.id > barrier.id => {}
+            current => {
+                superseded = current.take().map(|(old, _)| old.id);
+                let mut delivered = vec![false; channels];
+                delivered[channel] = true;
+                *current = Some((barrier, delivered));
+            }
+        }
+        superseded
+    }
+
+    /// The barrier to complete when every open channel delivered it.
+    fn complete(&mut self, gate: &InputGate) -> Option<CheckpointBarrier> {
+        let (barrier, delivered) = self.current.as_ref()?;
+        if (0..delivered.len()).all(|c| delivered[c] || gate.is_ended(c)) {
+            let barrier = *barrier;
+            self.current = None;
+            self.last = Some(barrier.id);
+            Some(barrier)
+        } else {
+            None
+        }
+    }
 }
 
 /// Runs a chain fed by input channels until all of them ended.
@@ -57,10 +130,21 @@ pub(crate) fn run_inputs(
     receivers: Vec<Receiver<ChannelEvent>>,
     mut gate: InputGate,
 ) -> Result<TaskOutcome> {
-    let mut select = Select::new();
-    for receiver in &receivers {
-        select.recv(receiver);
-    }
+    let mut alignment = Alignment::default();
+    // The select covers the channels that are neither ended nor blocked; `active[i]` is the
+    // channel of select index `i`. It is rebuilt when that set changes (barriers, ends).
+    let build = |gate: &InputGate, alignment: &Alignment| {
+        let mut select = Select::new();
+        let mut active = Vec::new();
+        for (channel, receiver) in receivers.iter().enumerate() {
+            if !gate.is_ended(channel) && !alignment.is_blocked(channel) {
+                select.recv(receiver);
+                active.push(channel);
+            }
+        }
+        (select, active)
+    };
+    let (mut select, mut active) = build(&gate, &alignment);
     while gate.open_channels() > 0 {
         if cx.cancel.load(Ordering::Relaxed) {
             return Ok(TaskOutcome::Canceled);
@@ -74,13 +158,17 @@ pub(crate) fn run_inputs(
             Some(t) => Duration::from_millis((t - now) as u64).min(POLL_INTERVAL),
             None => POLL_INTERVAL,
         };
-        let Ok(operation) = select.select_timeout(wait) else {
-            continue;
-        };
-        let channel = operation.index();
+        if active.is_empty() {
+            // Every open channel is blocked by an alignment that cannot complete: impossible, as
+            // alignment completes once every open channel delivered the barrier.
+            return Err(Error::runtime("barrier alignment", "all input channels blocked"));
+        }
+        let Ok(operation) = select.select_timeout(wait) else { continue };
+        let channel = active[operation.index()];
         let event = operation
             .recv(&receivers[channel])
             .map_err(|_| Error::runtime("exchange", "an upstream task is gone without ending its stream"))?;
+        let mut rebuild = false;
         let update = match event {
             ChannelEvent::Batch(data) => {
                 chain.process_batch(gate.input_of(channel), InputBatch::Bytes(&data), cx)?;
@@ -92,9 +180,16 @@ pub(crate) fn run_inputs(
             }
             ChannelEvent::Watermark(watermark) => gate.on_watermark(channel, watermark),
             ChannelEvent::Idle(idle) => gate.on_idleness(channel, idle),
+            ChannelEvent::Barrier(barrier) => {
+                if let Some(old) = alignment.on_barrier(channel, barrier, receivers.len()) {
+                    cx.events.checkpoint_declined(cx.id, old, format!("superseded by checkpoint {}", barrier.id));
+                }
+                rebuild = true;
+                GateUpdate::default()
+            }
             ChannelEvent::Failed(message) => return Err(Error::runtime("exchange", message)),
             ChannelEvent::EndOfStream => {
-                select.remove(channel);
+                rebuild = true;
                 gate.on_end(channel)
             }
         };
@@ -107,6 +202,12 @@ pub(crate) fn run_inputs(
         }
         if update.idleness == Some(true) {
             chain.process_idleness(true, cx)?;
+        }
+        if let Some(barrier) = alignment.complete(&gate) {
+            cx.checkpoint(chain, barrier)?;
+        }
+        if rebuild {
+            (select, active) = build(&gate, &alignment);
         }
     }
     finish(chain, cx)
@@ -125,4 +226,42 @@ fn finish(chain: &mut dyn TaskChain, cx: &mut TaskContext) -> Result<TaskOutcome
     chain.end_input(cx)?;
     cx.broadcast_all(|| ChannelEvent::EndOfStream)?;
     Ok(TaskOutcome::Finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn barrier(id: u64) -> CheckpointBarrier {
+        CheckpointBarrier { id, timestamp: 0 }
+    }
+
+    #[test]
+    fn alignment_completes_when_every_open_channel_delivered_the_barrier() {
+        let mut gate = InputGate::new([0, 0, 1]);
+        let mut a = Alignment::default();
+        assert_eq!(a.on_barrier(0, barrier(1), 3), None);
+        assert!(a.is_blocked(0) && !a.is_blocked(1));
+        assert_eq!(a.complete(&gate), None);
+        a.on_barrier(2, barrier(1), 3);
+        assert_eq!(a.complete(&gate), None);
+        // An ended channel counts as aligned.
+        gate.on_end(1);
+        assert_eq!(a.complete(&gate), Some(barrier(1)));
+        assert!(!a.is_blocked(0));
+        // Old barriers are ignored afterwards.
+        assert_eq!(a.on_barrier(0, barrier(1), 3), None);
+        assert!(!a.is_blocked(0));
+    }
+
+    #[test]
+    fn a_newer_barrier_supersedes_an_unfinished_alignment() {
+        let gate = InputGate::new([0, 0]);
+        let mut a = Alignment::default();
+        a.on_barrier(0, barrier(1), 2);
+        assert_eq!(a.on_barrier(1, barrier(2), 2), Some(1));
+        assert!(a.is_blocked(1) && !a.is_blocked(0));
+        a.on_barrier(0, barrier(2), 2);
+        assert_eq!(a.complete(&gate), Some(barrier(2)));
+    }
 }

@@ -4,7 +4,7 @@
 use crate::context::{OutputChannels, TaskContext, TaskMetrics};
 use crate::exchange::LocalExchange;
 use crate::input_gate::InputGate;
-use crate::task::{TaskOutcome, run_inputs, run_source};
+use crate::task::{TaskControl, TaskOutcome, run_inputs, run_source};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,8 @@ struct JobResources {
 struct RunningTask {
     cancel: Arc<AtomicBool>,
     metrics: Arc<TaskMetrics>,
+    control: crossbeam_channel::Sender<TaskControl>,
+    is_source: bool,
 }
 
 struct JobTasks {
@@ -188,6 +190,19 @@ impl TaskManager {
             .collect()
     }
 
+    /// Triggers checkpoint `barrier` at every running source task of `job` here; returns how many
+    /// were triggered. Each snapshots its chain, emits the barrier downstream, and acknowledges
+    /// through the event sink; downstream tasks align and acknowledge in turn.
+    pub fn trigger_checkpoint(&self, job: JobId, barrier: weir_api::runtime::CheckpointBarrier) -> usize {
+        let jobs = self.inner.jobs();
+        let Some(job) = jobs.get(&job) else { return 0 };
+        job.tasks
+            .values()
+            .filter(|t| t.is_source)
+            .filter(|t| t.control.send(TaskControl::TriggerCheckpoint(barrier)).is_ok())
+            .count()
+    }
+
     /// Cancels every running task (the jobmanager is gone or forgot this taskmanager).
     pub fn cancel_all(&self) {
         for job in self.inner.jobs().values() {
@@ -280,6 +295,7 @@ impl TaskManager {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(TaskMetrics::default());
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
         {
             let mut jobs = self.inner.jobs();
             let job = jobs.entry(task.job).or_insert_with(|| JobTasks {
@@ -288,7 +304,13 @@ impl TaskManager {
                 tasks: HashMap::new(),
                 released: false,
             });
-            if job.tasks.insert(task, RunningTask { cancel: cancel.clone(), metrics: metrics.clone() }).is_some() {
+            let running = RunningTask {
+                cancel: cancel.clone(),
+                metrics: metrics.clone(),
+                control: control_tx,
+                is_source: deployment.is_source(),
+            };
+            if job.tasks.insert(task, running).is_some() {
                 return Err(format!("task {task} is already deployed"));
             }
         }
@@ -309,12 +331,13 @@ impl TaskManager {
                     .collect()
             })
             .collect();
-        let mut cx = TaskContext { id: task, info, outputs, local, cancel, metrics };
+        let events = self.inner.events.clone();
+        let mut cx = TaskContext { id: task, info, outputs, local, cancel, metrics, events };
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("weir-task-{}-{}", task.vertex, task.subtask))
             .spawn(move || {
-                let result = catch_unwind(AssertUnwindSafe(|| run_task(&resources, &deployment, &mut cx, receivers, inputs, &inner)))
+                let result = catch_unwind(AssertUnwindSafe(|| run_task(&resources, &deployment, &mut cx, (receivers, inputs, control_rx), &inner)))
                     .unwrap_or_else(|payload| {
                         let message = payload
                             .downcast_ref::<&str>()
@@ -370,8 +393,11 @@ fn run_task(
     resources: &JobResources,
     deployment: &TaskDeployment,
     cx: &mut TaskContext,
-    receivers: Vec<crossbeam_channel::Receiver<crate::exchange::ChannelEvent>>,
-    inputs: Vec<usize>,
+    (receivers, inputs, control): (
+        Vec<crossbeam_channel::Receiver<crate::exchange::ChannelEvent>>,
+        Vec<usize>,
+        crossbeam_channel::Receiver<TaskControl>,
+    ),
     inner: &Inner,
 ) -> weir_api::Result<TaskOutcome> {
     let mut chain =
@@ -382,7 +408,7 @@ fn run_task(
     chain.open(cx)?;
     inner.report(cx.id, TaskExecutionState::Running, None, &cx.metrics);
     if deployment.is_source() {
-        run_source(&mut **chain, cx)
+        run_source(&mut **chain, cx, &control)
     } else {
         run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs))
     }

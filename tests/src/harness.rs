@@ -152,7 +152,7 @@ pub fn tricky_text(seed: u64, lines: usize) -> Vec<u8> {
         for _ in 0..words {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
-            text.push(if state % 3 == 0 { b',' } else { b' ' });
+            text.push(if state.is_multiple_of(3) { b',' } else { b' ' });
         }
         text.extend_from_slice(if line % 5 == 0 { b"\r\n" } else { b"\n" });
     }

@@ -36,7 +36,7 @@ struct RefBid {
 fn ref_bid(seq: u64) -> RefBid {
     RefBid {
         seq,
-        auction: if seq % 4 == 0 { (seq / 4) % 97 } else { seq.wrapping_mul(7919) % 10000 },
+        auction: if seq.is_multiple_of(4) { (seq / 4) % 97 } else { seq.wrapping_mul(7919) % 10000 },
         bidder: seq.wrapping_mul(104729) % 100000,
         price: seq.wrapping_mul(31) % 10000 + 1,
         time: seq as i64,

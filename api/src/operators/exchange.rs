@@ -150,12 +150,12 @@ impl<T: crate::Data> Downstream<T> for NetworkOutput<T> {
         match self.partitioning {
             Partitioning::Forward | Partitioning::Auto => {
                 let channel = self.own_subtask as usize;
-                if let Pending::Records(records) = &mut self.pending[channel] {
-                    if records.is_empty() {
-                        // Hand the whole batch over without copying it record by record.
-                        std::mem::swap(records, batch);
-                        return self.flush_all(rt);
-                    }
+                if let Pending::Records(records) = &mut self.pending[channel]
+                    && records.is_empty()
+                {
+                    // Hand the whole batch over without copying it record by record.
+                    std::mem::swap(records, batch);
+                    return self.flush_all(rt);
                 }
                 for record in batch.drain(..) {
                     self.write(channel, record, rt)?;
@@ -205,6 +205,16 @@ impl<T: crate::Data> Downstream<T> for NetworkOutput<T> {
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.flush_all(rt)
+    }
+
+    fn snapshot(
+        &mut self,
+        _checkpoint: crate::runtime::CheckpointId,
+        _into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        // Everything before the barrier goes out before it.
         self.flush_all(rt)
     }
 }

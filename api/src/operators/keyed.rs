@@ -6,10 +6,13 @@ use crate::codec::{decode, encode_into};
 use crate::error::{Error, Result};
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, RuntimeContext, TimeDomain};
 use crate::keygroup::key_group_for_key_bytes;
-use crate::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, TaskRuntime};
+use crate::runtime::{
+    CheckpointId, KeyGroupState, KeyedStateBackend, OperatorSnapshot, StateId, StateKey, StateKind, TaskRuntime,
+};
 use crate::state::{KeyedState, StateRegistry};
 use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
 use crate::timer::{Timer, TimerService, Timers};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The keyed context of an operator in one subtask.
@@ -59,6 +62,20 @@ impl<K: crate::Data> KeyedHarness<K> {
         self.key_group = key_group_for_key_bytes(&self.key_bytes, self.max_parallelism);
         self.key = Some(key);
         Ok(())
+    }
+
+    /// This operator's keyed state and timers, by key group, in the canonical format.
+    pub(crate) fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for group in self.backend()?.snapshot()? {
+            groups.entry(group.key_group).or_default().extend_from_slice(&group.entries);
+        }
+        self.timers.snapshot_into(&mut groups)?;
+        Ok(OperatorSnapshot {
+            uid: self.uid.clone(),
+            keyed: groups.into_iter().map(|(key_group, entries)| KeyGroupState { key_group, entries }).collect(),
+            operator_state: Vec::new(),
+        })
     }
 
     /// Makes the key of `timer` the current key.
@@ -213,6 +230,16 @@ where
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.out.end(rt)
     }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        into.push(self.harness.snapshot()?);
+        self.out.snapshot(checkpoint, into, rt)
+    }
 }
 
 /// `key_by(..).reduce(f)`: emits the running reduction of each key for every element.
@@ -260,5 +287,15 @@ where
         self.out.flush(rt)
     }
 
-    super::forward_control!(out, except_open);
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        into: &mut Vec<OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        into.push(self.harness.snapshot()?);
+        self.out.snapshot(checkpoint, into, rt)
+    }
+
+    super::forward_control!(out, control_only);
 }

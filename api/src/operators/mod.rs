@@ -10,6 +10,17 @@ macro_rules! forward_control {
         $crate::operators::forward_control!($out, except_open);
     };
     ($out:ident, except_open) => {
+        fn snapshot(
+            &mut self,
+            checkpoint: $crate::runtime::CheckpointId,
+            into: &mut Vec<$crate::runtime::OperatorSnapshot>,
+            rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            self.$out.snapshot(checkpoint, into, rt)
+        }
+        $crate::operators::forward_control!($out, control_only);
+    };
+    ($out:ident, control_only) => {
         fn watermark(
             &mut self,
             w: $crate::time::Timestamp,

@@ -79,4 +79,14 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
         }
         Ok(())
     }
+
+    fn snapshot(
+        &mut self,
+        _checkpoint: crate::runtime::CheckpointId,
+        _into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        _rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        // Sinks without transactions have no state; the exactly-once file sink pre-commits here.
+        Ok(())
+    }
 }

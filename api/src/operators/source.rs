@@ -41,11 +41,21 @@ pub(crate) struct SourceHead<T> {
     pub(crate) finished: bool,
     pub(crate) out: Output<T>,
     pub(crate) name: String,
+    pub(crate) uid: String,
 }
 
 impl<T> SourceHead<T> {
-    pub(crate) fn new(kind: SourceKind<T>, out: Output<T>, name: &str) -> Self {
-        Self { kind, reader: None, raw: RawBatch::default(), position: 0, finished: false, out, name: name.to_owned() }
+    pub(crate) fn new(kind: SourceKind<T>, out: Output<T>, name: &str, uid: &str) -> Self {
+        Self {
+            kind,
+            reader: None,
+            raw: RawBatch::default(),
+            position: 0,
+            finished: false,
+            out,
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+        }
     }
 }
 
@@ -156,5 +166,24 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
             self.finish(rt)?;
         }
         self.out.end(rt)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.out.flush(rt)?;
+        let operator_state = match (&self.kind, &self.reader) {
+            (SourceKind::External { .. }, Some(reader)) => reader.position(),
+            _ => {
+                let mut bytes = Vec::new();
+                crate::codec::encode_into(&(self.position as u64), &mut bytes, "source position")?;
+                bytes
+            }
+        };
+        into.push(crate::runtime::OperatorSnapshot { uid: self.uid.clone(), keyed: Vec::new(), operator_state });
+        self.out.snapshot(checkpoint, into, rt)
     }
 }

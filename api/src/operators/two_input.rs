@@ -80,6 +80,14 @@ where
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.out.end(rt)
     }
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.out.snapshot(checkpoint, into, rt)
+    }
 }
 
 /// `connect(..).key_by(k1, k2).process(f)`.
@@ -171,5 +179,15 @@ where
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.out.end(rt)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        into.push(self.harness.snapshot()?);
+        self.out.snapshot(checkpoint, into, rt)
     }
 }

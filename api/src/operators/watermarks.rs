@@ -86,14 +86,14 @@ impl<T: crate::Data> Downstream<T> for WatermarkAssigner<T> {
     }
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        if let (Some(idle_ms), Some(check)) = (self.strategy.idleness_ms, self.next_check) {
-            if now >= check {
-                if !self.idle && now.saturating_sub(self.last_record_at) >= idle_ms {
-                    self.idle = true;
-                    self.out.idleness(true, rt)?;
-                }
-                self.next_check = Some(now.saturating_add(self.strategy.interval_ms));
+        if let (Some(idle_ms), Some(check)) = (self.strategy.idleness_ms, self.next_check)
+            && now >= check
+        {
+            if !self.idle && now.saturating_sub(self.last_record_at) >= idle_ms {
+                self.idle = true;
+                self.out.idleness(true, rt)?;
             }
+            self.next_check = Some(now.saturating_add(self.strategy.interval_ms));
         }
         self.out.time(now, rt)
     }
@@ -105,5 +105,15 @@ impl<T: crate::Data> Downstream<T> for WatermarkAssigner<T> {
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.next_check = None;
         self.out.end(rt)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        // Like Flink's, watermark generators start afresh after a restore.
+        self.out.snapshot(checkpoint, into, rt)
     }
 }

@@ -590,6 +590,19 @@ where
         min_time(min_time(self.harness.timers.next_processing(), late), self.out.next_time())
     }
 
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        into.push(self.harness.snapshot()?);
+        if let Some(late) = self.late.as_mut() {
+            late.snapshot(checkpoint, into, rt)?;
+        }
+        self.out.snapshot(checkpoint, into, rt)
+    }
+
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         if self.dropped_late > 0 {
             rt.log(

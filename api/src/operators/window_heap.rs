@@ -50,6 +50,8 @@ pub(crate) struct HeapWindowOperator<K, T, O, KF, A: Accumulate<T>, W> {
     /// Keys in the most recently dropped window, to size new windows.
     pub(crate) last_window_keys: usize,
     pub(crate) name: String,
+    pub(crate) uid: String,
+    pub(crate) max_parallelism: u32,
 }
 
 impl<K, T, O, KF, A, W> HeapWindowOperator<K, T, O, KF, A, W>
@@ -86,6 +88,8 @@ where
             dropped_late: 0,
             last_window_keys: 0,
             name: name.to_owned(),
+            uid: name.to_owned(),
+            max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
         }
     }
 
@@ -150,10 +154,11 @@ where
             };
             *slot = Some(self.acc.add(slot.take(), v));
             // A window the watermark already passed (within the allowed lateness) fires again.
-            if self.assigner.time == WindowTime::EventTime && window.max_timestamp() <= self.watermark {
-                if let Some(current) = slot.clone() {
-                    Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, window, current);
-                }
+            if self.assigner.time == WindowTime::EventTime
+                && window.max_timestamp() <= self.watermark
+                && let Some(current) = slot.clone()
+            {
+                Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, window, current);
             }
         }
         self.assigned = assigned;
@@ -208,6 +213,7 @@ where
 {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.now = rt.processing_time();
+        self.max_parallelism = rt.info().max_parallelism;
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
         }
@@ -268,6 +274,49 @@ where
         };
         let late = self.late.as_ref().and_then(Output::next_time);
         min_time(min_time(due, late), self.out.next_time())
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        // The same entries the generic window operator keeps in a state backend: state
+        // `window-contents`, namespace = the window, value = the accumulator.
+        let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        let mut value = Vec::new();
+        for (window, keys) in &self.windows {
+            let namespace = window.to_bytes();
+            for (key, (_, acc)) in keys {
+                let Some(acc) = acc else { continue };
+                value.clear();
+                encode_into(acc, &mut value, "window accumulator")?;
+                let key_group = crate::keygroup::key_group_for_key_bytes(key, self.max_parallelism);
+                crate::runtime::encode_state_entry(
+                    groups.entry(key_group).or_default(),
+                    crate::runtime::StateEntry {
+                        state: "window-contents",
+                        key,
+                        namespace: &namespace,
+                        user_key: &[],
+                        value: &value,
+                    },
+                )?;
+            }
+        }
+        into.push(crate::runtime::OperatorSnapshot {
+            uid: self.uid.clone(),
+            keyed: groups
+                .into_iter()
+                .map(|(key_group, entries)| crate::runtime::KeyGroupState { key_group, entries })
+                .collect(),
+            operator_state: Vec::new(),
+        });
+        if let Some(late) = self.late.as_mut() {
+            late.snapshot(checkpoint, into, rt)?;
+        }
+        self.out.snapshot(checkpoint, into, rt)
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {

@@ -45,7 +45,7 @@ pub struct Bid {
 /// `price = (seq * 31) % 10000 + 1`, and the event time is `seq` milliseconds. All arithmetic is
 /// `u64` (wrapping only beyond `seq ≈ 1.7e14`, far past any run).
 pub fn bid(seq: u64) -> Bid {
-    let auction = if seq % 4 == 0 { (seq / 4) % 97 } else { seq.wrapping_mul(7919) % 10_000 };
+    let auction = if seq.is_multiple_of(4) { (seq / 4) % 97 } else { seq.wrapping_mul(7919) % 10_000 };
     Bid {
         seq,
         auction,
@@ -249,7 +249,7 @@ fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
             name,
         ),
         "q2" => sink(
-            bids.filter(|b: &Bid| b.auction % 123 == 0)
+            bids.filter(|b: &Bid| b.auction.is_multiple_of(123))
                 .uid("q2-filter")
                 .name("q2 selection")
                 .map(|b: Bid| row(b, b.price))

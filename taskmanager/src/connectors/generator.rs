@@ -104,6 +104,27 @@ impl GeneratorReader {
 }
 
 impl SourceReader for GeneratorReader {
+    /// `(next, remaining)`: where the sequence continues.
+    fn position(&self) -> Vec<u8> {
+        postcard::to_allocvec(&(self.next, self.remaining)).unwrap_or_default()
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let invalid = |message: String| Error::runtime("generator source", message);
+        let (next, remaining): (u64, u64) =
+            postcard::from_bytes(position).map_err(|e| invalid(format!("invalid generator position: {e}")))?;
+        let stride = self.stride.max(1);
+        if next % stride != self.next % stride {
+            return Err(invalid(format!("position {next} does not belong to this subtask")));
+        }
+        self.next = next;
+        self.remaining = remaining;
+        // The rate limit starts over from the restored position.
+        self.emitted = 0;
+        self.start_ms = None;
+        Ok(())
+    }
+
     fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus> {
         if self.remaining == 0 {
             return Ok(SourceStatus::Finished);

@@ -34,6 +34,8 @@ pub struct TextFileReader {
     next_file: usize,
     /// The file being read, with its path.
     current: Option<(PathBuf, BufReader<File>)>,
+    /// Bytes of the current file consumed so far.
+    offset: u64,
     /// Reused line buffer.
     line: Vec<u8>,
 }
@@ -58,7 +60,7 @@ impl TextFileReader {
         let (subtask, parallelism) = (subtask as usize, parallelism as usize);
         let files =
             all.into_iter().enumerate().filter(|(j, _)| j % parallelism == subtask).map(|(_, file)| file).collect();
-        Ok(Self { files, next_file: 0, current: None, line: Vec::new() })
+        Ok(Self { files, next_file: 0, current: None, offset: 0, line: Vec::new() })
     }
 
     /// The files this subtask reads, in order.
@@ -88,6 +90,35 @@ fn list_directory(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl SourceReader for TextFileReader {
+    /// `(index of the file being read, bytes of it consumed)`.
+    fn position(&self) -> Vec<u8> {
+        let file = if self.current.is_some() { self.next_file.saturating_sub(1) } else { self.next_file };
+        postcard::to_allocvec(&(file as u64, self.offset)).unwrap_or_default()
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let (file, offset): (u64, u64) = postcard::from_bytes(position)
+            .map_err(|e| Error::runtime(SERVICE, format!("invalid text file position: {e}")))?;
+        let file = file as usize;
+        self.current = None;
+        self.offset = 0;
+        self.next_file = file;
+        if offset > 0 {
+            let path = self
+                .files
+                .get(file)
+                .ok_or_else(|| Error::runtime(SERVICE, format!("position names file {file} of {}", self.files.len())))?
+                .clone();
+            let mut handle = File::open(&path).map_err(|e| read_error(&path, &e))?;
+            handle.seek(SeekFrom::Start(offset)).map_err(|e| read_error(&path, &e))?;
+            self.current = Some((path, BufReader::with_capacity(BUFFER_SIZE, handle)));
+            self.next_file = file + 1;
+            self.offset = offset;
+        }
+        Ok(())
+    }
+
     fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus> {
         let mut produced = 0;
         while produced < max_records {
@@ -98,6 +129,7 @@ impl SourceReader for TextFileReader {
                         return Ok(SourceStatus::Finished);
                     };
                     self.next_file += 1;
+                    self.offset = 0;
                     let file = File::open(path).map_err(|e| read_error(path, &e))?;
                     let (path, reader) =
                         self.current.insert((path.clone(), BufReader::with_capacity(BUFFER_SIZE, file)));
@@ -108,8 +140,10 @@ impl SourceReader for TextFileReader {
             let read = reader.read_until(b'\n', &mut self.line).map_err(|e| read_error(path, &e))?;
             if read == 0 {
                 self.current = None;
+                self.offset = 0;
                 continue;
             }
+            self.offset += read as u64;
             if self.line.last() == Some(&b'\n') {
                 self.line.pop();
                 if self.line.last() == Some(&b'\r') {

@@ -19,6 +19,7 @@ const TAG_BATCH: u8 = 0;
 const TAG_WATERMARK: u8 = 1;
 const TAG_IDLE: u8 = 2;
 const TAG_END_OF_STREAM: u8 = 3;
+const TAG_BARRIER: u8 = 4;
 
 /// Why a handshake or frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,7 @@ pub(crate) fn read_handshake(reader: &mut impl Read) -> Result<ChannelId, FrameE
 /// Writes `event` as one frame (buffering is the caller's business).
 pub(crate) fn write_event(writer: &mut impl Write, event: &ChannelEvent) -> Result<(), FrameError> {
     let watermark;
+    let mut barrier = [0u8; 16];
     let (tag, payload): (u8, &[u8]) = match event {
         ChannelEvent::Batch(data) => (TAG_BATCH, data),
         ChannelEvent::Watermark(timestamp) => {
@@ -121,6 +123,11 @@ pub(crate) fn write_event(writer: &mut impl Write, event: &ChannelEvent) -> Resu
         }
         ChannelEvent::Idle(idle) => (TAG_IDLE, if *idle { &[1] } else { &[0] }),
         ChannelEvent::EndOfStream => (TAG_END_OF_STREAM, &[]),
+        ChannelEvent::Barrier(b) => {
+            barrier[..8].copy_from_slice(&b.id.to_le_bytes());
+            barrier[8..].copy_from_slice(&b.timestamp.to_le_bytes());
+            (TAG_BARRIER, &barrier)
+        }
         ChannelEvent::Failed(_) => return Err(FrameError::Unencodable("Failed")),
         // Typed batches only flow between tasks of one process; producers serialize for remote channels.
         ChannelEvent::Records(_) => return Err(FrameError::Unencodable("Records")),
@@ -153,6 +160,7 @@ pub(crate) fn read_event(reader: &mut impl Read) -> Result<ChannelEvent, FrameEr
         TAG_WATERMARK => "watermark",
         TAG_IDLE => "idle",
         TAG_END_OF_STREAM => "end-of-stream",
+        TAG_BARRIER => "barrier",
         _ => return Err(FrameError::UnknownTag(tag)),
     };
     let mut len = [0; 4];
@@ -166,6 +174,7 @@ pub(crate) fn read_event(reader: &mut impl Read) -> Result<ChannelEvent, FrameEr
         TAG_WATERMARK => Some(8),
         TAG_IDLE => Some(1),
         TAG_END_OF_STREAM => Some(0),
+        TAG_BARRIER => Some(16),
         _ => None,
     };
     match expected {
@@ -198,6 +207,15 @@ pub(crate) fn read_event(reader: &mut impl Read) -> Result<ChannelEvent, FrameEr
                 other => Err(FrameError::Malformed { kind, detail: format!("idleness byte {other}, expected 0 or 1") }),
             }
         }
+        TAG_BARRIER => {
+            let mut bytes = [0; 16];
+            read_exact(reader, &mut bytes, "barrier frame")?;
+            let (id, timestamp) = bytes.split_at(8);
+            Ok(ChannelEvent::Barrier(weir_api::runtime::CheckpointBarrier {
+                id: u64::from_le_bytes(id.try_into().unwrap_or_default()),
+                timestamp: i64::from_le_bytes(timestamp.try_into().unwrap_or_default()),
+            }))
+        }
         _ => Ok(ChannelEvent::EndOfStream),
     }
 }
@@ -225,6 +243,7 @@ mod tests {
             ChannelEvent::Watermark(-1),
             ChannelEvent::Watermark(1_700_000_000_000),
             ChannelEvent::Idle(true),
+            ChannelEvent::Barrier(weir_api::runtime::CheckpointBarrier { id: 7, timestamp: -3 }),
             ChannelEvent::Idle(false),
             ChannelEvent::Batch((0..100_000u32).map(|i| i as u8).collect()),
             ChannelEvent::Watermark(i64::MAX),
@@ -332,7 +351,8 @@ mod tests {
     #[test]
     fn malformed_frames_are_errors() {
         let cases: &[(&[u8], &str)] = &[
-            (&[4, 0, 0, 0, 0], "unknown frame tag 4"),
+            (&[5, 0, 0, 0, 0], "unknown frame tag 5"),
+            (&[4, 0, 0, 0, 0], "malformed barrier frame"),
             (&[255], "unknown frame tag 255"),
             (&[0, 1, 0, 0, 4], "exceeds the limit"),
             (&[0, 255, 255, 255, 255], "exceeds the limit"),

@@ -194,7 +194,7 @@ fn handshake(stream: &TcpStream) -> Result<ChannelId, FrameError> {
     let mut reader = stream;
     let id = frame::read_handshake(&mut reader)?;
     stream.set_read_timeout(None)?;
-    super::configure(&stream)?;
+    super::configure(stream)?;
     Ok(id)
 }
 

@@ -18,7 +18,10 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use weir_api::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, encode_list_element};
+use weir_api::runtime::{
+    KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, encode_list_element,
+    encode_state_entry, state_entries,
+};
 use weir_api::{Error, Result};
 
 /// Service name used in this backend's errors.
@@ -67,6 +70,9 @@ pub struct HeapKeyedStateBackend {
     scratch: Vec<u8>,
     /// Reused buffer for new values (`update`, `append`).
     update_scratch: Vec<u8>,
+    /// Restored entries of states not registered yet, by state name (their kind is only known
+    /// when the operator registers them).
+    pending: FxHashMap<String, Vec<PendingEntry>>,
 }
 
 impl std::fmt::Debug for HeapKeyedStateBackend {
@@ -94,6 +100,7 @@ impl HeapKeyedStateBackend {
             states: Vec::new(),
             scratch: Vec::new(),
             update_scratch: Vec::new(),
+            pending: FxHashMap::default(),
         }
     }
 
@@ -161,6 +168,45 @@ impl HeapKeyedStateBackend {
     }
 }
 
+/// A restored entry waiting for its state to be registered.
+struct PendingEntry {
+    key_group: u16,
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    user_key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Splits a composite `(u32 LE key length, key, namespace)` into key and namespace.
+fn split_composite(composite: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = || Error::runtime(SERVICE, "corrupt composite key in heap state");
+    let (len, rest) = composite.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    Ok(rest.split_at(len))
+}
+
+impl HeapKeyedStateBackend {
+    /// Loads the restored entries of state `id` now that its kind is known.
+    fn apply_pending(&mut self, id: StateId) -> Result<()> {
+        let (name, kind) = {
+            let state = &self.states[id as usize];
+            (state.name.clone(), state.kind)
+        };
+        let Some(entries) = self.pending.remove(&name) else { return Ok(()) };
+        for e in entries {
+            let key = StateKey { key_group: e.key_group, key: &e.key, namespace: &e.namespace };
+            match kind {
+                StateKind::Map => self.map_put(id, key, &e.user_key, &e.value)?,
+                StateKind::Value | StateKind::List => self.put(id, key, &e.value)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The error of an operation that does not fit the state's registered kind.
 fn wrong_kind(operation: &str, state: &RegisteredState) -> Error {
     Error::runtime(SERVICE, format!("{operation} is not supported by {:?} state '{}'", state.kind, state.name))
@@ -191,6 +237,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             StateKind::Map => Tables::Map((0..self.key_group_count).map(|_| MapTable::default()).collect()),
         };
         self.states.push(RegisteredState { name: name.to_owned(), kind, tables });
+        self.apply_pending(id)?;
         Ok(id)
     }
 
@@ -282,6 +329,61 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         Ok(())
     }
 
+    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        let mut groups: Vec<KeyGroupState> = (0..self.key_group_count)
+            .map(|i| KeyGroupState { key_group: self.first_key_group + i as u16, entries: Vec::new() })
+            .collect();
+        for state in &self.states {
+            match &state.tables {
+                Tables::Flat(tables) => {
+                    for (index, table) in tables.iter().enumerate() {
+                        for (composite, value) in table {
+                            let (key, namespace) = split_composite(composite)?;
+                            let entry = StateEntry { state: &state.name, key, namespace, user_key: &[], value };
+                            encode_state_entry(&mut groups[index].entries, entry)?;
+                        }
+                    }
+                }
+                Tables::Map(tables) => {
+                    for (index, table) in tables.iter().enumerate() {
+                        for (composite, map) in table {
+                            let (key, namespace) = split_composite(composite)?;
+                            for (user_key, value) in map {
+                                let entry = StateEntry { state: &state.name, key, namespace, user_key, value };
+                                encode_state_entry(&mut groups[index].entries, entry)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        groups.retain(|g| !g.entries.is_empty());
+        Ok(groups)
+    }
+
+    fn restore(&mut self, groups: &[KeyGroupState]) -> Result<()> {
+        for group in groups.iter().filter(|g| self.key_groups.contains(&g.key_group)) {
+            for entry in state_entries(&group.entries) {
+                let e = entry?;
+                // Internal structures (timers) are restored by their operator.
+                if e.state.starts_with("__") {
+                    continue;
+                }
+                self.pending.entry(e.state.to_owned()).or_default().push(PendingEntry {
+                    key_group: group.key_group,
+                    key: e.key.to_vec(),
+                    namespace: e.namespace.to_vec(),
+                    user_key: e.user_key.to_vec(),
+                    value: e.value.to_vec(),
+                });
+            }
+        }
+        for id in 0..self.states.len() as StateId {
+            self.apply_pending(id)?;
+        }
+        Ok(())
+    }
+
     fn map_get(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<Option<&[u8]>> {
         let (registered, index, composite) = self.locate(state, &key, "map_get")?;
         match &registered.tables {
@@ -354,6 +456,13 @@ mod tests {
 
     fn key<'a>(key_group: u16, key: &'a [u8], namespace: &'a [u8]) -> StateKey<'a> {
         StateKey { key_group, key, namespace }
+    }
+
+    #[test]
+    fn meets_the_backend_contract() {
+        crate::state::contract::check_backend_contract(|key_groups| {
+            Box::new(HeapKeyedStateBackend::new("op", key_groups))
+        });
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn slow_sink(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()>
                 seen.set(seen.get() + 1);
                 seen.get()
             });
-            if seen % sleep_every == 0 {
+            if seen.is_multiple_of(sleep_every) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             p.seq

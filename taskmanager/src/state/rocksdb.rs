@@ -1,0 +1,1028 @@
+//! The RocksDB keyed state backend: state on local disk, one RocksDB database per subtask.
+//!
+//! A [`RocksDbInstance`] is one database in a local directory, opened by a subtask and shared by
+//! the keyed operators of its chain; each operator gets a [`RocksDbKeyedStateBackend`] from it.
+//! Every registered state is a column family named `<operator uid>/<state name>`, so operators
+//! (and states) never see each other's entries.
+//!
+//! Key layout within a column family (integers big-endian, so that keys sort by key group first):
+//!
+//! - value and list state: `key group: u16`, `key length: u32`, key, namespace;
+//! - map state: `key group: u16`, `key length: u32`, key, `namespace length: u32`, namespace,
+//!   user key.
+//!
+//! - The leading key group makes every key-group range a contiguous key range
+//!   ([`key_group_range_bounds`]): that is what lets state be split by key group on rescaling.
+//! - The length prefixes make the encoding unambiguous. Map state also prefixes the namespace
+//!   with its length: the entries of one map are the keys that start with everything before the
+//!   user key, and without the length the map at namespace `a` (user key `bc`) and the map at
+//!   namespace `ab` (user key `c`) would share keys. With it, every part of a key can be decoded
+//!   again (for canonical snapshots).
+//! - List values are concatenations of [`encode_list_element`] records; appending is a RocksDB
+//!   merge with the `weir-list-append` merge operator, which concatenates operands.
+//!
+//! Besides RocksDB's own checkpoints ([`RocksDbInstance::checkpoint`], incremental by SST file),
+//! the backend takes and restores canonical snapshots ([`KeyedStateBackend::snapshot`]) like the
+//! heap backend, so state moves between backends.
+//!
+//! Values are compressed with LZ4. Writes skip the write-ahead log (like Flink's RocksDB
+//! backend): the local database is a working copy, durability comes from checkpoints
+//! ([`RocksDbInstance::checkpoint`] flushes first); a clean close flushes memtables too.
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode, FlushOptions, MergeOperands,
+    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use weir_api::runtime::{
+    KeyGroupState, KeyedStateBackend, MergeFn, StateEntry, StateId, StateKey, StateKind, encode_list_element,
+    encode_state_entry, state_entries,
+};
+use weir_api::{Error, Result};
+
+/// Service name used in this backend's errors.
+const SERVICE: &str = "rocksdb state backend";
+
+/// Name of the merge operator that appends to list state. Stored in the database's OPTIONS file:
+/// do not rename it, or existing databases no longer open.
+const LIST_APPEND_MERGE_OPERATOR: &str = "weir-list-append";
+
+/// The column family RocksDB always has; Weir keeps no state in it.
+const DEFAULT_COLUMN_FAMILY: &str = "default";
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// One file of a RocksDB checkpoint directory (see [`RocksDbInstance::checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SstFile {
+    /// File name within the checkpoint directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Whether this is an SST file (`*.sst`): immutable, and named uniquely within one database's
+    /// lineage, so an incremental checkpoint uploads only the SST files the previous one did not
+    /// have (prefixed by something unique to the database, since another subtask's database uses
+    /// the same names). The other files (`CURRENT`, `MANIFEST-*`, `OPTIONS-*`, write-ahead logs)
+    /// change from one checkpoint to the next and are uploaded every time.
+    pub is_sst: bool,
+}
+
+/// The key range `[start, end)` of the key groups `range` in every column family of a
+/// [`RocksDbInstance`]: keys start with their key group as a big-endian `u16`, so the entries of
+/// a key-group range are exactly the keys `>= start` and `< end`.
+///
+/// For rescaling: after restoring a checkpoint of a database that held more key groups than the
+/// new subtask owns, delete the key groups outside the owned range (`delete_range` over the
+/// bounds of the ranges before and after it), or copy a range into another database by
+/// iterating between the bounds.
+///
+/// `end` is empty when `range` ends at key group `u16::MAX`: no byte string is greater than
+/// every key of that group, so the range is unbounded above. An empty `range` (`start > end`)
+/// yields `start == end` (an empty key range).
+pub fn key_group_range_bounds(range: RangeInclusive<u16>) -> (Vec<u8>, Vec<u8>) {
+    let (first, last) = (*range.start(), *range.end());
+    let start = first.to_be_bytes().to_vec();
+    if first > last {
+        return (start.clone(), start);
+    }
+    let end = match last.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    (start, end)
+}
+
+/// The merge operator of list state: concatenates the existing value and the operands in order
+/// (each operand is one or more [`encode_list_element`] records). Used for full and partial merges
+/// (concatenation is associative).
+fn concatenate(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    if let Some(existing) = existing {
+        out.extend_from_slice(existing);
+    }
+    for operand in operands {
+        out.extend_from_slice(operand);
+    }
+    Some(out)
+}
+
+/// Options of every column family (the merge operator and compression are per column family).
+fn column_family_options() -> Options {
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_merge_operator_associative(LIST_APPEND_MERGE_OPERATOR, concatenate);
+    options
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, `None` when there
+/// is none (the prefix is empty or all `0xff`).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// One RocksDB database in a local directory, holding the keyed state of one subtask's operators.
+///
+/// Shared (as `Arc`) by the [`RocksDbKeyedStateBackend`]s of the subtask's keyed operators; the
+/// database closes when the last of them is dropped (which flushes memtables to disk).
+pub struct RocksDbInstance {
+    db: Db,
+    path: PathBuf,
+    write_options: WriteOptions,
+    /// Names of the database's column families. Also serializes column family creation.
+    column_families: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for RocksDbInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbInstance").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl RocksDbInstance {
+    /// Opens (creating it if needed) the database in directory `dir`, with all its existing
+    /// column families.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when the directory cannot be created or RocksDB fails to open the
+    /// database (for example while another instance has it open).
+    pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::runtime(SERVICE, format!("cannot create directory {}: {e}", dir.display())))?;
+        let mut options = column_family_options();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_keep_log_file_num(4);
+        let mut names = BTreeSet::from([DEFAULT_COLUMN_FAMILY.to_owned()]);
+        if dir.join("CURRENT").exists() {
+            let existing = Db::list_cf(&options, dir).map_err(|e| {
+                Error::runtime(SERVICE, format!("cannot list the column families of {}: {e}", dir.display()))
+            })?;
+            names.extend(existing);
+        }
+        let descriptors: Vec<_> =
+            names.iter().map(|name| ColumnFamilyDescriptor::new(name, column_family_options())).collect();
+        let db = Db::open_cf_descriptors(&options, dir, descriptors)
+            .map_err(|e| Error::runtime(SERVICE, format!("cannot open {}: {e}", dir.display())))?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
+        Ok(Arc::new(Self { db, path: dir.to_owned(), write_options, column_families: Mutex::new(names) }))
+    }
+
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A backend for the state of operator `operator_uid` in key groups `key_groups`, in this
+    /// database. State registered in it lives in column families named `<operator_uid>/<state>`;
+    /// a backend of the same operator on a reopened (or restored) database sees that state again.
+    ///
+    /// An empty range (`start > end`) yields a backend that rejects every key group.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when `operator_uid` is empty.
+    pub fn backend(
+        self: &Arc<Self>,
+        operator_uid: &str,
+        key_groups: RangeInclusive<u16>,
+    ) -> Result<RocksDbKeyedStateBackend> {
+        if operator_uid.is_empty() {
+            return Err(Error::runtime(SERVICE, format!("empty operator uid for state in {}", self.path.display())));
+        }
+        Ok(RocksDbKeyedStateBackend {
+            instance: Arc::clone(self),
+            operator_uid: operator_uid.to_owned(),
+            key_groups,
+            states: Vec::new(),
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+            update_buf: Vec::new(),
+            read_options: ReadOptions::default(),
+            pending: FxHashMap::default(),
+        })
+    }
+
+    /// Writes a RocksDB checkpoint of the database into directory `target` (which must not exist;
+    /// its parent must) after flushing every column family, and returns the checkpoint's files
+    /// sorted by name.
+    ///
+    /// SST files are hard links into the live database when `target` is on the same file system
+    /// (copies otherwise), so a checkpoint costs little local space until compaction replaces the
+    /// files. The directory is a complete database: [`RocksDbInstance::open`] on it (or on a copy
+    /// of its files) restores the state as of the checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when the flush or the checkpoint fails, or the directory cannot be read.
+    pub fn checkpoint(&self, target: &Path) -> Result<Vec<SstFile>> {
+        self.flush()?;
+        let checkpoint = Checkpoint::new(&self.db).map_err(|e| {
+            Error::runtime(SERVICE, format!("cannot start a checkpoint of {}: {e}", self.path.display()))
+        })?;
+        checkpoint.create_checkpoint(target).map_err(|e| {
+            Error::runtime(
+                SERVICE,
+                format!("cannot write a checkpoint of {} to {}: {e}", self.path.display(), target.display()),
+            )
+        })?;
+        let read_error =
+            |e: std::io::Error| Error::runtime(SERVICE, format!("cannot read checkpoint {}: {e}", target.display()));
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(target).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            let metadata = entry.metadata().map_err(read_error)?;
+            if !metadata.is_file() {
+                continue;
+            }
+            let name = entry.file_name().into_string().map_err(|name| {
+                Error::runtime(SERVICE, format!("checkpoint {} holds a file named {name:?}", target.display()))
+            })?;
+            let is_sst = name.ends_with(".sst");
+            files.push(SstFile { name, size_bytes: metadata.len(), is_sst });
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Flushes the memtables of every column family to SST files and waits for it.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when RocksDB fails.
+    pub fn flush(&self) -> Result<()> {
+        let names: Vec<String> = self.lock_column_families().iter().cloned().collect();
+        let mut handles = Vec::with_capacity(names.len());
+        for name in &names {
+            handles.push(self.column_family(name, "flush")?);
+        }
+        let handle_refs: Vec<_> = handles.iter().collect();
+        let mut flush_options = FlushOptions::default();
+        flush_options.set_wait(true);
+        self.db
+            .flush_cfs_opt(&handle_refs, &flush_options)
+            .map_err(|e| Error::runtime(SERVICE, format!("cannot flush {}: {e}", self.path.display())))
+    }
+
+    fn lock_column_families(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // The set stays consistent even if a holder panicked: insertions happen after creation.
+        self.column_families.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The handle of an existing column family.
+    fn column_family(&self, name: &str, operation: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            Error::runtime(SERVICE, format!("{operation}: no column family {}/{name}", self.path.display()))
+        })
+    }
+
+    /// Creates column family `name` unless it exists.
+    fn ensure_column_family(&self, name: &str) -> Result<()> {
+        let mut names = self.lock_column_families();
+        if names.contains(name) {
+            return Ok(());
+        }
+        self.db.create_cf(name, &column_family_options()).map_err(|e| {
+            Error::runtime(SERVICE, format!("cannot create column family {}/{name}: {e}", self.path.display()))
+        })?;
+        names.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// The error of a failed RocksDB operation on column family `cf`.
+    fn error(&self, operation: &str, cf: &str, e: rocksdb::Error) -> Error {
+        Error::runtime(SERVICE, format!("{operation} in {}/{cf}: {e}", self.path.display()))
+    }
+}
+
+/// A restored entry waiting for its state to be registered (only then is its kind known).
+struct PendingEntry {
+    key_group: u16,
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    user_key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The parts of a stored key: key group, key, namespace and user key (empty for value and list
+/// state).
+type KeyParts<'a> = (u16, &'a [u8], &'a [u8], &'a [u8]);
+
+/// The parts of a key of a `kind` state; `None` when the bytes are not such a key.
+fn decode_key(kind: StateKind, bytes: &[u8]) -> Option<KeyParts<'_>> {
+    fn take_len(bytes: &[u8]) -> Option<(usize, &[u8])> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        Some((usize::try_from(u32::from_be_bytes(*len)).ok()?, rest))
+    }
+    let (key_group, rest) = bytes.split_first_chunk::<2>()?;
+    let (key_len, rest) = take_len(rest)?;
+    let (key, rest) = rest.split_at_checked(key_len)?;
+    if kind != StateKind::Map {
+        return Some((u16::from_be_bytes(*key_group), key, rest, &[]));
+    }
+    let (namespace_len, rest) = take_len(rest)?;
+    let (namespace, user_key) = rest.split_at_checked(namespace_len)?;
+    Some((u16::from_be_bytes(*key_group), key, namespace, user_key))
+}
+
+/// One registered state.
+struct RegisteredState {
+    name: String,
+    /// `<operator uid>/<name>`.
+    column_family: String,
+    kind: StateKind,
+}
+
+/// Keyed state of one operator in one subtask, in a [`RocksDbInstance`].
+///
+/// Behaves like [`super::heap::HeapKeyedStateBackend`] (same contract, checked by the same tests):
+/// - A key group outside the backend's range and an unknown [`StateId`] are [`Error::Runtime`]
+///   errors, never panics.
+/// - Operations must match the registered kind: `get`, `put` and `update` accept value and list
+///   state, `append` list state, `map_*` map state, and `remove` any kind (on map state it removes
+///   the whole map at `(key, namespace)`). A mismatch is an [`Error::Runtime`].
+/// - The kind of a state is remembered by the backend, not the database: register states with
+///   the same kinds after reopening.
+/// - Every RocksDB failure is an [`Error::Runtime`] naming the database path and column family.
+/// - [`KeyedStateBackend::snapshot`] writes the entries of the registered states in the backend's
+///   key groups; [`KeyedStateBackend::restore`] keeps the entries of states not registered yet in
+///   memory until they are (their kind decides the key layout), and skips internal structures
+///   (state names starting with `__`).
+pub struct RocksDbKeyedStateBackend {
+    instance: Arc<RocksDbInstance>,
+    operator_uid: String,
+    key_groups: RangeInclusive<u16>,
+    states: Vec<RegisteredState>,
+    /// Reused buffer for encoded keys.
+    key_buf: Vec<u8>,
+    /// Reused buffer that `get` and `map_get` copy values into.
+    value_buf: Vec<u8>,
+    /// Reused buffer for `update`'s new value and `append`'s encoded element.
+    update_buf: Vec<u8>,
+    read_options: ReadOptions,
+    /// Restored entries of states not registered yet, by state name.
+    pending: FxHashMap<String, Vec<PendingEntry>>,
+}
+
+impl std::fmt::Debug for RocksDbKeyedStateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbKeyedStateBackend")
+            .field("path", &self.instance.path)
+            .field("operator_uid", &self.operator_uid)
+            .field("key_groups", &self.key_groups)
+            .field("states", &self.states.iter().map(|s| (&s.name, s.kind)).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which kinds an operation accepts.
+#[derive(Clone, Copy)]
+enum Accepts {
+    /// Value and list state.
+    Flat,
+    /// List state.
+    List,
+    /// Map state.
+    Map,
+    /// Every kind.
+    Any,
+}
+
+impl Accepts {
+    fn accepts(self, kind: StateKind) -> bool {
+        match self {
+            Accepts::Flat => matches!(kind, StateKind::Value | StateKind::List),
+            Accepts::List => kind == StateKind::List,
+            Accepts::Map => kind == StateKind::Map,
+            Accepts::Any => true,
+        }
+    }
+}
+
+impl RocksDbKeyedStateBackend {
+    /// The uid of the operator whose state this is.
+    pub fn operator_uid(&self) -> &str {
+        &self.operator_uid
+    }
+
+    /// The key groups this backend holds.
+    pub fn key_groups(&self) -> RangeInclusive<u16> {
+        self.key_groups.clone()
+    }
+
+    /// The database this backend's state is in.
+    pub fn instance(&self) -> &Arc<RocksDbInstance> {
+        &self.instance
+    }
+
+    /// Checks the key group, the state id and its kind, and encodes the key of `key` into
+    /// `key_buf` (for map state: the prefix of the map's entries). Returns the state's index.
+    fn prepare(&mut self, state: StateId, key: &StateKey<'_>, operation: &str, accepts: Accepts) -> Result<usize> {
+        if !self.key_groups.contains(&key.key_group) {
+            return Err(Error::runtime(
+                SERVICE,
+                format!(
+                    "{operation}: key group {} is outside the key groups {:?} of operator '{}'",
+                    key.key_group, self.key_groups, self.operator_uid
+                ),
+            ));
+        }
+        let Some((index, registered)) =
+            usize::try_from(state).ok().and_then(|i| self.states.get(i).map(|registered| (i, registered)))
+        else {
+            return Err(Error::runtime(
+                SERVICE,
+                format!("{operation}: unknown state id {state} of operator '{}'", self.operator_uid),
+            ));
+        };
+        if !accepts.accepts(registered.kind) {
+            return Err(Error::runtime(
+                SERVICE,
+                format!("{operation} is not supported by {:?} state '{}'", registered.kind, registered.name),
+            ));
+        }
+        let too_long = |what: &str, len: usize| {
+            Error::runtime(
+                SERVICE,
+                format!("{operation}: {what} of {len} bytes is too long (state '{}')", registered.name),
+            )
+        };
+        let key_len = u32::try_from(key.key.len()).map_err(|_| too_long("key", key.key.len()))?;
+        self.key_buf.clear();
+        self.key_buf.extend_from_slice(&key.key_group.to_be_bytes());
+        self.key_buf.extend_from_slice(&key_len.to_be_bytes());
+        self.key_buf.extend_from_slice(key.key);
+        if registered.kind == StateKind::Map {
+            let namespace_len =
+                u32::try_from(key.namespace.len()).map_err(|_| too_long("namespace", key.namespace.len()))?;
+            self.key_buf.extend_from_slice(&namespace_len.to_be_bytes());
+        }
+        self.key_buf.extend_from_slice(key.namespace);
+        Ok(index)
+    }
+
+    /// Deletes every entry whose key starts with `key_buf` (a whole map).
+    fn delete_prefix(&mut self, index: usize, operation: &str) -> Result<()> {
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, operation)?;
+        let mut read_options = ReadOptions::default();
+        if let Some(end) = prefix_successor(&self.key_buf) {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut batch = WriteBatch::default();
+        let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+        iter.seek(&self.key_buf);
+        while let Some(key) = iter.key() {
+            if !key.starts_with(&self.key_buf) {
+                break;
+            }
+            batch.delete_cf(&cf, key);
+            iter.next();
+        }
+        iter.status().map_err(|e| instance.error(operation, cf_name, e))?;
+        drop(iter);
+        if !batch.is_empty() {
+            instance.db.write_opt(batch, &instance.write_options).map_err(|e| instance.error(operation, cf_name, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl RocksDbKeyedStateBackend {
+    /// Writes the restored entries of state `id` now that its kind is known.
+    fn apply_pending(&mut self, id: StateId) -> Result<()> {
+        let (name, kind) = {
+            let state = &self.states[id as usize];
+            (state.name.clone(), state.kind)
+        };
+        let Some(entries) = self.pending.remove(&name) else { return Ok(()) };
+        for e in entries {
+            let key = StateKey { key_group: e.key_group, key: &e.key, namespace: &e.namespace };
+            match kind {
+                StateKind::Map => self.map_put(id, key, &e.user_key, &e.value)?,
+                StateKind::Value | StateKind::List => self.put(id, key, &e.value)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeyedStateBackend for RocksDbKeyedStateBackend {
+    fn register_state(&mut self, name: &str, kind: StateKind) -> Result<StateId> {
+        if let Some(position) = self.states.iter().position(|s| s.name == name) {
+            let existing = &self.states[position];
+            if existing.kind != kind {
+                return Err(Error::runtime(
+                    SERVICE,
+                    format!(
+                        "state '{name}' of operator '{}' is registered as {:?} state, not {kind:?}",
+                        self.operator_uid, existing.kind
+                    ),
+                ));
+            }
+            return StateId::try_from(position)
+                .map_err(|_| Error::runtime(SERVICE, format!("too many states in operator '{}'", self.operator_uid)));
+        }
+        let id = StateId::try_from(self.states.len())
+            .map_err(|_| Error::runtime(SERVICE, format!("too many states in operator '{}'", self.operator_uid)))?;
+        let column_family = format!("{}/{name}", self.operator_uid);
+        self.instance.ensure_column_family(&column_family)?;
+        self.states.push(RegisteredState { name: name.to_owned(), column_family, kind });
+        self.apply_pending(id)?;
+        Ok(id)
+    }
+
+    fn get(&mut self, state: StateId, key: StateKey<'_>) -> Result<Option<&[u8]>> {
+        let index = self.prepare(state, &key, "get", Accepts::Flat)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "get")?;
+        let value = instance
+            .db
+            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
+            .map_err(|e| instance.error("get", cf_name, e))?;
+        match value {
+            Some(value) => {
+                self.value_buf.clear();
+                self.value_buf.extend_from_slice(&value);
+                Ok(Some(&self.value_buf))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, state: StateId, key: StateKey<'_>, value: &[u8]) -> Result<()> {
+        let index = self.prepare(state, &key, "put", Accepts::Flat)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "put")?;
+        instance
+            .db
+            .put_cf_opt(&cf, &self.key_buf, value, &instance.write_options)
+            .map_err(|e| instance.error("put", cf_name, e))
+    }
+
+    fn update(&mut self, state: StateId, key: StateKey<'_>, merge: &mut MergeFn<'_>) -> Result<bool> {
+        let index = self.prepare(state, &key, "update", Accepts::Flat)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "update")?;
+        let out = &mut self.update_buf;
+        out.clear();
+        let current = instance
+            .db
+            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
+            .map_err(|e| instance.error("update", cf_name, e))?;
+        let existed = current.is_some();
+        merge(current.as_deref(), out)?;
+        drop(current);
+        instance
+            .db
+            .put_cf_opt(&cf, &self.key_buf, &*out, &instance.write_options)
+            .map_err(|e| instance.error("update", cf_name, e))?;
+        Ok(existed)
+    }
+
+    fn append(&mut self, state: StateId, key: StateKey<'_>, element: &[u8]) -> Result<()> {
+        let index = self.prepare(state, &key, "append", Accepts::List)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "append")?;
+        self.update_buf.clear();
+        encode_list_element(&mut self.update_buf, element);
+        instance
+            .db
+            .merge_cf_opt(&cf, &self.key_buf, &self.update_buf, &instance.write_options)
+            .map_err(|e| instance.error("append", cf_name, e))
+    }
+
+    fn remove(&mut self, state: StateId, key: StateKey<'_>) -> Result<()> {
+        let index = self.prepare(state, &key, "remove", Accepts::Any)?;
+        if self.states[index].kind == StateKind::Map {
+            return self.delete_prefix(index, "remove");
+        }
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "remove")?;
+        instance
+            .db
+            .delete_cf_opt(&cf, &self.key_buf, &instance.write_options)
+            .map_err(|e| instance.error("remove", cf_name, e))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        let (start, end) = key_group_range_bounds(self.key_groups.clone());
+        let instance = &*self.instance;
+        for state in &self.states {
+            let cf_name = &state.column_family;
+            let cf = instance.column_family(cf_name, "snapshot")?;
+            let mut read_options = ReadOptions::default();
+            if !end.is_empty() {
+                read_options.set_iterate_upper_bound(end.clone());
+            }
+            let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+            iter.seek(&start);
+            while let Some((stored_key, value)) = iter.item() {
+                let (key_group, key, namespace, user_key) = decode_key(state.kind, stored_key).ok_or_else(|| {
+                    Error::runtime(
+                        SERVICE,
+                        format!("snapshot: corrupt key {stored_key:02x?} in {}/{cf_name}", instance.path.display()),
+                    )
+                })?;
+                let entry = StateEntry { state: &state.name, key, namespace, user_key, value };
+                encode_state_entry(groups.entry(key_group).or_default(), entry)?;
+                iter.next();
+            }
+            iter.status().map_err(|e| instance.error("snapshot", cf_name, e))?;
+        }
+        Ok(groups.into_iter().map(|(key_group, entries)| KeyGroupState { key_group, entries }).collect())
+    }
+
+    fn restore(&mut self, groups: &[KeyGroupState]) -> Result<()> {
+        for group in groups.iter().filter(|g| self.key_groups.contains(&g.key_group)) {
+            for entry in state_entries(&group.entries) {
+                let e = entry?;
+                // Internal structures (timers) are restored by their operator.
+                if e.state.starts_with("__") {
+                    continue;
+                }
+                self.pending.entry(e.state.to_owned()).or_default().push(PendingEntry {
+                    key_group: group.key_group,
+                    key: e.key.to_vec(),
+                    namespace: e.namespace.to_vec(),
+                    user_key: e.user_key.to_vec(),
+                    value: e.value.to_vec(),
+                });
+            }
+        }
+        for id in 0..self.states.len() as StateId {
+            self.apply_pending(id)?;
+        }
+        Ok(())
+    }
+
+    fn map_get(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<Option<&[u8]>> {
+        let index = self.prepare(state, &key, "map_get", Accepts::Map)?;
+        self.key_buf.extend_from_slice(user_key);
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "map_get")?;
+        let value = instance
+            .db
+            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
+            .map_err(|e| instance.error("map_get", cf_name, e))?;
+        match value {
+            Some(value) => {
+                self.value_buf.clear();
+                self.value_buf.extend_from_slice(&value);
+                Ok(Some(&self.value_buf))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn map_put(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8], value: &[u8]) -> Result<()> {
+        let index = self.prepare(state, &key, "map_put", Accepts::Map)?;
+        self.key_buf.extend_from_slice(user_key);
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "map_put")?;
+        instance
+            .db
+            .put_cf_opt(&cf, &self.key_buf, value, &instance.write_options)
+            .map_err(|e| instance.error("map_put", cf_name, e))
+    }
+
+    fn map_remove(&mut self, state: StateId, key: StateKey<'_>, user_key: &[u8]) -> Result<()> {
+        let index = self.prepare(state, &key, "map_remove", Accepts::Map)?;
+        self.key_buf.extend_from_slice(user_key);
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "map_remove")?;
+        instance
+            .db
+            .delete_cf_opt(&cf, &self.key_buf, &instance.write_options)
+            .map_err(|e| instance.error("map_remove", cf_name, e))
+    }
+
+    fn map_scan(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let index = self.prepare(state, &key, "map_scan", Accepts::Map)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "map_scan")?;
+        let prefix = self.key_buf.as_slice();
+        let mut read_options = ReadOptions::default();
+        if let Some(end) = prefix_successor(prefix) {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+        iter.seek(prefix);
+        while let Some((entry_key, value)) = iter.item() {
+            let Some(user_key) = entry_key.strip_prefix(prefix) else {
+                break;
+            };
+            if !visit(user_key, value) {
+                break;
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| instance.error("map_scan", cf_name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::runtime::list_elements;
+
+    fn key<'a>(key_group: u16, key: &'a [u8], namespace: &'a [u8]) -> StateKey<'a> {
+        StateKey { key_group, key, namespace }
+    }
+
+    fn scan(backend: &mut RocksDbKeyedStateBackend, state: StateId, at: StateKey<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        backend
+            .map_scan(state, at, &mut |user_key, value| {
+                seen.push((user_key.to_vec(), value.to_vec()));
+                true
+            })
+            .unwrap();
+        seen
+    }
+
+    /// Deterministic bytes that LZ4 cannot compress much.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn meets_the_backend_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        // Every backend is a new operator of the same database, so it starts empty.
+        let next = std::cell::Cell::new(0);
+        crate::state::contract::check_backend_contract(|key_groups| {
+            next.set(next.get() + 1);
+            Box::new(instance.backend(&format!("op-{}", next.get()), key_groups).unwrap())
+        });
+    }
+
+    #[test]
+    fn operators_on_one_instance_do_not_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        let mut a = instance.backend("a", 0..=7).unwrap();
+        let mut b = instance.backend("b", 0..=7).unwrap();
+        let (av, bv) =
+            (a.register_state("s", StateKind::Value).unwrap(), b.register_state("s", StateKind::Value).unwrap());
+        let (am, bm) = (a.register_state("m", StateKind::Map).unwrap(), b.register_state("m", StateKind::Map).unwrap());
+        let k = key(3, b"k", b"");
+        a.put(av, k, b"from a").unwrap();
+        assert_eq!(b.get(bv, k).unwrap(), None);
+        b.put(bv, k, b"from b").unwrap();
+        assert_eq!(a.get(av, k).unwrap(), Some(&b"from a"[..]));
+        assert_eq!(b.get(bv, k).unwrap(), Some(&b"from b"[..]));
+        a.map_put(am, k, b"u", b"1").unwrap();
+        assert!(scan(&mut b, bm, k).is_empty());
+        b.remove(bm, k).unwrap();
+        b.remove(bv, k).unwrap();
+        assert_eq!(a.get(av, k).unwrap(), Some(&b"from a"[..]));
+        assert_eq!(scan(&mut a, am, k), vec![(b"u".to_vec(), b"1".to_vec())]);
+        // The same state name may have another kind in another operator.
+        assert!(b.register_state("l", StateKind::List).is_ok());
+        assert!(a.register_state("l", StateKind::Map).is_ok());
+        let names: BTreeSet<String> = instance.lock_column_families().clone();
+        for name in ["a/s", "a/m", "a/l", "b/s", "b/m", "b/l", "default"] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert!(instance.backend("", 0..=1).is_err());
+    }
+
+    #[test]
+    fn state_survives_reopening_the_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let instance = RocksDbInstance::open(dir.path()).unwrap();
+            let mut backend = instance.backend("op", 0..=15).unwrap();
+            let value = backend.register_state("v", StateKind::Value).unwrap();
+            let list = backend.register_state("l", StateKind::List).unwrap();
+            let map = backend.register_state("m", StateKind::Map).unwrap();
+            backend.put(value, key(1, b"k", b""), b"kept").unwrap();
+            backend.put(value, key(2, b"gone", b""), b"removed").unwrap();
+            backend.remove(value, key(2, b"gone", b"")).unwrap();
+            for element in [&b"x"[..], b"y"] {
+                backend.append(list, key(15, b"k", b"w"), element).unwrap();
+            }
+            backend.map_put(map, key(0, b"k", b""), b"b", b"2").unwrap();
+            backend.map_put(map, key(0, b"k", b""), b"a", b"1").unwrap();
+            // The backend holds the instance; both must go to close the database.
+        }
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        // A second open of the same directory fails while the first is open, naming the path.
+        let err = RocksDbInstance::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Runtime { service, message } if service == SERVICE
+                && message.contains(&dir.path().display().to_string())),
+            "{err}"
+        );
+        let mut backend = instance.backend("op", 0..=15).unwrap();
+        let map = backend.register_state("m", StateKind::Map).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        assert_eq!(backend.get(value, key(1, b"k", b"")).unwrap(), Some(&b"kept"[..]));
+        assert_eq!(backend.get(value, key(2, b"gone", b"")).unwrap(), None);
+        let stored = backend.get(list, key(15, b"k", b"w")).unwrap().unwrap().to_vec();
+        assert_eq!(list_elements(&stored).collect::<Result<Vec<_>>>().unwrap(), vec![&b"x"[..], b"y"]);
+        backend.append(list, key(15, b"k", b"w"), b"z").unwrap();
+        let stored = backend.get(list, key(15, b"k", b"w")).unwrap().unwrap().to_vec();
+        assert_eq!(list_elements(&stored).count(), 3);
+        assert_eq!(
+            scan(&mut backend, map, key(0, b"k", b"")),
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+        );
+    }
+
+    #[test]
+    fn incremental_checkpoints_share_sst_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(&dir.path().join("db")).unwrap();
+        let mut backend = instance.backend("op", 0..=127).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        for i in 0..20_000u32 {
+            let k = i.to_be_bytes();
+            backend.put(value, key((i % 128) as u16, &k, b""), &noise(u64::from(i), 100)).unwrap();
+            if i % 10 == 0 {
+                backend.append(list, key((i % 128) as u16, &k, b""), &noise(u64::from(i) + 1, 50)).unwrap();
+            }
+        }
+
+        let a = instance.checkpoint(&checkpoints.path().join("a")).unwrap();
+        let a_sst: Vec<&SstFile> = a.iter().filter(|f| f.is_sst).collect();
+        assert!(!a_sst.is_empty(), "{a:?}");
+        assert!(a.iter().any(|f| f.name == "CURRENT" && !f.is_sst), "{a:?}");
+        assert!(a.iter().any(|f| f.name.starts_with("MANIFEST-")), "{a:?}");
+        let a_total: u64 = a_sst.iter().map(|f| f.size_bytes).sum();
+        assert!(a_total > 1_000_000, "the data should not compress away: {a:?}");
+
+        for i in 0..10u32 {
+            backend.put(value, key(5, &(1_000_000 + i).to_be_bytes(), b""), &noise(u64::from(i), 100)).unwrap();
+        }
+        backend.append(list, key(0, &0u32.to_be_bytes(), b""), b"more").unwrap();
+        let b = instance.checkpoint(&checkpoints.path().join("b")).unwrap();
+        let b_sst: Vec<&SstFile> = b.iter().filter(|f| f.is_sst).collect();
+        for file in &a_sst {
+            assert!(b_sst.contains(file), "{} of checkpoint a is missing from b: {b:?}", file.name);
+        }
+        let new: Vec<&&SstFile> = b_sst.iter().filter(|f| !a_sst.contains(f)).collect();
+        assert!(!new.is_empty(), "checkpoint b has no new SST file: {b:?}");
+        let new_total: u64 = new.iter().map(|f| f.size_bytes).sum();
+        let b_total: u64 = b_sst.iter().map(|f| f.size_bytes).sum();
+        assert!(new_total * 20 < b_total, "new {new_total} bytes of {b_total}: {new:?}");
+
+        // Each checkpoint directory is a complete database with the state of its time.
+        drop(backend);
+        let restored = RocksDbInstance::open(&checkpoints.path().join("a")).unwrap();
+        let mut backend = restored.backend("op", 0..=127).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        let k = 1234u32.to_be_bytes();
+        assert_eq!(owned(backend.get(value, key((1234 % 128) as u16, &k, b"")).unwrap()), Some(noise(1234, 100)));
+        assert_eq!(backend.get(value, key(5, &1_000_000u32.to_be_bytes(), b"")).unwrap(), None);
+        let stored = backend.get(list, key(0, &0u32.to_be_bytes(), b"")).unwrap().unwrap().to_vec();
+        assert_eq!(list_elements(&stored).count(), 1);
+    }
+
+    fn owned(value: Option<&[u8]>) -> Option<Vec<u8>> {
+        value.map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn key_group_range_bounds_cover_exactly_their_key_groups() {
+        assert_eq!(key_group_range_bounds(3..=5), (vec![0, 3], vec![0, 6]));
+        assert_eq!(key_group_range_bounds(255..=255), (vec![0, 255], vec![1, 0]));
+        assert_eq!(key_group_range_bounds(7..=u16::MAX), (vec![0, 7], vec![]));
+        let (start, end) = (5, 4);
+        assert_eq!(key_group_range_bounds(start..=end), (vec![0, 5], vec![0, 5]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        let mut backend = instance.backend("op", 0..=u16::MAX).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let map = backend.register_state("m", StateKind::Map).unwrap();
+        let groups = [0u16, 1, 2, 254, 255, 256, 1000, u16::MAX - 1, u16::MAX];
+        for group in groups {
+            for k in [&b""[..], b"k", b"\xff\xff\xff\xff\xff\xff"] {
+                backend.put(value, key(group, k, b"\xff"), b"v").unwrap();
+                backend.map_put(map, key(group, k, b"\xff"), b"\xff\xff", b"v").unwrap();
+            }
+        }
+        // The groups found between the bounds of a range, in each column family.
+        let groups_in = |range: RangeInclusive<u16>, cf_name: &str| -> Vec<u16> {
+            let (start, end) = key_group_range_bounds(range);
+            let cf = instance.column_family(cf_name, "test").unwrap();
+            let mut read_options = ReadOptions::default();
+            if !end.is_empty() {
+                read_options.set_iterate_upper_bound(end);
+            }
+            let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+            iter.seek(&start);
+            let mut found = Vec::new();
+            while let Some(k) = iter.key() {
+                found.push(u16::from_be_bytes([k[0], k[1]]));
+                iter.next();
+            }
+            iter.status().unwrap();
+            found.dedup();
+            found
+        };
+        for cf in ["op/v", "op/m"] {
+            assert_eq!(groups_in(0..=u16::MAX, cf), groups);
+            assert_eq!(groups_in(1..=255, cf), [1, 2, 254, 255]);
+            assert_eq!(groups_in(256..=u16::MAX - 1, cf), [256, 1000, u16::MAX - 1]);
+            assert_eq!(groups_in(u16::MAX..=u16::MAX, cf), [u16::MAX]);
+            assert_eq!(groups_in(3..=253, cf), Vec::<u16>::new());
+            assert_eq!(groups_in(start..=end, cf), Vec::<u16>::new());
+        }
+
+        // Dropping the key groups a subtask does not own (as after rescaling) keeps the others.
+        let (start, end) = key_group_range_bounds(256..=u16::MAX);
+        let cf = instance.column_family("op/v", "test").unwrap();
+        assert!(end.is_empty());
+        instance.db.delete_range_cf(&cf, &start, &vec![0xff; 16]).unwrap();
+        drop(cf);
+        assert_eq!(groups_in(0..=u16::MAX, "op/v"), [0, 1, 2, 254, 255]);
+        assert_eq!(backend.get(value, key(255, b"k", b"\xff")).unwrap(), Some(&b"v"[..]));
+        assert_eq!(backend.get(value, key(256, b"k", b"\xff")).unwrap(), None);
+    }
+
+    #[test]
+    fn snapshots_move_between_heap_and_rocksdb() {
+        use crate::state::contract::snapshot_entries;
+        use crate::state::heap::HeapKeyedStateBackend;
+
+        let mut heap = HeapKeyedStateBackend::new("op", 0..=9);
+        let value = heap.register_state("v", StateKind::Value).unwrap();
+        let list = heap.register_state("l", StateKind::List).unwrap();
+        let map = heap.register_state("m", StateKind::Map).unwrap();
+        for i in 0..100u32 {
+            let group = (i % 10) as u16;
+            heap.put(value, key(group, &i.to_le_bytes(), b"ns"), &noise(u64::from(i), 10)).unwrap();
+            heap.append(list, key(group, b"k", &i.to_le_bytes()), &i.to_le_bytes()).unwrap();
+            heap.map_put(map, key(group, b"k", b""), &i.to_be_bytes(), &noise(u64::from(i), 3)).unwrap();
+        }
+        let from_heap = heap.snapshot().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        let mut rocks = instance.backend("op", 0..=9).unwrap();
+        rocks.restore(&from_heap).unwrap();
+        for (name, kind) in [("v", StateKind::Value), ("l", StateKind::List), ("m", StateKind::Map)] {
+            rocks.register_state(name, kind).unwrap();
+        }
+        let from_rocks = rocks.snapshot().unwrap();
+        assert_eq!(snapshot_entries(&from_rocks), snapshot_entries(&from_heap));
+
+        let mut back = HeapKeyedStateBackend::new("op", 0..=9);
+        back.restore(&from_rocks).unwrap();
+        for (name, kind) in [("v", StateKind::Value), ("l", StateKind::List), ("m", StateKind::Map)] {
+            back.register_state(name, kind).unwrap();
+        }
+        assert_eq!(snapshot_entries(&back.snapshot().unwrap()), snapshot_entries(&from_heap));
+        assert_eq!(back.entry_count(), heap.entry_count());
+    }
+
+    #[test]
+    fn prefix_successor_is_the_least_greater_string_without_the_prefix() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}
