@@ -19,8 +19,7 @@ use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use weir_api::runtime::{
-    KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, encode_list_element,
-    encode_state_entry, state_entries,
+    KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, encode_list_element, encode_state_entry,
 };
 use weir_api::{Error, Result};
 
@@ -72,7 +71,7 @@ pub struct HeapKeyedStateBackend {
     update_scratch: Vec<u8>,
     /// Restored entries of states not registered yet, by state name (their kind is only known
     /// when the operator registers them).
-    pending: FxHashMap<String, Vec<PendingEntry>>,
+    pending: super::PendingRestore,
 }
 
 impl std::fmt::Debug for HeapKeyedStateBackend {
@@ -100,7 +99,7 @@ impl HeapKeyedStateBackend {
             states: Vec::new(),
             scratch: Vec::new(),
             update_scratch: Vec::new(),
-            pending: FxHashMap::default(),
+            pending: super::PendingRestore::default(),
         }
     }
 
@@ -168,15 +167,6 @@ impl HeapKeyedStateBackend {
     }
 }
 
-/// A restored entry waiting for its state to be registered.
-struct PendingEntry {
-    key_group: u16,
-    key: Vec<u8>,
-    namespace: Vec<u8>,
-    user_key: Vec<u8>,
-    value: Vec<u8>,
-}
-
 /// Splits a composite `(u32 LE key length, key, namespace)` into key and namespace.
 fn split_composite(composite: &[u8]) -> Result<(&[u8], &[u8])> {
     let corrupt = || Error::runtime(SERVICE, "corrupt composite key in heap state");
@@ -195,15 +185,8 @@ impl HeapKeyedStateBackend {
             let state = &self.states[id as usize];
             (state.name.clone(), state.kind)
         };
-        let Some(entries) = self.pending.remove(&name) else { return Ok(()) };
-        for e in entries {
-            let key = StateKey { key_group: e.key_group, key: &e.key, namespace: &e.namespace };
-            match kind {
-                StateKind::Map => self.map_put(id, key, &e.user_key, &e.value)?,
-                StateKind::Value | StateKind::List => self.put(id, key, &e.value)?,
-            }
-        }
-        Ok(())
+        let pending = self.pending.take(&name);
+        super::PendingRestore::load_into(self, pending, id, kind)
     }
 }
 
@@ -362,22 +345,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn restore(&mut self, groups: &[KeyGroupState]) -> Result<()> {
-        for group in groups.iter().filter(|g| self.key_groups.contains(&g.key_group)) {
-            for entry in state_entries(&group.entries) {
-                let e = entry?;
-                // Internal structures (timers) are restored by their operator.
-                if e.state.starts_with("__") {
-                    continue;
-                }
-                self.pending.entry(e.state.to_owned()).or_default().push(PendingEntry {
-                    key_group: group.key_group,
-                    key: e.key.to_vec(),
-                    namespace: e.namespace.to_vec(),
-                    user_key: e.user_key.to_vec(),
-                    value: e.value.to_vec(),
-                });
-            }
-        }
+        self.pending.add(groups, &self.key_groups)?;
         for id in 0..self.states.len() as StateId {
             self.apply_pending(id)?;
         }

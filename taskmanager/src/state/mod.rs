@@ -8,3 +8,69 @@
 mod contract;
 pub mod heap;
 pub mod rocksdb;
+
+use rustc_hash::FxHashMap;
+use std::ops::RangeInclusive;
+use weir_api::Result;
+use weir_api::runtime::{KeyGroupState, KeyedStateBackend, StateId, StateKey, StateKind, state_entries};
+
+/// A restored entry waiting for its state to be registered.
+pub(crate) struct PendingEntry {
+    key_group: u16,
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    user_key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Restored entries by state name, until the operator registers each state: only then is its
+/// kind, and so how to store it, known. Shared by the backends' `restore` and `register_state`.
+#[derive(Default)]
+pub(crate) struct PendingRestore {
+    by_state: FxHashMap<String, Vec<PendingEntry>>,
+}
+
+impl PendingRestore {
+    /// Keeps the entries of `groups` in `key_groups`, except internal structures (`__*`, such as
+    /// timers), which their operators restore.
+    pub(crate) fn add(&mut self, groups: &[KeyGroupState], key_groups: &RangeInclusive<u16>) -> Result<()> {
+        for group in groups.iter().filter(|g| key_groups.contains(&g.key_group)) {
+            for entry in state_entries(&group.entries) {
+                let e = entry?;
+                if e.state.starts_with("__") {
+                    continue;
+                }
+                self.by_state.entry(e.state.to_owned()).or_default().push(PendingEntry {
+                    key_group: group.key_group,
+                    key: e.key.to_vec(),
+                    namespace: e.namespace.to_vec(),
+                    user_key: e.user_key.to_vec(),
+                    value: e.value.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the pending entries of state `name` into state `id` (of `kind`) of `backend`.
+    pub(crate) fn load_into(
+        backend: &mut dyn KeyedStateBackend,
+        pending: Option<Vec<PendingEntry>>,
+        id: StateId,
+        kind: StateKind,
+    ) -> Result<()> {
+        for e in pending.into_iter().flatten() {
+            let key = StateKey { key_group: e.key_group, key: &e.key, namespace: &e.namespace };
+            match kind {
+                StateKind::Map => backend.map_put(id, key, &e.user_key, &e.value)?,
+                StateKind::Value | StateKind::List => backend.put(id, key, &e.value)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the pending entries of state `name`.
+    pub(crate) fn take(&mut self, name: &str) -> Option<Vec<PendingEntry>> {
+        self.by_state.remove(name)
+    }
+}

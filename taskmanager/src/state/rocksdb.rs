@@ -34,14 +34,13 @@ use rocksdb::{
     BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode, FlushOptions, MergeOperands,
     MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
-use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use weir_api::runtime::{
     KeyGroupState, KeyedStateBackend, MergeFn, StateEntry, StateId, StateKey, StateKind, encode_list_element,
-    encode_state_entry, state_entries,
+    encode_state_entry,
 };
 use weir_api::{Error, Result};
 
@@ -211,7 +210,7 @@ impl RocksDbInstance {
             value_buf: Vec::new(),
             update_buf: Vec::new(),
             read_options: ReadOptions::default(),
-            pending: FxHashMap::default(),
+            pending: super::PendingRestore::default(),
         })
     }
 
@@ -305,15 +304,6 @@ impl RocksDbInstance {
     }
 }
 
-/// A restored entry waiting for its state to be registered (only then is its kind known).
-struct PendingEntry {
-    key_group: u16,
-    key: Vec<u8>,
-    namespace: Vec<u8>,
-    user_key: Vec<u8>,
-    value: Vec<u8>,
-}
-
 /// The parts of a stored key: key group, key, namespace and user key (empty for value and list
 /// state).
 type KeyParts<'a> = (u16, &'a [u8], &'a [u8], &'a [u8]);
@@ -371,7 +361,7 @@ pub struct RocksDbKeyedStateBackend {
     update_buf: Vec<u8>,
     read_options: ReadOptions,
     /// Restored entries of states not registered yet, by state name.
-    pending: FxHashMap<String, Vec<PendingEntry>>,
+    pending: super::PendingRestore,
 }
 
 impl std::fmt::Debug for RocksDbKeyedStateBackend {
@@ -506,15 +496,8 @@ impl RocksDbKeyedStateBackend {
             let state = &self.states[id as usize];
             (state.name.clone(), state.kind)
         };
-        let Some(entries) = self.pending.remove(&name) else { return Ok(()) };
-        for e in entries {
-            let key = StateKey { key_group: e.key_group, key: &e.key, namespace: &e.namespace };
-            match kind {
-                StateKind::Map => self.map_put(id, key, &e.user_key, &e.value)?,
-                StateKind::Value | StateKind::List => self.put(id, key, &e.value)?,
-            }
-        }
-        Ok(())
+        let pending = self.pending.take(&name);
+        super::PendingRestore::load_into(self, pending, id, kind)
     }
 }
 
@@ -651,22 +634,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn restore(&mut self, groups: &[KeyGroupState]) -> Result<()> {
-        for group in groups.iter().filter(|g| self.key_groups.contains(&g.key_group)) {
-            for entry in state_entries(&group.entries) {
-                let e = entry?;
-                // Internal structures (timers) are restored by their operator.
-                if e.state.starts_with("__") {
-                    continue;
-                }
-                self.pending.entry(e.state.to_owned()).or_default().push(PendingEntry {
-                    key_group: group.key_group,
-                    key: e.key.to_vec(),
-                    namespace: e.namespace.to_vec(),
-                    user_key: e.user_key.to_vec(),
-                    value: e.value.to_vec(),
-                });
-            }
-        }
+        self.pending.add(groups, &self.key_groups)?;
         for id in 0..self.states.len() as StateId {
             self.apply_pending(id)?;
         }
