@@ -145,7 +145,7 @@ impl Shared {
     /// Publishes a job's status and carries out its commands in the background.
     fn after_change(self: &Arc<Self>, state: &mut State, id: JobId, was_terminal: bool, mut commands: Vec<JobCommand>) {
         let Some(entry) = state.jobs.get_mut(&id) else { return };
-        let _ = entry.status.send(entry.job.status);
+        let _ = entry.status.send_replace(entry.job.status);
         let status = entry.job.status;
         if status.is_terminal() && !was_terminal {
             match &entry.job.failure {
@@ -192,7 +192,7 @@ impl Shared {
                     let mut state = self.lock();
                     let Some(entry) = state.jobs.get_mut(&job) else { return };
                     let restarted = entry.job.next_attempt();
-                    let _ = entry.status.send(entry.job.status);
+                    let _ = entry.status.send_replace(entry.job.status);
                     if restarted {
                         info!(job_id = %job, attempt = entry.job.attempt, "restarting the job");
                     }
@@ -232,7 +232,7 @@ impl Shared {
                         entry.job.task_deployed(deployment.task, tm);
                     }
                     let artifact = entry.artifact.clone();
-                    let _ = entry.status.send(entry.job.status);
+                    let _ = entry.status.send_replace(entry.job.status);
                     info!(job_id = %id, attempt = entry.job.attempt, slots = needed, "deploying the job's tasks");
                     break (deployments, artifact, gateways);
                 }

@@ -604,3 +604,31 @@ fn subtasks_that_end_before_their_consumers_are_deployed_still_end_the_stream() 
         assert_eq!(read_lines(&dir.path().join("main")), sorted(&["only,1"]));
     }
 }
+
+// Regression: the job status was published through a watch channel with `send`, which drops the
+// value when nobody is subscribed yet; a job that ended before anyone waited was then waited for
+// forever.
+#[test]
+fn waiting_for_a_job_that_already_ended_returns_its_final_state() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let cluster = weir_cli::MiniCluster::start();
+        let dir = tempfile::tempdir().unwrap();
+        let submission = weir_jobmanager::JobSubmission {
+            artifact: weir_runtime::JobArtifact::InProcess {
+                name: "t".into(),
+                entry: weir_api::plugin::job_entry(panicking).into(),
+            },
+            args: vec!["--output".into(), dir.path().to_str().unwrap().into()],
+            parallelism: 1,
+        };
+        let id = cluster.submit(submission).await.unwrap();
+        // Let the job fail before anyone waits for it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let details = tokio::time::timeout(Duration::from_secs(10), cluster.jobmanager().wait_for_termination(id))
+            .await
+            .expect("waiting for an ended job returns")
+            .unwrap();
+        assert_eq!(details.state, weir_jobmanager::JobStatus::Failed);
+    });
+}
