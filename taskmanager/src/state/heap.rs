@@ -197,22 +197,11 @@ fn wrong_kind(operation: &str, state: &RegisteredState) -> Error {
 
 impl KeyedStateBackend for HeapKeyedStateBackend {
     fn register_state(&mut self, name: &str, kind: StateKind) -> Result<StateId> {
-        if let Some(position) = self.states.iter().position(|s| s.name == name) {
-            let existing = &self.states[position];
-            if existing.kind != kind {
-                return Err(Error::runtime(
-                    SERVICE,
-                    format!(
-                        "state '{name}' of operator '{}' is registered as {:?} state, not {kind:?}",
-                        self.operator_uid, existing.kind
-                    ),
-                ));
-            }
-            return StateId::try_from(position)
-                .map_err(|_| Error::runtime(SERVICE, format!("too many states in operator '{}'", self.operator_uid)));
+        let registered = self.states.iter().map(|s| (s.name.as_str(), s.kind));
+        if let Some(id) = super::registered_state(SERVICE, &self.operator_uid, registered, name, kind)? {
+            return Ok(id);
         }
-        let id = StateId::try_from(self.states.len())
-            .map_err(|_| Error::runtime(SERVICE, format!("too many states in operator '{}'", self.operator_uid)))?;
+        let id = super::state_id(SERVICE, &self.operator_uid, self.states.len())?;
         let tables = match kind {
             StateKind::Value | StateKind::List => {
                 Tables::Flat((0..self.key_group_count).map(|_| FlatTable::default()).collect())

@@ -11,8 +11,8 @@ pub mod rocksdb;
 
 use rustc_hash::FxHashMap;
 use std::ops::RangeInclusive;
-use weir_api::Result;
 use weir_api::runtime::{KeyGroupState, KeyedStateBackend, StateId, StateKey, StateKind, state_entries};
+use weir_api::{Error, Result};
 
 /// A restored entry waiting for its state to be registered.
 pub(crate) struct PendingEntry {
@@ -73,4 +73,31 @@ impl PendingRestore {
     pub(crate) fn take(&mut self, name: &str) -> Option<Vec<PendingEntry>> {
         self.by_state.remove(name)
     }
+}
+
+/// Registration shared by the backends: the id of state `name` if it is registered already
+/// (an error if with another kind), else `None`; `registered` lists (name, kind) by id.
+pub(crate) fn registered_state<'a>(
+    service: &str,
+    operator_uid: &str,
+    registered: impl Iterator<Item = (&'a str, StateKind)>,
+    name: &str,
+    kind: StateKind,
+) -> Result<Option<StateId>> {
+    let Some((position, (_, existing))) = registered.enumerate().find(|(_, (n, _))| *n == name) else {
+        return Ok(None);
+    };
+    if existing != kind {
+        return Err(Error::runtime(
+            service,
+            format!("state '{name}' of operator '{operator_uid}' is registered as {existing:?} state, not {kind:?}"),
+        ));
+    }
+    state_id(service, operator_uid, position).map(Some)
+}
+
+/// The id of the state at `position`, or an error when there are too many states.
+pub(crate) fn state_id(service: &str, operator_uid: &str, position: usize) -> Result<StateId> {
+    StateId::try_from(position)
+        .map_err(|_| Error::runtime(service, format!("too many states in operator '{operator_uid}'")))
 }
