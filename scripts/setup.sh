@@ -1,14 +1,37 @@
 #!/usr/bin/env bash
-# Installs what building Weir needs beyond the Rust toolchain, if it is missing: libclang (bindgen
-# generates RocksDB's bindings with it; RocksDB itself is compiled from source). Idempotent; needs
-# root and the Debian package mirror, as on the project's machines.
+# Installs what building and testing Weir needs beyond the Rust toolchain, if it is missing:
+# - libclang (bindgen generates RocksDB's bindings with it; RocksDB itself is compiled from source);
+# - moto's S3-compatible server (`moto[server]` from PyPI, in a Python venv under
+#   ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/venv), which the S3 tests start on loopback.
+# Idempotent and quick when everything is present; needs root, the Debian package mirror and PyPI,
+# as on the project's machines.
 set -euo pipefail
+tools_dir="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}"
+venv="$tools_dir/venv"
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@" > /dev/null
+}
+
 have_libclang() {
   ls /usr/lib/llvm-*/lib/libclang*.so* > /dev/null 2>&1 || ldconfig -p 2> /dev/null | grep -q 'libclang'
 }
 if ! have_libclang; then
   echo "setup: installing libclang-dev (needed to build RocksDB's bindings)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends libclang-dev > /dev/null
+  apt_install libclang-dev
+fi
+
+if [ ! -x "$venv/bin/moto_server" ]; then
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -c 'import venv, ensurepip' > /dev/null 2>&1; then
+      echo "setup: installing python3-venv (needed for the test tools' venv)"
+      apt_install python3-venv
+    fi
+    mkdir -p "$tools_dir"
+    python3 -m venv "$venv"
+  fi
+  echo "setup: installing moto[server] into the venv $venv (S3-compatible server for the S3 tests)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
 fi

@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The S3 tests start this moto server (installed by setup.sh) on a free loopback port.
+export WEIR_MOTO_SERVER="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/venv/bin/moto_server"
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -197,8 +197,18 @@ pub trait TaskRuntime {
     /// Opens this subtask's share of a taskmanager-side source.
     fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>>;
 
-    /// Opens this subtask's writer for a sink.
-    fn open_sink(&mut self, sink: &SinkDescriptor) -> Result<Box<dyn SinkWriter>>;
+    /// Opens this subtask's writer for a sink. `restored` is the state its
+    /// [`SinkWriter::pre_commit`] returned for the checkpoint the job restarts from (`None` on a
+    /// fresh start, when the writer discards whatever an earlier run of the sink left).
+    fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>>;
+
+    /// The state operator `operator_uid` contributed to the checkpoint this task restarts from,
+    /// handed out once (`None` on a fresh start or when the operator had no state). Operators
+    /// take it in `open`.
+    fn restored_state(&mut self, operator_uid: &str) -> Option<OperatorSnapshot> {
+        let _ = operator_uid;
+        None
+    }
 
     /// Counts records that entered the task's chain (from a source or an input channel).
     fn add_records_in(&mut self, records: u64);
@@ -363,11 +373,33 @@ pub trait SourceReader: Send {
     fn seek(&mut self, position: &[u8]) -> Result<()>;
 }
 
+/// The checkpoint id that stands for the end of a bounded job: committing it makes everything a
+/// sink finished visible (see [`SinkWriter::finish`]).
+pub const FINAL_CHECKPOINT: CheckpointId = CheckpointId::MAX;
+
 /// This subtask's writer of a sink.
+///
+/// Transactional writers (the exactly-once file sink) follow two-phase commit: records written
+/// between two barriers belong to one transaction; [`SinkWriter::pre_commit`] at barrier `n`
+/// closes it (durably, still invisible) and returns the writer's state, which the checkpoint
+/// stores; the runtime commits transaction `n` once checkpoint `n` is complete. A writer opened
+/// with restored state commits what that state had pending and discards everything written after
+/// it. Non-transactional writers (stdout) keep the defaults.
 pub trait SinkWriter: Send {
     /// Writes newline-terminated records.
     fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Completes the output at end of input (flush, sync, close).
+
+    /// Barrier `checkpoint` reached the sink: everything written so far is pre-committed
+    /// (durable, not yet visible). Returns the state to store in the checkpoint (what is pending
+    /// commit), restored through [`TaskRuntime::open_sink`].
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Vec<u8>> {
+        let _ = checkpoint;
+        Ok(Vec::new())
+    }
+
+    /// Completes the output at end of input (flush, sync, close). Transactional writers
+    /// pre-commit what they hold as [`FINAL_CHECKPOINT`], which the runtime commits when the whole
+    /// job has finished.
     fn finish(&mut self) -> Result<()>;
 }
 

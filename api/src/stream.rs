@@ -601,8 +601,8 @@ impl<T: crate::Data> DataStream<T> {
 
     fn sink(&self, descriptor: SinkDescriptor, name: &str, format: Option<FormatFn<T>>) -> DataStreamSink {
         let descriptor2 = descriptor.clone();
-        let make: crate::factory::MakeOneInput<T> = Arc::new(move |_setup, _outputs: Vec<ErasedDownstream>| {
-            Ok(Box::new(SinkOperator::new(descriptor2.clone(), format.clone())))
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, _outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(SinkOperator::new(setup.uid, descriptor2.clone(), format.clone())))
         });
         let mut g = self.graph.borrow_mut();
         let id = g.add_node(NodeKind::Sink(descriptor), name, Box::new(OneInputFactory { make }), Vec::new());

@@ -212,6 +212,30 @@ impl Timers {
         Ok(())
     }
 
+    /// Registers the timers among canonical entries (as [`Timers::snapshot_into`] writes them) of
+    /// the key groups in `key_groups`.
+    pub(crate) fn restore(
+        &mut self,
+        groups: &[crate::runtime::KeyGroupState],
+        key_groups: &std::ops::RangeInclusive<u16>,
+    ) -> crate::Result<()> {
+        for group in groups.iter().filter(|g| key_groups.contains(&g.key_group)) {
+            for entry in crate::runtime::state_entries(&group.entries) {
+                let entry = entry?;
+                let domain = match entry.state {
+                    "__timers/event" => TimeDomain::EventTime,
+                    "__timers/processing" => TimeDomain::ProcessingTime,
+                    _ => continue,
+                };
+                let timestamp = <[u8; 8]>::try_from(entry.value)
+                    .map(Timestamp::from_be_bytes)
+                    .map_err(|_| crate::Error::serialization("deserialize", "timer", "timestamp is not 8 bytes"))?;
+                self.register(domain, timestamp, group.key_group, entry.key, entry.namespace);
+            }
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.event.len + self.processing.len

@@ -267,14 +267,23 @@ impl RestClient {
         self.send(Method::PATCH, &["jobs", id], Some(("mode", "cancel"))).await
     }
 
-    /// `POST /jobs`: uploads a plugin (`file_name` is informative) and submits a job of it;
-    /// typed as [`Submitted`].
+    /// `GET /jobs/{id}/checkpoints`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn checkpoints<T: DeserializeOwned>(&self, id: &str) -> Result<T> {
+        self.send(Method::GET, &["jobs", id, "checkpoints"], None).await
+    }
+
+    /// `POST /jobs`: uploads a plugin (`file_name` is informative) and submits a job of it with
+    /// the checkpoint form fields `checkpointing` (name, value); typed as [`Submitted`].
     pub async fn submit<T: DeserializeOwned>(
         &self,
         plugin: Vec<u8>,
         file_name: &str,
         args: &[String],
         parallelism: u32,
+        checkpointing: &[(&'static str, String)],
     ) -> Result<T> {
         let url = self.url(&["jobs"], None)?;
         let args = serde_json::to_string(args).map_err(|e| ClientError::Protocol {
@@ -285,6 +294,7 @@ impl RestClient {
             .part("plugin", Part::bytes(plugin).file_name(file_name.to_owned()))
             .text("args", args)
             .text("parallelism", parallelism.to_string());
+        let form = checkpointing.iter().fold(form, |form, (name, value)| form.text(*name, value.clone()));
         // No overall timeout: an upload of a large plugin may take long.
         let response = self.http.post(url.clone()).multipart(form).send().await;
         self.answer(url, response).await

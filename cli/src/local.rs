@@ -20,7 +20,15 @@ pub struct MiniCluster {
 impl MiniCluster {
     /// Starts the components on the current tokio runtime.
     pub fn start() -> Self {
-        let jobmanager = JobManager::new(JobManagerSettings::default());
+        Self::start_with_restarts(0)
+    }
+
+    /// Starts the components; failed jobs restart up to `restart_attempts` times, from their
+    /// latest completed checkpoint if they take checkpoints.
+    pub fn start_with_restarts(restart_attempts: u32) -> Self {
+        let mut settings = JobManagerSettings::default();
+        settings.restart.max_attempts = restart_attempts;
+        let jobmanager = JobManager::new(settings);
         let config =
             TaskManagerConfig { id: "local-taskmanager".into(), slots: LOCAL_SLOTS, ..TaskManagerConfig::default() };
         let taskmanager = TaskManager::new(config, jobmanager.event_sink());

@@ -57,6 +57,51 @@ enum Command {
     Cancel(JobArg),
     /// List the cluster's taskmanagers.
     Taskmanagers(JsonArg),
+    /// Show a job's checkpoints: counts, latest, history.
+    Checkpoints(JobArg),
+}
+
+/// Checkpointing of a job (off unless an interval is given).
+#[derive(clap::Args, Clone)]
+struct CheckpointArgs {
+    /// Take a checkpoint this often, for example `500ms` or `10s`.
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_interval: Option<String>,
+    /// Keyed state backend: `heap` (in memory, full snapshots) or `rocksdb` (on disk,
+    /// incremental snapshots).
+    #[arg(long, value_name = "BACKEND")]
+    state_backend: Option<String>,
+    /// Where this job's checkpoints go (`file:///path`, `s3://bucket/prefix`); default the
+    /// jobmanager's storage.
+    #[arg(long, value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Completed checkpoints to keep (default 1).
+    #[arg(long, value_name = "N")]
+    checkpoints_retained: Option<String>,
+}
+
+impl CheckpointArgs {
+    fn options(&self) -> weir_jobmanager::checkpoint::CheckpointOptions {
+        weir_jobmanager::checkpoint::CheckpointOptions {
+            interval: self.checkpoint_interval.clone(),
+            backend: self.state_backend.clone(),
+            storage_url: self.checkpoint_dir.clone(),
+            retained: self.checkpoints_retained.clone(),
+        }
+    }
+
+    /// The REST form fields.
+    fn form_fields(&self) -> Vec<(&'static str, String)> {
+        [
+            ("checkpoint_interval", &self.checkpoint_interval),
+            ("state_backend", &self.state_backend),
+            ("checkpoint_dir", &self.checkpoint_dir),
+            ("checkpoints_retained", &self.checkpoints_retained),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -75,6 +120,11 @@ struct RunArgs {
     /// Print the final job details as JSON on standard output.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+    /// Restart a failed job up to this many times (fixed delay of 1 s); default 0.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    restart_attempts: u32,
     /// Arguments for the job's build function.
     #[arg(last = true)]
     job_args: Vec<String>,
@@ -94,6 +144,8 @@ struct ClusterRunArgs {
     /// the submission's answer).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
     /// Arguments for the job's build function.
     #[arg(last = true)]
     job_args: Vec<String>,
@@ -133,6 +185,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Cancel(args) => cancel(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Taskmanagers(args) => taskmanagers(&RestClient::new(&cli.jobmanager)?, args.json).await,
+            Command::Checkpoints(args) => checkpoints(&RestClient::new(&cli.jobmanager)?, args).await,
         }
     });
     match result {
@@ -157,11 +210,13 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let cluster = MiniCluster::start();
+    let checkpointing = args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
+    let cluster = MiniCluster::start_with_restarts(args.restart_attempts);
     let submission = JobSubmission {
         artifact: JobArtifact::Plugin(args.plugin.clone()),
         args: args.job_args,
         parallelism: args.parallelism,
+        checkpointing,
     };
     let id = cluster.submit(submission).await.with_context(|| format!("cannot run {}", args.plugin.display()))?;
     let jobmanager = cluster.jobmanager().clone();
@@ -197,8 +252,9 @@ async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Resul
     let shown = args.plugin.display().to_string();
     let plugin = std::fs::read(&args.plugin).with_context(|| format!("cannot read the job plugin {shown}"))?;
     let file_name = args.plugin.file_name().map_or_else(|| "job.so".to_owned(), |n| n.to_string_lossy().into_owned());
+    args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
     let answer: Value = client
-        .submit(plugin, &file_name, &args.job_args, args.parallelism)
+        .submit(plugin, &file_name, &args.job_args, args.parallelism, &args.checkpoints.form_fields())
         .await
         .with_context(|| format!("cannot submit {shown}"))?;
     let submitted: Submitted = serde_json::from_value(answer.clone())
@@ -358,6 +414,107 @@ async fn cancel(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
         outln!("Cancellation of job {} requested.", args.job);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `weir checkpoints JOB`.
+async fn checkpoints(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
+    let answer: Value = client
+        .checkpoints(&args.job)
+        .await
+        .with_context(|| format!("cannot get the checkpoints of job {}", args.job))?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: CheckpointsSummary = serde_json::from_value(answer).context("unexpected checkpoint report")?;
+    let c = &report.counts;
+    outln!(
+        "Checkpoints of job {} every {} ms ({} backend) in {}",
+        args.job,
+        report.interval_ms,
+        report.state_backend,
+        report.checkpoint_storage
+    );
+    outln!(
+        "  triggered {}, in progress {}, completed {}, failed {}, restored from {}",
+        c.triggered,
+        c.in_progress,
+        c.completed,
+        c.failed,
+        c.restored.map_or_else(|| "-".to_owned(), |r| r.to_string())
+    );
+    if let Some(latest) = &report.latest.completed {
+        outln!(
+            "  latest completed: {} ({} bytes, {} incremental, {} ms) at {}",
+            latest.id,
+            latest.state_size,
+            latest.incremental_size,
+            latest.end_to_end_duration,
+            latest.external_path
+        );
+    }
+    let rows: Vec<Vec<String>> = report
+        .history
+        .iter()
+        .map(|h| {
+            vec![
+                h.checkpoint_id.to_string(),
+                h.status.clone(),
+                format_start(u64::try_from(h.trigger_ms).unwrap_or(0)),
+                format!("{} ms", h.duration_ms),
+                h.state_size_bytes.to_string(),
+                h.failure.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        outln!();
+        print_table(&["ID", "STATUS", "TRIGGERED", "DURATION", "STATE SIZE", "FAILURE"], rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointsSummary {
+    counts: CheckpointCountsSummary,
+    interval_ms: i64,
+    state_backend: String,
+    checkpoint_storage: String,
+    latest: LatestSummary,
+    history: Vec<HistorySummary>,
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointCountsSummary {
+    triggered: u64,
+    in_progress: u64,
+    completed: u64,
+    failed: u64,
+    restored: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct LatestSummary {
+    completed: Option<CompletedSummary>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompletedSummary {
+    id: u64,
+    state_size: u64,
+    incremental_size: u64,
+    end_to_end_duration: i64,
+    external_path: String,
+}
+
+#[derive(serde::Deserialize)]
+struct HistorySummary {
+    checkpoint_id: u64,
+    status: String,
+    trigger_ms: i64,
+    duration_ms: i64,
+    state_size_bytes: u64,
+    failure: Option<String>,
 }
 
 /// `weir taskmanagers`.

@@ -16,9 +16,14 @@ pub struct JobManagerConfig {
     pub rest_addr: String,
     /// Address of the gRPC service taskmanagers register with. Default `127.0.0.1:6123`.
     pub rpc_addr: String,
-    /// Where uploaded plugins (and later checkpoints) are stored, as a URL. Default
-    /// `file://<temp dir>/weir/storage`.
+    /// Where uploaded plugins and (unless a job names another location) checkpoints are stored,
+    /// as a URL. Default `file://<temp dir>/weir/storage`.
     pub storage: String,
+    /// Options of the checkpoint storage (`object_store` keys: `aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`), on top of the standard `AWS_*` environment variables.
+    /// Default none.
+    pub storage_options: std::collections::BTreeMap<String, String>,
     /// Local directory for copies of uploaded plugins to load. Default `<temp dir>/weir/jobmanager-plugins`.
     pub plugin_cache_dir: PathBuf,
     /// How often taskmanagers send heartbeats, in ms. Default 1000.
@@ -40,6 +45,7 @@ impl Default for JobManagerConfig {
             rest_addr: "127.0.0.1:8081".into(),
             rpc_addr: "127.0.0.1:6123".into(),
             storage: format!("file://{}", base.join("storage").display()),
+            storage_options: std::collections::BTreeMap::new(),
             plugin_cache_dir: base.join("jobmanager-plugins"),
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 5000,

@@ -76,6 +76,18 @@ pub enum JobCommand {
     ReleaseResources,
     /// Every task of the failed attempt stopped: start the next attempt after the delay.
     Restart(std::time::Duration),
+    /// Every task finished: the job's transactional sinks commit everything they finished
+    /// (then [`Job::final_committed`] or [`Job::final_commit_failed`]).
+    CommitFinal,
+}
+
+/// The commit of a finished job's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum FinalCommit {
+    #[default]
+    NotStarted,
+    InProgress,
+    Done,
 }
 
 /// When a failed job runs again (Flink's fixed-delay restart strategy).
@@ -128,6 +140,11 @@ pub struct Job {
     pub(crate) slots: Vec<String>,
     /// Failures that caused restarts, oldest first.
     pub(crate) failures: Vec<String>,
+    final_commit: FinalCommit,
+    /// When the running attempt failed (cleared once the next attempt runs).
+    failed_at: Option<Instant>,
+    /// Time from the latest failure to the next attempt running, ms.
+    pub(crate) last_recovery_ms: Option<u64>,
 }
 
 impl Job {
@@ -149,7 +166,29 @@ impl Job {
             restarts: 0,
             slots: Vec::new(),
             failures: Vec::new(),
+            final_commit: FinalCommit::NotStarted,
+            failed_at: None,
+            last_recovery_ms: None,
         }
+    }
+
+    /// The job's transactional sinks committed the output of the finished job.
+    pub(crate) fn final_committed(&mut self) -> Vec<JobCommand> {
+        if self.status != JobStatus::Running || self.final_commit != FinalCommit::InProgress {
+            return Vec::new();
+        }
+        self.final_commit = FinalCommit::Done;
+        self.settle().into_iter().collect()
+    }
+
+    /// Committing the finished job's output failed: the attempt failed (its output is redone
+    /// from the latest checkpoint if the restart strategy allows).
+    pub(crate) fn final_commit_failed(&mut self, message: String) -> Vec<JobCommand> {
+        if self.final_commit != FinalCommit::InProgress {
+            return Vec::new();
+        }
+        self.final_commit = FinalCommit::NotStarted;
+        self.fail(format!("committing the job's output failed: {message}"))
     }
 
     /// Moves to `to` if the lifecycle allows it; returns whether it moved.
@@ -210,6 +249,7 @@ impl Job {
             // last task to stop.
             return self.settle().into_iter().collect();
         }
+        self.failed_at = Some(Instant::now());
         if self.restarts < self.restart.max_attempts {
             self.failures.push(message);
             self.transition(JobStatus::Restarting);
@@ -249,6 +289,7 @@ impl Job {
         self.restarts += 1;
         self.tasks.clear();
         self.slots.clear();
+        self.final_commit = FinalCommit::NotStarted;
         true
     }
 
@@ -311,6 +352,17 @@ impl Job {
             );
             return self.fail(message);
         }
+        if event.state == TaskExecutionState::Running
+            && self.status == JobStatus::Running
+            && let Some(failed_at) = self.failed_at
+            && self.tasks.len() == self.plan.task_count()
+            && self.tasks.values().all(|t| t.state == TaskExecutionState::Running)
+        {
+            let recovery_ms = failed_at.elapsed().as_millis() as u64;
+            self.failed_at = None;
+            self.last_recovery_ms = Some(recovery_ms);
+            tracing::info!(job_id = %self.id, attempt = self.attempt, recovery_ms, "the job is running again after a failure");
+        }
         self.settle().into_iter().collect()
     }
 
@@ -321,7 +373,16 @@ impl Job {
         }
         match self.status {
             JobStatus::Running if self.tasks.values().all(|t| t.state == TaskExecutionState::Finished) => {
-                self.transition(JobStatus::Finished);
+                match self.final_commit {
+                    FinalCommit::NotStarted => {
+                        self.final_commit = FinalCommit::InProgress;
+                        return Some(JobCommand::CommitFinal);
+                    }
+                    FinalCommit::InProgress => {}
+                    FinalCommit::Done => {
+                        self.transition(JobStatus::Finished);
+                    }
+                }
             }
             JobStatus::Running => {
                 self.failure.get_or_insert_with(|| "tasks stopped without finishing".to_owned());
@@ -371,6 +432,7 @@ impl Job {
             attempt: self.attempt,
             restarts: self.restarts,
             restart_failures: self.failures.clone(),
+            last_recovery_time_ms: self.last_recovery_ms,
             source_records: vertices.iter().filter(|v| v.is_source).map(|v| v.records_in).sum(),
             sinks: self.sinks.clone(),
             vertices,
@@ -418,6 +480,8 @@ pub struct JobDetails {
     pub restarts: u32,
     /// The failures that made it restart, oldest first.
     pub restart_failures: Vec<String>,
+    /// Time from the latest failure detected to all tasks of the next attempt running, ms.
+    pub last_recovery_time_ms: Option<u64>,
     /// Records produced by the job's sources.
     pub source_records: u64,
     /// Where the job's sinks write, one line each (for example `counts: text files in /tmp/out`).
@@ -465,9 +529,25 @@ mod tests {
         let mut j = job(2);
         assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![]);
         assert_eq!(j.status, JobStatus::Running);
-        j.on_task_event(&event(&j, 1, TaskExecutionState::Finished));
+        // Every task finished: the sinks commit the output before the job is FINISHED.
+        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished)), vec![JobCommand::CommitFinal]);
+        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished)), vec![], "asked once");
+        assert_eq!(j.final_committed(), vec![]);
         assert_eq!(j.status, JobStatus::Finished);
         assert_eq!(j.details().source_records, 10);
+    }
+
+    #[test]
+    fn a_failed_final_commit_fails_the_attempt() {
+        let mut j = job(1);
+        j.restart = RestartPolicy { max_attempts: 1, delay: std::time::Duration::from_millis(5) };
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![JobCommand::CommitFinal]);
+        let commands = j.final_commit_failed("disk full".into());
+        assert_eq!(commands, vec![JobCommand::CancelTasks, JobCommand::Restart(std::time::Duration::from_millis(5))]);
+        assert_eq!(j.status, JobStatus::Restarting);
+        assert!(j.failures[0].contains("committing the job's output failed: disk full"));
+        assert_eq!(j.final_committed(), vec![], "a late commit report changes nothing");
     }
 
     #[test]
@@ -496,6 +576,7 @@ mod tests {
         old.task.attempt = 7;
         assert_eq!(j.on_task_event(&old), vec![]);
         j.on_task_event(&event(&j, 0, TaskExecutionState::Finished));
+        j.final_committed();
         assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![]);
         assert_eq!(j.status, JobStatus::Finished);
     }

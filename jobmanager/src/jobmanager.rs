@@ -5,6 +5,7 @@
 //! through the [`TaskEventSink`] this component provides; the gRPC service and the local
 //! mini-cluster plug in the same way.
 
+use crate::checkpoint::{CheckpointConfig, CheckpointContext, CheckpointSettings, JobCheckpoints};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobCommand, JobDetails, JobStatus, RestartPolicy};
 use crate::plan::{ExecutionPlan, plan};
@@ -13,10 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
+use weir_api::runtime::FINAL_CHECKPOINT;
+use weir_runtime::checkpoint::{CheckpointMetadata, CheckpointingSpec, StateBackendKind, TaskRestore, TaskSnapshot};
+use weir_runtime::storage::{Storage, StorageConfig};
 use weir_runtime::{
-    ChannelLocation, JobArtifact, JobId, LoadedJob, TaskDeployment, TaskEvent, TaskEventSink, TaskId,
-    TaskManagerGateway,
+    ChannelLocation, JobArtifact, JobId, LoadedJob, TaskDeployment, TaskEvent, TaskEventSink, TaskExecutionState,
+    TaskId, TaskManagerGateway,
 };
 
 /// A job to run.
@@ -28,6 +32,19 @@ pub struct JobSubmission {
     pub args: Vec<String>,
     /// Parallelism for operators that set none (the job may override it).
     pub parallelism: u32,
+    /// Checkpointing; `None` turns it off.
+    pub checkpointing: Option<CheckpointSubmission>,
+}
+
+/// How a submitted job takes checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSubmission {
+    /// Timing, retention, failure tolerance.
+    pub config: CheckpointConfig,
+    /// The keyed state backend.
+    pub backend: StateBackendKind,
+    /// Where checkpoints go; `None` uses the jobmanager's storage.
+    pub storage_url: Option<String>,
 }
 
 /// How the jobmanager schedules and recovers jobs.
@@ -101,6 +118,7 @@ struct JobEntry {
     artifact: JobArtifact,
     args: Vec<String>,
     status: watch::Sender<JobStatus>,
+    checkpoints: Option<Arc<JobCheckpoints>>,
 }
 
 #[derive(Default)]
@@ -133,6 +151,8 @@ struct Shared {
     state: Mutex<State>,
     runtime: tokio::runtime::Handle,
     settings: JobManagerSettings,
+    /// Where checkpoints go unless a job names another location, and the store's options.
+    storage: StorageConfig,
     /// Signalled when slots may have become free (registration, job end, restart).
     slots_changed: Notify,
 }
@@ -153,6 +173,9 @@ impl Shared {
                 None => info!(job_id = %id, %status, "job ended"),
             }
             commands.push(JobCommand::ReleaseResources);
+            if let Some(checkpoints) = &entry.checkpoints {
+                checkpoints.stop();
+            }
             self.slots_changed.notify_waiters();
         }
         if commands.is_empty() {
@@ -179,6 +202,24 @@ impl Shared {
                         warn!(job_id = %job, taskmanager = tm.id(), ?command, "taskmanager request failed: {e}");
                     }
                 }
+            }
+            JobCommand::CommitFinal => {
+                let attempt = self.lock().jobs.get(&job).map(|e| e.job.attempt);
+                let Some(attempt) = attempt else { return };
+                let mut failure = None;
+                for tm in gateways {
+                    if let Err(e) = tm.notify_checkpoint_complete(job, attempt, FINAL_CHECKPOINT).await {
+                        failure.get_or_insert(format!("taskmanager {}: {e}", tm.id()));
+                    }
+                }
+                let mut state = self.lock();
+                let Some(entry) = state.jobs.get_mut(&job).filter(|e| e.job.attempt == attempt) else { return };
+                let was_terminal = entry.job.status.is_terminal();
+                let commands = match failure {
+                    None => entry.job.final_committed(),
+                    Some(message) => entry.job.final_commit_failed(message),
+                };
+                self.after_change(&mut state, job, was_terminal, commands);
             }
             JobCommand::Restart(delay) => {
                 for tm in gateways {
@@ -209,6 +250,14 @@ impl Shared {
     /// Waits for slots for the job's current attempt, then deploys its tasks.
     async fn schedule(self: Arc<Self>, id: JobId) {
         let deadline = Instant::now() + self.settings.slot_request_timeout;
+        let checkpoints = self.lock().jobs.get(&id).and_then(|e| e.checkpoints.clone());
+        let restore = match &checkpoints {
+            Some(checkpoints) => checkpoints.restore_point().await,
+            None => None,
+        };
+        if let Some(metadata) = &restore {
+            info!(job_id = %id, checkpoint_id = metadata.checkpoint_id, "restoring the job from checkpoint {}", metadata.checkpoint_id);
+        }
         let (deployments, artifact, gateways) = loop {
             let notified = self.slots_changed.notified();
             tokio::pin!(notified);
@@ -227,7 +276,13 @@ impl Shared {
                 let needed = entry.plan.required_slots();
                 if let Some(slots) = allocate(&free, needed) {
                     entry.job.scheduled(slots.clone());
-                    let deployments = deployments(id, entry, &slots, &addresses);
+                    let deployments = deployments(id, entry, &slots, &addresses, restore.as_ref());
+                    if let Some(checkpoints) = &entry.checkpoints {
+                        let tasks = deployments.iter().map(|(d, _)| d.task).collect();
+                        let sources = deployments.iter().filter(|(d, _)| d.is_source()).map(|(d, _)| d.task).collect();
+                        let restored = restore.as_ref().map(|m| m.checkpoint_id);
+                        checkpoints.new_attempt(entry.job.attempt, tasks, sources, restored);
+                    }
                     for (deployment, tm) in &deployments {
                         entry.job.task_deployed(deployment.task, tm);
                     }
@@ -319,7 +374,12 @@ fn deployments(
     entry: &JobEntry,
     slots: &[String],
     addresses: &HashMap<String, String>,
+    restore: Option<&CheckpointMetadata>,
 ) -> Vec<(TaskDeployment, String)> {
+    let checkpointing = entry
+        .checkpoints
+        .as_ref()
+        .map(|c| CheckpointingSpec { storage_url: c.settings().storage_url.clone(), backend: c.settings().backend });
     let plan = &entry.plan;
     let attempt = entry.job.attempt;
     let location = |edge: u32, producer: u32| {
@@ -356,6 +416,11 @@ fn deployments(
                     .iter()
                     .map(|o| (0..o.consumer_parallelism).map(|c| slots[c as usize].clone()).collect())
                     .collect(),
+                checkpointing: checkpointing.clone(),
+                restore: restore.map(|m| TaskRestore {
+                    checkpoint_id: m.checkpoint_id,
+                    handles: m.task(vertex.id, subtask).map(|s| s.handles.clone()).unwrap_or_default(),
+                }),
             };
             out.push((deployment, slots[subtask as usize].clone()));
         }
@@ -375,8 +440,71 @@ impl TaskEventSink for EventSink {
             warn!(job_id = %event.task.job, vertex = event.task.vertex, subtask = event.task.subtask, "task failed: {failure}");
         }
         let was_terminal = entry.job.status.is_terminal();
+        let current = event.task.attempt == entry.job.attempt;
         let commands = entry.job.on_task_event(&event);
+        if let Some(checkpoints) = entry.checkpoints.as_ref().filter(|_| current) {
+            match event.state {
+                TaskExecutionState::Finished => checkpoints.task_finished(event.task),
+                TaskExecutionState::Failed | TaskExecutionState::Canceled => checkpoints.task_failed(event.task),
+                _ => {}
+            }
+        }
         shared.after_change(&mut state, event.task.job, was_terminal, commands);
+    }
+
+    fn checkpoint_acknowledged(&self, task: TaskId, checkpoint: u64, snapshot: TaskSnapshot) {
+        let checkpoints = self.0.lock().jobs.get(&task.job).and_then(|e| e.checkpoints.clone());
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.acknowledge(task, checkpoint, snapshot);
+        }
+    }
+
+    fn checkpoint_declined(&self, task: TaskId, checkpoint: u64, reason: String) {
+        let checkpoints = self.0.lock().jobs.get(&task.job).and_then(|e| e.checkpoints.clone());
+        if let Some(checkpoints) = checkpoints {
+            debug!(job_id = %task.job, checkpoint_id = checkpoint, %task, "checkpoint declined: {reason}");
+            checkpoints.decline(task, checkpoint, reason);
+        }
+    }
+}
+
+/// What the checkpoint drivers need from the jobmanager.
+struct DriverContext(std::sync::Weak<Shared>);
+
+impl CheckpointContext for DriverContext {
+    fn running_attempt(&self, job: JobId) -> Option<u32> {
+        let shared = self.0.upgrade()?;
+        let state = shared.lock();
+        let entry = state.jobs.get(&job)?;
+        let job = &entry.job;
+        let all_running = job.status == JobStatus::Running
+            && job.tasks.len() == entry.plan.task_count()
+            && job.tasks.values().all(|t| t.state == TaskExecutionState::Running);
+        all_running.then_some(job.attempt)
+    }
+
+    fn taskmanagers(&self, job: JobId, attempt: u32, sources_only: bool) -> Vec<Arc<dyn TaskManagerGateway>> {
+        let Some(shared) = self.0.upgrade() else { return Vec::new() };
+        let state = shared.lock();
+        let Some(entry) = state.jobs.get(&job) else { return Vec::new() };
+        let ids: std::collections::BTreeSet<&str> = entry
+            .job
+            .tasks
+            .iter()
+            .filter(|(id, _)| id.attempt == attempt)
+            .filter(|(id, _)| !sources_only || entry.plan.vertices.get(id.vertex as usize).is_some_and(|v| v.is_source))
+            .map(|(_, t)| t.taskmanager.as_str())
+            .collect();
+        ids.into_iter().filter_map(|id| state.taskmanagers.get(id)).map(|tm| tm.gateway.clone()).collect()
+    }
+
+    fn fail_job(&self, job: JobId, reason: String) {
+        let Some(shared) = self.0.upgrade() else { return };
+        let mut state = shared.lock();
+        let Some(entry) = state.jobs.get_mut(&job) else { return };
+        let was_terminal = entry.job.status.is_terminal();
+        let commands = entry.job.fail(reason);
+        shared.after_change(&mut state, job, was_terminal, commands);
     }
 }
 
@@ -399,10 +527,23 @@ impl JobManager {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn new(settings: JobManagerSettings) -> Self {
+        let storage = StorageConfig {
+            url: format!("file://{}", std::env::temp_dir().join("weir").join("checkpoints").display()),
+            options: BTreeMap::new(),
+        };
+        Self::with_storage(settings, storage)
+    }
+
+    /// A jobmanager whose jobs checkpoint to `storage` unless they name another location.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_storage(settings: JobManagerSettings, storage: StorageConfig) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             runtime: tokio::runtime::Handle::current(),
             settings,
+            storage,
             slots_changed: Notify::new(),
         });
         let detector = Arc::downgrade(&shared);
@@ -539,15 +680,36 @@ impl JobManager {
         .map_err(|e| Error::InvalidJob(format!("the job's build function did not complete: {e}")))??;
 
         let id = JobId::random();
+        let checkpoints = match &submission.checkpointing {
+            Some(c) => {
+                let storage_url = c.storage_url.clone().unwrap_or_else(|| self.shared.storage.url.clone());
+                let storage = Storage::open(&StorageConfig {
+                    url: storage_url.clone(),
+                    options: self.shared.storage.options.clone(),
+                })
+                .map_err(|e| Error::InvalidRequest(format!("checkpoint storage: {e}")))?;
+                let settings = CheckpointSettings {
+                    config: c.config.clone(),
+                    backend: c.backend,
+                    storage_url: storage.url().to_owned(),
+                };
+                let context = Arc::new(DriverContext(Arc::downgrade(&self.shared)));
+                let started = JobCheckpoints::start(id, settings, storage, context)
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                info!(job_id = %id, interval_ms = c.config.interval_ms, backend = %c.backend, storage = %started.layout().job_url(), "checkpointing enabled");
+                Some(started)
+            }
+            None => None,
+        };
         let mut job = Job::new(id, name.clone(), plan.clone());
         job.sinks = sinks;
         job.restart = self.shared.settings.restart;
         let (status, _) = watch::channel(JobStatus::Created);
         info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = plan.required_slots(), "job submitted");
-        self.shared
-            .lock()
-            .jobs
-            .insert(id, JobEntry { job, plan, artifact: submission.artifact, args: submission.args, status });
+        self.shared.lock().jobs.insert(
+            id,
+            JobEntry { job, plan, artifact: submission.artifact, args: submission.args, status, checkpoints },
+        );
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move { shared.schedule(id).await });
         Ok(id)
@@ -588,6 +750,11 @@ impl JobManager {
         info!(job_id = %id, "cancelling the job");
         self.shared.after_change(&mut state, id, was_terminal, command.into_iter().collect());
         Ok(())
+    }
+
+    /// The job's checkpoints (`None` when it has checkpointing off).
+    pub fn checkpoints(&self, id: JobId) -> Result<Option<Arc<JobCheckpoints>>> {
+        self.shared.lock().jobs.get(&id).map(|e| e.checkpoints.clone()).ok_or(Error::JobNotFound(id))
     }
 
     /// The code of a job (for taskmanagers that fetch it).

@@ -16,4 +16,6 @@ pub mod server;
 
 pub use error::{Error, Result};
 pub use job::{JobDetails, JobStatus, RestartPolicy};
-pub use jobmanager::{ClusterOverview, JobManager, JobManagerSettings, JobSubmission, TaskManagerInfo};
+pub use jobmanager::{
+    CheckpointSubmission, ClusterOverview, JobManager, JobManagerSettings, JobSubmission, TaskManagerInfo,
+};

@@ -8,11 +8,17 @@
 //! | `GET /jobs` | `{"jobs": [{"id", "name", "status", "start_time", "duration_ms"}]}`, newest first |
 //! | `GET /jobs/{id}` | the job's details |
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
+//! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
+//!
+//! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
+//! or `10s`; checkpointing is off without it), `state_backend` (`heap` or `rocksdb`),
+//! `checkpoint_dir` (a storage URL; default the jobmanager's storage) and `checkpoints_retained`.
 //!
 //! Errors are `{"errors": ["<message>"]}` with a 4xx status for the caller's mistakes and a 5xx
 //! status for the cluster's.
 
 use crate::artifacts::{PluginStore, chain, sha256_hex};
+use crate::checkpoint::CheckpointOptions;
 use crate::error::Error;
 use crate::jobmanager::{JobManager, JobSubmission};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
@@ -56,6 +62,7 @@ pub fn router(state: RestState) -> Router {
         .route("/taskmanagers", get(taskmanagers))
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
+        .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -168,6 +175,20 @@ async fn job_details(
     Ok(Json(state.rest.jobmanager.job(id)?))
 }
 
+async fn job_checkpoints(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    let Some(checkpoints) = state.rest.jobmanager.checkpoints(id)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job {id} has checkpointing off (submit it with a checkpoint interval)"),
+        ));
+    };
+    Ok(Json(crate::checkpoint::report::CheckpointsReport::of(&checkpoints)))
+}
+
 async fn patch_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -198,12 +219,14 @@ struct Upload {
     plugin: Bytes,
     args: Vec<String>,
     parallelism: u32,
+    checkpointing: CheckpointOptions,
 }
 
 async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     let mut plugin = None;
     let mut args = Vec::new();
     let mut parallelism = 1;
+    let mut checkpointing = CheckpointOptions::default();
     while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -226,9 +249,14 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
                     }
                 };
             }
+            "checkpoint_interval" => checkpointing.interval = Some(field.text().await?),
+            "state_backend" => checkpointing.backend = Some(field.text().await?),
+            "checkpoint_dir" => checkpointing.storage_url = Some(field.text().await?),
+            "checkpoints_retained" => checkpointing.retained = Some(field.text().await?),
             other => {
                 return Err(ApiError::invalid(format!(
-                    "unknown form field '{other}' (expected plugin, args, parallelism)"
+                    "unknown form field '{other}' (expected plugin, args, parallelism, checkpoint_interval, \
+                     state_backend, checkpoint_dir, checkpoints_retained)"
                 )));
             }
         }
@@ -237,7 +265,7 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     if plugin.is_empty() {
         return Err(ApiError::invalid("form field 'plugin' is empty"));
     }
-    Ok(Upload { plugin, args, parallelism })
+    Ok(Upload { plugin, args, parallelism, checkpointing })
 }
 
 async fn submit_job(
@@ -245,13 +273,14 @@ async fn submit_job(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let upload = read_upload(multipart?).await?;
+    let checkpointing = upload.checkpointing.resolve().map_err(ApiError::invalid)?;
     // Submissions of the same plugin run one at a time, so the removal of a rejected upload
     // cannot pull the plugin from under a concurrent submission of the same bytes.
     let sha256 = sha256_hex(&upload.plugin);
     let _guard = state.uploads.lock(&sha256).await;
     let (artifact, newly_stored) = state.rest.plugins.put_hashed(sha256.clone(), upload.plugin).await?;
     debug_assert!(matches!(&artifact, JobArtifact::Stored { sha256: s, .. } if *s == sha256));
-    let submission = JobSubmission { artifact, args: upload.args, parallelism: upload.parallelism };
+    let submission = JobSubmission { artifact, args: upload.args, parallelism: upload.parallelism, checkpointing };
     match state.rest.jobmanager.submit(submission).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() })))),
         Err(e) => {

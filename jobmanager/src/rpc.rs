@@ -143,6 +143,28 @@ impl JobManagerService for JobManagerRpc {
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
+
+    async fn acknowledge_checkpoint(
+        &self,
+        request: Request<pb::AcknowledgeCheckpointRequest>,
+    ) -> Result<Response<pb::AcknowledgeCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        let task = weir_runtime::TaskId::try_from(r.task).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let handles = convert::handles_from_pb(r.handles).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let snapshot = weir_runtime::checkpoint::TaskSnapshot { handles, alignment_ms: r.alignment_ms };
+        self.events.checkpoint_acknowledged(task, r.checkpoint_id, snapshot);
+        Ok(Response::new(pb::AcknowledgeCheckpointResponse {}))
+    }
+
+    async fn decline_checkpoint(
+        &self,
+        request: Request<pb::DeclineCheckpointRequest>,
+    ) -> Result<Response<pb::DeclineCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        let task = weir_runtime::TaskId::try_from(r.task).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.events.checkpoint_declined(task, r.checkpoint_id, r.reason);
+        Ok(Response::new(pb::DeclineCheckpointResponse {}))
+    }
 }
 
 /// A taskmanager process, reached over gRPC.
@@ -199,6 +221,46 @@ impl TaskManagerGateway for RemoteTaskManager {
                 warn!(taskmanager = %self.id, job_id = %job, "release failed: {e}");
             }
             result
+        })
+    }
+
+    fn trigger_checkpoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        barrier: weir_api::runtime::CheckpointBarrier,
+    ) -> BoxFuture<'_, Result<u32, String>> {
+        Box::pin(async move {
+            let mut request = Request::new(pb::TriggerCheckpointRequest {
+                job_id: job.to_string(),
+                attempt,
+                checkpoint_id: barrier.id,
+                timestamp_ms: barrier.timestamp,
+            });
+            request.set_timeout(Duration::from_secs(10));
+            self.client
+                .clone()
+                .trigger_checkpoint(request)
+                .await
+                .map(|r| r.into_inner().triggered_tasks)
+                .map_err(rpc_error)
+        })
+    }
+
+    fn notify_checkpoint_complete(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: weir_api::runtime::CheckpointId,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut request = Request::new(pb::NotifyCheckpointCompleteRequest {
+                job_id: job.to_string(),
+                attempt,
+                checkpoint_id: checkpoint,
+            });
+            request.set_timeout(Duration::from_secs(60));
+            self.client.clone().notify_checkpoint_complete(request).await.map(|_| ()).map_err(rpc_error)
         })
     }
 }

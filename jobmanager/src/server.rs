@@ -46,7 +46,9 @@ pub struct RunningJobManager {
 /// An address that cannot be bound, or storage that cannot be opened.
 pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, StartError> {
     let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
-    let jobmanager = JobManager::new(config.settings());
+    let storage =
+        weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
+    let jobmanager = JobManager::with_storage(config.settings(), storage);
 
     let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
         what: "RPC",

@@ -19,7 +19,8 @@ pub mod control {
 #[cfg(test)]
 mod tests {
     use super::control::v1::{
-        ChainSpec, ChannelAddress, ConsumerTaskManagers, DeployTaskRequest, InputSpec, OutputSpec, Partitioning, TaskId,
+        ChainSpec, ChannelAddress, CheckpointingSpec, ConsumerTaskManagers, DeployTaskRequest, InputSpec, OutputSpec,
+        Partitioning, StateHandle, TaskId, TaskRestore,
     };
     use prost::Message;
 
@@ -38,6 +39,19 @@ mod tests {
             max_parallelism: 128,
             job_args: vec!["--input".to_owned(), "words.txt".to_owned()],
             plugin_sha256: "ab".repeat(32),
+            checkpointing: Some(CheckpointingSpec {
+                storage_url: "s3://bucket/checkpoints".to_owned(),
+                state_backend: "rocksdb".to_owned(),
+            }),
+            restore: Some(TaskRestore {
+                checkpoint_id: 7,
+                handles: vec![StateHandle {
+                    uri: "s3://bucket/checkpoints/job/chk-7/1-3".to_owned(),
+                    size_bytes: 10,
+                    incremental_bytes: 10,
+                    shared: false,
+                }],
+            }),
             chain: Some(ChainSpec {
                 head: 2,
                 nodes: vec![2, 3],

@@ -2,6 +2,7 @@
 //! from the network: every conversion from a message validates it and fails with a message that
 //! names the bad field, never panics.
 
+use crate::checkpoint::{CheckpointingSpec, StateHandle, TaskRestore};
 use crate::deployment::{ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};
 use crate::gateway::{TaskEvent, TaskExecutionState};
 use weir_api::graph::{ChainSpec, OutputSpec, Partitioning};
@@ -161,7 +162,49 @@ pub fn deployment_to_request(deployment: &TaskDeployment, plugin_sha256: &str) -
             .iter()
             .map(|ids| pb::ConsumerTaskManagers { taskmanager_ids: ids.clone() })
             .collect(),
+        checkpointing: deployment.checkpointing.as_ref().map(|c| pb::CheckpointingSpec {
+            storage_url: c.storage_url.clone(),
+            state_backend: c.backend.to_string(),
+        }),
+        restore: deployment
+            .restore
+            .as_ref()
+            .map(|r| pb::TaskRestore { checkpoint_id: r.checkpoint_id, handles: handles_to_pb(&r.handles) }),
     }
+}
+
+/// Handles as protobuf messages.
+pub fn handles_to_pb(handles: &[StateHandle]) -> Vec<pb::StateHandle> {
+    handles
+        .iter()
+        .map(|h| pb::StateHandle {
+            uri: h.uri.clone(),
+            size_bytes: h.size_bytes,
+            incremental_bytes: h.incremental_bytes,
+            shared: h.shared,
+        })
+        .collect()
+}
+
+/// Handles from protobuf messages.
+///
+/// # Errors
+/// A handle without a URI.
+pub fn handles_from_pb(handles: Vec<pb::StateHandle>) -> Result<Vec<StateHandle>, InvalidMessage> {
+    handles
+        .into_iter()
+        .map(|h| {
+            if h.uri.is_empty() {
+                return Err(invalid("handles.uri", "empty"));
+            }
+            Ok(StateHandle {
+                uri: h.uri,
+                size_bytes: h.size_bytes,
+                incremental_bytes: h.incremental_bytes,
+                shared: h.shared,
+            })
+        })
+        .collect()
 }
 
 /// The deployment a request asks for, and the plugin's SHA-256.
@@ -221,7 +264,28 @@ pub fn deployment_from_request(request: pb::DeployTaskRequest) -> Result<(TaskDe
     {
         return Err(invalid("output_taskmanagers", "does not match the chain's outputs and their parallelism"));
     }
+    let checkpointing = request
+        .checkpointing
+        .map(|c| {
+            if c.storage_url.is_empty() {
+                return Err(invalid("checkpointing.storage_url", "empty"));
+            }
+            let backend = c.state_backend.parse().map_err(|e: String| invalid("checkpointing.state_backend", e))?;
+            Ok(CheckpointingSpec { storage_url: c.storage_url, backend })
+        })
+        .transpose()?;
+    let restore = request
+        .restore
+        .map(|r| {
+            if r.checkpoint_id == 0 {
+                return Err(invalid("restore.checkpoint_id", "0"));
+            }
+            Ok(TaskRestore { checkpoint_id: r.checkpoint_id, handles: handles_from_pb(r.handles)? })
+        })
+        .transpose()?;
     let deployment = TaskDeployment {
+        checkpointing,
+        restore,
         task,
         output_taskmanagers,
         job_name: request.job_name,
@@ -267,6 +331,19 @@ mod tests {
                 data_address: "127.0.0.1:9".into(),
             }],
             output_taskmanagers: vec![vec!["tm-1".into(), "tm-2".into(), "tm-1".into(), "tm-2".into()]],
+            checkpointing: Some(CheckpointingSpec {
+                storage_url: "s3://bucket/checkpoints".into(),
+                backend: crate::checkpoint::StateBackendKind::Rocksdb,
+            }),
+            restore: Some(TaskRestore {
+                checkpoint_id: 4,
+                handles: vec![StateHandle {
+                    uri: "s3://bucket/checkpoints/j/shared/a.sst".into(),
+                    size_bytes: 9,
+                    incremental_bytes: 0,
+                    shared: true,
+                }],
+            }),
         }
     }
 

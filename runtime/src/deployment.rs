@@ -121,6 +121,10 @@ pub struct TaskDeployment {
     pub input_locations: Vec<ChannelLocation>,
     /// For each output (as in `chain.outputs`), the taskmanager id of each consumer subtask.
     pub output_taskmanagers: Vec<Vec<String>>,
+    /// How the task takes checkpoints; `None` when checkpointing is off.
+    pub checkpointing: Option<crate::checkpoint::CheckpointingSpec>,
+    /// The checkpoint state to start from; `None` for a fresh start.
+    pub restore: Option<crate::checkpoint::TaskRestore>,
 }
 
 impl TaskDeployment {

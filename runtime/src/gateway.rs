@@ -2,10 +2,12 @@
 //! jobmanager calls the taskmanager directly; across processes (gRPC) the same traits are
 //! implemented by RPC clients.
 
+use crate::checkpoint::TaskSnapshot;
 use crate::deployment::{JobId, TaskDeployment, TaskId};
 use crate::plugin::JobArtifact;
 use std::future::Future;
 use std::pin::Pin;
+use weir_api::runtime::{CheckpointBarrier, CheckpointId};
 
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,13 +54,14 @@ pub trait TaskEventSink: Send + Sync {
     /// Delivers one event.
     fn task_event(&self, event: TaskEvent);
 
-    /// A task took its snapshot of checkpoint `snapshot.checkpoint` and forwarded the barrier.
-    fn checkpoint_acknowledged(&self, task: TaskId, snapshot: weir_api::runtime::ChainSnapshot) {
-        let _ = (task, snapshot);
+    /// A task took its snapshot of `checkpoint`, forwarded the barrier and wrote its state to
+    /// checkpoint storage.
+    fn checkpoint_acknowledged(&self, task: TaskId, checkpoint: CheckpointId, snapshot: TaskSnapshot) {
+        let _ = (task, checkpoint, snapshot);
     }
 
     /// A task could not take part in checkpoint `checkpoint`.
-    fn checkpoint_declined(&self, task: TaskId, checkpoint: weir_api::runtime::CheckpointId, reason: String) {
+    fn checkpoint_declined(&self, task: TaskId, checkpoint: CheckpointId, reason: String) {
         let _ = (task, checkpoint, reason);
     }
 }
@@ -81,4 +84,23 @@ pub trait TaskManagerGateway: Send + Sync {
     /// Called by the jobmanager when the job reached a terminal state: a taskmanager never
     /// releases a job on its own, since more of its tasks may still be deployed.
     fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Starts checkpoint `barrier` at the source tasks of attempt `attempt` of `job` running
+    /// here; returns how many were triggered.
+    fn trigger_checkpoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        barrier: CheckpointBarrier,
+    ) -> BoxFuture<'_, Result<u32, String>>;
+
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` is complete: the job's transactional
+    /// sinks here commit it ([`weir_api::runtime::FINAL_CHECKPOINT`]: the job finished, commit
+    /// everything). Returns once committed.
+    fn notify_checkpoint_complete(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, Result<(), String>>;
 }

@@ -1,12 +1,14 @@
 //! What the Weir jobmanager and taskmanager share: loading job plugins safely, job and task
 //! identities, and the deployment descriptor the jobmanager sends to taskmanagers.
 
+pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod deployment;
 pub mod error;
 pub mod gateway;
 pub mod plugin;
+pub mod storage;
 
 pub use deployment::{ChannelId, ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};
 pub use error::{Error, Result};

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
-use weir_api::runtime::{KeyedStateBackend, LogLevel, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch};
+use weir_api::runtime::{
+    KeyedStateBackend, LogLevel, OperatorSnapshot, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch,
+};
 use weir_api::{Error, Result};
 use weir_runtime::TaskId;
 
@@ -40,6 +42,12 @@ pub(crate) struct TaskContext {
     pub(crate) metrics: Arc<TaskMetrics>,
     /// Where checkpoint acknowledgements go (the jobmanager).
     pub(crate) events: Arc<dyn weir_runtime::TaskEventSink>,
+    /// Where and how snapshots are written; `None` when checkpointing is off.
+    pub(crate) checkpoints: Option<crate::snapshot::SnapshotWriter>,
+    /// The restored state by operator uid, handed out once each.
+    pub(crate) restored: std::collections::HashMap<String, OperatorSnapshot>,
+    /// The job's transactional sinks on this taskmanager, committed on checkpoint completion.
+    pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
 }
 
 impl TaskContext {
@@ -70,12 +78,15 @@ impl TaskContext {
             .ok_or_else(|| Error::runtime("exchange", format!("task {} has no output {output}", self.id)))
     }
 
-    /// Takes this task's part of checkpoint `barrier`: the chain's snapshot (which flushes what
-    /// precedes the barrier), then the barrier to every output, then the acknowledgement.
+    /// Takes this task's part of checkpoint `barrier`: the chain's snapshot (the synchronous
+    /// part, which flushes what precedes the barrier), then the barrier to every output; the
+    /// snapshot is then written to storage in the background and acknowledged with its handles.
+    /// `alignment_ms` is how long the task waited for the barrier on all its inputs.
     pub(crate) fn checkpoint(
         &mut self,
         chain: &mut dyn weir_api::runtime::TaskChain,
         barrier: weir_api::runtime::CheckpointBarrier,
+        alignment_ms: u64,
     ) -> Result<()> {
         let snapshot = match chain.snapshot(barrier, self) {
             Ok(snapshot) => snapshot,
@@ -85,7 +96,14 @@ impl TaskContext {
             }
         };
         self.broadcast_all(|| ChannelEvent::Barrier(barrier))?;
-        self.events.checkpoint_acknowledged(self.id, snapshot);
+        match &self.checkpoints {
+            Some(writer) => writer.write(self.id, snapshot, alignment_ms, self.events.clone()),
+            None => self.events.checkpoint_declined(
+                self.id,
+                barrier.id,
+                "checkpointing is not configured for this job".into(),
+            ),
+        }
         Ok(())
     }
 
@@ -158,8 +176,16 @@ impl TaskRuntime for TaskContext {
         crate::connectors::open_source(source, self.info.subtask, self.info.parallelism, now_ms)
     }
 
-    fn open_sink(&mut self, sink: &SinkDescriptor) -> Result<Box<dyn SinkWriter>> {
-        crate::connectors::open_sink(sink, self.info.subtask, self.info.parallelism)
+    fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {
+        let opened = crate::connectors::open_sink(sink, self.info.subtask, self.info.parallelism, restored)?;
+        if let Some(committer) = opened.committer {
+            self.committers.add(self.id.attempt, committer);
+        }
+        Ok(opened.writer)
+    }
+
+    fn restored_state(&mut self, operator_uid: &str) -> Option<OperatorSnapshot> {
+        self.restored.remove(operator_uid)
     }
 
     fn add_records_in(&mut self, records: u64) {

@@ -36,6 +36,11 @@ pub struct TaskManagerProcessConfig {
     pub plugin_dir: String,
     /// Capacity of each channel between tasks, in batches of up to ~32 KiB. Default 16.
     pub channel_capacity: usize,
+    /// Options of the checkpoint storage, with `object_store`'s keys (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`), on top of the standard `AWS_*` environment variables.
+    /// Default none.
+    pub storage_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for TaskManagerProcessConfig {
@@ -49,6 +54,7 @@ impl Default for TaskManagerProcessConfig {
             advertised_host: String::new(),
             plugin_dir: String::new(),
             channel_capacity: 16,
+            storage_options: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -119,8 +125,12 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
     };
 
     let (events, pending) = tokio::sync::mpsc::unbounded_channel();
-    let tm_config =
-        TaskManagerConfig { id: id.clone(), slots: config.slots, channel_capacity: config.channel_capacity };
+    let tm_config = TaskManagerConfig {
+        id: id.clone(),
+        slots: config.slots,
+        channel_capacity: config.channel_capacity,
+        storage_options: config.storage_options.clone(),
+    };
     let taskmanager = TaskManager::new(tm_config, Arc::new(RemoteEventSink { events }));
 
     let data_bind: SocketAddr = tokio::net::lookup_host(&config.data_addr)

@@ -11,10 +11,12 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
+use weir_api::runtime::{CheckpointBarrier, CheckpointId};
 use weir_proto::control::v1 as pb;
 use weir_proto::control::v1::job_manager_service_client::JobManagerServiceClient;
 use weir_proto::control::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
-use weir_runtime::{JobArtifact, TaskEvent, TaskEventSink, convert};
+use weir_runtime::checkpoint::TaskSnapshot;
+use weir_runtime::{JobArtifact, TaskEvent, TaskEventSink, TaskId, convert};
 
 /// Local copies of job plugins, fetched from the jobmanager by SHA-256 and verified.
 pub(crate) struct PluginCache {
@@ -114,40 +116,125 @@ impl TaskManagerService for TaskManagerRpc {
         self.taskmanager.release_job(job);
         Ok(Response::new(pb::ReleaseJobResponse {}))
     }
+
+    async fn trigger_checkpoint(
+        &self,
+        request: Request<pb::TriggerCheckpointRequest>,
+    ) -> Result<Response<pb::TriggerCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if request.checkpoint_id == 0 {
+            return Err(Status::invalid_argument("invalid checkpoint_id: 0"));
+        }
+        let barrier = CheckpointBarrier { id: request.checkpoint_id, timestamp: request.timestamp_ms };
+        let triggered = self.taskmanager.trigger_checkpoint(job, request.attempt, barrier);
+        Ok(Response::new(pb::TriggerCheckpointResponse { triggered_tasks: triggered as u32 }))
+    }
+
+    async fn notify_checkpoint_complete(
+        &self,
+        request: Request<pb::NotifyCheckpointCompleteRequest>,
+    ) -> Result<Response<pb::NotifyCheckpointCompleteResponse>, Status> {
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let taskmanager = self.taskmanager.clone();
+        tokio::task::spawn_blocking(move || {
+            taskmanager.notify_checkpoint_complete(job, request.attempt, request.checkpoint_id)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("commit: {e}")))?
+        .map_err(Status::internal)?;
+        Ok(Response::new(pb::NotifyCheckpointCompleteResponse {}))
+    }
 }
 
-/// Task events, forwarded to the jobmanager in order by a background task.
+/// What a taskmanager reports to the jobmanager, in order.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// A task's state changed.
+    Task(TaskEvent),
+    /// A task acknowledged a checkpoint.
+    Acknowledge(TaskId, CheckpointId, TaskSnapshot),
+    /// A task declined a checkpoint.
+    Decline(TaskId, CheckpointId, String),
+}
+
+/// Task events and checkpoint acknowledgements, forwarded to the jobmanager in order by a
+/// background task.
 pub(crate) struct RemoteEventSink {
-    pub(crate) events: mpsc::UnboundedSender<TaskEvent>,
+    pub(crate) events: mpsc::UnboundedSender<Report>,
 }
 
 impl TaskEventSink for RemoteEventSink {
     fn task_event(&self, event: TaskEvent) {
-        let _ = self.events.send(event);
+        let _ = self.events.send(Report::Task(event));
     }
+
+    fn checkpoint_acknowledged(&self, task: TaskId, checkpoint: CheckpointId, snapshot: TaskSnapshot) {
+        let _ = self.events.send(Report::Acknowledge(task, checkpoint, snapshot));
+    }
+
+    fn checkpoint_declined(&self, task: TaskId, checkpoint: CheckpointId, reason: String) {
+        let _ = self.events.send(Report::Decline(task, checkpoint, reason));
+    }
+}
+
+/// Sends one report.
+async fn send_report(
+    taskmanager_id: &str,
+    client: &mut JobManagerServiceClient<Channel>,
+    report: &Report,
+) -> Result<(), Status> {
+    match report {
+        Report::Task(event) => {
+            client.update_task_state(convert::task_event_to_update(taskmanager_id, event)).await?;
+        }
+        Report::Acknowledge(task, checkpoint_id, snapshot) => {
+            client
+                .acknowledge_checkpoint(pb::AcknowledgeCheckpointRequest {
+                    taskmanager_id: taskmanager_id.to_owned(),
+                    task: Some((*task).into()),
+                    checkpoint_id: *checkpoint_id,
+                    handles: convert::handles_to_pb(&snapshot.handles),
+                    alignment_ms: snapshot.alignment_ms,
+                })
+                .await?;
+        }
+        Report::Decline(task, checkpoint_id, reason) => {
+            client
+                .decline_checkpoint(pb::DeclineCheckpointRequest {
+                    taskmanager_id: taskmanager_id.to_owned(),
+                    task: Some((*task).into()),
+                    checkpoint_id: *checkpoint_id,
+                    reason: reason.clone(),
+                })
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reports task events to the jobmanager, in order, retrying each for up to `give_up_after`.
 pub(crate) async fn report_events(
     taskmanager_id: String,
     client: JobManagerServiceClient<Channel>,
-    mut events: mpsc::UnboundedReceiver<TaskEvent>,
+    mut events: mpsc::UnboundedReceiver<Report>,
     give_up_after: Duration,
 ) {
-    while let Some(event) = events.recv().await {
-        let request = convert::task_event_to_update(&taskmanager_id, &event);
+    let mut client = client;
+    while let Some(report) = events.recv().await {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match client.clone().update_task_state(request.clone()).await {
-                Ok(_) => break,
+            match send_report(&taskmanager_id, &mut client, &report).await {
+                Ok(()) => break,
                 Err(status) if started.elapsed() < give_up_after => {
-                    debug!(task = %event.task, "reporting the task state failed ({}); retrying", status.message());
+                    debug!(?report, "reporting to the jobmanager failed ({}); retrying", status.message());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(status) => {
-                    warn!(task = %event.task, state = ?event.state, "cannot report the task state to the jobmanager: {}", status.message());
+                    warn!(?report, "cannot report to the jobmanager: {}", status.message());
                     break;
                 }
             }

@@ -70,7 +70,7 @@ pub(crate) fn run_source(
 
 fn handle_control(chain: &mut dyn TaskChain, cx: &mut TaskContext, request: TaskControl) -> Result<()> {
     match request {
-        TaskControl::TriggerCheckpoint(barrier) => cx.checkpoint(chain, barrier),
+        TaskControl::TriggerCheckpoint(barrier) => cx.checkpoint(chain, barrier, 0),
     }
 }
 
@@ -81,6 +81,8 @@ fn handle_control(chain: &mut dyn TaskChain, cx: &mut TaskContext, request: Task
 struct Alignment {
     /// The checkpoint being aligned and the channels that delivered its barrier.
     current: Option<(CheckpointBarrier, Vec<bool>)>,
+    /// When the first barrier of the current checkpoint arrived.
+    started: Option<std::time::Instant>,
     /// The newest checkpoint this task completed or abandoned.
     last: Option<CheckpointId>,
 }
@@ -104,19 +106,22 @@ impl Alignment {
                 let mut delivered = vec![false; channels];
                 delivered[channel] = true;
                 *current = Some((barrier, delivered));
+                self.started = Some(std::time::Instant::now());
             }
         }
         superseded
     }
 
-    /// The barrier to complete when every open channel delivered it.
-    fn complete(&mut self, gate: &InputGate) -> Option<CheckpointBarrier> {
+    /// The barrier to complete when every open channel delivered it, with the time the
+    /// alignment took (ms).
+    fn complete(&mut self, gate: &InputGate) -> Option<(CheckpointBarrier, u64)> {
         let (barrier, delivered) = self.current.as_ref()?;
         if (0..delivered.len()).all(|c| delivered[c] || gate.is_ended(c)) {
             let barrier = *barrier;
             self.current = None;
             self.last = Some(barrier.id);
-            Some(barrier)
+            let took = self.started.take().map_or(0, |t| t.elapsed().as_millis() as u64);
+            Some((barrier, took))
         } else {
             None
         }
@@ -203,8 +208,8 @@ pub(crate) fn run_inputs(
         if update.idleness == Some(true) {
             chain.process_idleness(true, cx)?;
         }
-        if let Some(barrier) = alignment.complete(&gate) {
-            cx.checkpoint(chain, barrier)?;
+        if let Some((barrier, alignment_ms)) = alignment.complete(&gate) {
+            cx.checkpoint(chain, barrier, alignment_ms)?;
         }
         if rebuild {
             (select, active) = build(&gate, &alignment);
@@ -247,7 +252,7 @@ mod tests {
         assert_eq!(a.complete(&gate), None);
         // An ended channel counts as aligned.
         gate.on_end(1);
-        assert_eq!(a.complete(&gate), Some(barrier(1)));
+        assert_eq!(a.complete(&gate).map(|(b, _)| b), Some(barrier(1)));
         assert!(!a.is_blocked(0));
         // Old barriers are ignored afterwards.
         assert_eq!(a.on_barrier(0, barrier(1), 3), None);
@@ -262,6 +267,6 @@ mod tests {
         assert_eq!(a.on_barrier(1, barrier(2), 2), Some(1));
         assert!(a.is_blocked(1) && !a.is_blocked(0));
         a.on_barrier(0, barrier(2), 2);
-        assert_eq!(a.complete(&gate), Some(barrier(2)));
+        assert_eq!(a.complete(&gate).map(|(b, _)| b), Some(barrier(2)));
     }
 }

@@ -4,6 +4,7 @@
 use crate::context::{OutputChannels, TaskContext, TaskMetrics};
 use crate::exchange::LocalExchange;
 use crate::input_gate::InputGate;
+use crate::snapshot::{JobCommitters, SnapshotWriter};
 use crate::task::{TaskControl, TaskOutcome, run_inputs, run_source};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{debug, error, info};
 use weir_api::runtime::{JobGraph, TaskInfo};
+use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
 use weir_runtime::{
     BoxFuture, ChannelId, JobArtifact, JobId, LoadedJob, Plugged, TaskDeployment, TaskEvent, TaskEventSink,
     TaskExecutionState, TaskId, TaskManagerGateway,
@@ -26,6 +28,9 @@ pub struct TaskManagerConfig {
     pub slots: u32,
     /// Capacity of each channel between tasks, in events (batches of up to ~32 KiB); default 16.
     pub channel_capacity: usize,
+    /// Options of the checkpoint storage (`object_store` keys such as `aws_endpoint`), on top of
+    /// the standard `AWS_*` environment variables; default none.
+    pub storage_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for TaskManagerConfig {
@@ -34,8 +39,27 @@ impl Default for TaskManagerConfig {
             id: format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             slots: 1,
             channel_capacity: 16,
+            storage_options: std::collections::BTreeMap::new(),
         }
     }
+}
+
+/// The tokio runtime that runs snapshot uploads and restores: the caller's, or else one of our
+/// own, created once per process.
+fn background_runtime() -> tokio::runtime::Handle {
+    static OWN: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+        OWN.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("weir-snapshots")
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("cannot start the snapshot runtime: {e}"))
+        })
+        .handle()
+        .clone()
+    })
 }
 
 /// A job's code and graph, loaded once per taskmanager. Fields drop in order: the graph (plugin
@@ -59,6 +83,8 @@ struct JobTasks {
     tasks: HashMap<TaskId, RunningTask>,
     /// The jobmanager released the job: drop it when its last task stopped.
     released: bool,
+    /// The job's transactional sinks here (they outlive their tasks until the job is released).
+    committers: Arc<JobCommitters>,
 }
 
 struct Inner {
@@ -67,11 +93,26 @@ struct Inner {
     data_server: Mutex<Option<crate::network::DataServer>>,
     jobs: Mutex<HashMap<JobId, JobTasks>>,
     events: Arc<dyn TaskEventSink>,
+    /// Open checkpoint stores by root URL.
+    storages: Mutex<HashMap<String, Storage>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
     fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, JobTasks>> {
         self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The checkpoint store at `url`, opened once.
+    fn storage(&self, url: &str) -> Result<Storage, String> {
+        let mut storages = self.storages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(storage) = storages.get(url) {
+            return Ok(storage.clone());
+        }
+        let config = StorageConfig { url: url.to_owned(), options: self.config.storage_options.clone() };
+        let storage = Storage::open(&config).map_err(|e| e.to_string())?;
+        storages.insert(url.to_owned(), storage.clone());
+        Ok(storage)
     }
 
     fn report(&self, task: TaskId, state: TaskExecutionState, failure: Option<String>, metrics: &TaskMetrics) {
@@ -157,6 +198,8 @@ impl TaskManager {
                 data_server: Mutex::new(None),
                 jobs: Mutex::new(HashMap::new()),
                 events,
+                storages: Mutex::new(HashMap::new()),
+                runtime: background_runtime(),
             }),
         }
     }
@@ -190,17 +233,31 @@ impl TaskManager {
             .collect()
     }
 
-    /// Triggers checkpoint `barrier` at every running source task of `job` here; returns how many
-    /// were triggered. Each snapshots its chain, emits the barrier downstream, and acknowledges
-    /// through the event sink; downstream tasks align and acknowledge in turn.
-    pub fn trigger_checkpoint(&self, job: JobId, barrier: weir_api::runtime::CheckpointBarrier) -> usize {
+    /// Triggers checkpoint `barrier` at every running source task of attempt `attempt` of `job`
+    /// here; returns how many were triggered. Each snapshots its chain, emits the barrier
+    /// downstream, and acknowledges through the event sink once its state is written;
+    /// downstream tasks align and acknowledge in turn.
+    pub fn trigger_checkpoint(&self, job: JobId, attempt: u32, barrier: weir_api::runtime::CheckpointBarrier) -> usize {
         let jobs = self.inner.jobs();
         let Some(job) = jobs.get(&job) else { return 0 };
         job.tasks
-            .values()
-            .filter(|t| t.is_source)
-            .filter(|t| t.control.send(TaskControl::TriggerCheckpoint(barrier)).is_ok())
+            .iter()
+            .filter(|(id, t)| t.is_source && id.attempt == attempt)
+            .filter(|(_, t)| t.control.send(TaskControl::TriggerCheckpoint(barrier)).is_ok())
             .count()
+    }
+
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` completed: the job's transactional
+    /// sinks here commit it.
+    ///
+    /// # Errors
+    /// A sink could not commit.
+    pub fn notify_checkpoint_complete(&self, job: JobId, attempt: u32, checkpoint: u64) -> Result<(), String> {
+        let committers = self.inner.jobs().get(&job).map(|j| j.committers.clone());
+        match committers {
+            Some(committers) => committers.commit(attempt, checkpoint).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     /// Cancels every running task (the jobmanager is gone or forgot this taskmanager).
@@ -293,9 +350,21 @@ impl TaskManager {
                 inputs.push(input.input as usize);
             }
         }
+        let checkpoints = match &deployment.checkpointing {
+            Some(spec) => {
+                let storage = self.inner.storage(&spec.storage_url)?;
+                let layout = CheckpointLayout::new(&storage, task.job);
+                Some(SnapshotWriter { storage, layout, runtime: self.inner.runtime.clone() })
+            }
+            None => None,
+        };
+        if deployment.restore.is_some() && checkpoints.is_none() {
+            return Err(format!("task {task}: a restore without checkpoint storage"));
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(TaskMetrics::default());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let committers;
         {
             let mut jobs = self.inner.jobs();
             let job = jobs.entry(task.job).or_insert_with(|| JobTasks {
@@ -303,7 +372,9 @@ impl TaskManager {
                 artifact: artifact.clone(),
                 tasks: HashMap::new(),
                 released: false,
+                committers: Arc::new(JobCommitters::default()),
             });
+            committers = job.committers.clone();
             let running = RunningTask {
                 cancel: cancel.clone(),
                 metrics: metrics.clone(),
@@ -332,7 +403,18 @@ impl TaskManager {
             })
             .collect();
         let events = self.inner.events.clone();
-        let mut cx = TaskContext { id: task, info, outputs, local, cancel, metrics, events };
+        let mut cx = TaskContext {
+            id: task,
+            info,
+            outputs,
+            local,
+            cancel,
+            metrics,
+            events,
+            checkpoints,
+            restored: HashMap::new(),
+            committers,
+        };
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("weir-task-{}-{}", task.vertex, task.subtask))
@@ -400,6 +482,10 @@ fn run_task(
     ),
     inner: &Inner,
 ) -> weir_api::Result<TaskOutcome> {
+    if let (Some(restore), Some(writer)) = (&deployment.restore, &cx.checkpoints) {
+        cx.restored = crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime)?;
+        info!(job_id = %cx.id.job, vertex = cx.id.vertex, subtask = cx.id.subtask, checkpoint_id = restore.checkpoint_id, operators = cx.restored.len(), "restoring from checkpoint");
+    }
     let mut chain =
         resources.loaded.instantiate(&resources.graph, &deployment.chain, &cx.info).map_err(|e| match e {
             weir_runtime::Error::Job(e) => e,
@@ -438,6 +524,29 @@ impl TaskManagerGateway for TaskManager {
         Box::pin(async move {
             self.inner.release_job(job);
             Ok(())
+        })
+    }
+
+    fn trigger_checkpoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        barrier: weir_api::runtime::CheckpointBarrier,
+    ) -> BoxFuture<'_, Result<u32, String>> {
+        Box::pin(async move { Ok(TaskManager::trigger_checkpoint(self, job, attempt, barrier) as u32) })
+    }
+
+    fn notify_checkpoint_complete(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: weir_api::runtime::CheckpointId,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.notify_checkpoint_complete(job, attempt, checkpoint))
+                .await
+                .map_err(|e| format!("commit task failed: {e}"))?
         })
     }
 }

@@ -30,6 +30,8 @@ pub struct Cluster {
     rest: String,
     rpc: String,
     flags: Vec<String>,
+    /// Environment of every process (for example the S3 store's `AWS_*` settings).
+    env: Vec<(String, String)>,
     taskmanagers: BTreeMap<String, Child>,
 }
 
@@ -52,10 +54,19 @@ impl Cluster {
     /// When a process does not start, the jobmanager prints no ready line within 20 s, or the
     /// taskmanagers do not all register within 20 s (with the logs in the message).
     pub fn start(jobmanager_flags: &[&str], taskmanagers: &[(&str, u32)]) -> Self {
+        Self::start_with_env(jobmanager_flags, taskmanagers, &[])
+    }
+
+    /// [`Cluster::start`] with `env` set for every process of the cluster.
+    ///
+    /// # Panics
+    /// As [`Cluster::start`].
+    pub fn start_with_env(jobmanager_flags: &[&str], taskmanagers: &[(&str, u32)], env: &[(String, String)]) -> Self {
         let dir = tempfile::Builder::new().prefix("weir-cluster-").tempdir().expect("cluster temp dir");
         let flags: Vec<String> = jobmanager_flags.iter().map(|f| (*f).to_owned()).collect();
-        let (jobmanager, rest, rpc) = spawn_jobmanager(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &flags);
-        let mut cluster = Self { dir, jobmanager, rest, rpc, flags, taskmanagers: BTreeMap::new() };
+        let env = env.to_vec();
+        let (jobmanager, rest, rpc) = spawn_jobmanager(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &flags, &env);
+        let mut cluster = Self { dir, jobmanager, rest, rpc, flags, env, taskmanagers: BTreeMap::new() };
         for &(id, slots) in taskmanagers {
             let rpc = cluster.rpc.clone();
             cluster.spawn_taskmanager(id, slots, &rpc);
@@ -81,7 +92,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags);
+        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags, &self.env);
         self.jobmanager = jobmanager;
     }
 
@@ -157,6 +168,7 @@ impl Cluster {
             .args(["--jobmanager", jobmanager_rpc, "--slots", &slots, "--id", id])
             .args(["--rpc-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0"])
             .env("WEIR_PLUGIN_DIR", dir.join(format!("{id}-plugins")))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -363,7 +375,13 @@ fn tail(text: &str, lines: usize) -> String {
 /// Starts `weir-jobmanager` on the given addresses, waits for its ready line, and returns it with
 /// its REST and RPC URLs. Its standard output is copied to `jobmanager.stdout` (appended, so a
 /// restarted jobmanager's lines follow the first one's) by a thread, so the pipe never fills.
-fn spawn_jobmanager(dir: &Path, rest_addr: &str, rpc_addr: &str, flags: &[String]) -> (Child, String, String) {
+fn spawn_jobmanager(
+    dir: &Path,
+    rest_addr: &str,
+    rpc_addr: &str,
+    flags: &[String],
+    env: &[(String, String)],
+) -> (Child, String, String) {
     let storage = format!("file://{}", dir.join("storage").display());
     let stderr = std::fs::OpenOptions::new()
         .create(true)
@@ -374,6 +392,7 @@ fn spawn_jobmanager(dir: &Path, rest_addr: &str, rpc_addr: &str, flags: &[String
         .args(["--rest-addr", rest_addr, "--rpc-addr", rpc_addr, "--storage", &storage])
         .args(flags)
         .env("WEIR_PLUGIN_CACHE_DIR", dir.join("jm-plugins"))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

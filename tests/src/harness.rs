@@ -18,6 +18,7 @@ pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
             artifact: JobArtifact::InProcess { name: "test job".into(), entry: entry.into() },
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             parallelism,
+            checkpointing: None,
         };
         let details = tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission))
             .await

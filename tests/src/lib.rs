@@ -3,3 +3,4 @@
 pub mod cluster;
 pub mod harness;
 pub mod reference;
+pub mod s3;

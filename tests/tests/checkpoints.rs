@@ -1,33 +1,18 @@
-//! Checkpoint barriers through running jobs on the mini-cluster's components: every task
-//! acknowledges every checkpoint, and the snapshots form a consistent cut.
+//! Checkpoints through running jobs on the mini-cluster's components: the coordinator triggers
+//! them periodically, every task writes its snapshot to storage, the metadata names them all, and
+//! the snapshots form a consistent cut.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use weir_api::prelude::*;
-use weir_api::runtime::{ChainSnapshot, CheckpointBarrier, state_entries};
+use weir_api::runtime::{ChainSnapshot, state_entries};
+use weir_jobmanager::checkpoint::CheckpointOptions;
 use weir_jobmanager::{JobManager, JobManagerSettings, JobStatus, JobSubmission};
-use weir_runtime::{JobArtifact, TaskEvent, TaskEventSink, TaskId};
+use weir_runtime::JobArtifact;
+use weir_runtime::checkpoint::CheckpointMetadata;
+use weir_runtime::storage::StorageConfig;
 use weir_taskmanager::{TaskManager, TaskManagerConfig};
-
-/// Forwards task events to the jobmanager and records checkpoint acknowledgements.
-struct Recorder {
-    jobmanager: Arc<dyn TaskEventSink>,
-    acks: Mutex<Vec<(TaskId, ChainSnapshot)>>,
-    declines: Mutex<Vec<(TaskId, u64, String)>>,
-}
-
-impl TaskEventSink for Recorder {
-    fn task_event(&self, event: TaskEvent) {
-        self.jobmanager.task_event(event);
-    }
-    fn checkpoint_acknowledged(&self, task: TaskId, snapshot: ChainSnapshot) {
-        self.acks.lock().unwrap().push((task, snapshot));
-    }
-    fn checkpoint_declined(&self, task: TaskId, checkpoint: u64, reason: String) {
-        self.declines.lock().unwrap().push((task, checkpoint, reason));
-    }
-}
 
 const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
 
@@ -60,86 +45,87 @@ fn emitted(position: &[u8], subtask: u32, parallelism: u32) -> u64 {
 
 #[test]
 fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
+    let storage_dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let jobmanager = JobManager::new(JobManagerSettings::default());
-        let recorder = Arc::new(Recorder {
-            jobmanager: jobmanager.event_sink(),
-            acks: Mutex::new(Vec::new()),
-            declines: Mutex::new(Vec::new()),
-        });
+    let completed = runtime.block_on(async {
+        let storage =
+            StorageConfig { url: format!("file://{}", storage_dir.path().display()), options: BTreeMap::new() };
+        let jobmanager = JobManager::with_storage(JobManagerSettings::default(), storage);
         let config = TaskManagerConfig { id: "tm".into(), slots: 64, ..TaskManagerConfig::default() };
-        let taskmanager = TaskManager::new(config, recorder.clone());
+        let taskmanager = TaskManager::new(config, jobmanager.event_sink());
         jobmanager.register_taskmanager(Arc::new(taskmanager.clone()), String::new(), false);
         let entry = weir_api::plugin::job_entry(counting);
+        let options = CheckpointOptions {
+            interval: Some("150ms".into()),
+            retained: Some("100".into()),
+            ..CheckpointOptions::default()
+        };
         let submission = JobSubmission {
             artifact: JobArtifact::InProcess { name: "counting".into(), entry: entry.into() },
             args: Vec::new(),
             parallelism: 2,
+            checkpointing: options.resolve().unwrap(),
         };
         let job = jobmanager.submit(submission).await.unwrap();
-        // Wait until every task runs: 2 x 2 source subtasks and 2 counting subtasks.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let details = jobmanager.job(job).unwrap();
-            let running = details
-                .vertices
-                .iter()
-                .flat_map(|v| &v.subtasks)
-                .filter(|t| format!("{:?}", t.state) == "Running")
-                .count();
-            if running == 6 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "tasks did not start: {details:?}");
+        let checkpoints = jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while checkpoints.coordinator().completed().len() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "4 checkpoints did not complete: {:?}",
+                checkpoints.coordinator().history().collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for id in 1..=4u64 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let triggered = taskmanager.trigger_checkpoint(job, CheckpointBarrier { id, timestamp: id as i64 });
-            assert_eq!(triggered, 4, "four source subtasks");
-        }
-        // Let the last barriers travel, then stop the job.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         jobmanager.cancel(job).await.unwrap();
         let details = jobmanager.wait_for_termination(job).await.unwrap();
         assert_eq!(details.state, JobStatus::Canceled);
-
-        assert!(recorder.declines.lock().unwrap().is_empty(), "{:?}", recorder.declines.lock().unwrap());
-        let acks = recorder.acks.lock().unwrap().clone();
-        for id in 1..=4u64 {
-            let of: Vec<&(TaskId, ChainSnapshot)> = acks.iter().filter(|(_, s)| s.checkpoint == id).collect();
-            assert_eq!(of.len(), 6, "checkpoint {id}: every task acknowledges once");
-            let mut emitted_total = 0;
-            let mut counted_total = 0;
-            let mut keys = BTreeMap::new();
-            for (task, snapshot) in of {
-                for operator in &snapshot.operators {
-                    match operator.uid.as_str() {
-                        "fast" | "slow" => emitted_total += emitted(&operator.operator_state, task.subtask, 2),
-                        "count" => {
-                            for group in &operator.keyed {
-                                for entry in state_entries(&group.entries) {
-                                    let entry = entry.unwrap();
-                                    assert_eq!(entry.state, "count");
-                                    let n: u64 = postcard::from_bytes(entry.value).unwrap();
-                                    let key: u64 = postcard::from_bytes(entry.key).unwrap();
-                                    counted_total += n;
-                                    *keys.entry(key).or_insert(0) += 1;
-                                }
+        let completed: Vec<u64> = checkpoints.coordinator().completed().iter().map(|c| c.checkpoint_id).collect();
+        (job, completed)
+    });
+    let (job, completed) = completed;
+    assert!(completed.len() >= 4, "{completed:?}");
+    for id in completed {
+        let dir = storage_dir.path().join(job.to_string()).join(format!("chk-{id}"));
+        let metadata = CheckpointMetadata::decode(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+        assert_eq!(metadata.checkpoint_id, id);
+        assert_eq!(metadata.tasks.len(), 6, "checkpoint {id}: 2 x 2 sources and 2 counting subtasks acknowledged");
+        let mut emitted_total = 0;
+        let mut counted_total = 0;
+        let mut keys = BTreeMap::new();
+        for task in &metadata.tasks {
+            assert_eq!(task.snapshot.handles.len(), 1);
+            let handle = &task.snapshot.handles[0];
+            let path = handle.uri.strip_prefix("file://").unwrap();
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(bytes.len() as u64, handle.size_bytes);
+            let snapshot: ChainSnapshot = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(snapshot.checkpoint, id);
+            for operator in &snapshot.operators {
+                match operator.uid.as_str() {
+                    "fast" | "slow" => emitted_total += emitted(&operator.operator_state, task.subtask, 2),
+                    "count" => {
+                        for group in &operator.keyed {
+                            for entry in state_entries(&group.entries) {
+                                let entry = entry.unwrap();
+                                assert_eq!(entry.state, "count");
+                                let n: u64 = postcard::from_bytes(entry.value).unwrap();
+                                let key: u64 = postcard::from_bytes(entry.key).unwrap();
+                                counted_total += n;
+                                *keys.entry(key).or_insert(0) += 1;
                             }
                         }
-                        other => panic!("unexpected operator with state: {other}"),
                     }
+                    other => panic!("unexpected operator with state: {other}"),
                 }
             }
-            assert!(emitted_total > 0, "checkpoint {id} came after some records");
-            assert_eq!(
-                counted_total, emitted_total,
-                "checkpoint {id}: the counts are exactly the records before the barriers"
-            );
-            // Each key is owned by exactly one subtask: no key appears in two snapshots.
-            assert!(keys.values().all(|&n| n == 1), "checkpoint {id}: {keys:?}");
         }
-    });
+        assert!(emitted_total > 0, "checkpoint {id} came after some records");
+        assert_eq!(
+            counted_total, emitted_total,
+            "checkpoint {id}: the counts are exactly the records before the barriers"
+        );
+        // Each key is owned by exactly one subtask: no key appears in two snapshots.
+        assert!(keys.values().all(|&n| n == 1), "checkpoint {id}: {keys:?}");
+    }
 }

@@ -527,9 +527,9 @@ fn a_panic_in_user_code_fails_the_job_with_its_message() {
     assert_eq!(details.state, weir_jobmanager::JobStatus::Failed);
     let failure = details.failure.unwrap();
     assert!(failure.contains("user code rejects 42"), "{failure}");
-    // The failed subtask's output (element 42 went to subtask 0) is not visible: its file is
-    // committed only when the subtask finishes.
-    assert!(!dir.path().join("main/part-0.txt").exists());
+    // A failed job's output is not visible: the exactly-once file sink commits only at completed
+    // checkpoints (none here) and when the whole job finished.
+    assert_eq!(read_lines(&dir.path().join("main")), Vec::<String>::new());
 }
 
 fn reduce(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
@@ -575,6 +575,7 @@ fn job_argument_errors_are_reported_before_anything_runs() {
             },
             args: vec!["--count".into(), "ten".into()],
             parallelism: 1,
+            checkpointing: None,
         };
         let err = cluster.submit(submission).await.unwrap_err();
         assert_eq!(err.status_code(), 400);
@@ -621,6 +622,7 @@ fn waiting_for_a_job_that_already_ended_returns_its_final_state() {
             },
             args: vec!["--output".into(), dir.path().to_str().unwrap().into()],
             parallelism: 1,
+            checkpointing: None,
         };
         let id = cluster.submit(submission).await.unwrap();
         // Let the job fail before anyone waits for it.

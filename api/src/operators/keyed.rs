@@ -47,8 +47,15 @@ impl<K: crate::Data> KeyedHarness<K> {
         }
     }
 
+    /// Opens the state backend; after a failure, restores this subtask's key groups of the
+    /// operator's state and timers from the checkpoint.
     pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.backend = Some(rt.keyed_state_backend(&self.uid)?);
+        let mut backend = rt.keyed_state_backend(&self.uid)?;
+        if let Some(restored) = rt.restored_state(&self.uid) {
+            backend.restore(&restored.keyed)?;
+            self.timers.restore(&restored.keyed, &rt.info().key_groups())?;
+        }
+        self.backend = Some(backend);
         self.max_parallelism = rt.info().max_parallelism;
         self.now = rt.processing_time();
         Ok(())

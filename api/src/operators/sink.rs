@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub(crate) type FormatFn<T> = Arc<dyn Fn(&T, &mut String) + Send + Sync>;
 
 pub(crate) struct SinkOperator<T> {
+    pub(crate) uid: String,
     pub(crate) descriptor: SinkDescriptor,
     pub(crate) format: Option<FormatFn<T>>,
     pub(crate) writer: Option<Box<dyn SinkWriter>>,
@@ -21,8 +22,16 @@ pub(crate) struct SinkOperator<T> {
 }
 
 impl<T> SinkOperator<T> {
-    pub(crate) fn new(descriptor: SinkDescriptor, format: Option<FormatFn<T>>) -> Self {
-        Self { descriptor, format, writer: None, line: String::new(), bytes: Vec::new(), prefix: String::new() }
+    pub(crate) fn new(uid: &str, descriptor: SinkDescriptor, format: Option<FormatFn<T>>) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            descriptor,
+            format,
+            writer: None,
+            line: String::new(),
+            bytes: Vec::new(),
+            prefix: String::new(),
+        }
     }
 }
 
@@ -32,7 +41,9 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
             if self.format.is_none() {
                 return Err(Error::InvalidJob("text sink without a formatter".into()));
             }
-            self.writer = Some(rt.open_sink(&self.descriptor)?);
+            let restored = rt.restored_state(&self.uid);
+            let restored = restored.as_ref().map(|s| s.operator_state.as_slice());
+            self.writer = Some(rt.open_sink(&self.descriptor, restored)?);
         }
         if self.descriptor == SinkDescriptor::Stdout && rt.info().parallelism > 1 {
             let _ = write!(self.prefix, "{}> ", rt.info().subtask + 1);
@@ -82,11 +93,22 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
 
     fn snapshot(
         &mut self,
-        _checkpoint: crate::runtime::CheckpointId,
-        _into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
         _rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
-        // Sinks without transactions have no state; the exactly-once file sink pre-commits here.
+        // Everything before the barrier was written: pre-commit it. The writer's state (what is
+        // pending commit) is the sink's operator state.
+        if let Some(writer) = self.writer.as_mut() {
+            let operator_state = writer.pre_commit(checkpoint)?;
+            if !operator_state.is_empty() {
+                into.push(crate::runtime::OperatorSnapshot {
+                    uid: self.uid.clone(),
+                    keyed: Vec::new(),
+                    operator_state,
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -70,8 +70,18 @@ impl<T: crate::Data> SourceHead<T> {
 
 impl<T: crate::Data> HeadOperator for SourceHead<T> {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let restored = rt.restored_state(&self.uid);
         if let SourceKind::External { descriptor, .. } = &self.kind {
-            self.reader = Some(rt.open_source(descriptor)?);
+            let mut reader = rt.open_source(descriptor)?;
+            if let Some(state) = &restored {
+                reader.seek(&state.operator_state)?;
+            }
+            self.reader = Some(reader);
+        } else if let Some(state) = &restored {
+            let position: u64 = crate::codec::decode(&state.operator_state, "source position")?;
+            self.position = usize::try_from(position).map_err(|_| {
+                Error::InvalidJob(format!("source '{}': restored position {position} is too large", self.name))
+            })?;
         }
         self.out.open(rt)
     }

@@ -101,6 +101,29 @@ where
         self.assigner.time == WindowTime::EventTime && self.cleanup_time(window) <= self.watermark
     }
 
+    /// Loads the `window-contents` entries of the key groups in `key_groups` (as `snapshot`
+    /// writes them).
+    fn restore(
+        &mut self,
+        groups: &[crate::runtime::KeyGroupState],
+        key_groups: &std::ops::RangeInclusive<u16>,
+    ) -> Result<()> {
+        for group in groups.iter().filter(|g| key_groups.contains(&g.key_group)) {
+            for entry in crate::runtime::state_entries(&group.entries) {
+                let entry = entry?;
+                if entry.state != "window-contents" {
+                    continue;
+                }
+                let window = TimeWindow::from_bytes(entry.namespace)
+                    .ok_or_else(|| Error::serialization("deserialize", "window", "namespace is not a time window"))?;
+                let key: K = crate::codec::decode(entry.key, "key")?;
+                let acc: A::Acc = crate::codec::decode(entry.value, "window accumulator")?;
+                self.windows.entry(window).or_default().insert(KeyBytes::from_slice(entry.key), (key, Some(acc)));
+            }
+        }
+        Ok(())
+    }
+
     /// Emits the result of one key's accumulator for `window`.
     fn emit(window_fn: &W, acc: &A, out: &mut Output<O>, key: &K, window: &TimeWindow, value: A::Acc) {
         let mut collector = Collector::new(&mut out.buffer, window.max_timestamp());
@@ -214,6 +237,9 @@ where
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.now = rt.processing_time();
         self.max_parallelism = rt.info().max_parallelism;
+        if let Some(restored) = rt.restored_state(&self.uid) {
+            self.restore(&restored.keyed, &rt.info().key_groups())?;
+        }
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
         }

@@ -68,6 +68,9 @@ pub struct Coordinator {
     history: VecDeque<HistoryEntry>,
     shared: SharedRegistry,
     stopped: bool,
+    /// A task of the current attempt finished: no checkpoint can include it any more, so none is
+    /// triggered until the next attempt.
+    task_finished: bool,
 }
 
 impl Coordinator {
@@ -106,7 +109,73 @@ impl Coordinator {
             history: VecDeque::new(),
             shared: SharedRegistry::default(),
             stopped: false,
+            task_finished: false,
         })
+    }
+
+    /// A new execution attempt of the job runs `tasks_to_ack`, of which `sources` receive
+    /// triggers: checkpoints still waiting for the old attempt's tasks are aborted (not counted
+    /// as failures), and triggering resumes. Completed checkpoints, shared-file references, ids
+    /// and counts carry over. `restored` is the checkpoint the attempt restores from.
+    pub fn new_attempt(
+        &mut self,
+        tasks_to_ack: BTreeSet<TaskId>,
+        sources: BTreeSet<TaskId>,
+        restored: Option<u64>,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| !p.writing_metadata()).map(|(id, _)| *id).collect();
+        let mut actions = Vec::new();
+        for id in ids {
+            self.abort(id, AbortReason::Restarted, now_ms, &mut actions);
+        }
+        self.tasks_to_ack = tasks_to_ack;
+        self.sources = sources;
+        self.stopped = false;
+        self.task_finished = false;
+        self.last_trigger_ms = None;
+        self.last_end_ms = Some(now_ms);
+        if restored.is_some() {
+            self.counts.restored = restored;
+        }
+        actions
+    }
+
+    /// `task` finished (its input ended): checkpoints still waiting for it are aborted (not
+    /// counted as failures), and no more are triggered in this attempt: a checkpoint without a
+    /// finished task's state could not restore it.
+    pub fn task_finished(&mut self, task: TaskId, now_ms: i64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.tasks_to_ack.contains(&task) {
+            return actions;
+        }
+        self.task_finished = true;
+        let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| p.waiting.contains(&task)).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.abort(id, AbortReason::TaskFinished(task), now_ms, &mut actions);
+        }
+        actions
+    }
+
+    /// The retained checkpoint `checkpoint_id` turned out unusable (its metadata is unreadable):
+    /// it is no longer retained, and the previous one becomes the latest completed checkpoint.
+    /// Emits [`Action::Discard`] and [`Action::DeleteShared`] for files only it used.
+    pub fn discard_completed(&mut self, checkpoint_id: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(index) = self.completed.iter().position(|c| c.checkpoint_id == checkpoint_id) else {
+            return actions;
+        };
+        let old = self.completed.remove(index);
+        actions.push(Action::Discard { checkpoint_id });
+        let unreferenced = self.shared.release(old.shared_uris());
+        self.delete_shared(unreferenced, &mut actions);
+        self.latest_completed_id = self.completed.last().map(|c| c.checkpoint_id);
+        actions
+    }
+
+    /// Whether `checkpoint_id` is in progress (waiting for acknowledgements or its metadata).
+    pub fn is_pending(&self, checkpoint_id: u64) -> bool {
+        self.pending.contains_key(&checkpoint_id)
     }
 
     /// Time passes: expires checkpoints still waiting for acknowledgements `timeout_ms` after
@@ -128,7 +197,8 @@ impl Coordinator {
             self.abort(id, AbortReason::Expired, now_ms, &mut actions);
         }
         let elapsed = |since: Option<i64>, pause: i64| since.is_none_or(|t| now_ms.saturating_sub(t) >= pause);
-        let due = self.pending.len() < self.config.max_concurrent
+        let due = !self.task_finished
+            && self.pending.len() < self.config.max_concurrent
             && elapsed(self.last_trigger_ms, self.config.interval_ms)
             && elapsed(self.last_end_ms, self.config.min_pause_ms)
             && !actions.iter().any(|a| matches!(a, Action::FailJob { .. }));
@@ -524,6 +594,49 @@ mod tests {
         );
         assert_eq!(c.history().next().map(|h| (h.checkpoint_id, h.status)), Some((1, CheckpointStatus::Completed)));
         assert_eq!(c.tick(130), vec![triggered(2, 130)]);
+    }
+
+    #[test]
+    fn a_finished_task_aborts_checkpoints_waiting_for_it_and_stops_triggers() {
+        let mut c = coordinator(CheckpointConfig { tolerable_failures: 0, ..config() });
+        c.tick(0);
+        c.acknowledge(SINK, 1, snapshot(&["chk-1/sink"]), 5);
+        let actions = c.task_finished(SOURCE, 10);
+        assert_eq!(actions, vec![aborted(1, AbortReason::TaskFinished(SOURCE))], "not a failure: no FailJob");
+        assert_eq!(c.tick(1000), vec![], "no checkpoint can include the finished task");
+        assert_eq!(c.task_finished(STRANGER, 1000), vec![]);
+    }
+
+    #[test]
+    fn a_new_attempt_aborts_old_checkpoints_and_keeps_completed_ones_and_ids() {
+        let mut c = coordinator(CheckpointConfig { tolerable_failures: 0, ..config() });
+        c.tick(0);
+        complete(&mut c, 1, &["chk-1/source", "shared/a"], &[], 10);
+        assert_eq!(c.tick(100), vec![triggered(2, 100)]);
+        c.task_finished(SINK, 105);
+        let actions = c.new_attempt([STRANGER].into(), [STRANGER].into(), Some(1), 110);
+        assert!(actions.is_empty(), "checkpoint 2 was already aborted: {actions:?}");
+        assert_eq!(c.tick(110), vec![triggered(3, 110)], "triggers resume at once in the new attempt");
+        assert_eq!(c.stats().restored, Some(1));
+        let actions = c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(1), 120);
+        assert_eq!(actions, vec![aborted(3, AbortReason::Restarted)], "a restart is not a checkpoint failure");
+        assert_eq!(c.latest_completed_id(), Some(1));
+        assert_eq!(c.shared().references("shared/a"), 1);
+    }
+
+    #[test]
+    fn discarding_an_unusable_completed_checkpoint_falls_back_to_the_previous_one() {
+        let mut c = coordinator(CheckpointConfig { retained: 2, ..config() });
+        c.tick(0);
+        complete(&mut c, 1, &["chk-1/source", "shared/a"], &[], 10);
+        c.tick(100);
+        complete(&mut c, 2, &["chk-2/source", "shared/a", "shared/b"], &[], 110);
+        assert_eq!(c.discard_completed(2), vec![Action::Discard { checkpoint_id: 2 }, delete(&["shared/b"])]);
+        assert_eq!(c.latest_completed_id(), Some(1));
+        assert_eq!(c.shared().references("shared/a"), 1);
+        assert_eq!(c.discard_completed(2), vec![]);
+        assert_eq!(c.discard_completed(1), vec![Action::Discard { checkpoint_id: 1 }, delete(&["shared/a"])]);
+        assert_eq!(c.latest_completed_id(), None);
     }
 
     #[test]

@@ -43,10 +43,13 @@
 //! coordinator.
 
 pub mod coordinator;
+pub mod driver;
+pub mod report;
 pub mod shared;
 pub mod stats;
 
 pub use coordinator::{Coordinator, TriggerRefused};
+pub use driver::{CheckpointContext, CheckpointSettings, JobCheckpoints};
 pub use shared::SharedRegistry;
 pub use stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
 
@@ -117,6 +120,53 @@ impl CheckpointConfig {
     }
 }
 
+/// Checkpoint options of a submission as the user wrote them (flags, form fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// Interval, a duration such as `500ms` or `10s`; checkpointing is off without it.
+    pub interval: Option<String>,
+    /// `heap` or `rocksdb`.
+    pub backend: Option<String>,
+    /// Storage URL for this job's checkpoints.
+    pub storage_url: Option<String>,
+    /// Completed checkpoints to retain.
+    pub retained: Option<String>,
+}
+
+impl CheckpointOptions {
+    /// The checkpointing to submit the job with; `None` when no interval is given.
+    ///
+    /// # Errors
+    /// One line naming the bad option and what is expected (the user's mistake).
+    pub fn resolve(&self) -> Result<Option<crate::jobmanager::CheckpointSubmission>, String> {
+        let Some(interval) = &self.interval else {
+            if self.backend.is_some() || self.storage_url.is_some() || self.retained.is_some() {
+                return Err(
+                    "checkpoint options need a checkpoint interval (for example --checkpoint-interval 10s)".into()
+                );
+            }
+            return Ok(None);
+        };
+        let interval = humantime::parse_duration(interval.trim())
+            .map_err(|e| format!("checkpoint interval '{interval}' is not a duration such as 500ms or 10s: {e}"))?;
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        let backend = match &self.backend {
+            Some(b) => b.trim().parse()?,
+            None => weir_runtime::checkpoint::StateBackendKind::Heap,
+        };
+        let mut config = CheckpointConfig { interval_ms, ..CheckpointConfig::default() };
+        if let Some(retained) = &self.retained {
+            config.retained = retained
+                .trim()
+                .parse()
+                .map_err(|_| format!("checkpoints retained '{retained}' is not a whole number of at least 1"))?;
+        }
+        config.validate().map_err(|e| e.to_string())?;
+        let storage_url = self.storage_url.as_ref().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+        Ok(Some(crate::jobmanager::CheckpointSubmission { config, backend, storage_url }))
+    }
+}
+
 /// A [`CheckpointConfig`] field has a value that makes no sense (the user's mistake; retrying
 /// does not help).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,28 +190,7 @@ pub enum CheckpointKind {
     Savepoint,
 }
 
-/// One file (or object) a task wrote for a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateHandle {
-    /// Where it is, as an `object_store` URL.
-    pub uri: String,
-    /// Its full size.
-    pub size_bytes: u64,
-    /// Bytes newly written for this checkpoint (0 for a shared file reused from an earlier one).
-    pub incremental_bytes: u64,
-    /// Whether it is under `<root>/<job-id>/shared/`, possibly used by several checkpoints, and
-    /// reference counted by the coordinator; otherwise it belongs to this checkpoint alone.
-    pub shared: bool,
-}
-
-/// A task's acknowledgement of a checkpoint: what it wrote (opaque to the coordinator).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskSnapshot {
-    /// The files written (or reused) for the task's state.
-    pub handles: Vec<StateHandle>,
-    /// How long the task waited for barriers to align, in ms.
-    pub alignment_ms: u64,
-}
+pub use weir_runtime::checkpoint::{StateHandle, TaskSnapshot};
 
 /// Why a checkpoint was aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +212,10 @@ pub enum AbortReason {
     MetadataFailed(String),
     /// The job is ending.
     Stopped,
+    /// The job restarted: the tasks it waited on belong to an old attempt.
+    Restarted,
+    /// A task it waited on finished before taking part.
+    TaskFinished(TaskId),
 }
 
 impl AbortReason {
@@ -201,6 +234,8 @@ impl fmt::Display for AbortReason {
             Self::Subsumed => f.write_str("subsumed by a newer completed checkpoint"),
             Self::MetadataFailed(reason) => write!(f, "writing the metadata failed: {reason}"),
             Self::Stopped => f.write_str("the job stopped"),
+            Self::Restarted => f.write_str("the job restarted"),
+            Self::TaskFinished(task) => write!(f, "task {task} finished before taking part"),
         }
     }
 }

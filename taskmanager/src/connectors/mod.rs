@@ -9,8 +9,9 @@ pub mod generator;
 pub mod stdout_sink;
 pub mod text_source;
 
+use std::sync::Arc;
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
-use weir_api::runtime::{SinkWriter, SourceReader};
+use weir_api::runtime::{CheckpointId, SinkWriter, SourceReader};
 use weir_api::{Error, Result};
 
 /// Opens subtask `subtask`'s share (of `parallelism`) of a taskmanager-side source.
@@ -42,18 +43,55 @@ pub fn open_source(
     }
 }
 
-/// Opens subtask `subtask`'s writer (of `parallelism`) of a sink.
+/// Commits what a transactional sink pre-committed (called by the taskmanager, from any thread).
+pub trait SinkCommitter: Send + Sync {
+    /// Makes visible every transaction pre-committed for a checkpoint `<= checkpoint`
+    /// ([`FINAL_CHECKPOINT`](weir_api::runtime::FINAL_CHECKPOINT) commits everything `finish` closed too). Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when a transaction cannot be committed (it stays pending, and a later
+    /// commit tries again).
+    fn commit(&self, checkpoint: CheckpointId) -> Result<()>;
+}
+
+/// A sink's writer and, for transactional sinks, its committer.
+pub struct OpenedSink {
+    /// The writer, used by the task thread.
+    pub writer: Box<dyn SinkWriter>,
+    /// Commits what `writer` pre-committed, once the checkpoint is complete (or, for
+    /// [`FINAL_CHECKPOINT`](weir_api::runtime::FINAL_CHECKPOINT), once the whole job has finished); `None` for non-transactional sinks.
+    pub committer: Option<Arc<dyn SinkCommitter>>,
+}
+
+/// Opens subtask `subtask`'s writer (of `parallelism`) of a sink, and its committer for
+/// transactional sinks.
+///
+/// `restored` is the state the writer's [`SinkWriter::pre_commit`] returned for the checkpoint
+/// the job restarts from, `None` on a fresh start. A text file sink opened with state commits what
+/// the state had pending and discards what was written after it; opened without, it discards
+/// whatever an earlier run left (see [`file_sink::TextFileSinkWriter`]). The stdout sink is not
+/// transactional: it has no committer and ignores `restored`.
 ///
 /// # Errors
 /// - [`Error::InvalidJob`] for [`SinkDescriptor::Blackhole`] (blackhole sinks discard records in
 ///   the plugin and have no writer) and for `subtask >= parallelism`.
-/// - [`Error::Runtime`] when a text sink's directory or file cannot be created.
-pub fn open_sink(descriptor: &SinkDescriptor, subtask: u32, parallelism: u32) -> Result<Box<dyn SinkWriter>> {
+/// - [`Error::Runtime`] when a text sink's directory cannot be created or cleaned up, when a
+///   restored pending file cannot be committed, or when `restored` is corrupt.
+pub fn open_sink(
+    descriptor: &SinkDescriptor,
+    subtask: u32,
+    parallelism: u32,
+    restored: Option<&[u8]>,
+) -> Result<OpenedSink> {
     match descriptor {
         SinkDescriptor::TextFiles { directory } => {
-            Ok(Box::new(file_sink::TextFileSinkWriter::open(directory, subtask, parallelism)?))
+            let writer = file_sink::TextFileSinkWriter::open(directory, subtask, parallelism, restored)?;
+            let committer: Arc<dyn SinkCommitter> = Arc::new(writer.committer());
+            Ok(OpenedSink { writer: Box::new(writer), committer: Some(committer) })
         }
-        SinkDescriptor::Stdout => Ok(Box::new(stdout_sink::StdoutSinkWriter::new())),
+        SinkDescriptor::Stdout => {
+            Ok(OpenedSink { writer: Box::new(stdout_sink::StdoutSinkWriter::new()), committer: None })
+        }
         SinkDescriptor::Blackhole => {
             Err(Error::InvalidJob("blackhole sinks have no writer: they discard records in the job plugin".into()))
         }
@@ -80,7 +118,7 @@ mod tests {
             let err = open_source(&descriptor, 0, 1, || 0).err().map(|e| e.to_string());
             assert!(err.is_some_and(|e| e.starts_with("invalid job")));
         }
-        let err = open_sink(&SinkDescriptor::Blackhole, 0, 1).err().map(|e| e.to_string());
+        let err = open_sink(&SinkDescriptor::Blackhole, 0, 1, None).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("blackhole")));
     }
 
@@ -97,7 +135,9 @@ mod tests {
         assert!(open_source(&text, 0, 1, || 0).is_ok());
         assert!(open_source(&text, 1, 1, || 0).is_err());
         let sink = SinkDescriptor::TextFiles { directory: dir.path().join("out").to_string_lossy().into_owned() };
-        assert!(open_sink(&sink, 0, 1).is_ok());
-        assert!(open_sink(&SinkDescriptor::Stdout, 0, 1).is_ok());
+        assert!(open_sink(&sink, 0, 1, None).is_ok_and(|opened| opened.committer.is_some()));
+        assert!(
+            open_sink(&SinkDescriptor::Stdout, 0, 1, Some(b"ignored")).is_ok_and(|opened| opened.committer.is_none())
+        );
     }
 }

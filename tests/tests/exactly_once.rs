@@ -1,0 +1,301 @@
+//! Exactly-once recovery on a real cluster: a jobmanager and three taskmanager processes,
+//! checkpoints every 500 ms to an S3 server (moto, on loopback), taskmanagers killed with SIGKILL
+//! during the run and replaced; the committed output must equal the reference line for line, and
+//! the bucket must hold only the retained checkpoints' files afterwards.
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, PutPayload};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
+use weir_tests::harness::{artifact, read_lines};
+use weir_tests::reference;
+use weir_tests::s3::S3Server;
+
+/// One cluster at a time: they share the machine's (one) core.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The cluster's environment for the S3 server: the standard `AWS_*` variables.
+fn s3_env(s3: &S3Server) -> Vec<(String, String)> {
+    s3.options().into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect()
+}
+
+/// A small deterministic pseudo-random sequence (seed printed for reproduction).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % bound as u64) as usize
+    }
+}
+
+fn checkpoints(cluster: &Cluster, job: &str) -> Value {
+    cluster.weir_json(&["checkpoints", job])
+}
+
+fn completed_count(cluster: &Cluster, job: &str) -> u64 {
+    checkpoints(cluster, job)["counts"]["completed"].as_u64().unwrap_or(0)
+}
+
+fn details(cluster: &Cluster, job: &str) -> Value {
+    cluster.weir_json(&["status", job])
+}
+
+/// Waits until every subtask of the job runs and `completed` checkpoints exceed `after`.
+fn wait_for_progress(cluster: &Cluster, job: &str, after: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = details(cluster, job);
+        let running = d["state"] == "RUNNING"
+            && d["vertices"].as_array().is_some_and(|vs| {
+                vs.iter().all(|v| {
+                    v["subtasks"].as_array().is_some_and(|s| {
+                        s.len() as u64 == v["parallelism"].as_u64().unwrap_or(0)
+                            && s.iter().all(|t| t["state"] == "Running")
+                    })
+                })
+            });
+        if running {
+            let completed = completed_count(cluster, job);
+            if completed > after {
+                return completed;
+            }
+        }
+        assert!(d["state"] != "FINISHED", "the job finished before the planned failures: make it longer: {d}");
+        assert!(Instant::now() < deadline, "no checkpoint completed after {after}: {d}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for_end(cluster: &Cluster, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let d = details(cluster, job);
+        if ["FINISHED", "FAILED", "CANCELED"].contains(&d["state"].as_str().unwrap_or_default()) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {d}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Objects of the job under the bucket's `checkpoints/` prefix.
+fn job_objects(s3: &S3Server, job: &str) -> Vec<(String, u64)> {
+    s3.list(&format!("checkpoints/{job}")).expect("list the bucket")
+}
+
+struct Run {
+    query: &'static str,
+    backend: &'static str,
+    events: u64,
+    rate: u64,
+    kills: usize,
+}
+
+/// Runs `run` with checkpoints to S3 and `run.kills` taskmanager kills; checks the output and the
+/// bucket. Returns the job's final details.
+fn exactly_once(run: &Run) -> Value {
+    let _serial = serial();
+    let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
+    let mut cluster = Cluster::start_with_env(
+        &["--heartbeat-timeout-ms", "2000", "--restart-attempts", "20", "--restart-delay-ms", "200"],
+        &[("tm-1", 2), ("tm-2", 2), ("tm-3", 2)],
+        &s3_env(&s3),
+    );
+    let output = tempfile::tempdir().unwrap();
+    let (events, rate) = (run.events.to_string(), run.rate.to_string());
+    let out = cluster.weir(&[
+        "run",
+        path_str(&artifact("libweir_example_nexmark.so")),
+        "-p",
+        "3",
+        "--detached",
+        "--checkpoint-interval",
+        "500ms",
+        "--state-backend",
+        run.backend,
+        "--checkpoint-dir",
+        "s3://weir/checkpoints",
+        "--checkpoints-retained",
+        "2",
+        "--",
+        "--query",
+        run.query,
+        "--events",
+        &events,
+        "--rate",
+        &rate,
+        "--output",
+        path_str(output.path()),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("{} {}: victim seed {seed}", run.query, run.backend);
+    let mut random = Lcg(seed);
+    let mut completed = 0;
+    for kill in 0..run.kills {
+        completed = wait_for_progress(&cluster, &job, completed);
+        // Checkpoint files are in the bucket while the job runs.
+        let objects = job_objects(&s3, &job);
+        assert!(
+            objects.iter().any(|(key, _)| key.contains("/chk-") && key.ends_with("/_metadata")),
+            "no checkpoint metadata in the bucket during the run: {objects:?}"
+        );
+        let busy: Vec<String> = taskmanagers_of(&details(&cluster, &job)).into_iter().collect();
+        let victim = busy[random.next(busy.len())].clone();
+        eprintln!("kill {}: SIGKILL {victim} after {completed} completed checkpoints", kill + 1);
+        cluster.kill_taskmanager(&victim);
+        cluster.start_taskmanager(&format!("tm-{}", kill + 4), 2);
+    }
+    let end = wait_for_end(&cluster, &job);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    assert!(end["restarts"].as_u64().unwrap_or(0) >= run.kills as u64, "every kill restarted the job: {end}");
+    assert!(end["last_recovery_time_ms"].as_u64().is_some(), "recovery time reported: {end}");
+
+    let mut actual = read_lines(output.path());
+    let mut expected = reference::nexmark(run.query, run.events);
+    actual.sort();
+    expected.sort();
+    if actual != expected {
+        let a: BTreeSet<&String> = actual.iter().collect();
+        let e: BTreeSet<&String> = expected.iter().collect();
+        let missing: Vec<_> = e.difference(&a).take(5).collect();
+        let extra: Vec<_> = a.difference(&e).take(5).collect();
+        panic!(
+            "{} with {}: {} lines, expected {} (missing e.g. {missing:?}, unexpected e.g. {extra:?})\n{}",
+            run.query,
+            run.backend,
+            actual.len(),
+            expected.len(),
+            cluster.logs()
+        );
+    }
+
+    // Only the retained checkpoints' files remain.
+    let report = checkpoints(&cluster, &job);
+    let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    assert!(!retained.is_empty() && retained.len() <= 2, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let objects = job_objects(&s3, &job);
+        let orphans: Vec<&(String, u64)> = objects
+            .iter()
+            .filter(|(key, _)| {
+                let own = retained.iter().any(|id| key.starts_with(&format!("checkpoints/{job}/chk-{id}/")));
+                !own && !key.starts_with(&format!("checkpoints/{job}/shared/"))
+            })
+            .collect();
+        let metadata = retained
+            .iter()
+            .all(|id| objects.iter().any(|(k, _)| *k == format!("checkpoints/{job}/chk-{id}/_metadata")));
+        if orphans.is_empty() && metadata {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "files of checkpoints that are not retained ({retained:?}) remain: {orphans:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    end
+}
+
+#[test]
+fn wcount_is_exactly_once_through_taskmanager_kills_with_heap_state() {
+    exactly_once(&Run { query: "wcount", backend: "heap", events: 150_000, rate: 6_000, kills: 3 });
+}
+
+#[test]
+fn q5_is_exactly_once_through_taskmanager_kills_with_heap_state() {
+    exactly_once(&Run { query: "q5", backend: "heap", events: 150_000, rate: 6_000, kills: 3 });
+}
+
+/// Overwrites an object of the bucket.
+fn overwrite(s3: &S3Server, key: &str, bytes: &'static [u8]) {
+    let mut builder = AmazonS3Builder::new().with_bucket_name(s3.bucket());
+    for (k, v) in s3.options() {
+        builder = builder.with_config(k.parse::<AmazonS3ConfigKey>().unwrap(), v);
+    }
+    let store = builder.build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(store.put(&ObjectPath::from(key), PutPayload::from_static(bytes))).unwrap();
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    const EVENTS: u64 = 100_000;
+    let _serial = serial();
+    let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
+    let mut cluster = Cluster::start_with_env(
+        &["--heartbeat-timeout-ms", "2000", "--restart-attempts", "5", "--restart-delay-ms", "200"],
+        &[("tm-1", 2), ("tm-2", 2)],
+        &s3_env(&s3),
+    );
+    let output = tempfile::tempdir().unwrap();
+    let events = EVENTS.to_string();
+    let out = cluster.weir(&[
+        "run",
+        path_str(&artifact("libweir_example_nexmark.so")),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "3s",
+        "--checkpoint-dir",
+        "s3://weir/checkpoints",
+        "--checkpoints-retained",
+        "2",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        &events,
+        "--rate",
+        "5000",
+        "--output",
+        path_str(output.path()),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    // Two retained checkpoints; right after the second completes (the next is 3 s away), corrupt
+    // its metadata and kill a taskmanager.
+    wait_for_progress(&cluster, &job, 0);
+    let completed = wait_for_progress(&cluster, &job, 1);
+    let report = checkpoints(&cluster, &job);
+    let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    assert_eq!(retained.len(), 2, "{report}");
+    let (previous, newest) = (retained[0], retained[1]);
+    overwrite(&s3, &format!("checkpoints/{job}/chk-{newest}/_metadata"), b"this is not a checkpoint");
+    let victim = taskmanagers_of(&details(&cluster, &job)).into_iter().next().unwrap();
+    eprintln!("corrupted checkpoint {newest} (completed: {completed}); killing {victim}");
+    cluster.kill_taskmanager(&victim);
+    cluster.start_taskmanager("tm-3", 2);
+
+    let end = wait_for_end(&cluster, &job);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    let log = cluster.jobmanager_stderr();
+    assert!(
+        log.contains(&format!("checkpoint {newest} is unusable, falling back to the previous checkpoint")),
+        "the jobmanager says why it fell back:\n{log}"
+    );
+    assert!(log.contains(&format!("restoring the job from checkpoint {previous}")), "{log}");
+    let mut actual = read_lines(output.path());
+    let mut expected = reference::nexmark("wcount", EVENTS);
+    actual.sort();
+    expected.sort();
+    assert!(actual == expected, "{} lines, expected {}\n{}", actual.len(), expected.len(), cluster.logs());
+}

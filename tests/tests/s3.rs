@@ -1,0 +1,66 @@
+//! The S3 test support itself: a real moto server, driven through `object_store` as Weir's S3
+//! code would be, with the storage options [`S3Server::options`] gives.
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use std::path::Path as FsPath;
+use weir_tests::s3::S3Server;
+
+const MIB: usize = 1024 * 1024;
+
+fn store(server: &S3Server) -> AmazonS3 {
+    let mut builder = AmazonS3Builder::new().with_bucket_name(server.bucket());
+    for (key, value) in server.options() {
+        builder = builder.with_config(key.parse::<AmazonS3ConfigKey>().expect("known option"), value);
+    }
+    builder.build().expect("S3 client")
+}
+
+#[test]
+fn moto_server_stores_lists_and_deletes_objects() {
+    let server = S3Server::start("weir-test").expect("moto S3 server");
+    assert!(server.endpoint().starts_with("http://127.0.0.1:"), "{}", server.endpoint());
+    assert_eq!(server.bucket(), "weir-test");
+    let store = store(&server);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let small = Path::from("prefix/small.txt");
+    let big = Path::from("prefix/nested/big.bin");
+    let small_bytes = b"hello, weir".to_vec();
+    let part1: Vec<u8> = (0..5 * MIB).map(|i| (i % 251) as u8).collect();
+    let part2: Vec<u8> = (0..5 * MIB + 123).map(|i| (i % 241) as u8).collect();
+    runtime.block_on(async {
+        store.put(&small, PutPayload::from(small_bytes.clone())).await.expect("put");
+        let mut upload = store.put_multipart(&big).await.expect("start multipart upload");
+        upload.put_part(PutPayload::from(part1.clone())).await.expect("part 1");
+        upload.put_part(PutPayload::from(part2.clone())).await.expect("part 2");
+        upload.complete().await.expect("complete multipart upload");
+    });
+
+    let expected = vec![
+        ("prefix/nested/big.bin".to_owned(), (part1.len() + part2.len()) as u64),
+        ("prefix/small.txt".to_owned(), small_bytes.len() as u64),
+    ];
+    assert_eq!(server.list("prefix").unwrap(), expected);
+    assert_eq!(server.list("").unwrap(), expected);
+    assert_eq!(server.list("prefix/nested").unwrap(), expected[..1]);
+    assert_eq!(server.list("other").unwrap(), []);
+
+    runtime.block_on(async {
+        let got = store.get(&small).await.expect("get").bytes().await.expect("read");
+        assert_eq!(&got[..], &small_bytes[..]);
+        let got = store.get(&big).await.expect("get").bytes().await.expect("read");
+        assert!(got[..part1.len()] == part1[..] && got[part1.len()..] == part2[..], "multipart object differs");
+        store.delete(&small).await.expect("delete");
+        store.delete(&big).await.expect("delete");
+    });
+    assert_eq!(server.list("prefix").unwrap(), []);
+}
+
+#[test]
+fn missing_moto_server_fails_with_a_setup_hint() {
+    let err = S3Server::start_with(FsPath::new("/nonexistent"), "weir-test").expect_err("no moto_server there");
+    let message = format!("{err:#}");
+    assert!(message.contains("./scripts/setup.sh") && message.contains("/nonexistent"), "{message}");
+}
