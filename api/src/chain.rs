@@ -271,6 +271,8 @@ impl TaskChain for Chain {
 pub(crate) struct OperatorSetup<'a> {
     pub(crate) uid: &'a str,
     pub(crate) name: &'a str,
+    /// Whether keyed state lives in memory (operators may then keep typed state themselves).
+    pub(crate) heap_state: bool,
 }
 
 /// Builds the chain `spec` of `graph` for the subtask `info`.
@@ -296,7 +298,7 @@ pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -
     }
     let outputs = build_outputs(graph, spec, spec.head, info)?;
     let head_desc = &descriptor.nodes[spec.head as usize];
-    let setup = OperatorSetup { uid: &head_desc.uid, name: &head_desc.name };
+    let setup = OperatorSetup { uid: &head_desc.uid, name: &head_desc.name, heap_state: info.heap_state };
     let head = graph.nodes[spec.head as usize].factory.head(&setup, outputs)?;
     Ok(Box::new(Chain { head, name: info.task_name.clone(), failed: false }))
 }
@@ -313,7 +315,7 @@ fn build_outputs(graph: &JobGraph, spec: &ChainSpec, node: NodeId, info: &TaskIn
             if spec.chained_edges.contains(&edge.id) {
                 let target = &descriptor.nodes[edge.target as usize];
                 let target_outputs = build_outputs(graph, spec, edge.target, info)?;
-                let setup = OperatorSetup { uid: &target.uid, name: &target.name };
+                let setup = OperatorSetup { uid: &target.uid, name: &target.name, heap_state: info.heap_state };
                 consumers.push(graph.nodes[edge.target as usize].factory.chained(&setup, target_outputs)?);
             } else if let Some(task_output) = spec.outputs.iter().position(|o| o.edge == edge.id) {
                 let out = &spec.outputs[task_output];

@@ -138,6 +138,9 @@ pub struct TaskInfo {
     pub max_parallelism: u32,
     /// Execution attempt (0 for the first deployment).
     pub attempt: u32,
+    /// Whether the keyed state backend keeps state in memory (`false` for RocksDB): operators
+    /// that can keep typed state in memory do so only then.
+    pub heap_state: bool,
 }
 
 impl TaskInfo {

@@ -776,14 +776,26 @@ where
         self
     }
 
-    fn build<O, C>(self, function: &str, contents: impl Fn() -> C + Send + Sync + 'static) -> DataStream<O>
+    /// Adds the window node with the operator factory `make`.
+    fn finish<O: crate::Data>(self, function: &str, make: crate::factory::MakeOneInput<T>) -> DataStream<O> {
+        let extra = match &self.late_tag {
+            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
+            None => Vec::new(),
+        };
+        let description = format!("window({}) {function}", self.assigner.describe());
+        self.keyed.keyed_input(&description, "window", make, extra)
+    }
+
+    /// The factory of the generic window operator, whose contents live in the keyed state
+    /// backend.
+    fn generic_make<O, C>(&self, contents: impl Fn() -> C + Send + Sync + 'static) -> crate::factory::MakeOneInput<T>
     where
         O: crate::Data,
         C: WindowContents<K, T, O> + 'static,
     {
         let key = self.keyed.key.clone();
         let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
-        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+        Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
             Ok(Box::new(WindowOperator {
@@ -799,34 +811,50 @@ where
                 windows: Vec::new(),
                 dropped_late: 0,
             }))
-        });
-        let extra = match &self.late_tag {
-            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
-            None => Vec::new(),
-        };
-        let description = format!("window({}) {function}", self.assigner.describe());
-        self.keyed.keyed_input(&description, "window", make, extra)
+        })
     }
 
-    /// Incremental aggregation: typed accumulators in memory for windows that do not merge;
-    /// merging (session) windows keep their accumulators in the keyed state backend.
+    /// Incremental aggregation. With in-memory keyed state, windows that do not merge keep typed
+    /// accumulators in memory; with an on-disk backend (and for merging windows) accumulators
+    /// live in the keyed state backend. The choice is made per task, when it is instantiated.
     fn aggregating<O, A, W>(self, function: &str, acc: Arc<A>, window_fn: Arc<W>) -> DataStream<O>
     where
         O: crate::Data,
         A: crate::operators::window::Accumulate<T>,
         W: ProcessWindowFunction<K, A::Output, O>,
     {
+        let (generic_acc, generic_window_fn) = (acc.clone(), window_fn.clone());
+        let generic = self.generic_make(move || Aggregating {
+            acc: generic_acc.clone(),
+            window_fn: generic_window_fn.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        });
+        self.aggregating_or(function, acc, window_fn, generic)
+    }
+
+    /// [`WindowedStream::aggregating`] with `generic` as the operator for on-disk state.
+    fn aggregating_or<O, A, W>(
+        self,
+        function: &str,
+        acc: Arc<A>,
+        window_fn: Arc<W>,
+        generic: crate::factory::MakeOneInput<T>,
+    ) -> DataStream<O>
+    where
+        O: crate::Data,
+        A: crate::operators::window::Accumulate<T>,
+        W: ProcessWindowFunction<K, A::Output, O>,
+    {
         if self.assigner.is_merging() {
-            return self.build(function, move || Aggregating {
-                acc: acc.clone(),
-                window_fn: window_fn.clone(),
-                scratch: Vec::new(),
-                _types: PhantomData,
-            });
+            return self.finish(function, generic);
         }
         let key = self.keyed.key.clone();
         let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            if !setup.heap_state {
+                return generic(setup, outputs);
+            }
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
             let mut operator = HeapWindowOperator::new(
@@ -841,12 +869,7 @@ where
             operator.uid = setup.uid.to_owned();
             Ok(Box::new(operator))
         });
-        let extra = match &self.late_tag {
-            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
-            None => Vec::new(),
-        };
-        let description = format!("window({}) {function}", self.assigner.describe());
-        self.keyed.keyed_input(&description, "window", make, extra)
+        self.finish(function, make)
     }
 
     /// Reduces each window's records to one.
@@ -897,14 +920,15 @@ where
         P: ProcessWindowFunction<K, T, O>,
     {
         let w = Arc::new(window_fn);
-        if self.assigner.is_merging() {
-            return self.build("process", move || Buffering {
-                window_fn: w.clone(),
-                scratch: Vec::new(),
-                _types: PhantomData,
-            });
-        }
-        self.aggregating("process", Arc::new(Collect), Arc::new(ProcessCollected(w)))
+        let buffered = w.clone();
+        // In a state backend, a window's elements are a list appended to per record (not a
+        // vector accumulator rewritten per record).
+        let generic = self.generic_make(move || Buffering {
+            window_fn: buffered.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        });
+        self.aggregating_or("process", Arc::new(Collect), Arc::new(ProcessCollected(w)), generic)
     }
 }
 

@@ -734,6 +734,11 @@ impl JobManager {
             state.jobs.get(&id).ok_or(Error::JobNotFound(id))?.status.subscribe()
         };
         let _ = status.wait_for(|s| s.is_terminal()).await;
+        // Its checkpoint storage is tidied (only retained checkpoints left) before it counts as
+        // ended for waiters.
+        if let Some(checkpoints) = self.checkpoints(id)? {
+            let _ = tokio::time::timeout(Duration::from_secs(30), checkpoints.wait_stopped()).await;
+        }
         self.job(id)
     }
 

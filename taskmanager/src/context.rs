@@ -48,6 +48,8 @@ pub(crate) struct TaskContext {
     pub(crate) restored: std::collections::HashMap<String, OperatorSnapshot>,
     /// The job's transactional sinks on this taskmanager, committed on checkpoint completion.
     pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
+    /// The task's RocksDB database when the job uses the RocksDB backend.
+    pub(crate) database: Option<crate::state::task_db::TaskDatabase>,
 }
 
 impl TaskContext {
@@ -95,9 +97,23 @@ impl TaskContext {
                 return Err(e);
             }
         };
+        let database = match self.database.as_mut() {
+            Some(db) => match db.checkpoint(barrier.id) {
+                Ok(local) => local.map(|local| crate::snapshot::DatabaseCheckpoint {
+                    local,
+                    uploads: db.uploads.clone(),
+                    instance_id: db.instance_id.clone(),
+                }),
+                Err(e) => {
+                    self.events.checkpoint_declined(self.id, barrier.id, e.to_string());
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         self.broadcast_all(|| ChannelEvent::Barrier(barrier))?;
-        match &self.checkpoints {
-            Some(writer) => writer.write(self.id, snapshot, alignment_ms, self.events.clone()),
+        match &mut self.checkpoints {
+            Some(writer) => writer.write(self.id, snapshot, database, alignment_ms, self.events.clone()),
             None => self.events.checkpoint_declined(
                 self.id,
                 barrier.id,
@@ -169,7 +185,11 @@ impl TaskRuntime for TaskContext {
     }
 
     fn keyed_state_backend(&mut self, operator_uid: &str) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(HeapKeyedStateBackend::new(operator_uid, self.info.key_groups())))
+        let key_groups = self.info.key_groups();
+        match self.database.as_mut() {
+            Some(database) => Ok(Box::new(database.backend(operator_uid, key_groups)?)),
+            None => Ok(Box::new(HeapKeyedStateBackend::new(operator_uid, key_groups))),
+        }
     }
 
     fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>> {
@@ -179,7 +199,7 @@ impl TaskRuntime for TaskContext {
     fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {
         let opened = crate::connectors::open_sink(sink, self.info.subtask, self.info.parallelism, restored)?;
         if let Some(committer) = opened.committer {
-            self.committers.add(self.id.attempt, committer);
+            self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
         }
         Ok(opened.writer)
     }

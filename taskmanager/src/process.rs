@@ -41,6 +41,9 @@ pub struct TaskManagerProcessConfig {
     /// `aws_virtual_hosted_style_request`), on top of the standard `AWS_*` environment variables.
     /// Default none.
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// Local directory for tasks' working state (RocksDB). Default
+    /// `<temp dir>/weir/<id>-state`.
+    pub state_dir: String,
 }
 
 impl Default for TaskManagerProcessConfig {
@@ -55,6 +58,7 @@ impl Default for TaskManagerProcessConfig {
             plugin_dir: String::new(),
             channel_capacity: 16,
             storage_options: std::collections::BTreeMap::new(),
+            state_dir: String::new(),
         }
     }
 }
@@ -130,6 +134,11 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         slots: config.slots,
         channel_capacity: config.channel_capacity,
         storage_options: config.storage_options.clone(),
+        state_dir: if config.state_dir.is_empty() {
+            std::env::temp_dir().join("weir").join(format!("{id}-state"))
+        } else {
+            PathBuf::from(&config.state_dir)
+        },
     };
     let taskmanager = TaskManager::new(tm_config, Arc::new(RemoteEventSink { events }));
 

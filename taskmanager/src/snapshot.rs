@@ -3,6 +3,7 @@
 //! job's transactional sinks that commit when a checkpoint completes.
 
 use crate::connectors::SinkCommitter;
+use crate::state::task_db::{LocalCheckpoint, SharedUploads, TaskDatabase, UploadedSst};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, warn};
@@ -13,11 +14,67 @@ use weir_runtime::storage::{CheckpointLayout, Storage};
 use weir_runtime::{TaskEventSink, TaskId};
 
 /// Writes one task's snapshots under its job's checkpoint directory, off the task thread.
-#[derive(Clone)]
 pub(crate) struct SnapshotWriter {
     pub(crate) storage: Storage,
     pub(crate) layout: CheckpointLayout,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Uploads in progress: a task ends only after they did, so that nothing it wrote lands in
+    /// storage after the jobmanager saw it stop.
+    pub(crate) in_flight: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A native RocksDB checkpoint to upload with the chain's snapshot.
+pub(crate) struct DatabaseCheckpoint {
+    pub(crate) local: LocalCheckpoint,
+    pub(crate) uploads: Arc<SharedUploads>,
+    pub(crate) instance_id: String,
+}
+
+/// Uploads the files of a native RocksDB checkpoint: SST files already in storage (confirmed by a
+/// completed checkpoint) are reused, new ones go to `shared/`, the others (`CURRENT`,
+/// `MANIFEST-*`, `OPTIONS-*`) to the checkpoint's own directory.
+async fn upload_database(
+    storage: &Storage,
+    layout: &CheckpointLayout,
+    task: TaskId,
+    checkpoint: CheckpointId,
+    database: &DatabaseCheckpoint,
+) -> Result<Vec<StateHandle>, String> {
+    let mut handles = Vec::with_capacity(database.local.files.len());
+    for file in &database.local.files {
+        if file.is_sst {
+            let reusable = database.uploads.lock().get(&file.name).filter(|u| u.confirmed).cloned();
+            if let Some(uploaded) = reusable {
+                handles.push(StateHandle {
+                    uri: uploaded.uri,
+                    size_bytes: uploaded.size_bytes,
+                    incremental_bytes: 0,
+                    shared: true,
+                });
+                continue;
+            }
+        }
+        let path = database.local.dir.join(&file.name);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let uri = if file.is_sst {
+            layout.shared_file_url(&format!(
+                "{}-{}-{}-{checkpoint}-{}",
+                task.vertex, task.subtask, database.instance_id, file.name
+            ))
+        } else {
+            layout.task_file_url(checkpoint, &format!("{}-{}.rocksdb/{}", task.vertex, task.subtask, file.name))
+        };
+        let size = bytes.len() as u64;
+        storage.put(&uri, bytes.into()).await.map_err(|e| e.to_string())?;
+        if file.is_sst {
+            database.uploads.lock().insert(
+                file.name.clone(),
+                UploadedSst { uri: uri.clone(), size_bytes: size, checkpoint, confirmed: false },
+            );
+        }
+        handles.push(StateHandle { uri, size_bytes: size, incremental_bytes: size, shared: file.is_sst });
+    }
+    Ok(handles)
 }
 
 impl SnapshotWriter {
@@ -29,16 +86,32 @@ impl SnapshotWriter {
     /// Serializes and uploads `snapshot` in the background, then acknowledges it to `events` with
     /// the file's handle (or declines the checkpoint if the upload fails). Returns at once.
     pub(crate) fn write(
-        &self,
+        &mut self,
         task: TaskId,
         snapshot: ChainSnapshot,
+        database: Option<DatabaseCheckpoint>,
         alignment_ms: u64,
         events: Arc<dyn TaskEventSink>,
     ) {
         let checkpoint = snapshot.checkpoint;
         let url = self.layout.task_file_url(checkpoint, &Self::file_name(task));
         let storage = self.storage.clone();
-        self.runtime.spawn(async move {
+        let layout = self.layout.clone();
+        self.in_flight.retain(|h| !h.is_finished());
+        let handle = self.runtime.spawn(async move {
+            let mut handles = Vec::new();
+            if let Some(database) = &database {
+                let uploaded = upload_database(&storage, &layout, task, checkpoint, database).await;
+                let _ = tokio::fs::remove_dir_all(&database.local.dir).await;
+                match uploaded {
+                    Ok(files) => handles = files,
+                    Err(e) => {
+                        warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "cannot upload the RocksDB checkpoint: {e}");
+                        events.checkpoint_declined(task, checkpoint, format!("cannot upload the RocksDB checkpoint: {e}"));
+                        return;
+                    }
+                }
+            }
             let encoded = tokio::task::spawn_blocking(move || postcard::to_allocvec(&snapshot)).await;
             let bytes = match encoded {
                 Ok(Ok(bytes)) => bytes,
@@ -55,8 +128,8 @@ impl SnapshotWriter {
             match storage.put(&url, bytes.into()).await {
                 Ok(()) => {
                     debug!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, size, "snapshot written");
-                    let handle = StateHandle { uri: url, size_bytes: size, incremental_bytes: size, shared: false };
-                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles: vec![handle], alignment_ms });
+                    handles.push(StateHandle { uri: url, size_bytes: size, incremental_bytes: size, shared: false });
+                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms });
                 }
                 Err(e) => {
                     warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "cannot write the snapshot: {e}");
@@ -64,10 +137,20 @@ impl SnapshotWriter {
                 }
             }
         });
+        self.in_flight.push(handle);
+    }
+
+    /// Waits (from the task thread) until every upload started by [`SnapshotWriter::write`]
+    /// ended.
+    pub(crate) fn wait_for_uploads(&mut self) {
+        for handle in self.in_flight.drain(..) {
+            let _ = self.runtime.block_on(handle);
+        }
     }
 }
 
-/// Reads a task's part of a completed checkpoint: its operators' state by uid.
+/// Reads a task's part of a completed checkpoint: its operators' state by uid; the files of a
+/// native RocksDB checkpoint go into `database` (which must then be given).
 ///
 /// # Errors
 /// [`Error::Runtime`] naming the file when a handle cannot be read or does not decode as a
@@ -76,12 +159,46 @@ pub(crate) fn read_restored(
     storage: &Storage,
     restore: &TaskRestore,
     runtime: &tokio::runtime::Handle,
+    mut database: Option<&mut TaskDatabase>,
 ) -> Result<HashMap<String, OperatorSnapshot>> {
     let mut operators = HashMap::new();
-    for handle in restore.handles.iter().filter(|h| !h.shared) {
-        let bytes = runtime
-            .block_on(storage.get(&handle.uri))
-            .map_err(|e| Error::runtime("checkpoint restore", format!("checkpoint {}: {e}", restore.checkpoint_id)))?;
+    let read = |uri: &str| {
+        runtime
+            .block_on(storage.get(uri))
+            .map_err(|e| Error::runtime("checkpoint restore", format!("checkpoint {}: {e}", restore.checkpoint_id)))
+    };
+    for handle in &restore.handles {
+        let database_file = if handle.shared {
+            // `shared/<vertex>-<subtask>-<instance>-<checkpoint>-<name>`
+            handle.uri.rsplit_once('-').map(|(_, name)| name)
+        } else {
+            handle.uri.rsplit_once(".rocksdb/").map(|(_, name)| name)
+        };
+        if let Some(name) = database_file {
+            let database = database.as_deref_mut().ok_or_else(|| {
+                Error::runtime(
+                    "checkpoint restore",
+                    format!(
+                        "checkpoint {} holds RocksDB files but the job uses the heap backend",
+                        restore.checkpoint_id
+                    ),
+                )
+            })?;
+            database.restore_file(name, &read(&handle.uri)?)?;
+            if handle.shared {
+                database.uploads.lock().insert(
+                    name.to_owned(),
+                    UploadedSst {
+                        uri: handle.uri.clone(),
+                        size_bytes: handle.size_bytes,
+                        checkpoint: restore.checkpoint_id,
+                        confirmed: true,
+                    },
+                );
+            }
+            continue;
+        }
+        let bytes = read(&handle.uri)?;
         let snapshot: ChainSnapshot = postcard::from_bytes(&bytes).map_err(|e| {
             Error::runtime(
                 "checkpoint restore",
@@ -101,21 +218,42 @@ pub(crate) fn read_restored(
     Ok(operators)
 }
 
-/// The transactional sinks of one job on this taskmanager, by attempt. They outlive their tasks:
-/// a sink that finished still commits when the job's final notification arrives.
+/// What happens on this taskmanager when a checkpoint of a job completes.
+pub(crate) enum CompletionListener {
+    /// A transactional sink commits.
+    Sink(Arc<dyn SinkCommitter>),
+    /// A RocksDB database may reuse the SST files uploaded for the checkpoint.
+    Database(Arc<SharedUploads>),
+}
+
+impl CompletionListener {
+    fn checkpoint_complete(&self, checkpoint: CheckpointId) -> Result<()> {
+        match self {
+            Self::Sink(committer) => committer.commit(checkpoint),
+            Self::Database(uploads) => {
+                uploads.confirm(checkpoint);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The checkpoint listeners (transactional sinks, databases) of one job on this taskmanager, by
+/// attempt. They outlive their tasks: a sink that finished still commits when the job's final
+/// notification arrives.
 #[derive(Default)]
 pub(crate) struct JobCommitters {
-    committers: Mutex<Vec<(u32, Arc<dyn SinkCommitter>)>>,
+    committers: Mutex<Vec<(u32, Arc<CompletionListener>)>>,
 }
 
 impl JobCommitters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u32, Arc<dyn SinkCommitter>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u32, Arc<CompletionListener>)>> {
         self.committers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a sink of attempt `attempt`.
-    pub(crate) fn add(&self, attempt: u32, committer: Arc<dyn SinkCommitter>) {
-        self.lock().push((attempt, committer));
+    /// Registers a listener of attempt `attempt`.
+    pub(crate) fn add(&self, attempt: u32, listener: CompletionListener) {
+        self.lock().push((attempt, Arc::new(listener)));
     }
 
     /// Commits checkpoint `checkpoint` (and earlier) in every sink of attempt `attempt`.
@@ -126,10 +264,115 @@ impl JobCommitters {
         let committers: Vec<_> = self.lock().iter().filter(|(a, _)| *a == attempt).map(|(_, c)| c.clone()).collect();
         let mut first_error = None;
         for committer in committers {
-            if let Err(e) = committer.commit(checkpoint) {
+            if let Err(e) = committer.checkpoint_complete(checkpoint) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::task_db::TaskDatabase;
+    use std::collections::BTreeSet;
+    use weir_api::runtime::{KeyedStateBackend, StateKey, StateKind};
+    use weir_runtime::JobId;
+    use weir_runtime::storage::StorageConfig;
+
+    fn put_keys(database: &mut TaskDatabase, keys: std::ops::Range<u32>) {
+        let mut backend = database.backend("op", 0..=127).unwrap();
+        let state = backend.register_state("s", StateKind::Value).unwrap();
+        for k in keys {
+            let key = k.to_be_bytes();
+            let value = [k as u8; 100];
+            backend.put(state, StateKey { key_group: (k % 128) as u16, key: &key, namespace: &[] }, &value).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_checkpoint_after_a_small_change_uploads_only_the_new_sst_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&StorageConfig {
+            url: format!("file://{}", dir.path().join("storage").display()),
+            options: std::collections::BTreeMap::new(),
+        })
+        .unwrap();
+        let task = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 1, subtask: 0 };
+        let layout = CheckpointLayout::new(&storage, task.job);
+        let mut database = TaskDatabase::new(dir.path().join("db"));
+        let upload = |database: &mut TaskDatabase, checkpoint| {
+            let local = database.checkpoint(checkpoint).unwrap().expect("the database is open");
+            DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: database.instance_id.clone() }
+        };
+
+        put_keys(&mut database, 0..20_000);
+        let first = upload(&mut database, 1);
+        let handles1 = upload_database(&storage, &layout, task, 1, &first).await.unwrap();
+        let ssts1: Vec<&StateHandle> = handles1.iter().filter(|h| h.shared).collect();
+        assert!(!ssts1.is_empty());
+        assert!(ssts1.iter().all(|h| h.incremental_bytes == h.size_bytes), "everything is new");
+        let big: u64 = ssts1.iter().map(|h| h.size_bytes).sum();
+        assert!(big > 100_000, "20 000 values of 100 bytes: {big} bytes of SST files");
+        // Before checkpoint 1 completed, its files must not be reused (it may still be aborted).
+        put_keys(&mut database, 20_000..20_001);
+        let unconfirmed = upload(&mut database, 2);
+        let handles2 = upload_database(&storage, &layout, task, 2, &unconfirmed).await.unwrap();
+        assert!(handles2.iter().filter(|h| h.shared).all(|h| h.incremental_bytes == h.size_bytes));
+
+        // Checkpoint 2 completed: a checkpoint after one more key uploads one small SST file.
+        database.uploads.confirm(2);
+        put_keys(&mut database, 20_001..20_002);
+        let third = upload(&mut database, 3);
+        let handles3 = upload_database(&storage, &layout, task, 3, &third).await.unwrap();
+        let new: Vec<&StateHandle> = handles3.iter().filter(|h| h.shared && h.incremental_bytes > 0).collect();
+        let reused: Vec<&StateHandle> = handles3.iter().filter(|h| h.shared && h.incremental_bytes == 0).collect();
+        assert_eq!(new.len(), 1, "only the SST file flushed for the new key is uploaded: {handles3:?}");
+        assert!(new[0].size_bytes < big / 10, "{} bytes for one key", new[0].size_bytes);
+        let reused_uris: BTreeSet<&str> = reused.iter().map(|h| h.uri.as_str()).collect();
+        let uploaded2: BTreeSet<&str> = handles2.iter().filter(|h| h.shared).map(|h| h.uri.as_str()).collect();
+        assert!(!reused.is_empty() && reused_uris.is_subset(&uploaded2), "reused files are checkpoint 2's");
+        // The private files (CURRENT, MANIFEST, OPTIONS) are uploaded every time.
+        assert!(handles3.iter().any(|h| !h.shared && h.uri.ends_with(".rocksdb/CURRENT")));
+        assert!(!third.local.dir.exists() || std::fs::read_dir(&third.local.dir).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_restored_database_has_the_state_and_reuses_the_restored_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&StorageConfig {
+            url: format!("file://{}", dir.path().join("storage").display()),
+            options: std::collections::BTreeMap::new(),
+        })
+        .unwrap();
+        let task = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 0, subtask: 0 };
+        let layout = CheckpointLayout::new(&storage, task.job);
+        let mut database = TaskDatabase::new(dir.path().join("db-1"));
+        put_keys(&mut database, 0..1000);
+        let local = database.checkpoint(5).unwrap().unwrap();
+        let checkpoint = DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: "a".into() };
+        let handles = upload_database(&storage, &layout, task, 5, &checkpoint).await.unwrap();
+        drop(database);
+
+        let restore = TaskRestore { checkpoint_id: 5, handles: handles.clone() };
+        let runtime = tokio::runtime::Handle::current();
+        let dir2 = dir.path().join("db-2");
+        let (restored, operators) = tokio::task::spawn_blocking(move || {
+            let mut restored = TaskDatabase::new(dir2);
+            let operators = read_restored(&storage, &restore, &runtime, Some(&mut restored)).unwrap();
+            (restored, operators)
+        })
+        .await
+        .unwrap();
+        assert!(operators.is_empty(), "no chain snapshot among these handles");
+        let mut restored = restored;
+        let mut backend = restored.backend("op", 0..=127).unwrap();
+        let state = backend.register_state("s", StateKind::Value).unwrap();
+        let key = 999u32.to_be_bytes();
+        let value = backend.get(state, StateKey { key_group: (999 % 128) as u16, key: &key, namespace: &[] }).unwrap();
+        assert_eq!(value, Some(&[999u32 as u8; 100][..]));
+        let reusable = restored.uploads.lock().values().filter(|u| u.confirmed).count();
+        assert_eq!(reusable, handles.iter().filter(|h| h.shared).count());
     }
 }

@@ -5,6 +5,7 @@ use crate::context::{OutputChannels, TaskContext, TaskMetrics};
 use crate::exchange::LocalExchange;
 use crate::input_gate::InputGate;
 use crate::snapshot::{JobCommitters, SnapshotWriter};
+use crate::state::task_db::TaskDatabase;
 use crate::task::{TaskControl, TaskOutcome, run_inputs, run_source};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{debug, error, info};
 use weir_api::runtime::{JobGraph, TaskInfo};
+use weir_runtime::checkpoint::StateBackendKind;
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
 use weir_runtime::{
     BoxFuture, ChannelId, JobArtifact, JobId, LoadedJob, Plugged, TaskDeployment, TaskEvent, TaskEventSink,
@@ -31,16 +33,16 @@ pub struct TaskManagerConfig {
     /// Options of the checkpoint storage (`object_store` keys such as `aws_endpoint`), on top of
     /// the standard `AWS_*` environment variables; default none.
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// Local directory for the working state of tasks (RocksDB databases); each task's part is
+    /// removed when it ends. Default `<temp dir>/weir/<id>-state`.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Default for TaskManagerConfig {
     fn default() -> Self {
-        Self {
-            id: format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-            slots: 1,
-            channel_capacity: 16,
-            storage_options: std::collections::BTreeMap::new(),
-        }
+        let id = format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let state_dir = std::env::temp_dir().join("weir").join(format!("{id}-state"));
+        Self { id, slots: 1, channel_capacity: 16, storage_options: std::collections::BTreeMap::new(), state_dir }
     }
 }
 
@@ -299,6 +301,7 @@ impl TaskManager {
             parallelism: deployment.parallelism,
             max_parallelism: deployment.max_parallelism,
             attempt: task.attempt,
+            heap_state: deployment.checkpointing.as_ref().is_none_or(|c| c.backend == StateBackendKind::Heap),
         };
         let exchange = &self.inner.exchange;
         let outputs: Vec<OutputChannels> = deployment
@@ -354,7 +357,7 @@ impl TaskManager {
             Some(spec) => {
                 let storage = self.inner.storage(&spec.storage_url)?;
                 let layout = CheckpointLayout::new(&storage, task.job);
-                Some(SnapshotWriter { storage, layout, runtime: self.inner.runtime.clone() })
+                Some(SnapshotWriter { storage, layout, runtime: self.inner.runtime.clone(), in_flight: Vec::new() })
             }
             None => None,
         };
@@ -365,6 +368,10 @@ impl TaskManager {
         let metrics = Arc::new(TaskMetrics::default());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let committers;
+        let database = (!info.heap_state).then(|| {
+            let name = format!("{}-{}-{}-{}", task.job, task.vertex, task.subtask, task.attempt);
+            TaskDatabase::new(self.inner.config.state_dir.join(name))
+        });
         {
             let mut jobs = self.inner.jobs();
             let job = jobs.entry(task.job).or_insert_with(|| JobTasks {
@@ -414,6 +421,7 @@ impl TaskManager {
             checkpoints,
             restored: HashMap::new(),
             committers,
+            database,
         };
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
@@ -436,6 +444,10 @@ impl TaskManager {
                         (TaskExecutionState::Failed, Some(e.to_string()))
                     }
                 };
+                // Nothing this task wrote may land in storage after it reported its end.
+                if let Some(writer) = cx.checkpoints.as_mut() {
+                    writer.wait_for_uploads();
+                }
                 // Drop this task's share of the job before reporting, so that once the jobmanager
                 // has seen every task stop, releasing the job leaves nothing behind.
                 let metrics = cx.metrics.clone();
@@ -482,8 +494,14 @@ fn run_task(
     ),
     inner: &Inner,
 ) -> weir_api::Result<TaskOutcome> {
+    if let Some(database) = &cx.database {
+        cx.committers.add(cx.id.attempt, crate::snapshot::CompletionListener::Database(database.uploads.clone()));
+    }
     if let (Some(restore), Some(writer)) = (&deployment.restore, &cx.checkpoints) {
-        cx.restored = crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime)?;
+        cx.restored = crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime, cx.database.as_mut())?;
+        if let Some(database) = cx.database.as_mut() {
+            database.open()?;
+        }
         info!(job_id = %cx.id.job, vertex = cx.id.vertex, subtask = cx.id.subtask, checkpoint_id = restore.checkpoint_id, operators = cx.restored.len(), "restoring from checkpoint");
     }
     let mut chain =

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir_runtime::checkpoint::CheckpointMetadata;
 use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
 use weir_tests::harness::{artifact, read_lines};
 use weir_tests::reference;
@@ -191,6 +192,30 @@ fn exactly_once(run: &Run) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let objects = job_objects(&s3, &job);
+        // Shared (incremental) files: exactly those the retained checkpoints reference.
+        let mut referenced = BTreeSet::new();
+        for id in &retained {
+            let bytes = get(&s3, &format!("checkpoints/{job}/chk-{id}/_metadata"));
+            let metadata = CheckpointMetadata::decode(&bytes).expect("retained metadata decodes");
+            for task in &metadata.tasks {
+                for handle in task.snapshot.handles.iter().filter(|h| h.shared) {
+                    referenced.insert(handle.uri.strip_prefix("s3://weir/").unwrap_or(&handle.uri).to_owned());
+                }
+            }
+        }
+        let shared: BTreeSet<String> = objects
+            .iter()
+            .filter(|(key, _)| key.starts_with(&format!("checkpoints/{job}/shared/")))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if run.backend == "rocksdb" {
+            assert!(!referenced.is_empty(), "RocksDB checkpoints reference shared SST files");
+        }
+        assert!(
+            referenced.is_subset(&shared),
+            "referenced shared files are missing: {:?}",
+            referenced.difference(&shared).collect::<Vec<_>>()
+        );
         let orphans: Vec<&(String, u64)> = objects
             .iter()
             .filter(|(key, _)| {
@@ -201,12 +226,13 @@ fn exactly_once(run: &Run) -> Value {
         let metadata = retained
             .iter()
             .all(|id| objects.iter().any(|(k, _)| *k == format!("checkpoints/{job}/chk-{id}/_metadata")));
-        if orphans.is_empty() && metadata {
+        let unreferenced: Vec<&String> = shared.difference(&referenced).collect();
+        if orphans.is_empty() && metadata && unreferenced.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "files of checkpoints that are not retained ({retained:?}) remain: {orphans:?}\n{}",
+            "files of checkpoints that are not retained ({retained:?}) remain: {orphans:?}, unreferenced shared files: {unreferenced:?}\n{}",
             cluster.logs()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -224,15 +250,34 @@ fn q5_is_exactly_once_through_taskmanager_kills_with_heap_state() {
     exactly_once(&Run { query: "q5", backend: "heap", events: 150_000, rate: 6_000, kills: 3 });
 }
 
-/// Overwrites an object of the bucket.
-fn overwrite(s3: &S3Server, key: &str, bytes: &'static [u8]) {
+#[test]
+fn wcount_is_exactly_once_through_taskmanager_kills_with_rocksdb_state() {
+    exactly_once(&Run { query: "wcount", backend: "rocksdb", events: 150_000, rate: 6_000, kills: 3 });
+}
+
+#[test]
+fn q5_is_exactly_once_through_taskmanager_kills_with_rocksdb_state() {
+    exactly_once(&Run { query: "q5", backend: "rocksdb", events: 150_000, rate: 6_000, kills: 3 });
+}
+
+fn store(s3: &S3Server) -> object_store::aws::AmazonS3 {
     let mut builder = AmazonS3Builder::new().with_bucket_name(s3.bucket());
     for (k, v) in s3.options() {
         builder = builder.with_config(k.parse::<AmazonS3ConfigKey>().unwrap(), v);
     }
-    let store = builder.build().unwrap();
+    builder.build().unwrap()
+}
+
+/// Overwrites an object of the bucket.
+fn overwrite(s3: &S3Server, key: &str, bytes: &'static [u8]) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(store.put(&ObjectPath::from(key), PutPayload::from_static(bytes))).unwrap();
+    runtime.block_on(store(s3).put(&ObjectPath::from(key), PutPayload::from_static(bytes))).unwrap();
+}
+
+/// Reads an object of the bucket.
+fn get(s3: &S3Server, key: &str) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async { store(s3).get(&ObjectPath::from(key)).await.unwrap().bytes().await.unwrap().to_vec() })
 }
 
 #[test]

@@ -118,7 +118,8 @@ impl<K, R: Send + 'static> ProcessWindowFunction<K, R, R> for EmitResult {
 /// How a window's contents are stored in keyed state and turned into output.
 pub(crate) trait WindowContents<K, T, O>: Send {
     fn kind(&self) -> StateKind;
-    /// Adds `value`; returns whether the contents did not exist before.
+    /// Adds `value`; returns whether the contents may not have existed before (`true` when that
+    /// is unknown: registering a window's timers again does nothing).
     fn add(&mut self, backend: &mut dyn KeyedStateBackend, state: StateId, at: StateKey<'_>, value: T) -> Result<bool>;
     /// Moves the contents at `source` into `target`.
     fn merge(
@@ -232,11 +233,13 @@ where
     }
 
     fn add(&mut self, backend: &mut dyn KeyedStateBackend, state: StateId, at: StateKey<'_>, value: T) -> Result<bool> {
-        let created = backend.get(state, at)?.is_none();
         self.scratch.clear();
         encode_into(&value, &mut self.scratch, "window element")?;
         backend.append(state, at, &self.scratch)?;
-        Ok(created)
+        // Reading the list to learn whether it existed would cost a read of the whole list per
+        // record (a RocksDB merge of every appended element): quadratic per window. Timers are
+        // idempotent, so "maybe new" is enough.
+        Ok(true)
     }
 
     fn merge(

@@ -67,6 +67,8 @@ pub struct JobCheckpoints {
     layout: CheckpointLayout,
     coordinator: Mutex<Coordinator>,
     inputs: mpsc::UnboundedSender<Input>,
+    /// Becomes `true` when the driver stopped (after the final sweep).
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for JobCheckpoints {
@@ -97,7 +99,9 @@ impl JobCheckpoints {
         let coordinator = Coordinator::new(settings.config.clone(), BTreeSet::new(), BTreeSet::new(), None)?;
         let (inputs, receiver) = mpsc::unbounded_channel();
         let layout = CheckpointLayout::new(&storage, job);
-        let this = Arc::new(Self { job, settings, storage, layout, coordinator: Mutex::new(coordinator), inputs });
+        let (stopped, _) = tokio::sync::watch::channel(false);
+        let this =
+            Arc::new(Self { job, settings, storage, layout, coordinator: Mutex::new(coordinator), inputs, stopped });
         let driver = Driver { checkpoints: this.clone(), context, attempt: 0 };
         tokio::spawn(driver.run(receiver));
         Ok(this)
@@ -157,6 +161,12 @@ impl JobCheckpoints {
         answer.await.ok().flatten()
     }
 
+    /// Waits until the driver stopped after [`JobCheckpoints::stop`] (its final sweep done).
+    pub async fn wait_stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
     /// The job ended: pending checkpoints are aborted, and once none is in progress, every file
     /// under the job's directory that no retained checkpoint uses is deleted.
     pub fn stop(&self) {
@@ -171,7 +181,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+    async fn run(mut self, inputs: mpsc::UnboundedReceiver<Input>) {
+        self.drive(inputs).await;
+        self.checkpoints.stopped.send_replace(true);
+    }
+
+    async fn drive(&mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
         let job = self.checkpoints.job;
         let interval = self.checkpoints.settings.config.interval_ms.max(1) as u64;
         let mut tick = tokio::time::interval(Duration::from_millis((interval / 10).clamp(5, 1000)));

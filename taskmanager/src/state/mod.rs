@@ -8,6 +8,7 @@
 mod contract;
 pub mod heap;
 pub mod rocksdb;
+pub(crate) mod task_db;
 
 use rustc_hash::FxHashMap;
 use std::ops::RangeInclusive;

@@ -211,6 +211,7 @@ impl RocksDbInstance {
             update_buf: Vec::new(),
             read_options: ReadOptions::default(),
             pending: super::PendingRestore::default(),
+            native_snapshots: false,
         })
     }
 
@@ -362,6 +363,9 @@ pub struct RocksDbKeyedStateBackend {
     read_options: ReadOptions,
     /// Restored entries of states not registered yet, by state name.
     pending: super::PendingRestore,
+    /// Checkpoints copy the database's files ([`RocksDbInstance::checkpoint`]): the canonical
+    /// [`KeyedStateBackend::snapshot`] is then empty.
+    native_snapshots: bool,
 }
 
 impl std::fmt::Debug for RocksDbKeyedStateBackend {
@@ -400,6 +404,14 @@ impl Accepts {
 }
 
 impl RocksDbKeyedStateBackend {
+    /// Makes [`KeyedStateBackend::snapshot`] return nothing: the task checkpoints the whole
+    /// database natively (incrementally, by SST file) instead.
+    #[must_use]
+    pub fn with_native_snapshots(mut self) -> Self {
+        self.native_snapshots = true;
+        self
+    }
+
     /// The uid of the operator whose state this is.
     pub fn operator_uid(&self) -> &str {
         &self.operator_uid
@@ -594,6 +606,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        if self.native_snapshots {
+            return Ok(Vec::new());
+        }
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         let (start, end) = key_group_range_bounds(self.key_groups.clone());
         let instance = &*self.instance;
