@@ -4,12 +4,12 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::job::RestartPolicy;
 use crate::jobmanager::JobManagerSettings;
+use crate::restart::{RestartPolicy, RestartStrategy};
 
 /// Configuration of `weir-jobmanager`: defaults, then a TOML file (`--config`), then `WEIR_<KEY>`
 /// environment variables, then flags.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobManagerConfig {
     /// Address of the REST API (`host:port`; port 0 picks a free one). Default `127.0.0.1:8081`.
@@ -32,10 +32,22 @@ pub struct JobManagerConfig {
     pub heartbeat_timeout_ms: u64,
     /// How long a job waits for enough free slots (ms) before it fails. Default 30000.
     pub slot_request_timeout_ms: u64,
-    /// How often a failed job is restarted (fixed-delay strategy); 0 disables restarts. Default 0.
+    /// Restart strategy of failed jobs: `none`, `fixed-delay`, `exponential-backoff` or
+    /// `failure-rate` (Flink's names). Default `fixed-delay`.
+    pub restart_strategy: String,
+    /// Fixed delay, exponential backoff: how often a failed job is restarted (0: never).
+    /// Failure rate: failures tolerated per interval. Default 0.
     pub restart_attempts: u32,
-    /// Pause before each restart, in ms. Default 1000.
+    /// Pause before each restart (the first, for exponential backoff), in ms. Default 1000.
     pub restart_delay_ms: u64,
+    /// Exponential backoff: the longest pause, in ms. Default 60000.
+    pub restart_max_delay_ms: u64,
+    /// Exponential backoff: growth of the pause per restart. Default 2.0.
+    pub restart_backoff_multiplier: f64,
+    /// Exponential backoff: running this long (ms) without a failure resets the pause. Default 3600000.
+    pub restart_reset_backoff_after_ms: u64,
+    /// Failure rate: the interval failures are counted in, in ms. Default 60000.
+    pub restart_failure_rate_interval_ms: u64,
 }
 
 impl Default for JobManagerConfig {
@@ -50,22 +62,42 @@ impl Default for JobManagerConfig {
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 5000,
             slot_request_timeout_ms: 30_000,
+            restart_strategy: "fixed-delay".into(),
             restart_attempts: 0,
             restart_delay_ms: 1000,
+            restart_max_delay_ms: 60_000,
+            restart_backoff_multiplier: 2.0,
+            restart_reset_backoff_after_ms: 3_600_000,
+            restart_failure_rate_interval_ms: 60_000,
         }
     }
 }
 
 impl JobManagerConfig {
     /// The scheduling and recovery settings.
-    pub fn settings(&self) -> JobManagerSettings {
-        JobManagerSettings {
+    ///
+    /// # Errors
+    /// An unknown restart strategy or a backoff multiplier below 1 (the user's configuration).
+    pub fn settings(&self) -> Result<JobManagerSettings, String> {
+        let strategy: RestartStrategy = self.restart_strategy.parse()?;
+        if !(self.restart_backoff_multiplier >= 1.0 && self.restart_backoff_multiplier.is_finite()) {
+            return Err(format!(
+                "restart_backoff_multiplier must be at least 1, got {}",
+                self.restart_backoff_multiplier
+            ));
+        }
+        Ok(JobManagerSettings {
             slot_request_timeout: Duration::from_millis(self.slot_request_timeout_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms.max(1)),
             restart: RestartPolicy {
+                strategy,
                 max_attempts: self.restart_attempts,
                 delay: Duration::from_millis(self.restart_delay_ms),
+                max_delay: Duration::from_millis(self.restart_max_delay_ms),
+                backoff_multiplier: self.restart_backoff_multiplier,
+                reset_backoff_after: Duration::from_millis(self.restart_reset_backoff_after_ms),
+                failure_rate_interval: Duration::from_millis(self.restart_failure_rate_interval_ms),
             },
-        }
+        })
     }
 }

@@ -90,20 +90,8 @@ enum FinalCommit {
     Done,
 }
 
-/// When a failed job runs again (Flink's fixed-delay restart strategy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// How many times a job may restart; 0 disables restarts.
-    pub max_attempts: u32,
-    /// Pause before each restart.
-    pub delay: std::time::Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self { max_attempts: 0, delay: std::time::Duration::from_secs(1) }
-    }
-}
+pub use crate::restart::RestartPolicy;
+use crate::restart::RestartTracker;
 
 /// One subtask as the jobmanager tracks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,6 +128,9 @@ pub struct Job {
     pub(crate) slots: Vec<String>,
     /// Failures that caused restarts, oldest first.
     pub(crate) failures: Vec<String>,
+    tracker: RestartTracker,
+    /// The pause before the next attempt, decided when the attempt failed.
+    restart_delay: std::time::Duration,
     final_commit: FinalCommit,
     /// When the running attempt failed (cleared once the next attempt runs).
     failed_at: Option<Instant>,
@@ -166,6 +157,8 @@ impl Job {
             restarts: 0,
             slots: Vec::new(),
             failures: Vec::new(),
+            tracker: RestartTracker::default(),
+            restart_delay: std::time::Duration::ZERO,
             final_commit: FinalCommit::NotStarted,
             failed_at: None,
             last_recovery_ms: None,
@@ -231,6 +224,7 @@ impl Job {
         let moved = self.transition(JobStatus::Running);
         if moved {
             self.slots = slots;
+            self.tracker.attempt_started(Instant::now());
         }
         moved
     }
@@ -249,8 +243,10 @@ impl Job {
             // last task to stop.
             return self.settle().into_iter().collect();
         }
-        self.failed_at = Some(Instant::now());
-        if self.restarts < self.restart.max_attempts {
+        let now = Instant::now();
+        self.failed_at = Some(now);
+        if let Some(delay) = self.tracker.on_failure(&self.restart, now) {
+            self.restart_delay = delay;
             self.failures.push(message);
             self.transition(JobStatus::Restarting);
         } else {
@@ -395,7 +391,7 @@ impl Job {
             JobStatus::Cancelling => {
                 self.transition(JobStatus::Canceled);
             }
-            JobStatus::Restarting => return Some(JobCommand::Restart(self.restart.delay)),
+            JobStatus::Restarting => return Some(JobCommand::Restart(self.restart_delay)),
             _ => {}
         }
         None
@@ -541,7 +537,7 @@ mod tests {
     #[test]
     fn a_failed_final_commit_fails_the_attempt() {
         let mut j = job(1);
-        j.restart = RestartPolicy { max_attempts: 1, delay: std::time::Duration::from_millis(5) };
+        j.restart = RestartPolicy::fixed_delay(1, std::time::Duration::from_millis(5));
         assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![JobCommand::CommitFinal]);
         let commands = j.final_commit_failed("disk full".into());
         assert_eq!(commands, vec![JobCommand::CancelTasks, JobCommand::Restart(std::time::Duration::from_millis(5))]);
@@ -584,7 +580,7 @@ mod tests {
     #[test]
     fn a_failure_restarts_while_the_policy_allows_then_fails() {
         let mut j = job(2);
-        j.restart = RestartPolicy { max_attempts: 1, delay: std::time::Duration::from_millis(5) };
+        j.restart = RestartPolicy::fixed_delay(1, std::time::Duration::from_millis(5));
         assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Restarting);
         assert_eq!(

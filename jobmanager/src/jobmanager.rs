@@ -7,8 +7,9 @@
 
 use crate::checkpoint::{CheckpointConfig, CheckpointContext, CheckpointSettings, JobCheckpoints};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobCommand, JobDetails, JobStatus, RestartPolicy};
+use crate::job::{Job, JobCommand, JobDetails, JobStatus};
 use crate::plan::{ExecutionPlan, plan};
+use crate::restart::RestartPolicy;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,7 +49,7 @@ pub struct CheckpointSubmission {
 }
 
 /// How the jobmanager schedules and recovers jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobManagerSettings {
     /// How long a job waits for enough free slots before it fails.
     pub slot_request_timeout: Duration,

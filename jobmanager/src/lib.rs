@@ -11,11 +11,13 @@ pub mod job;
 pub mod jobmanager;
 pub mod plan;
 pub mod rest;
+pub mod restart;
 pub mod rpc;
 pub mod server;
 
 pub use error::{Error, Result};
-pub use job::{JobDetails, JobStatus, RestartPolicy};
+pub use job::{JobDetails, JobStatus};
 pub use jobmanager::{
     CheckpointSubmission, ClusterOverview, JobManager, JobManagerSettings, JobSubmission, TaskManagerInfo,
 };
+pub use restart::{RestartPolicy, RestartStrategy};

@@ -27,12 +27,21 @@ struct Args {
     /// How long a job waits for slots, in ms.
     #[arg(long)]
     slot_request_timeout_ms: Option<u64>,
-    /// Restarts of a failed job (fixed delay); 0 disables restarts.
+    /// Restart strategy: none, fixed-delay, exponential-backoff or failure-rate.
+    #[arg(long)]
+    restart_strategy: Option<String>,
+    /// Restarts of a failed job (fixed delay, exponential backoff; 0 disables restarts), or
+    /// failures tolerated per interval (failure rate).
     #[arg(long)]
     restart_attempts: Option<u32>,
-    /// Pause before a restart, in ms.
+    /// Pause before a restart, in ms (the first one for exponential backoff).
     #[arg(long)]
     restart_delay_ms: Option<u64>,
+    /// A checkpoint storage option, `KEY=VALUE` with object_store's keys (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    storage_options: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -62,8 +71,18 @@ fn main() -> ExitCode {
     if let Some(v) = args.slot_request_timeout_ms {
         config.slot_request_timeout_ms = v;
     }
+    if let Some(v) = args.restart_strategy {
+        config.restart_strategy = v;
+    }
     if let Some(v) = args.restart_attempts {
         config.restart_attempts = v;
+    }
+    for option in &args.storage_options {
+        let Some((key, value)) = option.split_once('=') else {
+            eprintln!("weir-jobmanager: --storage-option {option:?} is not KEY=VALUE");
+            return ExitCode::from(2);
+        };
+        config.storage_options.insert(key.trim().to_owned(), value.to_owned());
     }
     if let Some(v) = args.restart_delay_ms {
         config.restart_delay_ms = v;

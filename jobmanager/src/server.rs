@@ -27,6 +27,9 @@ pub enum StartError {
     /// The storage could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::Error),
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// A started jobmanager process.
@@ -45,10 +48,11 @@ pub struct RunningJobManager {
 /// # Errors
 /// An address that cannot be bound, or storage that cannot be opened.
 pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, StartError> {
+    let settings = config.settings().map_err(StartError::Config)?;
     let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
     let storage =
         weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
-    let jobmanager = JobManager::with_storage(config.settings(), storage);
+    let jobmanager = JobManager::with_storage(settings, storage);
 
     let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
         what: "RPC",

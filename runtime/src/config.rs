@@ -45,6 +45,9 @@ pub fn load_with_env<T: Serialize + DeserializeOwned + Default>(
             Some(toml::Value::Integer(_)) => toml::Value::Integer(
                 text.trim().parse().map_err(|_| ConfigError(format!("{name}={text:?} is not an integer")))?,
             ),
+            Some(toml::Value::Float(_)) => toml::Value::Float(
+                text.trim().parse().map_err(|_| ConfigError(format!("{name}={text:?} is not a number")))?,
+            ),
             Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
                 text.trim().parse().map_err(|_| ConfigError(format!("{name}={text:?} is not true or false")))?,
             ),

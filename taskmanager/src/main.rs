@@ -30,6 +30,14 @@ struct Args {
     /// Name or IP other processes reach this taskmanager at.
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Local directory for the working state of tasks (RocksDB).
+    #[arg(long)]
+    state_dir: Option<String>,
+    /// A checkpoint storage option, `KEY=VALUE` with object_store's keys (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    storage_options: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +69,16 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.advertised_host {
         config.advertised_host = v;
+    }
+    if let Some(v) = args.state_dir {
+        config.state_dir = v;
+    }
+    for option in &args.storage_options {
+        let Some((key, value)) = option.split_once('=') else {
+            eprintln!("weir-taskmanager: --storage-option {option:?} is not KEY=VALUE");
+            return ExitCode::from(2);
+        };
+        config.storage_options.insert(key.trim().to_owned(), value.to_owned());
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
