@@ -78,6 +78,18 @@ struct CheckpointArgs {
     /// Completed checkpoints to keep (default 1).
     #[arg(long, value_name = "N")]
     checkpoints_retained: Option<String>,
+    /// A checkpoint not complete this long after its trigger fails (default 10m).
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_timeout: Option<String>,
+    /// Minimum pause between the end of a checkpoint and the next (default 0).
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_min_pause: Option<String>,
+    /// Checkpoints in progress at once (default 1).
+    #[arg(long, value_name = "N")]
+    checkpoint_max_concurrent: Option<String>,
+    /// Consecutive checkpoint failures tolerated before the job fails (default 0).
+    #[arg(long, value_name = "N")]
+    checkpoint_tolerable_failures: Option<String>,
 }
 
 impl CheckpointArgs {
@@ -87,6 +99,10 @@ impl CheckpointArgs {
             backend: self.state_backend.clone(),
             storage_url: self.checkpoint_dir.clone(),
             retained: self.checkpoints_retained.clone(),
+            timeout: self.checkpoint_timeout.clone(),
+            min_pause: self.checkpoint_min_pause.clone(),
+            max_concurrent: self.checkpoint_max_concurrent.clone(),
+            tolerable_failures: self.checkpoint_tolerable_failures.clone(),
         }
     }
 
@@ -97,6 +113,10 @@ impl CheckpointArgs {
             ("state_backend", &self.state_backend),
             ("checkpoint_dir", &self.checkpoint_dir),
             ("checkpoints_retained", &self.checkpoints_retained),
+            ("checkpoint_timeout", &self.checkpoint_timeout),
+            ("checkpoint_min_pause", &self.checkpoint_min_pause),
+            ("checkpoint_max_concurrent", &self.checkpoint_max_concurrent),
+            ("checkpoint_tolerable_failures", &self.checkpoint_tolerable_failures),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.clone().map(|v| (name, v)))

@@ -12,7 +12,9 @@
 //!
 //! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
 //! or `10s`; checkpointing is off without it), `state_backend` (`heap` or `rocksdb`),
-//! `checkpoint_dir` (a storage URL; default the jobmanager's storage) and `checkpoints_retained`.
+//! `checkpoint_dir` (a storage URL; default the jobmanager's storage), `checkpoints_retained`,
+//! `checkpoint_timeout`, `checkpoint_min_pause`, `checkpoint_max_concurrent` and
+//! `checkpoint_tolerable_failures`.
 //!
 //! Errors are `{"errors": ["<message>"]}` with a 4xx status for the caller's mistakes and a 5xx
 //! status for the cluster's.
@@ -253,10 +255,15 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
             "state_backend" => checkpointing.backend = Some(field.text().await?),
             "checkpoint_dir" => checkpointing.storage_url = Some(field.text().await?),
             "checkpoints_retained" => checkpointing.retained = Some(field.text().await?),
+            "checkpoint_timeout" => checkpointing.timeout = Some(field.text().await?),
+            "checkpoint_min_pause" => checkpointing.min_pause = Some(field.text().await?),
+            "checkpoint_max_concurrent" => checkpointing.max_concurrent = Some(field.text().await?),
+            "checkpoint_tolerable_failures" => checkpointing.tolerable_failures = Some(field.text().await?),
             other => {
                 return Err(ApiError::invalid(format!(
                     "unknown form field '{other}' (expected plugin, args, parallelism, checkpoint_interval, \
-                     state_backend, checkpoint_dir, checkpoints_retained)"
+                     state_backend, checkpoint_dir, checkpoints_retained, checkpoint_timeout, checkpoint_min_pause, \
+                     checkpoint_max_concurrent, checkpoint_tolerable_failures)"
                 )));
             }
         }

@@ -131,6 +131,14 @@ pub struct CheckpointOptions {
     pub storage_url: Option<String>,
     /// Completed checkpoints to retain.
     pub retained: Option<String>,
+    /// Timeout of a checkpoint, a duration.
+    pub timeout: Option<String>,
+    /// Minimum pause between the end of a checkpoint and the next trigger, a duration.
+    pub min_pause: Option<String>,
+    /// Checkpoints in progress at once.
+    pub max_concurrent: Option<String>,
+    /// Consecutive checkpoint failures tolerated before the job fails.
+    pub tolerable_failures: Option<String>,
 }
 
 impl CheckpointOptions {
@@ -140,30 +148,99 @@ impl CheckpointOptions {
     /// One line naming the bad option and what is expected (the user's mistake).
     pub fn resolve(&self) -> Result<Option<crate::jobmanager::CheckpointSubmission>, String> {
         let Some(interval) = &self.interval else {
-            if self.backend.is_some() || self.storage_url.is_some() || self.retained.is_some() {
+            let others = [&self.backend, &self.storage_url, &self.retained, &self.timeout, &self.min_pause];
+            if others.iter().any(|o| o.is_some()) || self.max_concurrent.is_some() || self.tolerable_failures.is_some()
+            {
                 return Err(
                     "checkpoint options need a checkpoint interval (for example --checkpoint-interval 10s)".into()
                 );
             }
             return Ok(None);
         };
-        let interval = humantime::parse_duration(interval.trim())
-            .map_err(|e| format!("checkpoint interval '{interval}' is not a duration such as 500ms or 10s: {e}"))?;
-        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        let duration_ms = |what: &str, text: &str| {
+            humantime::parse_duration(text.trim())
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .map_err(|e| format!("{what} '{text}' is not a duration such as 500ms or 10s: {e}"))
+        };
+        let interval_ms = duration_ms("checkpoint interval", interval)?;
         let backend = match &self.backend {
             Some(b) => b.trim().parse()?,
             None => weir_runtime::checkpoint::StateBackendKind::Heap,
         };
         let mut config = CheckpointConfig { interval_ms, ..CheckpointConfig::default() };
+        let count = |what: &str, text: &str| {
+            text.trim().parse::<u32>().map_err(|_| format!("{what} '{text}' is not a whole number"))
+        };
         if let Some(retained) = &self.retained {
-            config.retained = retained
-                .trim()
-                .parse()
-                .map_err(|_| format!("checkpoints retained '{retained}' is not a whole number of at least 1"))?;
+            config.retained = count("checkpoints retained", retained)? as usize;
+        }
+        if let Some(timeout) = &self.timeout {
+            config.timeout_ms = duration_ms("checkpoint timeout", timeout)?;
+        }
+        if let Some(pause) = &self.min_pause {
+            config.min_pause_ms = duration_ms("minimum pause between checkpoints", pause)?;
+        }
+        if let Some(max) = &self.max_concurrent {
+            config.max_concurrent = count("concurrent checkpoints", max)? as usize;
+        }
+        if let Some(tolerable) = &self.tolerable_failures {
+            config.tolerable_failures = count("tolerable checkpoint failures", tolerable)?;
         }
         config.validate().map_err(|e| e.to_string())?;
         let storage_url = self.storage_url.as_ref().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
         Ok(Some(crate::jobmanager::CheckpointSubmission { config, backend, storage_url }))
+    }
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn options_resolve_to_a_validated_config_or_one_line_errors() {
+        assert_eq!(CheckpointOptions::default().resolve(), Ok(None));
+        let options = CheckpointOptions {
+            interval: Some("500ms".into()),
+            backend: Some("rocksdb".into()),
+            retained: Some("3".into()),
+            timeout: Some("1m".into()),
+            min_pause: Some("100ms".into()),
+            max_concurrent: Some("2".into()),
+            tolerable_failures: Some("4".into()),
+            storage_url: Some("s3://b/p".into()),
+        };
+        let resolved = options.resolve().unwrap().unwrap();
+        let expected = CheckpointConfig {
+            interval_ms: 500,
+            timeout_ms: 60_000,
+            max_concurrent: 2,
+            min_pause_ms: 100,
+            tolerable_failures: 4,
+            retained: 3,
+        };
+        assert_eq!(resolved.config, expected);
+        assert_eq!(resolved.backend, weir_runtime::checkpoint::StateBackendKind::Rocksdb);
+        assert_eq!(resolved.storage_url.as_deref(), Some("s3://b/p"));
+        for (options, message) in [
+            (CheckpointOptions { backend: Some("heap".into()), ..Default::default() }, "need a checkpoint interval"),
+            (CheckpointOptions { interval: Some("5".into()), ..Default::default() }, "not a duration"),
+            (CheckpointOptions { interval: Some("0s".into()), ..Default::default() }, "interval_ms = 0"),
+            (
+                CheckpointOptions { interval: Some("1s".into()), retained: Some("0".into()), ..Default::default() },
+                "retained = 0",
+            ),
+            (
+                CheckpointOptions {
+                    interval: Some("1s".into()),
+                    max_concurrent: Some("x".into()),
+                    ..Default::default()
+                },
+                "concurrent checkpoints 'x'",
+            ),
+        ] {
+            let err = options.resolve().unwrap_err();
+            assert!(err.contains(message), "{err}");
+        }
     }
 }
 
