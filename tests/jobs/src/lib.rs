@@ -4,6 +4,7 @@
 //! --job slow-sink --records N --payload-bytes B --sleep-every K --output DIR
 //! --job panic --at N --output DIR
 //! --job endless --rate R
+//! --job keyed-state --keys N --events M --rate R [--trickle T]
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -13,6 +14,13 @@
 //! - `panic`: a map that panics with `test job panics at record N` when it sees record N of
 //!   `1..=10*N`.
 //! - `endless`: an unbounded generator throttled to R records per second into a blackhole.
+//! - `keyed-state`: a generator throttled to R records per second whose records carry the key
+//!   `seq % N`, keyed by it, into a keyed process function that counts the records of each key in
+//!   a `ValueState<u64>` (no output; a blackhole sink). It ends after M records; with
+//!   `--trickle T` it goes on until cancelled, passing only about T records per second after the
+//!   first M (the generator keeps its rate, the others are dropped before the key-by; the `i`-th
+//!   record that passes has the key `i % N`, so the trickle walks on through the keys), so that
+//!   checkpoints after the first pass over the keys see a small change of the state.
 
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -20,7 +28,7 @@ use std::time::Duration;
 use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
-const JOBS: &[&str] = &["slow-sink", "panic", "endless"];
+const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state"];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,12 +157,76 @@ fn endless(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
     Ok(())
 }
 
+/// The number of records seen per key of the `keyed-state` job.
+const SEEN_PER_KEY: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen");
+
+/// Counts the records of each key in a value state; emits nothing.
+#[derive(Clone)]
+struct CountPerKey;
+
+impl KeyedProcessFunction<u64, u64, ()> for CountPerKey {
+    fn process_element(&mut self, _key: u64, ctx: &mut KeyedContext<'_, u64, ()>) -> Result<()> {
+        let mut seen = ctx.value_state(&SEEN_PER_KEY)?;
+        let n = seen.value()?.unwrap_or(0);
+        seen.update(&(n + 1))
+    }
+}
+
+fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let keys: u64 = args.parse_required("keys")?;
+    if keys == 0 {
+        return Err(Error::InvalidArgument("--keys must be at least 1".into()));
+    }
+    let events: u64 = args.parse_required("events")?;
+    let rate: f64 = args.parse_required("rate")?;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "--rate must be a positive number of records per second, got {rate}"
+        )));
+    }
+    let trickle: Option<f64> = if args.has("trickle") { Some(args.parse_required("trickle")?) } else { None };
+    env.set_job_name("test keyed-state");
+    let generator = match trickle {
+        None => GeneratorSource::bounded(events).with_rate(rate),
+        Some(trickle) if trickle > 0.0 && trickle <= rate => GeneratorSource::unbounded().with_rate(rate),
+        Some(trickle) => {
+            return Err(Error::InvalidArgument(format!(
+                "--trickle must be a positive number of records per second up to --rate, got {trickle}"
+            )));
+        }
+    };
+    // After the first `events` records, one in `every` passes (about `trickle` per second).
+    let every = trickle.map_or(1, |trickle| (rate / trickle).round().max(1.0) as u64);
+    env.from_generator(generator, |seq| seq)
+        .uid("numbers")
+        .name("numbers")
+        .filter(move |&seq: &u64| seq <= events || (seq - events).is_multiple_of(every))
+        .uid("trickle")
+        .name("trickle")
+        // The index of the record among those that pass: the trickle goes on key after key.
+        .map(move |seq: u64| {
+            let index = if seq <= events { seq } else { events + (seq - events) / every };
+            index % keys
+        })
+        .uid("key")
+        .name("key")
+        .key_by(|&key: &u64| key)
+        .process(CountPerKey)
+        .uid("count-per-key")
+        .name("count per key")
+        .sink_to_blackhole()
+        .uid("sink")
+        .name("blackhole");
+    Ok(())
+}
+
 /// Builds the job named by `--job`.
 fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
     match args.required("job")? {
         "slow-sink" => slow_sink(env, args),
         "panic" => panic_job(env, args),
         "endless" => endless(env, args),
+        "keyed-state" => keyed_state(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }
@@ -187,6 +259,9 @@ mod tests {
         .unwrap();
         build_with(&["--job", "panic", "--at", "5", "--output", "/tmp/x"]).unwrap();
         build_with(&["--job", "endless", "--rate", "100"]).unwrap();
+        build_with(&["--job", "keyed-state", "--keys", "10", "--events", "20", "--rate", "100"]).unwrap();
+        build_with(&["--job", "keyed-state", "--keys", "10", "--events", "20", "--rate", "100", "--trickle", "1"])
+            .unwrap();
     }
 
     #[test]
@@ -199,6 +274,11 @@ mod tests {
             (vec!["--job", "endless"], "--rate is required"),
             (vec!["--job", "endless", "--rate", "0"], "--rate"),
             (vec!["--job", "slow-sink", "--records", "1", "--payload-bytes", "1", "--output", "d"], "--sleep-every"),
+            (vec!["--job", "keyed-state", "--keys", "0", "--events", "1", "--rate", "1"], "--keys"),
+            (
+                vec!["--job", "keyed-state", "--keys", "1", "--events", "1", "--rate", "1", "--trickle", "2"],
+                "--trickle",
+            ),
         ] {
             match build_with(&args) {
                 Err(Error::InvalidArgument(message)) => assert!(message.contains(needle), "{args:?}: {message}"),
