@@ -201,6 +201,16 @@ impl Shared {
                     };
                     if let Err(e) = result {
                         warn!(job_id = %job, taskmanager = tm.id(), ?command, "taskmanager request failed: {e}");
+                        // A taskmanager that refuses connections is gone: declaring it lost now
+                        // (instead of after the heartbeat timeout) lets the job restart at once.
+                        if command == JobCommand::CancelTasks && e.starts_with("unreachable") {
+                            let mut state = self.lock();
+                            self.taskmanager_lost(
+                                &mut state,
+                                tm.id(),
+                                &format!("cannot reach it to cancel tasks ({e})"),
+                            );
+                        }
                     }
                 }
             }
