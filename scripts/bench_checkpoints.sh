@@ -24,6 +24,7 @@
 #   QUICK_REPEAT=20 ./scripts/bench_checkpoints.sh  # best of 20 for throughput runs under 5 s (default 10)
 #   PARTS="throughput state recovery" ./scripts/bench_checkpoints.sh   # the parts to run (default all)
 #   CONFIGS="none heap@10s rocksdb@10s" ./scripts/bench_checkpoints.sh  # throughput: backend@interval
+#   WCOUNT_EVENTS=600000000 Q5_EVENTS=60000000 ./scripts/bench_checkpoints.sh  # throughput: events per run
 #
 # Everything runs on 127.0.0.1 with ports chosen by the OS; all processes are stopped at the end.
 # Needs python3 (for reading JSON), which scripts/setup.sh provides.
@@ -232,7 +233,7 @@ if [[ " $PARTS " == *" throughput "* ]]; then
   echo "| query | events | checkpoints | runs | best wall s | events/s | lost vs none | lost vs the same backend @ 1h | checkpoints completed | peak RSS MiB |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for query in wcount q5; do
-    case "$query" in wcount) events=$((10000000 / SCALE)) ;; q5) events=$((2000000 / SCALE)) ;; esac
+    case "$query" in wcount) events=$((${WCOUNT_EVENTS:-10000000} / SCALE)) ;; q5) events=$((${Q5_EVENTS:-2000000} / SCALE)) ;; esac
     declare -A best=() runs=()
     for round in $(seq "$rounds"); do
       for config in $CONFIGS; do
