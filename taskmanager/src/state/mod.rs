@@ -9,6 +9,7 @@ mod contract;
 pub mod heap;
 pub mod rocksdb;
 pub(crate) mod task_db;
+mod write_cache;
 
 use rustc_hash::FxHashMap;
 use std::ops::RangeInclusive;

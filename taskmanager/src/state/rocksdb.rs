@@ -25,14 +25,16 @@
 //! the backend takes and restores canonical snapshots ([`KeyedStateBackend::snapshot`]) like the
 //! heap backend, so state moves between backends.
 //!
+//! Value state goes through a write-back cache ([`super::write_cache`]) in each backend.
+//!
 //! Values are compressed with LZ4. Writes skip the write-ahead log (like Flink's RocksDB
 //! backend): the local database is a working copy, durability comes from checkpoints
 //! ([`RocksDbInstance::checkpoint`] flushes first); a clean close flushes memtables too.
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode, FlushOptions, MergeOperands,
-    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode,
+    FlushOptions, MergeOperands, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -44,12 +46,18 @@ use weir_api::runtime::{
 };
 use weir_api::{Error, Result};
 
+use super::write_cache::{CacheWrite, WriteCache};
+
 /// Service name used in this backend's errors.
 const SERVICE: &str = "rocksdb state backend";
 
 /// Name of the merge operator that appends to list state. Stored in the database's OPTIONS file:
 /// do not rename it, or existing databases no longer open.
 const LIST_APPEND_MERGE_OPERATOR: &str = "weir-list-append";
+
+/// Budget of each backend's write-back cache of value state ([`super::write_cache`]): keys, values
+/// and per-entry overhead. Above it the cache is written to the database and emptied.
+pub const WRITE_CACHE_BYTES: usize = 8 << 20;
 
 /// The column family RocksDB always has; Weir keeps no state in it.
 const DEFAULT_COLUMN_FAMILY: &str = "default";
@@ -111,11 +119,33 @@ fn concatenate(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -
     Some(out)
 }
 
+/// Size of the block cache of one database (shared by its column families): decompressed SST
+/// blocks, index and filter blocks.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// Size of one memtable of a column family (RocksDB's default is 64 MiB). Every write and every
+/// read of a key that is not cached searches the memtable, a skip list: smaller ones stay in the
+/// CPU caches better (measured on Nexmark q5 and wcount, BENCHMARKS.md), and are flushed to SST
+/// files (which incremental checkpoints upload) more often.
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
+
 /// Options of every column family (the merge operator and compression are per column family).
-fn column_family_options() -> Options {
+///
+/// Keyed state is read by point lookups, many of keys that do not exist yet (a new key, a new
+/// window): whole-key Bloom filters in the memtable and in the SST files answer those without a
+/// search; `block_cache` keeps the blocks that are read.
+fn column_family_options(block_cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
     options.set_merge_operator_associative(LIST_APPEND_MERGE_OPERATOR, concatenate);
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options.set_memtable_prefix_bloom_ratio(0.1);
+    options.set_memtable_whole_key_filtering(true);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(true);
+    table.set_block_cache(block_cache);
+    options.set_block_based_table_factory(&table);
     options
 }
 
@@ -140,6 +170,8 @@ pub struct RocksDbInstance {
     db: Db,
     path: PathBuf,
     write_options: WriteOptions,
+    /// Shared by the column families (new ones too).
+    block_cache: Cache,
     /// Names of the database's column families. Also serializes column family creation.
     column_families: Mutex<BTreeSet<String>>,
 }
@@ -160,7 +192,8 @@ impl RocksDbInstance {
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::runtime(SERVICE, format!("cannot create directory {}: {e}", dir.display())))?;
-        let mut options = column_family_options();
+        let block_cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut options = column_family_options(&block_cache);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
@@ -172,12 +205,12 @@ impl RocksDbInstance {
             names.extend(existing);
         }
         let descriptors: Vec<_> =
-            names.iter().map(|name| ColumnFamilyDescriptor::new(name, column_family_options())).collect();
+            names.iter().map(|name| ColumnFamilyDescriptor::new(name, column_family_options(&block_cache))).collect();
         let db = Db::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|e| Error::runtime(SERVICE, format!("cannot open {}: {e}", dir.display())))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        Ok(Arc::new(Self { db, path: dir.to_owned(), write_options, column_families: Mutex::new(names) }))
+        Ok(Arc::new(Self { db, path: dir.to_owned(), write_options, block_cache, column_families: Mutex::new(names) }))
     }
 
     /// The database's directory.
@@ -212,6 +245,7 @@ impl RocksDbInstance {
             read_options: ReadOptions::default(),
             pending: super::PendingRestore::default(),
             native_snapshots: false,
+            cache: WriteCache::new(WRITE_CACHE_BYTES),
         })
     }
 
@@ -292,7 +326,7 @@ impl RocksDbInstance {
         if names.contains(name) {
             return Ok(());
         }
-        self.db.create_cf(name, &column_family_options()).map_err(|e| {
+        self.db.create_cf(name, &column_family_options(&self.block_cache)).map_err(|e| {
             Error::runtime(SERVICE, format!("cannot create column family {}/{name}: {e}", self.path.display()))
         })?;
         names.insert(name.to_owned());
@@ -366,6 +400,17 @@ pub struct RocksDbKeyedStateBackend {
     /// Checkpoints copy the database's files ([`RocksDbInstance::checkpoint`]): the canonical
     /// [`KeyedStateBackend::snapshot`] is then empty.
     native_snapshots: bool,
+    /// Value state of recently used keys, written to the database in batches.
+    cache: WriteCache,
+}
+
+impl Drop for RocksDbKeyedStateBackend {
+    /// Writes the cached changes, so that a backend of the same operator on the database sees them.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_cache(true) {
+            tracing::warn!(operator = %self.operator_uid, error = %e, "cannot write cached state changes");
+        }
+    }
 }
 
 impl std::fmt::Debug for RocksDbKeyedStateBackend {
@@ -410,6 +455,64 @@ impl RocksDbKeyedStateBackend {
     pub fn with_native_snapshots(mut self) -> Self {
         self.native_snapshots = true;
         self
+    }
+
+    /// Writes the cached value-state changes to the database in one batch; empties the cache
+    /// when it is over its budget or `empty`. [`KeyedStateBackend::snapshot`] calls this first:
+    /// call either before reading the database directly (for example
+    /// [`RocksDbInstance::checkpoint`]), and this with `empty` before changing it directly (for
+    /// example deleting the key groups a subtask no longer owns after rescaling).
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] when the batch cannot be written (the cache keeps its entries).
+    pub fn flush_cache(&mut self, empty: bool) -> Result<()> {
+        if self.cache.is_dirty() {
+            let instance = &*self.instance;
+            let handles = self
+                .states
+                .iter()
+                .map(|state| instance.column_family(&state.column_family, "flush"))
+                .collect::<Result<Vec<_>>>()?;
+            let mut batch = WriteBatch::default();
+            self.cache.dirty_writes(|state, write| match write {
+                CacheWrite::Put { key, value } => batch.put_cf(&handles[state], key, value),
+                CacheWrite::Delete { key } => batch.delete_cf(&handles[state], key),
+            });
+            instance.db.write_opt(batch, &instance.write_options).map_err(|e| {
+                Error::runtime(
+                    SERVICE,
+                    format!(
+                        "cannot write the cached state of operator '{}' to {}: {e}",
+                        self.operator_uid,
+                        instance.path.display()
+                    ),
+                )
+            })?;
+        }
+        self.cache.flushed(empty);
+        Ok(())
+    }
+
+    /// Flushes and empties the cache when it is over its budget.
+    fn bound_cache(&mut self) -> Result<()> {
+        if self.cache.over_budget() { self.flush_cache(true) } else { Ok(()) }
+    }
+
+    /// Caches the value of `key_buf` in value state `index`, reading it from the database unless
+    /// it is cached already.
+    fn load(&mut self, index: usize, operation: &str) -> Result<()> {
+        if self.cache.get(index, &self.key_buf).is_some() {
+            return Ok(());
+        }
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, operation)?;
+        let value = instance
+            .db
+            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
+            .map_err(|e| instance.error(operation, cf_name, e))?;
+        self.cache.insert_loaded(index, &self.key_buf, value.as_deref());
+        Ok(())
     }
 
     /// The uid of the operator whose state this is.
@@ -529,6 +632,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn get(&mut self, state: StateId, key: StateKey<'_>) -> Result<Option<&[u8]>> {
         let index = self.prepare(state, &key, "get", Accepts::Flat)?;
+        if self.states[index].kind == StateKind::Value {
+            self.bound_cache()?;
+            self.load(index, "get")?;
+            return Ok(self.cache.get(index, &self.key_buf).and_then(|entry| entry.value.as_deref()));
+        }
         let instance = &*self.instance;
         let cf_name = &self.states[index].column_family;
         let cf = instance.column_family(cf_name, "get")?;
@@ -548,6 +656,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, value: &[u8]) -> Result<()> {
         let index = self.prepare(state, &key, "put", Accepts::Flat)?;
+        if self.states[index].kind == StateKind::Value {
+            self.cache.write(index, &self.key_buf, Some(value));
+            return self.bound_cache();
+        }
         let instance = &*self.instance;
         let cf_name = &self.states[index].column_family;
         let cf = instance.column_family(cf_name, "put")?;
@@ -559,6 +671,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn update(&mut self, state: StateId, key: StateKey<'_>, merge: &mut MergeFn<'_>) -> Result<bool> {
         let index = self.prepare(state, &key, "update", Accepts::Flat)?;
+        if self.states[index].kind == StateKind::Value {
+            self.bound_cache()?;
+            self.load(index, "update")?;
+            let existed = self
+                .cache
+                .update(index, &self.key_buf, &mut self.update_buf, merge)
+                .ok_or_else(|| Error::runtime(SERVICE, "update: the loaded value is not cached"))??;
+            return Ok(existed);
+        }
         let instance = &*self.instance;
         let cf_name = &self.states[index].column_family;
         let cf = instance.column_family(cf_name, "update")?;
@@ -593,8 +714,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn remove(&mut self, state: StateId, key: StateKey<'_>) -> Result<()> {
         let index = self.prepare(state, &key, "remove", Accepts::Any)?;
-        if self.states[index].kind == StateKind::Map {
-            return self.delete_prefix(index, "remove");
+        match self.states[index].kind {
+            StateKind::Map => return self.delete_prefix(index, "remove"),
+            StateKind::Value => {
+                self.cache.write(index, &self.key_buf, None);
+                return self.bound_cache();
+            }
+            StateKind::List => {}
         }
         let instance = &*self.instance;
         let cf_name = &self.states[index].column_family;
@@ -606,6 +732,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
+        self.flush_cache(false)?;
         if self.native_snapshots {
             return Ok(Vec::new());
         }
@@ -796,6 +923,66 @@ mod tests {
     }
 
     #[test]
+    fn cached_value_state_reaches_the_database_at_the_snapshot_and_beyond_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(&dir.path().join("db")).unwrap();
+        let mut backend = instance.backend("op", 0..=127).unwrap().with_native_snapshots();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        // Three times the cache's budget: the cache is written out and emptied on the way.
+        let keys = (3 * WRITE_CACHE_BYTES / 164) as u32;
+        fn at(i: u32, k: &[u8; 4]) -> StateKey<'_> {
+            key((i % 128) as u16, k, b"w")
+        }
+        for i in 0..keys {
+            backend.put(value, at(i, &i.to_be_bytes()), &noise(u64::from(i), 100)).unwrap();
+        }
+        for i in (0..keys).step_by(997) {
+            assert_eq!(owned(backend.get(value, at(i, &i.to_be_bytes())).unwrap()), Some(noise(u64::from(i), 100)));
+        }
+        // Changes in the cache only: an update, a removal of a stored key, a key created and
+        // removed again, a new key.
+        let mut add_one = |current: Option<&[u8]>, out: &mut Vec<u8>| -> Result<()> {
+            out.extend_from_slice(current.unwrap_or_default());
+            out.push(1);
+            Ok(())
+        };
+        assert!(backend.update(value, at(1, &1u32.to_be_bytes()), &mut add_one).unwrap());
+        backend.remove(value, at(2, &2u32.to_be_bytes())).unwrap();
+        let (transient, fresh) = (keys.to_be_bytes(), (keys + 1).to_be_bytes());
+        assert!(!backend.update(value, at(keys, &transient), &mut add_one).unwrap());
+        backend.remove(value, at(keys, &transient)).unwrap();
+        backend.put(value, at(keys + 1, &fresh), b"new").unwrap();
+
+        // At a barrier: the backend's snapshot, then the database's checkpoint.
+        assert!(backend.snapshot().unwrap().is_empty());
+        instance.checkpoint(&checkpoints.path().join("a")).unwrap();
+        drop(backend);
+        drop(instance);
+        let restored = RocksDbInstance::open(&checkpoints.path().join("a")).unwrap();
+        let mut backend = restored.backend("op", 0..=127).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let mut updated = noise(1, 100);
+        updated.push(1);
+        assert_eq!(owned(backend.get(value, at(1, &1u32.to_be_bytes())).unwrap()), Some(updated));
+        assert_eq!(backend.get(value, at(2, &2u32.to_be_bytes())).unwrap(), None);
+        assert_eq!(backend.get(value, at(keys, &transient)).unwrap(), None);
+        assert_eq!(backend.get(value, at(keys + 1, &fresh)).unwrap(), Some(&b"new"[..]));
+        for i in (3..keys).step_by(991) {
+            assert_eq!(owned(backend.get(value, at(i, &i.to_be_bytes())).unwrap()), Some(noise(u64::from(i), 100)));
+        }
+        let mut count = 0;
+        let cf = restored.column_family("op/v", "test").unwrap();
+        let mut iter = restored.db.raw_iterator_cf(&cf);
+        iter.seek_to_first();
+        while iter.valid() {
+            count += 1;
+            iter.next();
+        }
+        assert_eq!(count, keys, "every key but the removed one, plus the new one");
+    }
+
+    #[test]
     fn state_survives_reopening_the_instance() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -855,6 +1042,8 @@ mod tests {
             }
         }
 
+        // As at a barrier: the backend's snapshot writes its cache, then the database checkpoints.
+        backend.flush_cache(false).unwrap();
         let a = instance.checkpoint(&checkpoints.path().join("a")).unwrap();
         let a_sst: Vec<&SstFile> = a.iter().filter(|f| f.is_sst).collect();
         assert!(!a_sst.is_empty(), "{a:?}");
@@ -867,6 +1056,7 @@ mod tests {
             backend.put(value, key(5, &(1_000_000 + i).to_be_bytes(), b""), &noise(u64::from(i), 100)).unwrap();
         }
         backend.append(list, key(0, &0u32.to_be_bytes(), b""), b"more").unwrap();
+        backend.flush_cache(false).unwrap();
         let b = instance.checkpoint(&checkpoints.path().join("b")).unwrap();
         let b_sst: Vec<&SstFile> = b.iter().filter(|f| f.is_sst).collect();
         for file in &a_sst {
@@ -915,6 +1105,7 @@ mod tests {
                 backend.map_put(map, key(group, k, b"\xff"), b"\xff\xff", b"v").unwrap();
             }
         }
+        backend.flush_cache(false).unwrap();
         // The groups found between the bounds of a range, in each column family.
         let groups_in = |range: RangeInclusive<u16>, cf_name: &str| -> Vec<u16> {
             let (start, end) = key_group_range_bounds(range);
@@ -944,6 +1135,8 @@ mod tests {
         }
 
         // Dropping the key groups a subtask does not own (as after rescaling) keeps the others.
+        // The database changes behind the backend's back: its cache must be empty.
+        backend.flush_cache(true).unwrap();
         let (start, end) = key_group_range_bounds(256..=u16::MAX);
         let cf = instance.column_family("op/v", "test").unwrap();
         assert!(end.is_empty());
