@@ -8,7 +8,7 @@
 #    runs under 5 s; the configurations take turns); "lost" = throughput lost against the baseline.
 # 2. Checkpoint size and duration: the `keyed-state` test job (one ValueState<u64> count per key)
 #    with 1 M and 10 M keys on a cluster of one jobmanager and one taskmanager with one slot,
-#    heap and RocksDB, checkpoints every 10 s (3 retained). The job writes every key in its first
+#    heap and RocksDB, checkpoints every 10 s (4 retained). The job writes every key in its first
 #    seconds, then a trickle of 100 records/s. Reported: the first checkpoint triggered after every
 #    key was written (full) and the next one (a small change).
 # 3. Recovery: wcount -p 2 at 100,000 events/s on one jobmanager (heartbeat timeout 2 s, restart
@@ -24,6 +24,7 @@
 #   QUICK_REPEAT=20 ./scripts/bench_checkpoints.sh  # best of 20 for throughput runs under 5 s (default 10)
 #   PARTS="throughput state recovery" ./scripts/bench_checkpoints.sh   # the parts to run (default all)
 #   CONFIGS="none heap@10s rocksdb@10s" ./scripts/bench_checkpoints.sh  # throughput: backend@interval
+#   STATE_BACKENDS=rocksdb ./scripts/bench_checkpoints.sh  # checkpoint size and duration: the backends
 #   WCOUNT_EVENTS=600000000 Q5_EVENTS=60000000 ./scripts/bench_checkpoints.sh  # throughput: events per run
 #
 # Everything runs on 127.0.0.1 with ports chosen by the OS; all processes are stopped at the end.
@@ -36,6 +37,7 @@ REPEAT="${REPEAT:-3}"
 QUICK_REPEAT="${QUICK_REPEAT:-10}"
 PARTS="${PARTS:-throughput state recovery}"
 CONFIGS="${CONFIGS:-none heap@10s heap@100ms rocksdb@1h rocksdb@10s}"
+STATE_BACKENDS="${STATE_BACKENDS:-heap rocksdb}"
 ./scripts/setup.sh
 cargo build --release --workspace --quiet
 BIN="$CARGO_TARGET_DIR/release"
@@ -81,17 +83,17 @@ def completed(path):
     print(job(path)["counts"]["completed"])
 
 def pick(path, after_ms, log):
-    """The first checkpoint triggered at or after `after_ms` that completed and the next completed
-    one, as 'id duration_ms state_size incremental_size' lines, then the checkpoints completed
-    before the first of them (from the jobmanager's log) as 'count longest_ms uploaded_bytes';
-    nothing while there are not two yet."""
+    """The first checkpoint triggered at or after `after_ms` that completed and the next three
+    completed ones, as 'id duration_ms state_size incremental_size' lines, then the checkpoints
+    completed before the first of them (from the jobmanager's log) as 'count longest_ms
+    uploaded_bytes'; nothing while there are not four yet."""
     report = job(path)
     retained = {c["id"]: c for c in report["retained"]}
     done = sorted(h["checkpoint_id"] for h in report["history"]
                   if h["status"] == "COMPLETED" and h["trigger_ms"] >= int(after_ms))
-    if len(done) < 2:
+    if len(done) < 4:
         return
-    for cid in done[:2]:
+    for cid in done[:4]:
         c = retained.get(cid)
         if c is None:
             sys.exit(f"checkpoint {cid} is no longer retained")
@@ -278,18 +280,18 @@ fi
 if [[ " $PARTS " == *" state "* ]]; then
   echo "### Checkpoint duration and size (keyed-state job, 1 jobmanager + 1 taskmanager with 1 slot, every 10 s)"
   echo
-  echo "| backend | keys | every key written after | checkpoints before: count, longest, uploaded | first checkpoint with every key: id, duration, state size, incremental size | next checkpoint: id, duration, state size, incremental size | taskmanager peak RSS MiB |"
+  echo "| backend | keys | every key written after | checkpoints before: count, longest, uploaded | first checkpoint with every key: id, duration, state size, incremental size | next three checkpoints: id, duration, state size, incremental size | taskmanager peak RSS MiB |"
   echo "|---|---|---|---|---|---|---|"
   rate=5000000
   for keys in $((1000000 / SCALE)) $((10000000 / SCALE)); do
     events=$((keys + 1000))
-    for backend in heap rocksdb; do
+    for backend in $STATE_BACKENDS; do
       # A fresh cluster per configuration, so that the peak RSS is this job's.
       start_jobmanager "jm-state"
       start_taskmanager "tm-state" 1
       wait_for_taskmanagers 1
       rm -rf "$WORK/chk-state"
-      id="$(submit "$TEST_JOBS" -p 1 --checkpoint-interval 10s --checkpoints-retained 3 --state-backend "$backend" \
+      id="$(submit "$TEST_JOBS" -p 1 --checkpoint-interval 10s --checkpoints-retained 4 --state-backend "$backend" \
         --checkpoint-dir "file://$WORK/chk-state" -- --job keyed-state --keys "$keys" --events "$events" \
         --rate "$rate" --trickle 100)"
       # When the sources have produced the first pass over the keys (the counters come with the
@@ -309,7 +311,7 @@ if [[ " $PARTS " == *" state "* ]]; then
         [ -n "$picked" ] && break
         sleep 1
       done
-      [ -n "$picked" ] || { echo "bench: no two checkpoints of job $id completed after its keys were written" >&2; exit 1; }
+      [ -n "$picked" ] || { echo "bench: no four checkpoints of job $id completed after its keys were written" >&2; exit 1; }
       cp "$WORK/checkpoints.json" "$WORK/checkpoints-$backend-$keys.json"
       cancel_and_wait "$id"
       rss="$(peak_rss_mib "$TM")"
@@ -317,9 +319,12 @@ if [[ " $PARTS " == *" state "* ]]; then
       stop "$JM"
       awk -v b="$backend" -v k="$keys" -v f="$((filled - start_time))" -v r="$rss" -v p="${picked//$'\n'/ }" 'BEGIN {
         split(p, c, / /)
-        printf "| %s | %d | ≤ %.1f s | %d, %d ms, %.1f MiB | #%d: %d ms, %.1f MiB, %.1f MiB | #%d: %d ms, %.1f MiB, %.3f MiB | %s |\n",
-          b, k, f / 1000, c[9], c[10], c[11] / 1048576, c[1], c[2], c[3] / 1048576, c[4] / 1048576,
-          c[5], c[6], c[7] / 1048576, c[8] / 1048576, r
+        next_three = ""
+        for (i = 5; i <= 13; i += 4) {
+          next_three = next_three sprintf("%s#%d: %d ms, %.1f MiB, %.3f MiB", i > 5 ? "; " : "", c[i], c[i + 1], c[i + 2] / 1048576, c[i + 3] / 1048576)
+        }
+        printf "| %s | %d | ≤ %.1f s | %d, %d ms, %.1f MiB | #%d: %d ms, %.1f MiB, %.1f MiB | %s | %s |\n",
+          b, k, f / 1000, c[17], c[18], c[19] / 1048576, c[1], c[2], c[3] / 1048576, c[4] / 1048576, next_three, r
       }'
     done
   done
