@@ -61,14 +61,14 @@ enum Command {
     Checkpoints(JobArg),
 }
 
-/// Checkpointing of a job (off unless an interval is given).
+/// Checkpointing of a job (off unless an interval is given) and its state backend.
 #[derive(clap::Args, Clone)]
 struct CheckpointArgs {
     /// Take a checkpoint this often, for example `500ms` or `10s`.
     #[arg(long, value_name = "DURATION")]
     checkpoint_interval: Option<String>,
     /// Keyed state backend: `heap` (in memory, full snapshots) or `rocksdb` (on disk,
-    /// incremental snapshots).
+    /// incremental snapshots); with or without checkpoints.
     #[arg(long, value_name = "BACKEND")]
     state_backend: Option<String>,
     /// Where this job's checkpoints go (`file:///path`, `s3://bucket/prefix`); default the
@@ -230,13 +230,14 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let checkpointing = args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
+    let resolved = args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
     let cluster = MiniCluster::start_with_restarts(args.restart_attempts);
     let submission = JobSubmission {
         artifact: JobArtifact::Plugin(args.plugin.clone()),
         args: args.job_args,
         parallelism: args.parallelism,
-        checkpointing,
+        checkpointing: resolved.checkpointing,
+        state_backend: resolved.state_backend,
     };
     let id = cluster.submit(submission).await.with_context(|| format!("cannot run {}", args.plugin.display()))?;
     let jobmanager = cluster.jobmanager().clone();

@@ -35,6 +35,8 @@ pub struct JobSubmission {
     pub parallelism: u32,
     /// Checkpointing; `None` turns it off.
     pub checkpointing: Option<CheckpointSubmission>,
+    /// The keyed state backend of the job's tasks (with or without checkpointing).
+    pub state_backend: StateBackendKind,
 }
 
 /// How a submitted job takes checkpoints.
@@ -42,8 +44,6 @@ pub struct JobSubmission {
 pub struct CheckpointSubmission {
     /// Timing, retention, failure tolerance.
     pub config: CheckpointConfig,
-    /// The keyed state backend.
-    pub backend: StateBackendKind,
     /// Where checkpoints go; `None` uses the jobmanager's storage.
     pub storage_url: Option<String>,
 }
@@ -120,6 +120,7 @@ struct JobEntry {
     args: Vec<String>,
     status: watch::Sender<JobStatus>,
     checkpoints: Option<Arc<JobCheckpoints>>,
+    state_backend: StateBackendKind,
 }
 
 #[derive(Default)]
@@ -387,10 +388,8 @@ fn deployments(
     addresses: &HashMap<String, String>,
     restore: Option<&CheckpointMetadata>,
 ) -> Vec<(TaskDeployment, String)> {
-    let checkpointing = entry
-        .checkpoints
-        .as_ref()
-        .map(|c| CheckpointingSpec { storage_url: c.settings().storage_url.clone(), backend: c.settings().backend });
+    let checkpointing =
+        entry.checkpoints.as_ref().map(|c| CheckpointingSpec { storage_url: c.settings().storage_url.clone() });
     let plan = &entry.plan;
     let attempt = entry.job.attempt;
     let location = |edge: u32, producer: u32| {
@@ -428,6 +427,7 @@ fn deployments(
                     .map(|o| (0..o.consumer_parallelism).map(|c| slots[c as usize].clone()).collect())
                     .collect(),
                 checkpointing: checkpointing.clone(),
+                state_backend: entry.state_backend,
                 restore: restore.map(|m| TaskRestore {
                     checkpoint_id: m.checkpoint_id,
                     handles: m.task(vertex.id, subtask).map(|s| s.handles.clone()).unwrap_or_default(),
@@ -701,13 +701,13 @@ impl JobManager {
                 .map_err(|e| Error::InvalidRequest(format!("checkpoint storage: {e}")))?;
                 let settings = CheckpointSettings {
                     config: c.config.clone(),
-                    backend: c.backend,
+                    backend: submission.state_backend,
                     storage_url: storage.url().to_owned(),
                 };
                 let context = Arc::new(DriverContext(Arc::downgrade(&self.shared)));
                 let started = JobCheckpoints::start(id, settings, storage, context)
                     .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-                info!(job_id = %id, interval_ms = c.config.interval_ms, backend = %c.backend, storage = %started.layout().job_url(), "checkpointing enabled");
+                info!(job_id = %id, interval_ms = c.config.interval_ms, backend = %submission.state_backend, storage = %started.layout().job_url(), "checkpointing enabled");
                 Some(started)
             }
             None => None,
@@ -719,7 +719,15 @@ impl JobManager {
         info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = plan.required_slots(), "job submitted");
         self.shared.lock().jobs.insert(
             id,
-            JobEntry { job, plan, artifact: submission.artifact, args: submission.args, status, checkpoints },
+            JobEntry {
+                job,
+                plan,
+                artifact: submission.artifact,
+                args: submission.args,
+                status,
+                checkpoints,
+                state_backend: submission.state_backend,
+            },
         );
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move { shared.schedule(id).await });

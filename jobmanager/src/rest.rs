@@ -280,14 +280,20 @@ async fn submit_job(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let upload = read_upload(multipart?).await?;
-    let checkpointing = upload.checkpointing.resolve().map_err(ApiError::invalid)?;
+    let resolved = upload.checkpointing.resolve().map_err(ApiError::invalid)?;
     // Submissions of the same plugin run one at a time, so the removal of a rejected upload
     // cannot pull the plugin from under a concurrent submission of the same bytes.
     let sha256 = sha256_hex(&upload.plugin);
     let _guard = state.uploads.lock(&sha256).await;
     let (artifact, newly_stored) = state.rest.plugins.put_hashed(sha256.clone(), upload.plugin).await?;
     debug_assert!(matches!(&artifact, JobArtifact::Stored { sha256: s, .. } if *s == sha256));
-    let submission = JobSubmission { artifact, args: upload.args, parallelism: upload.parallelism, checkpointing };
+    let submission = JobSubmission {
+        artifact,
+        args: upload.args,
+        parallelism: upload.parallelism,
+        checkpointing: resolved.checkpointing,
+        state_backend: resolved.state_backend,
+    };
     match state.rest.jobmanager.submit(submission).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() })))),
         Err(e) => {

@@ -39,10 +39,8 @@ mod tests {
             max_parallelism: 128,
             job_args: vec!["--input".to_owned(), "words.txt".to_owned()],
             plugin_sha256: "ab".repeat(32),
-            checkpointing: Some(CheckpointingSpec {
-                storage_url: "s3://bucket/checkpoints".to_owned(),
-                state_backend: "rocksdb".to_owned(),
-            }),
+            checkpointing: Some(CheckpointingSpec { storage_url: "s3://bucket/checkpoints".to_owned() }),
+            state_backend: "rocksdb".to_owned(),
             restore: Some(TaskRestore {
                 checkpoint_id: 7,
                 handles: vec![StateHandle {

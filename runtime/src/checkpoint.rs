@@ -63,8 +63,6 @@ impl std::str::FromStr for StateBackendKind {
 pub struct CheckpointingSpec {
     /// The storage root checkpoints go under (`<root>/<job-id>/chk-<n>/...`).
     pub storage_url: String,
-    /// The keyed state backend.
-    pub backend: StateBackendKind,
 }
 
 /// The state a redeployed task starts from: its part of a completed checkpoint.

@@ -162,10 +162,11 @@ pub fn deployment_to_request(deployment: &TaskDeployment, plugin_sha256: &str) -
             .iter()
             .map(|ids| pb::ConsumerTaskManagers { taskmanager_ids: ids.clone() })
             .collect(),
-        checkpointing: deployment.checkpointing.as_ref().map(|c| pb::CheckpointingSpec {
-            storage_url: c.storage_url.clone(),
-            state_backend: c.backend.to_string(),
-        }),
+        checkpointing: deployment
+            .checkpointing
+            .as_ref()
+            .map(|c| pb::CheckpointingSpec { storage_url: c.storage_url.clone() }),
+        state_backend: deployment.state_backend.to_string(),
         restore: deployment
             .restore
             .as_ref()
@@ -270,8 +271,7 @@ pub fn deployment_from_request(request: pb::DeployTaskRequest) -> Result<(TaskDe
             if c.storage_url.is_empty() {
                 return Err(invalid("checkpointing.storage_url", "empty"));
             }
-            let backend = c.state_backend.parse().map_err(|e: String| invalid("checkpointing.state_backend", e))?;
-            Ok(CheckpointingSpec { storage_url: c.storage_url, backend })
+            Ok(CheckpointingSpec { storage_url: c.storage_url })
         })
         .transpose()?;
     let restore = request
@@ -283,8 +283,13 @@ pub fn deployment_from_request(request: pb::DeployTaskRequest) -> Result<(TaskDe
             Ok(TaskRestore { checkpoint_id: r.checkpoint_id, handles: handles_from_pb(r.handles)? })
         })
         .transpose()?;
+    let state_backend = match request.state_backend.as_str() {
+        "" => crate::checkpoint::StateBackendKind::Heap,
+        name => name.parse().map_err(|e: String| invalid("state_backend", e))?,
+    };
     let deployment = TaskDeployment {
         checkpointing,
+        state_backend,
         restore,
         task,
         output_taskmanagers,
@@ -331,10 +336,8 @@ mod tests {
                 data_address: "127.0.0.1:9".into(),
             }],
             output_taskmanagers: vec![vec!["tm-1".into(), "tm-2".into(), "tm-1".into(), "tm-2".into()]],
-            checkpointing: Some(CheckpointingSpec {
-                storage_url: "s3://bucket/checkpoints".into(),
-                backend: crate::checkpoint::StateBackendKind::Rocksdb,
-            }),
+            checkpointing: Some(CheckpointingSpec { storage_url: "s3://bucket/checkpoints".into() }),
+            state_backend: crate::checkpoint::StateBackendKind::Rocksdb,
             restore: Some(TaskRestore {
                 checkpoint_id: 4,
                 handles: vec![StateHandle {

@@ -123,6 +123,8 @@ pub struct TaskDeployment {
     pub output_taskmanagers: Vec<Vec<String>>,
     /// How the task takes checkpoints; `None` when checkpointing is off.
     pub checkpointing: Option<crate::checkpoint::CheckpointingSpec>,
+    /// The job's keyed state backend (with or without checkpointing).
+    pub state_backend: crate::checkpoint::StateBackendKind,
     /// The checkpoint state to start from; `None` for a fresh start.
     pub restore: Option<crate::checkpoint::TaskRestore>,
 }

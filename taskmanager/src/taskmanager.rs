@@ -301,7 +301,7 @@ impl TaskManager {
             parallelism: deployment.parallelism,
             max_parallelism: deployment.max_parallelism,
             attempt: task.attempt,
-            heap_state: deployment.checkpointing.as_ref().is_none_or(|c| c.backend == StateBackendKind::Heap),
+            heap_state: deployment.state_backend == StateBackendKind::Heap,
         };
         let exchange = &self.inner.exchange;
         let outputs: Vec<OutputChannels> = deployment

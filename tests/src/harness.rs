@@ -19,6 +19,7 @@ pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             parallelism,
             checkpointing: None,
+            state_backend: Default::default(),
         };
         let details = tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission))
             .await

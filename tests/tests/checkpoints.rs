@@ -64,7 +64,8 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
             artifact: JobArtifact::InProcess { name: "counting".into(), entry: entry.into() },
             args: Vec::new(),
             parallelism: 2,
-            checkpointing: options.resolve().unwrap(),
+            checkpointing: options.resolve().unwrap().checkpointing,
+            state_backend: Default::default(),
         };
         let job = jobmanager.submit(submission).await.unwrap();
         let checkpoints = jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");

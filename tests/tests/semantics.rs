@@ -576,6 +576,7 @@ fn job_argument_errors_are_reported_before_anything_runs() {
             args: vec!["--count".into(), "ten".into()],
             parallelism: 1,
             checkpointing: None,
+            state_backend: Default::default(),
         };
         let err = cluster.submit(submission).await.unwrap_err();
         assert_eq!(err.status_code(), 400);
@@ -623,6 +624,7 @@ fn waiting_for_a_job_that_already_ended_returns_its_final_state() {
             args: vec!["--output".into(), dir.path().to_str().unwrap().into()],
             parallelism: 1,
             checkpointing: None,
+            state_backend: Default::default(),
         };
         let id = cluster.submit(submission).await.unwrap();
         // Let the job fail before anyone waits for it.

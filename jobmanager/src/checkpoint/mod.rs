@@ -120,12 +120,13 @@ impl CheckpointConfig {
     }
 }
 
-/// Checkpoint options of a submission as the user wrote them (flags, form fields).
+/// Checkpoint and state backend options of a submission as the user wrote them (flags, form
+/// fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointOptions {
     /// Interval, a duration such as `500ms` or `10s`; checkpointing is off without it.
     pub interval: Option<String>,
-    /// `heap` or `rocksdb`.
+    /// `heap` or `rocksdb` (the default is `heap`); independent of checkpointing.
     pub backend: Option<String>,
     /// Storage URL for this job's checkpoints.
     pub storage_url: Option<String>,
@@ -141,14 +142,31 @@ pub struct CheckpointOptions {
     pub tolerable_failures: Option<String>,
 }
 
+/// What [`CheckpointOptions`] resolve to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOptions {
+    /// The job's keyed state backend.
+    pub state_backend: weir_runtime::checkpoint::StateBackendKind,
+    /// Its checkpointing; `None` when no interval is given.
+    pub checkpointing: Option<crate::jobmanager::CheckpointSubmission>,
+}
+
 impl CheckpointOptions {
-    /// The checkpointing to submit the job with; `None` when no interval is given.
+    /// The state backend and checkpointing to submit the job with.
     ///
     /// # Errors
     /// One line naming the bad option and what is expected (the user's mistake).
-    pub fn resolve(&self) -> Result<Option<crate::jobmanager::CheckpointSubmission>, String> {
+    pub fn resolve(&self) -> Result<ResolvedOptions, String> {
+        let state_backend = match &self.backend {
+            Some(b) => b.trim().parse()?,
+            None => weir_runtime::checkpoint::StateBackendKind::Heap,
+        };
+        Ok(ResolvedOptions { state_backend, checkpointing: self.checkpointing()? })
+    }
+
+    fn checkpointing(&self) -> Result<Option<crate::jobmanager::CheckpointSubmission>, String> {
         let Some(interval) = &self.interval else {
-            let others = [&self.backend, &self.storage_url, &self.retained, &self.timeout, &self.min_pause];
+            let others = [&self.storage_url, &self.retained, &self.timeout, &self.min_pause];
             if others.iter().any(|o| o.is_some()) || self.max_concurrent.is_some() || self.tolerable_failures.is_some()
             {
                 return Err(
@@ -163,10 +181,6 @@ impl CheckpointOptions {
                 .map_err(|e| format!("{what} '{text}' is not a duration such as 500ms or 10s: {e}"))
         };
         let interval_ms = duration_ms("checkpoint interval", interval)?;
-        let backend = match &self.backend {
-            Some(b) => b.trim().parse()?,
-            None => weir_runtime::checkpoint::StateBackendKind::Heap,
-        };
         let mut config = CheckpointConfig { interval_ms, ..CheckpointConfig::default() };
         let count = |what: &str, text: &str| {
             text.trim().parse::<u32>().map_err(|_| format!("{what} '{text}' is not a whole number"))
@@ -188,7 +202,7 @@ impl CheckpointOptions {
         }
         config.validate().map_err(|e| e.to_string())?;
         let storage_url = self.storage_url.as_ref().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
-        Ok(Some(crate::jobmanager::CheckpointSubmission { config, backend, storage_url }))
+        Ok(Some(crate::jobmanager::CheckpointSubmission { config, storage_url }))
     }
 }
 
@@ -198,7 +212,13 @@ mod options_tests {
 
     #[test]
     fn options_resolve_to_a_validated_config_or_one_line_errors() {
-        assert_eq!(CheckpointOptions::default().resolve(), Ok(None));
+        use weir_runtime::checkpoint::StateBackendKind;
+        let defaults = ResolvedOptions { state_backend: StateBackendKind::Heap, checkpointing: None };
+        assert_eq!(CheckpointOptions::default().resolve(), Ok(defaults));
+        // The state backend does not need checkpointing.
+        let rocksdb = CheckpointOptions { backend: Some("rocksdb".into()), ..Default::default() };
+        let expected = ResolvedOptions { state_backend: StateBackendKind::Rocksdb, checkpointing: None };
+        assert_eq!(rocksdb.resolve(), Ok(expected));
         let options = CheckpointOptions {
             interval: Some("500ms".into()),
             backend: Some("rocksdb".into()),
@@ -209,7 +229,9 @@ mod options_tests {
             tolerable_failures: Some("4".into()),
             storage_url: Some("s3://b/p".into()),
         };
-        let resolved = options.resolve().unwrap().unwrap();
+        let resolved = options.resolve().unwrap();
+        assert_eq!(resolved.state_backend, StateBackendKind::Rocksdb);
+        let resolved = resolved.checkpointing.unwrap();
         let expected = CheckpointConfig {
             interval_ms: 500,
             timeout_ms: 60_000,
@@ -219,10 +241,10 @@ mod options_tests {
             retained: 3,
         };
         assert_eq!(resolved.config, expected);
-        assert_eq!(resolved.backend, weir_runtime::checkpoint::StateBackendKind::Rocksdb);
         assert_eq!(resolved.storage_url.as_deref(), Some("s3://b/p"));
         for (options, message) in [
-            (CheckpointOptions { backend: Some("heap".into()), ..Default::default() }, "need a checkpoint interval"),
+            (CheckpointOptions { retained: Some("2".into()), ..Default::default() }, "need a checkpoint interval"),
+            (CheckpointOptions { backend: Some("memory".into()), ..Default::default() }, "expected heap or rocksdb"),
             (CheckpointOptions { interval: Some("5".into()), ..Default::default() }, "not a duration"),
             (CheckpointOptions { interval: Some("0s".into()), ..Default::default() }, "interval_ms = 0"),
             (
