@@ -25,7 +25,7 @@
 //! the backend takes and restores canonical snapshots ([`KeyedStateBackend::snapshot`]) like the
 //! heap backend, so state moves between backends.
 //!
-//! Value state goes through a write-back cache ([`super::write_cache`]) in each backend.
+//! Value and list state go through a write-back cache ([`super::write_cache`]) in each backend.
 //!
 //! Values are compressed with LZ4. Writes skip the write-ahead log (like Flink's RocksDB
 //! backend): the local database is a working copy, durability comes from checkpoints
@@ -46,7 +46,7 @@ use weir_api::runtime::{
 };
 use weir_api::{Error, Result};
 
-use super::write_cache::{CacheWrite, WriteCache};
+use super::write_cache::{CacheWrite, CachedValue, WriteCache};
 
 /// Service name used in this backend's errors.
 const SERVICE: &str = "rocksdb state backend";
@@ -55,8 +55,8 @@ const SERVICE: &str = "rocksdb state backend";
 /// do not rename it, or existing databases no longer open.
 const LIST_APPEND_MERGE_OPERATOR: &str = "weir-list-append";
 
-/// Budget of each backend's write-back cache of value state ([`super::write_cache`]): keys, values
-/// and per-entry overhead. Above it the cache is written to the database and emptied.
+/// Budget of each backend's write-back cache of value and list state ([`super::write_cache`]):
+/// keys, values and per-entry overhead. Above it the cache is written to the database and emptied.
 pub const WRITE_CACHE_BYTES: usize = 8 << 20;
 
 /// The column family RocksDB always has; Weir keeps no state in it.
@@ -400,7 +400,7 @@ pub struct RocksDbKeyedStateBackend {
     /// Checkpoints copy the database's files ([`RocksDbInstance::checkpoint`]): the canonical
     /// [`KeyedStateBackend::snapshot`] is then empty.
     native_snapshots: bool,
-    /// Value state of recently used keys, written to the database in batches.
+    /// Value and list state of recently used keys, written to the database in batches.
     cache: WriteCache,
 }
 
@@ -457,7 +457,7 @@ impl RocksDbKeyedStateBackend {
         self
     }
 
-    /// Writes the cached value-state changes to the database in one batch; empties the cache
+    /// Writes the cached changes to the database in one batch; empties the cache
     /// when it is over its budget or `empty`. [`KeyedStateBackend::snapshot`] calls this first:
     /// call either before reading the database directly (for example
     /// [`RocksDbInstance::checkpoint`]), and this with `empty` before changing it directly (for
@@ -477,6 +477,7 @@ impl RocksDbKeyedStateBackend {
             self.cache.dirty_writes(|state, write| match write {
                 CacheWrite::Put { key, value } => batch.put_cf(&handles[state], key, value),
                 CacheWrite::Delete { key } => batch.delete_cf(&handles[state], key),
+                CacheWrite::Append { key, elements } => batch.merge_cf(&handles[state], key, elements),
             });
             instance.db.write_opt(batch, &instance.write_options).map_err(|e| {
                 Error::runtime(
@@ -498,12 +499,18 @@ impl RocksDbKeyedStateBackend {
         if self.cache.over_budget() { self.flush_cache(true) } else { Ok(()) }
     }
 
-    /// Caches the value of `key_buf` in value state `index`, reading it from the database unless
-    /// it is cached already.
+    /// Loads the current value of `key_buf` in state `index` into the cache, reading the
+    /// database unless the cache has it already.
     fn load(&mut self, index: usize, operation: &str) -> Result<()> {
-        if self.cache.get(index, &self.key_buf).is_some() {
+        if self.cache.is_loaded(index, &self.key_buf) {
             return Ok(());
         }
+        self.read_into_cache(index, operation)
+    }
+
+    /// Reads the value of `key_buf` in state `index` from the database into the cache (behind
+    /// the elements appended since the last flush, if any).
+    fn read_into_cache(&mut self, index: usize, operation: &str) -> Result<()> {
         let instance = &*self.instance;
         let cf_name = &self.states[index].column_family;
         let cf = instance.column_family(cf_name, operation)?;
@@ -511,7 +518,7 @@ impl RocksDbKeyedStateBackend {
             .db
             .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
             .map_err(|e| instance.error(operation, cf_name, e))?;
-        self.cache.insert_loaded(index, &self.key_buf, value.as_deref());
+        self.cache.load(index, &self.key_buf, value.as_deref());
         Ok(())
     }
 
@@ -632,103 +639,45 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn get(&mut self, state: StateId, key: StateKey<'_>) -> Result<Option<&[u8]>> {
         let index = self.prepare(state, &key, "get", Accepts::Flat)?;
-        if self.states[index].kind == StateKind::Value {
-            self.bound_cache()?;
-            self.load(index, "get")?;
-            return Ok(self.cache.get(index, &self.key_buf).and_then(|entry| entry.value.as_deref()));
-        }
-        let instance = &*self.instance;
-        let cf_name = &self.states[index].column_family;
-        let cf = instance.column_family(cf_name, "get")?;
-        let value = instance
-            .db
-            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
-            .map_err(|e| instance.error("get", cf_name, e))?;
-        match value {
-            Some(value) => {
-                self.value_buf.clear();
-                self.value_buf.extend_from_slice(&value);
-                Ok(Some(&self.value_buf))
-            }
-            None => Ok(None),
-        }
+        self.bound_cache()?;
+        self.load(index, "get")?;
+        Ok(self.cache.get(index, &self.key_buf).and_then(CachedValue::value).flatten())
     }
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, value: &[u8]) -> Result<()> {
         let index = self.prepare(state, &key, "put", Accepts::Flat)?;
-        if self.states[index].kind == StateKind::Value {
-            self.cache.write(index, &self.key_buf, Some(value));
-            return self.bound_cache();
-        }
-        let instance = &*self.instance;
-        let cf_name = &self.states[index].column_family;
-        let cf = instance.column_family(cf_name, "put")?;
-        instance
-            .db
-            .put_cf_opt(&cf, &self.key_buf, value, &instance.write_options)
-            .map_err(|e| instance.error("put", cf_name, e))
+        self.cache.write(index, &self.key_buf, Some(value));
+        self.bound_cache()
     }
 
     fn update(&mut self, state: StateId, key: StateKey<'_>, merge: &mut MergeFn<'_>) -> Result<bool> {
         let index = self.prepare(state, &key, "update", Accepts::Flat)?;
-        if self.states[index].kind == StateKind::Value {
-            self.bound_cache()?;
-            self.load(index, "update")?;
-            let existed = self
-                .cache
-                .update(index, &self.key_buf, &mut self.update_buf, merge)
-                .ok_or_else(|| Error::runtime(SERVICE, "update: the loaded value is not cached"))??;
-            return Ok(existed);
+        self.bound_cache()?;
+        // One lookup when the value is cached (the common case: hot keys).
+        if let Some(updated) = self.cache.update(index, &self.key_buf, &mut self.update_buf, &mut *merge) {
+            return updated;
         }
-        let instance = &*self.instance;
-        let cf_name = &self.states[index].column_family;
-        let cf = instance.column_family(cf_name, "update")?;
-        let out = &mut self.update_buf;
-        out.clear();
-        let current = instance
-            .db
-            .get_pinned_cf_opt(&cf, &self.key_buf, &self.read_options)
-            .map_err(|e| instance.error("update", cf_name, e))?;
-        let existed = current.is_some();
-        merge(current.as_deref(), out)?;
-        drop(current);
-        instance
-            .db
-            .put_cf_opt(&cf, &self.key_buf, &*out, &instance.write_options)
-            .map_err(|e| instance.error("update", cf_name, e))?;
-        Ok(existed)
+        self.read_into_cache(index, "update")?;
+        self.cache
+            .update(index, &self.key_buf, &mut self.update_buf, merge)
+            .ok_or_else(|| Error::runtime(SERVICE, "update: the loaded value is not cached"))?
     }
 
     fn append(&mut self, state: StateId, key: StateKey<'_>, element: &[u8]) -> Result<()> {
         let index = self.prepare(state, &key, "append", Accepts::List)?;
-        let instance = &*self.instance;
-        let cf_name = &self.states[index].column_family;
-        let cf = instance.column_family(cf_name, "append")?;
         self.update_buf.clear();
         encode_list_element(&mut self.update_buf, element);
-        instance
-            .db
-            .merge_cf_opt(&cf, &self.key_buf, &self.update_buf, &instance.write_options)
-            .map_err(|e| instance.error("append", cf_name, e))
+        self.cache.append(index, &self.key_buf, &self.update_buf);
+        self.bound_cache()
     }
 
     fn remove(&mut self, state: StateId, key: StateKey<'_>) -> Result<()> {
         let index = self.prepare(state, &key, "remove", Accepts::Any)?;
-        match self.states[index].kind {
-            StateKind::Map => return self.delete_prefix(index, "remove"),
-            StateKind::Value => {
-                self.cache.write(index, &self.key_buf, None);
-                return self.bound_cache();
-            }
-            StateKind::List => {}
+        if self.states[index].kind == StateKind::Map {
+            return self.delete_prefix(index, "remove");
         }
-        let instance = &*self.instance;
-        let cf_name = &self.states[index].column_family;
-        let cf = instance.column_family(cf_name, "remove")?;
-        instance
-            .db
-            .delete_cf_opt(&cf, &self.key_buf, &instance.write_options)
-            .map_err(|e| instance.error("remove", cf_name, e))
+        self.cache.write(index, &self.key_buf, None);
+        self.bound_cache()
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
@@ -980,6 +929,50 @@ mod tests {
             iter.next();
         }
         assert_eq!(count, keys, "every key but the removed one, plus the new one");
+    }
+
+    #[test]
+    fn cached_lists_reach_the_database_as_merges_and_whole_values() {
+        fn elements(backend: &mut RocksDbKeyedStateBackend, state: StateId, k: &[u8]) -> Vec<Vec<u8>> {
+            let stored = owned(backend.get(state, key(1, k, b"")).unwrap()).unwrap_or_default();
+            list_elements(&stored).map(|e| e.unwrap().to_vec()).collect()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(&dir.path().join("db")).unwrap();
+        let mut backend = instance.backend("op", 0..=127).unwrap().with_native_snapshots();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        // Appended without reads, written at the snapshot as one merge.
+        backend.append(list, key(1, b"a", b""), b"1").unwrap();
+        backend.append(list, key(1, b"a", b""), b"2").unwrap();
+        backend.snapshot().unwrap();
+        // More appended, then read: the stored elements come first.
+        backend.append(list, key(1, b"a", b""), b"3").unwrap();
+        assert_eq!(elements(&mut backend, list, b"a"), [b"1", b"2", b"3"]);
+        backend.append(list, key(1, b"a", b""), b"4").unwrap();
+        // A list that only lives in the cache.
+        backend.append(list, key(1, b"gone", b""), b"x").unwrap();
+        assert_eq!(elements(&mut backend, list, b"gone"), [b"x"]);
+        backend.remove(list, key(1, b"gone", b"")).unwrap();
+        // A long list: the cache goes over its budget and is written out on the way.
+        let big = noise(7, 1000);
+        let count = 3 * WRITE_CACHE_BYTES / 1000;
+        for _ in 0..count {
+            backend.append(list, key(1, b"long", b""), &big).unwrap();
+        }
+        backend.snapshot().unwrap();
+        instance.checkpoint(&checkpoints.path().join("a")).unwrap();
+        drop(backend);
+        drop(instance);
+
+        let restored = RocksDbInstance::open(&checkpoints.path().join("a")).unwrap();
+        let mut backend = restored.backend("op", 0..=127).unwrap();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        assert_eq!(elements(&mut backend, list, b"a"), [b"1", b"2", b"3", b"4"]);
+        assert!(elements(&mut backend, list, b"gone").is_empty());
+        let long = elements(&mut backend, list, b"long");
+        assert_eq!(long.len(), count);
+        assert!(long.iter().all(|e| *e == big));
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! The write-back cache of the RocksDB backend's value state.
+//! The write-back cache of the RocksDB backend's value and list state.
 //!
-//! A keyed aggregation on RocksDB does a read-modify-write per record. Both halves search
-//! RocksDB's memtable (a skip list of every version written since the last flush), and most
-//! records hit a few hot keys, so most of that work is repeated on the same entries. The cache
-//! keeps the values of recently used keys in memory: reads of cached keys do not touch RocksDB,
-//! and writes update the cached value and reach RocksDB once, in one write batch, when the cache
-//! is flushed.
+//! A keyed aggregation on RocksDB does a read-modify-write per record, and a window that keeps
+//! its elements appends one RocksDB merge operand per record, then reads them all back when it
+//! fires. Every one of those operations searches RocksDB's memtable (a skip list of every version
+//! written since the last flush), and most records hit a few hot keys, so most of that work is
+//! repeated on the same entries. The cache keeps recently used keys in memory: reads of cached
+//! keys do not touch RocksDB, and writes and appends reach RocksDB once per key, in one write
+//! batch, when the cache is flushed.
 //!
 //! Contract (kept by [`super::rocksdb::RocksDbKeyedStateBackend`]):
-//! - Only value state is cached. List state is appended with RocksDB merges and map state is
-//!   scanned by prefix: both always go to the database.
+//! - Value and list state are cached; map state (scanned by prefix) always goes to the database.
+//! - An entry is either *loaded* (its value is the whole current value: read from the database,
+//!   or written in full) or holds only list elements appended since the last flush (*pending*,
+//!   written as one RocksDB merge operand); reading such a key loads it first.
 //! - The cache is flushed before anything reads the database behind the backend's back: the
 //!   backend's `snapshot` (which the task calls before the native checkpoint of the database),
 //!   and dropping the backend. When its entries exceed their byte budget it is flushed and
@@ -25,22 +28,32 @@ use std::collections::HashMap;
 type KeyMap = HashMap<Vec<u8>, CachedValue, foldhash::fast::RandomState>;
 
 /// Bytes counted per entry besides its key and value (hash map slot, vectors, flags).
-const ENTRY_OVERHEAD_BYTES: usize = 64;
+const ENTRY_OVERHEAD_BYTES: usize = 72;
 
 /// One cached key of one state.
 #[derive(Debug)]
 pub(crate) struct CachedValue {
-    /// The current value; `None` when the key has none.
-    pub(crate) value: Option<Vec<u8>>,
-    /// Whether `value` differs from what the database holds.
-    pub(crate) dirty: bool,
+    /// The current value when `loaded`; `None` when the key has none.
+    value: Option<Vec<u8>>,
+    /// Encoded list elements appended since the last flush, not loaded: what a merge must add to
+    /// the database's value. Empty when `loaded`.
+    pending: Vec<u8>,
+    /// Whether `value` is the whole current value.
+    loaded: bool,
+    /// Whether the database is behind this entry.
+    dirty: bool,
     /// Whether the database may hold a value for the key (so removing it must write a delete).
-    pub(crate) in_database: bool,
+    in_database: bool,
 }
 
 impl CachedValue {
-    fn bytes(key: &[u8], value: Option<&Vec<u8>>) -> usize {
-        key.len() + value.map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
+    /// The current value, when it is known without reading the database.
+    pub(crate) fn value(&self) -> Option<Option<&[u8]>> {
+        self.loaded.then_some(self.value.as_deref())
+    }
+
+    fn bytes(&self, key: &[u8]) -> usize {
+        key.len() + self.value.as_ref().map_or(0, Vec::len) + self.pending.len() + ENTRY_OVERHEAD_BYTES
     }
 }
 
@@ -51,9 +64,11 @@ pub(crate) enum CacheWrite<'a> {
     Put { key: &'a [u8], value: &'a [u8] },
     /// Delete `key`.
     Delete { key: &'a [u8] },
+    /// Append the encoded list elements `elements` to the list at `key` (a RocksDB merge).
+    Append { key: &'a [u8], elements: &'a [u8] },
 }
 
-/// Cached value-state entries of one backend, by state index and encoded key.
+/// Cached value- and list-state entries of one backend, by state index and encoded key.
 #[derive(Debug)]
 pub(crate) struct WriteCache {
     states: Vec<KeyMap>,
@@ -62,16 +77,18 @@ pub(crate) struct WriteCache {
     dirty: usize,
 }
 
+/// The entries of state `state` (created empty if needed).
+fn map_of(states: &mut Vec<KeyMap>, state: usize) -> &mut KeyMap {
+    if states.len() <= state {
+        states.resize_with(state + 1, KeyMap::default);
+    }
+    &mut states[state]
+}
+
 impl WriteCache {
     /// An empty cache that asks to be flushed once its entries take more than `budget_bytes`.
     pub(crate) fn new(budget_bytes: usize) -> Self {
         Self { states: Vec::new(), bytes: 0, budget_bytes, dirty: 0 }
-    }
-
-    fn ensure_state(&mut self, state: usize) {
-        if self.states.len() <= state {
-            self.states.resize_with(state + 1, KeyMap::default);
-        }
     }
 
     /// The cached entry of `key`, if any.
@@ -79,62 +96,122 @@ impl WriteCache {
         self.states.get(state)?.get(key)
     }
 
-    /// Caches `value`, just read from the database at `key` (clean).
-    pub(crate) fn insert_loaded(&mut self, state: usize, key: &[u8], value: Option<&[u8]>) -> &CachedValue {
-        let value = value.map(<[u8]>::to_vec);
-        let in_database = value.is_some();
-        self.bytes += CachedValue::bytes(key, value.as_ref());
-        let entry = CachedValue { value, dirty: false, in_database };
-        self.ensure_state(state);
-        self.states[state].entry(key.to_vec()).insert_entry(entry).into_mut()
+    /// Whether the current value of `key` is cached (no database read needed).
+    pub(crate) fn is_loaded(&self, state: usize, key: &[u8]) -> bool {
+        self.get(state, key).is_some_and(|e| e.loaded)
+    }
+
+    /// Loads `key` with `stored`, just read from the database: the cached value becomes `stored`
+    /// followed by the elements appended since the last flush (if any, the entry stays dirty:
+    /// the flush writes the whole value).
+    pub(crate) fn load(&mut self, state: usize, key: &[u8], stored: Option<&[u8]>) {
+        let map = map_of(&mut self.states, state);
+        match map.get_mut(key) {
+            Some(entry) => {
+                let before = entry.bytes(key);
+                let mut value = stored.map(<[u8]>::to_vec);
+                if !entry.pending.is_empty() {
+                    value.get_or_insert_default().extend_from_slice(&entry.pending);
+                    entry.pending = Vec::new();
+                }
+                entry.value = value;
+                entry.loaded = true;
+                entry.in_database = stored.is_some();
+                let after = entry.bytes(key);
+                self.bytes = self.bytes + after - before;
+            }
+            None => {
+                let entry = CachedValue {
+                    value: stored.map(<[u8]>::to_vec),
+                    pending: Vec::new(),
+                    loaded: true,
+                    dirty: false,
+                    in_database: stored.is_some(),
+                };
+                self.bytes += entry.bytes(key);
+                map.insert(key.to_vec(), entry);
+            }
+        }
     }
 
     /// Sets `key` to `value` (or removes it when `None`), to be written at the next flush.
     /// Reuses the cached value's buffer when the key is cached.
     pub(crate) fn write(&mut self, state: usize, key: &[u8], value: Option<&[u8]>) {
-        self.ensure_state(state);
-        let map = &mut self.states[state];
-        match map.get_mut(key) {
-            Some(entry) => {
-                let before = CachedValue::bytes(key, entry.value.as_ref());
-                match (value, &mut entry.value) {
-                    (Some(new), Some(old)) => {
-                        old.clear();
-                        old.extend_from_slice(new);
-                    }
-                    (new, old) => *old = new.map(<[u8]>::to_vec),
-                }
-                if entry.value.is_none() && !entry.in_database {
-                    // A removed key the database never saw: nothing to write, nothing to keep
-                    // (most such keys, like fired windows, are not read again).
-                    if entry.dirty {
-                        self.dirty -= 1;
-                    }
-                    map.remove(key);
-                    self.bytes -= before;
-                    return;
-                }
-                let after = CachedValue::bytes(key, entry.value.as_ref());
-                if !entry.dirty {
-                    entry.dirty = true;
-                    self.dirty += 1;
-                }
-                self.bytes = self.bytes + after - before;
+        let map = map_of(&mut self.states, state);
+        let Some(entry) = map.get_mut(key) else {
+            let entry = CachedValue {
+                value: value.map(<[u8]>::to_vec),
+                pending: Vec::new(),
+                loaded: true,
+                dirty: true,
+                // Not read: the database may hold a value.
+                in_database: true,
+            };
+            self.bytes += entry.bytes(key);
+            self.dirty += 1;
+            map.insert(key.to_vec(), entry);
+            return;
+        };
+        let before = entry.bytes(key);
+        if !entry.loaded {
+            // Appended elements the database never got are overwritten; what the database holds
+            // is unknown.
+            entry.pending = Vec::new();
+            entry.loaded = true;
+        }
+        if value.is_none() && !entry.in_database {
+            // A removed key the database never saw: nothing to write, nothing to keep (most
+            // such keys, like fired windows, are not read again).
+            if entry.dirty {
+                self.dirty -= 1;
             }
-            None => {
-                let value = value.map(<[u8]>::to_vec);
-                self.bytes += CachedValue::bytes(key, value.as_ref());
-                self.dirty += 1;
-                map.insert(key.to_vec(), CachedValue { value, dirty: true, in_database: true });
+            map.remove(key);
+            self.bytes -= before;
+            return;
+        }
+        match (value, &mut entry.value) {
+            (Some(new), Some(old)) => {
+                old.clear();
+                old.extend_from_slice(new);
             }
+            (new, old) => *old = new.map(<[u8]>::to_vec),
+        }
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty += 1;
+        }
+        self.bytes = self.bytes + entry.bytes(key) - before;
+    }
+
+    /// Appends the encoded list elements `elements` to the list at `key`, to be written at the
+    /// next flush; does not read the database.
+    pub(crate) fn append(&mut self, state: usize, key: &[u8], elements: &[u8]) {
+        let map = map_of(&mut self.states, state);
+        let Some(entry) = map.get_mut(key) else {
+            let entry =
+                CachedValue { value: None, pending: elements.to_vec(), loaded: false, dirty: true, in_database: true };
+            self.bytes += entry.bytes(key);
+            self.dirty += 1;
+            map.insert(key.to_vec(), entry);
+            return;
+        };
+        if entry.loaded {
+            entry.value.get_or_insert_default().extend_from_slice(elements);
+        } else {
+            entry.pending.extend_from_slice(elements);
+        }
+        self.bytes += elements.len();
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty += 1;
         }
     }
 
-    /// Read-modify-write of the cached `key`: `merge` gets the current value and writes the new
+    /// Read-modify-write of the loaded `key`: `merge` gets the current value and writes the new
     /// one into `out` (cleared first), which then becomes the cached value (to be written at the
     /// next flush; `out` receives the old value's buffer, so a steady stream of updates allocates
     /// nothing). Returns whether a value existed before, or `None` (changing nothing) when `key`
-    /// is not cached.
+    /// is not loaded.
     ///
     /// # Errors
     /// Whatever `merge` returns; the entry is then unchanged.
@@ -145,13 +222,13 @@ impl WriteCache {
         out: &mut Vec<u8>,
         merge: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(), E>,
     ) -> Option<Result<bool, E>> {
-        let entry = self.states.get_mut(state)?.get_mut(key)?;
+        let entry = self.states.get_mut(state)?.get_mut(key).filter(|e| e.loaded)?;
         let existed = entry.value.is_some();
         out.clear();
         if let Err(e) = merge(entry.value.as_deref(), out) {
             return Some(Err(e));
         }
-        let before = CachedValue::bytes(key, entry.value.as_ref());
+        let before = entry.bytes(key);
         match &mut entry.value {
             Some(old) => std::mem::swap(old, out),
             None => entry.value = Some(std::mem::take(out)),
@@ -161,7 +238,7 @@ impl WriteCache {
             entry.dirty = true;
             self.dirty += 1;
         }
-        self.bytes = self.bytes + CachedValue::bytes(key, entry.value.as_ref()) - before;
+        self.bytes = self.bytes + entry.bytes(key) - before;
         Some(Ok(existed))
     }
 
@@ -180,16 +257,17 @@ impl WriteCache {
     pub(crate) fn dirty_writes(&self, mut apply: impl FnMut(usize, CacheWrite<'_>)) {
         for (state, map) in self.states.iter().enumerate() {
             for (key, entry) in map.iter().filter(|(_, e)| e.dirty) {
-                match &entry.value {
-                    Some(value) => apply(state, CacheWrite::Put { key, value }),
-                    None => apply(state, CacheWrite::Delete { key }),
+                match (&entry.value, entry.loaded) {
+                    (_, false) => apply(state, CacheWrite::Append { key, elements: &entry.pending }),
+                    (Some(value), true) => apply(state, CacheWrite::Put { key, value }),
+                    (None, true) => apply(state, CacheWrite::Delete { key }),
                 }
             }
         }
     }
 
-    /// The dirty writes are in the database: marks every entry clean, and empties the cache when
-    /// it is over its budget (or `empty`).
+    /// The dirty writes are in the database: keeps the loaded values (clean), drops everything
+    /// else, and empties the cache when it is over its budget (or `empty`).
     pub(crate) fn flushed(&mut self, empty: bool) {
         if empty || self.over_budget() {
             for map in &mut self.states {
@@ -198,14 +276,14 @@ impl WriteCache {
             self.bytes = 0;
         } else {
             for map in &mut self.states {
+                // Absent keys need no entry once written, appended elements are in the database.
                 map.retain(|_, entry| {
                     entry.dirty = false;
                     entry.in_database = entry.value.is_some();
-                    // Absent keys need no entry once written: keep only the values.
-                    entry.in_database
+                    entry.loaded && entry.in_database
                 });
             }
-            self.bytes = self.states.iter().flatten().map(|(k, e)| CachedValue::bytes(k, e.value.as_ref())).sum();
+            self.bytes = self.states.iter().flatten().map(|(key, entry)| entry.bytes(key)).sum();
         }
         self.dirty = 0;
     }
@@ -216,15 +294,15 @@ mod tests {
     use super::*;
 
     fn writes(cache: &WriteCache) -> Vec<(usize, String)> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let mut out = Vec::new();
         cache.dirty_writes(|state, write| {
             out.push((
                 state,
                 match write {
-                    CacheWrite::Put { key, value } => {
-                        format!("put {}={}", String::from_utf8_lossy(key), String::from_utf8_lossy(value))
-                    }
-                    CacheWrite::Delete { key } => format!("delete {}", String::from_utf8_lossy(key)),
+                    CacheWrite::Put { key, value } => format!("put {}={}", text(key), text(value)),
+                    CacheWrite::Delete { key } => format!("delete {}", text(key)),
+                    CacheWrite::Append { key, elements } => format!("append {}+{}", text(key), text(elements)),
                 },
             ));
         });
@@ -232,10 +310,14 @@ mod tests {
         out
     }
 
+    fn value<'a>(cache: &'a WriteCache, key: &[u8]) -> Option<Option<&'a [u8]>> {
+        cache.get(0, key).and_then(CachedValue::value)
+    }
+
     #[test]
     fn writes_reach_the_database_once_per_key_and_flush() {
         let mut cache = WriteCache::new(1 << 20);
-        cache.insert_loaded(0, b"a", Some(b"1"));
+        cache.load(0, b"a", Some(b"1"));
         assert!(!cache.is_dirty(), "a loaded value is clean");
         cache.write(0, b"a", Some(b"2"));
         cache.write(0, b"a", Some(b"3"));
@@ -244,20 +326,20 @@ mod tests {
         cache.flushed(false);
         assert!(!cache.is_dirty());
         assert!(writes(&cache).is_empty());
-        assert_eq!(cache.get(0, b"a").and_then(|e| e.value.as_deref()), Some(&b"3"[..]), "still cached");
+        assert_eq!(value(&cache, b"a"), Some(Some(&b"3"[..])), "still cached");
     }
 
     #[test]
     fn removing_a_key_the_database_never_saw_writes_nothing() {
         let mut cache = WriteCache::new(1 << 20);
-        cache.insert_loaded(0, b"new", None);
+        cache.load(0, b"new", None);
         cache.write(0, b"new", Some(b"1"));
         cache.write(0, b"new", None);
         assert!(!cache.is_dirty());
         assert!(writes(&cache).is_empty());
         assert!(cache.get(0, b"new").is_none(), "the removed entry is dropped");
         // A key that is in the database gets a delete.
-        cache.insert_loaded(0, b"old", Some(b"1"));
+        cache.load(0, b"old", Some(b"1"));
         cache.write(0, b"old", None);
         assert_eq!(writes(&cache), vec![(0, "delete old".into())]);
         // A key written without a load may be in the database.
@@ -268,7 +350,30 @@ mod tests {
     }
 
     #[test]
-    fn update_replaces_the_cached_value_and_keeps_it_on_error() {
+    fn appends_without_a_load_become_one_merge_and_a_load_puts_them_behind_the_stored_list() {
+        let mut cache = WriteCache::new(1 << 20);
+        cache.append(0, b"l", b"a");
+        cache.append(0, b"l", b"b");
+        assert!(!cache.is_loaded(0, b"l"));
+        assert_eq!(value(&cache, b"l"), None, "unknown without a read");
+        assert_eq!(writes(&cache), vec![(0, "append l+ab".into())]);
+        cache.flushed(false);
+        assert!(cache.get(0, b"l").is_none(), "appended elements are in the database");
+
+        cache.append(0, b"l", b"c");
+        cache.load(0, b"l", Some(b"ab"));
+        assert_eq!(value(&cache, b"l"), Some(Some(&b"abc"[..])));
+        cache.append(0, b"l", b"d");
+        assert_eq!(writes(&cache), vec![(0, "put l=abcd".into())]);
+        // A list that only lived in the cache (a window's elements) leaves nothing behind.
+        cache.append(0, b"w", b"x");
+        cache.load(0, b"w", None);
+        cache.write(0, b"w", None);
+        assert_eq!(writes(&cache), vec![(0, "put l=abcd".into())]);
+    }
+
+    #[test]
+    fn update_replaces_the_loaded_value_and_keeps_it_on_error() {
         let mut cache = WriteCache::new(1 << 20);
         let mut out = Vec::new();
         let append = |current: Option<&[u8]>, out: &mut Vec<u8>| -> Result<(), ()> {
@@ -277,7 +382,10 @@ mod tests {
             Ok(())
         };
         assert!(cache.update(0, b"k", &mut out, append).is_none(), "not cached: nothing happens");
-        cache.insert_loaded(0, b"k", None);
+        cache.append(0, b"k", b"x");
+        assert!(cache.update(0, b"k", &mut out, append).is_none(), "not loaded: nothing happens");
+        cache.write(0, b"k", None);
+        cache.load(0, b"k", None);
         assert_eq!(cache.update(0, b"k", &mut out, append), Some(Ok(false)));
         assert_eq!(cache.update(0, b"k", &mut out, append), Some(Ok(true)));
         assert!(out.is_empty());
@@ -292,11 +400,11 @@ mod tests {
             cache.write(0, &[b'k', i], Some(&[i]));
         }
         assert!(!cache.over_budget());
-        cache.write(0, b"k9", Some(b"9"));
+        cache.append(0, b"k1", b"z");
         assert!(cache.over_budget());
         assert_eq!(writes(&cache).len(), 5);
         cache.flushed(false);
         assert!(!cache.over_budget());
-        assert!(cache.get(0, b"k9").is_none());
+        assert!(cache.get(0, b"k1").is_none());
     }
 }
