@@ -380,6 +380,26 @@ fn allocate(free: &BTreeMap<String, u32>, needed: u32) -> Option<Vec<String>> {
     Some(slots)
 }
 
+/// How long the write probe of a job's checkpoint storage may take at submission.
+const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Refuses a submission whose checkpoint storage the jobmanager cannot write to (as Flink, which
+/// creates the job's checkpoint directory when the job starts): a wrong URL, bucket or credentials
+/// is the user's mistake, better reported now than at the first checkpoint.
+async fn check_checkpoint_storage(storage: &Storage, job: JobId) -> Result<()> {
+    let job_url = weir_runtime::storage::CheckpointLayout::new(storage, job).job_url().to_owned();
+    let problem = match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.check_writable(&job_url)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", STORAGE_PROBE_TIMEOUT.as_secs()),
+    };
+    Err(Error::InvalidRequest(format!(
+        "checkpoint storage {} is not writable: {problem} (check --checkpoint-dir or the jobmanager's \
+         --storage, and the storage options and credentials)",
+        storage.url()
+    )))
+}
+
 /// The deployments of the job's current attempt: subtask `i` of every vertex runs in slot `i`.
 fn deployments(
     id: JobId,
@@ -699,6 +719,7 @@ impl JobManager {
                     options: self.shared.storage.options.clone(),
                 })
                 .map_err(|e| Error::InvalidRequest(format!("checkpoint storage: {e}")))?;
+                check_checkpoint_storage(&storage, id).await?;
                 let settings = CheckpointSettings {
                     config: c.config.clone(),
                     backend: submission.state_backend,

@@ -180,6 +180,17 @@ impl Storage {
         Ok(())
     }
 
+    /// Checks that objects can be written under the directory `dir_url`: writes a small probe
+    /// object there and deletes it again.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] (or another error) when the write or the delete fails.
+    pub async fn check_writable(&self, dir_url: &str) -> StorageResult<()> {
+        let probe = format!("{}/_weir-write-probe-{}", dir_url.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
+        self.put(&probe, Bytes::from_static(b"weir")).await?;
+        self.delete(&probe).await
+    }
+
     /// Reads the object at `url`.
     ///
     /// # Errors

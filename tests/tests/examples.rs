@@ -132,6 +132,34 @@ fn bad_plugins_and_bad_arguments_get_one_clear_line() {
     std::fs::write(&text, "not a library").unwrap();
     let wordcount = artifact("libweir_example_wordcount.so");
     let nexmark = artifact("libweir_example_nexmark.so");
+    // Below a regular file: no directory can be created there.
+    let unwritable = format!("file://{}/checkpoints", text.display());
+    let nexmark_with_checkpoints = |flags: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["local", "run", nexmark.to_str().unwrap()].map(String::from).to_vec();
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        args.extend(["--", "--query", "wcount", "--events", "10", "--sink", "blackhole"].map(String::from));
+        args
+    };
+    let unwritable_run = {
+        let mut args = nexmark_with_checkpoints(&["--checkpoint-interval", "1s"]);
+        args.splice(3..3, ["--checkpoint-dir".to_owned(), unwritable.clone()]);
+        args
+    };
+    let state_backend_typo = nexmark_with_checkpoints(&["--state-backend", "rockdb"]);
+    let orphan_option = nexmark_with_checkpoints(&["--checkpoints-retained", "3"]);
+    let owned_cases: Vec<(&Vec<String>, &str)> = vec![
+        (&unwritable_run, "Not a directory"),
+        (&state_backend_typo, "unknown state backend 'rockdb'"),
+        (&orphan_option, "need a checkpoint interval"),
+    ];
+    for (args, needle) in owned_cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = run_weir(&args, Duration::from_secs(60));
+        assert_eq!(result.code, Some(2), "{args:?}: {result:?}");
+        let stderr = result.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["local", "run", "/nonexistent/libjob.so"], "cannot load job plugin"),
         (vec!["local", "run", text.to_str().unwrap()], "cannot load job plugin"),

@@ -64,3 +64,47 @@ fn missing_moto_server_fails_with_a_setup_hint() {
     let message = format!("{err:#}");
     assert!(message.contains("./scripts/setup.sh") && message.contains("/nonexistent"), "{message}");
 }
+
+#[test]
+fn a_checkpoint_bucket_that_does_not_exist_is_refused_at_submission() {
+    use weir_tests::cluster::Cluster;
+    use weir_tests::harness::artifact;
+    let server = S3Server::start("weir").expect("moto S3 server");
+    let env: Vec<(String, String)> = server.options().into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect();
+    let mut cluster = Cluster::start_with_env(&[], &[("tm-1", 1)], &env);
+    cluster.wait_for_taskmanagers(&["tm-1"]);
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let run = |dir: &str| {
+        cluster.weir(&[
+            "run",
+            nexmark.to_str().unwrap(),
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-dir",
+            dir,
+            "--",
+            "--query",
+            "wcount",
+            "--events",
+            "1000",
+            "--sink",
+            "blackhole",
+        ])
+    };
+    let refused = run("s3://missing-bucket/checkpoints");
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    let stderr = refused.stderr.trim_end();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("s3://missing-bucket/checkpoints is not writable"), "{stderr}");
+    let jobs = cluster.weir_json(&["list"]);
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "nothing was submitted: {jobs}");
+
+    // The bucket that exists takes the job; the write probe leaves nothing behind.
+    let accepted = run("s3://weir/checkpoints");
+    assert_eq!(accepted.code, Some(0), "{accepted:?}");
+    assert!(
+        server.list("checkpoints").unwrap().iter().all(|(key, _)| !key.contains("_weir-write-probe")),
+        "{:?}",
+        server.list("checkpoints")
+    );
+}
