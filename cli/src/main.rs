@@ -456,6 +456,15 @@ async fn checkpoints(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCo
         report.state_backend,
         report.checkpoint_storage
     );
+    let config = &report.config;
+    outln!(
+        "  timeout {} ms, minimum pause {} ms, at most {} at once, {} failures tolerated, {} retained",
+        config.timeout_ms,
+        config.min_pause_ms,
+        config.max_concurrent,
+        config.tolerable_failures,
+        config.retained
+    );
     outln!(
         "  triggered {}, in progress {}, completed {}, failed {}, restored from {}",
         c.triggered,
@@ -501,6 +510,7 @@ struct CheckpointsSummary {
     interval_ms: i64,
     state_backend: String,
     checkpoint_storage: String,
+    config: weir_jobmanager::checkpoint::CheckpointConfig,
     latest: LatestSummary,
     history: Vec<HistorySummary>,
 }

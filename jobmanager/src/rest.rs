@@ -9,6 +9,7 @@
 //! | `GET /jobs/{id}` | the job's details |
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
 //! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
+//! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
 //!
 //! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
 //! or `10s`; checkpointing is off without it), `state_backend` (`heap` or `rocksdb`),
@@ -65,6 +66,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -177,18 +179,43 @@ async fn job_details(
     Ok(Json(state.rest.jobmanager.job(id)?))
 }
 
+/// The checkpoints of job `id`; 404 when it has checkpointing off.
+fn checkpoints_of(state: &AppState, id: JobId) -> ApiResult<std::sync::Arc<crate::checkpoint::JobCheckpoints>> {
+    state.rest.jobmanager.checkpoints(id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job {id} has checkpointing off (submit it with a checkpoint interval)"),
+        )
+    })
+}
+
 async fn job_checkpoints(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    let Some(checkpoints) = state.rest.jobmanager.checkpoints(id)? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("job {id} has checkpointing off (submit it with a checkpoint interval)"),
-        ));
-    };
+    let checkpoints = checkpoints_of(&state, id)?;
     Ok(Json(crate::checkpoint::report::CheckpointsReport::of(&checkpoints)))
+}
+
+/// Flink's `GET /jobs/:jobid/checkpoints/config`: the job's checkpointing settings.
+async fn job_checkpoint_config(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    let checkpoints = checkpoints_of(&state, id)?;
+    let settings = checkpoints.settings();
+    Ok(Json(serde_json::json!({
+        "interval_ms": settings.config.interval_ms,
+        "timeout_ms": settings.config.timeout_ms,
+        "min_pause_ms": settings.config.min_pause_ms,
+        "max_concurrent": settings.config.max_concurrent,
+        "tolerable_failed_checkpoints": settings.config.tolerable_failures,
+        "retained": settings.config.retained,
+        "state_backend": settings.backend.to_string(),
+        "checkpoint_storage": checkpoints.layout().job_url(),
+    })))
 }
 
 async fn patch_job(
@@ -522,6 +549,11 @@ mod tests {
         let (status, body) = request(server.addr, "GET", &format!("/jobs/{id}"), None, Vec::new()).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(error_message(&body), format!("job {id} not found"));
+        for route in ["checkpoints", "checkpoints/config"] {
+            let (status, body) = request(server.addr, "GET", &format!("/jobs/{id}/{route}"), None, Vec::new()).await;
+            assert_eq!(status, 404, "{route}: {body}");
+            assert_eq!(error_message(&body), format!("job {id} not found"), "{route}");
+        }
         let (status, body) = request(server.addr, "GET", "/jobs/not-an-id", None, Vec::new()).await;
         assert_eq!(status, 400, "{body}");
         assert!(error_message(&body).contains("not a job id"), "{body}");

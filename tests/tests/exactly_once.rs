@@ -187,6 +187,9 @@ fn exactly_once(run: &Run) -> Value {
 
     // Only the retained checkpoints' files remain.
     let report = checkpoints(&cluster, &job);
+    assert_eq!(report["config"]["interval_ms"], 500, "{report}");
+    assert_eq!(report["config"]["retained"], 2, "{report}");
+    assert_eq!(report["state_backend"], run.backend, "{report}");
     let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
     assert!(!retained.is_empty() && retained.len() <= 2, "{report}");
     let deadline = Instant::now() + Duration::from_secs(10);

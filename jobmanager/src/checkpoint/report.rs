@@ -37,6 +37,8 @@ pub struct CheckpointsReport {
     pub state_backend: String,
     /// Storage location of the job's checkpoints.
     pub checkpoint_storage: String,
+    /// Timing, retention and failure tolerance (also `GET /jobs/{id}/checkpoints/config`).
+    pub config: super::CheckpointConfig,
     /// The newest completed checkpoint, the newest failed one, the one restored from.
     pub latest: LatestReport,
     /// Retained completed checkpoints, oldest first.
@@ -91,6 +93,7 @@ impl CheckpointsReport {
             interval_ms: checkpoints.settings().config.interval_ms,
             state_backend: checkpoints.settings().backend.to_string(),
             checkpoint_storage: layout.job_url().to_owned(),
+            config: checkpoints.settings().config.clone(),
             latest: LatestReport {
                 completed: retained.last().cloned(),
                 failed: history.iter().find(|h| h.status == super::CheckpointStatus::Failed).cloned(),
