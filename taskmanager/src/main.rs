@@ -33,6 +33,9 @@ struct Args {
     /// Local directory for the working state of tasks (RocksDB).
     #[arg(long)]
     state_dir: Option<String>,
+    /// Memory shared by the RocksDB databases of all tasks (block cache and memtables), MiB.
+    #[arg(long, value_name = "MIB")]
+    rocksdb_memory_mb: Option<u64>,
     /// A checkpoint storage option, `KEY=VALUE` with object_store's keys (`aws_endpoint`,
     /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
     /// `aws_virtual_hosted_style_request`); repeatable.
@@ -72,6 +75,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.state_dir {
         config.state_dir = v;
+    }
+    if let Some(v) = args.rocksdb_memory_mb {
+        config.rocksdb_memory_mb = v;
     }
     for option in &args.storage_options {
         let Some((key, value)) = option.split_once('=') else {

@@ -44,6 +44,9 @@ pub struct TaskManagerProcessConfig {
     /// Local directory for tasks' working state (RocksDB). Default
     /// `<temp dir>/weir/<id>-state`.
     pub state_dir: String,
+    /// Memory shared by the RocksDB databases of all tasks (block cache and memtables together),
+    /// MiB. At least 16; default 256.
+    pub rocksdb_memory_mb: u64,
 }
 
 impl Default for TaskManagerProcessConfig {
@@ -59,6 +62,7 @@ impl Default for TaskManagerProcessConfig {
             channel_capacity: 16,
             storage_options: std::collections::BTreeMap::new(),
             state_dir: String::new(),
+            rocksdb_memory_mb: (crate::taskmanager::DEFAULT_ROCKSDB_MEMORY_BYTES >> 20) as u64,
         }
     }
 }
@@ -113,6 +117,12 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
     if config.slots == 0 {
         return Err(StartError::Config("slots must be at least 1".into()));
     }
+    if config.rocksdb_memory_mb < 16 {
+        return Err(StartError::Config(format!(
+            "rocksdb_memory_mb must be at least 16 (MiB), not {}",
+            config.rocksdb_memory_mb
+        )));
+    }
     let endpoint = Endpoint::from_shared(config.jobmanager.clone())
         .map_err(|e| StartError::Config(format!("jobmanager URL {:?}: {e}", config.jobmanager)))?
         .connect_timeout(Duration::from_secs(3));
@@ -139,6 +149,7 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         } else {
             PathBuf::from(&config.state_dir)
         },
+        rocksdb_memory_bytes: usize::try_from(config.rocksdb_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
     };
     let taskmanager = TaskManager::new(tm_config, Arc::new(RemoteEventSink { events }));
 

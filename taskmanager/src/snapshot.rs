@@ -275,6 +275,7 @@ impl JobCommitters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::rocksdb::RocksDbMemory;
     use crate::state::task_db::TaskDatabase;
     use std::collections::BTreeSet;
     use weir_api::runtime::{KeyedStateBackend, StateKey, StateKind};
@@ -301,7 +302,7 @@ mod tests {
         .unwrap();
         let task = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 1, subtask: 0 };
         let layout = CheckpointLayout::new(&storage, task.job);
-        let mut database = TaskDatabase::new(dir.path().join("db"));
+        let mut database = TaskDatabase::new(dir.path().join("db"), RocksDbMemory::new(64 << 20));
         let upload = |database: &mut TaskDatabase, checkpoint| {
             let local = database.checkpoint(checkpoint).unwrap().expect("the database is open");
             DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: database.instance_id.clone() }
@@ -348,7 +349,7 @@ mod tests {
         .unwrap();
         let task = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 0, subtask: 0 };
         let layout = CheckpointLayout::new(&storage, task.job);
-        let mut database = TaskDatabase::new(dir.path().join("db-1"));
+        let mut database = TaskDatabase::new(dir.path().join("db-1"), RocksDbMemory::new(64 << 20));
         put_keys(&mut database, 0..1000);
         let local = database.checkpoint(5).unwrap().unwrap();
         let checkpoint = DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: "a".into() };
@@ -359,7 +360,7 @@ mod tests {
         let runtime = tokio::runtime::Handle::current();
         let dir2 = dir.path().join("db-2");
         let (restored, operators) = tokio::task::spawn_blocking(move || {
-            let mut restored = TaskDatabase::new(dir2);
+            let mut restored = TaskDatabase::new(dir2, RocksDbMemory::new(64 << 20));
             let operators = read_restored(&storage, &restore, &runtime, Some(&mut restored)).unwrap();
             (restored, operators)
         })

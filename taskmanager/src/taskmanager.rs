@@ -36,13 +36,26 @@ pub struct TaskManagerConfig {
     /// Local directory for the working state of tasks (RocksDB databases); each task's part is
     /// removed when it ends. Default `<temp dir>/weir/<id>-state`.
     pub state_dir: std::path::PathBuf,
+    /// Memory shared by the RocksDB databases of all tasks (block cache and memtables), bytes;
+    /// default 256 MiB.
+    pub rocksdb_memory_bytes: usize,
 }
+
+/// Default of [`TaskManagerConfig::rocksdb_memory_bytes`].
+pub const DEFAULT_ROCKSDB_MEMORY_BYTES: usize = 256 << 20;
 
 impl Default for TaskManagerConfig {
     fn default() -> Self {
         let id = format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let state_dir = std::env::temp_dir().join("weir").join(format!("{id}-state"));
-        Self { id, slots: 1, channel_capacity: 16, storage_options: std::collections::BTreeMap::new(), state_dir }
+        Self {
+            id,
+            slots: 1,
+            channel_capacity: 16,
+            storage_options: std::collections::BTreeMap::new(),
+            state_dir,
+            rocksdb_memory_bytes: DEFAULT_ROCKSDB_MEMORY_BYTES,
+        }
     }
 }
 
@@ -98,6 +111,8 @@ struct Inner {
     /// Open checkpoint stores by root URL.
     storages: Mutex<HashMap<String, Storage>>,
     runtime: tokio::runtime::Handle,
+    /// Shared by every task's RocksDB database.
+    rocksdb_memory: crate::state::rocksdb::RocksDbMemory,
 }
 
 impl Inner {
@@ -193,8 +208,10 @@ impl TaskManager {
     /// A taskmanager that reports task events to `events`.
     pub fn new(config: TaskManagerConfig, events: Arc<dyn TaskEventSink>) -> Self {
         let exchange = Arc::new(LocalExchange::new(config.channel_capacity));
+        let rocksdb_memory = crate::state::rocksdb::RocksDbMemory::new(config.rocksdb_memory_bytes);
         Self {
             inner: Arc::new(Inner {
+                rocksdb_memory,
                 config,
                 exchange,
                 data_server: Mutex::new(None),
@@ -370,7 +387,7 @@ impl TaskManager {
         let committers;
         let database = (!info.heap_state).then(|| {
             let name = format!("{}-{}-{}-{}", task.job, task.vertex, task.subtask, task.attempt);
-            TaskDatabase::new(self.inner.config.state_dir.join(name))
+            TaskDatabase::new(self.inner.config.state_dir.join(name), self.inner.rocksdb_memory.clone())
         });
         {
             let mut jobs = self.inner.jobs();

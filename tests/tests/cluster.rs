@@ -429,6 +429,16 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         .unwrap_or_default();
     assert!(stored.is_empty(), "a refused plugin is not stored: {stored:?}");
 
+    // (1b) A taskmanager with a RocksDB memory budget too small to work with does not start.
+    let out = std::process::Command::new(artifact("weir-taskmanager"))
+        .args(["--jobmanager", cluster.rpc_url(), "--rocksdb-memory-mb", "1"])
+        .output()
+        .expect("run weir-taskmanager");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("rocksdb_memory_mb must be at least 16"), "{stderr}");
+
     // (2) An unknown job.
     let unknown = format!("{:032x}", std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     let out = cluster.weir(&["status", &unknown]);

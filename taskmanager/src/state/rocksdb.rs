@@ -34,7 +34,7 @@
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode,
-    FlushOptions, MergeOperands, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+    FlushOptions, MergeOperands, MultiThreaded, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -119,9 +119,52 @@ fn concatenate(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -
     Some(out)
 }
 
-/// Size of the block cache of one database (shared by its column families): decompressed SST
-/// blocks, index and filter blocks.
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Memory of a database opened without a taskmanager's [`RocksDbMemory`] (tests, tools).
+const STANDALONE_MEMORY_BYTES: usize = 64 << 20;
+
+/// The memory that the RocksDB databases of one taskmanager share (Flink's managed memory for
+/// RocksDB): one LRU block cache of `bytes` (decompressed SST blocks, index and filter blocks),
+/// and a write buffer manager that charges the memtables of every database to that cache and
+/// makes the database being written switch to a new memtable (and flush the old one) once all
+/// memtables take more than half of it. Blocks and memtables together stay near `bytes` however
+/// many tasks, states and column families there are; it is a soft limit (writes never stall:
+/// stalling one database's writer until another flushes can deadlock a task thread that writes
+/// to several): while flushes catch up, memtables may take more than their half (measured: four
+/// databases written flat out peaked at 54 MB of memtables with a 64 MiB budget, 97 MB without
+/// one). Not included: each backend's write-back cache ([`WRITE_CACHE_BYTES`]) and RocksDB's
+/// per-database overhead.
+#[derive(Clone)]
+pub struct RocksDbMemory {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for RocksDbMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbMemory").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
+impl RocksDbMemory {
+    /// A budget of `bytes` (block cache and memtables together).
+    pub fn new(bytes: usize) -> Self {
+        let cache = Cache::new_lru_cache(bytes);
+        // Half of it for memtables, as Flink's default `write-buffer-ratio` of 0.5.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(bytes / 2, false, cache.clone());
+        Self { cache, write_buffers, bytes }
+    }
+
+    /// The budget, bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Memory the memtables of every database take now, bytes.
+    pub fn memtable_usage(&self) -> usize {
+        self.write_buffers.get_usage()
+    }
+}
 
 /// Size of one memtable of a column family (RocksDB's default is 64 MiB). Every write and every
 /// read of a key that is not cached searches the memtable, a skip list: smaller ones stay in the
@@ -133,8 +176,8 @@ const WRITE_BUFFER_BYTES: usize = 16 << 20;
 ///
 /// Keyed state is read by point lookups, many of keys that do not exist yet (a new key, a new
 /// window): whole-key Bloom filters in the memtable and in the SST files answer those without a
-/// search; `block_cache` keeps the blocks that are read.
-fn column_family_options(block_cache: &Cache) -> Options {
+/// search; the taskmanager's block cache keeps the blocks that are read.
+fn column_family_options(memory: &RocksDbMemory) -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
     options.set_merge_operator_associative(LIST_APPEND_MERGE_OPERATOR, concatenate);
@@ -144,7 +187,7 @@ fn column_family_options(block_cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_whole_key_filtering(true);
-    table.set_block_cache(block_cache);
+    table.set_block_cache(&memory.cache);
     options.set_block_based_table_factory(&table);
     options
 }
@@ -171,7 +214,7 @@ pub struct RocksDbInstance {
     path: PathBuf,
     write_options: WriteOptions,
     /// Shared by the column families (new ones too).
-    block_cache: Cache,
+    memory: RocksDbMemory,
     /// Names of the database's column families. Also serializes column family creation.
     column_families: Mutex<BTreeSet<String>>,
 }
@@ -190,10 +233,18 @@ impl RocksDbInstance {
     /// [`Error::Runtime`] when the directory cannot be created or RocksDB fails to open the
     /// database (for example while another instance has it open).
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        Self::open_with(dir, &RocksDbMemory::new(STANDALONE_MEMORY_BYTES))
+    }
+
+    /// [`Self::open`] within a taskmanager's shared memory budget.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with(dir: &Path, memory: &RocksDbMemory) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::runtime(SERVICE, format!("cannot create directory {}: {e}", dir.display())))?;
-        let block_cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let mut options = column_family_options(&block_cache);
+        let mut options = column_family_options(memory);
+        options.set_write_buffer_manager(&memory.write_buffers);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
@@ -205,12 +256,18 @@ impl RocksDbInstance {
             names.extend(existing);
         }
         let descriptors: Vec<_> =
-            names.iter().map(|name| ColumnFamilyDescriptor::new(name, column_family_options(&block_cache))).collect();
+            names.iter().map(|name| ColumnFamilyDescriptor::new(name, column_family_options(memory))).collect();
         let db = Db::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|e| Error::runtime(SERVICE, format!("cannot open {}: {e}", dir.display())))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        Ok(Arc::new(Self { db, path: dir.to_owned(), write_options, block_cache, column_families: Mutex::new(names) }))
+        Ok(Arc::new(Self {
+            db,
+            path: dir.to_owned(),
+            write_options,
+            memory: memory.clone(),
+            column_families: Mutex::new(names),
+        }))
     }
 
     /// The database's directory.
@@ -326,7 +383,7 @@ impl RocksDbInstance {
         if names.contains(name) {
             return Ok(());
         }
-        self.db.create_cf(name, &column_family_options(&self.block_cache)).map_err(|e| {
+        self.db.create_cf(name, &column_family_options(&self.memory)).map_err(|e| {
             Error::runtime(SERVICE, format!("cannot create column family {}/{name}: {e}", self.path.display()))
         })?;
         names.insert(name.to_owned());
@@ -973,6 +1030,48 @@ mod tests {
         let long = elements(&mut backend, list, b"long");
         assert_eq!(long.len(), count);
         assert!(long.iter().all(|e| *e == big));
+    }
+
+    #[test]
+    fn databases_share_the_taskmanagers_memory_budget() {
+        const DATABASES: u32 = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let memory = RocksDbMemory::new(64 << 20);
+        let instances: Vec<_> = (0..DATABASES)
+            .map(|i| RocksDbInstance::open_with(&dir.path().join(format!("db-{i}")), &memory).unwrap())
+            .collect();
+        let mut backends: Vec<_> = instances.iter().map(|db| db.backend("op", 0..=127).unwrap()).collect();
+        let mut value = 0;
+        for backend in &mut backends {
+            value = backend.register_state("v", StateKind::Value).unwrap();
+        }
+        // 40 MiB of values into each database: on their own, four databases would hold up to two
+        // 16 MiB memtables each (128 MiB); the shared budget gives memtables 32 MiB.
+        let (mut peak, mut charged) = (0, 0);
+        for i in 0..DATABASES * 40 * 1024 {
+            let backend = &mut backends[(i % DATABASES) as usize];
+            backend.put(value, key((i % 128) as u16, &i.to_be_bytes(), b""), &noise(u64::from(i), 1024)).unwrap();
+            if i % 512 == 0 {
+                backend.flush_cache(false).unwrap();
+                // What RocksDB reports for the memtables of every database (not the budget's
+                // own counter).
+                let sizes = instances.iter().map(|db| {
+                    let cf = db.column_family("op/v", "test").unwrap();
+                    db.db.property_int_value_cf(&cf, "rocksdb.size-all-mem-tables").unwrap().unwrap_or(0)
+                });
+                peak = peak.max(sizes.sum::<u64>() as usize);
+                charged = charged.max(memory.memtable_usage());
+            }
+        }
+        eprintln!("peak memtable usage of {DATABASES} databases: {peak} bytes, charged {charged}");
+        assert!(charged > 0, "the memtables are charged to the shared budget");
+        // Without the shared budget the same writes peak at about 97 MB.
+        assert!(peak <= memory.bytes(), "memtables of the databases took up to {peak} bytes");
+        for i in (0..DATABASES * 40 * 1024).step_by(101) {
+            let backend = &mut backends[(i % DATABASES) as usize];
+            let stored = owned(backend.get(value, key((i % 128) as u16, &i.to_be_bytes(), b"")).unwrap());
+            assert_eq!(stored, Some(noise(u64::from(i), 1024)));
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! task's local state directory (removed when the task ends), checkpointed natively, and the
 //! record of which SST files are already in checkpoint storage (for incremental checkpoints).
 
-use super::rocksdb::{RocksDbInstance, RocksDbKeyedStateBackend, SstFile};
+use super::rocksdb::{RocksDbInstance, RocksDbKeyedStateBackend, RocksDbMemory, SstFile};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,7 @@ pub(crate) struct LocalCheckpoint {
 /// One task's RocksDB database.
 pub(crate) struct TaskDatabase {
     dir: PathBuf,
+    memory: RocksDbMemory,
     instance: Option<Arc<RocksDbInstance>>,
     /// Unique per database lineage segment: part of the names of the SST files it uploads.
     pub(crate) instance_id: String,
@@ -65,10 +66,11 @@ pub(crate) struct TaskDatabase {
 }
 
 impl TaskDatabase {
-    /// A database in the new directory `dir` (created on first use).
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    /// A database in the new directory `dir` (created on first use), within the taskmanager's
+    /// RocksDB `memory`.
+    pub(crate) fn new(dir: PathBuf, memory: RocksDbMemory) -> Self {
         let instance_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Self { dir, instance: None, instance_id, uploads: Arc::default() }
+        Self { dir, memory, instance: None, instance_id, uploads: Arc::default() }
     }
 
     fn db_dir(&self) -> PathBuf {
@@ -77,7 +79,7 @@ impl TaskDatabase {
 
     fn instance(&mut self) -> Result<&Arc<RocksDbInstance>> {
         if self.instance.is_none() {
-            self.instance = Some(RocksDbInstance::open(&self.db_dir())?);
+            self.instance = Some(RocksDbInstance::open_with(&self.db_dir(), &self.memory)?);
         }
         self.instance.as_ref().ok_or_else(|| Error::runtime(SERVICE, "database not open"))
     }
