@@ -133,6 +133,21 @@ impl Cluster {
         run_weir(&all, timeout)
     }
 
+    /// `GET <rest>/<path>` on the jobmanager's REST API: the status code and the JSON body.
+    ///
+    /// # Panics
+    /// When the request fails or the body is not JSON.
+    pub fn rest_get(&self, path: &str) -> (u16, Value) {
+        let url = format!("{}/{}", self.rest, path.trim_start_matches('/'));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        runtime.block_on(async {
+            let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let status = response.status().as_u16();
+            let body = response.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"));
+            (status, body)
+        })
+    }
+
     /// `weir <args> --json` that must succeed, parsed.
     ///
     /// # Panics

@@ -102,6 +102,14 @@ fn a_checkpoint_bucket_that_does_not_exist_is_refused_at_submission() {
     // The bucket that exists takes the job; the write probe leaves nothing behind.
     let accepted = run("s3://weir/checkpoints");
     assert_eq!(accepted.code, Some(0), "{accepted:?}");
+    let job = weir_tests::cluster::submitted_job_id(&accepted);
+    let (status, config) = cluster.rest_get(&format!("/jobs/{job}/checkpoints/config"));
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["interval_ms"], 1000, "{config}");
+    assert_eq!(config["timeout_ms"], 600_000, "{config}");
+    assert_eq!(config["retained"], 1, "{config}");
+    assert_eq!(config["state_backend"], "heap", "{config}");
+    assert_eq!(config["checkpoint_storage"], format!("s3://weir/checkpoints/{job}"), "{config}");
     assert!(
         server.list("checkpoints").unwrap().iter().all(|(key, _)| !key.contains("_weir-write-probe")),
         "{:?}",
