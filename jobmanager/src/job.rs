@@ -122,6 +122,8 @@ pub struct Job {
     pub(crate) started: Instant,
     pub(crate) ended: Option<Instant>,
     pub(crate) sinks: Vec<String>,
+    /// The keyed state backend of the job's tasks.
+    pub(crate) state_backend: weir_runtime::checkpoint::StateBackendKind,
     pub(crate) restart: RestartPolicy,
     pub(crate) restarts: u32,
     /// The taskmanager of each slot the current attempt holds.
@@ -153,6 +155,7 @@ impl Job {
             started: Instant::now(),
             ended: None,
             sinks: Vec::new(),
+            state_backend: weir_runtime::checkpoint::StateBackendKind::Heap,
             restart: RestartPolicy::default(),
             restarts: 0,
             slots: Vec::new(),
@@ -431,6 +434,7 @@ impl Job {
             last_recovery_time_ms: self.last_recovery_ms,
             source_records: vertices.iter().filter(|v| v.is_source).map(|v| v.records_in).sum(),
             sinks: self.sinks.clone(),
+            state_backend: self.state_backend.to_string(),
             vertices,
         }
     }
@@ -482,6 +486,8 @@ pub struct JobDetails {
     pub source_records: u64,
     /// Where the job's sinks write, one line each (for example `counts: text files in /tmp/out`).
     pub sinks: Vec<String>,
+    /// The keyed state backend: `heap` or `rocksdb`.
+    pub state_backend: String,
     /// Vertices.
     pub vertices: Vec<VertexDetails>,
 }

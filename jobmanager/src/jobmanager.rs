@@ -735,6 +735,7 @@ impl JobManager {
         };
         let mut job = Job::new(id, name.clone(), plan.clone());
         job.sinks = sinks;
+        job.state_backend = submission.state_backend;
         job.restart = self.shared.settings.restart;
         let (status, _) = watch::channel(JobStatus::Created);
         info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = plan.required_slots(), "job submitted");

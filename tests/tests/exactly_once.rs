@@ -165,6 +165,7 @@ fn exactly_once(run: &Run) -> Value {
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     assert!(end["restarts"].as_u64().unwrap_or(0) >= run.kills as u64, "every kill restarted the job: {end}");
     assert!(end["last_recovery_time_ms"].as_u64().is_some(), "recovery time reported: {end}");
+    assert_eq!(end["state_backend"], run.backend, "{end}");
 
     let mut actual = read_lines(output.path());
     let mut expected = reference::nexmark(run.query, run.events);
