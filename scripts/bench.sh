@@ -11,21 +11,10 @@
 # Everything runs on 127.0.0.1 with ports chosen by the OS; all processes are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 SCALE="${SCALE:-1}"
 REPEAT="${REPEAT:-3}"
-./scripts/setup.sh
-cargo build --release --workspace --quiet
-BIN="$CARGO_TARGET_DIR/release"
+source scripts/bench_env.sh
 PLUGIN="$BIN/libweir_example_nexmark.so"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 events_for() {
   case "$1" in

@@ -31,27 +31,16 @@
 # Needs python3 (for reading JSON), which scripts/setup.sh provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 SCALE="${SCALE:-1}"
 REPEAT="${REPEAT:-3}"
 QUICK_REPEAT="${QUICK_REPEAT:-10}"
 PARTS="${PARTS:-throughput state recovery}"
 CONFIGS="${CONFIGS:-none heap@10s heap@100ms rocksdb@1h rocksdb@10s}"
 STATE_BACKENDS="${STATE_BACKENDS:-heap rocksdb}"
-./scripts/setup.sh
-cargo build --release --workspace --quiet
-BIN="$CARGO_TARGET_DIR/release"
+source scripts/bench_env.sh
 NEXMARK="$BIN/libweir_example_nexmark.so"
 TEST_JOBS="$BIN/libweir_test_jobs.so"
 WEIR="$BIN/weir"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # Reads the JSON documents the CLI prints (python3 only, no other tool needed).
 cat > "$WORK/bench_json.py" <<'PY'

@@ -120,7 +120,6 @@ struct JobEntry {
     args: Vec<String>,
     status: watch::Sender<JobStatus>,
     checkpoints: Option<Arc<JobCheckpoints>>,
-    state_backend: StateBackendKind,
 }
 
 #[derive(Default)]
@@ -447,7 +446,7 @@ fn deployments(
                     .map(|o| (0..o.consumer_parallelism).map(|c| slots[c as usize].clone()).collect())
                     .collect(),
                 checkpointing: checkpointing.clone(),
-                state_backend: entry.state_backend,
+                state_backend: entry.job.state_backend,
                 restore: restore.map(|m| TaskRestore {
                     checkpoint_id: m.checkpoint_id,
                     handles: m.task(vertex.id, subtask).map(|s| s.handles.clone()).unwrap_or_default(),
@@ -741,15 +740,7 @@ impl JobManager {
         info!(job_id = %id, job_name = %name, tasks = plan.task_count(), slots = plan.required_slots(), "job submitted");
         self.shared.lock().jobs.insert(
             id,
-            JobEntry {
-                job,
-                plan,
-                artifact: submission.artifact,
-                args: submission.args,
-                status,
-                checkpoints,
-                state_backend: submission.state_backend,
-            },
+            JobEntry { job, plan, artifact: submission.artifact, args: submission.args, status, checkpoints },
         );
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move { shared.schedule(id).await });

@@ -447,7 +447,7 @@ pub struct RocksDbKeyedStateBackend {
     states: Vec<RegisteredState>,
     /// Reused buffer for encoded keys.
     key_buf: Vec<u8>,
-    /// Reused buffer that `get` and `map_get` copy values into.
+    /// Reused buffer that `map_get` copies values into.
     value_buf: Vec<u8>,
     /// Reused buffer for `update`'s new value and `append`'s encoded element.
     update_buf: Vec<u8>,

@@ -72,9 +72,40 @@ pub(crate) enum CacheWrite<'a> {
 #[derive(Debug)]
 pub(crate) struct WriteCache {
     states: Vec<KeyMap>,
-    bytes: usize,
+    totals: Totals,
     budget_bytes: usize,
+}
+
+/// What the entries of a [`WriteCache`] add up to (kept up to date by every change, so that the
+/// budget and dirtiness checks do not scan).
+#[derive(Debug, Default)]
+struct Totals {
+    /// [`CachedValue::bytes`] of every entry.
+    bytes: usize,
+    /// Entries with `dirty` set.
     dirty: usize,
+}
+
+impl Totals {
+    /// Inserts the new `entry` at `key` into `map`.
+    fn insert(&mut self, map: &mut KeyMap, key: &[u8], entry: CachedValue) {
+        self.bytes += entry.bytes(key);
+        self.dirty += usize::from(entry.dirty);
+        map.insert(key.to_vec(), entry);
+    }
+
+    /// Marks `entry` dirty.
+    fn mark_dirty(&mut self, entry: &mut CachedValue) {
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty += 1;
+        }
+    }
+
+    /// An entry that took `before` bytes takes `after` now.
+    fn resized(&mut self, before: usize, after: usize) {
+        self.bytes = self.bytes + after - before;
+    }
 }
 
 /// The entries of state `state` (created empty if needed).
@@ -88,7 +119,7 @@ fn map_of(states: &mut Vec<KeyMap>, state: usize) -> &mut KeyMap {
 impl WriteCache {
     /// An empty cache that asks to be flushed once its entries take more than `budget_bytes`.
     pub(crate) fn new(budget_bytes: usize) -> Self {
-        Self { states: Vec::new(), bytes: 0, budget_bytes, dirty: 0 }
+        Self { states: Vec::new(), totals: Totals::default(), budget_bytes }
     }
 
     /// The cached entry of `key`, if any.
@@ -117,8 +148,7 @@ impl WriteCache {
                 entry.value = value;
                 entry.loaded = true;
                 entry.in_database = stored.is_some();
-                let after = entry.bytes(key);
-                self.bytes = self.bytes + after - before;
+                self.totals.resized(before, entry.bytes(key));
             }
             None => {
                 let entry = CachedValue {
@@ -128,8 +158,7 @@ impl WriteCache {
                     dirty: false,
                     in_database: stored.is_some(),
                 };
-                self.bytes += entry.bytes(key);
-                map.insert(key.to_vec(), entry);
+                self.totals.insert(map, key, entry);
             }
         }
     }
@@ -147,9 +176,7 @@ impl WriteCache {
                 // Not read: the database may hold a value.
                 in_database: true,
             };
-            self.bytes += entry.bytes(key);
-            self.dirty += 1;
-            map.insert(key.to_vec(), entry);
+            self.totals.insert(map, key, entry);
             return;
         };
         let before = entry.bytes(key);
@@ -162,11 +189,9 @@ impl WriteCache {
         if value.is_none() && !entry.in_database {
             // A removed key the database never saw: nothing to write, nothing to keep (most
             // such keys, like fired windows, are not read again).
-            if entry.dirty {
-                self.dirty -= 1;
-            }
+            self.totals.dirty -= usize::from(entry.dirty);
+            self.totals.bytes -= before;
             map.remove(key);
-            self.bytes -= before;
             return;
         }
         match (value, &mut entry.value) {
@@ -176,11 +201,8 @@ impl WriteCache {
             }
             (new, old) => *old = new.map(<[u8]>::to_vec),
         }
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty += 1;
-        }
-        self.bytes = self.bytes + entry.bytes(key) - before;
+        self.totals.mark_dirty(entry);
+        self.totals.resized(before, entry.bytes(key));
     }
 
     /// Appends the encoded list elements `elements` to the list at `key`, to be written at the
@@ -190,9 +212,7 @@ impl WriteCache {
         let Some(entry) = map.get_mut(key) else {
             let entry =
                 CachedValue { value: None, pending: elements.to_vec(), loaded: false, dirty: true, in_database: true };
-            self.bytes += entry.bytes(key);
-            self.dirty += 1;
-            map.insert(key.to_vec(), entry);
+            self.totals.insert(map, key, entry);
             return;
         };
         if entry.loaded {
@@ -200,11 +220,8 @@ impl WriteCache {
         } else {
             entry.pending.extend_from_slice(elements);
         }
-        self.bytes += elements.len();
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty += 1;
-        }
+        self.totals.bytes += elements.len();
+        self.totals.mark_dirty(entry);
     }
 
     /// Read-modify-write of the loaded `key`: `merge` gets the current value and writes the new
@@ -234,22 +251,19 @@ impl WriteCache {
             None => entry.value = Some(std::mem::take(out)),
         }
         out.clear();
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty += 1;
-        }
-        self.bytes = self.bytes + entry.bytes(key) - before;
+        self.totals.mark_dirty(entry);
+        self.totals.resized(before, entry.bytes(key));
         Some(Ok(existed))
     }
 
     /// Whether the entries take more than the budget: time to flush and empty the cache.
     pub(crate) fn over_budget(&self) -> bool {
-        self.bytes > self.budget_bytes
+        self.totals.bytes > self.budget_bytes
     }
 
     /// Whether any entry must still be written.
     pub(crate) fn is_dirty(&self) -> bool {
-        self.dirty > 0
+        self.totals.dirty > 0
     }
 
     /// Calls `apply` with state index and write for every dirty entry (once `apply` succeeded for
@@ -273,7 +287,7 @@ impl WriteCache {
             for map in &mut self.states {
                 map.clear();
             }
-            self.bytes = 0;
+            self.totals.bytes = 0;
         } else {
             for map in &mut self.states {
                 // Absent keys need no entry once written, appended elements are in the database.
@@ -283,9 +297,9 @@ impl WriteCache {
                     entry.loaded && entry.in_database
                 });
             }
-            self.bytes = self.states.iter().flatten().map(|(key, entry)| entry.bytes(key)).sum();
+            self.totals.bytes = self.states.iter().flatten().map(|(key, entry)| entry.bytes(key)).sum();
         }
-        self.dirty = 0;
+        self.totals.dirty = 0;
     }
 }
 
