@@ -15,8 +15,18 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "$@" > /dev/null
 }
 
+# The way clang-sys (used by bindgen) looks for it: LIBCLANG_PATH, else `libclang.so`,
+# `libclang-<version>.so` or `libclang.so.<version>` in the LLVM and system library directories.
+# `libclang-cpp.so.*` (the C++ interface, present on a fresh Debian) is not libclang.
 have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* > /dev/null 2>&1 || ldconfig -p 2> /dev/null | grep -q 'libclang'
+  local dirs=(${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/lib)
+  local dir file
+  for dir in "${dirs[@]}"; do
+    for file in "$dir"/libclang.so "$dir"/libclang.so.* "$dir"/libclang-[0-9]*.so "$dir"/libclang-[0-9]*.so.*; do
+      [ -e "$file" ] && return 0
+    done
+  done
+  return 1
 }
 if ! have_libclang; then
   echo "setup: installing libclang-dev (needed to build RocksDB's bindings)"
