@@ -43,6 +43,7 @@ pub(crate) fn check_backend_contract(make: impl Fn(RangeInclusive<u16>) -> Box<d
     out_of_range_key_groups_and_unknown_states(&make);
     registration_and_kind_mismatch(&make);
     snapshot_and_restore(&make);
+    restored_entries_outlive_snapshots_until_registered(&make);
 }
 
 /// An entry of a snapshot, owned: `(key group, state, key, namespace, user key, value)`.
@@ -160,6 +161,111 @@ fn snapshot_and_restore(make: &dyn Fn(RangeInclusive<u16>) -> Box<dyn KeyedState
     empty.restore(&snapshot).unwrap();
     empty.register_state("v", StateKind::Value).unwrap();
     assert_eq!(empty.snapshot().unwrap(), Vec::new());
+}
+
+/// Restored entries of states the operator has not registered (yet) are still the operator's
+/// state: every later snapshot holds them, so a second restore (after a second failure) finds
+/// them, however many snapshots were taken in between and whichever states were registered.
+fn restored_entries_outlive_snapshots_until_registered(
+    make: &dyn Fn(RangeInclusive<u16>) -> Box<dyn KeyedStateBackend>,
+) {
+    let entry = |group: u16, state: &str, k: &[u8], namespace: &[u8], user_key: &[u8], value: &[u8]| -> OwnedEntry {
+        (group, state.to_owned(), k.to_vec(), namespace.to_vec(), user_key.to_vec(), value.to_vec())
+    };
+    let mut list_value = Vec::new();
+    for element in [&b"a"[..], b"bb"] {
+        encode_list_element(&mut list_value, element);
+    }
+    // The first checkpoint: value, list and map state in key groups 0..=3, and a timer.
+    let mut first = make(0..=3);
+    let value = first.register_state("v", StateKind::Value).unwrap();
+    let list = first.register_state("l", StateKind::List).unwrap();
+    let map = first.register_state("m", StateKind::Map).unwrap();
+    for group in 0..=3u16 {
+        let k = [b'k', b'0' + group as u8];
+        first.put(value, key(group, &k, b""), &[group as u8]).unwrap();
+        first.put(value, key(group, &k, b"w"), b"in w").unwrap();
+        for element in [&b"a"[..], b"bb"] {
+            first.append(list, key(group, &k, b""), element).unwrap();
+        }
+        first.map_put(map, key(group, &k, b"ns"), b"u1", b"1").unwrap();
+        first.map_put(map, key(group, &k, b"ns"), b"u2", b"2").unwrap();
+    }
+    let mut snapshot = first.snapshot().unwrap();
+    let mut timer = Vec::new();
+    let timer_entry = StateEntry { state: "__timers/event", key: b"k2", namespace: b"", user_key: b"", value: b"t" };
+    encode_state_entry(&mut timer, timer_entry).unwrap();
+    snapshot.push(KeyGroupState { key_group: 2, entries: timer });
+    let mut expected = Vec::new();
+    for group in 2..=3u16 {
+        let k = [b'k', b'0' + group as u8];
+        expected.push(entry(group, "v", &k, b"", b"", &[group as u8]));
+        expected.push(entry(group, "v", &k, b"w", b"", b"in w"));
+        expected.push(entry(group, "l", &k, b"", b"", &list_value));
+        expected.push(entry(group, "m", &k, b"ns", b"u1", b"1"));
+        expected.push(entry(group, "m", &k, b"ns", b"u2", b"2"));
+    }
+    expected.sort();
+
+    // After a failure, a subtask of key groups 2..=3 registers nothing before its next snapshots:
+    // they hold its key groups' entries (not the others', not the timer, which operators write).
+    let mut second = make(2..=3);
+    second.restore(&snapshot).unwrap();
+    let untouched = second.snapshot().unwrap();
+    assert_eq!(snapshot_entries(&untouched), expected, "a snapshot before any registration");
+    assert_eq!(snapshot_entries(&second.snapshot().unwrap()), expected, "a second snapshot");
+
+    // It registers some states, and changes one entry: the others still wait, and are snapshotted.
+    let value = second.register_state("v", StateKind::Value).unwrap();
+    assert_eq!(second.get(value, key(3, b"k3", b"")).unwrap(), Some(&[3u8][..]));
+    second.put(value, key(3, b"k3", b""), b"new").unwrap();
+    let partly = second.snapshot().unwrap();
+    let mut expected_partly: Vec<OwnedEntry> =
+        expected
+            .iter()
+            .map(|e| {
+                if e.1 == "v" && e.0 == 3 && e.3.is_empty() {
+                    entry(3, "v", b"k3", b"", b"", b"new")
+                } else {
+                    e.clone()
+                }
+            })
+            .collect();
+    expected_partly.sort();
+    assert_eq!(snapshot_entries(&partly), expected_partly, "a snapshot with one state registered");
+    // A state registered after a snapshot gets its entries, and the next snapshot has them once.
+    let map = second.register_state("m", StateKind::Map).unwrap();
+    assert_eq!(scan(&mut *second, map, key(2, b"k2", b"ns")), pairs(&[("u1", "1"), ("u2", "2")]));
+    assert_eq!(snapshot_entries(&second.snapshot().unwrap()), expected_partly, "after a late registration");
+
+    // A second failure: a fresh backend restores the snapshot taken before the states were
+    // registered, another the one taken after; both find every entry when they register.
+    for (restored, expected) in [(&untouched, &expected), (&partly, &expected_partly)] {
+        let mut third = make(2..=3);
+        third.restore(restored).unwrap();
+        assert_eq!(snapshot_entries(&third.snapshot().unwrap()), *expected);
+        let list = third.register_state("l", StateKind::List).unwrap();
+        let map = third.register_state("m", StateKind::Map).unwrap();
+        let value = third.register_state("v", StateKind::Value).unwrap();
+        for group in 2..=3u16 {
+            let k = [b'k', b'0' + group as u8];
+            let stored = third.get(list, key(group, &k, b"")).unwrap().unwrap().to_vec();
+            assert_eq!(list_elements(&stored).collect::<Result<Vec<_>>>().unwrap(), vec![&b"a"[..], b"bb"]);
+            assert_eq!(scan(&mut *third, map, key(group, &k, b"ns")), pairs(&[("u1", "1"), ("u2", "2")]));
+            assert_eq!(third.get(value, key(group, &k, b"w")).unwrap(), Some(&b"in w"[..]));
+        }
+        assert_eq!(third.get(value, key(2, b"k2", b"")).unwrap(), Some(&[2u8][..]));
+        let v3 = owned(third.get(value, key(3, b"k3", b"")).unwrap());
+        let expected_v3 = expected.iter().find(|e| e.0 == 3 && e.1 == "v" && e.3.is_empty()).map(|e| e.5.clone());
+        assert_eq!(v3, expected_v3);
+        assert_eq!(snapshot_entries(&third.snapshot().unwrap()), *expected);
+    }
+
+    // Rescaled to key group 3 alone: a snapshot before any registration holds only key group 3.
+    let mut rescaled = make(3..=3);
+    rescaled.restore(&untouched).unwrap();
+    let only_3: Vec<OwnedEntry> = expected.iter().filter(|e| e.0 == 3).cloned().collect();
+    assert_eq!(snapshot_entries(&rescaled.snapshot().unwrap()), only_3);
 }
 
 fn value_put_get_remove(make: &dyn Fn(RangeInclusive<u16>) -> Box<dyn KeyedStateBackend>) {

@@ -329,6 +329,17 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 }
             }
         }
+        // Restored entries of states not registered yet are state too.
+        for (key_group, entry) in self.pending.entries() {
+            let group = usize::from(key_group.wrapping_sub(self.first_key_group));
+            let Some(group) = groups.get_mut(group).filter(|g| g.key_group == key_group) else {
+                return Err(Error::runtime(
+                    SERVICE,
+                    format!("snapshot: restored entry of key group {key_group} outside {:?}", self.key_groups),
+                ));
+            };
+            encode_state_entry(&mut group.entries, entry)?;
+        }
         groups.retain(|g| !g.entries.is_empty());
         Ok(groups)
     }

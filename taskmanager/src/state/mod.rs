@@ -13,7 +13,7 @@ mod write_cache;
 
 use rustc_hash::FxHashMap;
 use std::ops::RangeInclusive;
-use weir_api::runtime::{KeyGroupState, KeyedStateBackend, StateId, StateKey, StateKind, state_entries};
+use weir_api::runtime::{KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, state_entries};
 use weir_api::{Error, Result};
 
 /// A restored entry waiting for its state to be registered.
@@ -26,7 +26,12 @@ pub(crate) struct PendingEntry {
 }
 
 /// Restored entries by state name, until the operator registers each state: only then is its
-/// kind, and so how to store it, known. Shared by the backends' `restore` and `register_state`.
+/// kind, and so how to store it, known. Shared by the backends' `restore`, `register_state` and
+/// `snapshot`.
+///
+/// Contract: pending entries are state like any other. A backend's snapshot holds them (in their
+/// key groups, beside the registered states' entries) until their state is registered, so state
+/// that user code does not touch after a restore survives the next failure too.
 #[derive(Default)]
 pub(crate) struct PendingRestore {
     by_state: FxHashMap<String, Vec<PendingEntry>>,
@@ -74,6 +79,18 @@ impl PendingRestore {
     /// Takes the pending entries of state `name`.
     pub(crate) fn take(&mut self, name: &str) -> Option<Vec<PendingEntry>> {
         self.by_state.remove(name)
+    }
+
+    /// Every pending entry with its key group, for snapshots. Key groups are those of the backend
+    /// ([`PendingRestore::add`] keeps no others).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u16, StateEntry<'_>)> {
+        self.by_state.iter().flat_map(|(state, entries)| {
+            entries.iter().map(move |e| {
+                let entry =
+                    StateEntry { state, key: &e.key, namespace: &e.namespace, user_key: &e.user_key, value: &e.value };
+                (e.key_group, entry)
+            })
+        })
     }
 }
 

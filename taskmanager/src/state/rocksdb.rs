@@ -438,8 +438,8 @@ struct RegisteredState {
 /// - Every RocksDB failure is an [`Error::Runtime`] naming the database path and column family.
 /// - [`KeyedStateBackend::snapshot`] writes the entries of the registered states in the backend's
 ///   key groups; [`KeyedStateBackend::restore`] keeps the entries of states not registered yet in
-///   memory until they are (their kind decides the key layout), and skips internal structures
-///   (state names starting with `__`).
+///   memory until they are (their kind decides the key layout), and every snapshot holds them
+///   until then; it skips internal structures (state names starting with `__`).
 pub struct RocksDbKeyedStateBackend {
     instance: Arc<RocksDbInstance>,
     operator_uid: String,
@@ -455,7 +455,7 @@ pub struct RocksDbKeyedStateBackend {
     /// Restored entries of states not registered yet, by state name.
     pending: super::PendingRestore,
     /// Checkpoints copy the database's files ([`RocksDbInstance::checkpoint`]): the canonical
-    /// [`KeyedStateBackend::snapshot`] is then empty.
+    /// [`KeyedStateBackend::snapshot`] then holds only the pending restored entries.
     native_snapshots: bool,
     /// Value and list state of recently used keys, written to the database in batches.
     cache: WriteCache,
@@ -506,8 +506,9 @@ impl Accepts {
 }
 
 impl RocksDbKeyedStateBackend {
-    /// Makes [`KeyedStateBackend::snapshot`] return nothing: the task checkpoints the whole
-    /// database natively (incrementally, by SST file) instead.
+    /// Makes [`KeyedStateBackend::snapshot`] return only the restored entries of states not
+    /// registered yet (which are not in the database): the task checkpoints the whole database
+    /// natively (incrementally, by SST file) instead.
     #[must_use]
     pub fn with_native_snapshots(mut self) -> Self {
         self.native_snapshots = true;
@@ -739,10 +740,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
         self.flush_cache(false)?;
-        if self.native_snapshots {
-            return Ok(Vec::new());
-        }
+        // Restored entries of states not registered yet are not in the database (their kind,
+        // and so their key layout, is unknown): they are snapshotted canonically either way.
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for (key_group, entry) in self.pending.entries() {
+            encode_state_entry(groups.entry(key_group).or_default(), entry)?;
+        }
+        if self.native_snapshots {
+            return Ok(groups.into_iter().map(|(key_group, entries)| KeyGroupState { key_group, entries }).collect());
+        }
         let (start, end) = key_group_range_bounds(self.key_groups.clone());
         let instance = &*self.instance;
         for state in &self.states {
@@ -986,6 +992,45 @@ mod tests {
             iter.next();
         }
         assert_eq!(count, keys, "every key but the removed one, plus the new one");
+    }
+
+    #[test]
+    fn native_snapshots_hold_the_restored_entries_of_states_not_registered_yet() {
+        use crate::state::contract::snapshot_entries;
+
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        // A canonical snapshot (as from the heap backend) of a value and a map state.
+        let canonical = {
+            let source = RocksDbInstance::open(&dir.path().join("source")).unwrap();
+            let mut backend = source.backend("op", 0..=3).unwrap();
+            let value = backend.register_state("v", StateKind::Value).unwrap();
+            let map = backend.register_state("m", StateKind::Map).unwrap();
+            backend.put(value, key(1, b"k", b""), b"value").unwrap();
+            backend.map_put(map, key(2, b"k", b""), b"u", b"mapped").unwrap();
+            backend.snapshot().unwrap()
+        };
+        let instance = RocksDbInstance::open(&dir.path().join("db")).unwrap();
+        let mut backend = instance.backend("op", 0..=3).unwrap().with_native_snapshots();
+        backend.restore(&canonical).unwrap();
+        backend.register_state("v", StateKind::Value).unwrap();
+        // "v" is in the database now; "m" is not, so the snapshot carries it.
+        let snapshot = backend.snapshot().unwrap();
+        let pending: Vec<_> = snapshot_entries(&canonical).into_iter().filter(|e| e.1 == "m").collect();
+        assert_eq!(snapshot_entries(&snapshot), pending);
+        instance.checkpoint(&checkpoints.path().join("a")).unwrap();
+        drop(backend);
+        drop(instance);
+
+        // Restored as a task restores: the database's files, then the canonical part.
+        let restored = RocksDbInstance::open(&checkpoints.path().join("a")).unwrap();
+        let mut backend = restored.backend("op", 0..=3).unwrap().with_native_snapshots();
+        backend.restore(&snapshot).unwrap();
+        let map = backend.register_state("m", StateKind::Map).unwrap();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        assert_eq!(backend.get(value, key(1, b"k", b"")).unwrap(), Some(&b"value"[..]));
+        assert_eq!(backend.map_get(map, key(2, b"k", b""), b"u").unwrap(), Some(&b"mapped"[..]));
+        assert!(backend.snapshot().unwrap().is_empty(), "everything is in the database now");
     }
 
     #[test]
