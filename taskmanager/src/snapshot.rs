@@ -30,29 +30,32 @@ pub(crate) struct DatabaseCheckpoint {
     pub(crate) instance_id: String,
 }
 
-/// Uploads the files of a native RocksDB checkpoint: SST files already in storage (confirmed by a
-/// completed checkpoint) are reused, new ones go to `shared/`, the others (`CURRENT`,
-/// `MANIFEST-*`, `OPTIONS-*`) to the checkpoint's own directory.
+/// Uploads the files of a native RocksDB checkpoint: SST files of the newest checkpoint this task
+/// was told completed are reused (see [`SharedUploads`]), new ones go to `shared/`, the others
+/// (`CURRENT`, `MANIFEST-*`, `OPTIONS-*`) to the checkpoint's own directory. Every object it
+/// writes (or starts writing) is pushed to `written` first, so that a caller that declines the
+/// checkpoint can delete them.
 async fn upload_database(
     storage: &Storage,
     layout: &CheckpointLayout,
     task: TaskId,
     checkpoint: CheckpointId,
     database: &DatabaseCheckpoint,
+    written: &mut Vec<String>,
 ) -> Result<Vec<StateHandle>, String> {
     let mut handles = Vec::with_capacity(database.local.files.len());
     for file in &database.local.files {
-        if file.is_sst {
-            let reusable = database.uploads.lock().get(&file.name).filter(|u| u.confirmed).cloned();
-            if let Some(uploaded) = reusable {
-                handles.push(StateHandle {
-                    uri: uploaded.uri,
-                    size_bytes: uploaded.size_bytes,
-                    incremental_bytes: 0,
-                    shared: true,
-                });
-                continue;
-            }
+        if file.is_sst
+            && let Some(uploaded) = database.uploads.reusable(&file.name)
+        {
+            handles.push(StateHandle {
+                uri: uploaded.uri.clone(),
+                size_bytes: uploaded.size_bytes,
+                incremental_bytes: 0,
+                shared: true,
+            });
+            database.uploads.record(checkpoint, &file.name, uploaded);
+            continue;
         }
         let path = database.local.dir.join(&file.name);
         let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -65,16 +68,63 @@ async fn upload_database(
             layout.task_file_url(checkpoint, &format!("{}-{}.rocksdb/{}", task.vertex, task.subtask, file.name))
         };
         let size = bytes.len() as u64;
+        written.push(uri.clone());
         storage.put(&uri, bytes.into()).await.map_err(|e| e.to_string())?;
         if file.is_sst {
-            database.uploads.lock().insert(
-                file.name.clone(),
-                UploadedSst { uri: uri.clone(), size_bytes: size, checkpoint, confirmed: false },
-            );
+            database.uploads.record(checkpoint, &file.name, UploadedSst { uri: uri.clone(), size_bytes: size });
         }
         handles.push(StateHandle { uri, size_bytes: size, incremental_bytes: size, shared: file.is_sst });
     }
     Ok(handles)
+}
+
+/// Uploads one task's part of checkpoint `snapshot.checkpoint`: the native database checkpoint
+/// (if any), then the serialized chain snapshot at `url`. Returns the handles to acknowledge.
+///
+/// # Errors
+/// Why the checkpoint must be declined. Everything this call wrote for the checkpoint is then
+/// deleted again (best effort: a failed delete is logged), so that a declined checkpoint leaves
+/// no orphans; files reused from an earlier checkpoint are left alone.
+async fn upload_task_snapshot(
+    storage: &Storage,
+    layout: &CheckpointLayout,
+    task: TaskId,
+    snapshot: ChainSnapshot,
+    url: String,
+    database: Option<&DatabaseCheckpoint>,
+) -> Result<Vec<StateHandle>, String> {
+    let checkpoint = snapshot.checkpoint;
+    let mut written = Vec::new();
+    let result = async {
+        let mut handles = Vec::new();
+        if let Some(database) = database {
+            let uploaded = upload_database(storage, layout, task, checkpoint, database, &mut written).await;
+            let _ = tokio::fs::remove_dir_all(&database.local.dir).await;
+            handles = uploaded.map_err(|e| format!("cannot upload the RocksDB checkpoint: {e}"))?;
+        }
+        let bytes = tokio::task::spawn_blocking(move || postcard::to_allocvec(&snapshot))
+            .await
+            .map_err(|e| format!("snapshot serialization failed: {e}"))?
+            .map_err(|e| format!("cannot serialize the snapshot: {e}"))?;
+        let size = bytes.len() as u64;
+        written.push(url.clone());
+        storage.put(&url, bytes.into()).await.map_err(|e| format!("cannot write the snapshot: {e}"))?;
+        debug!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, size, "snapshot written");
+        handles.push(StateHandle { uri: url, size_bytes: size, incremental_bytes: size, shared: false });
+        Ok(handles)
+    }
+    .await;
+    if result.is_err() {
+        if let Some(database) = database {
+            database.uploads.abort(checkpoint);
+        }
+        for uri in &written {
+            if let Err(e) = storage.delete(uri).await {
+                warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "cannot delete {uri} of a declined checkpoint: {e}");
+            }
+        }
+    }
+    result
 }
 
 impl SnapshotWriter {
@@ -84,7 +134,8 @@ impl SnapshotWriter {
     }
 
     /// Serializes and uploads `snapshot` in the background, then acknowledges it to `events` with
-    /// the file's handle (or declines the checkpoint if the upload fails). Returns at once.
+    /// the file's handle (or declines the checkpoint if the upload fails, after deleting what it
+    /// wrote). Returns at once.
     pub(crate) fn write(
         &mut self,
         task: TaskId,
@@ -99,41 +150,13 @@ impl SnapshotWriter {
         let layout = self.layout.clone();
         self.in_flight.retain(|h| !h.is_finished());
         let handle = self.runtime.spawn(async move {
-            let mut handles = Vec::new();
-            if let Some(database) = &database {
-                let uploaded = upload_database(&storage, &layout, task, checkpoint, database).await;
-                let _ = tokio::fs::remove_dir_all(&database.local.dir).await;
-                match uploaded {
-                    Ok(files) => handles = files,
-                    Err(e) => {
-                        warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "cannot upload the RocksDB checkpoint: {e}");
-                        events.checkpoint_declined(task, checkpoint, format!("cannot upload the RocksDB checkpoint: {e}"));
-                        return;
-                    }
-                }
-            }
-            let encoded = tokio::task::spawn_blocking(move || postcard::to_allocvec(&snapshot)).await;
-            let bytes = match encoded {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(e)) => {
-                    events.checkpoint_declined(task, checkpoint, format!("cannot serialize the snapshot: {e}"));
-                    return;
-                }
-                Err(e) => {
-                    events.checkpoint_declined(task, checkpoint, format!("snapshot serialization failed: {e}"));
-                    return;
-                }
-            };
-            let size = bytes.len() as u64;
-            match storage.put(&url, bytes.into()).await {
-                Ok(()) => {
-                    debug!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, size, "snapshot written");
-                    handles.push(StateHandle { uri: url, size_bytes: size, incremental_bytes: size, shared: false });
+            match upload_task_snapshot(&storage, &layout, task, snapshot, url, database.as_ref()).await {
+                Ok(handles) => {
                     events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms });
                 }
-                Err(e) => {
-                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "cannot write the snapshot: {e}");
-                    events.checkpoint_declined(task, checkpoint, format!("cannot write the snapshot: {e}"));
+                Err(reason) => {
+                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the checkpoint: {reason}");
+                    events.checkpoint_declined(task, checkpoint, reason);
                 }
             }
         });
@@ -167,6 +190,7 @@ pub(crate) fn read_restored(
             .block_on(storage.get(uri))
             .map_err(|e| Error::runtime("checkpoint restore", format!("checkpoint {}: {e}", restore.checkpoint_id)))
     };
+    let mut restored_ssts = HashMap::new();
     for handle in &restore.handles {
         let database_file = if handle.shared {
             // `shared/<vertex>-<subtask>-<instance>-<checkpoint>-<name>`
@@ -186,15 +210,8 @@ pub(crate) fn read_restored(
             })?;
             database.restore_file(name, &read(&handle.uri)?)?;
             if handle.shared {
-                database.uploads.lock().insert(
-                    name.to_owned(),
-                    UploadedSst {
-                        uri: handle.uri.clone(),
-                        size_bytes: handle.size_bytes,
-                        checkpoint: restore.checkpoint_id,
-                        confirmed: true,
-                    },
-                );
+                let file = UploadedSst { uri: handle.uri.clone(), size_bytes: handle.size_bytes };
+                restored_ssts.insert(name.to_owned(), file);
             }
             continue;
         }
@@ -214,6 +231,9 @@ pub(crate) fn read_restored(
         for operator in snapshot.operators {
             operators.insert(operator.uid.clone(), operator);
         }
+    }
+    if let Some(database) = database {
+        database.uploads.restored(restore.checkpoint_id, restored_ssts);
     }
     Ok(operators)
 }
@@ -310,7 +330,7 @@ mod tests {
 
         put_keys(&mut database, 0..20_000);
         let first = upload(&mut database, 1);
-        let handles1 = upload_database(&storage, &layout, task, 1, &first).await.unwrap();
+        let handles1 = upload_database(&storage, &layout, task, 1, &first, &mut Vec::new()).await.unwrap();
         let ssts1: Vec<&StateHandle> = handles1.iter().filter(|h| h.shared).collect();
         assert!(!ssts1.is_empty());
         assert!(ssts1.iter().all(|h| h.incremental_bytes == h.size_bytes), "everything is new");
@@ -319,14 +339,14 @@ mod tests {
         // Before checkpoint 1 completed, its files must not be reused (it may still be aborted).
         put_keys(&mut database, 20_000..20_001);
         let unconfirmed = upload(&mut database, 2);
-        let handles2 = upload_database(&storage, &layout, task, 2, &unconfirmed).await.unwrap();
+        let handles2 = upload_database(&storage, &layout, task, 2, &unconfirmed, &mut Vec::new()).await.unwrap();
         assert!(handles2.iter().filter(|h| h.shared).all(|h| h.incremental_bytes == h.size_bytes));
 
         // Checkpoint 2 completed: a checkpoint after one more key uploads one small SST file.
         database.uploads.confirm(2);
         put_keys(&mut database, 20_001..20_002);
         let third = upload(&mut database, 3);
-        let handles3 = upload_database(&storage, &layout, task, 3, &third).await.unwrap();
+        let handles3 = upload_database(&storage, &layout, task, 3, &third, &mut Vec::new()).await.unwrap();
         let new: Vec<&StateHandle> = handles3.iter().filter(|h| h.shared && h.incremental_bytes > 0).collect();
         let reused: Vec<&StateHandle> = handles3.iter().filter(|h| h.shared && h.incremental_bytes == 0).collect();
         assert_eq!(new.len(), 1, "only the SST file flushed for the new key is uploaded: {handles3:?}");
@@ -353,7 +373,7 @@ mod tests {
         put_keys(&mut database, 0..1000);
         let local = database.checkpoint(5).unwrap().unwrap();
         let checkpoint = DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: "a".into() };
-        let handles = upload_database(&storage, &layout, task, 5, &checkpoint).await.unwrap();
+        let handles = upload_database(&storage, &layout, task, 5, &checkpoint, &mut Vec::new()).await.unwrap();
         drop(database);
 
         let restore = TaskRestore { checkpoint_id: 5, handles: handles.clone() };
@@ -373,7 +393,114 @@ mod tests {
         let key = 999u32.to_be_bytes();
         let value = backend.get(state, StateKey { key_group: (999 % 128) as u16, key: &key, namespace: &[] }).unwrap();
         assert_eq!(value, Some(&[999u32 as u8; 100][..]));
-        let reusable = restored.uploads.lock().values().filter(|u| u.confirmed).count();
-        assert_eq!(reusable, handles.iter().filter(|h| h.shared).count());
+        assert_eq!(restored.uploads.confirmed(), (Some(5), handles.iter().filter(|h| h.shared).count()));
+    }
+
+    /// Storage in a temporary directory, and the layout of a job in it.
+    fn temp_storage(dir: &std::path::Path) -> (Storage, CheckpointLayout, TaskId) {
+        let storage = Storage::open(&StorageConfig {
+            url: format!("file://{}", dir.join("storage").display()),
+            options: std::collections::BTreeMap::new(),
+        })
+        .unwrap();
+        let task = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 2, subtask: 1 };
+        let layout = CheckpointLayout::new(&storage, task.job);
+        (storage, layout, task)
+    }
+
+    fn local_checkpoint(database: &mut TaskDatabase, checkpoint: CheckpointId) -> DatabaseCheckpoint {
+        let local = database.checkpoint(checkpoint).unwrap().expect("the database is open");
+        DatabaseCheckpoint { local, uploads: database.uploads.clone(), instance_id: database.instance_id.clone() }
+    }
+
+    /// Every object under the job's directory.
+    async fn stored(storage: &Storage, layout: &CheckpointLayout) -> BTreeSet<String> {
+        storage.list(layout.job_url()).await.unwrap().into_iter().map(|(uri, _)| uri).collect()
+    }
+
+    fn shared_uris(handles: &[StateHandle]) -> BTreeSet<String> {
+        handles.iter().filter(|h| h.shared).map(|h| h.uri.clone()).collect()
+    }
+
+    /// Checkpoints 5 and 6 run concurrently and both upload the same SST files; 6's uploads end
+    /// first. Both complete (5, then 6), so with `retained = 1` the coordinator discards 5 and
+    /// deletes the copies only 5 references. Checkpoint 7 must reference 6's copies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn concurrent_checkpoints_reuse_only_the_files_of_the_newest_completed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, layout, task) = temp_storage(dir.path());
+        let mut database = TaskDatabase::new(dir.path().join("db"), RocksDbMemory::new(64 << 20));
+        put_keys(&mut database, 0..5_000);
+        let fifth = local_checkpoint(&mut database, 5);
+        let sixth = local_checkpoint(&mut database, 6);
+        let names = |c: &DatabaseCheckpoint| -> BTreeSet<String> {
+            c.local.files.iter().filter(|f| f.is_sst).map(|f| f.name.clone()).collect()
+        };
+        assert!(!names(&fifth).is_empty() && names(&fifth) == names(&sixth), "nothing changed in between");
+
+        let handles6 = upload_database(&storage, &layout, task, 6, &sixth, &mut Vec::new()).await.unwrap();
+        let handles5 = upload_database(&storage, &layout, task, 5, &fifth, &mut Vec::new()).await.unwrap();
+        let (uris5, uris6) = (shared_uris(&handles5), shared_uris(&handles6));
+        assert!(uris5.is_disjoint(&uris6), "neither may reuse the other's unconfirmed uploads");
+        database.uploads.confirm(5);
+        database.uploads.confirm(6);
+        // The coordinator discarded checkpoint 5 and deleted the files only it referenced.
+        for uri in uris5.difference(&uris6) {
+            storage.delete(uri).await.unwrap();
+        }
+
+        put_keys(&mut database, 5_000..5_001);
+        let seventh = local_checkpoint(&mut database, 7);
+        let handles7 = upload_database(&storage, &layout, task, 7, &seventh, &mut Vec::new()).await.unwrap();
+        let reused: BTreeSet<String> =
+            handles7.iter().filter(|h| h.shared && h.incremental_bytes == 0).map(|h| h.uri.clone()).collect();
+        assert!(!reused.is_empty(), "checkpoint 7 reuses files: {handles7:?}");
+        assert!(reused.is_subset(&uris6), "checkpoint 7 reuses checkpoint 5's files {:?}", reused.difference(&uris6));
+        for handle in handles7.iter().filter(|h| h.shared) {
+            storage.get(&handle.uri).await.unwrap_or_else(|e| panic!("checkpoint 7 references a missing file: {e}"));
+        }
+
+        // A late confirmation of an older checkpoint changes nothing.
+        database.uploads.confirm(7);
+        database.uploads.confirm(6);
+        let eighth = local_checkpoint(&mut database, 8);
+        let handles8 = upload_database(&storage, &layout, task, 8, &eighth, &mut Vec::new()).await.unwrap();
+        assert!(handles8.iter().filter(|h| h.shared).all(|h| h.incremental_bytes == 0), "all reused: {handles8:?}");
+        assert_eq!(shared_uris(&handles8), shared_uris(&handles7));
+    }
+
+    /// A task that declines a checkpoint after uploading part of it deletes what it uploaded for
+    /// it, and only that: the files it reused from the completed checkpoint stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_declined_checkpoint_leaves_no_files_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, layout, task) = temp_storage(dir.path());
+        let mut database = TaskDatabase::new(dir.path().join("db"), RocksDbMemory::new(64 << 20));
+        put_keys(&mut database, 0..5_000);
+        let first = local_checkpoint(&mut database, 1);
+        let snapshot = |checkpoint| ChainSnapshot { checkpoint, operators: Vec::new() };
+        let url = |checkpoint| layout.task_file_url(checkpoint, "2-1");
+        let handles1 = upload_task_snapshot(&storage, &layout, task, snapshot(1), url(1), Some(&first)).await.unwrap();
+        database.uploads.confirm(1);
+        let after_first = stored(&storage, &layout).await;
+        assert_eq!(after_first, handles1.iter().map(|h| h.uri.clone()).collect::<BTreeSet<_>>());
+
+        // Checkpoint 2 has a new SST file; its upload fails at the last file (after the SST
+        // files, CURRENT and MANIFEST were written).
+        put_keys(&mut database, 5_000..5_001);
+        let second = local_checkpoint(&mut database, 2);
+        let last = second.local.files.last().expect("checkpoint files").name.clone();
+        assert!(second.local.files.iter().filter(|f| f.is_sst).count() > 1);
+        std::fs::remove_file(second.local.dir.join(&last)).unwrap();
+        let err = upload_task_snapshot(&storage, &layout, task, snapshot(2), url(2), Some(&second)).await.unwrap_err();
+        assert!(err.contains(&last), "{err}");
+        assert_eq!(stored(&storage, &layout).await, after_first, "checkpoint 2 left files behind");
+
+        // Checkpoint 3 reuses checkpoint 1's files, never the deleted ones.
+        let third = local_checkpoint(&mut database, 3);
+        let handles3 = upload_task_snapshot(&storage, &layout, task, snapshot(3), url(3), Some(&third)).await.unwrap();
+        let reused: BTreeSet<String> =
+            handles3.iter().filter(|h| h.shared && h.incremental_bytes == 0).map(|h| h.uri.clone()).collect();
+        assert_eq!(reused, shared_uris(&handles1));
     }
 }
