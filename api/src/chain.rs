@@ -6,13 +6,16 @@
 //! boundary, where they would not be comparable.
 
 use crate::error::{Error, Result};
+use crate::factory::GraphFactories;
 use crate::graph::{ChainSpec, NodeId, Partitioning};
+use crate::plugin::DropGuarded;
 use crate::runtime::{
     ChainSnapshot, CheckpointBarrier, CheckpointId, InputBatch, JobGraph, OperatorSnapshot, SourceStatus, TaskChain,
     TaskInfo, TaskRuntime,
 };
 use crate::time::Timestamp;
 use std::any::Any;
+use std::cell::OnceCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A record inside the runtime: its value and its event timestamp.
@@ -207,29 +210,40 @@ impl<T: crate::Data> HeadOperator for DecodingHead<T> {
 }
 
 /// A task's chain: the head, with every call guarded against panics in user code.
+///
+/// The runtime holds it as a `Box<dyn TaskChain>` made here, so its drop is this crate's copy
+/// (the plugin's): the head's operators drop under the plugin's `catch_unwind` ([`DropGuarded`]).
 struct Chain {
-    head: Box<dyn HeadOperator>,
+    head: DropGuarded<Box<dyn HeadOperator>>,
     name: String,
     failed: bool,
+    /// A panic of [`TaskChain::next_processing_time`], which cannot return it: the next call
+    /// that can returns it.
+    deferred: OnceCell<Error>,
 }
 
 impl Chain {
     fn guard<R>(&mut self, call: impl FnOnce(&mut dyn HeadOperator) -> Result<R>) -> Result<R> {
+        if let Some(error) = self.deferred.take() {
+            self.failed = true;
+            return Err(error);
+        }
         if self.failed {
             return Err(Error::InvalidJob(format!("chain '{}' already failed", self.name)));
         }
-        let head = &mut *self.head;
+        let head = &mut **self.head;
         let result = match catch_unwind(AssertUnwindSafe(|| call(head))) {
             Ok(result) => result,
-            Err(payload) => Err(Error::UserPanic {
-                operator: self.name.clone(),
-                message: crate::plugin::panic_message(payload.as_ref()),
-            }),
+            Err(payload) => Err(self.panicked(payload.as_ref())),
         };
         if result.is_err() {
             self.failed = true;
         }
         result
+    }
+
+    fn panicked(&self, payload: &(dyn Any + Send)) -> Error {
+        Error::UserPanic { operator: self.name.clone(), message: crate::plugin::panic_message(payload) }
     }
 }
 
@@ -253,7 +267,19 @@ impl TaskChain for Chain {
         self.guard(|head| head.time(now, rt))
     }
     fn next_processing_time(&self) -> Option<Timestamp> {
-        if self.failed { None } else { self.head.next_time() }
+        if self.deferred.get().is_some() {
+            return Some(Timestamp::MIN);
+        }
+        if self.failed {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.head.next_time())) {
+            Ok(next) => next,
+            Err(payload) => {
+                let _ = self.deferred.set(self.panicked(payload.as_ref()));
+                Some(Timestamp::MIN)
+            }
+        }
     }
     fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.guard(|head| head.end(rt))
@@ -278,11 +304,12 @@ pub(crate) struct OperatorSetup<'a> {
 /// Builds the chain `spec` of `graph` for the subtask `info`.
 pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -> Result<Box<dyn TaskChain>> {
     let descriptor = &graph.descriptor;
+    let factories = graph.factories.get();
     let check_node = |id: NodeId| {
-        if (id as usize) < graph.nodes.len() {
+        if (id as usize) < factories.nodes.len() {
             Ok(())
         } else {
-            Err(Error::InvalidJob(format!("chain names node {id}, the job has {}", graph.nodes.len())))
+            Err(Error::InvalidJob(format!("chain names node {id}, the job has {}", factories.nodes.len())))
         }
     };
     check_node(spec.head)?;
@@ -296,30 +323,41 @@ pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -
             return Err(Error::InvalidJob(format!("edge {edge} is not forward and cannot be chained")));
         }
     }
-    let outputs = build_outputs(graph, spec, spec.head, info)?;
+    let outputs = build_outputs(graph, factories, spec, spec.head, info)?;
     let head_desc = &descriptor.nodes[spec.head as usize];
     let setup = OperatorSetup { uid: &head_desc.uid, name: &head_desc.name, heap_state: info.heap_state };
-    let head = graph.nodes[spec.head as usize].factory.head(&setup, outputs)?;
-    Ok(Box::new(Chain { head, name: info.task_name.clone(), failed: false }))
+    let head = factories.nodes[spec.head as usize].factory.head(&setup, outputs)?;
+    Ok(Box::new(Chain {
+        head: DropGuarded::new(head, format!("the operators of task '{}'", info.task_name)),
+        name: info.task_name.clone(),
+        failed: false,
+        deferred: OnceCell::new(),
+    }))
 }
 
 /// The erased outputs of `node`: for each logical output, its chained consumers and network
 /// writers, fanned out.
-fn build_outputs(graph: &JobGraph, spec: &ChainSpec, node: NodeId, info: &TaskInfo) -> Result<Vec<ErasedDownstream>> {
+fn build_outputs(
+    graph: &JobGraph,
+    factories: &GraphFactories,
+    spec: &ChainSpec,
+    node: NodeId,
+    info: &TaskInfo,
+) -> Result<Vec<ErasedDownstream>> {
     let descriptor = &graph.descriptor;
-    let factory = &graph.nodes[node as usize];
+    let factory = &factories.nodes[node as usize];
     let mut outputs = Vec::with_capacity(factory.outputs.len());
     for (output_index, kit) in factory.outputs.iter().enumerate() {
         let mut consumers = Vec::new();
         for edge in descriptor.outputs_of(node).filter(|e| e.source_output as usize == output_index) {
             if spec.chained_edges.contains(&edge.id) {
                 let target = &descriptor.nodes[edge.target as usize];
-                let target_outputs = build_outputs(graph, spec, edge.target, info)?;
+                let target_outputs = build_outputs(graph, factories, spec, edge.target, info)?;
                 let setup = OperatorSetup { uid: &target.uid, name: &target.name, heap_state: info.heap_state };
-                consumers.push(graph.nodes[edge.target as usize].factory.chained(&setup, target_outputs)?);
+                consumers.push(factories.nodes[edge.target as usize].factory.chained(&setup, target_outputs)?);
             } else if let Some(task_output) = spec.outputs.iter().position(|o| o.edge == edge.id) {
                 let out = &spec.outputs[task_output];
-                let key = graph.edge_keys.get(&edge.id).map(|k| k.as_ref());
+                let key = factories.edge_keys.get(&edge.id).map(|k| k.as_ref());
                 consumers.push(kit.network(task_output, out.consumer_parallelism, out.partitioning, key, info)?);
             } else {
                 return Err(Error::InvalidJob(format!(
@@ -331,4 +369,89 @@ fn build_outputs(graph: &JobGraph, spec: &ChainSpec, node: NodeId, info: &TaskIn
         outputs.push(kit.fan_out(consumers)?);
     }
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A head whose `next_time` panics and whose drop panics (counting its drops).
+    struct PanickingHead(&'static AtomicUsize);
+
+    impl Drop for PanickingHead {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("user drop panics");
+        }
+    }
+
+    impl HeadOperator for PanickingHead {
+        fn open(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn poll_source(&mut self, _rt: &mut dyn TaskRuntime) -> Result<SourceStatus> {
+            Ok(SourceStatus::Finished)
+        }
+        fn process_batch(&mut self, _input: usize, _batch: InputBatch<'_>, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn time(&mut self, _now: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn next_time(&self) -> Option<Timestamp> {
+            panic!("next_time panics");
+        }
+        fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
+        fn snapshot(
+            &mut self,
+            _checkpoint: CheckpointId,
+            _into: &mut Vec<OperatorSnapshot>,
+            _rt: &mut dyn TaskRuntime,
+        ) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn chain(drops: &'static AtomicUsize) -> Chain {
+        Chain {
+            head: DropGuarded::new(Box::new(PanickingHead(drops)), "the operators of task 't'"),
+            name: "t".to_owned(),
+            failed: false,
+            deferred: OnceCell::new(),
+        }
+    }
+
+    #[test]
+    fn a_panic_of_next_processing_time_is_returned_by_the_next_call() {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        let mut chain = chain(&DROPS);
+        // Due at once, so that the task makes the next call now; asked again, still due.
+        assert_eq!(chain.next_processing_time(), Some(Timestamp::MIN));
+        assert_eq!(chain.next_processing_time(), Some(Timestamp::MIN));
+        let err = chain.guard(|_| Ok(())).unwrap_err();
+        assert!(
+            matches!(&err, Error::UserPanic { operator, message } if operator == "t" && message.contains("next_time panics")),
+            "{err}"
+        );
+        // Then the chain is failed: no more timers, every call refused.
+        assert_eq!(chain.next_processing_time(), None);
+        assert!(chain.guard(|_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn dropping_a_chain_whose_operator_panics_on_drop_does_not_unwind() {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        let chain: Box<dyn TaskChain> = Box::new(chain(&DROPS));
+        assert!(catch_unwind(AssertUnwindSafe(|| drop(chain))).is_ok());
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    }
 }

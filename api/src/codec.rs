@@ -73,13 +73,12 @@ pub(crate) fn take_batch<T: serde::de::DeserializeOwned + 'static>(
         crate::runtime::InputBatch::Bytes(bytes) => decode_batch(bytes, out, what),
         crate::runtime::InputBatch::Records(batch) => {
             let records = batch
-                .0
-                .downcast::<Vec<StreamRecord<T>>>()
+                .take::<Vec<StreamRecord<T>>>()
                 .map_err(|_| Error::InvalidJob(format!("record type mismatch on the input of {what}")))?;
             if out.is_empty() {
-                *out = *records;
+                *out = records;
             } else {
-                out.extend(*records);
+                out.extend(records);
             }
             Ok(())
         }

@@ -5,11 +5,13 @@ use crate::chain::{
     DecodingHead, Downstream, ErasedDownstream, HeadOperator, OperatorSetup, StreamRecord, erase, min_time, unerase,
 };
 use crate::error::Result;
-use crate::graph::Partitioning;
+use crate::graph::{EdgeId, Partitioning};
 use crate::operators::exchange::NetworkOutput;
+use crate::plugin::DropGuarded;
 use crate::runtime::{TaskInfo, TaskRuntime};
 use crate::time::Timestamp;
 use std::any::Any;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -43,6 +45,33 @@ pub(crate) trait OutputKit: Send + Sync {
 pub(crate) struct NodeFactoryBox {
     pub(crate) factory: Box<dyn NodeFactory>,
     pub(crate) outputs: Vec<Box<dyn OutputKit>>,
+}
+
+/// The typed half of a job graph: each node's factory, and the key selectors of hash edges.
+pub(crate) struct GraphFactories {
+    /// By node id.
+    pub(crate) nodes: Vec<NodeFactoryBox>,
+    /// Erased [`KeyBytesFn`]s by edge.
+    pub(crate) edge_keys: HashMap<EdgeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl GraphFactories {
+    /// Boxed as a trait object whose vtable is made here, in the code that built the graph (see
+    /// [`DropGuarded`]).
+    pub(crate) fn boxed(self) -> Box<dyn BuiltFactories> {
+        Box::new(DropGuarded::new(self, "a job graph"))
+    }
+}
+
+/// [`GraphFactories`] as a [`JobGraph`](crate::runtime::JobGraph) holds them.
+pub(crate) trait BuiltFactories: Send + Sync {
+    fn get(&self) -> &GraphFactories;
+}
+
+impl BuiltFactories for DropGuarded<GraphFactories> {
+    fn get(&self) -> &GraphFactories {
+        self
+    }
 }
 
 pub(crate) struct TypedOutput<T>(PhantomData<fn() -> T>);

@@ -3,7 +3,9 @@
 //! Not for job authors. These object-safe traits are the whole boundary between the runtime and a
 //! job plugin: the runtime implements [`TaskRuntime`], [`KeyedStateBackend`], [`SourceReader`] and
 //! [`SinkWriter`]; the plugin implements [`JobEntry`] and [`TaskChain`]. Every call into the plugin
-//! catches panics on the plugin's side and returns them as [`Error::UserPanic`].
+//! catches panics on the plugin's side and returns them as [`Error::UserPanic`], and so do the
+//! drops of what the plugin creates ([`TaskChain`]s, [`JobGraph`]s, [`TypedBatch`]es), which
+//! report a panic on stderr.
 //!
 //! [`Error::UserPanic`]: crate::Error::UserPanic
 
@@ -14,9 +16,25 @@ use crate::time::Timestamp;
 use std::ops::RangeInclusive;
 
 /// Records passed between two tasks of one process as Rust values. Opaque to the runtime, which
-/// only moves it from the producing task to the consuming one: both are instances of the same
-/// loaded plugin, which alone creates and opens it.
-pub struct TypedBatch(pub(crate) Box<dyn std::any::Any + Send>);
+/// only moves it from the producing task to the consuming one (or drops it with the channel):
+/// both are instances of the same loaded plugin, which alone creates and opens it.
+pub struct TypedBatch(Box<dyn std::any::Any + Send>);
+
+impl TypedBatch {
+    /// Wraps `records`. Generic, so it runs in the plugin, which makes the box's vtable: dropping
+    /// the batch in the runtime runs the plugin's guarded drop of the records.
+    pub(crate) fn new<T: Send + 'static>(records: T) -> Self {
+        Self(Box::new(crate::plugin::DropGuarded::new(records, "a batch of records in a channel")))
+    }
+
+    /// The records, if they are a `T`; else the batch back.
+    pub(crate) fn take<T: 'static>(self) -> std::result::Result<T, Self> {
+        match self.0.downcast::<crate::plugin::DropGuarded<T>>() {
+            Ok(records) => Ok(records.into_inner()),
+            Err(other) => Err(Self(other)),
+        }
+    }
+}
 
 impl std::fmt::Debug for TypedBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -430,6 +448,9 @@ pub trait TaskChain: Send {
     fn process_time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
 
     /// The earliest processing time at which [`TaskChain::process_time`] has work to do.
+    ///
+    /// A panic here cannot be returned: the chain keeps it and answers `Some(Timestamp::MIN)`,
+    /// so that the task calls it at once, and that call returns the panic.
     fn next_processing_time(&self) -> Option<Timestamp>;
 
     /// All inputs ended: flush and finish every operator (sinks complete their output).
@@ -445,8 +466,9 @@ pub trait TaskChain: Send {
 pub struct JobGraph {
     /// The serializable graph the jobmanager plans from.
     pub descriptor: JobDescriptor,
-    pub(crate) nodes: Vec<crate::stream::NodeFactoryBox>,
-    pub(crate) edge_keys: std::collections::HashMap<crate::graph::EdgeId, Box<dyn std::any::Any + Send + Sync>>,
+    /// A trait object made by the code that built the graph, so that the runtime's drop of the
+    /// graph runs that code's guarded drop of the user functions the factories hold.
+    pub(crate) factories: Box<dyn crate::factory::BuiltFactories>,
 }
 
 impl std::fmt::Debug for JobGraph {

@@ -4,8 +4,10 @@ use crate::chain::{ErasedDownstream, Output, StreamRecord};
 use crate::codec::encode_into;
 use crate::connectors::{SinkDescriptor, SourceDescriptor};
 use crate::error::{Error, Result};
-pub(crate) use crate::factory::NodeFactoryBox;
-use crate::factory::{HeadOnlyFactory, KeyBytesFn, MakeHead, NodeFactory, OneInputFactory, OutputKit, TypedOutput};
+use crate::factory::{
+    GraphFactories, HeadOnlyFactory, KeyBytesFn, MakeHead, NodeFactory, NodeFactoryBox, OneInputFactory, OutputKit,
+    TypedOutput,
+};
 use crate::functions::{
     AggregateFunction, Collector, KeyedCoProcessFunction, KeyedProcessFunction, ProcessWindowFunction,
 };
@@ -310,8 +312,7 @@ impl StreamExecutionEnvironment {
                 nodes: graph.nodes,
                 edges: graph.edges,
             },
-            nodes: graph.factories,
-            edge_keys: graph.edge_keys,
+            factories: GraphFactories { nodes: graph.factories, edge_keys: graph.edge_keys }.boxed(),
         })
     }
 }

@@ -20,18 +20,22 @@ pub enum Error {
         /// The library: its path, or `the uploaded plugin <hash>`.
         plugin: String,
     },
-    /// The plugin was built against another `weir-api`, rustc, target or panic strategy.
+    /// The plugin was built against other `weir-api` sources, or by another rustc, for another
+    /// target or with another panic strategy.
     #[error(
-        "job plugin {plugin} is incompatible with this runtime: plugin built with [{found}], runtime \
-         expects [{expected}]; rebuild the job with the same weir-api version and rustc"
+        "job plugin {plugin} is incompatible with this runtime, their fingerprints differ in {differing}: \
+         plugin [{found}], runtime [{expected}]; rebuild the job against this runtime's weir-api sources \
+         (the same commit, not only the same version) with the same rustc, target and panic strategy"
     )]
     FingerprintMismatch {
         /// The plugin: its path, or `the uploaded plugin <hash>`.
         plugin: String,
         /// This runtime's fingerprint.
         expected: String,
-        /// The plugin's fingerprint.
+        /// The plugin's fingerprint (on one line).
         found: String,
+        /// The names of the fields that differ, comma-separated (for example `api-src`).
+        differing: String,
     },
     /// The job's own code failed (bad arguments, invalid graph, panic).
     #[error(transparent)]

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use weir_api::graph::ChainSpec;
-use weir_api::plugin::{ENTRY_SYMBOL, FINGERPRINT_SYMBOL, fingerprint};
+use weir_api::plugin::{ENTRY_SYMBOL, FINGERPRINT_SYMBOL, fingerprint, fingerprint_differences};
 use weir_api::runtime::{JobEntry, JobGraph, TaskChain, TaskInfo};
 
 /// Where a job's code comes from.
@@ -154,11 +154,23 @@ fn load_plugin(path: &Path, plugin: String) -> Result<LoadedJob> {
     };
     let expected = fingerprint();
     if found != expected {
-        return Err(Error::FingerprintMismatch { plugin: plugin.clone(), expected: expected.to_owned(), found });
+        // A fingerprint is one line; this keeps a foreign string from breaking the message.
+        let found = one_line(&found);
+        let mut differing = fingerprint_differences(&found, expected).join(", ");
+        if differing.is_empty() {
+            differing = "spelling".to_owned();
+        }
+        return Err(Error::FingerprintMismatch {
+            plugin: plugin.clone(),
+            expected: expected.to_owned(),
+            found,
+            differing,
+        });
     }
     let entry = {
         // SAFETY: the fingerprint matched, so the plugin was compiled by this rustc, for this
-        // target, against this weir-api, whose `export_job!` defines the entry with this signature.
+        // target, against the same weir-api sources, whose `export_job!` defines the entry with
+        // this signature.
         let symbol = unsafe { library.get::<fn() -> Box<dyn JobEntry>>(ENTRY_SYMBOL) }
             .map_err(|_| Error::NotAPlugin { plugin: plugin.clone() })?;
         symbol()

@@ -90,7 +90,7 @@ impl<T: crate::Data> NetworkOutput<T> {
             Pending::Records(records) if !records.is_empty() => {
                 let count = records.len();
                 let batch = std::mem::replace(records, Vec::with_capacity(FLUSH_RECORDS));
-                rt.send_records(self.task_output, channel, TypedBatch(Box::new(batch)), count)
+                rt.send_records(self.task_output, channel, TypedBatch::new(batch), count)
             }
             _ => Ok(()),
         }
