@@ -6,6 +6,7 @@ use crate::codec::{decode, encode_into};
 use crate::error::{Error, Result};
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, RuntimeContext, TimeDomain};
 use crate::keygroup::key_group_for_key_bytes;
+use crate::operators::window_progress::KeyGroupWatermarks;
 use crate::runtime::{
     CheckpointId, KeyGroupState, KeyedStateBackend, OperatorSnapshot, StateId, StateKey, StateKind, TaskRuntime,
 };
@@ -26,7 +27,12 @@ pub(crate) struct KeyedHarness<K> {
     pub(crate) key_bytes: Vec<u8>,
     pub(crate) key_group: u16,
     pub(crate) max_parallelism: u32,
+    /// The key groups this subtask owns (set in `open`).
+    pub(crate) key_groups: std::ops::RangeInclusive<u16>,
     pub(crate) watermark: Timestamp,
+    /// Restored key groups ahead of `watermark` (window operators, which snapshot their
+    /// watermark: see `window_progress`).
+    pub(crate) progress: KeyGroupWatermarks,
     pub(crate) now: Timestamp,
 }
 
@@ -42,18 +48,23 @@ impl<K: crate::Data> KeyedHarness<K> {
             key_bytes: Vec::new(),
             key_group: 0,
             max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
+            key_groups: crate::keygroup::key_group_range(crate::keygroup::DEFAULT_MAX_PARALLELISM, 1, 0),
             watermark: MIN_WATERMARK,
+            progress: KeyGroupWatermarks::default(),
             now: 0,
         }
     }
 
     /// Opens the state backend; after a failure, restores this subtask's key groups of the
-    /// operator's state and timers from the checkpoint.
+    /// operator's state and timers from the checkpoint, and the watermark if the operator
+    /// snapshotted it ([`KeyedHarness::snapshot_with_watermark`]).
     pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.key_groups = rt.info().key_groups();
         let mut backend = rt.keyed_state_backend(&self.uid)?;
         if let Some(restored) = rt.restored_state(&self.uid) {
             backend.restore(&restored.keyed)?;
-            self.timers.restore(&restored.keyed, &rt.info().key_groups())?;
+            self.timers.restore(&restored.keyed, &self.key_groups)?;
+            (self.progress, self.watermark) = KeyGroupWatermarks::restore(&restored.keyed, &self.key_groups)?;
         }
         self.backend = Some(backend);
         self.max_parallelism = rt.info().max_parallelism;
@@ -73,11 +84,23 @@ impl<K: crate::Data> KeyedHarness<K> {
 
     /// This operator's keyed state and timers, by key group, in the canonical format.
     pub(crate) fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        self.snapshot_with(false)
+    }
+
+    /// [`KeyedHarness::snapshot`] and the watermark of each key group (see `window_progress`).
+    pub(crate) fn snapshot_with_watermark(&mut self) -> Result<OperatorSnapshot> {
+        self.snapshot_with(true)
+    }
+
+    fn snapshot_with(&mut self, watermark: bool) -> Result<OperatorSnapshot> {
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         for group in self.backend()?.snapshot()? {
             groups.entry(group.key_group).or_default().extend_from_slice(&group.entries);
         }
         self.timers.snapshot_into(&mut groups)?;
+        if watermark {
+            self.progress.snapshot_into(self.watermark, &self.key_groups, &mut groups)?;
+        }
         Ok(OperatorSnapshot {
             uid: self.uid.clone(),
             keyed: groups.into_iter().map(|(key_group, entries)| KeyGroupState { key_group, entries }).collect(),

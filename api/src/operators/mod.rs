@@ -53,7 +53,12 @@ pub(crate) mod exchange;
 pub(crate) mod keyed;
 pub(crate) mod sink;
 pub(crate) mod source;
+#[cfg(test)]
+mod testing;
 pub(crate) mod two_input;
 pub(crate) mod watermarks;
 pub(crate) mod window;
 pub(crate) mod window_heap;
+pub(crate) mod window_progress;
+#[cfg(test)]
+mod window_tests;

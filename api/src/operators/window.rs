@@ -4,6 +4,8 @@
 //! dropped. An event-time window fires when the watermark reaches its `max_timestamp`, and again
 //! for each record that arrives within the allowed lateness; its state is dropped at cleanup time.
 //! Session windows merge when they overlap or touch. Results carry the window's `max_timestamp`.
+//! Event-time windows snapshot their watermark per key group and go on from it after a restore
+//! (`window_progress.rs`), as the in-memory operator (`window_heap.rs`) does.
 
 use crate::chain::{Downstream, Output, StreamRecord, min_time};
 use crate::codec::{decode, encode_into};
@@ -376,7 +378,10 @@ where
             WindowTime::EventTime => {
                 if window.max_timestamp() <= self.harness.watermark {
                     self.fire(window)?;
-                } else if created {
+                } else if created || self.harness.progress.may_have_fired(window.max_timestamp()) {
+                    // A window that fired before a restore for keys of a key group that was
+                    // ahead has no end-of-window timer: it fires again, with this record, when
+                    // the watermark passes it (timers are idempotent).
                     self.register(domain, window.max_timestamp(), window);
                 }
                 let cleanup = self.cleanup_time(&window);
@@ -557,8 +562,12 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.watermark = watermark;
-        while let Some(timer) = self.harness.timers.pop_event(watermark) {
+        // Never back: after a restore, the input's watermarks start again below the restored one.
+        if watermark > self.harness.watermark {
+            self.harness.watermark = watermark;
+            self.harness.progress.advance(watermark);
+        }
+        while let Some(timer) = self.harness.timers.pop_event(self.harness.watermark) {
             self.on_timer(&timer, TimeDomain::EventTime)?;
             if self.out.buffer.len() >= 4096 {
                 self.out.flush(rt)?;
@@ -599,7 +608,11 @@ where
         into: &mut Vec<crate::runtime::OperatorSnapshot>,
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
-        into.push(self.harness.snapshot()?);
+        // Event-time windows keep their watermark, so that a restore knows which windows fired.
+        into.push(match self.assigner.time {
+            WindowTime::EventTime => self.harness.snapshot_with_watermark()?,
+            WindowTime::ProcessingTime => self.harness.snapshot()?,
+        });
         if let Some(late) = self.late.as_mut() {
             late.snapshot(checkpoint, into, rt)?;
         }

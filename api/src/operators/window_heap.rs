@@ -12,19 +12,22 @@
 //! watermark fires the windows it passed by walking that map; nothing is encoded per record. This
 //! is the heap state backend's representation of window contents: a snapshot writes each entry
 //! as (key group of the key, key, window, accumulator), the same layout the generic operator keeps
-//! in a byte-level backend.
+//! in a byte-level backend, and the watermark per key group (`window_progress.rs`), from which a
+//! restored operator knows which windows fired already instead of firing them again.
 
 use crate::chain::{Downstream, Output, StreamRecord, min_time};
 use crate::codec::encode_into;
 use crate::error::{Error, Result};
 use crate::functions::{Collector, ProcessWindowFunction};
 use crate::operators::window::Accumulate;
+use crate::operators::window_progress::KeyGroupWatermarks;
 use crate::runtime::{LogLevel, TaskRuntime};
 use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
 use crate::window::{TimeWindow, WindowAssigner, WindowTime};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 /// A serialized key, inline when short.
@@ -41,6 +44,14 @@ pub(crate) struct HeapWindowOperator<K, T, O, KF, A: Accumulate<T>, W> {
     /// Each live window's accumulators by key.
     pub(crate) windows: BTreeMap<TimeWindow, WindowContents<K, A::Acc>>,
     pub(crate) watermark: Timestamp,
+    /// Restored key groups ahead of `watermark` (see `window_progress`).
+    pub(crate) progress: KeyGroupWatermarks,
+    /// Windows the watermark has not reached that fired before the restore for some keys (of key
+    /// groups restored ahead of `watermark`): those keys, which must not fire when the watermark
+    /// passes the window unless a record arrives for them. Empty except after such a restore.
+    pub(crate) fired_ahead: BTreeMap<TimeWindow, FxHashSet<KeyBytes>>,
+    /// The key groups this subtask owns (set in `open`).
+    pub(crate) key_groups: RangeInclusive<u16>,
     pub(crate) now: Timestamp,
     pub(crate) out: Output<O>,
     pub(crate) late: Option<Output<T>>,
@@ -80,6 +91,9 @@ where
             window_fn,
             windows: BTreeMap::new(),
             watermark: MIN_WATERMARK,
+            progress: KeyGroupWatermarks::default(),
+            fired_ahead: BTreeMap::new(),
+            key_groups: crate::keygroup::key_group_range(crate::keygroup::DEFAULT_MAX_PARALLELISM, 1, 0),
             now: 0,
             out,
             late,
@@ -102,25 +116,57 @@ where
     }
 
     /// Loads the `window-contents` entries of the key groups in `key_groups` (as `snapshot`
-    /// writes them).
-    fn restore(
-        &mut self,
-        groups: &[crate::runtime::KeyGroupState],
-        key_groups: &std::ops::RangeInclusive<u16>,
-    ) -> Result<()> {
+    /// writes them), and for event time the watermark: the windows it passed fired already.
+    /// For the keys of key groups restored ahead of it, a window up to their own watermark fired
+    /// too (`fired_ahead`), unless an end-of-window timer entry says it is due to fire again.
+    fn restore(&mut self, groups: &[crate::runtime::KeyGroupState], key_groups: &RangeInclusive<u16>) -> Result<()> {
+        let (progress, watermark) = match self.assigner.time {
+            WindowTime::EventTime => KeyGroupWatermarks::restore(groups, key_groups)?,
+            WindowTime::ProcessingTime => (KeyGroupWatermarks::default(), MIN_WATERMARK),
+        };
+        // End-of-window timers of windows that may have fired: only these keys fire again.
+        let mut due_again: FxHashSet<(TimeWindow, KeyBytes)> = FxHashSet::default();
         for group in groups.iter().filter(|g| key_groups.contains(&g.key_group)) {
             for entry in crate::runtime::state_entries(&group.entries) {
                 let entry = entry?;
-                if entry.state != "window-contents" {
+                let is_timer = entry.state == "__timers/event";
+                if entry.state != "window-contents" && !(is_timer && progress.any_ahead()) {
                     continue;
                 }
                 let window = TimeWindow::from_bytes(entry.namespace)
                     .ok_or_else(|| Error::serialization("deserialize", "window", "namespace is not a time window"))?;
+                if is_timer {
+                    if entry.value == window.max_timestamp().to_be_bytes() {
+                        due_again.insert((window, KeyBytes::from_slice(entry.key)));
+                    }
+                    continue;
+                }
                 let key: K = crate::codec::decode(entry.key, "key")?;
                 let acc: A::Acc = crate::codec::decode(entry.value, "window accumulator")?;
                 self.windows.entry(window).or_default().insert(KeyBytes::from_slice(entry.key), (key, Some(acc)));
             }
         }
+        if progress.any_ahead() {
+            for (window, keys) in &self.windows {
+                if window.max_timestamp() <= watermark || !progress.may_have_fired(window.max_timestamp()) {
+                    continue;
+                }
+                let fired: FxHashSet<KeyBytes> = keys
+                    .keys()
+                    .filter(|key| {
+                        let key_group = crate::keygroup::key_group_for_key_bytes(key, self.max_parallelism);
+                        window.max_timestamp() <= progress.of(key_group, watermark)
+                            && !due_again.contains(&(*window, (*key).clone()))
+                    })
+                    .cloned()
+                    .collect();
+                if !fired.is_empty() {
+                    self.fired_ahead.insert(*window, fired);
+                }
+            }
+        }
+        self.watermark = watermark;
+        self.progress = progress;
         Ok(())
     }
 
@@ -176,12 +222,20 @@ where
                 }
             };
             *slot = Some(self.acc.add(slot.take(), v));
-            // A window the watermark already passed (within the allowed lateness) fires again.
-            if self.assigner.time == WindowTime::EventTime
-                && window.max_timestamp() <= self.watermark
-                && let Some(current) = slot.clone()
-            {
-                Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, window, current);
+            if self.assigner.time == WindowTime::EventTime {
+                if window.max_timestamp() <= self.watermark {
+                    // A window the watermark already passed (within the allowed lateness) fires
+                    // again.
+                    if let Some(current) = slot.clone() {
+                        Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, window, current);
+                    }
+                } else if !self.fired_ahead.is_empty()
+                    && let Some(fired) = self.fired_ahead.get_mut(window)
+                {
+                    // It fired before the restore for this key; now it fires again when the
+                    // watermark passes it.
+                    fired.remove(&self.key_buffer[..]);
+                }
             }
         }
         self.assigned = assigned;
@@ -191,18 +245,23 @@ where
     /// Time (the watermark, or the wall clock for processing-time windows) moved from `previous`
     /// to `time`: fires every due window not fired before, and drops those whose cleanup time
     /// passed. Only an event-time window kept for its allowed lateness fires before it is dropped.
+    /// A window fired before a restore for some keys (`fired_ahead`) does not fire for them.
     fn advance(&mut self, previous: Timestamp, time: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let event_time = self.assigner.time == WindowTime::EventTime;
         // One window size: ordered by start, the windows are ordered by end too.
         let due: Vec<TimeWindow> = self.windows.keys().take_while(|w| w.max_timestamp() <= time).copied().collect();
         for window in due {
             let fired_before = event_time && window.max_timestamp() <= previous;
+            let fired_ahead = if self.fired_ahead.is_empty() { None } else { self.fired_ahead.remove(&window) };
+            let fired = |key: &KeyBytes| fired_ahead.as_ref().is_some_and(|keys| keys.contains(key));
             if self.cleanup_time(&window) <= time {
                 let keys = self.windows.remove(&window).unwrap_or_default();
                 self.last_window_keys = keys.len();
                 if !fired_before {
-                    for (key, value) in keys.into_values() {
-                        if let Some(value) = value {
+                    for (key_bytes, (key, value)) in keys {
+                        if let Some(value) = value
+                            && !fired(&key_bytes)
+                        {
                             Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, &window, value);
                         }
                         if self.out.buffer.len() >= 4096 {
@@ -212,14 +271,19 @@ where
                 }
             } else if !fired_before {
                 if let Some(keys) = self.windows.get(&window) {
-                    for (key, value) in keys.values() {
-                        if let Some(value) = value.clone() {
+                    for (key_bytes, (key, value)) in keys {
+                        if let Some(value) = value.clone()
+                            && !fired(key_bytes)
+                        {
                             Self::emit(&self.window_fn, &self.acc, &mut self.out, key, &window, value);
                         }
                     }
                 }
                 self.out.flush(rt)?;
             }
+        }
+        if event_time {
+            self.progress.advance(time);
         }
         Ok(())
     }
@@ -237,8 +301,10 @@ where
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.now = rt.processing_time();
         self.max_parallelism = rt.info().max_parallelism;
+        self.key_groups = rt.info().key_groups();
         if let Some(restored) = rt.restored_state(&self.uid) {
-            self.restore(&restored.keyed, &rt.info().key_groups())?;
+            let key_groups = self.key_groups.clone();
+            self.restore(&restored.keyed, &key_groups)?;
         }
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
@@ -309,18 +375,26 @@ where
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
         // The same entries the generic window operator keeps in a state backend: state
-        // `window-contents`, namespace = the window, value = the accumulator.
+        // `window-contents`, namespace = the window, value = the accumulator; then the watermark
+        // per key group (event time), from which a restore knows which windows fired.
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         let mut value = Vec::new();
         for (window, keys) in &self.windows {
             let namespace = window.to_bytes();
+            let max_timestamp = window.max_timestamp();
+            // Only after a restore from key groups at different watermarks: in a window that fired
+            // for the keys of key groups ahead, those that must fire again keep an end-of-window
+            // timer, as in the generic operator.
+            let ahead = max_timestamp > self.watermark && self.progress.may_have_fired(max_timestamp);
+            let fired = self.fired_ahead.get(window);
             for (key, (_, acc)) in keys {
                 let Some(acc) = acc else { continue };
                 value.clear();
                 encode_into(acc, &mut value, "window accumulator")?;
                 let key_group = crate::keygroup::key_group_for_key_bytes(key, self.max_parallelism);
+                let entries = groups.entry(key_group).or_default();
                 crate::runtime::encode_state_entry(
-                    groups.entry(key_group).or_default(),
+                    entries,
                     crate::runtime::StateEntry {
                         state: "window-contents",
                         key,
@@ -329,7 +403,25 @@ where
                         value: &value,
                     },
                 )?;
+                if ahead
+                    && max_timestamp <= self.progress.of(key_group, self.watermark)
+                    && !fired.is_some_and(|keys| keys.contains(key))
+                {
+                    crate::runtime::encode_state_entry(
+                        entries,
+                        crate::runtime::StateEntry {
+                            state: "__timers/event",
+                            key,
+                            namespace: &namespace,
+                            user_key: &[],
+                            value: &max_timestamp.to_be_bytes(),
+                        },
+                    )?;
+                }
             }
+        }
+        if self.assigner.time == WindowTime::EventTime {
+            self.progress.snapshot_into(self.watermark, &self.key_groups, &mut groups)?;
         }
         into.push(crate::runtime::OperatorSnapshot {
             uid: self.uid.clone(),
