@@ -2,7 +2,7 @@
 //! instead of over gRPC. The same components run in a real cluster.
 
 use std::sync::Arc;
-use weir_jobmanager::{JobDetails, JobManager, JobManagerSettings, JobSubmission};
+use weir_jobmanager::{JobDetails, JobManager, JobManagerSettings, JobSubmission, RestartPolicy};
 use weir_runtime::JobId;
 use weir_taskmanager::{TaskManager, TaskManagerConfig};
 
@@ -18,16 +18,20 @@ pub struct MiniCluster {
 }
 
 impl MiniCluster {
-    /// Starts the components on the current tokio runtime.
+    /// Starts the components on the current tokio runtime; failed jobs restart as Flink's default
+    /// says (without limit when they take checkpoints, not at all otherwise).
     pub fn start() -> Self {
-        Self::start_with_restarts(0)
+        Self::start_with_restarts(None)
     }
 
-    /// Starts the components; failed jobs restart up to `restart_attempts` times, from their
-    /// latest completed checkpoint if they take checkpoints.
-    pub fn start_with_restarts(restart_attempts: u32) -> Self {
-        let mut settings = JobManagerSettings::default();
-        settings.restart.max_attempts = restart_attempts;
+    /// Starts the components; with `Some(n)`, failed jobs restart up to `n` times (after a 1 s
+    /// pause), from their latest completed checkpoint if they take checkpoints; with `None`, as
+    /// [`MiniCluster::start`].
+    pub fn start_with_restarts(restart_attempts: Option<u32>) -> Self {
+        let settings = JobManagerSettings {
+            restart: restart_attempts.map(|n| RestartPolicy::fixed_delay(n, std::time::Duration::from_secs(1))),
+            ..JobManagerSettings::default()
+        };
         let jobmanager = JobManager::new(settings);
         let config =
             TaskManagerConfig { id: "local-taskmanager".into(), slots: LOCAL_SLOTS, ..TaskManagerConfig::default() };

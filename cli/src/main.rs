@@ -142,9 +142,11 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
-    /// Restart a failed job up to this many times (fixed delay of 1 s); default 0.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    restart_attempts: u32,
+    /// Restart a failed job up to this many times (fixed delay of 1 s). Default as Flink: a job
+    /// with checkpoints restarts without limit (exponential delay, 1 s up to 1 min), one without
+    /// does not restart.
+    #[arg(long, value_name = "N")]
+    restart_attempts: Option<u32>,
     /// Arguments for the job's build function.
     #[arg(last = true)]
     job_args: Vec<String>,

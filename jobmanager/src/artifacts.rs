@@ -92,6 +92,19 @@ impl PluginStore {
         result.bytes().await.map_err(|e| self.storage_error(&format!("cannot read plugin {sha256}"), &e))
     }
 
+    /// The artifact of the stored plugin with this hash, with a local copy to load (made from
+    /// the stored bytes if missing, for example in a jobmanager that resumes a job after a
+    /// restart).
+    ///
+    /// # Errors
+    /// As [`PluginStore::get`], and [`Error::Storage`] when the local copy cannot be written.
+    pub async fn artifact(&self, sha256: &str) -> Result<JobArtifact> {
+        validate_sha256(sha256)?;
+        let path = self.cache_path(sha256);
+        let path = if path.is_file() { path } else { self.materialize(sha256, self.get(sha256).await?).await? };
+        Ok(JobArtifact::Stored { sha256: sha256.to_owned(), path })
+    }
+
     /// Removes the plugin and its local copy (absent ones are no error).
     ///
     /// # Errors

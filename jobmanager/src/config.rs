@@ -33,7 +33,9 @@ pub struct JobManagerConfig {
     /// How long a job waits for enough free slots (ms) before it fails. Default 30000.
     pub slot_request_timeout_ms: u64,
     /// Restart strategy of failed jobs: `none`, `fixed-delay`, `exponential-backoff` or
-    /// `failure-rate` (Flink's names). Default `fixed-delay`.
+    /// `failure-rate` (Flink's names). Default: not set, which is Flink 2.x's rule: a job with
+    /// checkpoints restarts without limit with exponential delays (1 s up to 1 min), one without
+    /// checkpoints does not restart; `restart_attempts` > 0 alone means `fixed-delay`.
     pub restart_strategy: String,
     /// Fixed delay, exponential backoff: how often a failed job is restarted (0: never).
     /// Failure rate: failures tolerated per interval. Default 0.
@@ -62,7 +64,7 @@ impl Default for JobManagerConfig {
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 5000,
             slot_request_timeout_ms: 30_000,
-            restart_strategy: "fixed-delay".into(),
+            restart_strategy: String::new(),
             restart_attempts: 0,
             restart_delay_ms: 1000,
             restart_max_delay_ms: 60_000,
@@ -79,7 +81,13 @@ impl JobManagerConfig {
     /// # Errors
     /// An unknown restart strategy or a backoff multiplier below 1 (the user's configuration).
     pub fn settings(&self) -> Result<JobManagerSettings, String> {
-        let strategy: RestartStrategy = self.restart_strategy.parse()?;
+        let strategy: Option<RestartStrategy> = match self.restart_strategy.trim() {
+            // Not configured: Flink's rule (RestartPolicy::default_for), unless restarts were
+            // asked for without naming a strategy (`--restart-attempts N` alone: fixed delay).
+            "" if self.restart_attempts > 0 => Some(RestartStrategy::FixedDelay),
+            "" => None,
+            other => Some(other.parse()?),
+        };
         if !(self.restart_backoff_multiplier >= 1.0 && self.restart_backoff_multiplier.is_finite()) {
             return Err(format!(
                 "restart_backoff_multiplier must be at least 1, got {}",
@@ -89,7 +97,7 @@ impl JobManagerConfig {
         Ok(JobManagerSettings {
             slot_request_timeout: Duration::from_millis(self.slot_request_timeout_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms.max(1)),
-            restart: RestartPolicy {
+            restart: strategy.map(|strategy| RestartPolicy {
                 strategy,
                 max_attempts: self.restart_attempts,
                 delay: Duration::from_millis(self.restart_delay_ms),
@@ -97,7 +105,7 @@ impl JobManagerConfig {
                 backoff_multiplier: self.restart_backoff_multiplier,
                 reset_backoff_after: Duration::from_millis(self.restart_reset_backoff_after_ms),
                 failure_rate_interval: Duration::from_millis(self.restart_failure_rate_interval_ms),
-            },
+            }),
         })
     }
 }

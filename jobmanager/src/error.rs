@@ -50,6 +50,12 @@ pub enum Error {
     /// No stored plugin has this SHA-256.
     #[error("plugin {0} not found")]
     PluginNotFound(String),
+    /// The request cannot be served now; a retry later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The job's record could not be written (the storage's problem; a retry may help).
+    #[error("cannot record the job: {0}")]
+    Record(String),
 }
 
 impl Error {
@@ -65,6 +71,8 @@ impl Error {
             Self::TaskManager { .. } => 502,
             Self::Storage(_) => 500,
             Self::PluginNotFound(_) => 404,
+            Self::Unavailable(_) => 503,
+            Self::Record(_) => 500,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! # weir-jobmanager
 //!
 //! The coordinator of a Weir cluster: turns a job's logical graph into an execution plan
-//! ([`plan`]), deploys its tasks onto taskmanager slots, and tracks the job's lifecycle ([`job`]).
+//! ([`plan`]), gives each job an owner task that deploys it onto taskmanager slots and drives
+//! its lifecycle and checkpoints ([`job`]), keeps the cluster registry ([`registry`]), and
+//! records jobs so that a restarted jobmanager resumes them ([`jobstore`]).
 
 pub mod artifacts;
 pub mod checkpoint;
@@ -9,15 +11,18 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod jobmanager;
+pub mod jobstore;
 pub mod plan;
+pub mod registry;
 pub mod rest;
 pub mod restart;
 pub mod rpc;
 pub mod server;
+pub mod submission;
 
 pub use error::{Error, Result};
-pub use job::{JobDetails, JobStatus};
-pub use jobmanager::{
-    CheckpointSubmission, ClusterOverview, JobManager, JobManagerSettings, JobSubmission, TaskManagerInfo,
-};
+pub use job::{JobDetails, JobStatus, JobView};
+pub use jobmanager::{ClusterOverview, JobManager, JobManagerSettings};
+pub use registry::TaskManagerInfo;
 pub use restart::{RestartPolicy, RestartStrategy};
+pub use submission::{CheckpointSubmission, JobSubmission};

@@ -23,7 +23,8 @@
 use crate::artifacts::{PluginStore, chain, sha256_hex};
 use crate::checkpoint::CheckpointOptions;
 use crate::error::Error;
-use crate::jobmanager::{JobManager, JobSubmission};
+use crate::jobmanager::JobManager;
+use crate::submission::JobSubmission;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
@@ -179,8 +180,9 @@ async fn job_details(
     Ok(Json(state.rest.jobmanager.job(id)?))
 }
 
-/// The checkpoints of job `id`; 404 when it has checkpointing off.
-fn checkpoints_of(state: &AppState, id: JobId) -> ApiResult<std::sync::Arc<crate::checkpoint::JobCheckpoints>> {
+/// The checkpoints of job `id` as its master last published them; 404 when it has
+/// checkpointing off.
+fn checkpoints_of(state: &AppState, id: JobId) -> ApiResult<crate::checkpoint::report::CheckpointsReport> {
     state.rest.jobmanager.checkpoints(id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -194,8 +196,7 @@ async fn job_checkpoints(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    let checkpoints = checkpoints_of(&state, id)?;
-    Ok(Json(crate::checkpoint::report::CheckpointsReport::of(&checkpoints)))
+    Ok(Json(checkpoints_of(&state, id)?))
 }
 
 /// Flink's `GET /jobs/:jobid/checkpoints/config`: the job's checkpointing settings.
@@ -204,17 +205,16 @@ async fn job_checkpoint_config(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    let checkpoints = checkpoints_of(&state, id)?;
-    let settings = checkpoints.settings();
+    let report = checkpoints_of(&state, id)?;
     Ok(Json(serde_json::json!({
-        "interval_ms": settings.config.interval_ms,
-        "timeout_ms": settings.config.timeout_ms,
-        "min_pause_ms": settings.config.min_pause_ms,
-        "max_concurrent": settings.config.max_concurrent,
-        "tolerable_failed_checkpoints": settings.config.tolerable_failures,
-        "retained": settings.config.retained,
-        "state_backend": settings.backend.to_string(),
-        "checkpoint_storage": checkpoints.layout().job_url(),
+        "interval_ms": report.config.interval_ms,
+        "timeout_ms": report.config.timeout_ms,
+        "min_pause_ms": report.config.min_pause_ms,
+        "max_concurrent": report.config.max_concurrent,
+        "tolerable_failed_checkpoints": report.config.tolerable_failures,
+        "retained": report.config.retained,
+        "state_backend": report.state_backend,
+        "checkpoint_storage": report.checkpoint_storage,
     })))
 }
 

@@ -79,6 +79,30 @@ impl RestartPolicy {
     pub fn fixed_delay(max_attempts: u32, delay: Duration) -> Self {
         Self { strategy: RestartStrategy::FixedDelay, max_attempts, delay, ..Self::default() }
     }
+
+    /// Never restart.
+    pub fn none() -> Self {
+        Self { strategy: RestartStrategy::None, ..Self::default() }
+    }
+
+    /// The policy of a job for which none is configured, as in Flink 2.x: a job that takes
+    /// checkpoints restarts without limit with exponential delays (1 s, growing by 1.5 up to
+    /// 1 min, back to 1 s after an hour without failure); one without checkpoints does not
+    /// restart.
+    pub fn default_for(checkpointing: bool) -> Self {
+        if !checkpointing {
+            return Self::none();
+        }
+        Self {
+            strategy: RestartStrategy::ExponentialBackoff,
+            max_attempts: u32::MAX,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            backoff_multiplier: 1.5,
+            reset_backoff_after: Duration::from_secs(3600),
+            failure_rate_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A job's failures, as the policy needs them.
@@ -195,6 +219,18 @@ mod tests {
         // The first failure left the interval: still two within 60 s.
         assert_eq!(t.on_failure(&policy, start + Duration::from_secs(61)), Some(7 * MS));
         assert_eq!(t.on_failure(&policy, start + Duration::from_secs(62)), None, "three failures within 60 s");
+    }
+
+    #[test]
+    fn without_a_configured_strategy_only_jobs_with_checkpoints_restart_and_they_keep_restarting() {
+        let now = Instant::now();
+        assert_eq!(RestartTracker::default().on_failure(&RestartPolicy::default_for(false), now), None);
+        let policy = RestartPolicy::default_for(true);
+        let mut t = RestartTracker::default();
+        let delays: Vec<Duration> = (0..20).map(|_| t.on_failure(&policy, now).expect("restarts")).collect();
+        assert_eq!(delays[0], Duration::from_secs(1));
+        assert_eq!(delays[1], Duration::from_millis(1500));
+        assert_eq!(delays[19], Duration::from_secs(60), "capped at a minute");
     }
 
     #[test]

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::info;
 use weir_proto::control::v1 as pb;
 use weir_proto::control::v1::job_manager_service_server::{JobManagerService, JobManagerServiceServer};
 use weir_proto::control::v1::task_manager_service_client::TaskManagerServiceClient;
-use weir_runtime::{BoxFuture, JobArtifact, JobId, TaskDeployment, TaskEventSink, TaskManagerGateway, convert};
+use weir_runtime::{
+    BoxFuture, GatewayError, GatewayErrorKind, GatewayResult, JobArtifact, JobId, TaskDeployment, TaskEventSink,
+    TaskManagerGateway, convert,
+};
 
 /// Bytes per plugin chunk streamed to taskmanagers.
 const PLUGIN_CHUNK: usize = 1 << 20;
@@ -110,7 +113,7 @@ impl JobManagerService for JobManagerRpc {
                 Some((task, m.records_in, m.records_out))
             })
             .collect();
-        let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics);
+        let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics).await;
         if !known {
             info!(taskmanager = %r.taskmanager_id, "heartbeat from an unknown taskmanager: asking it to register");
         }
@@ -174,10 +177,30 @@ struct RemoteTaskManager {
     client: TaskManagerServiceClient<Channel>,
 }
 
-fn rpc_error(status: Status) -> String {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!("unreachable: {}", status.message()),
-        _ => status.message().to_owned(),
+/// The gateway error of a failed call: no answer is `Unreachable`; a refusal (the taskmanager
+/// does not know the job or attempt, or the request is invalid) is `Refused`.
+fn rpc_error(status: Status) -> GatewayError {
+    let kind = match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            GatewayErrorKind::Unreachable
+        }
+        tonic::Code::FailedPrecondition
+        | tonic::Code::InvalidArgument
+        | tonic::Code::NotFound
+        | tonic::Code::AlreadyExists
+        | tonic::Code::ResourceExhausted => GatewayErrorKind::Refused,
+        _ => GatewayErrorKind::Failed,
+    };
+    let message = status.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = if kind == GatewayErrorKind::Unreachable { format!("unreachable: {message}") } else { message };
+    GatewayError::new(kind, message)
+}
+
+impl RemoteTaskManager {
+    fn request<T>(message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        request
     }
 }
 
@@ -190,37 +213,32 @@ impl TaskManagerGateway for RemoteTaskManager {
         self.slots
     }
 
-    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>> {
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
             let JobArtifact::Stored { sha256, .. } = &artifact else {
-                return Err(format!(
+                return Err(GatewayError::refused(format!(
                     "{artifact:?} cannot run on a remote taskmanager: submit the plugin through the REST API"
-                ));
+                )));
             };
-            let mut request = Request::new(convert::deployment_to_request(&deployment, sha256));
             // Includes fetching the plugin the first time.
-            request.set_timeout(Duration::from_secs(60));
+            let request = Self::request(convert::deployment_to_request(&deployment, sha256), Duration::from_secs(60));
             self.client.clone().deploy_task(request).await.map(|_| ()).map_err(rpc_error)
         })
     }
 
-    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+    fn cancel_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
-            let mut request = Request::new(pb::CancelJobRequest { job_id: job.to_string() });
-            request.set_timeout(Duration::from_secs(10));
+            let request =
+                Self::request(pb::CancelJobRequest { job_id: job.to_string(), attempt }, Duration::from_secs(10));
             self.client.clone().cancel_job(request).await.map(|_| ()).map_err(rpc_error)
         })
     }
 
-    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+    fn release_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
-            let mut request = Request::new(pb::ReleaseJobRequest { job_id: job.to_string() });
-            request.set_timeout(Duration::from_secs(10));
-            let result = self.client.clone().release_job(request).await.map(|_| ()).map_err(rpc_error);
-            if let Err(e) = &result {
-                warn!(taskmanager = %self.id, job_id = %job, "release failed: {e}");
-            }
-            result
+            let request =
+                Self::request(pb::ReleaseJobRequest { job_id: job.to_string(), attempt }, Duration::from_secs(10));
+            self.client.clone().release_job(request).await.map(|_| ()).map_err(rpc_error)
         })
     }
 
@@ -229,15 +247,17 @@ impl TaskManagerGateway for RemoteTaskManager {
         job: JobId,
         attempt: u32,
         barrier: weir_api::runtime::CheckpointBarrier,
-    ) -> BoxFuture<'_, Result<u32, String>> {
+    ) -> BoxFuture<'_, GatewayResult<u32>> {
         Box::pin(async move {
-            let mut request = Request::new(pb::TriggerCheckpointRequest {
-                job_id: job.to_string(),
-                attempt,
-                checkpoint_id: barrier.id,
-                timestamp_ms: barrier.timestamp,
-            });
-            request.set_timeout(Duration::from_secs(10));
+            let request = Self::request(
+                pb::TriggerCheckpointRequest {
+                    job_id: job.to_string(),
+                    attempt,
+                    checkpoint_id: barrier.id,
+                    timestamp_ms: barrier.timestamp,
+                },
+                Duration::from_secs(10),
+            );
             self.client
                 .clone()
                 .trigger_checkpoint(request)
@@ -247,19 +267,32 @@ impl TaskManagerGateway for RemoteTaskManager {
         })
     }
 
+    fn abort_checkpoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: weir_api::runtime::CheckpointId,
+    ) -> BoxFuture<'_, GatewayResult<()>> {
+        Box::pin(async move {
+            let request = Self::request(
+                pb::AbortCheckpointRequest { job_id: job.to_string(), attempt, checkpoint_id: checkpoint },
+                Duration::from_secs(10),
+            );
+            self.client.clone().abort_checkpoint(request).await.map(|_| ()).map_err(rpc_error)
+        })
+    }
+
     fn notify_checkpoint_complete(
         &self,
         job: JobId,
         attempt: u32,
         checkpoint: weir_api::runtime::CheckpointId,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
-            let mut request = Request::new(pb::NotifyCheckpointCompleteRequest {
-                job_id: job.to_string(),
-                attempt,
-                checkpoint_id: checkpoint,
-            });
-            request.set_timeout(Duration::from_secs(60));
+            let request = Self::request(
+                pb::NotifyCheckpointCompleteRequest { job_id: job.to_string(), attempt, checkpoint_id: checkpoint },
+                Duration::from_secs(60),
+            );
             self.client.clone().notify_checkpoint_complete(request).await.map(|_| ()).map_err(rpc_error)
         })
     }

@@ -3,6 +3,7 @@
 use crate::artifacts::PluginStore;
 use crate::config::JobManagerConfig;
 use crate::jobmanager::JobManager;
+use crate::jobstore::JobStore;
 use crate::rest::{RestState, router};
 use crate::rpc::JobManagerRpc;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The storage could not be opened.
+    /// The storage could not be opened, or the jobs recorded in it could not be listed.
     #[error(transparent)]
     Storage(#[from] crate::Error),
     /// A configuration value is invalid.
@@ -52,7 +53,8 @@ pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, Start
     let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
     let storage =
         weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
-    let jobmanager = JobManager::with_storage(settings, storage);
+    let records = weir_runtime::storage::Storage::open(&storage)
+        .map_err(|e| StartError::Config(format!("storage {}: {e}", config.storage)))?;
 
     let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
         what: "RPC",
@@ -74,6 +76,9 @@ pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, Start
         address: config.rest_addr.clone(),
         source,
     })?;
+
+    // Jobs an earlier jobmanager on this storage ran and that have not ended resume now.
+    let jobmanager = JobManager::recover(settings, storage, JobStore::new(records), &plugins).await?;
 
     let service = JobManagerRpc::new(
         jobmanager.clone(),

@@ -2,9 +2,9 @@
 //! from the network: every conversion from a message validates it and fails with a message that
 //! names the bad field, never panics.
 
-use crate::checkpoint::{CheckpointingSpec, StateHandle, TaskRestore};
+use crate::checkpoint::{CheckpointingSpec, StateHandle, TaskRestore, TaskSnapshot};
 use crate::deployment::{ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};
-use crate::gateway::{TaskEvent, TaskExecutionState};
+use crate::gateway::{FailureKind, TaskEvent, TaskExecutionState};
 use weir_api::graph::{ChainSpec, OutputSpec, Partitioning};
 use weir_proto::control::v1 as pb;
 
@@ -88,6 +88,10 @@ pub fn task_state(value: i32) -> Result<TaskExecutionState, InvalidMessage> {
 
 /// The update that reports `event` from taskmanager `taskmanager`.
 pub fn task_event_to_update(taskmanager: &str, event: &TaskEvent) -> pb::UpdateTaskStateRequest {
+    let (failure_kind, unusable_checkpoint_id) = match event.failure_kind {
+        FailureKind::Task => (pb::FailureKind::Task, 0),
+        FailureKind::CheckpointUnusable(checkpoint) => (pb::FailureKind::CheckpointUnusable, checkpoint),
+    };
     pb::UpdateTaskStateRequest {
         taskmanager_id: taskmanager.to_owned(),
         task: Some(event.task.into()),
@@ -95,20 +99,49 @@ pub fn task_event_to_update(taskmanager: &str, event: &TaskEvent) -> pb::UpdateT
         failure_message: event.failure.clone().unwrap_or_default(),
         records_in: event.records_in,
         records_out: event.records_out,
+        failure_kind: failure_kind as i32,
+        unusable_checkpoint_id,
+        final_snapshot: event
+            .final_snapshot
+            .as_ref()
+            .map(|snapshot| pb::FinalSnapshot { handles: handles_to_pb(&snapshot.handles) }),
     }
 }
 
 /// The event a task state update reports.
+///
+/// # Errors
+/// An invalid task id, state, failure kind or handle.
 pub fn task_event_from_update(update: pb::UpdateTaskStateRequest) -> Result<TaskEvent, InvalidMessage> {
     let state = task_state(update.state)?;
+    let failure_kind = match pb::FailureKind::try_from(update.failure_kind) {
+        Ok(pb::FailureKind::Unspecified | pb::FailureKind::Task) => FailureKind::Task,
+        Ok(pb::FailureKind::CheckpointUnusable) if update.unusable_checkpoint_id > 0 => {
+            FailureKind::CheckpointUnusable(update.unusable_checkpoint_id)
+        }
+        Ok(pb::FailureKind::CheckpointUnusable) => {
+            return Err(invalid("unusable_checkpoint_id", "0 with failure kind CHECKPOINT_UNUSABLE"));
+        }
+        Err(_) => return Err(invalid("failure_kind", format!("unknown failure kind {}", update.failure_kind))),
+    };
+    let final_snapshot = match update.final_snapshot {
+        Some(snapshot) if state == TaskExecutionState::Finished => {
+            Some(TaskSnapshot { handles: handles_from_pb(snapshot.handles)?, alignment_ms: 0 })
+        }
+        Some(_) => return Err(invalid("final_snapshot", "only a FINISHED task has a final snapshot")),
+        None => None,
+    };
+    let failed = state == TaskExecutionState::Failed;
     Ok(TaskEvent {
         task: update.task.try_into()?,
         state,
-        failure: (state == TaskExecutionState::Failed).then(|| {
+        failure: failed.then(|| {
             if update.failure_message.is_empty() { "unknown failure".to_owned() } else { update.failure_message }
         }),
+        failure_kind: if failed { failure_kind } else { FailureKind::Task },
         records_in: update.records_in,
         records_out: update.records_out,
+        final_snapshot,
     })
 }
 
@@ -375,13 +408,34 @@ mod tests {
 
     #[test]
     fn task_events_round_trip() {
-        let event = TaskEvent {
-            task: deployment().task,
-            state: TaskExecutionState::Failed,
+        let failed = TaskEvent {
             failure: Some("boom".into()),
-            records_in: 3,
-            records_out: 4,
+            failure_kind: FailureKind::CheckpointUnusable(7),
+            ..TaskEvent::new(deployment().task, TaskExecutionState::Failed, 3, 4)
         };
-        assert_eq!(task_event_from_update(task_event_to_update("tm", &event)).unwrap(), event);
+        assert_eq!(task_event_from_update(task_event_to_update("tm", &failed)).unwrap(), failed);
+        let handle =
+            StateHandle { uri: "s3://b/j/shared/final-0-1".into(), size_bytes: 9, incremental_bytes: 9, shared: true };
+        let finished = TaskEvent {
+            final_snapshot: Some(TaskSnapshot { handles: vec![handle], alignment_ms: 0 }),
+            ..TaskEvent::new(deployment().task, TaskExecutionState::Finished, 3, 4)
+        };
+        assert_eq!(task_event_from_update(task_event_to_update("tm", &finished)).unwrap(), finished);
+        let running = TaskEvent::new(deployment().task, TaskExecutionState::Running, 0, 0);
+        assert_eq!(task_event_from_update(task_event_to_update("tm", &running)).unwrap(), running);
+    }
+
+    #[test]
+    fn inconsistent_task_events_are_refused() {
+        let mut update =
+            task_event_to_update("tm", &TaskEvent::new(deployment().task, TaskExecutionState::Failed, 0, 0));
+        update.failure_kind = pb::FailureKind::CheckpointUnusable as i32;
+        assert_eq!(task_event_from_update(update.clone()).unwrap_err().field, "unusable_checkpoint_id");
+        update.failure_kind = 42;
+        assert_eq!(task_event_from_update(update).unwrap_err().field, "failure_kind");
+        let mut update =
+            task_event_to_update("tm", &TaskEvent::new(deployment().task, TaskExecutionState::Running, 0, 0));
+        update.final_snapshot = Some(pb::FinalSnapshot { handles: Vec::new() });
+        assert_eq!(task_event_from_update(update).unwrap_err().field, "final_snapshot");
     }
 }

@@ -34,6 +34,18 @@ impl TaskExecutionState {
     }
 }
 
+/// Why a FAILED task failed, as far as the jobmanager's recovery decision is concerned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FailureKind {
+    /// The task's own failure (user code, storage, a lost peer, ...): the restart strategy
+    /// decides, and the job restarts from its latest completed checkpoint.
+    #[default]
+    Task,
+    /// The task could not restore checkpoint `n` because a file it names is missing or corrupt:
+    /// that checkpoint is unusable, and the next attempt restores from the one before it.
+    CheckpointUnusable(u64),
+}
+
 /// A task's state change with its counters, from a taskmanager to the jobmanager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskEvent {
@@ -43,10 +55,31 @@ pub struct TaskEvent {
     pub state: TaskExecutionState,
     /// Why it failed (`Failed` only), including a user panic's message.
     pub failure: Option<String>,
+    /// What kind of failure (`Failed` only).
+    pub failure_kind: FailureKind,
     /// Records that entered the task so far.
     pub records_in: u64,
     /// Records that left the task so far.
     pub records_out: u64,
+    /// `Finished` tasks of a job with checkpointing: the task's final snapshot (its operators'
+    /// state at the end of its input: source positions, pending sink transactions), which every
+    /// later checkpoint includes in place of an acknowledgement (Flink's FLIP-147).
+    pub final_snapshot: Option<TaskSnapshot>,
+}
+
+impl TaskEvent {
+    /// An event without failure or final snapshot.
+    pub fn new(task: TaskId, state: TaskExecutionState, records_in: u64, records_out: u64) -> Self {
+        Self {
+            task,
+            state,
+            failure: None,
+            failure_kind: FailureKind::Task,
+            records_in,
+            records_out,
+            final_snapshot: None,
+        }
+    }
 }
 
 /// Receives task events (implemented by the jobmanager). Must not block.
@@ -66,7 +99,59 @@ pub trait TaskEventSink: Send + Sync {
     }
 }
 
+/// How a call to a taskmanager failed; the jobmanager decides on the kind, never on the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayErrorKind {
+    /// No answer: the taskmanager is gone or partitioned away (connection refused, timeout).
+    Unreachable,
+    /// The taskmanager answered and refused: it does not know the job or the attempt (it
+    /// restarted, or the request is stale), or the request was invalid.
+    Refused,
+    /// The taskmanager tried and failed (a commit or a deployment failed there).
+    Failed,
+}
+
+/// A failed call to a taskmanager.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct GatewayError {
+    /// What kind of failure.
+    pub kind: GatewayErrorKind,
+    /// What went wrong, one line.
+    pub message: String,
+}
+
+impl GatewayError {
+    /// A failure of `kind`.
+    pub fn new(kind: GatewayErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// The taskmanager refused the request.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(GatewayErrorKind::Refused, message)
+    }
+
+    /// The taskmanager failed to carry out the request.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(GatewayErrorKind::Failed, message)
+    }
+
+    /// Whether the taskmanager could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        self.kind == GatewayErrorKind::Unreachable
+    }
+}
+
+/// Result of a call through a [`TaskManagerGateway`].
+pub type GatewayResult<T> = Result<T, GatewayError>;
+
 /// The jobmanager's handle on one taskmanager.
+///
+/// Every command names the job's execution **attempt**; a taskmanager carries out commands for
+/// its current attempt of the job (the newest it deployed) and older ones only where that is
+/// harmless (cancelling and releasing what is left of them), and refuses stale deployments, so
+/// that a delayed command of an old attempt can never touch a newer one.
 pub trait TaskManagerGateway: Send + Sync {
     /// The taskmanager's id.
     fn id(&self) -> &str;
@@ -75,32 +160,41 @@ pub trait TaskManagerGateway: Send + Sync {
     fn slots(&self) -> u32;
 
     /// Starts a task; returns once the taskmanager accepted it (it then reports its states).
-    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>>;
+    /// Refused when the taskmanager already runs a newer attempt of the job.
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, GatewayResult<()>>;
 
-    /// Cancels every task of `job` on this taskmanager.
-    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
+    /// Cancels the tasks of `job` of attempts up to `attempt` on this taskmanager (tasks of newer
+    /// attempts keep running).
+    fn cancel_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>>;
 
-    /// Releases everything `job` holds here (channels, loaded code) once its last task stopped.
-    /// Called by the jobmanager when the job reached a terminal state: a taskmanager never
-    /// releases a job on its own, since more of its tasks may still be deployed.
-    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>>;
+    /// Releases what attempts up to `attempt` of `job` hold here (channels, committers, and the
+    /// loaded code once no task of the job is left) once their tasks stopped. Called by the
+    /// jobmanager when the job reached a terminal state or before it restarts: a taskmanager
+    /// never releases a job on its own, since more of its tasks may still be deployed.
+    fn release_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>>;
 
     /// Starts checkpoint `barrier` at the source tasks of attempt `attempt` of `job` running
-    /// here; returns how many were triggered.
+    /// here; returns how many were triggered. A source ignores a trigger older than a barrier it
+    /// already emitted.
     fn trigger_checkpoint(
         &self,
         job: JobId,
         attempt: u32,
         barrier: CheckpointBarrier,
-    ) -> BoxFuture<'_, Result<u32, String>>;
+    ) -> BoxFuture<'_, GatewayResult<u32>>;
+
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` was aborted: tasks aligning its
+    /// barriers release their blocked inputs (Flink's `CancelCheckpointMarker`).
+    fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>>;
 
     /// Checkpoint `checkpoint` of attempt `attempt` of `job` is complete: the job's transactional
     /// sinks here commit it ([`weir_api::runtime::FINAL_CHECKPOINT`]: the job finished, commit
-    /// everything). Returns once committed.
+    /// everything). Returns once committed. Refused when the taskmanager does not know that
+    /// attempt of the job (then nothing can have been committed here).
     fn notify_checkpoint_complete(
         &self,
         job: JobId,
         attempt: u32,
         checkpoint: CheckpointId,
-    ) -> BoxFuture<'_, Result<(), String>>;
+    ) -> BoxFuture<'_, GatewayResult<()>>;
 }

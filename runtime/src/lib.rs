@@ -12,5 +12,8 @@ pub mod storage;
 
 pub use deployment::{ChannelId, ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};
 pub use error::{Error, Result};
-pub use gateway::{BoxFuture, TaskEvent, TaskEventSink, TaskExecutionState, TaskManagerGateway};
+pub use gateway::{
+    BoxFuture, FailureKind, GatewayError, GatewayErrorKind, GatewayResult, TaskEvent, TaskEventSink,
+    TaskExecutionState, TaskManagerGateway,
+};
 pub use plugin::{JobArtifact, LoadedJob, Plugged};

@@ -72,9 +72,10 @@ impl LocalExchange {
         self.with(id, |e| e.receiver.take())
     }
 
-    /// Forgets every channel of `job`.
-    pub fn release_job(&self, job: JobId) {
+    /// Forgets every channel of attempts up to `attempt` of `job` (channels of newer attempts
+    /// stay).
+    pub fn release_job(&self, job: JobId, attempt: u32) {
         let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        channels.retain(|id, _| id.job != job);
+        channels.retain(|id, _| id.job != job || id.attempt > attempt);
     }
 }

@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         );
         shutdown_signal().await;
         tracing::info!("shutting down: cancelling tasks");
-        running.taskmanager.cancel_all();
+        running.taskmanager.cancel_all("the taskmanager is shutting down");
         ExitCode::SUCCESS
     })
 }

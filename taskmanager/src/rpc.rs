@@ -101,9 +101,9 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let job = convert::job_id("job_id", &request.into_inner().job_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.taskmanager.cancel_job(job);
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.taskmanager.cancel_job(job, request.attempt);
         Ok(Response::new(pb::CancelJobResponse {}))
     }
 
@@ -111,9 +111,9 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         request: Request<pb::ReleaseJobRequest>,
     ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
-        let job = convert::job_id("job_id", &request.into_inner().job_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.taskmanager.release_job(job);
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.taskmanager.release_job(job, request.attempt);
         Ok(Response::new(pb::ReleaseJobResponse {}))
     }
 
@@ -131,6 +131,16 @@ impl TaskManagerService for TaskManagerRpc {
         Ok(Response::new(pb::TriggerCheckpointResponse { triggered_tasks: triggered as u32 }))
     }
 
+    async fn abort_checkpoint(
+        &self,
+        request: Request<pb::AbortCheckpointRequest>,
+    ) -> Result<Response<pb::AbortCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.taskmanager.abort_checkpoint(job, request.attempt, request.checkpoint_id);
+        Ok(Response::new(pb::AbortCheckpointResponse {}))
+    }
+
     async fn notify_checkpoint_complete(
         &self,
         request: Request<pb::NotifyCheckpointCompleteRequest>,
@@ -143,7 +153,10 @@ impl TaskManagerService for TaskManagerRpc {
         })
         .await
         .map_err(|e| Status::internal(format!("commit: {e}")))?
-        .map_err(Status::internal)?;
+        .map_err(|e| match e.kind {
+            weir_runtime::GatewayErrorKind::Refused => Status::failed_precondition(e.message),
+            _ => Status::internal(e.message),
+        })?;
         Ok(Response::new(pb::NotifyCheckpointCompleteResponse {}))
     }
 }
@@ -295,7 +308,7 @@ pub(crate) async fn stay_registered(
             match client.clone().heartbeat(request).await {
                 Ok(r) if r.get_ref().reregister => {
                     warn!(taskmanager = %id, "the jobmanager does not know this taskmanager: cancelling its tasks and registering again");
-                    taskmanager.cancel_all();
+                    taskmanager.cancel_all("the jobmanager no longer knows this taskmanager");
                     break;
                 }
                 Ok(_) => last_ok = Instant::now(),
@@ -303,7 +316,7 @@ pub(crate) async fn stay_registered(
                     warn!(taskmanager = %id, "heartbeat to the jobmanager at {url} failed: {}", one_line(status.message()));
                     if last_ok.elapsed() > timeout {
                         warn!(taskmanager = %id, "no contact with the jobmanager for {:.1} s: cancelling all tasks and registering again", last_ok.elapsed().as_secs_f64());
-                        taskmanager.cancel_all();
+                        taskmanager.cancel_all("the taskmanager lost contact with the jobmanager");
                         break;
                     }
                 }

@@ -276,6 +276,11 @@ impl JobCommitters {
         self.lock().push((attempt, Arc::new(listener)));
     }
 
+    /// Forgets the listeners of attempts up to `attempt` (released by the jobmanager).
+    pub(crate) fn release_up_to(&self, attempt: u32) {
+        self.lock().retain(|(a, _)| *a > attempt);
+    }
+
     /// Commits checkpoint `checkpoint` (and earlier) in every sink of attempt `attempt`.
     ///
     /// # Errors

@@ -23,8 +23,11 @@ pub(crate) enum TaskOutcome {
 /// Requests to a running task from its taskmanager.
 #[derive(Debug)]
 pub(crate) enum TaskControl {
-    /// Sources: take part in a checkpoint now (snapshot, then emit the barrier).
+    /// Sources: take part in a checkpoint now (snapshot, then emit the barrier). Ignored when
+    /// not newer than the last barrier the source emitted (a stale or repeated trigger).
     TriggerCheckpoint(CheckpointBarrier),
+    /// The checkpoint was aborted: stop aligning its barriers and ignore those still to come.
+    AbortCheckpoint(CheckpointId),
 }
 
 /// Runs a source chain: polls it until it is exhausted, taking checkpoints when triggered.
@@ -33,12 +36,13 @@ pub(crate) fn run_source(
     cx: &mut TaskContext,
     control: &Receiver<TaskControl>,
 ) -> Result<TaskOutcome> {
+    let mut last_barrier = None;
     loop {
         if cx.cancel.load(Ordering::Relaxed) {
             return Ok(TaskOutcome::Canceled);
         }
         while let Ok(request) = control.try_recv() {
-            handle_control(chain, cx, request)?;
+            handle_control(chain, cx, request, &mut last_barrier)?;
         }
         fire_due_timers(chain, cx)?;
         match chain.poll_source(cx)? {
@@ -59,7 +63,7 @@ pub(crate) fn run_source(
                 }
                 // Wait for the next due time, or a checkpoint trigger, whichever comes first.
                 match control.recv_timeout(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL)) {
-                    Ok(request) => handle_control(chain, cx, request)?,
+                    Ok(request) => handle_control(chain, cx, request, &mut last_barrier)?,
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
                 }
             },
@@ -68,9 +72,24 @@ pub(crate) fn run_source(
     finish(chain, cx)
 }
 
-fn handle_control(chain: &mut dyn TaskChain, cx: &mut TaskContext, request: TaskControl) -> Result<()> {
+/// A source's control request; `last_barrier` is the newest barrier it emitted.
+fn handle_control(
+    chain: &mut dyn TaskChain,
+    cx: &mut TaskContext,
+    request: TaskControl,
+    last_barrier: &mut Option<CheckpointId>,
+) -> Result<()> {
     match request {
-        TaskControl::TriggerCheckpoint(barrier) => cx.checkpoint(chain, barrier, 0),
+        TaskControl::TriggerCheckpoint(barrier) if last_barrier.is_some_and(|last| barrier.id <= last) => {
+            // Emitting it after a newer barrier would break the order downstream tasks align in.
+            tracing::debug!(task = %cx.id, checkpoint_id = barrier.id, "stale checkpoint trigger dropped");
+            Ok(())
+        }
+        TaskControl::TriggerCheckpoint(barrier) => {
+            *last_barrier = Some(barrier.id);
+            cx.checkpoint(chain, barrier, 0)
+        }
+        TaskControl::AbortCheckpoint(_) => Ok(()),
     }
 }
 
@@ -85,6 +104,9 @@ struct Alignment {
     started: Option<std::time::Instant>,
     /// The newest checkpoint this task completed or abandoned.
     last: Option<CheckpointId>,
+    /// Checkpoints newer than `last` that were aborted before this task aligned them: their
+    /// barriers are ignored when they arrive.
+    aborted: std::collections::BTreeSet<CheckpointId>,
 }
 
 impl Alignment {
@@ -94,7 +116,7 @@ impl Alignment {
 
     /// A barrier arrived on `channel`; returns a checkpoint superseded by it (to decline).
     fn on_barrier(&mut self, channel: usize, barrier: CheckpointBarrier, channels: usize) -> Option<CheckpointId> {
-        if self.last.is_some_and(|last| barrier.id <= last) {
+        if self.last.is_some_and(|last| barrier.id <= last) || self.aborted.contains(&barrier.id) {
             return None;
         }
         let mut superseded = None;
@@ -112,6 +134,28 @@ impl Alignment {
         superseded
     }
 
+    /// Checkpoint `checkpoint` was aborted: an alignment of it ends (its channels are released);
+    /// its barriers that still arrive are ignored. Returns whether channels were released.
+    fn abort(&mut self, checkpoint: CheckpointId) -> bool {
+        if self.last.is_some_and(|last| checkpoint <= last) {
+            return false;
+        }
+        if self.current.as_ref().is_some_and(|(current, _)| current.id == checkpoint) {
+            self.current = None;
+            self.started = None;
+            self.finish(checkpoint);
+            return true;
+        }
+        self.aborted.insert(checkpoint);
+        false
+    }
+
+    /// `checkpoint` is done here (completed or abandoned): older barriers are ignored from now on.
+    fn finish(&mut self, checkpoint: CheckpointId) {
+        self.last = Some(self.last.map_or(checkpoint, |last| last.max(checkpoint)));
+        self.aborted = self.aborted.split_off(&(checkpoint + 1));
+    }
+
     /// The barrier to complete when every open channel delivered it, with the time the
     /// alignment took (ms).
     fn complete(&mut self, gate: &InputGate) -> Option<(CheckpointBarrier, u64)> {
@@ -119,7 +163,7 @@ impl Alignment {
         if (0..delivered.len()).all(|c| delivered[c] || gate.is_ended(c)) {
             let barrier = *barrier;
             self.current = None;
-            self.last = Some(barrier.id);
+            self.finish(barrier.id);
             let took = self.started.take().map_or(0, |t| t.elapsed().as_millis() as u64);
             Some((barrier, took))
         } else {
@@ -134,11 +178,14 @@ pub(crate) fn run_inputs(
     cx: &mut TaskContext,
     receivers: Vec<Receiver<ChannelEvent>>,
     mut gate: InputGate,
+    control: &Receiver<TaskControl>,
 ) -> Result<TaskOutcome> {
     let mut alignment = Alignment::default();
-    // The select covers the channels that are neither ended nor blocked; `active[i]` is the
-    // channel of select index `i`. It is rebuilt when that set changes (barriers, ends).
-    let build = |gate: &InputGate, alignment: &Alignment| {
+    // The select covers the channels that are neither ended nor blocked, then the control
+    // channel; `active[i]` is the channel of select index `i` (index `active.len()` is control).
+    // It is rebuilt when that set changes (barriers, ends, aborts).
+    let mut control_open = true;
+    let build = |gate: &InputGate, alignment: &Alignment, control_open: bool| {
         let mut select = Select::new();
         let mut active = Vec::new();
         for (channel, receiver) in receivers.iter().enumerate() {
@@ -147,9 +194,12 @@ pub(crate) fn run_inputs(
                 active.push(channel);
             }
         }
+        if control_open {
+            select.recv(control);
+        }
         (select, active)
     };
-    let (mut select, mut active) = build(&gate, &alignment);
+    let (mut select, mut active) = build(&gate, &alignment, control_open);
     while gate.open_channels() > 0 {
         if cx.cancel.load(Ordering::Relaxed) {
             return Ok(TaskOutcome::Canceled);
@@ -169,6 +219,23 @@ pub(crate) fn run_inputs(
             return Err(Error::runtime("barrier alignment", "all input channels blocked"));
         }
         let Ok(operation) = select.select_timeout(wait) else { continue };
+        if operation.index() == active.len() {
+            match operation.recv(control) {
+                Ok(TaskControl::AbortCheckpoint(checkpoint)) => {
+                    if alignment.abort(checkpoint) {
+                        tracing::debug!(task = %cx.id, checkpoint_id = checkpoint, "aborted checkpoint: inputs released");
+                        (select, active) = build(&gate, &alignment, control_open);
+                    }
+                }
+                Ok(TaskControl::TriggerCheckpoint(_)) => {}
+                // The taskmanager dropped the task's handle (it shuts down): no more requests.
+                Err(_) => {
+                    control_open = false;
+                    (select, active) = build(&gate, &alignment, control_open);
+                }
+            }
+            continue;
+        }
         let channel = active[operation.index()];
         let event = operation
             .recv(&receivers[channel])
@@ -212,7 +279,7 @@ pub(crate) fn run_inputs(
             cx.checkpoint(chain, barrier, alignment_ms)?;
         }
         if rebuild {
-            (select, active) = build(&gate, &alignment);
+            (select, active) = build(&gate, &alignment, control_open);
         }
     }
     finish(chain, cx)
@@ -257,6 +324,32 @@ mod tests {
         // Old barriers are ignored afterwards.
         assert_eq!(a.on_barrier(0, barrier(1), 3), None);
         assert!(!a.is_blocked(0));
+    }
+
+    #[test]
+    fn an_abort_releases_the_aligning_channels_and_its_late_barriers_are_ignored() {
+        let gate = InputGate::new([0, 0]);
+        let mut a = Alignment::default();
+        a.on_barrier(0, barrier(3), 2);
+        assert!(a.is_blocked(0));
+        assert!(a.abort(3), "the alignment of 3 ends");
+        assert!(!a.is_blocked(0) && !a.is_blocked(1));
+        assert_eq!(a.on_barrier(1, barrier(3), 2), None);
+        assert!(!a.is_blocked(1), "a barrier of the aborted checkpoint blocks nothing");
+        assert_eq!(a.complete(&gate), None);
+        // Aborted before its first barrier arrives: its barriers never block.
+        assert!(!a.abort(5));
+        a.on_barrier(0, barrier(5), 2);
+        assert!(!a.is_blocked(0));
+        // An older checkpoint still aligning is not affected by a newer one's abort.
+        a.on_barrier(0, barrier(4), 2);
+        assert!(!a.abort(6));
+        assert!(a.is_blocked(0));
+        a.on_barrier(1, barrier(4), 2);
+        assert_eq!(a.complete(&gate).map(|(b, _)| b.id), Some(4));
+        // The next checkpoint aligns normally.
+        a.on_barrier(1, barrier(7), 2);
+        assert!(a.is_blocked(1));
     }
 
     #[test]

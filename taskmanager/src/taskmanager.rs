@@ -10,14 +10,15 @@ use crate::task::{TaskControl, TaskOutcome, run_inputs, run_source};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tracing::{debug, error, info};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tracing::{debug, error, info, warn};
+use weir_api::runtime::{CheckpointBarrier, CheckpointId, FINAL_CHECKPOINT};
 use weir_api::runtime::{JobGraph, TaskInfo};
 use weir_runtime::checkpoint::StateBackendKind;
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
 use weir_runtime::{
-    BoxFuture, ChannelId, JobArtifact, JobId, LoadedJob, Plugged, TaskDeployment, TaskEvent, TaskEventSink,
-    TaskExecutionState, TaskId, TaskManagerGateway,
+    BoxFuture, ChannelId, GatewayError, GatewayResult, JobArtifact, JobId, LoadedJob, Plugged, TaskDeployment,
+    TaskEvent, TaskEventSink, TaskExecutionState, TaskId, TaskManagerGateway,
 };
 
 /// Configuration of a taskmanager.
@@ -86,6 +87,10 @@ struct JobResources {
 
 struct RunningTask {
     cancel: Arc<AtomicBool>,
+    /// Set when the taskmanager cancels the task on its own (it lost the jobmanager, or it shuts
+    /// down): the task then reports FAILED with this reason, so that the job's restart strategy
+    /// applies, instead of CANCELED, which only the jobmanager may ask for.
+    failure_on_cancel: Arc<OnceLock<String>>,
     metrics: Arc<TaskMetrics>,
     control: crossbeam_channel::Sender<TaskControl>,
     is_source: bool,
@@ -96,10 +101,20 @@ struct JobTasks {
     /// Where the job's code came from; an uploaded plugin's local copy is deleted with the job.
     artifact: JobArtifact,
     tasks: HashMap<TaskId, RunningTask>,
-    /// The jobmanager released the job: drop it when its last task stopped.
-    released: bool,
+    /// The newest attempt deployed here: the job's current attempt on this taskmanager.
+    attempt: u32,
+    /// The jobmanager released the attempts up to this one: what they hold goes once their
+    /// last task stopped, and the whole job once no task of it is left.
+    released: Option<u32>,
     /// The job's transactional sinks here (they outlive their tasks until the job is released).
     committers: Arc<JobCommitters>,
+}
+
+impl JobTasks {
+    /// Whether a task of an attempt up to `attempt` still runs.
+    fn runs_attempt_up_to(&self, attempt: u32) -> bool {
+        self.tasks.keys().any(|t| t.attempt <= attempt)
+    }
 }
 
 struct Inner {
@@ -107,6 +122,9 @@ struct Inner {
     exchange: Arc<LocalExchange>,
     data_server: Mutex<Option<crate::network::DataServer>>,
     jobs: Mutex<HashMap<JobId, JobTasks>>,
+    /// The newest attempt of each job ever deployed here (outlives the job's resources), so that a
+    /// stale deployment of an older attempt is refused even after the job was released.
+    newest_attempts: Mutex<HashMap<JobId, u32>>,
     events: Arc<dyn TaskEventSink>,
     /// Open checkpoint stores by root URL.
     storages: Mutex<HashMap<String, Storage>>,
@@ -132,17 +150,19 @@ impl Inner {
         Ok(storage)
     }
 
-    fn report(&self, task: TaskId, state: TaskExecutionState, failure: Option<String>, metrics: &TaskMetrics) {
+    fn report(&self, event: TaskEvent, metrics: &TaskMetrics) {
         self.events.task_event(TaskEvent {
-            task,
-            state,
-            failure,
             records_in: metrics.records_in.load(Ordering::Relaxed),
             records_out: metrics.records_out.load(Ordering::Relaxed),
+            ..event
         });
     }
 
-    /// Forgets a task that stopped; drops its job if it was released and this was its last task.
+    fn report_state(&self, task: TaskId, state: TaskExecutionState, metrics: &TaskMetrics) {
+        self.report(TaskEvent::new(task, state, 0, 0), metrics);
+    }
+
+    /// Forgets a task that stopped; applies a release that waited for it.
     fn task_stopped(&self, task: TaskId) {
         let released = {
             let mut jobs = self.jobs();
@@ -150,15 +170,15 @@ impl Inner {
                 return;
             };
             job.tasks.remove(&task);
-            if job.tasks.is_empty() && job.released { jobs.remove(&task.job) } else { None }
+            job.released
         };
-        if let Some(job) = released {
-            self.drop_job(task.job, job);
+        if let Some(attempt) = released {
+            self.release_job(task.job, attempt);
         }
     }
 
     fn drop_job(&self, id: JobId, job: JobTasks) {
-        self.exchange.release_job(id);
+        self.exchange.release_job(id, u32::MAX);
         let artifact = job.artifact.clone();
         drop(job);
         if let JobArtifact::Stored { path, .. } = &artifact {
@@ -171,23 +191,44 @@ impl Inner {
         debug!(job_id = %id, "released the job's resources");
     }
 
-    /// Releases `job`: now if no task of it runs, else when the last one stops.
-    fn release_job(&self, id: JobId) {
-        let released = {
+    /// Releases what attempts up to `attempt` of `job` hold: their channels and committers once
+    /// none of their tasks runs, and the job's code once no task of it is left and no newer
+    /// attempt was deployed. What cannot go yet goes when the last such task stops.
+    fn release_job(&self, id: JobId, attempt: u32) {
+        let dropped = {
             let mut jobs = self.jobs();
-            match jobs.get_mut(&id) {
-                Some(job) if job.tasks.is_empty() => jobs.remove(&id),
-                Some(job) => {
-                    job.released = true;
-                    None
-                }
-                None => None,
+            let Some(job) = jobs.get_mut(&id) else {
+                drop(jobs);
+                // Channels may exist for a job none of whose tasks reached this taskmanager.
+                self.exchange.release_job(id, attempt);
+                return;
+            };
+            let attempt = job.released.map_or(attempt, |a| a.max(attempt));
+            if job.runs_attempt_up_to(attempt) {
+                job.released = Some(attempt);
+                return;
             }
+            job.released = None;
+            job.committers.release_up_to(attempt);
+            if job.tasks.is_empty() && attempt >= job.attempt { jobs.remove(&id) } else { None }
         };
-        match released {
+        match dropped {
             Some(job) => self.drop_job(id, job),
-            // Channels may exist for a job none of whose tasks reached this taskmanager.
-            None => self.exchange.release_job(id),
+            None => self.exchange.release_job(id, attempt),
+        }
+    }
+
+    /// Cancels the tasks of attempts up to `attempt` of `job`; `failure`: the taskmanager cancels
+    /// them on its own, and they report FAILED with this reason.
+    fn cancel_job(&self, job: JobId, attempt: u32, failure: Option<&str>) {
+        if let Some(tasks) = self.jobs().get(&job) {
+            for (id, task) in tasks.tasks.iter().filter(|(id, _)| id.attempt <= attempt) {
+                if let Some(reason) = failure {
+                    let _ = task.failure_on_cancel.set(reason.to_owned());
+                }
+                task.cancel.store(true, Ordering::Relaxed);
+                debug!(job_id = %job, task = %id, "cancelling the task");
+            }
         }
     }
 }
@@ -216,6 +257,7 @@ impl TaskManager {
                 exchange,
                 data_server: Mutex::new(None),
                 jobs: Mutex::new(HashMap::new()),
+                newest_attempts: Mutex::new(HashMap::new()),
                 events,
                 storages: Mutex::new(HashMap::new()),
                 runtime: background_runtime(),
@@ -256,7 +298,7 @@ impl TaskManager {
     /// here; returns how many were triggered. Each snapshots its chain, emits the barrier
     /// downstream, and acknowledges through the event sink once its state is written;
     /// downstream tasks align and acknowledge in turn.
-    pub fn trigger_checkpoint(&self, job: JobId, attempt: u32, barrier: weir_api::runtime::CheckpointBarrier) -> usize {
+    pub fn trigger_checkpoint(&self, job: JobId, attempt: u32, barrier: CheckpointBarrier) -> usize {
         let jobs = self.inner.jobs();
         let Some(job) = jobs.get(&job) else { return 0 };
         job.tasks
@@ -266,31 +308,61 @@ impl TaskManager {
             .count()
     }
 
-    /// Checkpoint `checkpoint` of attempt `attempt` of `job` completed: the job's transactional
-    /// sinks here commit it.
-    ///
-    /// # Errors
-    /// A sink could not commit.
-    pub fn notify_checkpoint_complete(&self, job: JobId, attempt: u32, checkpoint: u64) -> Result<(), String> {
-        let committers = self.inner.jobs().get(&job).map(|j| j.committers.clone());
-        match committers {
-            Some(committers) => committers.commit(attempt, checkpoint).map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
-    }
-
-    /// Cancels every running task (the jobmanager is gone or forgot this taskmanager).
-    pub fn cancel_all(&self) {
-        for job in self.inner.jobs().values() {
-            for task in job.tasks.values() {
-                task.cancel.store(true, Ordering::Relaxed);
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` was aborted: every task of that
+    /// attempt here stops aligning its barriers (and ignores those still to come).
+    pub fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) {
+        if let Some(job) = self.inner.jobs().get(&job) {
+            for (_, task) in job.tasks.iter().filter(|(id, _)| id.attempt == attempt) {
+                let _ = task.control.send(TaskControl::AbortCheckpoint(checkpoint));
             }
         }
     }
 
-    /// Releases a job's resources: now if none of its tasks runs, else when the last one stops.
-    pub fn release_job(&self, job: JobId) {
-        self.inner.release_job(job);
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` completed: the job's transactional
+    /// sinks here commit it.
+    ///
+    /// # Errors
+    /// Refused when this taskmanager does not hold that attempt of the job (it restarted, or the
+    /// notification is stale: nothing was committed); failed when a sink could not commit.
+    pub fn notify_checkpoint_complete(&self, job: JobId, attempt: u32, checkpoint: u64) -> GatewayResult<()> {
+        let committers = match self.inner.jobs().get(&job) {
+            Some(j) if j.attempt == attempt => j.committers.clone(),
+            Some(j) => {
+                return Err(GatewayError::refused(format!(
+                    "attempt {attempt} of job {job} is not current on taskmanager {} (attempt {} is)",
+                    self.id(),
+                    j.attempt
+                )));
+            }
+            None => {
+                return Err(GatewayError::refused(format!(
+                    "taskmanager {} holds no tasks of job {job} (it restarted or released the job)",
+                    self.id()
+                )));
+            }
+        };
+        let what = if checkpoint == FINAL_CHECKPOINT {
+            "the final commit".to_owned()
+        } else {
+            format!("checkpoint {checkpoint}")
+        };
+        committers.commit(attempt, checkpoint).map_err(|e| GatewayError::failed(format!("{what} of job {job}: {e}")))
+    }
+
+    /// Cancels every running task on the taskmanager's own account (the jobmanager is gone or
+    /// forgot this taskmanager, or the process shuts down): the tasks report FAILED with
+    /// `reason`, so that their jobs restart under their restart strategies.
+    pub fn cancel_all(&self, reason: &str) {
+        let jobs: Vec<JobId> = self.inner.jobs().keys().copied().collect();
+        for job in jobs {
+            self.inner.cancel_job(job, u32::MAX, Some(reason));
+        }
+    }
+
+    /// Releases what attempts up to `attempt` of `job` hold (see
+    /// [`TaskManagerGateway::release_job`]).
+    pub fn release_job(&self, job: JobId, attempt: u32) {
+        self.inner.release_job(job, attempt);
     }
 
     /// Number of jobs whose resources (code, channels) are held here.
@@ -309,6 +381,17 @@ impl TaskManager {
     /// The job's code cannot be loaded or built here, or the task is already running.
     pub fn deploy_task(&self, deployment: TaskDeployment, artifact: &JobArtifact) -> Result<(), String> {
         let task = deployment.task;
+        {
+            let mut newest = self.inner.newest_attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let seen = newest.entry(task.job).or_insert(task.attempt);
+            if *seen > task.attempt {
+                return Err(format!(
+                    "stale deployment of {task}: attempt {} of the job was already deployed here",
+                    *seen
+                ));
+            }
+            *seen = task.attempt;
+        }
         let resources = self.job_resources(&deployment, artifact)?;
         let info = TaskInfo {
             job_id: task.job.to_string(),
@@ -382,6 +465,7 @@ impl TaskManager {
             return Err(format!("task {task}: a restore without checkpoint storage"));
         }
         let cancel = Arc::new(AtomicBool::new(false));
+        let failure_on_cancel = Arc::new(OnceLock::new());
         let metrics = Arc::new(TaskMetrics::default());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let committers;
@@ -395,12 +479,18 @@ impl TaskManager {
                 resources: resources.clone(),
                 artifact: artifact.clone(),
                 tasks: HashMap::new(),
-                released: false,
+                attempt: task.attempt,
+                released: None,
                 committers: Arc::new(JobCommitters::default()),
             });
+            if job.attempt > task.attempt || job.released.is_some_and(|r| r >= task.attempt) {
+                return Err(format!("stale deployment of {task}: the attempt is over on this taskmanager"));
+            }
+            job.attempt = task.attempt;
             committers = job.committers.clone();
             let running = RunningTask {
                 cancel: cancel.clone(),
+                failure_on_cancel: failure_on_cancel.clone(),
                 metrics: metrics.clone(),
                 control: control_tx,
                 is_source: deployment.is_source(),
@@ -409,7 +499,7 @@ impl TaskManager {
                 return Err(format!("task {task} is already deployed"));
             }
         }
-        self.inner.report(task, TaskExecutionState::Deploying, None, &metrics);
+        self.inner.report_state(task, TaskExecutionState::Deploying, &metrics);
         // A consumer on this taskmanager gets records as values; a missing location (a
         // deployment from an older jobmanager) conservatively means remote.
         let own = &self.inner.config.id;
@@ -453,12 +543,21 @@ impl TaskManager {
                             .unwrap_or_else(|| "panic".to_owned());
                         Err(weir_api::Error::runtime("taskmanager", format!("internal error: {message}")))
                     });
-                let (state, failure) = match result {
-                    Ok(TaskOutcome::Finished) => (TaskExecutionState::Finished, None),
-                    Ok(TaskOutcome::Canceled) | Err(weir_api::Error::Cancelled) => (TaskExecutionState::Canceled, None),
+                let mut event = TaskEvent::new(task, TaskExecutionState::Finished, 0, 0);
+                match result {
+                    Ok(TaskOutcome::Finished) => {}
+                    Ok(TaskOutcome::Canceled) | Err(weir_api::Error::Cancelled) => match failure_on_cancel.get() {
+                        Some(reason) => {
+                            warn!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task cancelled by the taskmanager: {reason}");
+                            event.state = TaskExecutionState::Failed;
+                            event.failure = Some(format!("cancelled by taskmanager {}: {reason}", inner.config.id));
+                        }
+                        None => event.state = TaskExecutionState::Canceled,
+                    },
                     Err(e) => {
                         error!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task failed: {e}");
-                        (TaskExecutionState::Failed, Some(e.to_string()))
+                        event.state = TaskExecutionState::Failed;
+                        event.failure = Some(e.to_string());
                     }
                 };
                 // Nothing this task wrote may land in storage after it reported its end.
@@ -471,7 +570,7 @@ impl TaskManager {
                 drop(cx);
                 drop(resources);
                 inner.task_stopped(task);
-                inner.report(task, state, failure, &metrics);
+                inner.report(event, &metrics);
             });
         if let Err(e) = spawned {
             self.inner.task_stopped(task);
@@ -490,13 +589,10 @@ impl TaskManager {
         Ok(Arc::new(JobResources { graph, loaded }))
     }
 
-    /// Cancels every task of `job` running here.
-    pub fn cancel_job(&self, job: JobId) {
-        if let Some(tasks) = self.inner.jobs().get(&job) {
-            for task in tasks.tasks.values() {
-                task.cancel.store(true, Ordering::Relaxed);
-            }
-        }
+    /// Cancels the tasks of attempts up to `attempt` of `job` running here (as the jobmanager
+    /// asks: they report CANCELED).
+    pub fn cancel_job(&self, job: JobId, attempt: u32) {
+        self.inner.cancel_job(job, attempt, None);
     }
 }
 
@@ -527,11 +623,11 @@ fn run_task(
             other => weir_api::Error::runtime("plugin", other.to_string()),
         })?;
     chain.open(cx)?;
-    inner.report(cx.id, TaskExecutionState::Running, None, &cx.metrics);
+    inner.report_state(cx.id, TaskExecutionState::Running, &cx.metrics);
     if deployment.is_source() {
         run_source(&mut **chain, cx, &control)
     } else {
-        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs))
+        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs), &control)
     }
 }
 
@@ -544,20 +640,20 @@ impl TaskManagerGateway for TaskManager {
         self.inner.config.slots
     }
 
-    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.deploy_task(deployment, &artifact) })
+    fn deploy(&self, deployment: TaskDeployment, artifact: JobArtifact) -> BoxFuture<'_, GatewayResult<()>> {
+        Box::pin(async move { self.deploy_task(deployment, &artifact).map_err(GatewayError::refused) })
     }
 
-    fn cancel_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+    fn cancel_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
-            TaskManager::cancel_job(self, job);
+            TaskManager::cancel_job(self, job, attempt);
             Ok(())
         })
     }
 
-    fn release_job(&self, job: JobId) -> BoxFuture<'_, Result<(), String>> {
+    fn release_job(&self, job: JobId, attempt: u32) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
-            self.inner.release_job(job);
+            self.inner.release_job(job, attempt);
             Ok(())
         })
     }
@@ -566,22 +662,29 @@ impl TaskManagerGateway for TaskManager {
         &self,
         job: JobId,
         attempt: u32,
-        barrier: weir_api::runtime::CheckpointBarrier,
-    ) -> BoxFuture<'_, Result<u32, String>> {
+        barrier: CheckpointBarrier,
+    ) -> BoxFuture<'_, GatewayResult<u32>> {
         Box::pin(async move { Ok(TaskManager::trigger_checkpoint(self, job, attempt, barrier) as u32) })
+    }
+
+    fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>> {
+        Box::pin(async move {
+            TaskManager::abort_checkpoint(self, job, attempt, checkpoint);
+            Ok(())
+        })
     }
 
     fn notify_checkpoint_complete(
         &self,
         job: JobId,
         attempt: u32,
-        checkpoint: weir_api::runtime::CheckpointId,
-    ) -> BoxFuture<'_, Result<(), String>> {
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, GatewayResult<()>> {
         let this = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || this.notify_checkpoint_complete(job, attempt, checkpoint))
                 .await
-                .map_err(|e| format!("commit task failed: {e}"))?
+                .map_err(|e| GatewayError::failed(format!("the commit task failed: {e}")))?
         })
     }
 }

@@ -21,10 +21,10 @@ pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
             checkpointing: None,
             state_backend: Default::default(),
         };
-        let details = tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission))
-            .await
-            .expect("job did not end within 120 s")
-            .expect("job submission failed");
+        let details = match tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission)).await {
+            Ok(details) => details.expect("job submission failed"),
+            Err(_) => panic!("job did not end within 120 s: {:#?}", cluster.jobmanager().jobs()),
+        };
         assert_eq!(cluster.taskmanager().running_tasks(), 0, "tasks left running after the job ended");
         // The jobmanager releases the job's resources on the taskmanager right after the end.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

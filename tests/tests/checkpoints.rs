@@ -68,20 +68,16 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
             state_backend: Default::default(),
         };
         let job = jobmanager.submit(submission).await.unwrap();
-        let checkpoints = jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");
+        let report = || jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while checkpoints.coordinator().completed().len() < 4 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "4 checkpoints did not complete: {:?}",
-                checkpoints.coordinator().history().collect::<Vec<_>>()
-            );
+        while report().retained.len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "4 checkpoints did not complete: {:?}", report().history);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         jobmanager.cancel(job).await.unwrap();
         let details = jobmanager.wait_for_termination(job).await.unwrap();
         assert_eq!(details.state, JobStatus::Canceled);
-        let completed: Vec<u64> = checkpoints.coordinator().completed().iter().map(|c| c.checkpoint_id).collect();
+        let completed: Vec<u64> = report().retained.iter().map(|c| c.id).collect();
         (job, completed)
     });
     let (job, completed) = completed;

@@ -1,6 +1,6 @@
 //! The checkpoint coordinator: inputs in, [`Action`]s out (see the [module docs](super)).
 
-use super::stats::{self, CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
+use super::stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
 use super::{
     AbortReason, Action, CheckpointConfig, CheckpointKind, InvalidCheckpointConfig, SharedRegistry, TaskSnapshot,
 };
@@ -24,6 +24,10 @@ pub enum TriggerRefused {
         /// [`CheckpointConfig::max_concurrent`].
         max: usize,
     },
+    /// No checkpoint id is reserved yet (the job's record is being written); a retry later may
+    /// succeed.
+    #[error("no checkpoint id is reserved yet")]
+    NoIdReserved,
 }
 
 /// A checkpoint in progress. It waits for acknowledgements while `waiting` is not empty, then
@@ -52,8 +56,18 @@ impl Pending {
 pub struct Coordinator {
     config: CheckpointConfig,
     tasks_to_ack: BTreeSet<TaskId>,
+    /// The source tasks of the attempt that still run: they receive triggers.
     sources: BTreeSet<TaskId>,
+    /// Final snapshots of the attempt's finished tasks: every later checkpoint includes them in
+    /// place of an acknowledgement (FLIP-147).
+    finished: BTreeMap<TaskId, TaskSnapshot>,
     next_id: u64,
+    /// Checkpoint ids below this one may be used; one at or above it waits for
+    /// [`Coordinator::ids_reserved`] (the job's record reserves ids, so that none is used twice,
+    /// even across jobmanager restarts).
+    id_limit: u64,
+    /// Whether an [`Action::ReserveIds`] is outstanding.
+    reserving: bool,
     pending: BTreeMap<u64, Pending>,
     /// Retained completed checkpoints, oldest first.
     completed: Vec<CompletedCheckpoint>,
@@ -68,10 +82,10 @@ pub struct Coordinator {
     history: VecDeque<HistoryEntry>,
     shared: SharedRegistry,
     stopped: bool,
-    /// A task of the current attempt finished: no checkpoint can include it any more, so none is
-    /// triggered until the next attempt.
-    task_finished: bool,
 }
+
+/// How many checkpoint ids one [`Action::ReserveIds`] reserves.
+pub const ID_BLOCK: u64 = 1000;
 
 impl Coordinator {
     /// A coordinator for a job whose tasks are `tasks_to_ack`, of which `sources` receive
@@ -92,7 +106,10 @@ impl Coordinator {
             config,
             tasks_to_ack,
             sources,
+            finished: BTreeMap::new(),
             next_id: latest_completed.map_or(1, |id| id.saturating_add(1)),
+            id_limit: u64::MAX,
+            reserving: false,
             pending: BTreeMap::new(),
             completed: Vec::new(),
             latest_completed_id: latest_completed,
@@ -109,8 +126,60 @@ impl Coordinator {
             history: VecDeque::new(),
             shared: SharedRegistry::default(),
             stopped: false,
-            task_finished: false,
         })
+    }
+
+    /// A coordinator that continues a job's checkpoints after a jobmanager restart: `completed`
+    /// are its retained completed checkpoints (oldest first, read back from their metadata),
+    /// and ids start at `next_id` (at least after the newest of them), below `id_limit`.
+    ///
+    /// # Errors
+    ///
+    /// The config is invalid ([`CheckpointConfig::validate`]).
+    pub fn recover(
+        config: CheckpointConfig,
+        completed: Vec<CompletedCheckpoint>,
+        next_id: u64,
+        id_limit: u64,
+    ) -> Result<Self, InvalidCheckpointConfig> {
+        let latest = completed.last().map(|c| c.checkpoint_id);
+        let mut coordinator = Self::new(config, BTreeSet::new(), BTreeSet::new(), latest)?;
+        coordinator.next_id = coordinator.next_id.max(next_id);
+        coordinator.id_limit = id_limit;
+        for checkpoint in &completed {
+            coordinator.shared.register(&checkpoint.shared_uris());
+        }
+        coordinator.counts.completed = completed.len() as u64;
+        coordinator.completed = completed;
+        Ok(coordinator)
+    }
+
+    /// Only ids below `limit` may be used until more are reserved (the job's record reserved
+    /// them at submission). Without a call, every id may be used (a job without a record).
+    pub fn limit_ids(&mut self, limit: u64) {
+        self.id_limit = limit;
+    }
+
+    /// Ids from [`Coordinator::next_id`] up to (excluding) `limit` may be used: an
+    /// [`Action::ReserveIds`] was carried out.
+    pub fn ids_reserved(&mut self, limit: u64) {
+        self.id_limit = self.id_limit.max(limit);
+        self.reserving = false;
+    }
+
+    /// Reserving ids failed: the next tick asks again.
+    pub fn ids_not_reserved(&mut self) {
+        self.reserving = false;
+    }
+
+    /// The id the next checkpoint gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The id limit in force (see [`Coordinator::ids_reserved`]).
+    pub fn id_limit(&self) -> u64 {
+        self.id_limit
     }
 
     /// A new execution attempt of the job runs `tasks_to_ack`, of which `sources` receive
@@ -129,10 +198,17 @@ impl Coordinator {
         for id in ids {
             self.abort(id, AbortReason::Restarted, now_ms, &mut actions);
         }
+        // Final snapshots of the old attempt that no retained checkpoint took up are garbage.
+        let finished: BTreeSet<String> = std::mem::take(&mut self.finished)
+            .into_values()
+            .flat_map(|s| s.handles)
+            .map(|h| h.uri)
+            .filter(|uri| self.shared.references(uri) == 0)
+            .collect();
+        self.delete_shared(finished, &mut actions);
         self.tasks_to_ack = tasks_to_ack;
         self.sources = sources;
         self.stopped = false;
-        self.task_finished = false;
         self.last_trigger_ms = None;
         self.last_end_ms = Some(now_ms);
         if restored.is_some() {
@@ -141,18 +217,40 @@ impl Coordinator {
         actions
     }
 
-    /// `task` finished (its input ended): checkpoints still waiting for it are aborted (not
-    /// counted as failures), and no more are triggered in this attempt: a checkpoint without a
-    /// finished task's state could not restore it.
-    pub fn task_finished(&mut self, task: TaskId, now_ms: i64) -> Vec<Action> {
+    /// `task` finished (its input ended) with `final_snapshot`, its operators' state at the end
+    /// (FLIP-147): checkpoints waiting for it take that snapshot as its acknowledgement, and so
+    /// does every later one; it receives no more triggers. A finished task's state is consistent
+    /// with every later barrier: it emitted all its records, and the end of its output counts as
+    /// aligned downstream. Without a final snapshot (a task that finished without one), the
+    /// checkpoints waiting for it are aborted (not counted as failures) and none is triggered
+    /// any more in this attempt.
+    pub fn task_finished(&mut self, task: TaskId, final_snapshot: Option<TaskSnapshot>, now_ms: i64) -> Vec<Action> {
         let mut actions = Vec::new();
-        if !self.tasks_to_ack.contains(&task) {
+        if !self.tasks_to_ack.contains(&task) || self.finished.contains_key(&task) {
             return actions;
         }
-        self.task_finished = true;
+        self.sources.remove(&task);
         let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| p.waiting.contains(&task)).map(|(id, _)| *id).collect();
+        let Some(snapshot) = final_snapshot else {
+            // Nothing can stand in for it: no checkpoint of this attempt can complete any more.
+            self.sources.clear();
+            for id in ids {
+                self.abort(id, AbortReason::TaskFinished(task), now_ms, &mut actions);
+            }
+            return actions;
+        };
+        self.finished.insert(task, snapshot.clone());
         for id in ids {
-            self.abort(id, AbortReason::TaskFinished(task), now_ms, &mut actions);
+            actions.extend(self.acknowledge(task, id, snapshot.clone(), now_ms));
+        }
+        actions
+    }
+
+    /// Sending the trigger of `checkpoint_id` failed: it is aborted (a failure that counts).
+    pub fn trigger_failed(&mut self, checkpoint_id: u64, reason: String, now_ms: i64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.pending.get(&checkpoint_id).is_some_and(|p| !p.writing_metadata()) {
+            self.abort(checkpoint_id, AbortReason::TriggerFailed(reason), now_ms, &mut actions);
         }
         actions
     }
@@ -197,12 +295,17 @@ impl Coordinator {
             self.abort(id, AbortReason::Expired, now_ms, &mut actions);
         }
         let elapsed = |since: Option<i64>, pause: i64| since.is_none_or(|t| now_ms.saturating_sub(t) >= pause);
-        let due = !self.task_finished
+        let due = !self.sources.is_empty()
             && self.pending.len() < self.config.max_concurrent
             && elapsed(self.last_trigger_ms, self.config.interval_ms)
             && elapsed(self.last_end_ms, self.config.min_pause_ms)
             && !actions.iter().any(|a| matches!(a, Action::FailJob { .. }));
-        if due {
+        if due && self.next_id >= self.id_limit {
+            if !self.reserving {
+                self.reserving = true;
+                actions.push(Action::ReserveIds { up_to: self.next_id.saturating_add(ID_BLOCK) });
+            }
+        } else if due {
             self.trigger(CheckpointKind::Checkpoint, now_ms, &mut actions);
         }
         actions
@@ -224,14 +327,26 @@ impl Coordinator {
                 max: self.config.max_concurrent,
             });
         }
+        if self.next_id >= self.id_limit {
+            return Err(TriggerRefused::NoIdReserved);
+        }
         let mut actions = Vec::new();
         self.trigger(kind, now_ms, &mut actions);
         Ok(actions)
     }
 
     /// `task` acknowledged `checkpoint_id`. The last acknowledgement emits
-    /// [`Action::WriteMetadata`]. Ignored for unknown or finished checkpoints, unknown tasks and
-    /// duplicates.
+    /// [`Action::WriteMetadata`].
+    ///
+    /// - A duplicate (a retried report), or an acknowledgement from a task the checkpoint does
+    ///   not wait for, changes nothing.
+    /// - A late one (the checkpoint was aborted or discarded, or belongs to an older attempt)
+    ///   names files nothing else will reference: [`Action::DeleteFiles`] for its own files and
+    ///   for the shared files it uploaded that no retained, pending or finished-task snapshot
+    ///   uses. One of a retained completed checkpoint changes nothing: its files are in use.
+    /// - One that reuses a shared file no retained checkpoint references any more (its upload
+    ///   raced with the discard of the checkpoint it came from) aborts the checkpoint (not
+    ///   counted as a failure): completing it would reference a deleted file.
     pub fn acknowledge(
         &mut self,
         task: TaskId,
@@ -239,20 +354,70 @@ impl Coordinator {
         snapshot: TaskSnapshot,
         now_ms: i64,
     ) -> Vec<Action> {
-        let Some(p) = self.pending.get_mut(&checkpoint_id) else {
-            tracing::debug!(checkpoint_id, %task, "acknowledgement of a checkpoint not in progress ignored");
-            return Vec::new();
-        };
-        if !p.waiting.remove(&task) {
-            tracing::debug!(checkpoint_id, %task, "acknowledgement from an unknown task or a duplicate ignored");
-            return Vec::new();
+        let mut actions = Vec::new();
+        if !self.pending.contains_key(&checkpoint_id) {
+            self.late_acknowledgement(task, checkpoint_id, snapshot, &mut actions);
+            return actions;
         }
+        let discarded = snapshot
+            .handles
+            .iter()
+            .find(|h| h.shared && h.incremental_bytes == 0 && !self.is_live(&h.uri, Some(checkpoint_id)))
+            .map(|h| h.uri.clone());
+        let Some(p) = self.pending.get_mut(&checkpoint_id) else { return actions };
+        if !p.waiting.contains(&task) {
+            tracing::debug!(checkpoint_id, %task, "acknowledgement from an unknown task or a duplicate ignored");
+            return actions;
+        }
+        if let Some(uri) = discarded {
+            p.waiting.remove(&task);
+            p.acks.insert(task, snapshot);
+            self.abort(checkpoint_id, AbortReason::ReusedDiscardedFile { task, uri }, now_ms, &mut actions);
+            return actions;
+        }
+        p.waiting.remove(&task);
         p.acks.insert(task, snapshot);
         p.latest_ack_ms = Some(now_ms);
         if !p.writing_metadata() {
             return Vec::new();
         }
-        vec![Action::WriteMetadata { checkpoint_id, kind: p.kind, acknowledgements: p.acks.clone() }]
+        actions.push(Action::WriteMetadata { checkpoint_id, kind: p.kind, acknowledgements: p.acks.clone() });
+        actions
+    }
+
+    fn late_acknowledgement(
+        &self,
+        task: TaskId,
+        checkpoint_id: u64,
+        snapshot: TaskSnapshot,
+        actions: &mut Vec<Action>,
+    ) {
+        if checkpoint_id >= self.next_id || self.completed.iter().any(|c| c.checkpoint_id == checkpoint_id) {
+            tracing::debug!(checkpoint_id, %task, "acknowledgement of a retained or unknown checkpoint ignored");
+            return;
+        }
+        let uris: Vec<String> = snapshot
+            .handles
+            .into_iter()
+            .filter(|h| !h.shared || (h.incremental_bytes > 0 && !self.is_live(&h.uri, None)))
+            .map(|h| h.uri)
+            .collect();
+        tracing::debug!(checkpoint_id, %task, files = uris.len(), "late acknowledgement: deleting what it wrote");
+        if !uris.is_empty() {
+            actions.push(Action::DeleteFiles { uris });
+        }
+    }
+
+    /// Whether a shared file is in use: by a retained checkpoint, a pending one (other than
+    /// `except`), or a finished task's final snapshot.
+    fn is_live(&self, uri: &str, except: Option<u64>) -> bool {
+        self.shared.references(uri) > 0
+            || self
+                .pending
+                .iter()
+                .filter(|(id, _)| Some(**id) != except)
+                .any(|(_, p)| p.acks.values().flat_map(|s| &s.handles).any(|h| h.uri == uri))
+            || self.finished.values().flat_map(|s| &s.handles).any(|h| h.uri == uri)
     }
 
     /// `task` could not snapshot `checkpoint_id`: the checkpoint is aborted. Ignored for unknown
@@ -303,9 +468,28 @@ impl Coordinator {
         actions
     }
 
+    /// Whether a checkpoint's metadata is being written: it may still complete, so no restore
+    /// point may be chosen and no sweep may run until it is reported.
+    pub fn writing_metadata(&self) -> bool {
+        self.pending.values().any(Pending::writing_metadata)
+    }
+
+    /// What a sweep of the job's directory must keep: the directories (`chk-<n>`) of retained
+    /// and pending checkpoints, and the shared files any of them or a finished task's final
+    /// snapshot uses.
+    pub fn live_files(&self) -> (BTreeSet<u64>, BTreeSet<String>) {
+        let dirs = self.completed.iter().map(|c| c.checkpoint_id).chain(self.pending.keys().copied()).collect();
+        let mut files: BTreeSet<String> = self.completed.iter().flat_map(|c| c.shared_uris()).collect();
+        files.extend(
+            self.pending.values().flat_map(|p| p.acks.values()).flat_map(|s| &s.handles).map(|h| h.uri.clone()),
+        );
+        files.extend(self.finished.values().flat_map(|s| &s.handles).map(|h| h.uri.clone()));
+        (dirs, files)
+    }
+
     /// The job is ending: checkpoints waiting for acknowledgements are aborted and nothing is
     /// triggered any more. Those whose metadata is being written still complete or fail when the
-    /// driver reports.
+    /// job master reports.
     pub fn stop(&mut self, now_ms: i64) -> Vec<Action> {
         self.stopped = true;
         let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| !p.writing_metadata()).map(|(id, _)| *id).collect();
@@ -375,8 +559,8 @@ impl Coordinator {
         let p = Pending {
             kind,
             trigger_ms: now_ms,
-            waiting: self.tasks_to_ack.clone(),
-            acks: BTreeMap::new(),
+            waiting: self.tasks_to_ack.iter().filter(|t| !self.finished.contains_key(t)).copied().collect(),
+            acks: self.finished.clone(),
             latest_ack_ms: None,
         };
         actions.push(Action::Trigger { checkpoint_id, kind, timestamp_ms: now_ms });
@@ -448,8 +632,16 @@ impl Coordinator {
             && !self.stopped;
         let failure = counts.then(|| reason.to_string());
         actions.push(Action::Abort { checkpoint_id, reason });
-        let unregistered = stats::shared_uris(&p.acks).into_iter().filter(|u| self.shared.references(u) == 0);
-        self.delete_shared(unregistered.collect(), actions);
+        // Shared files uploaded for it that nothing else uses go with it; reused ones (no new
+        // bytes) belong to the checkpoints that uploaded them.
+        let uploaded: BTreeSet<String> = p
+            .acks
+            .values()
+            .flat_map(|s| &s.handles)
+            .filter(|h| h.shared && h.incremental_bytes > 0 && !self.is_live(&h.uri, Some(checkpoint_id)))
+            .map(|h| h.uri.clone())
+            .collect();
+        self.delete_shared(uploaded, actions);
         if let Some(last) = failure {
             self.consecutive_failures += 1;
             if self.consecutive_failures > self.config.tolerable_failures {
@@ -465,12 +657,16 @@ impl Coordinator {
     }
 
     /// Emits [`Action::DeleteShared`] for those of `candidates` (no retained checkpoint uses them)
-    /// that no pending checkpoint uses either (it deletes them itself if it is aborted).
+    /// that no pending checkpoint (it deletes them itself if it is aborted) or finished task's
+    /// final snapshot uses either.
     fn delete_shared(&self, mut candidates: BTreeSet<String>, actions: &mut Vec<Action>) {
         for p in self.pending.values() {
             for h in p.acks.values().flat_map(|s| &s.handles) {
                 candidates.remove(&h.uri);
             }
+        }
+        for h in self.finished.values().flat_map(|s| &s.handles) {
+            candidates.remove(&h.uri);
         }
         if !candidates.is_empty() {
             actions.push(Action::DeleteShared { uris: candidates.into_iter().collect() });
@@ -597,14 +793,152 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_task_aborts_checkpoints_waiting_for_it_and_stops_triggers() {
+    fn a_task_finished_without_a_final_snapshot_aborts_checkpoints_waiting_for_it_and_stops_triggers() {
         let mut c = coordinator(CheckpointConfig { tolerable_failures: 0, ..config() });
         c.tick(0);
         c.acknowledge(SINK, 1, snapshot(&["chk-1/sink"]), 5);
-        let actions = c.task_finished(SOURCE, 10);
+        let actions = c.task_finished(SOURCE, None, 10);
         assert_eq!(actions, vec![aborted(1, AbortReason::TaskFinished(SOURCE))], "not a failure: no FailJob");
         assert_eq!(c.tick(1000), vec![], "no checkpoint can include the finished task");
-        assert_eq!(c.task_finished(STRANGER, 1000), vec![]);
+        assert_eq!(c.task_finished(STRANGER, None, 1000), vec![]);
+    }
+
+    /// Two sources (one finishes early, as the idle subtasks of a source over one file do) and
+    /// a sink.
+    fn two_sources() -> Coordinator {
+        Coordinator::new(config(), [SOURCE, SOURCE_2, SINK].into(), [SOURCE, SOURCE_2].into(), None).unwrap()
+    }
+
+    const SOURCE_2: TaskId = TaskId { job: JobId(uuid::Uuid::nil()), attempt: 0, vertex: 0, subtask: 1 };
+
+    #[test]
+    fn finished_tasks_do_not_stop_checkpoints_their_final_snapshot_stands_in_for_them() {
+        // Regression (FLIP-147): once one task finished, no checkpoint was triggered any more.
+        let mut c = two_sources();
+        assert_eq!(c.tick(0), vec![triggered(1, 0)]);
+        c.acknowledge(SOURCE, 1, snapshot(&["chk-1/source"]), 1);
+        // Source 1 finishes before the trigger reached it: its final snapshot is its part of 1.
+        let final_state = snapshot(&["shared/final-0-1-0"]);
+        assert_eq!(c.task_finished(SOURCE_2, Some(final_state.clone()), 2), vec![]);
+        let actions = c.acknowledge(SINK, 1, snapshot(&["chk-1/sink"]), 3);
+        let Action::WriteMetadata { acknowledgements, .. } = &actions[0] else { panic!("{actions:?}") };
+        assert_eq!(acknowledgements.get(&SOURCE_2), Some(&final_state));
+        assert_eq!(c.metadata_written(1, 4), vec![Action::NotifyComplete { checkpoint_id: 1 }]);
+        // Later checkpoints go on, triggered at the running source only, and include the final
+        // snapshot without waiting for the finished task.
+        assert_eq!(c.tick(100), vec![triggered(2, 100)]);
+        assert_eq!(c.sources(), &BTreeSet::from([SOURCE]));
+        c.acknowledge(SOURCE, 2, snapshot(&["chk-2/source"]), 101);
+        let actions = c.acknowledge(SINK, 2, snapshot(&["chk-2/sink"]), 102);
+        assert!(
+            matches!(&actions[..], [Action::WriteMetadata { acknowledgements, .. }] if acknowledgements.len() == 3)
+        );
+        // The final snapshot is a shared file: it outlives checkpoint 1 (retained = 1).
+        let actions = c.metadata_written(2, 103);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteShared { uris } if uris.iter().any(|u| u.contains("final")))),
+            "{actions:?}"
+        );
+        assert_eq!(c.shared().references("shared/final-0-1-0"), 1);
+        // Once every source finished, nothing triggers checkpoints any more.
+        c.task_finished(SOURCE, Some(snapshot(&["shared/final-0-0-0"])), 200);
+        assert_eq!(c.tick(1000), vec![]);
+    }
+
+    #[test]
+    fn a_late_or_repeated_acknowledgement_never_deletes_files_of_a_retained_checkpoint() {
+        // Regression: a duplicated acknowledgement of a completed checkpoint deleted its files.
+        let mut c = coordinator(config());
+        c.tick(0);
+        complete(&mut c, 1, &["chk-1/source", "shared/a"], &["chk-1/sink"], 10);
+        assert_eq!(c.acknowledge(SINK, 1, snapshot(&["chk-1/sink"]), 20), vec![], "retained: nothing to delete");
+        assert_eq!(c.acknowledge(SOURCE, 1, snapshot(&["chk-1/source", "shared/a"]), 20), vec![]);
+        // A duplicate of an acknowledgement of a pending checkpoint changes nothing either.
+        c.tick(100);
+        c.acknowledge(SOURCE, 2, snapshot(&["chk-2/source"]), 101);
+        assert_eq!(c.acknowledge(SOURCE, 2, snapshot(&["chk-2/source"]), 102), vec![]);
+        assert_eq!(c.pending()[0].acknowledged, 1);
+    }
+
+    #[test]
+    fn a_late_acknowledgement_of_an_aborted_checkpoint_deletes_the_files_it_wrote_and_only_those() {
+        // Regression: new SST files of aborted checkpoints stayed until the next restart.
+        let mut c = coordinator(config());
+        c.tick(0);
+        complete(&mut c, 1, &["chk-1/source", "shared/a"], &[], 10);
+        c.tick(100);
+        decline(&mut c, 2, 150);
+        // The sink's upload of 2 lands after the abort: its own file, a new SST file, and a
+        // reused SST file that checkpoint 1 (retained) references.
+        let mut late = snapshot(&["chk-2/sink", "shared/b"]);
+        late.handles.push(StateHandle { uri: "shared/a".into(), size_bytes: 10, incremental_bytes: 0, shared: true });
+        let actions = c.acknowledge(SINK, 2, late, 160);
+        assert_eq!(actions, vec![Action::DeleteFiles { uris: vec!["chk-2/sink".into(), "shared/b".into()] }]);
+        assert_eq!(c.shared().references("shared/a"), 1);
+        // An acknowledgement naming a checkpoint never triggered is ignored.
+        assert_eq!(c.acknowledge(SINK, 99, snapshot(&["chk-99/sink"]), 170), vec![]);
+    }
+
+    #[test]
+    fn a_checkpoint_that_reuses_a_discarded_shared_file_is_aborted_not_completed() {
+        // Regression: with concurrent checkpoints and retained = 1, a task could reuse an SST
+        // file of a checkpoint that was discarded meanwhile; completing would reference a
+        // deleted file.
+        let mut c = coordinator(CheckpointConfig { max_concurrent: 2, ..config() });
+        c.tick(0);
+        c.tick(100);
+        complete(&mut c, 1, &["chk-1/source", "shared/x-1"], &[], 110);
+        c.acknowledge(SINK, 2, snapshot(&["chk-2/sink"]), 120);
+        let actions = c.acknowledge(SOURCE, 2, snapshot(&["chk-2/source", "shared/x-2"]), 120);
+        assert!(matches!(actions[..], [Action::WriteMetadata { .. }]));
+        c.tick(200);
+        let actions = c.metadata_written(2, 210);
+        assert!(actions.contains(&delete(&["shared/x-1"])), "1 is discarded with its file: {actions:?}");
+        // Checkpoint 3's source reuses the file of checkpoint 1, gone now.
+        let mut reused = snapshot(&["chk-3/source"]);
+        reused.handles.push(StateHandle {
+            uri: "shared/x-1".into(),
+            size_bytes: 10,
+            incremental_bytes: 0,
+            shared: true,
+        });
+        let actions = c.acknowledge(SOURCE, 3, reused, 220);
+        let reason = AbortReason::ReusedDiscardedFile { task: SOURCE, uri: "shared/x-1".into() };
+        assert_eq!(actions, vec![aborted(3, reason.clone())]);
+        assert!(!reason.counts_as_failure());
+        assert!(c.latest_completed().is_some_and(|l| l.checkpoint_id == 2));
+    }
+
+    #[test]
+    fn checkpoint_ids_beyond_the_reserved_ones_wait_for_a_reservation() {
+        let mut c = coordinator(config());
+        c.limit_ids(2);
+        assert_eq!(c.tick(0), vec![triggered(1, 0)]);
+        complete(&mut c, 1, &["chk-1/source"], &[], 10);
+        assert_eq!(c.tick(100), vec![Action::ReserveIds { up_to: 2 + ID_BLOCK }]);
+        assert_eq!(c.tick(200), vec![], "asked once until answered");
+        assert_eq!(c.trigger_now(200, Checkpoint), Err(TriggerRefused::NoIdReserved));
+        c.ids_reserved(2 + ID_BLOCK);
+        assert_eq!(c.tick(300), vec![triggered(2, 300)]);
+    }
+
+    #[test]
+    fn a_recovered_coordinator_keeps_retained_checkpoints_and_never_reuses_an_id() {
+        let acks =
+            BTreeMap::from([(SOURCE, snapshot(&["chk-7/source", "shared/s"])), (SINK, snapshot(&["chk-7/sink"]))]);
+        let seven = CompletedCheckpoint::new(7, Checkpoint, 1, 2, acks);
+        let mut c = Coordinator::recover(config(), vec![seven], 2001, 2001).unwrap();
+        assert_eq!(c.latest_completed_id(), Some(7));
+        assert_eq!(c.shared().references("shared/s"), 1);
+        c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(7), 0);
+        assert_eq!(c.tick(0), vec![Action::ReserveIds { up_to: 2001 + ID_BLOCK }]);
+        c.ids_reserved(2001 + ID_BLOCK);
+        assert_eq!(c.tick(1), vec![triggered(2001, 1)]);
+        let (dirs, files) = c.live_files();
+        assert_eq!(dirs, BTreeSet::from([7, 2001]));
+        assert!(files.contains("shared/s"));
     }
 
     #[test]
@@ -613,7 +947,7 @@ mod tests {
         c.tick(0);
         complete(&mut c, 1, &["chk-1/source", "shared/a"], &[], 10);
         assert_eq!(c.tick(100), vec![triggered(2, 100)]);
-        c.task_finished(SINK, 105);
+        c.task_finished(SINK, None, 105);
         let actions = c.new_attempt([STRANGER].into(), [STRANGER].into(), Some(1), 110);
         assert!(actions.is_empty(), "checkpoint 2 was already aborted: {actions:?}");
         assert_eq!(c.tick(110), vec![triggered(3, 110)], "triggers resume at once in the new attempt");
@@ -674,7 +1008,7 @@ mod tests {
         assert_eq!(c.tick(999), vec![]);
         assert_eq!(c.tick(1000), vec![aborted(1, AbortReason::Expired), triggered(2, 1000)]);
         assert_eq!(c.acknowledge(SINK, 1, snapshot(&[]), 1001), vec![], "too late");
-        // Once every task acknowledged, the metadata write is the driver's: it does not expire.
+        // Once every task acknowledged, the metadata write is the job master's: it does not expire.
         ack_all(&mut c, 2, &[], &[], 1010);
         assert_eq!(c.tick(2500), vec![]);
         assert_eq!(c.metadata_written(2, 2600), vec![Action::NotifyComplete { checkpoint_id: 2 }]);
@@ -708,7 +1042,7 @@ mod tests {
         ack_all(&mut c, 1, &[], &[], 210);
         let subsumed = aborted(2, AbortReason::Subsumed);
         assert_eq!(complete(&mut c, 3, &[], &[], 250), vec![Action::NotifyComplete { checkpoint_id: 3 }, subsumed]);
-        // 1 was writing its metadata: it is subsumed when the driver reports.
+        // 1 was writing its metadata: it is subsumed when the job master reports.
         assert_eq!(c.pending().iter().map(|p| p.checkpoint_id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(c.metadata_written(1, 270), vec![aborted(1, AbortReason::Subsumed)]);
         assert_eq!(c.tick(300), vec![triggered(4, 300)]);

@@ -3,11 +3,11 @@
 //! # The protocol
 //!
 //! 1. The coordinator triggers checkpoint `n` (periodically, or on demand for a savepoint): the
-//!    driver sends the trigger to every source task. Sources record their position and emit
+//!    job master sends the trigger to every source task. Sources record their position and emit
 //!    barrier `n`; operators align barriers, snapshot their state and forward the barrier.
 //! 2. Every task to acknowledge (all tasks of the job) acknowledges `n` with handles to what it
 //!    wrote ([`TaskSnapshot`]), or declines it (it could not take its snapshot).
-//! 3. Once every task acknowledged, the driver writes the checkpoint's metadata file, **last**: a
+//! 3. Once every task acknowledged, the job master writes the checkpoint's metadata file, **last**: a
 //!    checkpoint without metadata does not exist.
 //! 4. Only when the metadata is written is `n` complete: tasks are notified (sinks commit), older
 //!    pending checkpoints are aborted (subsumed), and completed checkpoints beyond the number to
@@ -32,24 +32,35 @@
 //!
 //! [`Coordinator`] holds the pending and completed checkpoints and the reference counts of shared
 //! files ([`SharedRegistry`]). It performs no IO and reads no clock: every input carries the
-//! current time (`now_ms`) and returns the [`Action`]s the driver (one async loop that owns the
-//! coordinator) must carry out, in order. A checkpoint whose metadata is being written belongs to
-//! the driver until it reports [`Coordinator::metadata_written`] or
-//! [`Coordinator::metadata_failed`]: it neither expires nor is aborted in between, so the driver
-//! never deletes files that a write in flight is about to reference.
+//! current time (`now_ms`) and returns the [`Action`]s the job's owner loop (the job master,
+//! `crate::job::master`) must carry out, in order. A checkpoint whose metadata is being written
+//! belongs to the loop until it reports [`Coordinator::metadata_written`] or
+//! [`Coordinator::metadata_failed`]: it neither expires nor is aborted in between, so nothing
+//! deletes files that a write in flight is about to reference, and no restore point is chosen
+//! before it is decided.
 //!
 //! Savepoints follow the same protocol but belong to the user: they never count towards (or
 //! reset) the tolerable failures, are never subsumed, and are not retained (nor discarded) by the
 //! coordinator.
 
 pub mod coordinator;
-pub mod driver;
+pub(crate) mod files;
 pub mod report;
 pub mod shared;
 pub mod stats;
 
 pub use coordinator::{Coordinator, TriggerRefused};
-pub use driver::{CheckpointContext, CheckpointSettings, JobCheckpoints};
+
+/// The checkpointing setup of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// Timing, retention and failure tolerance.
+    pub config: CheckpointConfig,
+    /// The keyed state backend of the job's tasks.
+    pub backend: weir_runtime::checkpoint::StateBackendKind,
+    /// The storage root (`<root>/<job-id>/chk-<n>/...`).
+    pub storage_url: String,
+}
 pub use shared::SharedRegistry;
 pub use stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
 
@@ -148,7 +159,7 @@ pub struct ResolvedOptions {
     /// The job's keyed state backend.
     pub state_backend: weir_runtime::checkpoint::StateBackendKind,
     /// Its checkpointing; `None` when no interval is given.
-    pub checkpointing: Option<crate::jobmanager::CheckpointSubmission>,
+    pub checkpointing: Option<crate::submission::CheckpointSubmission>,
 }
 
 impl CheckpointOptions {
@@ -164,7 +175,7 @@ impl CheckpointOptions {
         Ok(ResolvedOptions { state_backend, checkpointing: self.checkpointing()? })
     }
 
-    fn checkpointing(&self) -> Result<Option<crate::jobmanager::CheckpointSubmission>, String> {
+    fn checkpointing(&self) -> Result<Option<crate::submission::CheckpointSubmission>, String> {
         let Some(interval) = &self.interval else {
             let others = [&self.storage_url, &self.retained, &self.timeout, &self.min_pause];
             if others.iter().any(|o| o.is_some()) || self.max_concurrent.is_some() || self.tolerable_failures.is_some()
@@ -202,7 +213,7 @@ impl CheckpointOptions {
         }
         config.validate().map_err(|e| e.to_string())?;
         let storage_url = self.storage_url.as_ref().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
-        Ok(Some(crate::jobmanager::CheckpointSubmission { config, storage_url }))
+        Ok(Some(crate::submission::CheckpointSubmission { config, storage_url }))
     }
 }
 
@@ -313,14 +324,23 @@ pub enum AbortReason {
     Stopped,
     /// The job restarted: the tasks it waited on belong to an old attempt.
     Restarted,
-    /// A task it waited on finished before taking part.
+    /// A task it waited on finished before taking part (without a final snapshot).
     TaskFinished(TaskId),
+    /// Sending its trigger failed.
+    TriggerFailed(String),
+    /// A task reused a shared file that no retained checkpoint references any more.
+    ReusedDiscardedFile {
+        /// The task.
+        task: TaskId,
+        /// The file.
+        uri: String,
+    },
 }
 
 impl AbortReason {
     /// Whether the abort counts towards [`CheckpointConfig::tolerable_failures`].
     pub fn counts_as_failure(&self) -> bool {
-        matches!(self, Self::Declined { .. } | Self::Expired | Self::MetadataFailed(_))
+        matches!(self, Self::Declined { .. } | Self::Expired | Self::MetadataFailed(_) | Self::TriggerFailed(_))
     }
 }
 
@@ -335,11 +355,15 @@ impl fmt::Display for AbortReason {
             Self::Stopped => f.write_str("the job stopped"),
             Self::Restarted => f.write_str("the job restarted"),
             Self::TaskFinished(task) => write!(f, "task {task} finished before taking part"),
+            Self::TriggerFailed(reason) => write!(f, "its trigger failed: {reason}"),
+            Self::ReusedDiscardedFile { task, uri } => {
+                write!(f, "task {task} reused {uri}, which no retained checkpoint references any more")
+            }
         }
     }
 }
 
-/// What the driver must do, in order, after an input.
+/// What the job master must do, in order, after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send a trigger for the checkpoint to every source task ([`Coordinator::sources`]).
@@ -384,6 +408,17 @@ pub enum Action {
     DeleteShared {
         /// Their URLs, sorted.
         uris: Vec<String>,
+    },
+    /// Delete these files: a late acknowledgement named them, and nothing uses them.
+    DeleteFiles {
+        /// Their URLs.
+        uris: Vec<String>,
+    },
+    /// Reserve checkpoint ids up to (excluding) `up_to` in the job's record, then report
+    /// [`Coordinator::ids_reserved`] (or [`Coordinator::ids_not_reserved`]).
+    ReserveIds {
+        /// The new limit.
+        up_to: u64,
     },
     /// Too many consecutive checkpoints failed: fail the job.
     FailJob {

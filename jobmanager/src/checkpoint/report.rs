@@ -1,9 +1,9 @@
 //! `GET /jobs/{id}/checkpoints`: what the coordinator reports, shaped like Flink's answer.
 
-use super::driver::JobCheckpoints;
-use super::{CheckpointCounts, HistoryEntry, PendingView};
+use super::{CheckpointCounts, CheckpointSettings, Coordinator, HistoryEntry, PendingView};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use weir_runtime::storage::CheckpointLayout;
 
 /// A retained completed checkpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -61,10 +61,8 @@ pub struct LatestReport {
 }
 
 impl CheckpointsReport {
-    /// The report of a job's checkpoints now.
-    pub fn of(checkpoints: &JobCheckpoints) -> Self {
-        let layout = checkpoints.layout();
-        let coordinator = checkpoints.coordinator();
+    /// The report of a job's checkpoints as `coordinator` has them.
+    pub fn of(coordinator: &Coordinator, settings: &CheckpointSettings, layout: &CheckpointLayout) -> Self {
         let retained: Vec<CompletedReport> = coordinator
             .completed()
             .iter()
@@ -90,10 +88,10 @@ impl CheckpointsReport {
         let counts = coordinator.stats();
         Self {
             counts,
-            interval_ms: checkpoints.settings().config.interval_ms,
-            state_backend: checkpoints.settings().backend.to_string(),
+            interval_ms: settings.config.interval_ms,
+            state_backend: settings.backend.to_string(),
             checkpoint_storage: layout.job_url().to_owned(),
-            config: checkpoints.settings().config.clone(),
+            config: settings.config.clone(),
             latest: LatestReport {
                 completed: retained.last().cloned(),
                 failed: history.iter().find(|h| h.status == super::CheckpointStatus::Failed).cloned(),

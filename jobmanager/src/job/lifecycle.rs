@@ -1,4 +1,5 @@
-//! A job's lifecycle as a state machine: task events in, job status and commands out.
+//! A job's lifecycle as a pure state machine: task events, failures and requests in (each with
+//! the time `now`, never read from a clock), job status and commands out.
 //!
 //! ```text
 //! CREATED -> RUNNING -> FINISHED
@@ -11,11 +12,13 @@
 //! all its tasks finished. The first failure (a task failed, its taskmanager was lost) cancels the
 //! other tasks and, while the restart strategy allows, moves the job to RESTARTING: once every
 //! task stopped, a new attempt starts from CREATED. Otherwise it goes through FAILING to FAILED.
+//! A task that stops while the job runs without having been asked to (it failed, its
+//! taskmanager cancelled it or was lost) is a failure of the attempt.
 
 use crate::plan::ExecutionPlan;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use weir_runtime::{JobId, TaskEvent, TaskExecutionState, TaskId};
 
 /// Status of a job, named as Flink names them.
@@ -141,8 +144,8 @@ pub struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(id: JobId, name: String, plan: ExecutionPlan) -> Self {
-        let start_time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    /// A job submitted at `now` (`start_time_ms`: the same moment, ms since the epoch).
+    pub(crate) fn new(id: JobId, name: String, plan: ExecutionPlan, now: Instant, start_time_ms: u64) -> Self {
         Self {
             id,
             name,
@@ -152,7 +155,7 @@ impl Job {
             tasks: BTreeMap::new(),
             failure: None,
             start_time_ms,
-            started: Instant::now(),
+            started: now,
             ended: None,
             sinks: Vec::new(),
             state_backend: weir_runtime::checkpoint::StateBackendKind::Heap,
@@ -169,26 +172,26 @@ impl Job {
     }
 
     /// The job's transactional sinks committed the output of the finished job.
-    pub(crate) fn final_committed(&mut self) -> Vec<JobCommand> {
+    pub(crate) fn final_committed(&mut self, now: Instant) -> Vec<JobCommand> {
         if self.status != JobStatus::Running || self.final_commit != FinalCommit::InProgress {
             return Vec::new();
         }
         self.final_commit = FinalCommit::Done;
-        self.settle().into_iter().collect()
+        self.settle(now).into_iter().collect()
     }
 
     /// Committing the finished job's output failed: the attempt failed (its output is redone
     /// from the latest checkpoint if the restart strategy allows).
-    pub(crate) fn final_commit_failed(&mut self, message: String) -> Vec<JobCommand> {
+    pub(crate) fn final_commit_failed(&mut self, message: String, now: Instant) -> Vec<JobCommand> {
         if self.final_commit != FinalCommit::InProgress {
             return Vec::new();
         }
         self.final_commit = FinalCommit::NotStarted;
-        self.fail(format!("committing the job's output failed: {message}"))
+        self.fail(format!("committing the job's output failed: {message}"), now)
     }
 
     /// Moves to `to` if the lifecycle allows it; returns whether it moved.
-    fn transition(&mut self, to: JobStatus) -> bool {
+    fn transition(&mut self, to: JobStatus, now: Instant) -> bool {
         use JobStatus::*;
         let allowed = matches!(
             (self.status, to),
@@ -201,7 +204,7 @@ impl Job {
         if allowed {
             self.status = to;
             if to.is_terminal() {
-                self.ended = Some(Instant::now());
+                self.ended = Some(now);
                 self.slots.clear();
             }
         }
@@ -223,41 +226,40 @@ impl Job {
     }
 
     /// Slots were allocated on `slots` (a taskmanager id per slot): the attempt starts deploying.
-    pub(crate) fn scheduled(&mut self, slots: Vec<String>) -> bool {
-        let moved = self.transition(JobStatus::Running);
+    pub(crate) fn scheduled(&mut self, slots: Vec<String>, now: Instant) -> bool {
+        let moved = self.transition(JobStatus::Running, now);
         if moved {
             self.slots = slots;
-            self.tracker.attempt_started(Instant::now());
+            self.tracker.attempt_started(now);
         }
         moved
     }
 
     /// The job could not get its slots in time.
-    pub(crate) fn scheduling_failed(&mut self, message: String) {
+    pub(crate) fn scheduling_failed(&mut self, message: String, now: Instant) {
         self.failure.get_or_insert(message);
-        self.transition(JobStatus::Failed);
+        self.transition(JobStatus::Failed, now);
     }
 
     /// The current attempt failed: restart if the policy allows, else fail. Returns the commands
     /// to carry out.
-    pub(crate) fn fail(&mut self, message: String) -> Vec<JobCommand> {
+    pub(crate) fn fail(&mut self, message: String, now: Instant) -> Vec<JobCommand> {
         if self.status != JobStatus::Running {
             // Already failing, restarting or cancelling: the failure may still have been the
             // last task to stop.
-            return self.settle().into_iter().collect();
+            return self.settle(now).into_iter().collect();
         }
-        let now = Instant::now();
         self.failed_at = Some(now);
         if let Some(delay) = self.tracker.on_failure(&self.restart, now) {
             self.restart_delay = delay;
             self.failures.push(message);
-            self.transition(JobStatus::Restarting);
+            self.transition(JobStatus::Restarting, now);
         } else {
             self.failure.get_or_insert(message);
-            self.transition(JobStatus::Failing);
+            self.transition(JobStatus::Failing, now);
         }
         let mut commands = vec![JobCommand::CancelTasks];
-        commands.extend(self.settle());
+        commands.extend(self.settle(now));
         commands
     }
 
@@ -268,6 +270,7 @@ impl Job {
         failed: TaskId,
         never_deployed: &[TaskId],
         message: String,
+        now: Instant,
     ) -> Vec<JobCommand> {
         for (task, state) in std::iter::once((&failed, TaskExecutionState::Failed))
             .chain(never_deployed.iter().map(|t| (t, TaskExecutionState::Canceled)))
@@ -276,12 +279,24 @@ impl Job {
                 t.state = state;
             }
         }
-        self.fail(message)
+        self.fail(message, now)
+    }
+
+    /// `task` was never deployed (its attempt was cancelled first): it will not report, so it
+    /// counts as cancelled.
+    pub(crate) fn task_not_deployed(&mut self, task: TaskId, now: Instant) -> Vec<JobCommand> {
+        if task.attempt != self.attempt {
+            return Vec::new();
+        }
+        if let Some(t) = self.tasks.get_mut(&task).filter(|t| !t.state.is_terminal()) {
+            t.state = TaskExecutionState::Canceled;
+        }
+        self.settle(now).into_iter().collect()
     }
 
     /// Starts the next execution attempt (after RESTARTING): back to CREATED, tasks forgotten.
-    pub(crate) fn next_attempt(&mut self) -> bool {
-        if !self.transition(JobStatus::Created) {
+    pub(crate) fn next_attempt(&mut self, now: Instant) -> bool {
+        if !self.transition(JobStatus::Created, now) {
             return false;
         }
         self.attempt += 1;
@@ -293,26 +308,26 @@ impl Job {
     }
 
     /// The taskmanager `taskmanager` is gone: its tasks are lost, which fails the attempt.
-    pub(crate) fn taskmanager_lost(&mut self, taskmanager: &str, reason: &str) -> Vec<JobCommand> {
+    pub(crate) fn taskmanager_lost(&mut self, taskmanager: &str, reason: &str, now: Instant) -> Vec<JobCommand> {
         if !self.slots.iter().any(|s| s == taskmanager) {
             return Vec::new();
         }
         for task in self.tasks.values_mut().filter(|t| t.taskmanager == taskmanager && !t.state.is_terminal()) {
             task.state = TaskExecutionState::Failed;
         }
-        self.fail(format!("taskmanager {taskmanager} lost: {reason}"))
+        self.fail(format!("taskmanager {taskmanager} lost: {reason}"), now)
     }
 
     /// The user asked to cancel.
-    pub(crate) fn cancel(&mut self) -> Result<Option<JobCommand>, JobStatus> {
+    pub(crate) fn cancel(&mut self, now: Instant) -> Result<Option<JobCommand>, JobStatus> {
         match self.status {
             JobStatus::Created => {
-                self.transition(JobStatus::Canceled);
+                self.transition(JobStatus::Canceled, now);
                 Ok(None)
             }
             JobStatus::Running | JobStatus::Restarting => {
-                self.transition(JobStatus::Cancelling);
-                self.settle();
+                self.transition(JobStatus::Cancelling, now);
+                self.settle(now);
                 Ok(Some(JobCommand::CancelTasks))
             }
             JobStatus::Cancelling => Ok(None),
@@ -329,7 +344,7 @@ impl Job {
     }
 
     /// Applies a task's state change.
-    pub(crate) fn on_task_event(&mut self, event: &TaskEvent) -> Vec<JobCommand> {
+    pub(crate) fn on_task_event(&mut self, event: &TaskEvent, now: Instant) -> Vec<JobCommand> {
         if event.task.attempt != self.attempt {
             return Vec::new();
         }
@@ -342,14 +357,20 @@ impl Job {
         task.state = event.state;
         task.records_in = event.records_in;
         task.records_out = event.records_out;
+        let vertex = self.plan.vertices.get(event.task.vertex as usize).map_or("?", |v| v.name.as_str());
         if event.state == TaskExecutionState::Failed {
             let message = format!(
-                "task {} of '{}' failed: {}",
+                "task {} of '{vertex}' failed: {}",
                 event.task.subtask,
-                self.plan.vertices.get(event.task.vertex as usize).map_or("?", |v| v.name.as_str()),
                 event.failure.as_deref().unwrap_or("unknown failure")
             );
-            return self.fail(message);
+            return self.fail(message, now);
+        }
+        if event.state == TaskExecutionState::Canceled && self.status == JobStatus::Running {
+            // Nobody asked for it (the job is not cancelling): a failure of the attempt, which
+            // the restart strategy handles.
+            let message = format!("task {} of '{vertex}' was cancelled by its taskmanager", event.task.subtask);
+            return self.fail(message, now);
         }
         if event.state == TaskExecutionState::Running
             && self.status == JobStatus::Running
@@ -357,16 +378,16 @@ impl Job {
             && self.tasks.len() == self.plan.task_count()
             && self.tasks.values().all(|t| t.state == TaskExecutionState::Running)
         {
-            let recovery_ms = failed_at.elapsed().as_millis() as u64;
+            let recovery_ms = now.saturating_duration_since(failed_at).as_millis() as u64;
             self.failed_at = None;
             self.last_recovery_ms = Some(recovery_ms);
             tracing::info!(job_id = %self.id, attempt = self.attempt, recovery_ms, "the job is running again after a failure");
         }
-        self.settle().into_iter().collect()
+        self.settle(now).into_iter().collect()
     }
 
     /// Completes the attempt once every task stopped.
-    fn settle(&mut self) -> Option<JobCommand> {
+    fn settle(&mut self, now: Instant) -> Option<JobCommand> {
         if self.tasks.is_empty() || !self.tasks.values().all(|t| t.state.is_terminal()) {
             return None;
         }
@@ -379,20 +400,20 @@ impl Job {
                     }
                     FinalCommit::InProgress => {}
                     FinalCommit::Done => {
-                        self.transition(JobStatus::Finished);
+                        self.transition(JobStatus::Finished, now);
                     }
                 }
             }
             JobStatus::Running => {
                 self.failure.get_or_insert_with(|| "tasks stopped without finishing".to_owned());
-                self.transition(JobStatus::Failing);
-                self.transition(JobStatus::Failed);
+                self.transition(JobStatus::Failing, now);
+                self.transition(JobStatus::Failed, now);
             }
             JobStatus::Failing => {
-                self.transition(JobStatus::Failed);
+                self.transition(JobStatus::Failed, now);
             }
             JobStatus::Cancelling => {
-                self.transition(JobStatus::Canceled);
+                self.transition(JobStatus::Canceled, now);
             }
             JobStatus::Restarting => return Some(JobCommand::Restart(self.restart_delay)),
             _ => {}
@@ -400,8 +421,25 @@ impl Job {
         None
     }
 
-    /// A serializable snapshot.
-    pub fn details(&self) -> JobDetails {
+    /// Whether every task of the current attempt is deployed and running or finished, with at
+    /// least one running: the attempt can take a checkpoint.
+    pub(crate) fn can_checkpoint(&self) -> bool {
+        self.status == JobStatus::Running
+            && self.tasks.len() == self.plan.task_count()
+            && self
+                .tasks
+                .values()
+                .all(|t| matches!(t.state, TaskExecutionState::Running | TaskExecutionState::Finished))
+            && self.tasks.values().any(|t| t.state == TaskExecutionState::Running)
+    }
+
+    /// The taskmanagers that run (or ran) tasks of the current attempt, by id.
+    pub(crate) fn attempt_taskmanagers(&self) -> std::collections::BTreeSet<String> {
+        self.tasks.values().map(|t| t.taskmanager.clone()).collect()
+    }
+
+    /// A serializable snapshot as of `now`.
+    pub fn details(&self, now: Instant) -> JobDetails {
         let vertices = self
             .plan
             .vertices
@@ -420,7 +458,7 @@ impl Job {
                 }
             })
             .collect::<Vec<_>>();
-        let end = self.ended.unwrap_or_else(Instant::now);
+        let end = self.ended.unwrap_or(now);
         JobDetails {
             jid: self.id.to_string(),
             name: self.name.clone(),
@@ -507,57 +545,63 @@ mod tests {
             inputs: vec![],
             is_source: true,
         };
-        let mut j =
-            Job::new(JobId::random(), "j".into(), ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 });
-        assert!(j.scheduled(vec!["tm".into(); parallelism as usize]));
+        let mut j = Job::new(
+            JobId::random(),
+            "j".into(),
+            ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 },
+            now(),
+            0,
+        );
+        assert!(j.scheduled(vec!["tm".into(); parallelism as usize], now()));
         for subtask in 0..parallelism {
             j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask }, "tm");
         }
         j
     }
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn event(j: &Job, subtask: u32, state: TaskExecutionState) -> TaskEvent {
         TaskEvent {
-            task: TaskId { job: j.id, attempt: 0, vertex: 0, subtask },
-            state,
             failure: (state == TaskExecutionState::Failed).then(|| "boom".to_owned()),
-            records_in: 5,
-            records_out: 5,
+            ..TaskEvent::new(TaskId { job: j.id, attempt: 0, vertex: 0, subtask }, state, 5, 5)
         }
     }
 
     #[test]
     fn finishes_when_all_tasks_finish() {
         let mut j = job(2);
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![]);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished), now()), vec![]);
         assert_eq!(j.status, JobStatus::Running);
         // Every task finished: the sinks commit the output before the job is FINISHED.
-        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished)), vec![JobCommand::CommitFinal]);
+        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished), now()), vec![JobCommand::CommitFinal]);
         assert_eq!(j.status, JobStatus::Running);
-        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished)), vec![], "asked once");
-        assert_eq!(j.final_committed(), vec![]);
+        assert_eq!(j.on_task_event(&event(&j, 1, TaskExecutionState::Finished), now()), vec![], "asked once");
+        assert_eq!(j.final_committed(now()), vec![]);
         assert_eq!(j.status, JobStatus::Finished);
-        assert_eq!(j.details().source_records, 10);
+        assert_eq!(j.details(now()).source_records, 10);
     }
 
     #[test]
     fn a_failed_final_commit_fails_the_attempt() {
         let mut j = job(1);
         j.restart = RestartPolicy::fixed_delay(1, std::time::Duration::from_millis(5));
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished)), vec![JobCommand::CommitFinal]);
-        let commands = j.final_commit_failed("disk full".into());
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Finished), now()), vec![JobCommand::CommitFinal]);
+        let commands = j.final_commit_failed("disk full".into(), now());
         assert_eq!(commands, vec![JobCommand::CancelTasks, JobCommand::Restart(std::time::Duration::from_millis(5))]);
         assert_eq!(j.status, JobStatus::Restarting);
         assert!(j.failures[0].contains("committing the job's output failed: disk full"));
-        assert_eq!(j.final_committed(), vec![], "a late commit report changes nothing");
+        assert_eq!(j.final_committed(now()), vec![], "a late commit report changes nothing");
     }
 
     #[test]
     fn a_failure_cancels_the_rest_then_fails_with_the_message() {
         let mut j = job(2);
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed), now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
-        j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled));
+        j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled), now());
         assert_eq!(j.status, JobStatus::Failed);
         assert!(j.failure.as_deref().unwrap().contains("boom"));
     }
@@ -565,10 +609,10 @@ mod tests {
     #[test]
     fn cancel_is_only_possible_while_running() {
         let mut j = job(1);
-        assert_eq!(j.cancel(), Ok(Some(JobCommand::CancelTasks)));
-        j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled));
+        assert_eq!(j.cancel(now()), Ok(Some(JobCommand::CancelTasks)));
+        j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled), now());
         assert_eq!(j.status, JobStatus::Canceled);
-        assert_eq!(j.cancel(), Err(JobStatus::Canceled));
+        assert_eq!(j.cancel(now()), Err(JobStatus::Canceled));
     }
 
     #[test]
@@ -576,10 +620,10 @@ mod tests {
         let mut j = job(1);
         let mut old = event(&j, 0, TaskExecutionState::Failed);
         old.task.attempt = 7;
-        assert_eq!(j.on_task_event(&old), vec![]);
-        j.on_task_event(&event(&j, 0, TaskExecutionState::Finished));
-        j.final_committed();
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![]);
+        assert_eq!(j.on_task_event(&old, now()), vec![]);
+        j.on_task_event(&event(&j, 0, TaskExecutionState::Finished), now());
+        j.final_committed(now());
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed), now()), vec![]);
         assert_eq!(j.status, JobStatus::Finished);
     }
 
@@ -587,36 +631,36 @@ mod tests {
     fn a_failure_restarts_while_the_policy_allows_then_fails() {
         let mut j = job(2);
         j.restart = RestartPolicy::fixed_delay(1, std::time::Duration::from_millis(5));
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed), now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Restarting);
         assert_eq!(
-            j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled)),
+            j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled), now()),
             vec![JobCommand::Restart(std::time::Duration::from_millis(5))]
         );
-        assert!(j.next_attempt());
+        assert!(j.next_attempt(now()));
         assert_eq!((j.status, j.attempt, j.restarts), (JobStatus::Created, 1, 1));
-        assert!(j.scheduled(vec!["tm".into(); 2]));
+        assert!(j.scheduled(vec!["tm".into(); 2], now()));
         for subtask in 0..2 {
             j.task_deployed(TaskId { job: j.id, attempt: 1, vertex: 0, subtask }, "tm");
         }
         // The second failure exhausts the policy.
         let mut failed = event(&j, 0, TaskExecutionState::Failed);
         failed.task.attempt = 1;
-        assert_eq!(j.on_task_event(&failed), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.on_task_event(&failed, now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
-        assert_eq!(j.details().restart_failures.len(), 1);
+        assert_eq!(j.details(now()).restart_failures.len(), 1);
     }
 
     #[test]
     fn losing_a_taskmanager_while_failing_completes_the_failure() {
         // Regression: a job stayed FAILING when the lost taskmanager held its last running tasks.
-        let mut j = Job::new(JobId::random(), "j".into(), job(2).plan.clone());
-        assert!(j.scheduled(vec!["a".into(), "b".into()]));
+        let mut j = Job::new(JobId::random(), "j".into(), job(2).plan.clone(), now(), 0);
+        assert!(j.scheduled(vec!["a".into(), "b".into()], now()));
         j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask: 0 }, "a");
         j.task_deployed(TaskId { job: j.id, attempt: 0, vertex: 0, subtask: 1 }, "b");
-        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed)), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Failed), now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
-        j.taskmanager_lost("b", "no heartbeat");
+        j.taskmanager_lost("b", "no heartbeat", now());
         assert_eq!(j.status, JobStatus::Failed);
     }
 
@@ -626,24 +670,18 @@ mod tests {
         let mut j = job(3);
         let task = |subtask| TaskId { job: j.id, attempt: 0, vertex: 0, subtask };
         let (t0, t1, t2) = (task(0), task(1), task(2));
-        j.on_task_event(&TaskEvent {
-            task: t0,
-            state: TaskExecutionState::Running,
-            failure: None,
-            records_in: 0,
-            records_out: 0,
-        });
-        assert_eq!(j.deployment_failed(t1, &[t2], "unreachable".into()), vec![JobCommand::CancelTasks]);
+        j.on_task_event(&TaskEvent::new(t0, TaskExecutionState::Running, 0, 0), now());
+        assert_eq!(j.deployment_failed(t1, &[t2], "unreachable".into(), now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
-        j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled));
+        j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled), now());
         assert_eq!(j.status, JobStatus::Failed);
     }
 
     #[test]
     fn losing_a_taskmanager_fails_its_tasks_and_the_attempt() {
         let mut j = job(1);
-        assert_eq!(j.taskmanager_lost("other", "no heartbeat"), vec![]);
-        let commands = j.taskmanager_lost("tm", "no heartbeat for 5 s");
+        assert_eq!(j.taskmanager_lost("other", "no heartbeat", now()), vec![]);
+        let commands = j.taskmanager_lost("tm", "no heartbeat for 5 s", now());
         assert_eq!(commands, vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failed, "its only task is lost, so the attempt is over at once");
         assert!(j.failure.as_deref().unwrap().contains("taskmanager tm lost"));

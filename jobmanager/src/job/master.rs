@@ -1,0 +1,981 @@
+//! The job master: the one task that owns a job.
+//!
+//! It holds the job's lifecycle state machine ([`Job`]), its execution plan, its checkpoint
+//! coordinator and its restart timer, and takes [`JobInput`]s from one mailbox: task events and
+//! checkpoint reports routed from taskmanagers, lost taskmanagers from the registry, requests
+//! from REST, and the completions of its own side effects ([`Effect`]). The decisions are pure
+//! (the lifecycle and the coordinator take `now` as an input and return commands and actions);
+//! the master carries them out in order, without waiting for any of them: commands to a
+//! taskmanager go to that taskmanager's [`Outbox`], storage writes and reads are spawned, and
+//! deletions go to the job's [`Deleter`]. Each completes by sending an [`Effect`] back, tagged
+//! with the attempt it belongs to, so that a late completion never acts on a newer attempt.
+//! After every input it publishes a [`JobView`] for readers (REST), who never lock anything of
+//! the job.
+//!
+//! An attempt starts in stages: wait until no checkpoint's metadata is being written (a
+//! checkpoint that may still complete decides the restore point), read the restore point (the
+//! newest retained checkpoint whose metadata reads back; unreadable ones are discarded), sweep
+//! the job's checkpoint directory and record the attempt, then ask the registry for slots and
+//! deploy.
+
+use super::deploy::{AttemptSpec, deployments};
+use super::lifecycle::{Job, JobCommand, JobStatus};
+use super::outbox::{Command, Outbox, describe};
+use super::view::JobView;
+use crate::checkpoint::files::{self, Deleter, Deletion, Unusable};
+use crate::checkpoint::report::CheckpointsReport;
+use crate::checkpoint::{Action, CheckpointSettings, Coordinator, TriggerRefused};
+use crate::error::Error;
+use crate::jobstore::{JobRecord, JobStore, RecordedStatus};
+use crate::plan::ExecutionPlan;
+use crate::registry::{AssignedSlot, RegistryHandle, SlotShortage};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use weir_api::runtime::CheckpointBarrier;
+use weir_runtime::checkpoint::{CheckpointMetadata, CheckpointingSpec, TaskSnapshot};
+use weir_runtime::storage::{CheckpointLayout, Storage};
+use weir_runtime::{
+    FailureKind, GatewayError, GatewayResult, JobArtifact, JobId, TaskEvent, TaskExecutionState, TaskId,
+};
+
+/// What a job master takes from its mailbox.
+pub(crate) enum JobInput {
+    /// A task's state changed.
+    Task(TaskEvent),
+    /// A task acknowledged a checkpoint.
+    Acknowledge(TaskId, u64, TaskSnapshot),
+    /// A task declined a checkpoint.
+    Decline(TaskId, u64, String),
+    /// Counters of running tasks, from a heartbeat.
+    Metrics(Vec<(TaskId, u64, u64)>),
+    /// A taskmanager holding slots of the job is gone.
+    TaskManagerLost { taskmanager: String, reason: String },
+    /// The user asks to cancel the job.
+    Cancel(oneshot::Sender<Result<(), Error>>),
+    /// The user asks for a checkpoint now; the answer is its id.
+    TriggerCheckpoint(oneshot::Sender<Result<u64, Error>>),
+    /// One of the master's side effects completed.
+    Effect(Effect),
+}
+
+/// The completion of one of the master's side effects.
+pub(crate) enum Effect {
+    /// The pause before the next attempt is over.
+    RestartDue { attempt: u32 },
+    /// The restore point of an attempt was read.
+    RestorePoint { attempt: u32, metadata: Option<Box<CheckpointMetadata>>, unusable: Vec<Unusable> },
+    /// The sweep before an attempt is done.
+    Swept { attempt: u32 },
+    /// The final sweep after the job ended is done.
+    FinalSweepDone,
+    /// A record write completed.
+    Recorded(RecordPurpose),
+    /// The registry answered a slot request.
+    Slots { attempt: u32, result: Result<Vec<AssignedSlot>, SlotShortage> },
+    /// A task was not deployed because its attempt is being cancelled.
+    NotDeployed { task: TaskId },
+    /// Deploying a task failed.
+    DeployFailed { task: TaskId, taskmanager: String, error: GatewayError },
+    /// Cancelling tasks on a taskmanager failed.
+    CancelFailed { taskmanager: String, error: GatewayError },
+    /// Triggering a checkpoint failed.
+    TriggerFailed { attempt: u32, checkpoint: u64, reason: String },
+    /// A checkpoint's metadata is written.
+    MetadataWritten { checkpoint: u64 },
+    /// Writing a checkpoint's metadata failed.
+    MetadataFailed { checkpoint: u64, reason: String },
+    /// A taskmanager answered the final commit of an attempt.
+    FinalCommit { attempt: u32, taskmanager: String, result: GatewayResult<()> },
+}
+
+/// Why the job's record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordPurpose {
+    /// Before attempt `n` is deployed.
+    Attempt(u32),
+    /// Checkpoint ids up to `n` (excluding) are reserved.
+    Ids(u64),
+    /// The user cancelled: the job's tasks may now be cancelled.
+    Cancelling,
+    /// The job ended.
+    Ended,
+}
+
+/// Everything a job master starts with.
+pub(crate) struct JobSetup {
+    pub(crate) id: JobId,
+    pub(crate) job: Job,
+    pub(crate) plan: ExecutionPlan,
+    pub(crate) artifact: JobArtifact,
+    pub(crate) args: Vec<String>,
+    pub(crate) checkpointing: Option<CheckpointingSetup>,
+    pub(crate) slot_request_timeout: Duration,
+    pub(crate) registry: RegistryHandle,
+    /// Where the job's record goes, with the record as written at submission (or found at
+    /// recovery); `None` keeps nothing (in-process jobs).
+    pub(crate) record: Option<(JobStore, JobRecord)>,
+}
+
+/// A job's checkpointing.
+pub(crate) struct CheckpointingSetup {
+    pub(crate) coordinator: Coordinator,
+    pub(crate) settings: CheckpointSettings,
+    pub(crate) storage: Storage,
+}
+
+/// The handle of a running job master.
+#[derive(Clone)]
+pub(crate) struct JobHandle {
+    pub(crate) mailbox: mpsc::UnboundedSender<JobInput>,
+    pub(crate) view: watch::Receiver<Arc<JobView>>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").finish_non_exhaustive()
+    }
+}
+
+/// A job master that is set up but not running yet.
+pub(crate) struct PendingMaster {
+    master: JobMaster,
+    inputs: mpsc::UnboundedReceiver<JobInput>,
+}
+
+impl PendingMaster {
+    /// Starts the master on the current tokio runtime; the job starts its first attempt at once
+    /// (or, recovered as cancelling, ends). Its handle must be reachable (in the jobmanager's
+    /// directory) before: its tasks report at once.
+    pub(crate) fn start(self) {
+        tokio::spawn(self.master.run(self.inputs));
+    }
+}
+
+impl JobHandle {
+    /// The master of a job and its handle; nothing runs before [`PendingMaster::start`].
+    pub(crate) fn new(setup: JobSetup) -> (Self, PendingMaster) {
+        let (mailbox, inputs) = mpsc::unbounded_channel();
+        let master = JobMaster::new(setup, mailbox.clone());
+        let view = master.view.subscribe();
+        (Self { mailbox, view }, PendingMaster { master, inputs })
+    }
+
+    /// Sends `input` to the master (dropped if it already ended).
+    pub(crate) fn send(&self, input: JobInput) {
+        let _ = self.mailbox.send(input);
+    }
+}
+
+/// The stages of starting an attempt.
+enum Stage {
+    /// Waiting until no checkpoint's metadata is being written.
+    AwaitMetadata,
+    /// Reading the restore point.
+    ReadRestorePoint,
+    /// Sweeping the checkpoint directory and recording the attempt.
+    Prepare { restore: Option<Box<CheckpointMetadata>>, swept: bool, recorded: bool },
+    /// Waiting for slots.
+    AwaitSlots { restore: Option<Box<CheckpointMetadata>> },
+}
+
+/// The checkpointing of a job, owned by its master.
+struct Checkpointing {
+    coordinator: Coordinator,
+    settings: CheckpointSettings,
+    storage: Storage,
+    layout: CheckpointLayout,
+    deleter: Deleter,
+}
+
+/// The final commit of a finished attempt: taskmanagers still to answer, the first failure.
+struct FinalCommits {
+    attempt: u32,
+    waiting: BTreeSet<String>,
+    failure: Option<String>,
+}
+
+/// Record writes, one at a time, each retried until it lands.
+struct Recorder {
+    store: JobStore,
+    record: JobRecord,
+    queue: mpsc::UnboundedSender<(JobRecord, RecordPurpose)>,
+}
+
+/// The end of a job: what must happen before the master stops.
+#[derive(Default)]
+struct Ending {
+    started: bool,
+    sweep_requested: bool,
+    swept: bool,
+    recorded: bool,
+}
+
+struct JobMaster {
+    id: JobId,
+    job: Job,
+    plan: ExecutionPlan,
+    artifact: JobArtifact,
+    args: Vec<String>,
+    checkpoints: Option<Checkpointing>,
+    slot_request_timeout: Duration,
+    registry: RegistryHandle,
+    mailbox: mpsc::UnboundedSender<JobInput>,
+    outboxes: BTreeMap<String, Outbox>,
+    stage: Option<Stage>,
+    final_commits: Option<FinalCommits>,
+    recorder: Option<Recorder>,
+    /// Cancellation commands held back until the `Cancelling` record is written.
+    cancel_after_record: Option<Vec<JobCommand>>,
+    ending: Ending,
+    view: watch::Sender<Arc<JobView>>,
+}
+
+/// The time, as the pure parts take it.
+#[derive(Clone, Copy)]
+struct Now {
+    instant: Instant,
+    epoch_ms: i64,
+}
+
+impl Now {
+    fn read() -> Self {
+        let epoch_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        Self { instant: Instant::now(), epoch_ms }
+    }
+}
+
+/// Longest pause between two attempts to write a job record.
+const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(5);
+
+impl JobMaster {
+    fn new(setup: JobSetup, mailbox: mpsc::UnboundedSender<JobInput>) -> Self {
+        let checkpoints = setup.checkpointing.map(|c| {
+            let layout = CheckpointLayout::new(&c.storage, setup.id);
+            let deleter = Deleter::start(setup.id, c.storage.clone(), layout.clone());
+            Checkpointing { coordinator: c.coordinator, settings: c.settings, storage: c.storage, layout, deleter }
+        });
+        let recorder = setup.record.map(|(store, record)| {
+            let (queue, writes) = mpsc::unbounded_channel();
+            tokio::spawn(write_records(setup.id, store.clone(), writes, mailbox.clone()));
+            Recorder { store, record, queue }
+        });
+        let report = checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
+        let (view, _) = watch::channel(Arc::new(JobView::of(&setup.job, report, false, Instant::now())));
+        Self {
+            id: setup.id,
+            job: setup.job,
+            plan: setup.plan,
+            artifact: setup.artifact,
+            args: setup.args,
+            checkpoints,
+            slot_request_timeout: setup.slot_request_timeout,
+            registry: setup.registry,
+            mailbox,
+            outboxes: BTreeMap::new(),
+            stage: None,
+            final_commits: None,
+            recorder,
+            cancel_after_record: None,
+            ending: Ending::default(),
+            view,
+        }
+    }
+
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<JobInput>) {
+        let now = Now::read();
+        if self.job.status == JobStatus::Created {
+            self.start_attempt();
+        }
+        self.after_input(now);
+        let interval = self.checkpoints.as_ref().map_or(1000, |c| c.settings.config.interval_ms.max(1) as u64);
+        let mut tick = tokio::time::interval(Duration::from_millis((interval / 10).clamp(5, 1000)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.done() {
+            let ticking = self.checkpoints.is_some() && self.job.can_checkpoint();
+            tokio::select! {
+                input = inputs.recv() => {
+                    let Some(input) = input else { break };
+                    let now = Now::read();
+                    self.handle(input, now);
+                    self.after_input(now);
+                }
+                _ = tick.tick(), if ticking => {
+                    let now = Now::read();
+                    self.tick(now);
+                    self.after_input(now);
+                }
+            }
+        }
+        debug!(job_id = %self.id, "job master stopped");
+    }
+
+    fn done(&self) -> bool {
+        self.ending.started && self.ending.swept && self.ending.recorded
+    }
+
+    fn handle(&mut self, input: JobInput, now: Now) {
+        match input {
+            JobInput::Task(event) => self.task_event(event, now),
+            JobInput::Acknowledge(task, checkpoint, snapshot) => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.acknowledge(task, checkpoint, snapshot, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+            }
+            JobInput::Decline(task, checkpoint, reason) => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    debug!(job_id = %self.id, checkpoint_id = checkpoint, %task, "checkpoint declined: {reason}");
+                    let actions = c.coordinator.decline(task, checkpoint, reason, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+            }
+            JobInput::Metrics(metrics) => {
+                for (task, records_in, records_out) in metrics {
+                    self.job.task_metrics(task, records_in, records_out);
+                }
+            }
+            JobInput::TaskManagerLost { taskmanager, reason } => self.taskmanager_lost(&taskmanager, &reason, now),
+            JobInput::Cancel(reply) => {
+                let _ = reply.send(self.cancel(now));
+            }
+            JobInput::TriggerCheckpoint(reply) => {
+                let _ = reply.send(self.trigger_checkpoint(now));
+            }
+            JobInput::Effect(effect) => self.effect(effect, now),
+        }
+    }
+
+    /// After every input: a job that just ended starts winding down; readers see the news.
+    fn after_input(&mut self, now: Now) {
+        if self.job.status.is_terminal() && !self.ending.started {
+            self.end(now);
+        }
+        if self.ending.started && !self.ending.swept {
+            self.final_sweep();
+        }
+        self.publish(now);
+    }
+
+    fn publish(&self, now: Now) {
+        let report = self.checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
+        self.view.send_replace(Arc::new(JobView::of(&self.job, report, self.done(), now.instant)));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Task events and failures
+    // ---------------------------------------------------------------------------------------
+
+    fn task_event(&mut self, event: TaskEvent, now: Now) {
+        if event.task.attempt != self.job.attempt {
+            debug!(job_id = %self.id, task = %event.task, state = ?event.state, "event of another attempt ignored");
+            return;
+        }
+        if let Some(failure) = &event.failure {
+            warn!(job_id = %self.id, vertex = event.task.vertex, subtask = event.task.subtask, "task failed: {failure}");
+        }
+        if let (FailureKind::CheckpointUnusable(checkpoint), Some(c)) = (event.failure_kind, self.checkpoints.as_mut())
+        {
+            warn!(job_id = %self.id, checkpoint_id = checkpoint, "checkpoint {checkpoint} is unusable (a task cannot restore it), falling back to the previous checkpoint");
+            let actions = c.coordinator.discard_completed(checkpoint);
+            self.perform(actions, now);
+        }
+        let commands = self.job.on_task_event(&event, now.instant);
+        if let Some(c) = self.checkpoints.as_mut() {
+            let actions = match event.state {
+                TaskExecutionState::Finished => {
+                    c.coordinator.task_finished(event.task, event.final_snapshot.clone(), now.epoch_ms)
+                }
+                TaskExecutionState::Failed | TaskExecutionState::Canceled => {
+                    c.coordinator.task_failed(event.task, now.epoch_ms)
+                }
+                _ => Vec::new(),
+            };
+            self.perform(actions, now);
+        }
+        self.apply(commands, now);
+    }
+
+    fn taskmanager_lost(&mut self, taskmanager: &str, reason: &str, now: Now) {
+        if let Some(outbox) = self.outboxes.remove(taskmanager) {
+            outbox.abandon();
+        }
+        let lost: Vec<TaskId> = self
+            .job
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.taskmanager == taskmanager && !t.state.is_terminal())
+            .map(|(id, _)| *id)
+            .collect();
+        let commands = self.job.taskmanager_lost(taskmanager, reason, now.instant);
+        if let Some(c) = self.checkpoints.as_mut() {
+            let actions: Vec<Action> =
+                lost.into_iter().flat_map(|t| c.coordinator.task_failed(t, now.epoch_ms)).collect();
+            self.perform(actions, now);
+        }
+        if let Some(commits) = self.final_commits.as_mut()
+            && commits.waiting.remove(taskmanager)
+        {
+            commits.failure.get_or_insert_with(|| format!("taskmanager {taskmanager} lost: {reason}"));
+            self.final_commit_settled(now);
+        }
+        self.apply(commands, now);
+    }
+
+    fn cancel(&mut self, now: Now) -> Result<(), Error> {
+        let command = self.job.cancel(now.instant).map_err(|status| Error::IllegalState {
+            job: self.id,
+            status: status.to_string(),
+            action: "cancel".into(),
+        })?;
+        info!(job_id = %self.id, "cancelling the job");
+        self.stage = None;
+        let commands: Vec<JobCommand> = command.into_iter().collect();
+        if self.recorder.is_some() && !self.job.status.is_terminal() {
+            // Recorded first: a jobmanager that restarts before the job ends must not resume it.
+            self.cancel_after_record = Some(commands);
+            self.record(RecordPurpose::Cancelling);
+        } else {
+            self.apply(commands, now);
+        }
+        Ok(())
+    }
+
+    /// Carries out the lifecycle's commands.
+    fn apply(&mut self, commands: Vec<JobCommand>, now: Now) {
+        let attempt = self.job.attempt;
+        for command in commands {
+            match command {
+                JobCommand::CancelTasks => {
+                    for tm in self.job.attempt_taskmanagers() {
+                        if let Some(outbox) = self.outboxes.get(&tm) {
+                            outbox.send(Command::Cancel(attempt));
+                        }
+                    }
+                }
+                // Handled when the job ends (`end`).
+                JobCommand::ReleaseResources => {}
+                JobCommand::Restart(delay) => {
+                    self.release_attempt(attempt);
+                    info!(job_id = %self.id, attempt, delay_ms = delay.as_millis() as u64, "restarting the job after a pause");
+                    let mailbox = self.mailbox.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = mailbox.send(JobInput::Effect(Effect::RestartDue { attempt }));
+                    });
+                }
+                JobCommand::CommitFinal => {
+                    // Every taskmanager that ran a task of the attempt commits what its sinks
+                    // hold; one that is gone cannot, and the attempt fails.
+                    let (reachable, gone): (BTreeSet<String>, BTreeSet<String>) =
+                        self.job.attempt_taskmanagers().into_iter().partition(|tm| self.outboxes.contains_key(tm));
+                    for tm in &reachable {
+                        if let Some(outbox) = self.outboxes.get(tm) {
+                            outbox.send(Command::CommitFinal(attempt));
+                        }
+                    }
+                    let failure = gone.first().map(|tm| format!("taskmanager {tm} is gone"));
+                    self.final_commits = Some(FinalCommits { attempt, waiting: reachable, failure });
+                    self.final_commit_settled(now);
+                }
+            }
+        }
+    }
+
+    /// Releases what an attempt holds on its taskmanagers and in the registry.
+    fn release_attempt(&mut self, attempt: u32) {
+        for tm in self.job.attempt_taskmanagers() {
+            if let Some(outbox) = self.outboxes.get(&tm) {
+                outbox.send(Command::Release(attempt));
+            }
+        }
+        self.registry.release_slots(self.id);
+    }
+
+    fn final_commit_settled(&mut self, now: Now) {
+        let Some(commits) = self.final_commits.as_ref().filter(|c| c.waiting.is_empty()) else { return };
+        let commands = match commits.failure.clone() {
+            None => {
+                info!(job_id = %self.id, attempt = commits.attempt, "the job's output is committed");
+                self.job.final_committed(now.instant)
+            }
+            Some(failure) => self.job.final_commit_failed(failure, now.instant),
+        };
+        self.final_commits = None;
+        self.apply(commands, now);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Starting an attempt
+    // ---------------------------------------------------------------------------------------
+
+    fn start_attempt(&mut self) {
+        info!(job_id = %self.id, attempt = self.job.attempt, "scheduling the job");
+        self.stage = Some(Stage::AwaitMetadata);
+        self.advance();
+    }
+
+    /// Moves the attempt being started on as far as it can go now.
+    fn advance(&mut self) {
+        let attempt = self.job.attempt;
+        match self.stage.take() {
+            Some(Stage::AwaitMetadata) => match &self.checkpoints {
+                Some(c) if c.coordinator.writing_metadata() => self.stage = Some(Stage::AwaitMetadata),
+                Some(c) => {
+                    let candidates: Vec<u64> =
+                        c.coordinator.completed().iter().rev().map(|c| c.checkpoint_id).collect();
+                    let (storage, layout, job, mailbox) =
+                        (c.storage.clone(), c.layout.clone(), self.id, self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let (metadata, unusable) =
+                            files::choose_restore_point(&storage, &layout, job, candidates).await;
+                        let metadata = metadata.map(Box::new);
+                        let _ = mailbox.send(JobInput::Effect(Effect::RestorePoint { attempt, metadata, unusable }));
+                    });
+                    self.stage = Some(Stage::ReadRestorePoint);
+                }
+                None => {
+                    self.stage = Some(Stage::Prepare { restore: None, swept: true, recorded: false });
+                    self.record(RecordPurpose::Attempt(attempt));
+                }
+            },
+            Some(Stage::Prepare { restore, swept: true, recorded: true }) => {
+                let result = self.registry.request_slots(
+                    self.id,
+                    self.plan.required_slots(),
+                    self.slot_request_timeout,
+                    self.mailbox.clone(),
+                );
+                let mailbox = self.mailbox.clone();
+                tokio::spawn(async move {
+                    if let Ok(result) = result.await {
+                        let _ = mailbox.send(JobInput::Effect(Effect::Slots { attempt, result }));
+                    }
+                });
+                self.stage = Some(Stage::AwaitSlots { restore });
+            }
+            other => self.stage = other,
+        }
+    }
+
+    fn restore_point_read(&mut self, metadata: Option<Box<CheckpointMetadata>>, unusable: Vec<Unusable>, now: Now) {
+        if !matches!(self.stage, Some(Stage::ReadRestorePoint)) {
+            return;
+        }
+        let Some(c) = self.checkpoints.as_mut() else { return };
+        let mut actions = Vec::new();
+        for u in unusable {
+            actions.extend(c.coordinator.discard_completed(u.checkpoint_id));
+        }
+        self.perform(actions, now);
+        let attempt = self.job.attempt;
+        if let Some(c) = &self.checkpoints {
+            // Files of the previous attempt's unfinished checkpoints (uploads that landed after
+            // their abort) go before the new attempt writes.
+            let (keep_checkpoints, keep_files) = c.coordinator.live_files();
+            let mailbox = self.mailbox.clone();
+            c.deleter.send(Deletion::Sweep {
+                keep_checkpoints,
+                keep_files,
+                done: Box::new(move || {
+                    let _ = mailbox.send(JobInput::Effect(Effect::Swept { attempt }));
+                }),
+            });
+        }
+        if let Some(m) = &metadata {
+            info!(job_id = %self.id, checkpoint_id = m.checkpoint_id, "restoring the job from checkpoint {}", m.checkpoint_id);
+        }
+        self.stage = Some(Stage::Prepare { restore: metadata, swept: false, recorded: false });
+        self.record(RecordPurpose::Attempt(attempt));
+    }
+
+    fn prepared(&mut self, swept_now: bool, recorded_now: bool) {
+        if let Some(Stage::Prepare { swept, recorded, .. }) = self.stage.as_mut() {
+            *swept |= swept_now;
+            *recorded |= recorded_now;
+            self.advance();
+        }
+    }
+
+    fn slots_granted(&mut self, result: Result<Vec<AssignedSlot>, SlotShortage>, now: Now) {
+        let Some(Stage::AwaitSlots { restore }) = self.stage.take() else {
+            if result.is_ok() {
+                self.registry.release_slots(self.id);
+            }
+            return;
+        };
+        let slots = match result {
+            Ok(slots) => slots,
+            Err(shortage) => {
+                self.job.scheduling_failed(shortage.to_string(), now.instant);
+                return;
+            }
+        };
+        let attempt = self.job.attempt;
+        if !self.job.scheduled(slots.iter().map(|s| s.taskmanager.clone()).collect(), now.instant) {
+            self.registry.release_slots(self.id);
+            return;
+        }
+        let checkpointing =
+            self.checkpoints.as_ref().map(|c| CheckpointingSpec { storage_url: c.settings.storage_url.clone() });
+        let spec = AttemptSpec {
+            job: self.id,
+            attempt,
+            job_name: &self.job.name,
+            args: &self.args,
+            plan: &self.plan,
+            checkpointing,
+            state_backend: self.job.state_backend,
+            restore: restore.as_deref(),
+        };
+        let deployments = deployments(&spec, &slots);
+        if let Some(c) = self.checkpoints.as_mut() {
+            let tasks = deployments.iter().map(|(d, _)| d.task).collect();
+            let sources = deployments.iter().filter(|(d, _)| d.is_source()).map(|(d, _)| d.task).collect();
+            let restored = restore.as_ref().map(|m| m.checkpoint_id);
+            let actions = c.coordinator.new_attempt(tasks, sources, restored, now.epoch_ms);
+            self.perform(actions, now);
+        }
+        for slot in &slots {
+            let fresh = self.outboxes.get(&slot.taskmanager).is_none_or(|o| !o.reaches(&slot.gateway));
+            if fresh {
+                let outbox = Outbox::start(self.id, slot.gateway.clone(), self.mailbox.clone());
+                self.outboxes.insert(slot.taskmanager.clone(), outbox);
+            }
+        }
+        info!(job_id = %self.id, attempt, slots = slots.len(), tasks = deployments.len(), "deploying the job's tasks");
+        for (deployment, slot) in deployments {
+            let tm = &slots[slot].taskmanager;
+            self.job.task_deployed(deployment.task, tm);
+            if let Some(outbox) = self.outboxes.get(tm) {
+                outbox.send(Command::Deploy(Box::new(deployment), self.artifact.clone()));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Effects
+    // ---------------------------------------------------------------------------------------
+
+    fn effect(&mut self, effect: Effect, now: Now) {
+        let current = self.job.attempt;
+        match effect {
+            Effect::RestartDue { attempt } if attempt == current && self.job.next_attempt(now.instant) => {
+                self.start_attempt();
+            }
+            Effect::RestorePoint { attempt, metadata, unusable } if attempt == current => {
+                self.restore_point_read(metadata, unusable, now);
+            }
+            Effect::Swept { attempt } if attempt == current => self.prepared(true, false),
+            Effect::FinalSweepDone => self.ending.swept = true,
+            Effect::Recorded(purpose) => self.recorded(purpose, now),
+            Effect::Slots { attempt, result } if attempt == current => self.slots_granted(result, now),
+            Effect::Slots { result: Ok(_), .. } => self.registry.release_slots(self.id),
+            Effect::NotDeployed { task } if task.attempt == current => {
+                let commands = self.job.task_not_deployed(task, now.instant);
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.task_failed(task, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+                self.apply(commands, now);
+            }
+            Effect::DeployFailed { task, taskmanager, error } if task.attempt == current => {
+                if error.is_unreachable() {
+                    self.registry.lost(&taskmanager, &format!("cannot reach it to deploy a task ({error})"));
+                }
+                let message = format!("deploying {task} failed: {}", describe(&taskmanager, &error));
+                warn!(job_id = %self.id, "{message}");
+                let commands = self.job.deployment_failed(task, &[], message, now.instant);
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.task_failed(task, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+                self.apply(commands, now);
+            }
+            // A taskmanager that cannot be reached is gone: declaring it lost now (instead of
+            // after the heartbeat timeout) lets the job restart at once.
+            Effect::CancelFailed { taskmanager, error } if error.is_unreachable() => {
+                self.registry.lost(&taskmanager, &format!("cannot reach it to cancel tasks ({error})"));
+            }
+            Effect::TriggerFailed { attempt, checkpoint, reason } if attempt == current => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.trigger_failed(checkpoint, reason, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+            }
+            Effect::MetadataWritten { checkpoint } => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.metadata_written(checkpoint, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+                self.metadata_settled();
+            }
+            Effect::MetadataFailed { checkpoint, reason } => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    let actions = c.coordinator.metadata_failed(checkpoint, reason, now.epoch_ms);
+                    self.perform(actions, now);
+                }
+                self.metadata_settled();
+            }
+            Effect::FinalCommit { attempt, taskmanager, result } => {
+                let Some(commits) = self.final_commits.as_mut().filter(|c| c.attempt == attempt) else { return };
+                commits.waiting.remove(&taskmanager);
+                if let Err(error) = result {
+                    commits.failure.get_or_insert_with(|| describe(&taskmanager, &error));
+                }
+                self.final_commit_settled(now);
+            }
+            // Completions of an attempt that is over.
+            _ => {}
+        }
+    }
+
+    /// A metadata write ended: a restart or the end of the job may have waited for it.
+    fn metadata_settled(&mut self) {
+        if matches!(self.stage, Some(Stage::AwaitMetadata)) {
+            self.advance();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Checkpoints
+    // ---------------------------------------------------------------------------------------
+
+    fn tick(&mut self, now: Now) {
+        if !self.job.can_checkpoint() {
+            return;
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            let actions = c.coordinator.tick(now.epoch_ms);
+            self.perform(actions, now);
+        }
+    }
+
+    fn trigger_checkpoint(&mut self, now: Now) -> Result<u64, Error> {
+        let id = self.id;
+        let Some(c) = self.checkpoints.as_mut() else {
+            return Err(Error::InvalidRequest(format!("job {id} has checkpointing off")));
+        };
+        if !self.job.can_checkpoint() {
+            return Err(Error::IllegalState {
+                job: id,
+                status: self.job.status.to_string(),
+                action: "a checkpoint (not every task runs)".into(),
+            });
+        }
+        let actions = c.coordinator.trigger_now(now.epoch_ms, crate::checkpoint::CheckpointKind::Checkpoint).map_err(
+            |refused| match refused {
+                TriggerRefused::Stopped => {
+                    Error::IllegalState { job: id, status: "ending".into(), action: "a checkpoint".into() }
+                }
+                other => Error::Unavailable(other.to_string()),
+            },
+        )?;
+        let checkpoint = actions.iter().find_map(|a| match a {
+            Action::Trigger { checkpoint_id, .. } => Some(*checkpoint_id),
+            _ => None,
+        });
+        self.perform(actions, now);
+        checkpoint.ok_or_else(|| Error::Unavailable("no checkpoint was triggered".into()))
+    }
+
+    /// Carries out the coordinator's actions, in order.
+    fn perform(&mut self, actions: Vec<Action>, now: Now) {
+        let attempt = self.job.attempt;
+        for action in actions {
+            let Some(c) = self.checkpoints.as_mut() else { return };
+            match action {
+                Action::Trigger { checkpoint_id, timestamp_ms, .. } => {
+                    debug!(job_id = %self.id, checkpoint_id, "triggering checkpoint");
+                    let barrier = CheckpointBarrier { id: checkpoint_id, timestamp: timestamp_ms };
+                    let sources: BTreeSet<String> = c
+                        .coordinator
+                        .sources()
+                        .iter()
+                        .filter_map(|t| self.job.tasks.get(t))
+                        .map(|t| t.taskmanager.clone())
+                        .collect();
+                    for tm in sources {
+                        if let Some(outbox) = self.outboxes.get(&tm) {
+                            outbox.send(Command::Trigger(attempt, barrier));
+                        }
+                    }
+                }
+                Action::WriteMetadata { checkpoint_id, kind, acknowledgements } => {
+                    let trigger_ms = c
+                        .coordinator
+                        .pending()
+                        .iter()
+                        .find(|p| p.checkpoint_id == checkpoint_id)
+                        .map_or(0, |p| p.trigger_ms);
+                    let metadata =
+                        files::metadata(self.id, checkpoint_id, kind, trigger_ms, c.settings.backend, acknowledgements);
+                    let (storage, url, mailbox) =
+                        (c.storage.clone(), c.layout.metadata_url(checkpoint_id), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let effect = match storage.put(&url, metadata.encode().into()).await {
+                            Ok(()) => Effect::MetadataWritten { checkpoint: checkpoint_id },
+                            Err(e) => Effect::MetadataFailed { checkpoint: checkpoint_id, reason: e.to_string() },
+                        };
+                        let _ = mailbox.send(JobInput::Effect(effect));
+                    });
+                }
+                Action::NotifyComplete { checkpoint_id } => {
+                    if let Some(done) = c.coordinator.latest_completed().filter(|d| d.checkpoint_id == checkpoint_id) {
+                        info!(
+                            job_id = %self.id,
+                            checkpoint_id,
+                            duration_ms = done.duration_ms,
+                            state_size = done.state_size_bytes,
+                            incremental_size = done.incremental_size_bytes,
+                            "checkpoint completed"
+                        );
+                    }
+                    for tm in self.job.attempt_taskmanagers() {
+                        if let Some(outbox) = self.outboxes.get(&tm) {
+                            outbox.send(Command::Notify(attempt, checkpoint_id));
+                        }
+                    }
+                }
+                Action::Abort { checkpoint_id, reason } => {
+                    if reason.counts_as_failure() {
+                        warn!(job_id = %self.id, checkpoint_id, "checkpoint failed: {reason}");
+                    } else {
+                        debug!(job_id = %self.id, checkpoint_id, "checkpoint aborted: {reason}");
+                    }
+                    c.deleter.send(Deletion::Checkpoint(checkpoint_id));
+                    if self.job.status == JobStatus::Running {
+                        for tm in self.job.attempt_taskmanagers() {
+                            if let Some(outbox) = self.outboxes.get(&tm) {
+                                outbox.send(Command::Abort(attempt, checkpoint_id));
+                            }
+                        }
+                    }
+                }
+                Action::Discard { checkpoint_id } => {
+                    debug!(job_id = %self.id, checkpoint_id, "discarding a checkpoint no longer retained");
+                    c.deleter.send(Deletion::Checkpoint(checkpoint_id));
+                }
+                Action::DeleteShared { uris } | Action::DeleteFiles { uris } => c.deleter.send(Deletion::Files(uris)),
+                Action::ReserveIds { up_to } => match &self.recorder {
+                    Some(_) => self.record(RecordPurpose::Ids(up_to)),
+                    None => c.coordinator.ids_reserved(up_to),
+                },
+                Action::FailJob { reason } => {
+                    let commands = self.job.fail(reason, now.instant);
+                    self.apply(commands, now);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Records and the end
+    // ---------------------------------------------------------------------------------------
+
+    /// Writes the job's record now (as the job stands) for `purpose`; the completion comes back
+    /// as [`Effect::Recorded`]. Without a store, it completes at once.
+    fn record(&mut self, purpose: RecordPurpose) {
+        let Some(recorder) = self.recorder.as_mut() else {
+            let _ = self.mailbox.send(JobInput::Effect(Effect::Recorded(purpose)));
+            return;
+        };
+        let record = &mut recorder.record;
+        record.attempt = self.job.attempt;
+        record.restarts = self.job.restarts;
+        record.failure = self.job.failure.clone();
+        if let RecordPurpose::Ids(up_to) = purpose {
+            record.checkpoint_ids_reserved = record.checkpoint_ids_reserved.max(up_to);
+        }
+        record.status = match self.job.status {
+            JobStatus::Finished => RecordedStatus::Finished,
+            JobStatus::Failed => RecordedStatus::Failed,
+            JobStatus::Canceled => RecordedStatus::Canceled,
+            JobStatus::Cancelling => RecordedStatus::Cancelling,
+            _ => RecordedStatus::Running,
+        };
+        let _ = recorder.queue.send((record.clone(), purpose));
+        let _ = &recorder.store;
+    }
+
+    fn recorded(&mut self, purpose: RecordPurpose, now: Now) {
+        match purpose {
+            RecordPurpose::Attempt(attempt) if attempt == self.job.attempt => self.prepared(false, true),
+            RecordPurpose::Attempt(_) => {}
+            RecordPurpose::Ids(up_to) => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    c.coordinator.ids_reserved(up_to);
+                }
+            }
+            RecordPurpose::Cancelling => {
+                if let Some(commands) = self.cancel_after_record.take() {
+                    self.apply(commands, now);
+                }
+            }
+            RecordPurpose::Ended => self.ending.recorded = true,
+        }
+    }
+
+    /// The job reached a terminal state: its tasks' resources are released, its checkpoints
+    /// stop, and its record says how it ended.
+    fn end(&mut self, now: Now) {
+        self.ending.started = true;
+        self.stage = None;
+        let status = self.job.status;
+        match &self.job.failure {
+            Some(failure) if status == JobStatus::Failed => warn!(job_id = %self.id, %status, "job ended: {failure}"),
+            _ => info!(job_id = %self.id, %status, "job ended"),
+        }
+        if let Some(commands) = self.cancel_after_record.take() {
+            self.apply(commands, now);
+        }
+        self.release_attempt(self.job.attempt);
+        if let Some(c) = self.checkpoints.as_mut() {
+            let actions = c.coordinator.stop(now.epoch_ms);
+            self.perform(actions, now);
+        } else {
+            self.ending.swept = true;
+        }
+        self.record(RecordPurpose::Ended);
+    }
+
+    /// Once no checkpoint's metadata is being written, deletes every file under the job's
+    /// directory that no retained checkpoint uses.
+    fn final_sweep(&mut self) {
+        let Some(c) = self.checkpoints.as_mut() else { return };
+        if c.coordinator.writing_metadata() || self.ending.sweep_requested {
+            return;
+        }
+        self.ending.sweep_requested = true;
+        let (keep_checkpoints, keep_files) = c.coordinator.live_files();
+        let mailbox = self.mailbox.clone();
+        c.deleter.send(Deletion::Sweep {
+            keep_checkpoints,
+            keep_files,
+            done: Box::new(move || {
+                let _ = mailbox.send(JobInput::Effect(Effect::FinalSweepDone));
+            }),
+        });
+    }
+}
+
+/// Writes records in order; each is retried with backoff until it lands (a storage outage
+/// delays what waits for it, and loses nothing).
+async fn write_records(
+    job: JobId,
+    store: JobStore,
+    mut writes: mpsc::UnboundedReceiver<(JobRecord, RecordPurpose)>,
+    mailbox: mpsc::UnboundedSender<JobInput>,
+) {
+    while let Some((record, purpose)) = writes.recv().await {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = store.put(&record).await {
+            warn!(job_id = %job, ?purpose, "cannot write the job's record (retrying in {} ms): {e}", backoff.as_millis());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RECORD_BACKOFF);
+        }
+        let _ = mailbox.send(JobInput::Effect(Effect::Recorded(purpose)));
+    }
+}

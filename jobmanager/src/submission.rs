@@ -1,0 +1,133 @@
+//! Accepting a job: loading its plugin, building and planning its graph, and checking its
+//! checkpoint storage, before anything about it is recorded or runs.
+
+use crate::checkpoint::{CheckpointConfig, CheckpointSettings};
+use crate::error::{Error, Result};
+use crate::plan::{ExecutionPlan, plan};
+use std::time::Duration;
+use weir_runtime::checkpoint::StateBackendKind;
+use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
+use weir_runtime::{JobArtifact, JobId, LoadedJob};
+
+/// A job to run.
+#[derive(Debug, Clone)]
+pub struct JobSubmission {
+    /// The job's code.
+    pub artifact: JobArtifact,
+    /// Arguments of its build function.
+    pub args: Vec<String>,
+    /// Parallelism for operators that set none (the job may override it).
+    pub parallelism: u32,
+    /// Checkpointing; `None` turns it off.
+    pub checkpointing: Option<CheckpointSubmission>,
+    /// The keyed state backend of the job's tasks (with or without checkpointing).
+    pub state_backend: StateBackendKind,
+}
+
+/// How a submitted job takes checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSubmission {
+    /// Timing, retention and failure tolerance.
+    pub config: CheckpointConfig,
+    /// Where checkpoints go; `None` uses the jobmanager's storage.
+    pub storage_url: Option<String>,
+}
+
+/// A job whose code loaded and whose graph planned.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedJob {
+    pub(crate) name: String,
+    /// One line per sink saying where it writes.
+    pub(crate) sinks: Vec<String>,
+    pub(crate) plan: ExecutionPlan,
+}
+
+/// Loads the job's code, runs its build function with `args` and plans the graph, off the async
+/// workers (the build function is user code and may block).
+///
+/// # Errors
+/// A bad plugin, bad job arguments or an invalid job graph (the user's mistakes, 400).
+pub(crate) async fn plan_job(artifact: JobArtifact, args: Vec<String>, parallelism: u32) -> Result<PlannedJob> {
+    if parallelism == 0 {
+        return Err(Error::InvalidRequest("parallelism must be at least 1".into()));
+    }
+    tokio::task::spawn_blocking(move || -> Result<PlannedJob> {
+        let loaded = LoadedJob::load(&artifact)?;
+        let graph = loaded.build(&args)?;
+        let plan = plan(&graph.descriptor, parallelism)?;
+        Ok(PlannedJob { name: graph.descriptor.name.clone(), sinks: describe_sinks(&graph.descriptor), plan })
+    })
+    .await
+    .map_err(|e| Error::InvalidJob(format!("the job's build function did not complete: {e}")))?
+}
+
+/// Opens the checkpoint storage of a job (`storage_url`, or the jobmanager's `default`).
+///
+/// # Errors
+/// A malformed URL or options (the user's mistake, 400).
+pub(crate) fn open_checkpoint_storage(storage_url: Option<&str>, default: &StorageConfig) -> Result<Storage> {
+    let config =
+        StorageConfig { url: storage_url.unwrap_or(&default.url).to_owned(), options: default.options.clone() };
+    Storage::open(&config).map_err(|e| Error::InvalidRequest(format!("checkpoint storage: {e}")))
+}
+
+/// The checkpoint settings of a submission whose storage is `storage`.
+pub(crate) fn checkpoint_settings(
+    submission: &CheckpointSubmission,
+    backend: StateBackendKind,
+    storage: &Storage,
+) -> CheckpointSettings {
+    CheckpointSettings { config: submission.config.clone(), backend, storage_url: storage.url().to_owned() }
+}
+
+/// How long the write probe of a job's checkpoint storage may take at submission.
+const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Refuses a submission whose checkpoint storage the jobmanager cannot write to (as Flink, which
+/// creates the job's checkpoint directory when the job starts): a wrong URL, bucket or credentials
+/// is the user's mistake, better reported now than at the first checkpoint.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] naming the storage and the problem.
+pub(crate) async fn check_checkpoint_storage(storage: &Storage, job: JobId) -> Result<()> {
+    let job_url = CheckpointLayout::new(storage, job).job_url().to_owned();
+    let problem = match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.check_writable(&job_url)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", STORAGE_PROBE_TIMEOUT.as_secs()),
+    };
+    Err(Error::InvalidRequest(format!(
+        "checkpoint storage {} is not writable: {problem} (check --checkpoint-dir or the jobmanager's \
+         --storage, and the storage options and credentials)",
+        storage.url()
+    )))
+}
+
+/// One line per sink saying where it writes.
+fn describe_sinks(job: &weir_api::graph::JobDescriptor) -> Vec<String> {
+    use weir_api::connectors::SinkDescriptor;
+    use weir_api::graph::NodeKind;
+    job.nodes
+        .iter()
+        .filter_map(|node| match &node.kind {
+            NodeKind::Sink(SinkDescriptor::TextFiles { directory }) => {
+                Some(format!("{}: text files in {directory}", node.name))
+            }
+            NodeKind::Sink(SinkDescriptor::Stdout) => Some(format!("{}: standard output", node.name)),
+            NodeKind::Sink(SinkDescriptor::Blackhole) => Some(format!("{}: discarded (blackhole)", node.name)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl From<weir_api::Error> for Error {
+    fn from(e: weir_api::Error) -> Self {
+        Self::Job(weir_runtime::Error::Job(e))
+    }
+}
+
+impl From<crate::plan::PlanError> for Error {
+    fn from(e: crate::plan::PlanError) -> Self {
+        Self::InvalidJob(e.0)
+    }
+}
