@@ -50,6 +50,10 @@ pub(crate) struct TaskContext {
     pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
     /// The task's RocksDB database when the job uses the RocksDB backend.
     pub(crate) database: Option<crate::state::task_db::TaskDatabase>,
+    /// The final snapshot of a task that finished (checkpointing on), for its FINISHED report.
+    pub(crate) final_snapshot: Option<weir_runtime::checkpoint::TaskSnapshot>,
+    /// The checkpoint the task could not restore because a file of it is missing or corrupt.
+    pub(crate) unusable_checkpoint: Option<weir_api::runtime::CheckpointId>,
 }
 
 impl TaskContext {
@@ -121,6 +125,27 @@ impl TaskContext {
             ),
         }
         Ok(())
+    }
+
+    /// The task's input ended and its outputs are closed: takes its final snapshot (FLIP-147)
+    /// for the FINISHED report, so that checkpoints go on without it. `None` when checkpointing
+    /// is off, or when the snapshot fails (then logged: checkpoints of the attempt stop, as
+    /// without final snapshots; nothing is lost).
+    pub(crate) fn take_final_snapshot(&mut self, chain: &mut dyn weir_api::runtime::TaskChain) {
+        if self.checkpoints.is_none() {
+            return;
+        }
+        let barrier =
+            weir_api::runtime::CheckpointBarrier { id: weir_api::runtime::FINAL_CHECKPOINT, timestamp: now_ms() };
+        let written =
+            chain.snapshot(barrier, self).map_err(|e| e.to_string()).and_then(|snapshot| match &self.checkpoints {
+                Some(writer) => writer.write_final(self.id, snapshot),
+                None => Err("checkpointing is off".to_owned()),
+            });
+        match written {
+            Ok(snapshot) => self.final_snapshot = Some(snapshot),
+            Err(e) => tracing::warn!(job_id = %self.id.job, task = %self.id, "no final snapshot: {e}"),
+        }
     }
 
     /// Sends `event` (cloned) to every channel of every output.

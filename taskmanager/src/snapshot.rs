@@ -7,10 +7,10 @@ use crate::state::task_db::{LocalCheckpoint, SharedUploads, TaskDatabase, Upload
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, warn};
-use weir_api::runtime::{ChainSnapshot, CheckpointId, OperatorSnapshot};
+use weir_api::runtime::{ChainSnapshot, CheckpointId, FINAL_CHECKPOINT, OperatorSnapshot};
 use weir_api::{Error, Result};
 use weir_runtime::checkpoint::{StateHandle, TaskRestore, TaskSnapshot};
-use weir_runtime::storage::{CheckpointLayout, Storage};
+use weir_runtime::storage::{CheckpointLayout, Storage, StorageError};
 use weir_runtime::{TaskEventSink, TaskId};
 
 /// Writes one task's snapshots under its job's checkpoint directory, off the task thread.
@@ -163,6 +163,27 @@ impl SnapshotWriter {
         self.in_flight.push(handle);
     }
 
+    /// Writes a finished task's final snapshot (FLIP-147) and returns its handle, blocking the
+    /// task thread until it is written. Keyed state is left out: a finished task's input ended,
+    /// so no record will ever read it again (its timers and windows fired at the final
+    /// watermark); what matters on a restore is its operators' own state (a source's position at
+    /// the end, a sink's pending transactions). The file is shared (`shared/final-...`): every
+    /// later checkpoint of the attempt references it, and it lives as long as one of them.
+    ///
+    /// # Errors
+    /// The snapshot cannot be encoded or written (the task then reports no final snapshot).
+    pub(crate) fn write_final(&self, task: TaskId, mut snapshot: ChainSnapshot) -> Result<TaskSnapshot, String> {
+        for operator in &mut snapshot.operators {
+            operator.keyed.clear();
+        }
+        let bytes = postcard::to_allocvec(&snapshot).map_err(|e| format!("cannot encode the final snapshot: {e}"))?;
+        let uri = self.layout.shared_file_url(&format!("final-{}-{}-{}", task.vertex, task.subtask, task.attempt));
+        let size = bytes.len() as u64;
+        self.runtime.block_on(self.storage.put(&uri, bytes.into())).map_err(|e| e.to_string())?;
+        let handle = StateHandle { uri, size_bytes: size, incremental_bytes: size, shared: true };
+        Ok(TaskSnapshot { handles: vec![handle], alignment_ms: 0 })
+    }
+
     /// Waits (from the task thread) until every upload started by [`SnapshotWriter::write`]
     /// ended.
     pub(crate) fn wait_for_uploads(&mut self) {
@@ -183,16 +204,14 @@ pub(crate) fn read_restored(
     restore: &TaskRestore,
     runtime: &tokio::runtime::Handle,
     mut database: Option<&mut TaskDatabase>,
-) -> Result<HashMap<String, OperatorSnapshot>> {
+) -> Result<HashMap<String, OperatorSnapshot>, RestoreFailure> {
+    let checkpoint = restore.checkpoint_id;
+    let unusable = |message: String| RestoreFailure::unusable(checkpoint, message);
+    let read = |uri: &str| read_with_retries(storage, runtime, checkpoint, uri);
     let mut operators = HashMap::new();
-    let read = |uri: &str| {
-        runtime
-            .block_on(storage.get(uri))
-            .map_err(|e| Error::runtime("checkpoint restore", format!("checkpoint {}: {e}", restore.checkpoint_id)))
-    };
     let mut restored_ssts = HashMap::new();
     for handle in &restore.handles {
-        let database_file = if handle.shared {
+        let database_file = if handle.shared && !is_final_snapshot(&handle.uri) {
             // `shared/<vertex>-<subtask>-<instance>-<checkpoint>-<name>`
             handle.uri.rsplit_once('-').map(|(_, name)| name)
         } else {
@@ -200,15 +219,12 @@ pub(crate) fn read_restored(
         };
         if let Some(name) = database_file {
             let database = database.as_deref_mut().ok_or_else(|| {
-                Error::runtime(
+                RestoreFailure::failed(Error::runtime(
                     "checkpoint restore",
-                    format!(
-                        "checkpoint {} holds RocksDB files but the job uses the heap backend",
-                        restore.checkpoint_id
-                    ),
-                )
+                    format!("checkpoint {checkpoint} holds RocksDB files but the job uses the heap backend"),
+                ))
             })?;
-            database.restore_file(name, &read(&handle.uri)?)?;
+            database.restore_file(name, &read(&handle.uri)?).map_err(RestoreFailure::failed)?;
             if handle.shared {
                 let file = UploadedSst { uri: handle.uri.clone(), size_bytes: handle.size_bytes };
                 restored_ssts.insert(name.to_owned(), file);
@@ -216,26 +232,87 @@ pub(crate) fn read_restored(
             continue;
         }
         let bytes = read(&handle.uri)?;
-        let snapshot: ChainSnapshot = postcard::from_bytes(&bytes).map_err(|e| {
-            Error::runtime(
-                "checkpoint restore",
-                format!("checkpoint {}: {} is corrupt: {e}", restore.checkpoint_id, handle.uri),
-            )
-        })?;
-        if snapshot.checkpoint != restore.checkpoint_id {
-            return Err(Error::runtime(
-                "checkpoint restore",
-                format!("{} holds checkpoint {}, expected {}", handle.uri, snapshot.checkpoint, restore.checkpoint_id),
-            ));
+        let snapshot: ChainSnapshot = postcard::from_bytes(&bytes)
+            .map_err(|e| unusable(format!("checkpoint {checkpoint}: {} is corrupt: {e}", handle.uri)))?;
+        // A finished task's final snapshot stands in for it in every later checkpoint.
+        if snapshot.checkpoint != checkpoint && snapshot.checkpoint != FINAL_CHECKPOINT {
+            return Err(unusable(format!(
+                "{} holds checkpoint {}, expected {checkpoint}",
+                handle.uri, snapshot.checkpoint
+            )));
         }
         for operator in snapshot.operators {
             operators.insert(operator.uid.clone(), operator);
         }
     }
     if let Some(database) = database {
-        database.uploads.restored(restore.checkpoint_id, restored_ssts);
+        database.uploads.restored(checkpoint, restored_ssts);
     }
     Ok(operators)
+}
+
+/// Whether a shared file is a finished task's final snapshot (`shared/final-...`).
+fn is_final_snapshot(uri: &str) -> bool {
+    uri.rsplit_once("/shared/").is_some_and(|(_, name)| name.starts_with("final-"))
+}
+
+/// Attempts to read a checkpoint file before a transient error fails the task.
+const RESTORE_READ_ATTEMPTS: u32 = 6;
+
+/// Reads `uri` of `checkpoint`, retrying transient storage errors with backoff (100 ms doubling,
+/// about 6 s in all). A missing file makes the checkpoint unusable; a storage that keeps failing
+/// fails the task (the job restarts and tries again, from the same checkpoint).
+fn read_with_retries(
+    storage: &Storage,
+    runtime: &tokio::runtime::Handle,
+    checkpoint: CheckpointId,
+    uri: &str,
+) -> Result<bytes::Bytes, RestoreFailure> {
+    let mut backoff = std::time::Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match runtime.block_on(storage.get(uri)) {
+            Ok(bytes) => return Ok(bytes),
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RestoreFailure::unusable(
+                    checkpoint,
+                    format!("checkpoint {checkpoint}: {uri} does not exist"),
+                ));
+            }
+            Err(e) if attempt < RESTORE_READ_ATTEMPTS => {
+                warn!(checkpoint_id = checkpoint, "cannot read {uri} (retrying in {} ms): {e}", backoff.as_millis());
+                std::thread::sleep(backoff);
+                backoff *= 2;
+            }
+            Err(e) => {
+                return Err(RestoreFailure::failed(Error::runtime(
+                    "checkpoint restore",
+                    format!("checkpoint {checkpoint}: {e}"),
+                )));
+            }
+        }
+    }
+}
+
+/// Why a task could not restore its state.
+#[derive(Debug)]
+pub(crate) struct RestoreFailure {
+    /// The task's failure.
+    pub(crate) error: Error,
+    /// `Some(n)`: a file of checkpoint `n` is missing or corrupt, so `n` is unusable (the
+    /// jobmanager falls back to the previous checkpoint); `None`: a failure a retry may cure.
+    pub(crate) unusable: Option<CheckpointId>,
+}
+
+impl RestoreFailure {
+    fn unusable(checkpoint: CheckpointId, message: String) -> Self {
+        Self { error: Error::runtime("checkpoint restore", message), unusable: Some(checkpoint) }
+    }
+
+    fn failed(error: Error) -> Self {
+        Self { error, unusable: None }
+    }
 }
 
 /// What happens on this taskmanager when a checkpoint of a job completes.
@@ -306,6 +383,48 @@ mod tests {
     use weir_api::runtime::{KeyedStateBackend, StateKey, StateKind};
     use weir_runtime::JobId;
     use weir_runtime::storage::StorageConfig;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_missing_or_corrupt_task_file_makes_its_checkpoint_unusable_and_final_snapshots_restore() {
+        // Regression: every restore failure was an ordinary task failure, so a checkpoint with a
+        // missing task file was restored again and again until the restart strategy gave up.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&StorageConfig {
+            url: format!("file://{}", dir.path().display()),
+            options: std::collections::BTreeMap::new(),
+        })
+        .unwrap();
+        let layout = CheckpointLayout::new(&storage, JobId(uuid::Uuid::nil()));
+        let put = |name: &str, snapshot: &ChainSnapshot| {
+            let uri = layout.task_file_url(5, name);
+            std::fs::create_dir_all(dir.path().join(format!("{}/chk-5", JobId(uuid::Uuid::nil())))).unwrap();
+            let path = uri.strip_prefix("file://").unwrap().to_owned();
+            std::fs::write(path, postcard::to_allocvec(snapshot).unwrap()).unwrap();
+            uri
+        };
+        let handle = |uri: String| StateHandle { uri, size_bytes: 1, incremental_bytes: 1, shared: false };
+        let good = put("0-0", &ChainSnapshot { checkpoint: 5, operators: Vec::new() });
+        let other = put("0-1", &ChainSnapshot { checkpoint: 4, operators: Vec::new() });
+        let final_one = put("0-2", &ChainSnapshot { checkpoint: FINAL_CHECKPOINT, operators: Vec::new() });
+        let corrupt = layout.task_file_url(5, "0-3");
+        std::fs::write(corrupt.strip_prefix("file://").unwrap(), b"\xff\xff\xff not postcard").unwrap();
+        let missing = layout.task_file_url(5, "0-4");
+        let runtime = tokio::runtime::Handle::current();
+        let outcome = move |uri: String| {
+            let (storage, runtime) = (storage.clone(), runtime.clone());
+            std::thread::spawn(move || {
+                let restore = TaskRestore { checkpoint_id: 5, handles: vec![handle(uri)] };
+                read_restored(&storage, &restore, &runtime, None).map(|_| ()).map_err(|f| f.unusable)
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(outcome(good), Ok(()));
+        assert_eq!(outcome(final_one), Ok(()), "a finished task's final snapshot stands in any later checkpoint");
+        assert_eq!(outcome(other), Err(Some(5)), "a file of another checkpoint");
+        assert_eq!(outcome(corrupt), Err(Some(5)));
+        assert_eq!(outcome(missing), Err(Some(5)));
+    }
 
     fn put_keys(database: &mut TaskDatabase, keys: std::ops::Range<u32>) {
         let mut backend = database.backend("op", 0..=127).unwrap();

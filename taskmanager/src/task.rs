@@ -36,7 +36,7 @@ pub(crate) fn run_source(
     cx: &mut TaskContext,
     control: &Receiver<TaskControl>,
 ) -> Result<TaskOutcome> {
-    let mut last_barrier = None;
+    let mut last_barrier = SourceBarriers::default();
     loop {
         if cx.cancel.load(Ordering::Relaxed) {
             return Ok(TaskOutcome::Canceled);
@@ -72,22 +72,37 @@ pub(crate) fn run_source(
     finish(chain, cx)
 }
 
-/// A source's control request; `last_barrier` is the newest barrier it emitted.
+/// The barriers a source emitted: a trigger not newer than the last one is stale (late or
+/// repeated) and dropped, since emitting it after a newer barrier would break the order
+/// downstream tasks align in.
+#[derive(Debug, Default)]
+struct SourceBarriers {
+    last: Option<CheckpointId>,
+}
+
+impl SourceBarriers {
+    /// Whether barrier `id` may be emitted now (and is then the last one).
+    fn admit(&mut self, id: CheckpointId) -> bool {
+        if self.last.is_some_and(|last| id <= last) {
+            return false;
+        }
+        self.last = Some(id);
+        true
+    }
+}
+
+/// A source's control request.
 fn handle_control(
     chain: &mut dyn TaskChain,
     cx: &mut TaskContext,
     request: TaskControl,
-    last_barrier: &mut Option<CheckpointId>,
+    barriers: &mut SourceBarriers,
 ) -> Result<()> {
     match request {
-        TaskControl::TriggerCheckpoint(barrier) if last_barrier.is_some_and(|last| barrier.id <= last) => {
-            // Emitting it after a newer barrier would break the order downstream tasks align in.
+        TaskControl::TriggerCheckpoint(barrier) if barriers.admit(barrier.id) => cx.checkpoint(chain, barrier, 0),
+        TaskControl::TriggerCheckpoint(barrier) => {
             tracing::debug!(task = %cx.id, checkpoint_id = barrier.id, "stale checkpoint trigger dropped");
             Ok(())
-        }
-        TaskControl::TriggerCheckpoint(barrier) => {
-            *last_barrier = Some(barrier.id);
-            cx.checkpoint(chain, barrier, 0)
         }
         TaskControl::AbortCheckpoint(_) => Ok(()),
     }
@@ -350,6 +365,17 @@ mod tests {
         // The next checkpoint aligns normally.
         a.on_barrier(1, barrier(7), 2);
         assert!(a.is_blocked(1));
+    }
+
+    #[test]
+    fn a_source_never_emits_a_trigger_older_than_its_last_barrier() {
+        // Regression: triggers were sent by one spawned task each and could overtake each other;
+        // a source emitted barrier 4 after barrier 5.
+        let mut barriers = SourceBarriers::default();
+        assert!(barriers.admit(5));
+        assert!(!barriers.admit(4), "stale");
+        assert!(!barriers.admit(5), "repeated");
+        assert!(barriers.admit(6));
     }
 
     #[test]

@@ -529,6 +529,8 @@ impl TaskManager {
             restored: HashMap::new(),
             committers,
             database,
+            final_snapshot: None,
+            unusable_checkpoint: None,
         };
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
@@ -545,7 +547,7 @@ impl TaskManager {
                     });
                 let mut event = TaskEvent::new(task, TaskExecutionState::Finished, 0, 0);
                 match result {
-                    Ok(TaskOutcome::Finished) => {}
+                    Ok(TaskOutcome::Finished) => event.final_snapshot = cx.final_snapshot.take(),
                     Ok(TaskOutcome::Canceled) | Err(weir_api::Error::Cancelled) => match failure_on_cancel.get() {
                         Some(reason) => {
                             warn!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task cancelled by the taskmanager: {reason}");
@@ -558,6 +560,9 @@ impl TaskManager {
                         error!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task failed: {e}");
                         event.state = TaskExecutionState::Failed;
                         event.failure = Some(e.to_string());
+                        if let Some(checkpoint) = cx.unusable_checkpoint {
+                            event.failure_kind = weir_runtime::FailureKind::CheckpointUnusable(checkpoint);
+                        }
                     }
                 };
                 // Nothing this task wrote may land in storage after it reported its end.
@@ -611,7 +616,14 @@ fn run_task(
         cx.committers.add(cx.id.attempt, crate::snapshot::CompletionListener::Database(database.uploads.clone()));
     }
     if let (Some(restore), Some(writer)) = (&deployment.restore, &cx.checkpoints) {
-        cx.restored = crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime, cx.database.as_mut())?;
+        cx.restored =
+            match crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime, cx.database.as_mut()) {
+                Ok(restored) => restored,
+                Err(failure) => {
+                    cx.unusable_checkpoint = failure.unusable;
+                    return Err(failure.error);
+                }
+            };
         if let Some(database) = cx.database.as_mut() {
             database.open()?;
         }
@@ -624,11 +636,15 @@ fn run_task(
         })?;
     chain.open(cx)?;
     inner.report_state(cx.id, TaskExecutionState::Running, &cx.metrics);
-    if deployment.is_source() {
-        run_source(&mut **chain, cx, &control)
+    let outcome = if deployment.is_source() {
+        run_source(&mut **chain, cx, &control)?
     } else {
-        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs), &control)
+        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs), &control)?
+    };
+    if outcome == TaskOutcome::Finished {
+        cx.take_final_snapshot(&mut **chain);
     }
+    Ok(outcome)
 }
 
 impl TaskManagerGateway for TaskManager {
@@ -686,5 +702,28 @@ impl TaskManagerGateway for TaskManager {
                 .await
                 .map_err(|e| GatewayError::failed(format!("the commit task failed: {e}")))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ignore;
+
+    impl TaskEventSink for Ignore {
+        fn task_event(&self, _event: TaskEvent) {}
+    }
+
+    #[test]
+    fn a_final_commit_for_a_job_or_attempt_this_taskmanager_does_not_hold_is_refused() {
+        // Regression: a taskmanager that did not know the job (it restarted and lost its tasks)
+        // answered the final commit with OK, and the job went FINISHED without its output.
+        let config = TaskManagerConfig { id: "tm".into(), ..TaskManagerConfig::default() };
+        let taskmanager = TaskManager::new(config, Arc::new(Ignore));
+        let job = JobId::random();
+        let error = taskmanager.notify_checkpoint_complete(job, 0, FINAL_CHECKPOINT).unwrap_err();
+        assert_eq!(error.kind, weir_runtime::GatewayErrorKind::Refused);
+        assert!(error.message.contains("holds no tasks of job"), "{error}");
     }
 }

@@ -126,3 +126,92 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
         assert!(keys.values().all(|&n| n == 1), "checkpoint {id}: {keys:?}");
     }
 }
+
+static FAIL_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Lines read from one file at parallelism 4 (three source subtasks have nothing to read and
+/// finish at once), slowed down, counted per word; fails once after 1500 records.
+fn one_file_word_count(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let input = args.required("input")?;
+    let output = args.required("output")?;
+    env.read_text_file(input)
+        .uid("lines")
+        .map(|line: String| {
+            std::thread::sleep(Duration::from_micros(700));
+            let seen = SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if seen == 1500 && FAIL_ONCE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("injected failure after 1500 records");
+            }
+            (line, 1u64)
+        })
+        .key_by(|(word, _): &(String, u64)| word.clone())
+        .reduce(|a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1))
+        .uid("counts")
+        .map(|(word, n): (String, u64)| format!("{word} {n}"))
+        .write_as_text(output);
+    Ok(())
+}
+
+// Regression (FLIP-147): once one task had finished, no checkpoint was triggered any more, so a
+// source over one file at -p 4 (three subtasks finish at once) never checkpointed, and a failure
+// replayed the whole input. Finished tasks now report a final snapshot that every later
+// checkpoint includes; the job restores from a checkpoint and its output is exactly once.
+#[test]
+fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("words.txt");
+    let words = ["ash", "birch", "cedar", "elm", "fir", "oak", "pine"];
+    let lines: Vec<&str> = (0..3000).map(|i| words[(i * 7 + i / 11) % words.len()]).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+    for line in &lines {
+        *expected.entry(line).or_default() += 1;
+    }
+    // A rolling reduce emits every intermediate count.
+    let mut expected: Vec<String> =
+        expected.iter().flat_map(|(w, n)| (1..=*n).map(move |i| format!("{w} {i}"))).collect();
+    expected.sort();
+    let output = dir.path().join("out");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (details, report) = runtime.block_on(async {
+        let storage =
+            StorageConfig { url: format!("file://{}", dir.path().join("cp").display()), options: BTreeMap::new() };
+        let jobmanager = JobManager::with_storage(JobManagerSettings::default(), storage);
+        let config = TaskManagerConfig { id: "tm".into(), slots: 64, ..TaskManagerConfig::default() };
+        let taskmanager = TaskManager::new(config, jobmanager.event_sink());
+        jobmanager.register_taskmanager(Arc::new(taskmanager.clone()), String::new(), false);
+        let options = CheckpointOptions { interval: Some("100ms".into()), ..CheckpointOptions::default() };
+        let submission = JobSubmission {
+            artifact: JobArtifact::InProcess {
+                name: "one file".into(),
+                entry: weir_api::plugin::job_entry(one_file_word_count).into(),
+            },
+            args: vec!["--input".into(), input.display().to_string(), "--output".into(), output.display().to_string()],
+            parallelism: 4,
+            checkpointing: options.resolve().unwrap().checkpointing,
+            state_backend: Default::default(),
+        };
+        let job = jobmanager.submit(submission).await.unwrap();
+        let details = tokio::time::timeout(Duration::from_secs(120), jobmanager.wait_for_termination(job))
+            .await
+            .unwrap()
+            .unwrap();
+        (details, jobmanager.checkpoints(job).unwrap().unwrap())
+    });
+    assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+    assert_eq!(details.restarts, 1, "the injected failure restarted the job once: {details:?}");
+    let restored = report.latest.restored.expect("the restart restored a checkpoint, not the start");
+    assert!(restored >= 1, "{report:?}");
+    assert!(report.counts.completed >= 2, "checkpoints went on while three sources were finished: {:?}", report.counts);
+    let mut actual: Vec<String> = std::fs::read_dir(&output)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part-"))
+        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    actual.sort();
+    let duplicates = actual.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!((actual.len(), duplicates), (expected.len(), 0), "every count exactly once");
+    assert!(actual == expected, "the counts differ from the expected ones");
+}

@@ -284,8 +284,34 @@ fn get(s3: &S3Server, key: &str) -> Vec<u8> {
     runtime.block_on(async { store(s3).get(&ObjectPath::from(key)).await.unwrap().bytes().await.unwrap().to_vec() })
 }
 
+/// Deletes an object of the bucket.
+fn delete(s3: &S3Server, key: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(store(s3).delete(&ObjectPath::from(key))).unwrap();
+}
+
+/// How a test damages the newest retained checkpoint.
+#[derive(Clone, Copy)]
+enum Damage {
+    /// Its `_metadata` no longer decodes.
+    CorruptMetadata,
+    /// A task's file is gone: the metadata reads, the restore of that task fails.
+    MissingTaskFile,
+}
+
 #[test]
 fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    falls_back_past_a_damaged_checkpoint(Damage::CorruptMetadata);
+}
+
+// Regression: a checkpoint whose metadata read back but one of whose task files was missing made
+// every restart fail in the restore, until the restart strategy gave up (FAILED).
+#[test]
+fn a_checkpoint_with_a_missing_task_file_falls_back_to_the_previous_one() {
+    falls_back_past_a_damaged_checkpoint(Damage::MissingTaskFile);
+}
+
+fn falls_back_past_a_damaged_checkpoint(damage: Damage) {
     const EVENTS: u64 = 100_000;
     let _serial = serial();
     let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
@@ -320,27 +346,33 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     ]);
     assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
     let job = submitted_job_id(&out);
-    // Two retained checkpoints; right after the second completes (the next is 3 s away), corrupt
-    // its metadata and kill a taskmanager.
+    // Two retained checkpoints; right after the second completes (the next is 3 s away), damage
+    // it and kill a taskmanager.
     wait_for_progress(&cluster, &job, 0);
     let completed = wait_for_progress(&cluster, &job, 1);
     let report = checkpoints(&cluster, &job);
     let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
     assert_eq!(retained.len(), 2, "{report}");
     let (previous, newest) = (retained[0], retained[1]);
-    overwrite(&s3, &format!("checkpoints/{job}/chk-{newest}/_metadata"), b"this is not a checkpoint");
+    match damage {
+        Damage::CorruptMetadata => {
+            overwrite(&s3, &format!("checkpoints/{job}/chk-{newest}/_metadata"), b"this is not a checkpoint");
+        }
+        Damage::MissingTaskFile => delete(&s3, &format!("checkpoints/{job}/chk-{newest}/0-0")),
+    }
     let victim = taskmanagers_of(&details(&cluster, &job)).into_iter().next().unwrap();
-    eprintln!("corrupted checkpoint {newest} (completed: {completed}); killing {victim}");
+    eprintln!("damaged checkpoint {newest} (completed: {completed}); killing {victim}");
     cluster.kill_taskmanager(&victim);
     cluster.start_taskmanager("tm-3", 2);
 
     let end = wait_for_end(&cluster, &job);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     let log = cluster.jobmanager_stderr();
-    assert!(
-        log.contains(&format!("checkpoint {newest} is unusable, falling back to the previous checkpoint")),
-        "the jobmanager says why it fell back:\n{log}"
-    );
+    let said = match damage {
+        Damage::CorruptMetadata => format!("checkpoint {newest} is unusable, falling back to the previous checkpoint"),
+        Damage::MissingTaskFile => format!("checkpoint {newest} is unusable (a task cannot restore it)"),
+    };
+    assert!(log.contains(&said), "the jobmanager says why it fell back:\n{log}");
     assert!(log.contains(&format!("restoring the job from checkpoint {previous}")), "{log}");
     let mut actual = read_lines(output.path());
     let mut expected = reference::nexmark("wcount", EVENTS);

@@ -652,6 +652,19 @@ mod tests {
     }
 
     #[test]
+    fn a_task_cancelled_by_its_own_taskmanager_fails_the_attempt_and_the_job_restarts() {
+        // Regression: a taskmanager that lost the jobmanager cancelled its tasks, and the job,
+        // seeing tasks stop unasked, went FAILED without its restart strategy.
+        let mut j = job(2);
+        j.restart = RestartPolicy::fixed_delay(1, std::time::Duration::from_millis(5));
+        assert_eq!(j.on_task_event(&event(&j, 0, TaskExecutionState::Canceled), now()), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Restarting);
+        assert!(j.failures[0].contains("was cancelled by its taskmanager"), "{:?}", j.failures);
+        let commands = j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled), now());
+        assert_eq!(commands, vec![JobCommand::Restart(std::time::Duration::from_millis(5))]);
+    }
+
+    #[test]
     fn losing_a_taskmanager_while_failing_completes_the_failure() {
         // Regression: a job stayed FAILING when the lost taskmanager held its last running tasks.
         let mut j = Job::new(JobId::random(), "j".into(), job(2).plan.clone(), now(), 0);
