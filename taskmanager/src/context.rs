@@ -222,7 +222,7 @@ impl TaskRuntime for TaskContext {
     }
 
     fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {
-        let opened = crate::connectors::open_sink(sink, self.info.subtask, self.info.parallelism, restored)?;
+        let opened = crate::connectors::open_sink(sink, &self.info, restored)?;
         if let Some(committer) = opened.committer {
             self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
         }

@@ -5,39 +5,71 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use weir_api::runtime::{CheckpointId, FINAL_CHECKPOINT, SinkWriter};
+use weir_api::runtime::{CheckpointId, FINAL_CHECKPOINT, SinkWriter, TaskInfo};
 use weir_api::{Error, Result};
+
+mod names;
+
+use names::{Kind, MARKER_PREFIX, Name, PartName, parse_name};
 
 /// Service name used in this sink's errors.
 const SERVICE: &str = "text file sink";
 /// Write buffer size.
 const BUFFER_SIZE: usize = 256 * 1024;
+/// The most subtasks an error lists by number.
+const LISTED_SUBTASKS: usize = 8;
 
-/// Subtask `subtask`'s writer of a [`TextFiles`] sink, an exactly-once two-phase-commit sink.
+/// One subtask's writer of a [`TextFiles`] sink, an exactly-once two-phase-commit sink.
 ///
 /// - The directory is created if missing. Each subtask `s` writes a sequence of part files
-///   numbered `q = 0, 1, ...`: the in-progress file `.part-<s>-<q>.txt.inprogress` (hidden), which
-///   becomes the pending file `.part-<s>-<q>.txt.pending` (hidden, durable) when pre-committed, and
-///   the committed file `part-<s>-<q>.txt` when committed. Only committed files are output. Part
-///   files are created lazily, on the first non-empty write after a pre-commit: there are no empty
-///   part files.
+///   numbered `q = 0, 1, ...`; in attempt `a` of the job, part `q` is first the in-progress file
+///   `.part-<s>-<q>.<a>.inprogress` (hidden), which becomes the pending file
+///   `.part-<s>-<q>.<a>.pending` (hidden, durable) when pre-committed, and the committed file
+///   `part-<s>-<q>.txt` when committed. Only committed files are output. Part files are created
+///   lazily, on the first non-empty write after a pre-commit: there are no empty part files.
 /// - [`SinkWriter::pre_commit`] at checkpoint `n` flushes, syncs and closes the in-progress file and
 ///   renames it to its pending name; it returns the writer's state (the next sequence number and
-///   every transaction not committed yet), which the checkpoint stores.
-///   The [`TextFileSinkCommitter`]'s [`commit`](super::SinkCommitter::commit) of `n` (called once
-///   checkpoint `n` is complete) renames the pending files of checkpoints `<= n` to their committed
-///   names and syncs the directory.
+///   every transaction not committed yet, each as checkpoint, attempt and sequence number), which
+///   the checkpoint stores. The [`TextFileSinkCommitter`]'s [`commit`](super::SinkCommitter::commit)
+///   of `n` (called once checkpoint `n` is complete) renames the pending files of checkpoints
+///   `<= n` to their committed names and syncs the directory.
 /// - [`SinkWriter::finish`] pre-commits as [`FINAL_CHECKPOINT`]; after it, further writes are
 ///   errors and another `finish` does nothing. Committing [`FINAL_CHECKPOINT`] makes it visible.
-/// - Opened with restored state (the restart from a checkpoint), the writer commits what the state
-///   lists as pending (a pending file already committed is fine; a missing one is an error, as its
-///   data would be lost), then deletes this subtask's in-progress files, its pending files the
-///   state does not list and its committed files numbered from the state's next sequence number on
-///   (written after the checkpoint: the replay writes them again), so output stays exactly-once.
+/// - Opened with restored state (the restart from a checkpoint), the writer commits exactly the
+///   pending files the state lists, whichever attempt wrote them (a pending file already committed
+///   is fine; a missing one is an error, as its data would be lost), then deletes this subtask's
+///   in-progress files of every attempt, its pending files the state does not list and its
+///   committed files numbered from the state's next sequence number on (written after the
+///   checkpoint: the replay writes them again), so output stays exactly-once.
 /// - Opened without state (a fresh start), the writer deletes every part file of its subtask,
-///   committed or not (and those of the older `part-<s>.txt` layout); subtask 0 also deletes the
-///   part files of subtasks `>= parallelism` left by a run with a higher parallelism. The sink owns
-///   these names in its directory; other files are left alone.
+///   committed or not, of every attempt (and those of older layouts without attempt or sequence
+///   number); subtask 0 also deletes the part files of subtasks `>= parallelism` left by a run with
+///   a higher parallelism. The sink owns these names in its directory; other files are left alone.
+///
+/// **Zombies.** A task of an older attempt may still run after the job restarted (its
+/// taskmanager was cut off from the jobmanager). Hidden names carry the attempt, so such a zombie
+/// only ever touches its own attempt's files, never the in-progress or pending files of the
+/// attempt that replaced it; and it is never asked to commit (the jobmanager notifies and commits
+/// only the current attempt). What it leaves behind is hidden and deleted by the next open.
+///
+/// **One shared filesystem.** A restarted subtask may run on another taskmanager, and must find
+/// there the pending files the checkpoint lists: the directory must be one filesystem that every
+/// taskmanager mounts at the same path. Each subtask checks this once per attempt: at open it
+/// writes the marker `.weir-sink-<attempt>-<subtask>` (holding the job id), and at its first
+/// pre-commit of a checkpoint it reads the markers of the other subtasks of its attempt; a missing
+/// one (or one of another job) fails the pre-commit, and so the checkpoint and the task, with one
+/// line saying that the directory is not shared. Checkpoints are triggered only once every task of
+/// the attempt opened, so the markers exist by then; they are read by name (open, as NFS's
+/// close-to-open consistency wants), and the names are new for each attempt, so no client holds a
+/// cached failed lookup that could hide a peer's marker. A failed check fails every attempt the
+/// same way (the restart strategy decides how often) until the directory is fixed. It costs one
+/// small file per subtask and attempt and a read per peer at the first checkpoint, nothing per
+/// record. It cannot catch a sink whose subtasks all run on one taskmanager (parallelism 1, say);
+/// then a restore on another taskmanager fails instead, naming the missing file and this
+/// requirement. Markers are deleted by subtask 0 at open (those of older attempts, and of newer
+/// ones that another job wrote), and each subtask's own by its committer at the final commit, when
+/// every task of the attempt has finished so no check can still read it (not at `finish`:
+/// checkpoints go on after a task finished, and a peer's first check may come later).
 ///
 /// A writer dropped without `finish` leaves its in-progress file behind (hidden, and deleted by
 /// the next open).
@@ -52,6 +84,8 @@ pub struct TextFileSinkWriter {
     /// The open in-progress file.
     current: Option<InProgress>,
     finished: bool,
+    /// Whether this attempt's subtasks were found to share the directory.
+    shared: bool,
 }
 
 /// Commits what a [`TextFileSinkWriter`] pre-committed; shares its pending transactions.
@@ -64,8 +98,19 @@ pub struct TextFileSinkCommitter {
 /// What the writer and its committer share: the pre-committed transactions not committed yet.
 #[derive(Debug, Default)]
 struct Core {
-    /// `(checkpoint, sequence number)`, in pre-commit order.
-    pending: Vec<(CheckpointId, u64)>,
+    /// In pre-commit order.
+    pending: Vec<Pending>,
+}
+
+/// A pre-committed transaction: a pending file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    /// The checkpoint it belongs to.
+    checkpoint: CheckpointId,
+    /// The attempt that wrote it.
+    attempt: u32,
+    /// Its sequence number.
+    seq: u64,
 }
 
 /// The writer's state stored in a checkpoint (postcard-encoded).
@@ -73,8 +118,14 @@ struct Core {
 struct SinkState {
     /// The sequence number of the next part file.
     next_seq: u64,
-    /// `(checkpoint, sequence number)` of the pending files, in pre-commit order.
-    pending: Vec<(CheckpointId, u64)>,
+    /// The pending files, in pre-commit order.
+    pending: Vec<Pending>,
+}
+
+impl SinkState {
+    fn lists(&self, attempt: u32, seq: u64) -> bool {
+        self.pending.iter().any(|p| p.attempt == attempt && p.seq == seq)
+    }
 }
 
 /// An open in-progress part file.
@@ -85,11 +136,23 @@ struct InProgress {
     writer: BufWriter<File>,
 }
 
-/// The names of one subtask's part files.
+/// The names of one subtask's files, in one attempt.
 #[derive(Debug)]
 struct Layout {
     directory: PathBuf,
+    job_id: String,
+    attempt: u32,
     subtask: u32,
+    parallelism: u32,
+}
+
+/// What [`Layout::commit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// The pending file is committed (now or before).
+    Done,
+    /// Neither the pending nor the committed file exists.
+    Missing,
 }
 
 impl Layout {
@@ -97,12 +160,16 @@ impl Layout {
         self.directory.join(format!("part-{}-{seq}.txt", self.subtask))
     }
 
-    fn pending(&self, seq: u64) -> PathBuf {
-        self.directory.join(format!(".part-{}-{seq}.txt.pending", self.subtask))
+    fn pending(&self, attempt: u32, seq: u64) -> PathBuf {
+        self.directory.join(format!(".part-{}-{seq}.{attempt}.pending", self.subtask))
     }
 
     fn in_progress(&self, seq: u64) -> PathBuf {
-        self.directory.join(format!(".part-{}-{seq}.txt.inprogress", self.subtask))
+        self.directory.join(format!(".part-{}-{seq}.{}.inprogress", self.subtask, self.attempt))
+    }
+
+    fn marker(&self, subtask: u32) -> PathBuf {
+        self.directory.join(format!("{MARKER_PREFIX}{}-{subtask}", self.attempt))
     }
 
     /// Locks `core`, turning a poisoned lock into an error.
@@ -119,24 +186,16 @@ impl Layout {
         })
     }
 
-    /// Renames pending file `seq` to its committed name. A pending file that is gone while the
-    /// committed one exists was committed before: fine.
-    fn commit(&self, seq: u64) -> Result<()> {
-        let pending = self.pending(seq);
+    /// Renames pending file `(attempt, seq)` to its committed name. A pending file that is gone
+    /// while the committed one exists was committed before: fine.
+    fn commit(&self, attempt: u32, seq: u64) -> Result<Commit> {
+        let pending = self.pending(attempt, seq);
         let committed = self.committed(seq);
         match std::fs::rename(&pending, &committed) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Commit::Done),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match committed.try_exists() {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Error::runtime(
-                    SERVICE,
-                    format!(
-                        "cannot commit {}: the pre-committed file is missing (and {} does not exist), \
-                         its data would be lost",
-                        pending.display(),
-                        committed.display()
-                    ),
-                )),
+                Ok(true) => Ok(Commit::Done),
+                Ok(false) => Ok(Commit::Missing),
                 Err(e) => Err(io_error("check", &committed, &e)),
             },
             Err(e) => Err(Error::runtime(
@@ -145,57 +204,125 @@ impl Layout {
             )),
         }
     }
+
+    /// Commits what a restored state lists as pending.
+    fn commit_restored(&self, state: &SinkState) -> Result<()> {
+        for &Pending { attempt, seq, .. } in &state.pending {
+            if self.commit(attempt, seq)? == Commit::Missing {
+                return Err(Error::runtime(
+                    SERVICE,
+                    format!(
+                        "cannot restore the output of subtask {}: {} (pending in the checkpoint, written by attempt \
+                         {attempt}) is missing and {} does not exist, so its data would be lost; the output directory \
+                         must be on a filesystem that all taskmanagers share (a restarted subtask may run on another \
+                         taskmanager than the one that wrote the file)",
+                        self.subtask,
+                        self.pending(attempt, seq).display(),
+                        self.committed(seq).display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what this subtask does not own any more (see [`TextFileSinkWriter`]): with
+    /// `restored`, what was written after that checkpoint; without, every part file of the
+    /// subtask (and subtask 0 those of subtasks beyond the parallelism). Subtask 0 also deletes
+    /// the markers of other attempts. Returns whether any file was deleted.
+    fn clean(&self, restored: Option<&SinkState>) -> Result<bool> {
+        let directory = &self.directory;
+        let entries = std::fs::read_dir(directory).map_err(|e| io_error("list", directory, &e))?;
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", directory, &e))?;
+            let name = entry.file_name();
+            let doomed = match name.to_str().and_then(parse_name) {
+                Some(Name::Part(part)) => self.doomed_part(part, restored),
+                Some(Name::Marker { attempt, .. }) => {
+                    self.subtask == 0 && self.doomed_marker(attempt, &entry.path())?
+                }
+                None => false,
+            };
+            if doomed {
+                remove(&entry.path())?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn doomed_part(&self, part: PartName, restored: Option<&SinkState>) -> bool {
+        let Some(state) = restored else {
+            return part.subtask == self.subtask || (self.subtask == 0 && part.subtask >= self.parallelism);
+        };
+        if part.subtask != self.subtask {
+            return false;
+        }
+        match (part.kind, part.seq) {
+            (Kind::InProgress, _) => true,
+            (Kind::Pending, seq) => !matches!((part.attempt, seq), (Some(a), Some(q)) if state.lists(a, q)),
+            (Kind::Committed, Some(seq)) => seq >= state.next_seq,
+            (Kind::Committed, None) => false,
+        }
+    }
+
+    /// Whether subtask 0 deletes the marker at `path` of attempt `attempt`: one of an older
+    /// attempt, or of a newer one that another job wrote; never one of this attempt (a peer may
+    /// be writing it), nor a newer one of this job (a later attempt runs, and this one is a
+    /// zombie).
+    fn doomed_marker(&self, attempt: u32, path: &Path) -> Result<bool> {
+        if attempt <= self.attempt {
+            return Ok(attempt < self.attempt);
+        }
+        match std::fs::read(path) {
+            Ok(job_id) => Ok(job_id != self.job_id.as_bytes()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error("read", path, &e)),
+        }
+    }
+
+    /// Checks that this subtask sees the markers every other subtask of its attempt wrote at
+    /// open, which holds only if the directory is one filesystem they all share.
+    fn check_shared(&self) -> Result<()> {
+        let mut unseen = Vec::new();
+        for subtask in (0..self.parallelism).filter(|&s| s != self.subtask) {
+            let marker = self.marker(subtask);
+            match std::fs::read(&marker) {
+                Ok(job_id) if job_id == self.job_id.as_bytes() => {}
+                Ok(_) => unseen.push(subtask),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => unseen.push(subtask),
+                Err(e) => return Err(io_error("read", &marker, &e)),
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let mut listed: Vec<String> = unseen.iter().take(LISTED_SUBTASKS).map(u32::to_string).collect();
+        if unseen.len() > LISTED_SUBTASKS {
+            listed.push(format!("{} more", unseen.len() - LISTED_SUBTASKS));
+        }
+        Err(Error::runtime(
+            SERVICE,
+            format!(
+                "the output directory {} is not shared by all taskmanagers: subtask {} of attempt {} does not see \
+                 the files {MARKER_PREFIX}{}-<subtask> that subtask(s) {} wrote there when they opened; a restarted \
+                 subtask may run on another taskmanager and must find the files this one wrote, so put the directory \
+                 on a filesystem that every taskmanager mounts at the same path (NFS or another shared filesystem), \
+                 or run a single taskmanager",
+                self.directory.display(),
+                self.subtask,
+                self.attempt,
+                self.attempt,
+                listed.join(", ")
+            ),
+        ))
+    }
 }
 
 /// The error for an IO failure on `path`.
 fn io_error(action: &str, path: &Path, err: &std::io::Error) -> Error {
     Error::runtime(SERVICE, format!("cannot {action} {}: {err}", path.display()))
-}
-
-/// The kind of a part file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Committed,
-    Pending,
-    InProgress,
-}
-
-/// A parsed part file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PartName {
-    kind: Kind,
-    subtask: u32,
-    /// `None` for the older layout without sequence numbers (`part-<s>.txt`,
-    /// `.part-<s>.txt.inprogress`).
-    seq: Option<u64>,
-}
-
-/// A canonical decimal number (digits only, no leading zero except `0` itself).
-fn parse_number<T: std::str::FromStr>(digits: &str) -> Option<T> {
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits.len() == 1 || !digits.starts_with('0'));
-    if canonical { digits.parse().ok() } else { None }
-}
-
-/// Parses the names this sink owns; `None` for any other name.
-fn parse_part_name(name: &str) -> Option<PartName> {
-    let (kind, middle) = if let Some(rest) = name.strip_prefix('.') {
-        let rest = rest.strip_prefix("part-")?;
-        if let Some(middle) = rest.strip_suffix(".txt.inprogress") {
-            (Kind::InProgress, middle)
-        } else {
-            (Kind::Pending, rest.strip_suffix(".txt.pending")?)
-        }
-    } else {
-        (Kind::Committed, name.strip_prefix("part-")?.strip_suffix(".txt")?)
-    };
-    match middle.split_once('-') {
-        Some((subtask, seq)) => Some(PartName { kind, subtask: parse_number(subtask)?, seq: Some(parse_number(seq)?) }),
-        // The older layout had no pending files.
-        None if kind != Kind::Pending => Some(PartName { kind, subtask: parse_number(middle)?, seq: None }),
-        None => None,
-    }
 }
 
 /// Deletes `path`; a file that is already gone is fine.
@@ -207,73 +334,42 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// Deletes the part files in `directory` for which `doomed` holds; returns whether any was.
-fn remove_parts(directory: &Path, mut doomed: impl FnMut(PartName) -> bool) -> Result<bool> {
-    let entries = std::fs::read_dir(directory).map_err(|e| io_error("list", directory, &e))?;
-    let mut removed = false;
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("list", directory, &e))?;
-        let name = entry.file_name();
-        let Some(part) = name.to_str().and_then(parse_part_name) else {
-            continue;
-        };
-        if doomed(part) {
-            remove(&entry.path())?;
-            removed = true;
-        }
-    }
-    Ok(removed)
-}
-
 impl TextFileSinkWriter {
-    /// Opens subtask `subtask`'s (of `parallelism`) writer of a sink into `directory`, fresh
-    /// (`restored == None`) or from the state [`SinkWriter::pre_commit`] returned for the
-    /// checkpoint the job restarts from (see the type's documentation for what each does to the
-    /// files in `directory`).
+    /// Opens the writer of subtask `task.subtask` (of `task.parallelism`) in attempt
+    /// `task.attempt` of job `task.job_id` of a sink into `directory`, fresh (`restored == None`)
+    /// or from the state [`SinkWriter::pre_commit`] returned for the checkpoint the job restarts
+    /// from (see the type's documentation for what each does to the files in `directory`), and
+    /// writes the subtask's marker.
     ///
     /// # Errors
     /// - [`Error::Runtime`] (with the path) when the directory cannot be created or listed, a file
-    ///   cannot be deleted or committed, or a pending file listed in `restored` is missing (and was
-    ///   not committed either); when `restored` does not decode.
-    /// - [`Error::InvalidJob`] when `subtask >= parallelism`.
-    pub fn open(directory: impl AsRef<Path>, subtask: u32, parallelism: u32, restored: Option<&[u8]>) -> Result<Self> {
-        super::check_subtask(SERVICE, subtask, parallelism)?;
+    ///   cannot be written, deleted or committed, or a pending file listed in `restored` is missing
+    ///   (and was not committed either); when `restored` does not decode (corrupt, or written
+    ///   before part files were named by attempt).
+    /// - [`Error::InvalidJob`] when `task.subtask >= task.parallelism`.
+    pub fn open(directory: impl AsRef<Path>, task: &TaskInfo, restored: Option<&[u8]>) -> Result<Self> {
+        super::check_subtask(SERVICE, task.subtask, task.parallelism)?;
         let directory = directory.as_ref();
         std::fs::create_dir_all(directory).map_err(|e| io_error("create directory", directory, &e))?;
-        let layout = Arc::new(Layout { directory: directory.to_path_buf(), subtask });
-        let next_seq = match restored {
-            None => {
-                let removed = remove_parts(directory, |part| {
-                    part.subtask == subtask || (subtask == 0 && part.subtask >= parallelism)
-                })?;
-                if removed {
-                    sync_directory(directory)?;
-                }
-                0
-            }
-            Some(bytes) => {
-                let state = decode_state(bytes, &layout)?;
-                for &(_, seq) in &state.pending {
-                    layout.commit(seq)?;
-                }
-                let listed = |seq: u64| state.pending.iter().any(|&(_, q)| q == seq);
-                let removed = remove_parts(directory, |part| {
-                    let Some(seq) = part.seq.filter(|_| part.subtask == subtask) else {
-                        return false;
-                    };
-                    match part.kind {
-                        Kind::InProgress => true,
-                        Kind::Pending => !listed(seq),
-                        Kind::Committed => seq >= state.next_seq,
-                    }
-                })?;
-                if removed || !state.pending.is_empty() {
-                    sync_directory(directory)?;
-                }
-                state.next_seq
-            }
-        };
-        Ok(Self { layout, core: Arc::default(), next_seq, current: None, finished: false })
+        let layout = Arc::new(Layout {
+            directory: directory.to_path_buf(),
+            job_id: task.job_id.clone(),
+            attempt: task.attempt,
+            subtask: task.subtask,
+            parallelism: task.parallelism,
+        });
+        let state = restored.map(|bytes| decode_state(bytes, &layout)).transpose()?;
+        if let Some(state) = &state {
+            layout.commit_restored(state)?;
+        }
+        let removed = layout.clean(state.as_ref())?;
+        if removed || state.as_ref().is_some_and(|s| !s.pending.is_empty()) {
+            sync_directory(directory)?;
+        }
+        let marker = layout.marker(layout.subtask);
+        std::fs::write(&marker, layout.job_id.as_bytes()).map_err(|e| io_error("write", &marker, &e))?;
+        let next_seq = state.map_or(0, |s| s.next_seq);
+        Ok(Self { layout, core: Arc::default(), next_seq, current: None, finished: false, shared: false })
     }
 
     /// The committer of this writer's transactions.
@@ -289,30 +385,34 @@ impl TextFileSinkWriter {
         let file = writer.into_inner().map_err(|e| io_error("write", &path, e.error()))?;
         file.sync_data().map_err(|e| io_error("sync", &path, &e))?;
         drop(file);
-        let pending = self.layout.pending(seq);
+        let attempt = self.layout.attempt;
+        let pending = self.layout.pending(attempt, seq);
         std::fs::rename(&path, &pending).map_err(|e| {
             Error::runtime(SERVICE, format!("cannot rename {} to {}: {e}", path.display(), pending.display()))
         })?;
-        self.layout.lock(&self.core)?.pending.push((checkpoint, seq));
+        self.layout.lock(&self.core)?.pending.push(Pending { checkpoint, attempt, seq });
         Ok(())
     }
 }
 
 /// Decodes and checks a restored [`SinkState`].
 fn decode_state(bytes: &[u8], layout: &Layout) -> Result<SinkState> {
-    let corrupt = |why: String| {
+    let what =
+        format!("the sink state of the checkpoint (subtask {} into {})", layout.subtask, layout.directory.display());
+    let state: SinkState = postcard::from_bytes(bytes).map_err(|e| {
         Error::runtime(
             SERVICE,
             format!(
-                "the sink state of the checkpoint is corrupt (subtask {} into {}): {why}",
-                layout.subtask,
-                layout.directory.display()
+                "{what} is corrupt or of an older format ({e}); a checkpoint taken before part files were named by \
+                 attempt cannot be restored: cancel the job and submit it again (a fresh start rewrites the output)"
             ),
         )
-    };
-    let state: SinkState = postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if let Some(&(_, seq)) = state.pending.iter().find(|&&(_, seq)| seq >= state.next_seq) {
-        return Err(corrupt(format!("pending part {seq} is not below the next part number {}", state.next_seq)));
+    })?;
+    if let Some(p) = state.pending.iter().find(|p| p.seq >= state.next_seq) {
+        return Err(Error::runtime(
+            SERVICE,
+            format!("{what} is corrupt: pending part {} is not below the next part number {}", p.seq, state.next_seq),
+        ));
     }
     Ok(state)
 }
@@ -342,6 +442,10 @@ impl SinkWriter for TextFileSinkWriter {
     }
 
     fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Vec<u8>> {
+        if !self.shared && checkpoint != FINAL_CHECKPOINT {
+            self.layout.check_shared()?;
+            self.shared = true;
+        }
         self.close_transaction(checkpoint)?;
         let state = SinkState { next_seq: self.next_seq, pending: self.layout.lock(&self.core)?.pending.clone() };
         postcard::to_allocvec(&state).map_err(|e| Error::runtime(SERVICE, format!("cannot encode the sink state: {e}")))
@@ -356,29 +460,35 @@ impl SinkWriter for TextFileSinkWriter {
     }
 }
 
-impl super::SinkCommitter for TextFileSinkCommitter {
-    fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
+impl TextFileSinkCommitter {
+    /// Renames the pending files of checkpoints `<= checkpoint`.
+    fn commit_pending(&self, checkpoint: CheckpointId) -> Result<()> {
         // Rename outside the lock so the task thread's pre-commits do not wait for the file system;
         // a concurrent commit of the same file is fine (`Layout::commit` is idempotent).
-        let due: Vec<(CheckpointId, u64)> = self
-            .layout
-            .lock(&self.core)?
-            .pending
-            .iter()
-            .copied()
-            .filter(|&(pending_checkpoint, _)| pending_checkpoint <= checkpoint)
-            .collect();
-        if due.is_empty() {
-            return Ok(());
-        }
+        let due: Vec<Pending> =
+            self.layout.lock(&self.core)?.pending.iter().copied().filter(|p| p.checkpoint <= checkpoint).collect();
         let mut result = Ok(());
         let mut renamed = 0;
-        for &(_, seq) in &due {
-            if let Err(e) = self.layout.commit(seq) {
-                result = Err(e);
-                break;
+        for p in &due {
+            match self.layout.commit(p.attempt, p.seq) {
+                Ok(Commit::Done) => renamed += 1,
+                Ok(Commit::Missing) => {
+                    result = Err(Error::runtime(
+                        SERVICE,
+                        format!(
+                            "cannot commit {}: the pre-committed file is missing (and {} does not exist), its data \
+                             would be lost",
+                            self.layout.pending(p.attempt, p.seq).display(),
+                            self.layout.committed(p.seq).display()
+                        ),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
-            renamed += 1;
         }
         let committed = &due[..renamed];
         if !committed.is_empty() {
@@ -387,6 +497,21 @@ impl super::SinkCommitter for TextFileSinkCommitter {
             self.layout.lock(&self.core)?.pending.retain(|transaction| !committed.contains(transaction));
         }
         result
+    }
+}
+
+impl super::SinkCommitter for TextFileSinkCommitter {
+    fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
+        self.commit_pending(checkpoint)?;
+        if checkpoint == FINAL_CHECKPOINT {
+            // Every task of the attempt finished: no check reads the marker any more. Best effort:
+            // a marker left behind is deleted by the next open of subtask 0.
+            let marker = self.layout.marker(self.layout.subtask);
+            if let Err(e) = remove(&marker) {
+                tracing::warn!(subtask = self.layout.subtask, "{e}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -403,287 +528,4 @@ fn sync_directory(_directory: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::SinkCommitter;
-    use super::*;
-
-    /// The names of the files in `dir`, sorted.
-    fn files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
-    }
-
-    fn read(dir: &Path, name: &str) -> String {
-        std::fs::read_to_string(dir.join(name)).unwrap()
-    }
-
-    fn runtime_message(err: Error) -> String {
-        match err {
-            Error::Runtime { message, .. } => message,
-            other => panic!("not a runtime error: {other}"),
-        }
-    }
-
-    #[test]
-    fn without_checkpoints_output_is_visible_after_the_final_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("a").join("b");
-        let mut writer = TextFileSinkWriter::open(&out, 1, 2, None).unwrap();
-        let committer = writer.committer();
-        writer.write(b"one\n").unwrap();
-        writer.write(b"two\nthree\n").unwrap();
-        assert_eq!(files(&out), [".part-1-0.txt.inprogress"]);
-        writer.finish().unwrap();
-        assert_eq!(files(&out), [".part-1-0.txt.pending"]);
-        assert!(writer.write(b"late\n").is_err());
-        writer.finish().unwrap();
-        committer.commit(FINAL_CHECKPOINT).unwrap();
-        assert_eq!(files(&out), ["part-1-0.txt"]);
-        assert_eq!(read(&out, "part-1-0.txt"), "one\ntwo\nthree\n");
-        committer.commit(FINAL_CHECKPOINT).unwrap();
-        assert_eq!(files(&out), ["part-1-0.txt"]);
-    }
-
-    #[test]
-    fn commit_makes_visible_only_the_checkpoints_up_to_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        let committer = writer.committer();
-        writer.write(b"a\n").unwrap();
-        writer.pre_commit(1).unwrap();
-        writer.write(b"b\n").unwrap();
-        writer.write(b"c\n").unwrap();
-        assert_eq!(files(out), [".part-0-0.txt.pending", ".part-0-1.txt.inprogress"]);
-        let state = writer.pre_commit(2).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<SinkState>(&state).unwrap(),
-            SinkState { next_seq: 2, pending: vec![(1, 0), (2, 1)] }
-        );
-        writer.write(b"d\n").unwrap();
-
-        committer.commit(1).unwrap();
-        assert_eq!(files(out), [".part-0-1.txt.pending", ".part-0-2.txt.inprogress", "part-0-0.txt"]);
-        assert_eq!(read(out, "part-0-0.txt"), "a\n");
-        committer.commit(1).unwrap();
-        assert_eq!(files(out), [".part-0-1.txt.pending", ".part-0-2.txt.inprogress", "part-0-0.txt"]);
-
-        committer.commit(2).unwrap();
-        assert_eq!(files(out), [".part-0-2.txt.inprogress", "part-0-0.txt", "part-0-1.txt"]);
-        assert_eq!(read(out, "part-0-1.txt"), "b\nc\n");
-        committer.commit(2).unwrap();
-        let state = writer.pre_commit(3).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<SinkState>(&state).unwrap(),
-            SinkState { next_seq: 3, pending: vec![(3, 2)] }
-        );
-        committer.commit(FINAL_CHECKPOINT).unwrap();
-        assert_eq!(files(out), ["part-0-0.txt", "part-0-1.txt", "part-0-2.txt"]);
-        assert_eq!(read(out, "part-0-2.txt"), "d\n");
-    }
-
-    #[test]
-    fn restore_discards_what_was_written_after_the_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        let committer = writer.committer();
-        writer.write(b"a\n").unwrap();
-        let state = writer.pre_commit(1).unwrap();
-        writer.write(b"b\n").unwrap();
-        writer.pre_commit(2).unwrap();
-        committer.commit(2).unwrap();
-        writer.write(b"c\n").unwrap();
-        assert_eq!(files(out), [".part-0-2.txt.inprogress", "part-0-0.txt", "part-0-1.txt"]);
-        drop(writer);
-
-        // Recovery from checkpoint 1 (say checkpoint 2's state was lost).
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, Some(&state)).unwrap();
-        assert_eq!(files(out), ["part-0-0.txt"]);
-        assert_eq!(read(out, "part-0-0.txt"), "a\n");
-        writer.write(b"b\n").unwrap();
-        assert_eq!(files(out), [".part-0-1.txt.inprogress", "part-0-0.txt"]);
-        writer.finish().unwrap();
-        writer.committer().commit(FINAL_CHECKPOINT).unwrap();
-        assert_eq!(files(out), ["part-0-0.txt", "part-0-1.txt"]);
-        assert_eq!(read(out, "part-0-1.txt"), "b\n");
-    }
-
-    #[test]
-    fn restore_commits_what_the_failed_run_did_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        writer.write(b"a\n").unwrap();
-        writer.pre_commit(1).unwrap();
-        writer.write(b"b\n").unwrap();
-        let state = writer.pre_commit(2).unwrap();
-        writer.committer().commit(1).unwrap();
-        // Checkpoint 2 completed but the process died before committing it.
-        drop(writer);
-        assert_eq!(files(out), [".part-0-1.txt.pending", "part-0-0.txt"]);
-
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, Some(&state)).unwrap();
-        assert_eq!(files(out), ["part-0-0.txt", "part-0-1.txt"]);
-        assert_eq!(read(out, "part-0-0.txt"), "a\n");
-        assert_eq!(read(out, "part-0-1.txt"), "b\n");
-        // Nothing is pending any more; numbering continues.
-        let restored = writer.pre_commit(3).unwrap();
-        assert_eq!(postcard::from_bytes::<SinkState>(&restored).unwrap(), SinkState { next_seq: 2, pending: vec![] });
-        writer.write(b"c\n").unwrap();
-        writer.pre_commit(4).unwrap();
-        writer.committer().commit(4).unwrap();
-        assert_eq!(read(out, "part-0-2.txt"), "c\n");
-
-        // Restoring the same state again (a second failure) finds everything committed already.
-        drop(writer);
-        TextFileSinkWriter::open(out, 0, 1, Some(&state)).unwrap();
-        assert_eq!(files(out), ["part-0-0.txt", "part-0-1.txt"]);
-    }
-
-    #[test]
-    fn fresh_start_deletes_this_subtasks_files_and_subtask_zero_those_beyond_the_parallelism() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        // Subtasks 0, 1 and 2 of an earlier run (with parallelism 3), in both layouts.
-        for s in 0..3 {
-            for name in [
-                format!("part-{s}-0.txt"),
-                format!("part-{s}-7.txt"),
-                format!(".part-{s}-1.txt.pending"),
-                format!(".part-{s}-2.txt.inprogress"),
-                format!("part-{s}.txt"),
-                format!(".part-{s}.txt.inprogress"),
-            ] {
-                std::fs::write(out.join(name), format!("old {s}\n")).unwrap();
-            }
-        }
-        // Names the sink does not own.
-        let others =
-            ["other.txt", "part-x.txt", "part-1-0.txt.bak", "part-01-0.txt", ".part-1.txt.pending", "part-1-.txt"];
-        for name in others {
-            std::fs::write(out.join(name), "other\n").unwrap();
-        }
-
-        // Subtask 0 of 2 deletes its own files and subtask 2's, not subtask 1's.
-        let mut writer = TextFileSinkWriter::open(out, 0, 2, None).unwrap();
-        assert_eq!(
-            files(out),
-            [
-                ".part-1-1.txt.pending",
-                ".part-1-2.txt.inprogress",
-                ".part-1.txt.inprogress",
-                ".part-1.txt.pending",
-                "other.txt",
-                "part-01-0.txt",
-                "part-1-.txt",
-                "part-1-0.txt",
-                "part-1-0.txt.bak",
-                "part-1-7.txt",
-                "part-1.txt",
-                "part-x.txt",
-            ]
-        );
-        assert_eq!(read(out, "part-1-0.txt"), "old 1\n");
-
-        // Subtask 1 of 2 deletes its own files.
-        TextFileSinkWriter::open(out, 1, 2, None).unwrap();
-        assert_eq!(
-            files(out),
-            [".part-1.txt.pending", "other.txt", "part-01-0.txt", "part-1-.txt", "part-1-0.txt.bak", "part-x.txt"]
-        );
-        for name in others {
-            assert_eq!(read(out, name), "other\n", "{name}");
-        }
-
-        writer.write(b"new\n").unwrap();
-        writer.finish().unwrap();
-        writer.committer().commit(FINAL_CHECKPOINT).unwrap();
-        assert_eq!(read(out, "part-0-0.txt"), "new\n");
-    }
-
-    #[test]
-    fn missing_pending_files_and_corrupt_state_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        writer.write(b"a\n").unwrap();
-        let state = writer.pre_commit(1).unwrap();
-        drop(writer);
-        let pending = out.join(".part-0-0.txt.pending");
-        std::fs::remove_file(&pending).unwrap();
-        let message = runtime_message(TextFileSinkWriter::open(out, 0, 1, Some(&state)).unwrap_err());
-        assert!(message.contains(&*pending.to_string_lossy()), "{message}");
-        assert!(message.contains("missing"), "{message}");
-
-        // The committer reports the same.
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        writer.write(b"a\n").unwrap();
-        writer.pre_commit(1).unwrap();
-        std::fs::remove_file(&pending).unwrap();
-        let message = runtime_message(writer.committer().commit(1).unwrap_err());
-        assert!(message.contains(&*pending.to_string_lossy()), "{message}");
-
-        for corrupt in
-            [vec![0xff; 3], postcard::to_allocvec(&SinkState { next_seq: 1, pending: vec![(1, 1)] }).unwrap()]
-        {
-            let message = runtime_message(TextFileSinkWriter::open(out, 0, 1, Some(&corrupt)).unwrap_err());
-            assert!(message.contains("sink state of the checkpoint is corrupt"), "{message}");
-        }
-    }
-
-    #[test]
-    fn unwritable_directory_is_a_runtime_error_with_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, "x").unwrap();
-        let message = runtime_message(TextFileSinkWriter::open(file.join("sub"), 0, 1, None).unwrap_err());
-        assert!(message.contains(&*file.to_string_lossy()), "{message}");
-        assert!(matches!(TextFileSinkWriter::open(dir.path(), 1, 1, None), Err(Error::InvalidJob(_))));
-    }
-
-    #[test]
-    fn nothing_written_creates_no_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let mut writer = TextFileSinkWriter::open(out, 0, 1, None).unwrap();
-        let committer = writer.committer();
-        writer.write(b"").unwrap();
-        let state = writer.pre_commit(1).unwrap();
-        assert_eq!(postcard::from_bytes::<SinkState>(&state).unwrap(), SinkState { next_seq: 0, pending: vec![] });
-        committer.commit(1).unwrap();
-        writer.write(b"").unwrap();
-        writer.finish().unwrap();
-        committer.commit(FINAL_CHECKPOINT).unwrap();
-        assert!(files(out).is_empty());
-    }
-
-    #[test]
-    fn part_names_parse_only_the_sinks_own() {
-        let part = |kind, subtask, seq| Some(PartName { kind, subtask, seq });
-        assert_eq!(parse_part_name("part-0-0.txt"), part(Kind::Committed, 0, Some(0)));
-        assert_eq!(parse_part_name("part-3-17.txt"), part(Kind::Committed, 3, Some(17)));
-        assert_eq!(parse_part_name(".part-3-17.txt.pending"), part(Kind::Pending, 3, Some(17)));
-        assert_eq!(parse_part_name(".part-3-17.txt.inprogress"), part(Kind::InProgress, 3, Some(17)));
-        assert_eq!(parse_part_name("part-12.txt"), part(Kind::Committed, 12, None));
-        assert_eq!(parse_part_name(".part-12.txt.inprogress"), part(Kind::InProgress, 12, None));
-        for name in [
-            "part-.txt",
-            "part-+1.txt",
-            "part-1-+1.txt",
-            "part-01.txt",
-            "part-1-00.txt",
-            "part-1-2-3.txt",
-            "part-1.txt.inprogress",
-            ".part-1.txt",
-            ".part-1.txt.pending",
-            "part-a.txt",
-            "part-1-2.txt.pending",
-            "part-99999999999-0.txt",
-        ] {
-            assert_eq!(parse_part_name(name), None, "{name}");
-        }
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@ pub mod text_source;
 
 use std::sync::Arc;
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
-use weir_api::runtime::{CheckpointId, SinkWriter, SourceReader};
+use weir_api::runtime::{CheckpointId, SinkWriter, SourceReader, TaskInfo};
 use weir_api::{Error, Result};
 
 /// Opens subtask `subtask`'s share (of `parallelism`) of a taskmanager-side source.
@@ -63,29 +63,25 @@ pub struct OpenedSink {
     pub committer: Option<Arc<dyn SinkCommitter>>,
 }
 
-/// Opens subtask `subtask`'s writer (of `parallelism`) of a sink, and its committer for
-/// transactional sinks.
+/// Opens the writer of a sink for subtask `task` (its index, parallelism, job and execution
+/// attempt), and its committer for transactional sinks.
 ///
 /// `restored` is the state the writer's [`SinkWriter::pre_commit`] returned for the checkpoint
 /// the job restarts from, `None` on a fresh start. A text file sink opened with state commits what
 /// the state had pending and discards what was written after it; opened without, it discards
-/// whatever an earlier run left (see [`file_sink::TextFileSinkWriter`]). The stdout sink is not
-/// transactional: it has no committer and ignores `restored`.
+/// whatever an earlier run left; its hidden files carry the attempt, so a task of an older attempt
+/// that still runs cannot touch them (see [`file_sink::TextFileSinkWriter`]). The stdout sink is
+/// not transactional: it has no committer and ignores `restored`.
 ///
 /// # Errors
 /// - [`Error::InvalidJob`] for [`SinkDescriptor::Blackhole`] (blackhole sinks discard records in
-///   the plugin and have no writer) and for `subtask >= parallelism`.
+///   the plugin and have no writer) and for `task.subtask >= task.parallelism`.
 /// - [`Error::Runtime`] when a text sink's directory cannot be created or cleaned up, when a
 ///   restored pending file cannot be committed, or when `restored` is corrupt.
-pub fn open_sink(
-    descriptor: &SinkDescriptor,
-    subtask: u32,
-    parallelism: u32,
-    restored: Option<&[u8]>,
-) -> Result<OpenedSink> {
+pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: Option<&[u8]>) -> Result<OpenedSink> {
     match descriptor {
         SinkDescriptor::TextFiles { directory } => {
-            let writer = file_sink::TextFileSinkWriter::open(directory, subtask, parallelism, restored)?;
+            let writer = file_sink::TextFileSinkWriter::open(directory, task, restored)?;
             let committer: Arc<dyn SinkCommitter> = Arc::new(writer.committer());
             Ok(OpenedSink { writer: Box::new(writer), committer: Some(committer) })
         }
@@ -112,13 +108,26 @@ fn check_subtask(what: &str, subtask: u32, parallelism: u32) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn task() -> TaskInfo {
+        TaskInfo {
+            job_id: "0123456789abcdef0123456789abcdef".into(),
+            job_name: "job".into(),
+            task_name: "sink".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt: 0,
+            heap_state: true,
+        }
+    }
+
     #[test]
     fn plugin_side_sources_and_blackhole_are_rejected() {
         for descriptor in [SourceDescriptor::Collection { len: 3 }, SourceDescriptor::TimedEvents { len: 1 }] {
             let err = open_source(&descriptor, 0, 1, || 0).err().map(|e| e.to_string());
             assert!(err.is_some_and(|e| e.starts_with("invalid job")));
         }
-        let err = open_sink(&SinkDescriptor::Blackhole, 0, 1, None).err().map(|e| e.to_string());
+        let err = open_sink(&SinkDescriptor::Blackhole, &task(), None).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("blackhole")));
     }
 
@@ -135,9 +144,10 @@ mod tests {
         assert!(open_source(&text, 0, 1, || 0).is_ok());
         assert!(open_source(&text, 1, 1, || 0).is_err());
         let sink = SinkDescriptor::TextFiles { directory: dir.path().join("out").to_string_lossy().into_owned() };
-        assert!(open_sink(&sink, 0, 1, None).is_ok_and(|opened| opened.committer.is_some()));
+        assert!(open_sink(&sink, &task(), None).is_ok_and(|opened| opened.committer.is_some()));
         assert!(
-            open_sink(&SinkDescriptor::Stdout, 0, 1, Some(b"ignored")).is_ok_and(|opened| opened.committer.is_none())
+            open_sink(&SinkDescriptor::Stdout, &task(), Some(b"ignored"))
+                .is_ok_and(|opened| opened.committer.is_none())
         );
     }
 }
