@@ -232,6 +232,8 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Fault injection for tests and soaks (feature `failpoints`, `FAILPOINTS` variable).
+    let _faults = weir_runtime::faults::setup();
     let resolved = args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
     let cluster = MiniCluster::start_with_restarts(args.restart_attempts);
     let submission = JobSubmission {

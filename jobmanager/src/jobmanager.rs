@@ -32,7 +32,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 use weir_runtime::checkpoint::TaskSnapshot;
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
-use weir_runtime::{JobArtifact, JobId, TaskEvent, TaskEventSink, TaskId, TaskManagerGateway};
+use weir_runtime::{HeartbeatTask, JobArtifact, JobId, TaskEvent, TaskEventSink, TaskId, TaskManagerGateway};
 
 pub use crate::submission::CheckpointSubmission;
 
@@ -189,18 +189,22 @@ impl JobManager {
 
     /// Records a heartbeat with the counters of the taskmanager's running tasks. Returns `false`
     /// for an unknown taskmanager, which must register (again).
-    pub async fn heartbeat(&self, taskmanager: &str, tasks: &[(TaskId, u64, u64)]) -> bool {
+    ///
+    /// Every job that has not ended hears which of its tasks the taskmanager lists (none is news
+    /// too: a task that ended without its report arriving is no longer listed).
+    pub async fn heartbeat(&self, taskmanager: &str, tasks: &[HeartbeatTask]) -> bool {
         let known = self.inner.registry.heartbeat(taskmanager).await;
         if known {
-            let mut by_job: HashMap<JobId, Vec<(TaskId, u64, u64)>> = HashMap::new();
-            for &(task, records_in, records_out) in tasks {
-                by_job.entry(task.job).or_default().push((task, records_in, records_out));
+            let mut by_job: HashMap<JobId, Vec<HeartbeatTask>> = HashMap::new();
+            for task in tasks {
+                by_job.entry(task.task.job).or_default().push(*task);
             }
-            let directory = self.directory();
-            for (job, metrics) in by_job {
-                if let Some(handle) = directory.get(&job) {
-                    handle.send(JobInput::Metrics(metrics));
+            for (job, handle) in self.directory().iter() {
+                if handle.view.borrow().details.state.is_terminal() {
+                    continue;
                 }
+                let tasks = by_job.remove(job).unwrap_or_default();
+                handle.send(JobInput::Heartbeat { taskmanager: taskmanager.to_owned(), tasks });
             }
         }
         known
@@ -318,6 +322,7 @@ impl JobManager {
             args: submission.args,
             checkpointing,
             slot_request_timeout: self.inner.settings.slot_request_timeout,
+            report_grace: self.inner.settings.heartbeat_timeout * 2,
             registry: self.inner.registry.clone(),
             record,
         });
@@ -350,8 +355,10 @@ impl JobManager {
         };
         let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism).await?;
         let mut job = self.new_job(id, &planned, &submission, record.submitted_ms);
+        // Resuming is a restart: a new attempt above every earlier one.
         job.attempt = record.attempt.saturating_add(1);
-        job.restarts = record.restarts;
+        job.restarts = record.restarts.saturating_add(1);
+        job.resumed(Instant::now());
         let checkpointing = match &record.checkpointing {
             Some(c) => Some(self.recover_checkpoints(id, c, &record, &submission).await?),
             None => None,
@@ -373,6 +380,7 @@ impl JobManager {
             args: submission.args,
             checkpointing,
             slot_request_timeout: self.inner.settings.slot_request_timeout,
+            report_grace: self.inner.settings.heartbeat_timeout * 2,
             registry: self.inner.registry.clone(),
             record: self.inner.store.clone().map(|store| (store, record)),
         });

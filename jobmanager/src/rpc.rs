@@ -110,7 +110,11 @@ impl JobManagerService for JobManagerRpc {
             .into_iter()
             .filter_map(|m| {
                 let task = weir_runtime::TaskId::try_from(m.task).ok()?;
-                Some((task, m.records_in, m.records_out))
+                let state = match convert::task_state(m.state) {
+                    Ok(state) => state,
+                    Err(_) => weir_runtime::TaskExecutionState::Running,
+                };
+                Some(weir_runtime::HeartbeatTask { task, state, records_in: m.records_in, records_out: m.records_out })
             })
             .collect();
         let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics).await;

@@ -82,6 +82,19 @@ impl TaskEvent {
     }
 }
 
+/// A task as its taskmanager's heartbeat lists it: deployed, not ended yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatTask {
+    /// The task.
+    pub task: TaskId,
+    /// `Deploying` or `Running`.
+    pub state: TaskExecutionState,
+    /// Records that entered the task so far.
+    pub records_in: u64,
+    /// Records that left the task so far.
+    pub records_out: u64,
+}
+
 /// Receives task events (implemented by the jobmanager). Must not block.
 pub trait TaskEventSink: Send + Sync {
     /// Delivers one event.

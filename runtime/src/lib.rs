@@ -6,6 +6,7 @@ pub mod config;
 pub mod convert;
 pub mod deployment;
 pub mod error;
+pub mod faults;
 pub mod gateway;
 pub mod plugin;
 pub mod storage;
@@ -13,7 +14,7 @@ pub mod storage;
 pub use deployment::{ChannelId, ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};
 pub use error::{Error, Result};
 pub use gateway::{
-    BoxFuture, FailureKind, GatewayError, GatewayErrorKind, GatewayResult, TaskEvent, TaskEventSink,
+    BoxFuture, FailureKind, GatewayError, GatewayErrorKind, GatewayResult, HeartbeatTask, TaskEvent, TaskEventSink,
     TaskExecutionState, TaskManagerGateway,
 };
 pub use plugin::{JobArtifact, LoadedJob, Plugged};

@@ -140,6 +140,30 @@ impl Storage {
         Ok(Self { store, root_url: url.to_owned(), root })
     }
 
+    /// A storage over `store` whose root is `root_url` (for embedding and tests: an in-memory
+    /// store, or one wrapped to script faults). Paths under the root are relative to the store's
+    /// own root.
+    pub fn from_object_store(store: Arc<dyn ObjectStore>, root_url: &str) -> Self {
+        Self { store, root_url: root_url.trim_end_matches('/').to_owned(), root: Path::default() }
+    }
+
+    /// Injected faults (feature `failpoints`, see [`crate::faults`]): a delay, then maybe an
+    /// error for `operation`.
+    async fn inject(operation: &'static str, url: &str) -> StorageResult<()> {
+        if !crate::faults::ENABLED {
+            return Ok(());
+        }
+        crate::faults::delay("storage::delay").await;
+        match crate::faults::fires(operation) {
+            Some(_) => Err(StorageError::Io {
+                action: "injected fault in",
+                url: url.to_owned(),
+                message: format!("failpoint {operation}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The root URL.
     pub fn url(&self) -> &str {
         &self.root_url
@@ -176,6 +200,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn put(&self, url: &str, bytes: Bytes) -> StorageResult<()> {
         let path = self.path_of(url)?;
+        Self::inject("storage::put", url).await?;
         self.store.put(&path, PutPayload::from_bytes(bytes)).await.map_err(|e| Self::io("cannot write", url, &e))?;
         Ok(())
     }
@@ -197,6 +222,7 @@ impl Storage {
     /// [`StorageError::NotFound`], or [`StorageError::Io`] when the store fails.
     pub async fn get(&self, url: &str) -> StorageResult<Bytes> {
         let path = self.path_of(url)?;
+        Self::inject("storage::get", url).await?;
         let result = self.store.get(&path).await.map_err(|e| Self::io("cannot read", url, &e))?;
         result.bytes().await.map_err(|e| Self::io("cannot read", url, &e))
     }
@@ -207,6 +233,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn delete(&self, url: &str) -> StorageResult<()> {
         let path = self.path_of(url)?;
+        Self::inject("storage::delete", url).await?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Self::io("cannot delete", url, &e)),
@@ -219,6 +246,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn list(&self, url: &str) -> StorageResult<Vec<(String, u64)>> {
         let prefix = self.path_of(url)?;
+        Self::inject("storage::list", url).await?;
         let objects: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
             Ok(objects) => objects,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),

@@ -20,6 +20,8 @@ pub struct TaskMetrics {
     pub records_in: AtomicU64,
     /// Records out of the chain.
     pub records_out: AtomicU64,
+    /// Whether the task reported RUNNING (else it is deploying).
+    pub running: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -236,6 +236,14 @@ pub(crate) async fn report_events(
 ) {
     let mut client = client;
     while let Some(report) = events.recv().await {
+        if weir_runtime::faults::fires("taskmanager::report::drop").is_some() {
+            warn!(?report, "fault injection: report dropped");
+            continue;
+        }
+        if weir_runtime::faults::fires("taskmanager::report::duplicate").is_some() {
+            warn!(?report, "fault injection: report sent twice");
+            let _ = send_report(&taskmanager_id, &mut client, &report).await;
+        }
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -297,10 +305,11 @@ pub(crate) async fn stay_registered(
             let tasks = taskmanager
                 .task_metrics()
                 .into_iter()
-                .map(|(task, records_in, records_out)| pb::TaskMetrics {
-                    task: Some(task.into()),
-                    records_in,
-                    records_out,
+                .map(|t| pb::TaskMetrics {
+                    task: Some(t.task.into()),
+                    records_in: t.records_in,
+                    records_out: t.records_out,
+                    state: pb::TaskState::from(t.state) as i32,
                 })
                 .collect();
             let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks });

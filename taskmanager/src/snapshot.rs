@@ -96,6 +96,9 @@ async fn upload_task_snapshot(
     let checkpoint = snapshot.checkpoint;
     let mut written = Vec::new();
     let result = async {
+        if weir_runtime::faults::fires("taskmanager::upload").is_some() {
+            return Err(format!("injected fault: failpoint taskmanager::upload (checkpoint {checkpoint})"));
+        }
         let mut handles = Vec::new();
         if let Some(database) = database {
             let uploaded = upload_database(storage, layout, task, checkpoint, database, &mut written).await;
@@ -363,6 +366,7 @@ impl JobCommitters {
     /// # Errors
     /// The first commit that failed (the others are still attempted).
     pub(crate) fn commit(&self, attempt: u32, checkpoint: CheckpointId) -> Result<()> {
+        weir_runtime::faults::crash("taskmanager::commit::crash");
         let committers: Vec<_> = self.lock().iter().filter(|(a, _)| *a == attempt).map(|(_, c)| c.clone()).collect();
         let mut first_error = None;
         for committer in committers {

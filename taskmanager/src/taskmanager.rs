@@ -282,14 +282,22 @@ impl TaskManager {
         Ok(address)
     }
 
-    /// Counters of the running tasks: (task, records in, records out).
-    pub fn task_metrics(&self) -> Vec<(TaskId, u64, u64)> {
+    /// The tasks deployed here that have not ended, with their state and counters (for
+    /// heartbeats).
+    pub fn task_metrics(&self) -> Vec<weir_runtime::HeartbeatTask> {
         self.inner
             .jobs()
             .values()
             .flat_map(|job| job.tasks.iter())
-            .map(|(id, t)| {
-                (*id, t.metrics.records_in.load(Ordering::Relaxed), t.metrics.records_out.load(Ordering::Relaxed))
+            .map(|(id, t)| weir_runtime::HeartbeatTask {
+                task: *id,
+                state: if t.metrics.running.load(Ordering::Relaxed) {
+                    TaskExecutionState::Running
+                } else {
+                    TaskExecutionState::Deploying
+                },
+                records_in: t.metrics.records_in.load(Ordering::Relaxed),
+                records_out: t.metrics.records_out.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -635,6 +643,7 @@ fn run_task(
             other => weir_api::Error::runtime("plugin", other.to_string()),
         })?;
     chain.open(cx)?;
+    cx.metrics.running.store(true, Ordering::Relaxed);
     inner.report_state(cx.id, TaskExecutionState::Running, &cx.metrics);
     let outcome = if deployment.is_source() {
         run_source(&mut **chain, cx, &control)?

@@ -1,7 +1,8 @@
 //! Exactly-once recovery on a real cluster: a jobmanager and three taskmanager processes,
-//! checkpoints every 500 ms to an S3 server (moto, on loopback), taskmanagers killed with SIGKILL
-//! during the run and replaced; the committed output must equal the reference line for line, and
-//! the bucket must hold only the retained checkpoints' files afterwards.
+//! checkpoints every 500 ms to an S3 server (moto, on loopback), taskmanagers and the jobmanager
+//! killed with SIGKILL during the run (taskmanagers replaced, the jobmanager restarted on the same
+//! storage); the committed output must equal the reference line for line, and the bucket must
+//! hold only the retained checkpoints' files afterwards.
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
@@ -97,12 +98,23 @@ fn job_objects(s3: &S3Server, job: &str) -> Vec<(String, u64)> {
     s3.list(&format!("checkpoints/{job}")).expect("list the bucket")
 }
 
+/// What a test kills (SIGKILL) once a checkpoint completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// A taskmanager running tasks of the job; a new one takes its place.
+    TaskManager,
+    /// The jobmanager; it is restarted on the same addresses and storage.
+    JobManager,
+    /// A taskmanager and the jobmanager at the same moment.
+    Both,
+}
+
 struct Run {
     query: &'static str,
     backend: &'static str,
     events: u64,
     rate: u64,
-    kills: usize,
+    kills: &'static [Kill],
 }
 
 /// Runs `run` with checkpoints to S3 and `run.kills` taskmanager kills; checks the output and the
@@ -147,7 +159,8 @@ fn exactly_once(run: &Run) -> Value {
     eprintln!("{} {}: victim seed {seed}", run.query, run.backend);
     let mut random = Lcg(seed);
     let mut completed = 0;
-    for kill in 0..run.kills {
+    let mut live: Vec<String> = ["tm-1", "tm-2", "tm-3"].map(str::to_owned).to_vec();
+    for (n, kill) in run.kills.iter().enumerate() {
         completed = wait_for_progress(&cluster, &job, completed);
         // Checkpoint files are in the bucket while the job runs.
         let objects = job_objects(&s3, &job);
@@ -157,13 +170,31 @@ fn exactly_once(run: &Run) -> Value {
         );
         let busy: Vec<String> = taskmanagers_of(&details(&cluster, &job)).into_iter().collect();
         let victim = busy[random.next(busy.len())].clone();
-        eprintln!("kill {}: SIGKILL {victim} after {completed} completed checkpoints", kill + 1);
-        cluster.kill_taskmanager(&victim);
-        cluster.start_taskmanager(&format!("tm-{}", kill + 4), 2);
+        if *kill != Kill::JobManager {
+            eprintln!("kill {}: SIGKILL {victim} after {completed} completed checkpoints", n + 1);
+            cluster.kill_taskmanager(&victim);
+            live.retain(|tm| *tm != victim);
+        }
+        if *kill != Kill::TaskManager {
+            eprintln!("kill {}: SIGKILL the jobmanager after {completed} completed checkpoints", n + 1);
+            cluster.restart_jobmanager();
+            let ids: Vec<&str> = live.iter().map(String::as_str).collect();
+            cluster.wait_for_taskmanagers(&ids);
+            // The restarted jobmanager resumed the job from its record.
+            let resumed = details(&cluster, &job);
+            assert!(resumed["state"].is_string(), "the restarted jobmanager knows the job: {resumed}");
+            // Its checkpoint counts start again; progress means a checkpoint of the resumed job.
+            completed = 0;
+        }
+        if *kill != Kill::JobManager {
+            let replacement = format!("tm-{}", n + 4);
+            cluster.start_taskmanager(&replacement, 2);
+            live.push(replacement);
+        }
     }
     let end = wait_for_end(&cluster, &job);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
-    assert!(end["restarts"].as_u64().unwrap_or(0) >= run.kills as u64, "every kill restarted the job: {end}");
+    assert!(end["restarts"].as_u64().unwrap_or(0) >= run.kills.len() as u64, "every kill restarted the job: {end}");
     assert!(end["last_recovery_time_ms"].as_u64().is_some(), "recovery time reported: {end}");
     assert_eq!(end["state_backend"], run.backend, "{end}");
 
@@ -244,24 +275,37 @@ fn exactly_once(run: &Run) -> Value {
     end
 }
 
+const THREE_TASKMANAGERS: &[Kill] = &[Kill::TaskManager, Kill::TaskManager, Kill::TaskManager];
+
 #[test]
 fn wcount_is_exactly_once_through_taskmanager_kills_with_heap_state() {
-    exactly_once(&Run { query: "wcount", backend: "heap", events: 150_000, rate: 6_000, kills: 3 });
+    exactly_once(&Run { query: "wcount", backend: "heap", events: 150_000, rate: 6_000, kills: THREE_TASKMANAGERS });
+}
+
+#[test]
+fn wcount_is_exactly_once_through_two_jobmanager_kills() {
+    let kills = &[Kill::JobManager, Kill::JobManager];
+    exactly_once(&Run { query: "wcount", backend: "heap", events: 150_000, rate: 6_000, kills });
+}
+
+#[test]
+fn wcount_is_exactly_once_when_a_taskmanager_and_the_jobmanager_die_together() {
+    exactly_once(&Run { query: "wcount", backend: "rocksdb", events: 120_000, rate: 6_000, kills: &[Kill::Both] });
 }
 
 #[test]
 fn q5_is_exactly_once_through_taskmanager_kills_with_heap_state() {
-    exactly_once(&Run { query: "q5", backend: "heap", events: 150_000, rate: 6_000, kills: 3 });
+    exactly_once(&Run { query: "q5", backend: "heap", events: 150_000, rate: 6_000, kills: THREE_TASKMANAGERS });
 }
 
 #[test]
 fn wcount_is_exactly_once_through_taskmanager_kills_with_rocksdb_state() {
-    exactly_once(&Run { query: "wcount", backend: "rocksdb", events: 150_000, rate: 6_000, kills: 3 });
+    exactly_once(&Run { query: "wcount", backend: "rocksdb", events: 150_000, rate: 6_000, kills: THREE_TASKMANAGERS });
 }
 
 #[test]
 fn q5_is_exactly_once_through_taskmanager_kills_with_rocksdb_state() {
-    exactly_once(&Run { query: "q5", backend: "rocksdb", events: 150_000, rate: 6_000, kills: 3 });
+    exactly_once(&Run { query: "q5", backend: "rocksdb", events: 150_000, rate: 6_000, kills: THREE_TASKMANAGERS });
 }
 
 fn store(s3: &S3Server) -> object_store::aws::AmazonS3 {

@@ -497,6 +497,15 @@ impl Coordinator {
         for id in ids {
             self.abort(id, AbortReason::Stopped, now_ms, &mut actions);
         }
+        // No later checkpoint will take up the final snapshots: those no retained (or still
+        // completing) checkpoint uses go.
+        let finished: BTreeSet<String> = std::mem::take(&mut self.finished)
+            .into_values()
+            .flat_map(|s| s.handles)
+            .map(|h| h.uri)
+            .filter(|uri| self.shared.references(uri) == 0)
+            .collect();
+        self.delete_shared(finished, &mut actions);
         actions
     }
 
@@ -845,6 +854,9 @@ mod tests {
         // Once every source finished, nothing triggers checkpoints any more.
         c.task_finished(SOURCE, Some(snapshot(&["shared/final-0-0-0"])), 200);
         assert_eq!(c.tick(1000), vec![]);
+        // When the job ends, final snapshots no retained checkpoint uses go; used ones stay.
+        assert_eq!(c.stop(1100), vec![delete(&["shared/final-0-0-0"])]);
+        assert_eq!(c.live_files().1, BTreeSet::from(["shared/final-0-1-0".to_owned()]));
     }
 
     #[test]

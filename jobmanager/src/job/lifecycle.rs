@@ -171,6 +171,12 @@ impl Job {
         }
     }
 
+    /// The job is resumed by a jobmanager that started at `now` (the one that ran it is gone):
+    /// its recovery time counts from here.
+    pub(crate) fn resumed(&mut self, now: Instant) {
+        self.failed_at = Some(now);
+    }
+
     /// The job's transactional sinks committed the output of the finished job.
     pub(crate) fn final_committed(&mut self, now: Instant) -> Vec<JobCommand> {
         if self.status != JobStatus::Running || self.final_commit != FinalCommit::InProgress {

@@ -38,7 +38,7 @@ use weir_api::runtime::CheckpointBarrier;
 use weir_runtime::checkpoint::{CheckpointMetadata, CheckpointingSpec, TaskSnapshot};
 use weir_runtime::storage::{CheckpointLayout, Storage};
 use weir_runtime::{
-    FailureKind, GatewayError, GatewayResult, JobArtifact, JobId, TaskEvent, TaskExecutionState, TaskId,
+    FailureKind, GatewayError, GatewayResult, HeartbeatTask, JobArtifact, JobId, TaskEvent, TaskExecutionState, TaskId,
 };
 
 /// What a job master takes from its mailbox.
@@ -49,8 +49,9 @@ pub(crate) enum JobInput {
     Acknowledge(TaskId, u64, TaskSnapshot),
     /// A task declined a checkpoint.
     Decline(TaskId, u64, String),
-    /// Counters of running tasks, from a heartbeat.
-    Metrics(Vec<(TaskId, u64, u64)>),
+    /// The job's tasks a taskmanager's heartbeat lists (deployed and not ended), with their
+    /// state and counters.
+    Heartbeat { taskmanager: String, tasks: Vec<HeartbeatTask> },
     /// A taskmanager holding slots of the job is gone.
     TaskManagerLost { taskmanager: String, reason: String },
     /// The user asks to cancel the job.
@@ -113,6 +114,9 @@ pub(crate) struct JobSetup {
     pub(crate) args: Vec<String>,
     pub(crate) checkpointing: Option<CheckpointingSetup>,
     pub(crate) slot_request_timeout: Duration,
+    /// How long a task believed running may be missing from its taskmanager's heartbeats before
+    /// it counts as ended without a report.
+    pub(crate) report_grace: Duration,
     pub(crate) registry: RegistryHandle,
     /// Where the job's record goes, with the record as written at submission (or found at
     /// recovery); `None` keeps nothing (in-process jobs).
@@ -221,6 +225,9 @@ struct JobMaster {
     args: Vec<String>,
     checkpoints: Option<Checkpointing>,
     slot_request_timeout: Duration,
+    report_grace: Duration,
+    /// Tasks believed running that heartbeats of their taskmanager no longer list, since when.
+    unlisted: std::collections::HashMap<TaskId, Instant>,
     registry: RegistryHandle,
     mailbox: mpsc::UnboundedSender<JobInput>,
     outboxes: BTreeMap<String, Outbox>,
@@ -272,6 +279,8 @@ impl JobMaster {
             args: setup.args,
             checkpoints,
             slot_request_timeout: setup.slot_request_timeout,
+            report_grace: setup.report_grace,
+            unlisted: std::collections::HashMap::new(),
             registry: setup.registry,
             mailbox,
             outboxes: BTreeMap::new(),
@@ -332,11 +341,7 @@ impl JobMaster {
                     self.perform(actions, now);
                 }
             }
-            JobInput::Metrics(metrics) => {
-                for (task, records_in, records_out) in metrics {
-                    self.job.task_metrics(task, records_in, records_out);
-                }
-            }
+            JobInput::Heartbeat { taskmanager, tasks } => self.reconcile(&taskmanager, &tasks, now),
             JobInput::TaskManagerLost { taskmanager, reason } => self.taskmanager_lost(&taskmanager, &reason, now),
             JobInput::Cancel(reply) => {
                 let _ = reply.send(self.cancel(now));
@@ -396,6 +401,51 @@ impl JobMaster {
             self.perform(actions, now);
         }
         self.apply(commands, now);
+    }
+
+    /// Reconciles the job's view of its tasks on `taskmanager` with what the taskmanager's
+    /// heartbeat lists, for reports that were lost: a task believed deploying that runs is
+    /// running; a task believed running that no heartbeat has listed for `report_grace` ended
+    /// without its report arriving, and counts as failed (the attempt fails and restarts; a lost
+    /// end report never hangs a job).
+    fn reconcile(&mut self, taskmanager: &str, listed: &[HeartbeatTask], now: Now) {
+        let attempt = self.job.attempt;
+        let mut events = Vec::new();
+        for (id, task) in self.job.tasks.iter().filter(|(id, t)| id.attempt == attempt && t.taskmanager == taskmanager)
+        {
+            if task.state.is_terminal() {
+                self.unlisted.remove(id);
+                continue;
+            }
+            match listed.iter().find(|h| h.task == *id) {
+                Some(h) => {
+                    self.unlisted.remove(id);
+                    if task.state == TaskExecutionState::Deploying && h.state == TaskExecutionState::Running {
+                        events.push(TaskEvent::new(*id, TaskExecutionState::Running, h.records_in, h.records_out));
+                    }
+                }
+                None if task.state == TaskExecutionState::Running => {
+                    let since = *self.unlisted.entry(*id).or_insert(now.instant);
+                    if now.instant.saturating_duration_since(since) > self.report_grace {
+                        self.unlisted.remove(id);
+                        warn!(job_id = %self.id, task = %id, %taskmanager, "the task ended on its taskmanager without its report arriving");
+                        events.push(TaskEvent {
+                            failure: Some(format!(
+                                "it is no longer running on taskmanager {taskmanager}, which did not report how it ended"
+                            )),
+                            ..TaskEvent::new(*id, TaskExecutionState::Failed, task.records_in, task.records_out)
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        for h in listed.iter().filter(|h| h.task.attempt == attempt) {
+            self.job.task_metrics(h.task, h.records_in, h.records_out);
+        }
+        for event in events {
+            self.task_event(event, now);
+        }
     }
 
     fn taskmanager_lost(&mut self, taskmanager: &str, reason: &str, now: Now) {
@@ -815,8 +865,12 @@ impl JobMaster {
                     let (storage, url, mailbox) =
                         (c.storage.clone(), c.layout.metadata_url(checkpoint_id), self.mailbox.clone());
                     tokio::spawn(async move {
+                        weir_runtime::faults::delay("jobmanager::metadata::delay").await;
                         let effect = match storage.put(&url, metadata.encode().into()).await {
-                            Ok(()) => Effect::MetadataWritten { checkpoint: checkpoint_id },
+                            Ok(()) => {
+                                weir_runtime::faults::crash("jobmanager::metadata::crash");
+                                Effect::MetadataWritten { checkpoint: checkpoint_id }
+                            }
                             Err(e) => Effect::MetadataFailed { checkpoint: checkpoint_id, reason: e.to_string() },
                         };
                         let _ = mailbox.send(JobInput::Effect(effect));
