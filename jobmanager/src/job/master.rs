@@ -887,9 +887,13 @@ impl JobMaster {
                             "checkpoint completed"
                         );
                     }
-                    for tm in self.job.attempt_taskmanagers() {
-                        if let Some(outbox) = self.outboxes.get(&tm) {
-                            outbox.send(Command::Notify(attempt, checkpoint_id));
+                    // Completed after its attempt ended (its metadata write outlived the
+                    // attempt): the next attempt restores it, and its sinks commit it then.
+                    if self.job.status == JobStatus::Running {
+                        for tm in self.job.attempt_taskmanagers() {
+                            if let Some(outbox) = self.outboxes.get(&tm) {
+                                outbox.send(Command::Notify(attempt, checkpoint_id));
+                            }
                         }
                     }
                 }

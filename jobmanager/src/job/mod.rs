@@ -6,6 +6,8 @@ pub(crate) mod deploy;
 pub mod lifecycle;
 pub(crate) mod master;
 pub(crate) mod outbox;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 pub use lifecycle::{JobCommand, JobDetails, JobStatus, SubtaskStatus, VertexDetails};
