@@ -28,3 +28,10 @@ step "benchmarks compile"
 cargo bench --workspace --no-run --locked
 step "tests"
 cargo test --workspace --locked
+# Fault injection: the binaries again, with fault points (weir_runtime::faults), and the tests
+# that drive them (storage errors and latency, dropped and duplicated reports, crashes between a
+# checkpoint and its commit).
+step "fault injection"
+cargo clippy --workspace --all-targets --locked --features weir-tests/failpoints -- -D warnings
+cargo build --workspace --locked --features weir-tests/failpoints
+cargo test -p weir-tests --locked --features failpoints --test faults

@@ -32,6 +32,9 @@ pub struct Cluster {
     flags: Vec<String>,
     /// Environment of every process (for example the S3 store's `AWS_*` settings).
     env: Vec<(String, String)>,
+    /// More environment for the jobmanager alone (for example fault injection), from its next
+    /// start.
+    jobmanager_env: Vec<(String, String)>,
     taskmanagers: BTreeMap<String, Child>,
 }
 
@@ -66,7 +69,8 @@ impl Cluster {
         let flags: Vec<String> = jobmanager_flags.iter().map(|f| (*f).to_owned()).collect();
         let env = env.to_vec();
         let (jobmanager, rest, rpc) = spawn_jobmanager(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &flags, &env);
-        let mut cluster = Self { dir, jobmanager, rest, rpc, flags, env, taskmanagers: BTreeMap::new() };
+        let mut cluster =
+            Self { dir, jobmanager, rest, rpc, flags, env, jobmanager_env: Vec::new(), taskmanagers: BTreeMap::new() };
         for &(id, slots) in taskmanagers {
             let rpc = cluster.rpc.clone();
             cluster.spawn_taskmanager(id, slots, &rpc);
@@ -92,8 +96,19 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags, &self.env);
+        let env: Vec<(String, String)> = self.env.iter().chain(&self.jobmanager_env).cloned().collect();
+        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags, &env);
         self.jobmanager = jobmanager;
+    }
+
+    /// Sets more environment for the jobmanager alone, from its next (re)start.
+    pub fn set_jobmanager_env(&mut self, env: &[(&str, &str)]) {
+        self.jobmanager_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    }
+
+    /// Whether the jobmanager process has exited (for example by an injected crash).
+    pub fn jobmanager_exited(&mut self) -> bool {
+        matches!(self.jobmanager.try_wait(), Ok(Some(_)))
     }
 
     /// Waits until every listed taskmanager is registered with the current jobmanager.
@@ -171,6 +186,30 @@ impl Cluster {
     /// Starts taskmanager `id` registering at `jobmanager_rpc` (any URL), without waiting.
     pub fn start_taskmanager_at(&mut self, id: &str, slots: u32, jobmanager_rpc: &str) {
         self.spawn_taskmanager(id, slots, jobmanager_rpc);
+    }
+
+    /// Starts taskmanager `id` with more environment (for example fault injection) and waits
+    /// until it has registered.
+    pub fn start_taskmanager_with_env(&mut self, id: &str, slots: u32, env: &[(&str, &str)]) {
+        let rpc = self.rpc.clone();
+        let saved = self.env.clone();
+        self.env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.spawn_taskmanager(id, slots, &rpc);
+        self.env = saved;
+        self.wait_for_registration(&[id]);
+    }
+
+    /// Whether taskmanager `id` has exited (for example by an injected crash).
+    pub fn taskmanager_exited(&mut self, id: &str) -> bool {
+        self.taskmanagers.get_mut(id).is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))))
+    }
+
+    /// Forgets taskmanager `id`, which exited on its own (reaps it).
+    pub fn reap_taskmanager(&mut self, id: &str) {
+        if let Some(mut child) = self.taskmanagers.remove(id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn spawn_taskmanager(&mut self, id: &str, slots: u32, jobmanager_rpc: &str) {
@@ -363,6 +402,70 @@ pub fn submitted_job_id(out: &CommandOutput) -> String {
         .unwrap_or_else(|| panic!("no `Job submitted:` line: {out:?}"))
         .trim()
         .to_owned()
+}
+
+impl Cluster {
+    /// `weir checkpoints JOB --json`.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn checkpoints(&self, job: &str) -> Value {
+        self.weir_json(&["checkpoints", job])
+    }
+
+    /// `weir status JOB --json`.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn details(&self, job: &str) -> Value {
+        self.weir_json(&["status", job])
+    }
+
+    /// Waits (up to 90 s) until every subtask of the job runs and its completed checkpoints
+    /// exceed `after`; returns their number.
+    ///
+    /// # Panics
+    /// When the job finishes first or no checkpoint completes in time (with the logs).
+    pub fn wait_for_progress(&self, job: &str, after: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let d = self.details(job);
+            let running = d["state"] == "RUNNING"
+                && d["vertices"].as_array().is_some_and(|vs| {
+                    vs.iter().all(|v| {
+                        v["subtasks"].as_array().is_some_and(|s| {
+                            s.len() as u64 == v["parallelism"].as_u64().unwrap_or(0)
+                                && s.iter().all(|t| t["state"] == "Running")
+                        })
+                    })
+                });
+            if running {
+                let completed = self.checkpoints(job)["counts"]["completed"].as_u64().unwrap_or(0);
+                if completed > after {
+                    return completed;
+                }
+            }
+            assert!(d["state"] != "FINISHED", "the job finished before the planned failures: make it longer: {d}");
+            assert!(Instant::now() < deadline, "no checkpoint completed after {after}: {d}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (up to 180 s) until the job ended; returns its details.
+    ///
+    /// # Panics
+    /// When it does not end in time (with the logs).
+    pub fn wait_for_end(&self, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let d = self.details(job);
+            if ["FINISHED", "FAILED", "CANCELED"].contains(&d["state"].as_str().unwrap_or_default()) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "the job did not end: {d}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// The taskmanagers that ran subtasks of the job with `details` (from `status --json`).

@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod harness;
 pub mod reference;
 pub mod s3;
+pub mod verify;

@@ -11,9 +11,9 @@
 
 use anyhow::{Context, bail, ensure};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -111,6 +111,11 @@ impl S3Server {
         .collect()
     }
 
+    /// The standard `AWS_*` environment variables that point a process at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.options().into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect()
+    }
+
     /// Object keys under `prefix` (recursive, by path segments; `""` for all), sorted, with sizes.
     ///
     /// # Errors
@@ -128,6 +133,20 @@ impl S3Server {
     }
 
     /// An `object_store` client for the bucket, configured from [`S3Server::options`].
+    /// The bytes of object `key`.
+    ///
+    /// # Errors
+    /// When the read fails.
+    pub fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        let store = self.store()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let path = ObjectPath::from(key);
+        let bytes = runtime
+            .block_on(async { store.get(&path).await?.bytes().await })
+            .with_context(|| format!("reading s3://{}/{key}", self.bucket))?;
+        Ok(bytes.to_vec())
+    }
+
     fn store(&self) -> anyhow::Result<AmazonS3> {
         let mut builder = AmazonS3Builder::new().with_bucket_name(&self.bucket);
         for (key, value) in self.options() {

@@ -8,15 +8,13 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use weir_runtime::checkpoint::CheckpointMetadata;
+use std::time::{SystemTime, UNIX_EPOCH};
 use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
-use weir_tests::harness::{artifact, read_lines};
-use weir_tests::reference;
+use weir_tests::harness::artifact;
 use weir_tests::s3::S3Server;
+use weir_tests::verify::{assert_only_retained_checkpoint_files, assert_output_is_the_reference};
 
 /// One cluster at a time: they share the machine's (one) core.
 fn serial() -> MutexGuard<'static, ()> {
@@ -28,11 +26,6 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// The cluster's environment for the S3 server: the standard `AWS_*` variables.
-fn s3_env(s3: &S3Server) -> Vec<(String, String)> {
-    s3.options().into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect()
-}
-
 /// A small deterministic pseudo-random sequence (seed printed for reproduction).
 struct Lcg(u64);
 
@@ -40,56 +33,6 @@ impl Lcg {
     fn next(&mut self, bound: usize) -> usize {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 33) % bound as u64) as usize
-    }
-}
-
-fn checkpoints(cluster: &Cluster, job: &str) -> Value {
-    cluster.weir_json(&["checkpoints", job])
-}
-
-fn completed_count(cluster: &Cluster, job: &str) -> u64 {
-    checkpoints(cluster, job)["counts"]["completed"].as_u64().unwrap_or(0)
-}
-
-fn details(cluster: &Cluster, job: &str) -> Value {
-    cluster.weir_json(&["status", job])
-}
-
-/// Waits until every subtask of the job runs and `completed` checkpoints exceed `after`.
-fn wait_for_progress(cluster: &Cluster, job: &str, after: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let d = details(cluster, job);
-        let running = d["state"] == "RUNNING"
-            && d["vertices"].as_array().is_some_and(|vs| {
-                vs.iter().all(|v| {
-                    v["subtasks"].as_array().is_some_and(|s| {
-                        s.len() as u64 == v["parallelism"].as_u64().unwrap_or(0)
-                            && s.iter().all(|t| t["state"] == "Running")
-                    })
-                })
-            });
-        if running {
-            let completed = completed_count(cluster, job);
-            if completed > after {
-                return completed;
-            }
-        }
-        assert!(d["state"] != "FINISHED", "the job finished before the planned failures: make it longer: {d}");
-        assert!(Instant::now() < deadline, "no checkpoint completed after {after}: {d}\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_for_end(cluster: &Cluster, job: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let d = details(cluster, job);
-        if ["FINISHED", "FAILED", "CANCELED"].contains(&d["state"].as_str().unwrap_or_default()) {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "the job did not end: {d}\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -125,7 +68,7 @@ fn exactly_once(run: &Run) -> Value {
     let mut cluster = Cluster::start_with_env(
         &["--heartbeat-timeout-ms", "2000", "--restart-attempts", "20", "--restart-delay-ms", "200"],
         &[("tm-1", 2), ("tm-2", 2), ("tm-3", 2)],
-        &s3_env(&s3),
+        &s3.env(),
     );
     let output = tempfile::tempdir().unwrap();
     let (events, rate) = (run.events.to_string(), run.rate.to_string());
@@ -161,14 +104,14 @@ fn exactly_once(run: &Run) -> Value {
     let mut completed = 0;
     let mut live: Vec<String> = ["tm-1", "tm-2", "tm-3"].map(str::to_owned).to_vec();
     for (n, kill) in run.kills.iter().enumerate() {
-        completed = wait_for_progress(&cluster, &job, completed);
+        completed = cluster.wait_for_progress(&job, completed);
         // Checkpoint files are in the bucket while the job runs.
         let objects = job_objects(&s3, &job);
         assert!(
             objects.iter().any(|(key, _)| key.contains("/chk-") && key.ends_with("/_metadata")),
             "no checkpoint metadata in the bucket during the run: {objects:?}"
         );
-        let busy: Vec<String> = taskmanagers_of(&details(&cluster, &job)).into_iter().collect();
+        let busy: Vec<String> = taskmanagers_of(&cluster.details(&job)).into_iter().collect();
         let victim = busy[random.next(busy.len())].clone();
         if *kill != Kill::JobManager {
             eprintln!("kill {}: SIGKILL {victim} after {completed} completed checkpoints", n + 1);
@@ -181,7 +124,7 @@ fn exactly_once(run: &Run) -> Value {
             let ids: Vec<&str> = live.iter().map(String::as_str).collect();
             cluster.wait_for_taskmanagers(&ids);
             // The restarted jobmanager resumed the job from its record.
-            let resumed = details(&cluster, &job);
+            let resumed = cluster.details(&job);
             assert!(resumed["state"].is_string(), "the restarted jobmanager knows the job: {resumed}");
             // Its checkpoint counts start again; progress means a checkpoint of the resumed job.
             completed = 0;
@@ -192,86 +135,19 @@ fn exactly_once(run: &Run) -> Value {
             live.push(replacement);
         }
     }
-    let end = wait_for_end(&cluster, &job);
+    let end = cluster.wait_for_end(&job);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     assert!(end["restarts"].as_u64().unwrap_or(0) >= run.kills.len() as u64, "every kill restarted the job: {end}");
     assert!(end["last_recovery_time_ms"].as_u64().is_some(), "recovery time reported: {end}");
     assert_eq!(end["state_backend"], run.backend, "{end}");
 
-    let mut actual = read_lines(output.path());
-    let mut expected = reference::nexmark(run.query, run.events);
-    actual.sort();
-    expected.sort();
-    if actual != expected {
-        let a: BTreeSet<&String> = actual.iter().collect();
-        let e: BTreeSet<&String> = expected.iter().collect();
-        let missing: Vec<_> = e.difference(&a).take(5).collect();
-        let extra: Vec<_> = a.difference(&e).take(5).collect();
-        panic!(
-            "{} with {}: {} lines, expected {} (missing e.g. {missing:?}, unexpected e.g. {extra:?})\n{}",
-            run.query,
-            run.backend,
-            actual.len(),
-            expected.len(),
-            cluster.logs()
-        );
-    }
-
-    // Only the retained checkpoints' files remain.
-    let report = checkpoints(&cluster, &job);
+    assert_output_is_the_reference(output.path(), run.query, run.events, &cluster);
+    let report = cluster.checkpoints(&job);
     assert_eq!(report["config"]["interval_ms"], 500, "{report}");
     assert_eq!(report["config"]["retained"], 2, "{report}");
     assert_eq!(report["state_backend"], run.backend, "{report}");
-    let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
-    assert!(!retained.is_empty() && retained.len() <= 2, "{report}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let objects = job_objects(&s3, &job);
-        // Shared (incremental) files: exactly those the retained checkpoints reference.
-        let mut referenced = BTreeSet::new();
-        for id in &retained {
-            let bytes = get(&s3, &format!("checkpoints/{job}/chk-{id}/_metadata"));
-            let metadata = CheckpointMetadata::decode(&bytes).expect("retained metadata decodes");
-            for task in &metadata.tasks {
-                for handle in task.snapshot.handles.iter().filter(|h| h.shared) {
-                    referenced.insert(handle.uri.strip_prefix("s3://weir/").unwrap_or(&handle.uri).to_owned());
-                }
-            }
-        }
-        let shared: BTreeSet<String> = objects
-            .iter()
-            .filter(|(key, _)| key.starts_with(&format!("checkpoints/{job}/shared/")))
-            .map(|(key, _)| key.clone())
-            .collect();
-        if run.backend == "rocksdb" {
-            assert!(!referenced.is_empty(), "RocksDB checkpoints reference shared SST files");
-        }
-        assert!(
-            referenced.is_subset(&shared),
-            "referenced shared files are missing: {:?}",
-            referenced.difference(&shared).collect::<Vec<_>>()
-        );
-        let orphans: Vec<&(String, u64)> = objects
-            .iter()
-            .filter(|(key, _)| {
-                let own = retained.iter().any(|id| key.starts_with(&format!("checkpoints/{job}/chk-{id}/")));
-                !own && !key.starts_with(&format!("checkpoints/{job}/shared/"))
-            })
-            .collect();
-        let metadata = retained
-            .iter()
-            .all(|id| objects.iter().any(|(k, _)| *k == format!("checkpoints/{job}/chk-{id}/_metadata")));
-        let unreferenced: Vec<&String> = shared.difference(&referenced).collect();
-        if orphans.is_empty() && metadata && unreferenced.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "files of checkpoints that are not retained ({retained:?}) remain: {orphans:?}, unreferenced shared files: {unreferenced:?}\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(report["retained"].as_array().is_some_and(|r| r.len() <= 2), "{report}");
+    assert_only_retained_checkpoint_files(&cluster, &s3, &job, run.backend == "rocksdb");
     end
 }
 
@@ -322,12 +198,6 @@ fn overwrite(s3: &S3Server, key: &str, bytes: &'static [u8]) {
     runtime.block_on(store(s3).put(&ObjectPath::from(key), PutPayload::from_static(bytes))).unwrap();
 }
 
-/// Reads an object of the bucket.
-fn get(s3: &S3Server, key: &str) -> Vec<u8> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async { store(s3).get(&ObjectPath::from(key)).await.unwrap().bytes().await.unwrap().to_vec() })
-}
-
 /// Deletes an object of the bucket.
 fn delete(s3: &S3Server, key: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -362,7 +232,7 @@ fn falls_back_past_a_damaged_checkpoint(damage: Damage) {
     let mut cluster = Cluster::start_with_env(
         &["--heartbeat-timeout-ms", "2000", "--restart-attempts", "5", "--restart-delay-ms", "200"],
         &[("tm-1", 2), ("tm-2", 2)],
-        &s3_env(&s3),
+        &s3.env(),
     );
     let output = tempfile::tempdir().unwrap();
     let events = EVENTS.to_string();
@@ -392,9 +262,9 @@ fn falls_back_past_a_damaged_checkpoint(damage: Damage) {
     let job = submitted_job_id(&out);
     // Two retained checkpoints; right after the second completes (the next is 3 s away), damage
     // it and kill a taskmanager.
-    wait_for_progress(&cluster, &job, 0);
-    let completed = wait_for_progress(&cluster, &job, 1);
-    let report = checkpoints(&cluster, &job);
+    cluster.wait_for_progress(&job, 0);
+    let completed = cluster.wait_for_progress(&job, 1);
+    let report = cluster.checkpoints(&job);
     let retained: Vec<u64> = report["retained"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
     assert_eq!(retained.len(), 2, "{report}");
     let (previous, newest) = (retained[0], retained[1]);
@@ -404,12 +274,12 @@ fn falls_back_past_a_damaged_checkpoint(damage: Damage) {
         }
         Damage::MissingTaskFile => delete(&s3, &format!("checkpoints/{job}/chk-{newest}/0-0")),
     }
-    let victim = taskmanagers_of(&details(&cluster, &job)).into_iter().next().unwrap();
+    let victim = taskmanagers_of(&cluster.details(&job)).into_iter().next().unwrap();
     eprintln!("damaged checkpoint {newest} (completed: {completed}); killing {victim}");
     cluster.kill_taskmanager(&victim);
     cluster.start_taskmanager("tm-3", 2);
 
-    let end = wait_for_end(&cluster, &job);
+    let end = cluster.wait_for_end(&job);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     let log = cluster.jobmanager_stderr();
     let said = match damage {
@@ -418,9 +288,5 @@ fn falls_back_past_a_damaged_checkpoint(damage: Damage) {
     };
     assert!(log.contains(&said), "the jobmanager says why it fell back:\n{log}");
     assert!(log.contains(&format!("restoring the job from checkpoint {previous}")), "{log}");
-    let mut actual = read_lines(output.path());
-    let mut expected = reference::nexmark("wcount", EVENTS);
-    actual.sort();
-    expected.sort();
-    assert!(actual == expected, "{} lines, expected {}\n{}", actual.len(), expected.len(), cluster.logs());
+    assert_output_is_the_reference(output.path(), "wcount", EVENTS, &cluster);
 }
