@@ -91,6 +91,7 @@ pub fn task_event_to_update(taskmanager: &str, event: &TaskEvent) -> pb::UpdateT
     let (failure_kind, unusable_checkpoint_id) = match event.failure_kind {
         FailureKind::Task => (pb::FailureKind::Task, 0),
         FailureKind::CheckpointUnusable(checkpoint) => (pb::FailureKind::CheckpointUnusable, checkpoint),
+        FailureKind::Unrecoverable => (pb::FailureKind::Unrecoverable, 0),
     };
     pb::UpdateTaskStateRequest {
         taskmanager_id: taskmanager.to_owned(),
@@ -119,6 +120,7 @@ pub fn task_event_from_update(update: pb::UpdateTaskStateRequest) -> Result<Task
         Ok(pb::FailureKind::CheckpointUnusable) if update.unusable_checkpoint_id > 0 => {
             FailureKind::CheckpointUnusable(update.unusable_checkpoint_id)
         }
+        Ok(pb::FailureKind::Unrecoverable) => FailureKind::Unrecoverable,
         Ok(pb::FailureKind::CheckpointUnusable) => {
             return Err(invalid("unusable_checkpoint_id", "0 with failure kind CHECKPOINT_UNUSABLE"));
         }
@@ -421,6 +423,8 @@ mod tests {
             ..TaskEvent::new(deployment().task, TaskExecutionState::Finished, 3, 4)
         };
         assert_eq!(task_event_from_update(task_event_to_update("tm", &finished)).unwrap(), finished);
+        let unrecoverable = TaskEvent { failure_kind: FailureKind::Unrecoverable, ..failed.clone() };
+        assert_eq!(task_event_from_update(task_event_to_update("tm", &unrecoverable)).unwrap(), unrecoverable);
         let running = TaskEvent::new(deployment().task, TaskExecutionState::Running, 0, 0);
         assert_eq!(task_event_from_update(task_event_to_update("tm", &running)).unwrap(), running);
     }

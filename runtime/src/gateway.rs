@@ -44,6 +44,10 @@ pub enum FailureKind {
     /// The task could not restore checkpoint `n` because a file it names is missing or corrupt:
     /// that checkpoint is unusable, and the next attempt restores from the one before it.
     CheckpointUnusable(u64),
+    /// The job as written cannot run (an invalid job or argument found while running, such as an
+    /// event-time window fed records without timestamps): every attempt would fail the same way,
+    /// so the job fails without restarting.
+    Unrecoverable,
 }
 
 /// A task's state change with its counters, from a taskmanager to the jobmanager.

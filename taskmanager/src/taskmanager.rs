@@ -567,10 +567,15 @@ impl TaskManager {
                     Err(e) => {
                         error!(job_id = %task.job, task = %cx.info.task_name, subtask = task.subtask, "task failed: {e}");
                         event.state = TaskExecutionState::Failed;
+                        event.failure_kind = match (&e, cx.unusable_checkpoint) {
+                            (_, Some(checkpoint)) => weir_runtime::FailureKind::CheckpointUnusable(checkpoint),
+                            // The job as written cannot run: every attempt would fail alike.
+                            (weir_api::Error::InvalidJob(_) | weir_api::Error::InvalidArgument(_), None) => {
+                                weir_runtime::FailureKind::Unrecoverable
+                            }
+                            _ => weir_runtime::FailureKind::Task,
+                        };
                         event.failure = Some(e.to_string());
-                        if let Some(checkpoint) = cx.unusable_checkpoint {
-                            event.failure_kind = weir_runtime::FailureKind::CheckpointUnusable(checkpoint);
-                        }
                     }
                 };
                 // Nothing this task wrote may land in storage after it reported its end.

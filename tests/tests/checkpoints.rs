@@ -215,3 +215,44 @@ fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once
     assert_eq!((actual.len(), duplicates), (expected.len(), 0), "every count exactly once");
     assert!(actual == expected, "the counts differ from the expected ones");
 }
+
+/// Windows in event time over records that have no timestamps: the job as written cannot run.
+fn no_timestamps(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> Result<()> {
+    env.from_generator(GeneratorSource::bounded(1000), |seq| seq % 10)
+        .key_by(|k: &u64| *k)
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
+        .reduce(|a: u64, b: u64| a + b)
+        .sink_to_blackhole();
+    Ok(())
+}
+
+// A job that cannot run as written fails at once, even with checkpoints on, where the default
+// restart strategy would restart it without limit (each attempt failing the same way).
+#[test]
+fn a_job_that_cannot_run_as_written_fails_without_restarting() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let details = runtime.block_on(async {
+        let storage = StorageConfig { url: format!("file://{}", dir.path().display()), options: BTreeMap::new() };
+        let jobmanager = JobManager::with_storage(JobManagerSettings::default(), storage);
+        let config = TaskManagerConfig { id: "tm".into(), slots: 8, ..TaskManagerConfig::default() };
+        let taskmanager = TaskManager::new(config, jobmanager.event_sink());
+        jobmanager.register_taskmanager(Arc::new(taskmanager.clone()), String::new(), false);
+        let options = CheckpointOptions { interval: Some("100ms".into()), ..CheckpointOptions::default() };
+        let submission = JobSubmission {
+            artifact: JobArtifact::InProcess {
+                name: "no timestamps".into(),
+                entry: weir_api::plugin::job_entry(no_timestamps).into(),
+            },
+            args: Vec::new(),
+            parallelism: 2,
+            checkpointing: options.resolve().unwrap().checkpointing,
+            state_backend: Default::default(),
+        };
+        let job = jobmanager.submit(submission).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), jobmanager.wait_for_termination(job)).await.unwrap().unwrap()
+    });
+    assert_eq!(details.state, JobStatus::Failed, "{details:?}");
+    assert_eq!(details.restarts, 0, "{details:?}");
+    assert!(details.failure.as_deref().unwrap_or_default().contains("without a timestamp"), "{details:?}");
+}

@@ -19,7 +19,7 @@ use crate::plan::ExecutionPlan;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use weir_runtime::{JobId, TaskEvent, TaskExecutionState, TaskId};
+use weir_runtime::{FailureKind, JobId, TaskEvent, TaskExecutionState, TaskId};
 
 /// Status of a job, named as Flink names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -269,6 +269,24 @@ impl Job {
         commands
     }
 
+    /// The attempt failed in a way no restart can cure (the job as written cannot run): the job
+    /// fails, whatever the restart strategy says.
+    pub(crate) fn fail_without_restart(&mut self, message: String, now: Instant) -> Vec<JobCommand> {
+        if self.status == JobStatus::Running {
+            self.failure.get_or_insert(message);
+            self.transition(JobStatus::Failing, now);
+            let mut commands = vec![JobCommand::CancelTasks];
+            commands.extend(self.settle(now));
+            return commands;
+        }
+        if self.status == JobStatus::Restarting {
+            // A restart was already due: it is not any more.
+            self.failure.get_or_insert(message);
+            self.transition(JobStatus::Failing, now);
+        }
+        self.settle(now).into_iter().collect()
+    }
+
     /// Deploying `failed` failed and `never_deployed` were not deployed at all: none of them
     /// will report, so they count as stopped; the attempt fails.
     pub(crate) fn deployment_failed(
@@ -370,6 +388,9 @@ impl Job {
                 event.task.subtask,
                 event.failure.as_deref().unwrap_or("unknown failure")
             );
+            if event.failure_kind == FailureKind::Unrecoverable {
+                return self.fail_without_restart(message, now);
+            }
             return self.fail(message, now);
         }
         if event.state == TaskExecutionState::Canceled && self.status == JobStatus::Running {
@@ -668,6 +689,28 @@ mod tests {
         assert!(j.failures[0].contains("was cancelled by its taskmanager"), "{:?}", j.failures);
         let commands = j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled), now());
         assert_eq!(commands, vec![JobCommand::Restart(std::time::Duration::from_millis(5))]);
+    }
+
+    #[test]
+    fn an_unrecoverable_task_failure_fails_the_job_whatever_the_restart_strategy() {
+        let mut j = job(2);
+        j.restart = RestartPolicy::default_for(true);
+        let unrecoverable =
+            TaskEvent { failure_kind: FailureKind::Unrecoverable, ..event(&j, 0, TaskExecutionState::Failed) };
+        assert_eq!(j.on_task_event(&unrecoverable, now()), vec![JobCommand::CancelTasks]);
+        assert_eq!(j.status, JobStatus::Failing);
+        j.on_task_event(&event(&j, 1, TaskExecutionState::Canceled), now());
+        assert_eq!(j.status, JobStatus::Failed);
+        assert!(j.failure.as_deref().unwrap().contains("boom"));
+        // Also when it comes second, after an ordinary failure made the job restart.
+        let mut j = job(2);
+        j.restart = RestartPolicy::default_for(true);
+        j.on_task_event(&event(&j, 0, TaskExecutionState::Failed), now());
+        assert_eq!(j.status, JobStatus::Restarting);
+        let unrecoverable =
+            TaskEvent { failure_kind: FailureKind::Unrecoverable, ..event(&j, 1, TaskExecutionState::Failed) };
+        assert_eq!(j.on_task_event(&unrecoverable, now()), vec![]);
+        assert_eq!(j.status, JobStatus::Failed);
     }
 
     #[test]
