@@ -1,0 +1,141 @@
+//! Checkpoints: ticks, manual triggers, and the coordinator's actions carried out.
+
+use super::*;
+
+impl JobMaster {
+    pub(super) fn tick(&mut self, now: Now) {
+        if !self.job.can_checkpoint() {
+            return;
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            let actions = c.coordinator.tick(now.epoch_ms);
+            self.perform(actions, now);
+        }
+    }
+
+    pub(super) fn trigger_checkpoint(&mut self, now: Now) -> Result<u64, Error> {
+        let id = self.id;
+        let Some(c) = self.checkpoints.as_mut() else {
+            return Err(Error::InvalidRequest(format!("job {id} has checkpointing off")));
+        };
+        if !self.job.can_checkpoint() {
+            return Err(Error::IllegalState {
+                job: id,
+                status: self.job.status.to_string(),
+                action: "a checkpoint (not every task runs)".into(),
+            });
+        }
+        let actions = c.coordinator.trigger_now(now.epoch_ms, crate::checkpoint::CheckpointKind::Checkpoint).map_err(
+            |refused| match refused {
+                TriggerRefused::Stopped => {
+                    Error::IllegalState { job: id, status: "ending".into(), action: "a checkpoint".into() }
+                }
+                other => Error::Unavailable(other.to_string()),
+            },
+        )?;
+        let checkpoint = actions.iter().find_map(|a| match a {
+            Action::Trigger { checkpoint_id, .. } => Some(*checkpoint_id),
+            _ => None,
+        });
+        self.perform(actions, now);
+        checkpoint.ok_or_else(|| Error::Unavailable("no checkpoint was triggered".into()))
+    }
+
+    /// Carries out the coordinator's actions, in order.
+    pub(super) fn perform(&mut self, actions: Vec<Action>, now: Now) {
+        let attempt = self.job.attempt;
+        for action in actions {
+            let Some(c) = self.checkpoints.as_mut() else { return };
+            match action {
+                Action::Trigger { checkpoint_id, timestamp_ms, .. } => {
+                    debug!(job_id = %self.id, checkpoint_id, "triggering checkpoint");
+                    let barrier = CheckpointBarrier { id: checkpoint_id, timestamp: timestamp_ms };
+                    let sources: BTreeSet<String> = c
+                        .coordinator
+                        .sources()
+                        .iter()
+                        .filter_map(|t| self.job.tasks.get(t))
+                        .map(|t| t.taskmanager.clone())
+                        .collect();
+                    for tm in sources {
+                        if let Some(outbox) = self.outboxes.get(&tm) {
+                            outbox.send(Command::Trigger(attempt, barrier));
+                        }
+                    }
+                }
+                Action::WriteMetadata { checkpoint_id, kind, acknowledgements } => {
+                    let trigger_ms = c
+                        .coordinator
+                        .pending()
+                        .iter()
+                        .find(|p| p.checkpoint_id == checkpoint_id)
+                        .map_or(0, |p| p.trigger_ms);
+                    let metadata =
+                        files::metadata(self.id, checkpoint_id, kind, trigger_ms, c.settings.backend, acknowledgements);
+                    let (storage, url, mailbox) =
+                        (c.storage.clone(), c.layout.metadata_url(checkpoint_id), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        weir_runtime::faults::delay("jobmanager::metadata::delay").await;
+                        let effect = match storage.put(&url, metadata.encode().into()).await {
+                            Ok(()) => {
+                                weir_runtime::faults::crash("jobmanager::metadata::crash");
+                                Effect::MetadataWritten { checkpoint: checkpoint_id }
+                            }
+                            Err(e) => Effect::MetadataFailed { checkpoint: checkpoint_id, reason: e.to_string() },
+                        };
+                        let _ = mailbox.send(JobInput::Effect(effect));
+                    });
+                }
+                Action::NotifyComplete { checkpoint_id } => {
+                    if let Some(done) = c.coordinator.latest_completed().filter(|d| d.checkpoint_id == checkpoint_id) {
+                        info!(
+                            job_id = %self.id,
+                            checkpoint_id,
+                            duration_ms = done.duration_ms,
+                            state_size = done.state_size_bytes,
+                            incremental_size = done.incremental_size_bytes,
+                            "checkpoint completed"
+                        );
+                    }
+                    // Completed after its attempt ended (its metadata write outlived the
+                    // attempt): the next attempt restores it, and its sinks commit it then.
+                    if self.job.status == JobStatus::Running {
+                        for tm in self.job.attempt_taskmanagers() {
+                            if let Some(outbox) = self.outboxes.get(&tm) {
+                                outbox.send(Command::Notify(attempt, checkpoint_id));
+                            }
+                        }
+                    }
+                }
+                Action::Abort { checkpoint_id, reason } => {
+                    if reason.counts_as_failure() {
+                        warn!(job_id = %self.id, checkpoint_id, "checkpoint failed: {reason}");
+                    } else {
+                        debug!(job_id = %self.id, checkpoint_id, "checkpoint aborted: {reason}");
+                    }
+                    c.deleter.send(Deletion::Checkpoint(checkpoint_id));
+                    if self.job.status == JobStatus::Running {
+                        for tm in self.job.attempt_taskmanagers() {
+                            if let Some(outbox) = self.outboxes.get(&tm) {
+                                outbox.send(Command::Abort(attempt, checkpoint_id));
+                            }
+                        }
+                    }
+                }
+                Action::Discard { checkpoint_id } => {
+                    debug!(job_id = %self.id, checkpoint_id, "discarding a checkpoint no longer retained");
+                    c.deleter.send(Deletion::Checkpoint(checkpoint_id));
+                }
+                Action::DeleteShared { uris } | Action::DeleteFiles { uris } => c.deleter.send(Deletion::Files(uris)),
+                Action::ReserveIds { up_to } => match &self.recorder {
+                    Some(_) => self.record(RecordPurpose::Ids(up_to)),
+                    None => c.coordinator.ids_reserved(up_to),
+                },
+                Action::FailJob { reason } => {
+                    let commands = self.job.fail(reason, now.instant);
+                    self.apply(commands, now);
+                }
+            }
+        }
+    }
+}
