@@ -722,11 +722,101 @@ impl TaskManagerGateway for TaskManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+    use weir_api::prelude::{GeneratorSource, JobArgs, StreamExecutionEnvironment};
 
     struct Ignore;
 
     impl TaskEventSink for Ignore {
         fn task_event(&self, _event: TaskEvent) {}
+    }
+
+    /// Records every task event.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<TaskEvent>>);
+
+    impl TaskEventSink for Recorder {
+        fn task_event(&self, event: TaskEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    impl Recorder {
+        /// Waits (up to 10 s) for the terminal event of `task`.
+        fn end_of(&self, task: TaskId) -> TaskEvent {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let found = self.0.lock().unwrap().iter().find(|e| e.task == task && e.state.is_terminal()).cloned();
+                if let Some(event) = found {
+                    return event;
+                }
+                assert!(Instant::now() < deadline, "task {task} did not end");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// An endless, slow source into a blackhole: one task that runs until cancelled.
+    fn endless(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> weir_api::Result<()> {
+        env.from_generator(GeneratorSource::unbounded().with_rate(100.0), |seq| seq).sink_to_blackhole();
+        Ok(())
+    }
+
+    fn deployment(job: JobId, attempt: u32) -> TaskDeployment {
+        TaskDeployment {
+            task: TaskId { job, attempt, vertex: 0, subtask: 0 },
+            job_name: "endless".into(),
+            task_name: "generator -> blackhole".into(),
+            parallelism: 1,
+            max_parallelism: 128,
+            job_args: Vec::new(),
+            chain: weir_api::graph::ChainSpec { head: 0, nodes: vec![0, 1], chained_edges: vec![0], outputs: vec![] },
+            inputs: Vec::new(),
+            input_locations: Vec::new(),
+            output_taskmanagers: Vec::new(),
+            checkpointing: None,
+            state_backend: StateBackendKind::Heap,
+            restore: None,
+        }
+    }
+
+    fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "{what} within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn commands_of_an_old_attempt_never_touch_a_newer_one() {
+        // Regression: CancelJob and ReleaseJob named no attempt, so a delayed cancel of a failed
+        // attempt cancelled the next attempt's tasks; a delayed deployment of an old attempt ran.
+        let events = Arc::new(Recorder::default());
+        let config = TaskManagerConfig { id: "tm".into(), slots: 4, ..TaskManagerConfig::default() };
+        let taskmanager = TaskManager::new(config, events.clone());
+        let artifact =
+            JobArtifact::InProcess { name: "endless".into(), entry: weir_api::plugin::job_entry(endless).into() };
+        let job = JobId::random();
+        taskmanager.deploy_task(deployment(job, 1), &artifact).unwrap();
+        let stale = taskmanager.deploy_task(deployment(job, 0), &artifact).unwrap_err();
+        assert!(stale.contains("stale deployment"), "{stale}");
+        taskmanager.cancel_job(job, 0);
+        taskmanager.release_job(job, 0);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(taskmanager.running_tasks(), 1, "attempt 1 keeps running");
+        taskmanager.cancel_job(job, 1);
+        assert_eq!(events.end_of(deployment(job, 1).task).state, TaskExecutionState::Canceled);
+        wait_until("the task stopped", || taskmanager.running_tasks() == 0);
+        // Cancelled by the taskmanager itself (it lost the jobmanager): reported as a failure.
+        taskmanager.deploy_task(deployment(job, 2), &artifact).unwrap();
+        taskmanager.cancel_all("the taskmanager lost contact with the jobmanager");
+        let end = events.end_of(deployment(job, 2).task);
+        assert_eq!(end.state, TaskExecutionState::Failed);
+        assert!(end.failure.unwrap().contains("lost contact with the jobmanager"));
+        wait_until("the task stopped", || taskmanager.running_tasks() == 0);
+        taskmanager.release_job(job, 2);
+        assert_eq!(taskmanager.held_jobs(), 0, "released up to the newest attempt: nothing is held");
     }
 
     #[test]
