@@ -50,7 +50,10 @@ impl SourceDescriptor {
 /// Where a sink's records go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SinkDescriptor {
-    /// One text file per subtask, `part-<subtask>.txt`, in `directory` (created if missing).
+    /// Exactly-once text files in `directory` (created if missing): subtask `s` commits part
+    /// files `part-<s>-<q>.txt` (`q = 0, 1, ...`), one per completed checkpoint that saw records
+    /// (one in all without checkpoints). With several taskmanagers the directory must be one
+    /// filesystem they all share.
     TextFiles {
         /// The output directory.
         directory: String,
