@@ -2,9 +2,12 @@
 # Installs what building and testing Weir needs beyond the Rust toolchain, if it is missing:
 # - libclang (bindgen generates RocksDB's bindings with it; RocksDB itself is compiled from source);
 # - moto's S3-compatible server (`moto[server]` from PyPI, in a Python venv under
-#   ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/venv), which the S3 tests start on loopback.
-# Idempotent and quick when everything is present; needs root, the Debian package mirror and PyPI,
-# as on the project's machines.
+#   ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/venv), which the S3 tests start on loopback;
+# - Apache Kafka's broker: the jars of scripts/kafka/pom.xml (`org.apache.kafka:kafka_2.13` and its
+#   runtime dependencies, from Maven Central) in ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/kafka-<version>/libs,
+#   run on Java 17 or newer by the Kafka tests (tests/src/kafka.rs) in KRaft mode on loopback.
+# Idempotent and quick when everything is present; needs root, the Debian package mirror, PyPI and
+# Maven Central, as on the project's machines.
 set -euo pipefail
 tools_dir="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}"
 venv="$tools_dir/venv"
@@ -44,4 +47,32 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   fi
   echo "setup: installing moto[server] into the venv $venv (S3-compatible server for the S3 tests)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+# Kafka: reinstalled when scripts/kafka/pom.xml changes (its hash is kept beside the jars). The jars
+# are copied into a fresh directory that replaces the old one only when complete.
+kafka_pom="$(cd "$(dirname "$0")" && pwd)/kafka/pom.xml"
+kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$kafka_pom")"
+kafka_dir="$tools_dir/kafka-$kafka_version"
+kafka_pom_hash="$(sha256sum "$kafka_pom" | cut -d' ' -f1)"
+if [ "$(cat "$kafka_dir/pom.sha256" 2> /dev/null)" != "$kafka_pom_hash" ]; then
+  if ! command -v java > /dev/null || ! command -v mvn > /dev/null; then
+    echo "setup: installing Java and Maven (for the Kafka broker of the Kafka tests; Kafka 4 needs Java 17 or newer)"
+    apt_install default-jre-headless maven
+  fi
+  echo "setup: installing Apache Kafka $kafka_version's broker jars from Maven Central into $kafka_dir/libs"
+  mkdir -p "$tools_dir"
+  rm -rf "$kafka_dir.tmp"
+  mkdir -p "$kafka_dir.tmp"
+  # Maven prints nothing useful on success (but stray colour codes); its log is shown on failure.
+  if ! mvn -B -q -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$kafka_dir.tmp/libs" > "$kafka_dir.tmp/mvn.log" 2>&1; then
+    cat "$kafka_dir.tmp/mvn.log" >&2
+    echo "setup: installing Kafka's jars failed (Maven's log above)" >&2
+    exit 1
+  fi
+  rm "$kafka_dir.tmp/mvn.log"
+  echo "$kafka_pom_hash" > "$kafka_dir.tmp/pom.sha256"
+  rm -rf "$kafka_dir"
+  mv "$kafka_dir.tmp" "$kafka_dir"
 fi

@@ -13,6 +13,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The S3 tests start this moto server (installed by setup.sh) on a free loopback port.
 export WEIR_MOTO_SERVER="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/venv/bin/moto_server"
+# The Kafka tests start a broker (KRaft, on Java 17+) from these jars (installed by setup.sh from
+# scripts/kafka/pom.xml) on free loopback ports.
+kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+export WEIR_KAFKA_LIBS="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/kafka-$kafka_version/libs"
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod harness;
+pub mod kafka;
 pub mod reference;
 pub mod s3;
 pub mod verify;
