@@ -64,6 +64,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + '
 pub mod prelude {
     pub use crate::Data;
     pub use crate::args::JobArgs;
+    pub use crate::connectors::kafka::{
+        Delivery, Isolation, KafkaDeserializer, KafkaRecord, KafkaRecordOut, KafkaSerializer, KafkaSink, KafkaSource,
+        MalformedPolicy, OffsetReset, StartingOffsets,
+    };
     pub use crate::error::{Error, Result};
     pub use crate::functions::{
         AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,

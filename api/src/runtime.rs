@@ -358,14 +358,157 @@ pub struct RawBatch {
     pub lines: Vec<String>,
     /// Sequence numbers of a generator: `first, first + stride, ...`, `count` of them.
     pub sequence: Option<(u64, u64, u64)>,
+    /// Records of a Kafka source.
+    pub kafka: KafkaBatch,
+    /// The source's splits (Kafka partitions) as of this batch, for per-split watermarks.
+    pub splits: SplitStatus,
 }
 
 impl RawBatch {
-    /// Empties the batch, keeping its allocations.
+    /// Empties the batch, keeping its allocations (and what stays valid across batches: topic
+    /// names, the split count).
     pub fn clear(&mut self) {
         self.lines.clear();
         self.sequence = None;
+        self.kafka.clear();
+        self.splits.finished.clear();
     }
+}
+
+/// The splits of a source subtask. Splits are numbered `0..assigned` in the order the reader
+/// took them (a split's number never changes); records name theirs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SplitStatus {
+    /// Splits assigned so far (discovery may add more; none are taken away).
+    pub assigned: u32,
+    /// Splits that ended in this batch (bounded reading reached its end offset).
+    pub finished: Vec<u32>,
+}
+
+/// A byte range `start..end` in a batch's data buffer.
+pub type ByteRange = (u32, u32);
+
+/// Kafka records read by a source, keys, values and header values back to back in one buffer:
+/// no allocation per record.
+#[derive(Debug, Default)]
+pub struct KafkaBatch {
+    /// Keys, values, header names and header values.
+    pub data: Vec<u8>,
+    /// The records, in the order they were read.
+    pub records: Vec<KafkaRawRecord>,
+    /// Headers of all records; each record names its range.
+    pub headers: Vec<RawHeader>,
+    /// Topic names by index (kept across batches; the reader only appends).
+    pub topics: Vec<String>,
+}
+
+impl KafkaBatch {
+    fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+        self.headers.clear();
+    }
+
+    /// Appends `bytes` to the data buffer; returns their range.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> ByteRange {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(bytes);
+        (start, self.data.len() as u32)
+    }
+
+    /// The bytes of `range`.
+    pub fn bytes(&self, range: ByteRange) -> &[u8] {
+        self.data.get(range.0 as usize..range.1 as usize).unwrap_or_default()
+    }
+}
+
+/// One record of a [`KafkaBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaRawRecord {
+    /// The split (partition of this subtask) it came from.
+    pub split: u32,
+    /// Index into [`KafkaBatch::topics`].
+    pub topic: u32,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The record's timestamp (create or log-append time), ms since the epoch, if it has one.
+    pub timestamp: Option<i64>,
+    /// Key bytes.
+    pub key: Option<ByteRange>,
+    /// Value bytes (`None`: a tombstone).
+    pub value: Option<ByteRange>,
+    /// Range in [`KafkaBatch::headers`].
+    pub headers: (u32, u32),
+}
+
+/// A header of a Kafka record: its name and value as ranges of the batch's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader {
+    /// The name (UTF-8).
+    pub name: ByteRange,
+    /// The value.
+    pub value: Option<ByteRange>,
+}
+
+/// A record a source could not deserialize, for its malformed-record policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedRecord {
+    /// Index of the record in the batch's [`KafkaBatch::records`].
+    pub index: usize,
+    /// Why it could not be deserialized.
+    pub error: String,
+}
+
+/// Records for a taskmanager-side sink that writes records with keys, headers and a topic
+/// (Kafka), keys, values and header values back to back in one buffer.
+#[derive(Debug, Default)]
+pub struct SinkRecords {
+    /// Topic names, keys, values, header names and header values.
+    pub data: Vec<u8>,
+    /// The records, in order.
+    pub records: Vec<SinkRecord>,
+    /// Headers of all records.
+    pub headers: Vec<RawHeader>,
+}
+
+impl SinkRecords {
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+        self.headers.clear();
+    }
+
+    /// Appends `bytes` to the data buffer; returns their range.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> ByteRange {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(bytes);
+        (start, self.data.len() as u32)
+    }
+
+    /// The bytes of `range`.
+    pub fn bytes(&self, range: ByteRange) -> &[u8] {
+        self.data.get(range.0 as usize..range.1 as usize).unwrap_or_default()
+    }
+}
+
+/// One record of [`SinkRecords`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkRecord {
+    /// The topic (UTF-8); `None`: the sink's default topic.
+    pub topic: Option<ByteRange>,
+    /// The partition; `None`: chosen by the key (or spread when there is none).
+    pub partition: Option<i32>,
+    /// Timestamp, ms since the epoch; `None`: the time it is produced.
+    pub timestamp: Option<i64>,
+    /// Key bytes.
+    pub key: Option<ByteRange>,
+    /// Value bytes (`None`: a tombstone).
+    pub value: Option<ByteRange>,
+    /// Range in [`SinkRecords::headers`].
+    pub headers: (u32, u32),
 }
 
 /// What a source poll produced.
@@ -392,6 +535,23 @@ pub trait SourceReader: Send {
     /// # Errors
     /// A position that does not belong to this source.
     fn seek(&mut self, position: &[u8]) -> Result<()>;
+
+    /// The position of checkpoint `checkpoint` was just taken ([`SourceReader::position`]): a
+    /// reader that reports progress elsewhere when the checkpoint completes (Kafka commits
+    /// offsets to its consumer group) remembers it. The default does nothing.
+    fn checkpoint(&mut self, checkpoint: CheckpointId) {
+        let _ = checkpoint;
+    }
+
+    /// Records of the last batch that could not be deserialized, for a dead-letter policy: the
+    /// reader writes them (original bytes, the error in a header) to `topic`.
+    ///
+    /// # Errors
+    /// The reader has no dead-letter output, or writing failed.
+    fn dead_letter(&mut self, topic: &str, batch: &RawBatch, records: &[MalformedRecord]) -> Result<()> {
+        let _ = (topic, batch, records);
+        Err(crate::Error::InvalidJob("this source has no dead-letter output".into()))
+    }
 }
 
 /// The checkpoint id that stands for the end of a bounded job: committing it makes everything a
@@ -409,6 +569,15 @@ pub const FINAL_CHECKPOINT: CheckpointId = CheckpointId::MAX;
 pub trait SinkWriter: Send {
     /// Writes newline-terminated records.
     fn write(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Writes records with keys, headers and topics (Kafka sinks).
+    ///
+    /// # Errors
+    /// The writer takes only lines (the default), or writing failed.
+    fn write_records(&mut self, records: &SinkRecords) -> Result<()> {
+        let _ = records;
+        Err(crate::Error::InvalidJob("this sink writes lines, not records with keys".into()))
+    }
 
     /// Barrier `checkpoint` reached the sink: everything written so far is pre-committed
     /// (durable, not yet visible). Returns the state to store in the checkpoint (what is pending

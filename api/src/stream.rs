@@ -2,6 +2,7 @@
 
 use crate::chain::{ErasedDownstream, Output, StreamRecord};
 use crate::codec::encode_into;
+use crate::connectors::kafka::{KafkaRecord, KafkaSink, KafkaSource};
 use crate::connectors::{SinkDescriptor, SourceDescriptor};
 use crate::error::{Error, Result};
 use crate::factory::{
@@ -15,8 +16,8 @@ use crate::graph::{EdgeDescriptor, EdgeId, JobDescriptor, NodeDescriptor, NodeId
 use crate::keygroup::{DEFAULT_MAX_PARALLELISM, UPPER_MAX_PARALLELISM};
 use crate::operators::basic::{FilterOperator, FlatMapOperator, MapOperator};
 use crate::operators::keyed::{KeyedHarness, KeyedProcessOperator, ReduceOperator};
-use crate::operators::sink::{FormatFn, SinkOperator};
-use crate::operators::source::{ConvertRaw, SourceHead, SourceKind};
+use crate::operators::sink::{FormatFn, SinkFormat, SinkOperator};
+use crate::operators::source::{ConvertRaw, Converted, SourceHead, SourceKind};
 use crate::operators::two_input::{CoMapHead, KeyedCoProcessHead};
 use crate::operators::watermarks::WatermarkAssigner;
 use crate::operators::window::{
@@ -24,7 +25,7 @@ use crate::operators::window::{
     WindowOperator,
 };
 use crate::operators::window_heap::HeapWindowOperator;
-use crate::runtime::{JobGraph, RawBatch};
+use crate::runtime::{JobGraph, MalformedRecord, RawBatch};
 use crate::time::{NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
 use crate::window::{OutputTag, WindowAssigner};
 use std::any::{Any, TypeId};
@@ -242,26 +243,61 @@ impl StreamExecutionEnvironment {
             self.graph.borrow_mut().errors.push(format!("generator rate must be positive, got {rate}"));
         }
         let descriptor = SourceDescriptor::Generator { count: generator.count, rate: generator.rate };
-        let convert: ConvertRaw<T> = Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>| {
-            if let Some((first, stride, count)) = raw.sequence {
-                out.reserve(count as usize);
-                let mut seq = first;
-                for _ in 0..count {
-                    out.push(StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) });
-                    seq += stride;
+        let convert: ConvertRaw<T> =
+            Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>, _: &mut Converted| {
+                if let Some((first, stride, count)) = raw.sequence {
+                    out.reserve(count as usize);
+                    let mut seq = first;
+                    for _ in 0..count {
+                        out.push(StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) });
+                        seq += stride;
+                    }
                 }
-            }
-        });
-        self.source(descriptor.clone(), "generator", SourceKind::External { descriptor, convert })
+            });
+        self.source(descriptor.clone(), "generator", SourceKind::External { descriptor, convert, watermarks: None })
     }
 
     /// The lines of a text file, or of the files in a directory (see [`SourceDescriptor::TextFiles`]).
     pub fn read_text_file(&self, path: impl Into<String>) -> DataStream<String> {
         let descriptor = SourceDescriptor::TextFiles { path: path.into() };
-        let convert: ConvertRaw<String> = Arc::new(|raw: &mut RawBatch, out: &mut Vec<StreamRecord<String>>| {
-            out.extend(raw.lines.drain(..).map(|value| StreamRecord { timestamp: NO_TIMESTAMP, value }));
-        });
-        self.source(descriptor.clone(), "text files", SourceKind::External { descriptor, convert })
+        let convert: ConvertRaw<String> =
+            Arc::new(|raw: &mut RawBatch, out: &mut Vec<StreamRecord<String>>, _: &mut Converted| {
+                out.extend(raw.lines.drain(..).map(|value| StreamRecord { timestamp: NO_TIMESTAMP, value }));
+            });
+        self.source(descriptor.clone(), "text files", SourceKind::External { descriptor, convert, watermarks: None })
+    }
+
+    /// The records of Kafka topics, one split per partition, with `watermarks` generated per
+    /// partition (the source emits the minimum over its partitions that are not idle; a subtask
+    /// without partitions is idle). Records carry their Kafka timestamp as event time unless the
+    /// strategy assigns one. Flink's `env.fromSource(kafkaSource, watermarkStrategy, name)`.
+    pub fn from_kafka<T: crate::Data>(
+        &self,
+        source: KafkaSource<T>,
+        watermarks: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
+        self.graph.borrow_mut().errors.extend(source.errors);
+        let deserializer = source.deserializer;
+        let convert: ConvertRaw<T> =
+            Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>, converted: &mut Converted| {
+                let batch = &raw.kafka;
+                out.reserve(batch.records.len());
+                for (index, record) in batch.records.iter().enumerate() {
+                    match (deserializer.0)(&KafkaRecord::of(batch, record)) {
+                        Ok(value) => {
+                            out.push(StreamRecord { timestamp: record.timestamp.unwrap_or(NO_TIMESTAMP), value });
+                            converted.splits.push(record.split);
+                        }
+                        Err(error) => converted.malformed.push(MalformedRecord { index, error }),
+                    }
+                }
+            });
+        let descriptor = SourceDescriptor::Kafka(source.spec);
+        self.source(
+            descriptor.clone(),
+            "kafka",
+            SourceKind::External { descriptor, convert, watermarks: Some(watermarks) },
+        )
     }
 
     /// The elements of a collection, split across subtasks.
@@ -600,7 +636,7 @@ impl<T: crate::Data> DataStream<T> {
         }
     }
 
-    fn sink(&self, descriptor: SinkDescriptor, name: &str, format: Option<FormatFn<T>>) -> DataStreamSink {
+    fn sink(&self, descriptor: SinkDescriptor, name: &str, format: Option<SinkFormat<T>>) -> DataStreamSink {
         let descriptor2 = descriptor.clone();
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, _outputs: Vec<ErasedDownstream>| {
             Ok(Box::new(SinkOperator::new(setup.uid, descriptor2.clone(), format.clone())))
@@ -620,7 +656,18 @@ impl<T: crate::Data> DataStream<T> {
         let format: FormatFn<T> = Arc::new(|v: &T, line: &mut String| {
             let _ = write!(line, "{v}");
         });
-        self.sink(SinkDescriptor::TextFiles { directory: directory.into() }, "text file sink", Some(format))
+        self.sink(
+            SinkDescriptor::TextFiles { directory: directory.into() },
+            "text file sink",
+            Some(SinkFormat::Lines(format)),
+        )
+    }
+
+    /// Writes records to Kafka (see [`KafkaSink`]): exactly-once, at-least-once or without a
+    /// guarantee, as the sink says. Flink's `stream.sinkTo(kafkaSink)`.
+    pub fn sink_to_kafka(&self, sink: KafkaSink<T>) -> DataStreamSink {
+        self.graph.borrow_mut().errors.extend(sink.errors);
+        self.sink(SinkDescriptor::Kafka(sink.spec), "kafka sink", Some(SinkFormat::Kafka(sink.serializer)))
     }
 
     /// Prints records (their `Display` form) on the taskmanager's standard output.
@@ -631,7 +678,7 @@ impl<T: crate::Data> DataStream<T> {
         let format: FormatFn<T> = Arc::new(|v: &T, line: &mut String| {
             let _ = write!(line, "{v}");
         });
-        self.sink(SinkDescriptor::Stdout, "print sink", Some(format))
+        self.sink(SinkDescriptor::Stdout, "print sink", Some(SinkFormat::Lines(format)))
     }
 
     /// Discards records (benchmarks).

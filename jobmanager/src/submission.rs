@@ -115,6 +115,13 @@ fn describe_sinks(job: &weir_api::graph::JobDescriptor) -> Vec<String> {
             }
             NodeKind::Sink(SinkDescriptor::Stdout) => Some(format!("{}: standard output", node.name)),
             NodeKind::Sink(SinkDescriptor::Blackhole) => Some(format!("{}: discarded (blackhole)", node.name)),
+            NodeKind::Sink(SinkDescriptor::Kafka(spec)) => Some(format!(
+                "{}: Kafka topic {} at {} ({:?})",
+                node.name,
+                spec.topic.as_deref().unwrap_or("(per record)"),
+                spec.bootstrap_servers,
+                spec.delivery
+            )),
             _ => None,
         })
         .collect()

@@ -220,7 +220,11 @@ impl TaskRuntime for TaskContext {
     }
 
     fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>> {
-        crate::connectors::open_source(source, self.info.subtask, self.info.parallelism, now_ms)
+        let opened = crate::connectors::open_source(source, &self.info, now_ms)?;
+        if let Some(committer) = opened.committer {
+            self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
+        }
+        Ok(opened.reader)
     }
 
     fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {

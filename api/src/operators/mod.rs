@@ -53,6 +53,7 @@ pub(crate) mod exchange;
 pub(crate) mod keyed;
 pub(crate) mod sink;
 pub(crate) mod source;
+pub(crate) mod split_watermarks;
 #[cfg(test)]
 mod testing;
 pub(crate) mod two_input;

@@ -1,28 +1,48 @@
-//! Sinks: format records as lines and hand them to the taskmanager's writer, or discard them.
+//! Sinks: format records as lines, or serialize them as records with keys and headers (Kafka),
+//! and hand them to the taskmanager's writer; or discard them.
 
 use crate::chain::{Downstream, StreamRecord};
 use crate::connectors::SinkDescriptor;
+use crate::connectors::kafka::{KafkaRecordOut, KafkaSerializer};
 use crate::error::{Error, Result};
-use crate::runtime::{SinkWriter, TaskRuntime};
-use crate::time::Timestamp;
+use crate::runtime::{SinkRecords, SinkWriter, TaskRuntime};
+use crate::time::{NO_TIMESTAMP, Timestamp};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Formats one record as a line (without the newline).
 pub(crate) type FormatFn<T> = Arc<dyn Fn(&T, &mut String) + Send + Sync>;
 
+/// How a sink turns records into what its writer takes.
+pub(crate) enum SinkFormat<T> {
+    /// Lines (text files, stdout).
+    Lines(FormatFn<T>),
+    /// Records with keys, headers and topics (Kafka).
+    Kafka(KafkaSerializer<T>),
+}
+
+impl<T> Clone for SinkFormat<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Lines(f) => Self::Lines(f.clone()),
+            Self::Kafka(s) => Self::Kafka(s.clone()),
+        }
+    }
+}
+
 pub(crate) struct SinkOperator<T> {
     pub(crate) uid: String,
     pub(crate) descriptor: SinkDescriptor,
-    pub(crate) format: Option<FormatFn<T>>,
+    pub(crate) format: Option<SinkFormat<T>>,
     pub(crate) writer: Option<Box<dyn SinkWriter>>,
     pub(crate) line: String,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) records: SinkRecords,
     pub(crate) prefix: String,
 }
 
 impl<T> SinkOperator<T> {
-    pub(crate) fn new(uid: &str, descriptor: SinkDescriptor, format: Option<FormatFn<T>>) -> Self {
+    pub(crate) fn new(uid: &str, descriptor: SinkDescriptor, format: Option<SinkFormat<T>>) -> Self {
         Self {
             uid: uid.to_owned(),
             descriptor,
@@ -30,6 +50,7 @@ impl<T> SinkOperator<T> {
             writer: None,
             line: String::new(),
             bytes: Vec::new(),
+            records: SinkRecords::default(),
             prefix: String::new(),
         }
     }
@@ -53,16 +74,29 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
 
     fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()> {
         rt.add_records_out(batch.len() as u64);
-        if let (Some(writer), Some(format)) = (self.writer.as_mut(), self.format.as_ref()) {
-            self.bytes.clear();
-            for record in batch.iter() {
-                self.line.clear();
-                self.line.push_str(&self.prefix);
-                format(&record.value, &mut self.line);
-                self.bytes.extend_from_slice(self.line.as_bytes());
-                self.bytes.push(b'\n');
+        match (self.writer.as_mut(), self.format.as_ref()) {
+            (Some(writer), Some(SinkFormat::Lines(format))) => {
+                self.bytes.clear();
+                for record in batch.iter() {
+                    self.line.clear();
+                    self.line.push_str(&self.prefix);
+                    format(&record.value, &mut self.line);
+                    self.bytes.extend_from_slice(self.line.as_bytes());
+                    self.bytes.push(b'\n');
+                }
+                writer.write(&self.bytes)?;
             }
-            writer.write(&self.bytes)?;
+            (Some(writer), Some(SinkFormat::Kafka(serializer))) => {
+                self.records.clear();
+                for record in batch.iter() {
+                    let timestamp = (record.timestamp != NO_TIMESTAMP).then_some(record.timestamp);
+                    let mut out = KafkaRecordOut::new(&mut self.records, timestamp);
+                    (serializer.0)(&record.value, &mut out);
+                    out.finish();
+                }
+                writer.write_records(&self.records)?;
+            }
+            _ => {}
         }
         batch.clear();
         Ok(())

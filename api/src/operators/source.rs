@@ -1,34 +1,53 @@
 //! Source heads: pull records from a taskmanager-side reader (generator, files) or from data the
 //! job carries (collections, scripted timed events), and push them into the chain.
 
+use super::split_watermarks::SplitWatermarks;
 use crate::chain::{HeadOperator, Output, StreamRecord};
 use crate::connectors::SourceDescriptor;
+use crate::connectors::kafka::MalformedPolicy;
 use crate::error::{Error, Result};
-use crate::runtime::{RawBatch, SourceReader, SourceStatus, TaskRuntime};
+use crate::runtime::{LogLevel, MalformedRecord, RawBatch, SourceReader, SourceStatus, TaskRuntime};
 use crate::stream::TimedEvent;
-use crate::time::{MAX_WATERMARK, NO_TIMESTAMP, Timestamp, duration_ms};
+use crate::time::{MAX_WATERMARK, NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
 use std::sync::Arc;
 
 /// Records per poll.
 pub(crate) const SOURCE_BATCH: usize = 1024;
 
+/// What a conversion produces besides the records: the split of each record (for sources with
+/// watermarks per split) and the records that could not be deserialized.
+#[derive(Debug, Default)]
+pub(crate) struct Converted {
+    pub(crate) splits: Vec<u32>,
+    pub(crate) malformed: Vec<MalformedRecord>,
+}
+
 /// Turns a raw batch from a taskmanager-side reader into typed records.
-pub(crate) type ConvertRaw<T> = Arc<dyn Fn(&mut RawBatch, &mut Vec<StreamRecord<T>>) + Send + Sync>;
+pub(crate) type ConvertRaw<T> = Arc<dyn Fn(&mut RawBatch, &mut Vec<StreamRecord<T>>, &mut Converted) + Send + Sync>;
 
 impl<T> Clone for SourceKind<T> {
     fn clone(&self) -> Self {
         match self {
-            Self::External { descriptor, convert } => {
-                Self::External { descriptor: descriptor.clone(), convert: convert.clone() }
-            }
+            Self::External { descriptor, convert, watermarks } => Self::External {
+                descriptor: descriptor.clone(),
+                convert: convert.clone(),
+                watermarks: watermarks.clone(),
+            },
             Self::Collection(items) => Self::Collection(items.clone()),
             Self::Timed(events) => Self::Timed(events.clone()),
         }
     }
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per source operator, built once, never in a hot path")]
 pub(crate) enum SourceKind<T> {
-    External { descriptor: SourceDescriptor, convert: ConvertRaw<T> },
+    External {
+        descriptor: SourceDescriptor,
+        convert: ConvertRaw<T>,
+        /// A strategy run per split inside the source (Kafka); `None`: watermarks come from
+        /// downstream `assign_timestamps_and_watermarks`.
+        watermarks: Option<WatermarkStrategy<T>>,
+    },
     Collection(Arc<Vec<T>>),
     Timed(Arc<Vec<TimedEvent<T>>>),
 }
@@ -37,6 +56,10 @@ pub(crate) struct SourceHead<T> {
     pub(crate) kind: SourceKind<T>,
     pub(crate) reader: Option<Box<dyn SourceReader>>,
     pub(crate) raw: RawBatch,
+    converted: Converted,
+    split_watermarks: Option<SplitWatermarks<T>>,
+    /// Records skipped as malformed (policy `Skip`).
+    skipped: u64,
     pub(crate) position: usize,
     pub(crate) finished: bool,
     pub(crate) out: Output<T>,
@@ -46,10 +69,17 @@ pub(crate) struct SourceHead<T> {
 
 impl<T> SourceHead<T> {
     pub(crate) fn new(kind: SourceKind<T>, out: Output<T>, name: &str, uid: &str) -> Self {
+        let split_watermarks = match &kind {
+            SourceKind::External { watermarks: Some(strategy), .. } => Some(SplitWatermarks::new(strategy.clone())),
+            _ => None,
+        };
         Self {
             kind,
             reader: None,
             raw: RawBatch::default(),
+            converted: Converted::default(),
+            split_watermarks,
+            skipped: 0,
             position: 0,
             finished: false,
             out,
@@ -59,7 +89,48 @@ impl<T> SourceHead<T> {
     }
 }
 
+/// How many malformed records a source logs one by one before only counting them.
+const LOGGED_MALFORMED: u64 = 10;
+
 impl<T: crate::Data> SourceHead<T> {
+    /// Applies the source's policy to the records of the last batch that did not deserialize.
+    fn malformed(&mut self, policy: &MalformedPolicy, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let describe = |raw: &RawBatch, m: &MalformedRecord| match raw.kafka.records.get(m.index) {
+            Some(r) => format!(
+                "{}/{} at offset {}: {}",
+                raw.kafka.topics.get(r.topic as usize).map_or("?", String::as_str),
+                r.partition,
+                r.offset,
+                m.error
+            ),
+            None => m.error.clone(),
+        };
+        match policy {
+            MalformedPolicy::Fail => Err(Error::InvalidJob(format!(
+                "source '{}': malformed record in {} (the source's policy is to fail; skip or dead-letter such records                  with on_malformed)",
+                self.name,
+                describe(&self.raw, &self.converted.malformed[0])
+            ))),
+            MalformedPolicy::Skip => {
+                for m in &self.converted.malformed {
+                    self.skipped += 1;
+                    if self.skipped <= LOGGED_MALFORMED {
+                        rt.log(
+                            LogLevel::Warn,
+                            &format!("source '{}' skips a malformed record in {}", self.name, describe(&self.raw, m)),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            MalformedPolicy::DeadLetter { topic } => {
+                let reader =
+                    self.reader.as_mut().ok_or_else(|| Error::InvalidJob("source polled before open".into()))?;
+                reader.dead_letter(topic, &self.raw, &self.converted.malformed)
+            }
+        }
+    }
+
     fn finish(&mut self, rt: &mut dyn TaskRuntime) -> Result<SourceStatus> {
         self.finished = true;
         self.out.flush(rt)?;
@@ -93,14 +164,34 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         let info = rt.info();
         let (subtask, parallelism) = (info.subtask as usize, info.parallelism as usize);
         match &self.kind {
-            SourceKind::External { convert, .. } => {
+            SourceKind::External { convert, descriptor, .. } => {
                 let reader =
                     self.reader.as_mut().ok_or_else(|| Error::InvalidJob("source polled before open".into()))?;
                 self.raw.clear();
+                self.converted.splits.clear();
+                self.converted.malformed.clear();
                 let status = reader.read(SOURCE_BATCH, &mut self.raw)?;
-                convert(&mut self.raw, &mut self.out.buffer);
+                convert(&mut self.raw, &mut self.out.buffer, &mut self.converted);
+                if !self.converted.malformed.is_empty() {
+                    let policy = match descriptor {
+                        SourceDescriptor::Kafka(spec) => spec.malformed.clone(),
+                        _ => MalformedPolicy::Fail,
+                    };
+                    self.malformed(&policy, rt)?;
+                }
                 rt.add_records_in(self.out.buffer.len() as u64);
-                self.out.flush(rt)?;
+                match self.split_watermarks.as_mut() {
+                    Some(watermarks) => {
+                        let now = rt.processing_time();
+                        watermarks.observe(&mut self.out.buffer, &self.converted.splits, &self.raw.splits, now);
+                        if !self.out.buffer.is_empty() {
+                            watermarks.before_records(&mut self.out, rt)?;
+                        }
+                        self.out.flush(rt)?;
+                        watermarks.emit(&mut self.out, now, rt)?;
+                    }
+                    None => self.out.flush(rt)?,
+                }
                 match status {
                     SourceStatus::Finished => self.finish(rt),
                     other => Ok(other),
@@ -175,6 +266,9 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         if !self.finished {
             self.finish(rt)?;
         }
+        if self.skipped > 0 {
+            rt.log(LogLevel::Warn, &format!("source '{}' skipped {} malformed records", self.name, self.skipped));
+        }
         self.out.end(rt)
     }
 
@@ -185,8 +279,12 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
         self.out.flush(rt)?;
-        let operator_state = match (&self.kind, &self.reader) {
-            (SourceKind::External { .. }, Some(reader)) => reader.position(),
+        let operator_state = match (&self.kind, &mut self.reader) {
+            (SourceKind::External { .. }, Some(reader)) => {
+                let position = reader.position();
+                reader.checkpoint(checkpoint);
+                position
+            }
             _ => {
                 let mut bytes = Vec::new();
                 crate::codec::encode_into(&(self.position as u64), &mut bytes, "source position")?;

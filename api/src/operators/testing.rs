@@ -233,6 +233,7 @@ impl TaskRuntime for TestRuntime {
 pub(crate) enum Received<T> {
     Record(Timestamp, T),
     Watermark(Timestamp),
+    Idle(bool),
 }
 
 /// What a [`Collecting`] downstream received, shared with the test.
@@ -269,7 +270,9 @@ impl<T: Send + 'static> Downstream<T> for Collecting<T> {
         Ok(())
     }
 
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
+    fn idleness(&mut self, idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        let mut received = self.received.lock().map_err(|_| Error::runtime("test", "poisoned"))?;
+        received.push(Received::Idle(idle));
         Ok(())
     }
 

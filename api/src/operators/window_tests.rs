@@ -125,7 +125,7 @@ fn records(received: &ReceivedLog<Rec>) -> Vec<(Timestamp, Rec)> {
         .iter()
         .filter_map(|r| match r {
             Received::Record(timestamp, value) => Some((*timestamp, *value)),
-            Received::Watermark(_) => None,
+            Received::Watermark(_) | Received::Idle(_) => None,
         })
         .collect();
     records.sort();

@@ -6,6 +6,7 @@
 
 pub mod file_sink;
 pub mod generator;
+pub mod kafka;
 pub mod stdout_sink;
 pub mod text_source;
 
@@ -14,7 +15,22 @@ use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
 use weir_api::runtime::{CheckpointId, SinkWriter, SourceReader, TaskInfo};
 use weir_api::{Error, Result};
 
-/// Opens subtask `subtask`'s share (of `parallelism`) of a taskmanager-side source.
+/// A source's reader and, for sources that report progress when a checkpoint completes (Kafka
+/// commits offsets to its consumer group), what does that.
+pub struct OpenedSource {
+    /// The reader, used by the task thread.
+    pub reader: Box<dyn SourceReader>,
+    /// Told of every completed checkpoint; `None` for sources with nothing to report.
+    pub committer: Option<Arc<dyn SinkCommitter>>,
+}
+
+impl OpenedSource {
+    fn reader(reader: impl SourceReader + 'static) -> Self {
+        Self { reader: Box::new(reader), committer: None }
+    }
+}
+
+/// Opens subtask `task.subtask`'s share (of `task.parallelism`) of a taskmanager-side source.
 ///
 /// `now_ms` is the processing-time clock (milliseconds since the epoch) used by rate-limited
 /// generators; it is injected so tests can use a fake clock.
@@ -23,27 +39,31 @@ use weir_api::{Error, Result};
 /// - [`Error::InvalidJob`] for [`SourceDescriptor::Collection`] and
 ///   [`SourceDescriptor::TimedEvents`] (the job plugin produces those itself), for
 ///   `subtask >= parallelism`, and for a generator rate that is not positive.
-/// - [`Error::Runtime`] when a text source's path cannot be read.
+/// - [`Error::Runtime`] when a text source's path cannot be read, or a Kafka source's brokers
+///   cannot be reached or its topics do not exist.
 pub fn open_source(
     descriptor: &SourceDescriptor,
-    subtask: u32,
-    parallelism: u32,
+    task: &TaskInfo,
     now_ms: impl Fn() -> i64 + Send + 'static,
-) -> Result<Box<dyn SourceReader>> {
+) -> Result<OpenedSource> {
+    let (subtask, parallelism) = (task.subtask, task.parallelism);
     match descriptor {
         SourceDescriptor::Generator { count, rate } => {
-            Ok(Box::new(generator::GeneratorReader::new(*count, *rate, subtask, parallelism, now_ms)?))
+            Ok(OpenedSource::reader(generator::GeneratorReader::new(*count, *rate, subtask, parallelism, now_ms)?))
         }
         SourceDescriptor::TextFiles { path } => {
-            Ok(Box::new(text_source::TextFileReader::open(path, subtask, parallelism)?))
+            Ok(OpenedSource::reader(text_source::TextFileReader::open(path, subtask, parallelism)?))
         }
+        SourceDescriptor::Kafka(spec) => kafka::source::open(spec, task),
         SourceDescriptor::Collection { .. } | SourceDescriptor::TimedEvents { .. } => Err(Error::InvalidJob(format!(
             "{descriptor:?} is produced by the job plugin and has no taskmanager-side reader"
         ))),
     }
 }
 
-/// Commits what a transactional sink pre-committed (called by the taskmanager, from any thread).
+/// What happens on a taskmanager when a checkpoint completes, for one connector: a
+/// transactional sink commits what it pre-committed, a source reports its progress (called by
+/// the taskmanager, from any thread).
 pub trait SinkCommitter: Send + Sync {
     /// Makes visible every transaction pre-committed for a checkpoint `<= checkpoint`
     /// ([`FINAL_CHECKPOINT`](weir_api::runtime::FINAL_CHECKPOINT) commits everything `finish` closed too). Idempotent.
@@ -88,6 +108,7 @@ pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: Option<
         SinkDescriptor::Stdout => {
             Ok(OpenedSink { writer: Box::new(stdout_sink::StdoutSinkWriter::new()), committer: None })
         }
+        SinkDescriptor::Kafka(spec) => kafka::sink::open(spec, task, restored),
         SinkDescriptor::Blackhole => {
             Err(Error::InvalidJob("blackhole sinks have no writer: they discard records in the job plugin".into()))
         }
@@ -124,7 +145,7 @@ mod tests {
     #[test]
     fn plugin_side_sources_and_blackhole_are_rejected() {
         for descriptor in [SourceDescriptor::Collection { len: 3 }, SourceDescriptor::TimedEvents { len: 1 }] {
-            let err = open_source(&descriptor, 0, 1, || 0).err().map(|e| e.to_string());
+            let err = open_source(&descriptor, &task(), || 0).err().map(|e| e.to_string());
             assert!(err.is_some_and(|e| e.starts_with("invalid job")));
         }
         let err = open_sink(&SinkDescriptor::Blackhole, &task(), None).err().map(|e| e.to_string());
@@ -134,15 +155,15 @@ mod tests {
     #[test]
     fn opens_generator_and_text_files() {
         let generator = SourceDescriptor::Generator { count: Some(3), rate: None };
-        let mut reader = open_source(&generator, 0, 1, || 0).unwrap();
+        let mut reader = open_source(&generator, &task(), || 0).unwrap().reader;
         let mut out = weir_api::runtime::RawBatch::default();
         reader.read(10, &mut out).unwrap();
         assert_eq!(out.sequence, Some((1, 1, 3)));
 
         let dir = tempfile::tempdir().unwrap();
         let text = SourceDescriptor::TextFiles { path: dir.path().to_string_lossy().into_owned() };
-        assert!(open_source(&text, 0, 1, || 0).is_ok());
-        assert!(open_source(&text, 1, 1, || 0).is_err());
+        assert!(open_source(&text, &task(), || 0).is_ok());
+        assert!(open_source(&text, &TaskInfo { subtask: 1, ..task() }, || 0).is_err());
         let sink = SinkDescriptor::TextFiles { directory: dir.path().join("out").to_string_lossy().into_owned() };
         assert!(open_sink(&sink, &task(), None).is_ok_and(|opened| opened.committer.is_some()));
         assert!(

@@ -1,5 +1,7 @@
 //! Descriptors of the built-in connectors. A job plugin carries only these descriptions; the
-//! connectors themselves (file IO, generators, later Kafka) run in the taskmanager.
+//! connectors themselves (file IO, generators, Kafka) run in the taskmanager.
+
+pub mod kafka;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,17 +35,23 @@ pub enum SourceDescriptor {
         /// Number of scripted events.
         len: usize,
     },
+    /// Kafka topics, one split per partition (see [`kafka::KafkaSource`]).
+    Kafka(kafka::KafkaSourceSpec),
 }
 
 impl SourceDescriptor {
     /// Whether the records are produced by the taskmanager (as opposed to the job plugin).
     pub fn is_external(&self) -> bool {
-        matches!(self, Self::Generator { .. } | Self::TextFiles { .. })
+        matches!(self, Self::Generator { .. } | Self::TextFiles { .. } | Self::Kafka(_))
     }
 
     /// Whether the source ends by itself.
     pub fn is_bounded(&self) -> bool {
-        !matches!(self, Self::Generator { count: None, .. })
+        match self {
+            Self::Generator { count, .. } => count.is_some(),
+            Self::Kafka(spec) => spec.bounded,
+            _ => true,
+        }
     }
 }
 
@@ -62,4 +70,6 @@ pub enum SinkDescriptor {
     Stdout,
     /// Discards records (for benchmarks); still runs everything upstream of it.
     Blackhole,
+    /// A Kafka topic (see [`kafka::KafkaSink`]).
+    Kafka(kafka::KafkaSinkSpec),
 }
