@@ -1,12 +1,20 @@
 //! Nexmark-style queries over a deterministic stream of bids.
 //!
 //! ```text
-//! weir run target/.../libweir_example_nexmark.so -- \
-//!     --query q0|q1|q2|q5|q7|wcount --events N [--rate EVENTS_PER_S] (--output DIR | --sink blackhole)
+//! weir run target/.../libweir_example_nexmark.so -- --query q0|q1|q2|q5|q7|wcount \
+//!     [--source generator] --events N [--rate EVENTS_PER_S]
+//!   | --source kafka --bootstrap-servers B --topic T [--group-id G]
+//!         [--starting-offsets earliest|latest|committed] [--bounded]
+//!     --output DIR | --sink blackhole
+//!   | --sink kafka --bootstrap-servers B --topic T [--delivery exactly-once|at-least-once|none]
+//!         [--transactional-id-prefix P]
 //! ```
 //!
 //! The bids come from [`bid`], a pure function of the generator's sequence number, so every run
-//! sees the same data: event time is the sequence number in milliseconds. Output lines are CSV:
+//! sees the same data: event time is the sequence number in milliseconds. From Kafka, each record
+//! value is a bid as the line `seq,auction,bidder,price` (what `--query q0 --sink kafka` writes),
+//! with event time `seq` ms, watermarks per partition; values that are not such a line fail the
+//! job. To Kafka, each output line is one record value (no key). Output lines are CSV:
 //!
 //! | query    | output                                   | what                                               |
 //! |----------|------------------------------------------|----------------------------------------------------|
@@ -116,6 +124,13 @@ const TWO_SECONDS: Duration = Duration::from_secs(2);
 enum Sink {
     Text(String),
     Blackhole,
+    Kafka(KafkaSink<String>),
+}
+
+/// Where the bids come from.
+enum Source {
+    Generator { events: u64, rate: Option<f64> },
+    Kafka(KafkaSource<Bid>),
 }
 
 fn invalid(message: String) -> Error {
@@ -130,19 +145,106 @@ fn parse_sink(args: &JobArgs) -> Result<Sink> {
     };
     let sink = match args.get("sink") {
         Some("blackhole") => Some(Sink::Blackhole),
+        Some("kafka") => Some(Sink::Kafka(kafka_sink(args)?)),
         Some(other) => {
-            return Err(invalid(format!("unknown sink {other:?}: the valid sinks are: blackhole")));
+            return Err(invalid(format!("unknown sink {other:?}: the valid sinks are: blackhole, kafka")));
         }
         None if args.has("sink") => {
-            return Err(invalid("--sink needs a value: the valid sinks are: blackhole".into()));
+            return Err(invalid("--sink needs a value: the valid sinks are: blackhole, kafka".into()));
         }
         None => None,
     };
     match (output, sink) {
         (Some(dir), None) => Ok(Sink::Text(dir.to_owned())),
         (None, Some(sink)) => Ok(sink),
-        (Some(_), Some(_)) => Err(invalid("give either --output DIR or --sink blackhole, not both".into())),
-        (None, None) => Err(invalid("one of --output DIR or --sink blackhole is required".into())),
+        (Some(_), Some(_)) => Err(invalid("give either --output DIR or --sink blackhole|kafka, not both".into())),
+        (None, None) => Err(invalid("one of --output DIR or --sink blackhole|kafka is required".into())),
+    }
+}
+
+/// A flag's value, required when the flag is given.
+fn value<'a>(args: &'a JobArgs, flag: &str, what: &str) -> Result<Option<&'a str>> {
+    match args.get(flag) {
+        None if args.has(flag) => Err(invalid(format!("--{flag} needs {what}"))),
+        other => Ok(other),
+    }
+}
+
+fn kafka_servers_and_topic<'a>(args: &'a JobArgs, side: &str) -> Result<(&'a str, &'a str)> {
+    let servers = value(args, "bootstrap-servers", "host:port,...")?
+        .ok_or_else(|| invalid(format!("--{side} kafka needs --bootstrap-servers host:port")))?;
+    let topic = value(args, "topic", "a topic")?.ok_or_else(|| invalid(format!("--{side} kafka needs --topic T")))?;
+    Ok((servers, topic))
+}
+
+fn kafka_sink(args: &JobArgs) -> Result<KafkaSink<String>> {
+    let (servers, topic) = kafka_servers_and_topic(args, "sink")?;
+    let delivery = match value(args, "delivery", "exactly-once, at-least-once or none")? {
+        None | Some("exactly-once") => Delivery::ExactlyOnce,
+        Some("at-least-once") => Delivery::AtLeastOnce,
+        Some("none") => Delivery::None,
+        Some(other) => {
+            return Err(invalid(format!("unknown delivery {other:?}: expected exactly-once, at-least-once or none")));
+        }
+    };
+    let mut builder = KafkaSink::builder().bootstrap_servers(servers).topic(topic).delivery(delivery);
+    let prefix =
+        value(args, "transactional-id-prefix", "a prefix")?.map_or_else(|| format!("nexmark-{topic}"), str::to_owned);
+    builder = builder.transactional_id_prefix(prefix);
+    Ok(builder.build(KafkaSerializer::display()))
+}
+
+/// A bid from the line `seq,auction,bidder,price`; its event time is `seq` ms.
+fn parse_bid(line: &[u8]) -> std::result::Result<Bid, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut fields = text.trim_end().split(',').map(str::parse::<u64>);
+    let mut next = |name: &str| match fields.next() {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(e)) => Err(format!("{name} of {text:?} is not a number: {e}")),
+        None => Err(format!("{text:?} is not seq,auction,bidder,price")),
+    };
+    let (seq, auction, bidder, price) = (next("seq")?, next("auction")?, next("bidder")?, next("price")?);
+    if fields.next().is_some() {
+        return Err(format!("{text:?} is not seq,auction,bidder,price"));
+    }
+    Ok(Bid { seq, auction, bidder, price, time_ms: seq })
+}
+
+fn parse_source(args: &JobArgs) -> Result<Source> {
+    match value(args, "source", "generator or kafka")? {
+        None | Some("generator") => {
+            let events: u64 = args.parse_required("events")?;
+            if events == 0 {
+                return Err(invalid("--events must be at least 1".into()));
+            }
+            Ok(Source::Generator { events, rate: parse_rate(args)? })
+        }
+        Some("kafka") => {
+            let (servers, topic) = kafka_servers_and_topic(args, "source")?;
+            let mut builder = KafkaSource::builder().bootstrap_servers(servers).topics([topic]);
+            if let Some(group) = value(args, "group-id", "a consumer group")? {
+                builder = builder.group_id(group);
+            }
+            let starting = match value(args, "starting-offsets", "earliest, latest or committed")? {
+                None | Some("earliest") => StartingOffsets::Earliest,
+                Some("latest") => StartingOffsets::Latest,
+                Some("committed") => StartingOffsets::Committed { otherwise: OffsetReset::Earliest },
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "unknown starting offsets {other:?}: expected earliest, latest or committed"
+                    )));
+                }
+            };
+            builder = builder.starting_offsets(starting);
+            if args.has("bounded") {
+                builder = builder.bounded();
+            }
+            let deserializer = KafkaDeserializer::from_fn(|record: &KafkaRecord<'_>| {
+                parse_bid(record.value().ok_or_else(|| "a record without a value".to_owned())?)
+            });
+            Ok(Source::Kafka(builder.build(deserializer)))
+        }
+        Some(other) => Err(invalid(format!("unknown source {other:?}: expected generator or kafka"))),
     }
 }
 
@@ -230,11 +332,16 @@ fn row(b: Bid, price: u64) -> BidRow {
     BidRow { seq: b.seq, auction: b.auction, bidder: b.bidder, price }
 }
 
-/// Sends a query's rows to the sink: formatted only for text output.
+/// Sends a query's rows to the sink: formatted only for text and Kafka output.
 fn sink<T: Data + std::fmt::Display>(rows: DataStream<T>, sink: &Sink, name: &str) {
     let sink = match sink {
         Sink::Text(dir) => rows.write_as_text(dir.clone()),
         Sink::Blackhole => rows.sink_to_blackhole(),
+        Sink::Kafka(kafka) => rows
+            .map(|row: T| row.to_string())
+            .uid(&format!("{name}-format"))
+            .name(&format!("{name} format"))
+            .sink_to_kafka(kafka.clone()),
     };
     sink.uid(&format!("{name}-sink")).name(&format!("{name} sink"));
 }
@@ -317,19 +424,27 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Resu
     if !QUERIES.contains(&name) {
         return Err(invalid(format!("unknown query {name:?}: the valid queries are: {}", QUERIES.join(", "))));
     }
-    let events: u64 = args.parse_required("events")?;
-    if events == 0 {
-        return Err(invalid("--events must be at least 1".into()));
-    }
-    let rate = parse_rate(args)?;
+    let source = parse_source(args)?;
     let sink = parse_sink(args)?;
 
     env.set_job_name(format!("nexmark {name}"));
-    let mut generator = GeneratorSource::bounded(events);
-    if let Some(rate) = rate {
-        generator = generator.with_rate(rate);
-    }
-    let bids = env.from_generator(generator, bid).uid("bids").name("bid generator");
+    let bids = match source {
+        Source::Generator { events, rate } => {
+            let mut generator = GeneratorSource::bounded(events);
+            if let Some(rate) = rate {
+                generator = generator.with_rate(rate);
+            }
+            env.from_generator(generator, bid).uid("bids").name("bid generator")
+        }
+        Source::Kafka(kafka) => {
+            // Within a partition bids arrive in `seq` order when one subtask loaded them; allow
+            // a little disorder from several loading subtasks.
+            let watermarks = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(500))
+                .with_timestamp_assigner(|b: &Bid, _| b.time_ms as i64)
+                .with_idleness(Duration::from_secs(5));
+            env.from_kafka(kafka, watermarks).uid("bids").name("bids from kafka")
+        }
+    };
     query(name, &bids, &sink)
 }
 
@@ -362,6 +477,41 @@ mod tests {
     }
 
     #[test]
+    fn bids_parse_from_their_csv_lines_and_anything_else_is_refused() {
+        assert_eq!(parse_bid(b"4,1,18916,125"), Ok(Bid { seq: 4, auction: 1, bidder: 18916, price: 125, time_ms: 4 }));
+        assert_eq!(parse_bid(row(bid(7), bid(7).price).to_string().as_bytes()), Ok(bid(7)));
+        assert!(parse_bid(b"4,1,x,125").unwrap_err().contains("bidder"));
+        assert!(parse_bid(b"4,1,2").unwrap_err().contains("seq,auction,bidder,price"));
+        assert!(parse_bid(b"4,1,2,3,5").unwrap_err().contains("seq,auction,bidder,price"));
+        assert!(parse_bid(&[0xff]).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn kafka_in_and_out_build() {
+        let kafka_in = ["--source", "kafka", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "bids", "--bounded"];
+        let kafka_out = ["--sink", "kafka", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "out"];
+        for q in QUERIES {
+            let args: Vec<&str> = ["--query", q].into_iter().chain(kafka_in).chain(kafka_out).collect();
+            build_with(&args).unwrap();
+        }
+        build_with(&[
+            "--query",
+            "q0",
+            "--events",
+            "10",
+            "--sink",
+            "kafka",
+            "--bootstrap-servers",
+            "b:1",
+            "--topic",
+            "t",
+            "--delivery",
+            "at-least-once",
+        ])
+        .unwrap();
+    }
+
+    #[test]
     fn every_query_builds() {
         for q in QUERIES {
             build_with(&["--query", q, "--events", "10", "--output", "/tmp/x"]).unwrap();
@@ -374,7 +524,35 @@ mod tests {
         let m = invalid_argument(&["--query", "q3", "--events", "10", "--sink", "blackhole"]);
         assert!(m.contains("q3") && m.contains("q0, q1, q2, q5, q7, wcount"), "{m}");
         let m = invalid_argument(&["--query", "q0", "--events", "10", "--sink", "kafka"]);
-        assert!(m.contains("kafka") && m.contains("blackhole"), "{m}");
+        assert!(m.contains("--bootstrap-servers"), "{m}");
+        let m = invalid_argument(&["--query", "q0", "--events", "10", "--sink", "s3"]);
+        assert!(m.contains("s3") && m.contains("blackhole, kafka"), "{m}");
+        let m = invalid_argument(&[
+            "--query",
+            "q0",
+            "--source",
+            "kafka",
+            "--bootstrap-servers",
+            "b:9092",
+            "--sink",
+            "blackhole",
+        ]);
+        assert!(m.contains("--topic"), "{m}");
+        let m = invalid_argument(&[
+            "--query",
+            "q0",
+            "--events",
+            "5",
+            "--sink",
+            "kafka",
+            "--bootstrap-servers",
+            "b:9092",
+            "--topic",
+            "t",
+            "--delivery",
+            "twice",
+        ]);
+        assert!(m.contains("twice") && m.contains("at-least-once"), "{m}");
         let m = invalid_argument(&["--query", "q0", "--events", "10"]);
         assert!(m.contains("--output") && m.contains("--sink"), "{m}");
         let m = invalid_argument(&["--query", "q0", "--events", "10", "--output", "d", "--sink", "blackhole"]);
