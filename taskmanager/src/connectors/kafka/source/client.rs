@@ -1,0 +1,190 @@
+//! librdkafka clients of the source: their configuration (the job's properties over Weir's
+//! defaults, with the settings the source must control refused), and a context that logs through
+//! `tracing` with the job and subtask, and tracks the first failed delivery of a producer.
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
+use rdkafka::{Message, TopicPartitionList};
+use std::sync::Mutex;
+use weir_api::connectors::kafka::KafkaSourceSpec;
+use weir_api::{Error, Result};
+
+/// Consumer properties the source sets itself, and why a job may not set them.
+const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set the source's bootstrap servers instead"),
+    ("metadata.broker.list", "set the source's bootstrap servers instead"),
+    ("group.id", "set the source's group id instead"),
+    ("isolation.level", "set the source's isolation instead"),
+    ("enable.auto.commit", "offsets live in checkpoints and are committed when a checkpoint completes"),
+    ("auto.commit.enable", "offsets live in checkpoints and are committed when a checkpoint completes"),
+    ("enable.auto.offset.store", "offsets live in checkpoints and are committed when a checkpoint completes"),
+    ("auto.offset.reset", "the source resolves its starting offsets itself"),
+    ("enable.partition.eof", "the source tracks the end of bounded partitions itself"),
+];
+
+/// Who a client works for, for its log lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    /// The job id.
+    pub(crate) job: String,
+    /// The subtask.
+    pub(crate) subtask: u32,
+}
+
+/// The context of the source's clients: librdkafka's log and errors go to `tracing` with the job
+/// and subtask; commit results are logged; the first failed delivery is kept.
+pub(crate) struct ClientLog {
+    owner: Owner,
+    delivery_error: Mutex<Option<String>>,
+}
+
+impl ClientLog {
+    pub(crate) fn new(owner: Owner) -> Self {
+        Self { owner, delivery_error: Mutex::new(None) }
+    }
+
+    /// The first delivery failure since the last call.
+    pub(crate) fn take_delivery_error(&self) -> Option<String> {
+        self.delivery_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let (job_id, subtask) = (self.owner.job.as_str(), self.owner.subtask);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => tracing::warn!(job_id, subtask, "Kafka source: librdkafka {fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(job_id, subtask, "Kafka source: librdkafka {fac}: {message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(job_id, subtask, "Kafka source: librdkafka {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let (job_id, subtask) = (self.owner.job.as_str(), self.owner.subtask);
+        tracing::warn!(job_id, subtask, "Kafka source: librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for ClientLog {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        let (job_id, subtask) = (self.owner.job.as_str(), self.owner.subtask);
+        match result {
+            Ok(()) => {
+                tracing::debug!(job_id, subtask, "Kafka source: committed offsets of {} partitions", offsets.count())
+            }
+            Err(e) => tracing::warn!(
+                job_id,
+                subtask,
+                "Kafka source: committing offsets to the consumer group failed (they only inform lag tools; the job's \
+                 position is in its checkpoints): {e}"
+            ),
+        }
+    }
+}
+
+impl ProducerContext for ClientLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            let mut first = self.delivery_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            first.get_or_insert_with(|| {
+                format!("{error} (topic {}, partition {})", message.topic(), message.partition())
+            });
+        }
+    }
+}
+
+/// The configuration of the source's consumer: Weir's defaults, then the job's properties, then
+/// the settings the source controls.
+///
+/// # Errors
+/// [`Error::InvalidJob`] (one line) when the job sets a property the source controls, or the
+/// bootstrap servers are empty.
+pub(crate) fn consumer_config(
+    spec: &KafkaSourceSpec,
+    group_id: &str,
+    owner: &Owner,
+    service: &str,
+) -> Result<ClientConfig> {
+    let mut config = base_config(spec, owner, service)?;
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "isolation.level",
+            match spec.isolation {
+                weir_api::connectors::kafka::Isolation::ReadCommitted => "read_committed",
+                weir_api::connectors::kafka::Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        );
+    Ok(config)
+}
+
+/// The configuration of the dead-letter producer: Weir's defaults, the job's properties
+/// (security settings apply to producers too; consumer-only ones are ignored by librdkafka),
+/// idempotence so that retries write no duplicates.
+///
+/// # Errors
+/// As [`consumer_config`].
+pub(crate) fn producer_config(spec: &KafkaSourceSpec, owner: &Owner, service: &str) -> Result<ClientConfig> {
+    let mut config = base_config(spec, owner, service)?;
+    config.set("enable.idempotence", "true");
+    if !spec.properties.contains_key("client.id") {
+        config.set("client.id", format!("weir-{}-dead-letters-{}", short(&owner.job), owner.subtask));
+    }
+    Ok(config)
+}
+
+fn short(job: &str) -> &str {
+    job.get(..8).unwrap_or(job)
+}
+
+fn base_config(spec: &KafkaSourceSpec, owner: &Owner, service: &str) -> Result<ClientConfig> {
+    if spec.bootstrap_servers.trim().is_empty() {
+        return Err(Error::InvalidJob(format!("{service}: bootstrap servers are missing")));
+    }
+    let mut config = ClientConfig::new();
+    // Warnings too (offset resets when an offset left the log), not only errors: they go to
+    // `tracing` through the context, whatever the `log` crate's level.
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    config.set("client.id", format!("weir-{}-source-{}", short(&owner.job), owner.subtask));
+    for (key, value) in &spec.properties {
+        if let Some((_, why)) = RESERVED.iter().find(|(reserved, _)| reserved == key) {
+            return Err(Error::InvalidJob(format!("{service}: the property '{key}' is set by the source ({why})")));
+        }
+        config.set(key, value);
+    }
+    config.set("bootstrap.servers", spec.bootstrap_servers.trim());
+    Ok(config)
+}
+
+/// The error for a client librdkafka refused to create: a property it does not know or whose
+/// value it refuses (the job's mistake), else a runtime failure.
+pub(crate) fn creation_error(e: &KafkaError, service: &str, what: &str) -> Error {
+    match e {
+        KafkaError::ClientConfig(_, description, key, value) => Error::InvalidJob(format!(
+            "{service}: librdkafka refuses the property '{key}' = '{value}': {}",
+            description.trim_end_matches('.')
+        )),
+        KafkaError::ClientCreation(message) => Error::InvalidJob(format!(
+            "{service}: librdkafka cannot create the {what}: {}",
+            message.trim_end_matches('.')
+        )),
+        other => Error::runtime(service, format!("cannot create the {what}: {other}")),
+    }
+}
