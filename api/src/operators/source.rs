@@ -1,7 +1,7 @@
 //! Source heads: pull records from a taskmanager-side reader (generator, files) or from data the
 //! job carries (collections, scripted timed events), and push them into the chain.
 
-use super::split_watermarks::SplitWatermarks;
+use super::split_watermarks::{ReadingClock, SplitWatermarks};
 use crate::chain::{HeadOperator, Output, StreamRecord};
 use crate::connectors::SourceDescriptor;
 use crate::connectors::kafka::MalformedPolicy;
@@ -58,6 +58,8 @@ pub(crate) struct SourceHead<T> {
     pub(crate) raw: RawBatch,
     converted: Converted,
     split_watermarks: Option<SplitWatermarks<T>>,
+    /// The clock split idleness runs on.
+    reading_clock: ReadingClock,
     /// Records skipped as malformed (policy `Skip`).
     skipped: u64,
     pub(crate) position: usize,
@@ -79,6 +81,7 @@ impl<T> SourceHead<T> {
             raw: RawBatch::default(),
             converted: Converted::default(),
             split_watermarks,
+            reading_clock: ReadingClock::default(),
             skipped: 0,
             position: 0,
             finished: false,
@@ -97,7 +100,7 @@ impl<T: crate::Data> SourceHead<T> {
     fn malformed(&mut self, policy: &MalformedPolicy, rt: &mut dyn TaskRuntime) -> Result<()> {
         let describe = |raw: &RawBatch, m: &MalformedRecord| match raw.kafka.records.get(m.index) {
             Some(r) => format!(
-                "{}/{} at offset {}: {}",
+                "topic {}, partition {}, offset {}: {}",
                 raw.kafka.topics.get(r.topic as usize).map_or("?", String::as_str),
                 r.partition,
                 r.offset,
@@ -107,7 +110,8 @@ impl<T: crate::Data> SourceHead<T> {
         };
         match policy {
             MalformedPolicy::Fail => Err(Error::InvalidJob(format!(
-                "source '{}': malformed record in {} (the source's policy is to fail; skip or dead-letter such records                  with on_malformed)",
+                "source '{}': malformed record in {} (the source's policy is to fail; skip or dead-letter such \
+                 records with on_malformed)",
                 self.name,
                 describe(&self.raw, &self.converted.malformed[0])
             ))),
@@ -170,7 +174,11 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
                 self.raw.clear();
                 self.converted.splits.clear();
                 self.converted.malformed.clear();
-                let status = reader.read(SOURCE_BATCH, &mut self.raw)?;
+                let raw = &mut self.raw;
+                let status = self.reading_clock.reading(|| reader.read(SOURCE_BATCH, raw))?;
+                if matches!(status, SourceStatus::WaitUntil(_)) {
+                    self.reading_clock.wait();
+                }
                 convert(&mut self.raw, &mut self.out.buffer, &mut self.converted);
                 if !self.converted.malformed.is_empty() {
                     let policy = match descriptor {
@@ -182,7 +190,7 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
                 rt.add_records_in(self.out.buffer.len() as u64);
                 match self.split_watermarks.as_mut() {
                     Some(watermarks) => {
-                        let now = rt.processing_time();
+                        let now = self.reading_clock.now();
                         watermarks.observe(&mut self.out.buffer, &self.converted.splits, &self.raw.splits, now);
                         if !self.out.buffer.is_empty() {
                             watermarks.before_records(&mut self.out, rt)?;

@@ -5,7 +5,11 @@
 //! faster split of the same subtask moved the watermark on.
 //!
 //! - A split without records for the strategy's idleness timeout is idle and does not count;
-//!   its next record makes it active again.
+//!   its next record makes it active again. The timeout runs on a [`ReadingClock`]: only while
+//!   the source reads or waits for data, not while its output is blocked (backpressure) or its
+//!   task does other work, as Flink's `PausableRelativeClock`. On wall-clock time, a subtask held
+//!   up by slow consumers would find its slower partitions idle, let the watermark follow the
+//!   faster one and make the slower one's records late.
 //! - A finished split (bounded reading reached its end) does not count.
 //! - A subtask with no split, or whose splits are all idle or finished, is idle: it never holds
 //!   back the job's watermark (downstream tasks ignore idle inputs).
@@ -23,6 +27,39 @@ struct SplitClock {
     /// When it last had a record (processing time).
     last_record_at: Timestamp,
     finished: bool,
+}
+
+/// Time a source spent reading or waiting for data, ms: the clock split idleness runs on.
+#[derive(Debug, Default)]
+pub(crate) struct ReadingClock {
+    elapsed: std::time::Duration,
+    /// Since when the source has been waiting for data outside its reader (it asked to be polled
+    /// later).
+    waiting_since: Option<std::time::Instant>,
+}
+
+impl ReadingClock {
+    /// The clock's time, ms.
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::try_from(self.elapsed.as_millis()).unwrap_or(Timestamp::MAX)
+    }
+
+    /// Runs `read` (a call of the reader) with the clock running; a wait for data since
+    /// [`Self::wait`] counts as well.
+    pub(crate) fn reading<R>(&mut self, read: impl FnOnce() -> R) -> R {
+        if let Some(since) = self.waiting_since.take() {
+            self.elapsed += since.elapsed();
+        }
+        let started = std::time::Instant::now();
+        let result = read();
+        self.elapsed += started.elapsed();
+        result
+    }
+
+    /// The source has no data for now and waits until it is polled again.
+    pub(crate) fn wait(&mut self) {
+        self.waiting_since = Some(std::time::Instant::now());
+    }
 }
 
 pub(crate) struct SplitWatermarks<T> {
@@ -154,6 +191,22 @@ mod tests {
         w.observe(&mut batch, &splits, &status(2, &[1]), 2);
         w.emit(&mut out, 2, &mut rt).unwrap();
         assert_eq!(received.lock().unwrap().last(), Some(&Received::Watermark(10_499)));
+    }
+
+    #[test]
+    fn the_reading_clock_stands_still_while_the_source_is_blocked_elsewhere() {
+        let ms = Duration::from_millis;
+        let mut clock = ReadingClock::default();
+        clock.reading(|| std::thread::sleep(ms(30)));
+        // Blocked on a full output (backpressure): does not count.
+        std::thread::sleep(ms(200));
+        let after_read = clock.now();
+        assert!((30..200).contains(&after_read), "{after_read}");
+        // Waiting for data between polls counts.
+        clock.wait();
+        std::thread::sleep(ms(40));
+        clock.reading(|| ());
+        assert!(clock.now() >= after_read + 40, "{} {after_read}", clock.now());
     }
 
     #[test]

@@ -274,3 +274,35 @@ fn key_groups_restored_from_subtasks_at_different_watermarks_fire_once() {
         assert_eq!(third.output(), expected, "{kind:?} after a restore of a window due to fire again");
     }
 }
+
+/// Records far ahead of the watermark arrive first (a fast partition read before a slow one, the
+/// watermark held back by the slow one): every window keeps them and fires them with the rest.
+#[test]
+fn records_far_ahead_of_the_watermark_wait_in_their_windows() {
+    let mut steps = Vec::new();
+    // The fast partition: every hundredth timestamp of [0, 60000), read first.
+    for t in (100..60_000).step_by(100) {
+        steps.push(R(t, ((t % 7) as u32, 1)));
+    }
+    // The slow one: the rest, in order, the watermark following it.
+    for t in 1..60_000i64 {
+        if t % 100 != 0 {
+            steps.push(R(t, ((t % 7) as u32, 1)));
+        }
+        if t % 1000 == 0 {
+            steps.push(W(t - 501));
+        }
+    }
+    steps.push(W(MAX_WATERMARK));
+    let mut expected = std::collections::BTreeMap::new();
+    for t in 1..60_000i64 {
+        *expected.entry((t - t % 1000 + 999, (t % 7) as u32)).or_insert(0u64) += 1;
+    }
+    let expected: Vec<(Timestamp, Rec)> = expected.into_iter().map(|((w, k), n)| (w, (k, n))).collect();
+    for kind in [Kind::Heap, Kind::Generic] {
+        let mut window = Window::open(kind, tumbling(), TestRuntime::new(0, 1, true));
+        window.run(&steps);
+        assert_eq!(window.output(), expected, "{kind:?}");
+        assert!(window.late_output().is_empty(), "{kind:?}");
+    }
+}
