@@ -302,6 +302,18 @@ impl<'a> KafkaRecordOut<'a> {
         self
     }
 
+    /// Sets the value to `value`'s `Display` text, written straight into the batch (no
+    /// intermediate `String`).
+    pub fn value_display(&mut self, value: &dyn std::fmt::Display) -> &mut Self {
+        use std::io::Write as _;
+        let start = self.records.data.len() as u32;
+        // Writing into a Vec fails only when a Display impl returns an error; the value is then
+        // what it wrote so far, as with `to_string`'s panic-free counterpart.
+        let _ = write!(self.records.data, "{value}");
+        self.record.value = Some((start, self.records.data.len() as u32));
+        self
+    }
+
     /// Adds a header.
     pub fn header(&mut self, name: &str, value: Option<&[u8]>) -> &mut Self {
         let name = self.records.push_bytes(name.as_bytes());
@@ -313,6 +325,14 @@ impl<'a> KafkaRecordOut<'a> {
     /// Sets the timestamp (by default the record's event time, if it has one).
     pub fn timestamp(&mut self, timestamp: i64) -> &mut Self {
         self.record.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Leaves the timestamp to the producer (the time of sending) instead of the record's event
+    /// time: for event times that are not wall-clock times, which the brokers' time-based
+    /// retention would otherwise delete as old.
+    pub fn produce_time(&mut self) -> &mut Self {
+        self.record.timestamp = None;
         self
     }
 
@@ -361,7 +381,7 @@ impl<T> KafkaSerializer<T> {
         T: std::fmt::Display,
     {
         Self(Arc::new(|v: &T, out: &mut KafkaRecordOut<'_>| {
-            out.value(v.to_string().as_bytes());
+            out.value_display(v);
         }))
     }
 
@@ -543,6 +563,27 @@ pub struct KafkaSink<T> {
 /// maximum (`transaction.max.timeout.ms`), as Flink recommends raising it to.
 pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 900_000;
 
+/// How long an exactly-once sink's commit may take, ms: its epochs' records written and
+/// acknowledged, and the commit itself.
+pub const COMMIT_ALLOWANCE_MS: u64 = 60_000;
+
+/// The warning for an exactly-once sink whose `transaction_timeout_ms` is shorter than the
+/// checkpoint interval plus the time a commit may take ([`COMMIT_ALLOWANCE_MS`]); `None` when it
+/// is long enough. A commit writes the epochs of about one checkpoint interval in one
+/// transaction; a transaction that outlives the timeout is aborted by the brokers and the commit
+/// fails. The jobmanager checks this at submission, the writer (without the interval) at open.
+pub fn check_transaction_timeout(timeout_ms: u64, checkpoint_interval_ms: u64) -> Option<String> {
+    let needed = checkpoint_interval_ms.saturating_add(COMMIT_ALLOWANCE_MS);
+    (timeout_ms < needed).then(|| {
+        format!(
+            "Kafka sink: the transaction timeout ({timeout_ms} ms) is shorter than the checkpoint interval \
+             ({checkpoint_interval_ms} ms) plus the time a commit may take ({COMMIT_ALLOWANCE_MS} ms): a commit writes \
+             about one interval of output in one transaction, which the brokers abort once it outlives the timeout; \
+             set transaction_timeout to at least {needed} ms"
+        )
+    })
+}
+
 impl KafkaSink<()> {
     /// A builder with the defaults: exactly-once, transaction timeout 15 min.
     pub fn builder() -> KafkaSinkBuilder {
@@ -641,6 +682,14 @@ impl KafkaSinkBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_timeout_shorter_than_an_interval_and_a_commit_is_warned_about() {
+        assert_eq!(check_transaction_timeout(DEFAULT_TRANSACTION_TIMEOUT_MS, 10_000), None);
+        let warning = check_transaction_timeout(60_000, 30_000).expect("60 s < 30 s + 60 s");
+        assert!(warning.contains("at least 90000 ms"), "{warning}");
+        assert_eq!(check_transaction_timeout(u64::MAX, u64::MAX), None);
+    }
 
     #[test]
     fn builders_report_configuration_mistakes_in_one_line_each() {

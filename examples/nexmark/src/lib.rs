@@ -5,16 +5,22 @@
 //!     [--source generator] --events N [--rate EVENTS_PER_S]
 //!   | --source kafka --bootstrap-servers B --topic T [--group-id G]
 //!         [--starting-offsets earliest|latest|committed] [--bounded]
+//!         [--malformed fail|skip|dead-letter --dead-letter-topic D]
+//!         [--partition-discovery-interval-ms MS (default 30000, 0: off)]
 //!     --output DIR | --sink blackhole
 //!   | --sink kafka --bootstrap-servers B --topic T [--delivery exactly-once|at-least-once|none]
 //!         [--transactional-id-prefix P]
 //! ```
 //!
+//! With Kafka on both sides, `--source-topic T` and `--sink-topic T` name the two topics
+//! (`--topic` alone would be ambiguous and is refused).
+//!
 //! The bids come from [`bid`], a pure function of the generator's sequence number, so every run
 //! sees the same data: event time is the sequence number in milliseconds. From Kafka, each record
 //! value is a bid as the line `seq,auction,bidder,price` (what `--query q0 --sink kafka` writes),
 //! with event time `seq` ms, watermarks per partition; values that are not such a line fail the
-//! job. To Kafka, each output line is one record value (no key). Output lines are CSV:
+//! job, or with `--malformed skip` are skipped (counted), or with `--malformed dead-letter` go to
+//! the dead-letter topic with the error in headers. To Kafka, each output line is one record value (no key). Output lines are CSV:
 //!
 //! | query    | output                                   | what                                               |
 //! |----------|------------------------------------------|----------------------------------------------------|
@@ -170,10 +176,23 @@ fn value<'a>(args: &'a JobArgs, flag: &str, what: &str) -> Result<Option<&'a str
     }
 }
 
+/// The brokers and the topic of the Kafka `side` (`source` or `sink`): `--<side>-topic T`, or
+/// `--topic T` when only one side is Kafka (with both, one topic would be read and written).
 fn kafka_servers_and_topic<'a>(args: &'a JobArgs, side: &str) -> Result<(&'a str, &'a str)> {
     let servers = value(args, "bootstrap-servers", "host:port,...")?
         .ok_or_else(|| invalid(format!("--{side} kafka needs --bootstrap-servers host:port")))?;
-    let topic = value(args, "topic", "a topic")?.ok_or_else(|| invalid(format!("--{side} kafka needs --topic T")))?;
+    let both = args.get("source") == Some("kafka") && args.get("sink") == Some("kafka");
+    let own = format!("{side}-topic");
+    let topic = match value(args, &own, "a topic")? {
+        Some(topic) => topic,
+        None if both => {
+            return Err(invalid(
+                "with --source kafka and --sink kafka, name the topics with --source-topic T and --sink-topic T".into(),
+            ));
+        }
+        None => value(args, "topic", "a topic")?
+            .ok_or_else(|| invalid(format!("--{side} kafka needs --topic T (or --{own} T)")))?,
+    };
     Ok((servers, topic))
 }
 
@@ -191,7 +210,11 @@ fn kafka_sink(args: &JobArgs) -> Result<KafkaSink<String>> {
     let prefix =
         value(args, "transactional-id-prefix", "a prefix")?.map_or_else(|| format!("nexmark-{topic}"), str::to_owned);
     builder = builder.transactional_id_prefix(prefix);
-    Ok(builder.build(KafkaSerializer::display()))
+    // Event time here is a sequence number in ms, i.e. in 1970: the brokers' time-based
+    // retention would delete records with such timestamps, so they carry the time of sending.
+    Ok(builder.build(KafkaSerializer::from_fn(|line: &String, out: &mut KafkaRecordOut<'_>| {
+        out.value(line.as_bytes()).produce_time();
+    })))
 }
 
 /// A bid from the line `seq,auction,bidder,price`; its event time is `seq` ms.
@@ -236,6 +259,25 @@ fn parse_source(args: &JobArgs) -> Result<Source> {
                 }
             };
             builder = builder.starting_offsets(starting);
+            let malformed = match value(args, "malformed", "fail, skip or dead-letter")? {
+                None | Some("fail") => MalformedPolicy::Fail,
+                Some("skip") => MalformedPolicy::Skip,
+                Some("dead-letter") => MalformedPolicy::DeadLetter {
+                    topic: value(args, "dead-letter-topic", "a topic")?
+                        .ok_or_else(|| invalid("--malformed dead-letter needs --dead-letter-topic T".into()))?
+                        .to_owned(),
+                },
+                Some(other) => {
+                    return Err(invalid(format!("unknown --malformed {other:?}: expected fail, skip or dead-letter")));
+                }
+            };
+            builder = builder.on_malformed(malformed);
+            if let Some(ms) = value(args, "partition-discovery-interval-ms", "milliseconds")? {
+                let ms: u64 = ms.parse().map_err(|_| {
+                    invalid(format!("--partition-discovery-interval-ms {ms:?} is not a number of milliseconds"))
+                })?;
+                builder = builder.discovery_interval((ms > 0).then(|| Duration::from_millis(ms)));
+            }
             if args.has("bounded") {
                 builder = builder.bounded();
             }
@@ -319,8 +361,14 @@ fn hottest(_start: &i64, _window: &TimeWindow, mut counts: Vec<AuctionCount>, ou
     }
 }
 
-/// The bids with event timestamps and watermarks (timestamps increase within each generator subtask).
-fn timestamped(bids: &DataStream<Bid>) -> DataStream<Bid> {
+/// The bids with event timestamps and watermarks. From the generator: assigned here (timestamps
+/// increase within each generator subtask). From Kafka: the source's, per partition, as they
+/// are: a watermark generator here would follow the fastest partition of each subtask and make
+/// the others' records late.
+fn timestamped(bids: &DataStream<Bid>, source_watermarks: bool) -> DataStream<Bid> {
+    if source_watermarks {
+        return bids.clone();
+    }
     bids.assign_timestamps_and_watermarks(
         WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|b: &Bid, _| b.time_ms as i64),
     )
@@ -346,8 +394,9 @@ fn sink<T: Data + std::fmt::Display>(rows: DataStream<T>, sink: &Sink, name: &st
     sink.uid(&format!("{name}-sink")).name(&format!("{name} sink"));
 }
 
-/// Declares `query` on `bids` with its sink.
-fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
+/// Declares `query` on `bids` with its sink; `source_watermarks`: the source assigns event time
+/// and watermarks (Kafka).
+fn query(name: &str, bids: &DataStream<Bid>, out: &Sink, source_watermarks: bool) -> Result<()> {
     match name {
         "q0" => sink(bids.map(|b: Bid| row(b, b.price)).uid("q0-project").name("q0 passthrough"), out, name),
         "q1" => sink(
@@ -366,7 +415,7 @@ fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
             name,
         ),
         "wcount" => sink(
-            timestamped(bids)
+            timestamped(bids, source_watermarks)
                 .key_by(|b: &Bid| b.auction)
                 .window(TumblingEventTimeWindows::of(TEN_SECONDS))
                 .aggregate_with(CountBids, with_window)
@@ -376,7 +425,7 @@ fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
             name,
         ),
         "q5" => sink(
-            timestamped(bids)
+            timestamped(bids, source_watermarks)
                 .key_by(|b: &Bid| b.auction)
                 .window(SlidingEventTimeWindows::of(TEN_SECONDS, TWO_SECONDS))
                 .aggregate_with(CountBids, with_window)
@@ -394,7 +443,7 @@ fn query(name: &str, bids: &DataStream<Bid>, out: &Sink) -> Result<()> {
             name,
         ),
         "q7" => sink(
-            timestamped(bids)
+            timestamped(bids, source_watermarks)
                 // Keyed by the window's index: one key per window, so windows spread over subtasks.
                 .key_by(|b: &Bid| b.time_ms / 10_000)
                 .window(TumblingEventTimeWindows::of(TEN_SECONDS))
@@ -428,6 +477,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Resu
     let sink = parse_sink(args)?;
 
     env.set_job_name(format!("nexmark {name}"));
+    let source_watermarks = matches!(source, Source::Kafka(_));
     let bids = match source {
         Source::Generator { events, rate } => {
             let mut generator = GeneratorSource::bounded(events);
@@ -445,7 +495,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Resu
             env.from_kafka(kafka, watermarks).uid("bids").name("bids from kafka")
         }
     };
-    query(name, &bids, &sink)
+    query(name, &bids, &sink, source_watermarks)
 }
 
 weir_api::export_job!(build);
@@ -488,8 +538,9 @@ mod tests {
 
     #[test]
     fn kafka_in_and_out_build() {
-        let kafka_in = ["--source", "kafka", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "bids", "--bounded"];
-        let kafka_out = ["--sink", "kafka", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "out"];
+        let kafka_in =
+            ["--source", "kafka", "--bootstrap-servers", "127.0.0.1:9092", "--source-topic", "bids", "--bounded"];
+        let kafka_out = ["--sink", "kafka", "--sink-topic", "out"];
         for q in QUERIES {
             let args: Vec<&str> = ["--query", q].into_iter().chain(kafka_in).chain(kafka_out).collect();
             build_with(&args).unwrap();
@@ -509,6 +560,30 @@ mod tests {
             "at-least-once",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn kafka_in_and_out_read_and_write_their_own_topics() {
+        let args = |a: &[&str]| JobArgs::new(a.iter().map(|s| (*s).to_owned()).collect());
+        let both = args(&[
+            "--source",
+            "kafka",
+            "--sink",
+            "kafka",
+            "--bootstrap-servers",
+            "b:1",
+            "--source-topic",
+            "in",
+            "--sink-topic",
+            "out",
+        ]);
+        assert_eq!(kafka_servers_and_topic(&both, "source").unwrap(), ("b:1", "in"));
+        assert_eq!(kafka_servers_and_topic(&both, "sink").unwrap(), ("b:1", "out"));
+        let ambiguous = args(&["--source", "kafka", "--sink", "kafka", "--bootstrap-servers", "b:1", "--topic", "t"]);
+        let m = kafka_servers_and_topic(&ambiguous, "sink").unwrap_err().to_string();
+        assert!(m.contains("--source-topic") && m.contains("--sink-topic"), "{m}");
+        let one = args(&["--sink", "kafka", "--bootstrap-servers", "b:1", "--topic", "t"]);
+        assert_eq!(kafka_servers_and_topic(&one, "sink").unwrap(), ("b:1", "t"));
     }
 
     #[test]
