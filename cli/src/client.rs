@@ -97,6 +97,9 @@ pub struct JobSummary {
     /// Where the job's sinks write, one line each.
     #[serde(default)]
     pub sinks: Vec<String>,
+    /// What may go wrong with the job as configured, one line each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Vertices.
     #[serde(default)]
     pub vertices: Vec<VertexSummary>,
@@ -197,6 +200,9 @@ pub struct TaskManagerSummary {
 pub struct Submitted {
     /// The new job's id.
     pub jobid: String,
+    /// What may go wrong with the job as configured, one line each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -245,6 +245,9 @@ async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let id = cluster.submit(submission).await.with_context(|| format!("cannot run {}", args.plugin.display()))?;
     let jobmanager = cluster.jobmanager().clone();
+    for warning in jobmanager.job(id).map(|d| d.warnings).unwrap_or_default() {
+        eprintln!("weir: warning: {warning}");
+    }
     let details = tokio::select! {
         details = jobmanager.wait_for_termination(id) => details?,
         _ = tokio::signal::ctrl_c() => {
@@ -285,6 +288,9 @@ async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Resul
     let submitted: Submitted = serde_json::from_value(answer.clone())
         .with_context(|| format!("unexpected answer from {} to the submission: {answer}", client.base()))?;
     let id = submitted.jobid;
+    for warning in &submitted.warnings {
+        eprintln!("weir: warning: {warning}");
+    }
     if args.detached {
         if args.json {
             outln!("{}", serde_json::to_string_pretty(&answer)?);
@@ -401,6 +407,9 @@ async fn status(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
     }
     for sink in &job.sinks {
         outln!("  output {sink}");
+    }
+    for warning in &job.warnings {
+        outln!("  warning: {warning}");
     }
     let mut rows = Vec::new();
     for vertex in &job.vertices {

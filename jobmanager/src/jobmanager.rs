@@ -265,8 +265,14 @@ impl JobManager {
     /// jobmanager cannot write to ([`Error::status_code`] 400); no job is created then. The
     /// record cannot be written (500).
     pub async fn submit(&self, submission: JobSubmission) -> Result<JobId> {
-        let planned =
-            submission::plan_job(submission.artifact.clone(), submission.args.clone(), submission.parallelism).await?;
+        let interval = submission.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
+        let planned = submission::plan_job(
+            submission.artifact.clone(),
+            submission.args.clone(),
+            submission.parallelism,
+            interval,
+        )
+        .await?;
         let id = JobId::random();
         let checkpointing = match &submission.checkpointing {
             Some(c) => {
@@ -313,6 +319,9 @@ impl JobManager {
             c.coordinator.limit_ids(limit);
         }
         info!(job_id = %id, job_name = %planned.name, tasks = planned.plan.task_count(), slots = planned.plan.required_slots(), "job submitted");
+        for warning in &planned.warnings {
+            warn!(job_id = %id, "{warning}");
+        }
         let job = self.new_job(id, &planned, &submission, submitted_ms);
         let (handle, master) = JobHandle::new(JobSetup {
             id,
@@ -334,6 +343,7 @@ impl JobManager {
     fn new_job(&self, id: JobId, planned: &PlannedJob, submission: &JobSubmission, submitted_ms: u64) -> Job {
         let mut job = Job::new(id, planned.name.clone(), planned.plan.clone(), Instant::now(), submitted_ms);
         job.sinks = planned.sinks.clone();
+        job.warnings = planned.warnings.clone();
         job.state_backend = submission.state_backend;
         job.restart = self.inner.settings.restart_policy(submission.checkpointing.is_some());
         job
@@ -353,7 +363,8 @@ impl JobManager {
                 .map(|c| CheckpointSubmission { config: c.config.clone(), storage_url: Some(c.storage_url.clone()) }),
             state_backend: record.state_backend,
         };
-        let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism).await?;
+        let interval = record.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
+        let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism, interval).await?;
         let mut job = self.new_job(id, &planned, &submission, record.submitted_ms);
         // Resuming is a restart: a new attempt above every earlier one.
         job.attempt = record.attempt.saturating_add(1);

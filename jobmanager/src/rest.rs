@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /overview` | cluster overview |
 //! | `GET /taskmanagers` | `{"taskmanagers": [...]}` |
-//! | `POST /jobs` (multipart: `plugin`, optional `args` JSON array, optional `parallelism`) | 202 `{"jobid": "..."}` |
+//! | `POST /jobs` (multipart: `plugin`, optional `args` JSON array, optional `parallelism`) | 202 `{"jobid": "...", "warnings": [...]}` |
 //! | `GET /jobs` | `{"jobs": [{"id", "name", "status", "start_time", "duration_ms"}]}`, newest first |
 //! | `GET /jobs/{id}` | the job's details |
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
@@ -322,7 +322,10 @@ async fn submit_job(
         state_backend: resolved.state_backend,
     };
     match state.rest.jobmanager.submit(submission).await {
-        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() })))),
+        Ok(id) => {
+            let warnings = state.rest.jobmanager.job(id).map(|d| d.warnings).unwrap_or_default();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string(), "warnings": warnings }))))
+        }
         Err(e) => {
             if newly_stored
                 && (400..500).contains(&e.status_code())

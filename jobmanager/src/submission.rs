@@ -39,15 +39,23 @@ pub(crate) struct PlannedJob {
     pub(crate) name: String,
     /// One line per sink saying where it writes.
     pub(crate) sinks: Vec<String>,
+    /// What may go wrong with the job as configured, one line each (it runs anyway).
+    pub(crate) warnings: Vec<String>,
     pub(crate) plan: ExecutionPlan,
 }
 
 /// Loads the job's code, runs its build function with `args` and plans the graph, off the async
-/// workers (the build function is user code and may block).
+/// workers (the build function is user code and may block). `checkpoint_interval_ms`: the job's
+/// checkpoint interval, `None` without checkpointing (for the warnings).
 ///
 /// # Errors
 /// A bad plugin, bad job arguments or an invalid job graph (the user's mistakes, 400).
-pub(crate) async fn plan_job(artifact: JobArtifact, args: Vec<String>, parallelism: u32) -> Result<PlannedJob> {
+pub(crate) async fn plan_job(
+    artifact: JobArtifact,
+    args: Vec<String>,
+    parallelism: u32,
+    checkpoint_interval_ms: Option<u64>,
+) -> Result<PlannedJob> {
     if parallelism == 0 {
         return Err(Error::InvalidRequest("parallelism must be at least 1".into()));
     }
@@ -55,7 +63,12 @@ pub(crate) async fn plan_job(artifact: JobArtifact, args: Vec<String>, paralleli
         let loaded = LoadedJob::load(&artifact)?;
         let graph = loaded.build(&args)?;
         let plan = plan(&graph.descriptor, parallelism)?;
-        Ok(PlannedJob { name: graph.descriptor.name.clone(), sinks: describe_sinks(&graph.descriptor), plan })
+        Ok(PlannedJob {
+            name: graph.descriptor.name.clone(),
+            sinks: describe_sinks(&graph.descriptor),
+            warnings: warnings(&graph.descriptor, checkpoint_interval_ms),
+            plan,
+        })
     })
     .await
     .map_err(|e| Error::InvalidJob(format!("the job's build function did not complete: {e}")))?
@@ -127,6 +140,35 @@ fn describe_sinks(job: &weir_api::graph::JobDescriptor) -> Vec<String> {
         .collect()
 }
 
+/// What may go wrong with `job` as configured, one line each: an exactly-once Kafka sink whose
+/// transaction timeout is shorter than the checkpoint interval plus a commit, or that runs
+/// without checkpoints (and so commits its whole output at the end).
+fn warnings(job: &weir_api::graph::JobDescriptor, checkpoint_interval_ms: Option<u64>) -> Vec<String> {
+    use weir_api::connectors::SinkDescriptor;
+    use weir_api::connectors::kafka::{Delivery, check_transaction_timeout};
+    use weir_api::graph::NodeKind;
+    let mut warnings = Vec::new();
+    for node in &job.nodes {
+        let NodeKind::Sink(SinkDescriptor::Kafka(spec)) = &node.kind else { continue };
+        if spec.delivery != Delivery::ExactlyOnce {
+            continue;
+        }
+        match checkpoint_interval_ms {
+            Some(interval) => {
+                if let Some(warning) = check_transaction_timeout(spec.transaction_timeout_ms, interval) {
+                    warnings.push(format!("{}: {warning}", node.name));
+                }
+            }
+            None => warnings.push(format!(
+                "{}: an exactly-once Kafka sink commits at checkpoints, and checkpointing is off: the job's \
+                 whole output is held until it finishes (set --checkpoint-interval)",
+                node.name
+            )),
+        }
+    }
+    warnings
+}
+
 impl From<weir_api::Error> for Error {
     fn from(e: weir_api::Error) -> Self {
         Self::Job(weir_runtime::Error::Job(e))
@@ -136,5 +178,54 @@ impl From<weir_api::Error> for Error {
 impl From<crate::plan::PlanError> for Error {
     fn from(e: crate::plan::PlanError) -> Self {
         Self::InvalidJob(e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::connectors::SinkDescriptor;
+    use weir_api::connectors::kafka::{Delivery, KafkaSinkSpec};
+    use weir_api::graph::{JobDescriptor, NodeDescriptor, NodeKind};
+
+    fn kafka_sink_job(delivery: Delivery, transaction_timeout_ms: u64) -> JobDescriptor {
+        let spec = KafkaSinkSpec {
+            bootstrap_servers: "b:9092".into(),
+            topic: Some("out".into()),
+            delivery,
+            transactional_id_prefix: "p".into(),
+            progress_topic: "p.progress".into(),
+            transaction_timeout_ms,
+            properties: Default::default(),
+        };
+        let sink = NodeDescriptor {
+            id: 0,
+            uid: "sink".into(),
+            name: "to kafka".into(),
+            kind: NodeKind::Sink(SinkDescriptor::Kafka(spec)),
+            parallelism: None,
+            outputs: Vec::new(),
+        };
+        JobDescriptor {
+            name: "j".into(),
+            parallelism: None,
+            max_parallelism: 128,
+            nodes: vec![sink],
+            edges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn exactly_once_kafka_sinks_warn_of_short_transaction_timeouts_and_missing_checkpoints() {
+        let short = kafka_sink_job(Delivery::ExactlyOnce, 30_000);
+        let found = warnings(&short, Some(10_000));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("to kafka: ") && found[0].contains("at least 70000 ms"), "{found:?}");
+        let long = kafka_sink_job(Delivery::ExactlyOnce, 900_000);
+        assert!(warnings(&long, Some(10_000)).is_empty());
+        let off = warnings(&long, None);
+        assert!(off.len() == 1 && off[0].contains("checkpointing is off"), "{off:?}");
+        // Other delivery modes do not use transactions.
+        assert!(warnings(&kafka_sink_job(Delivery::AtLeastOnce, 1), None).is_empty());
     }
 }

@@ -125,6 +125,8 @@ pub struct Job {
     pub(crate) started: Instant,
     pub(crate) ended: Option<Instant>,
     pub(crate) sinks: Vec<String>,
+    /// Submission warnings, one line each.
+    pub(crate) warnings: Vec<String>,
     /// The keyed state backend of the job's tasks.
     pub(crate) state_backend: weir_runtime::checkpoint::StateBackendKind,
     pub(crate) restart: RestartPolicy,
@@ -158,6 +160,7 @@ impl Job {
             started: now,
             ended: None,
             sinks: Vec::new(),
+            warnings: Vec::new(),
             state_backend: weir_runtime::checkpoint::StateBackendKind::Heap,
             restart: RestartPolicy::default(),
             restarts: 0,
@@ -499,6 +502,7 @@ impl Job {
             last_recovery_time_ms: self.last_recovery_ms,
             source_records: vertices.iter().filter(|v| v.is_source).map(|v| v.records_in).sum(),
             sinks: self.sinks.clone(),
+            warnings: self.warnings.clone(),
             state_backend: self.state_backend.to_string(),
             vertices,
         }
@@ -551,6 +555,8 @@ pub struct JobDetails {
     pub source_records: u64,
     /// Where the job's sinks write, one line each (for example `counts: text files in /tmp/out`).
     pub sinks: Vec<String>,
+    /// What may go wrong with the job as configured (found at submission), one line each.
+    pub warnings: Vec<String>,
     /// The keyed state backend: `heap` or `rocksdb`.
     pub state_backend: String,
     /// Vertices.

@@ -35,7 +35,7 @@
 //! - **Zombies:** a subtask of an older attempt that still runs is fenced by its successor's
 //!   `init_transactions`: its commits fail (one line naming the transactional id).
 //! - **The transaction timeout:** the transaction is open only during a commit, which writes
-//!   about one checkpoint interval of output; see [`check_transaction_timeout`] for the warning
+//!   about one checkpoint interval of output; see [`weir_api::connectors::kafka::check_transaction_timeout`] for the warning
 //!   the jobmanager can give at submission (the writer does not know the interval). At open, a
 //!   `transaction_timeout_ms` above the brokers' `transaction.max.timeout.ms` is refused.
 //! - **Limits:** the transactional id must be unique to the sink subtask in the cluster (another
@@ -90,7 +90,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one administrative request: topic creation, configuration, `init_transactions`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a commit may take (its records written and acknowledged, and the commit itself).
-pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(weir_api::connectors::kafka::COMMIT_ALLOWANCE_MS);
 /// How long a flush (at-least-once pre-commit, finish) may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a record may wait for room in the producer's queue.
@@ -120,24 +120,6 @@ pub fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> R
         Delivery::ExactlyOnce => transactional::open(spec, ident, restored),
         Delivery::AtLeastOnce | Delivery::None => plain::open(spec, ident, restored),
     }
-}
-
-/// The warning for an exactly-once sink whose `transaction_timeout_ms` is shorter than the
-/// checkpoint interval plus the time a commit may take ([`COMMIT_TIMEOUT`]), `None` when it is
-/// long enough. A commit writes the epochs of about one checkpoint interval in one transaction;
-/// if writing them outlasts the timeout, the brokers abort the transaction and the commit fails.
-/// The writer does not know the interval, so the jobmanager calls this at submission.
-pub fn check_transaction_timeout(timeout_ms: u64, checkpoint_interval_ms: u64) -> Option<String> {
-    let commit_ms = u64::try_from(COMMIT_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
-    let needed = checkpoint_interval_ms.saturating_add(commit_ms);
-    (timeout_ms < needed).then(|| {
-        format!(
-            "Kafka sink: the transaction timeout ({timeout_ms} ms) is shorter than the checkpoint interval \
-             ({checkpoint_interval_ms} ms) plus the time a commit may take ({commit_ms} ms): a commit writes about one \
-             interval of output in one transaction, which the brokers abort once it outlives the timeout; set \
-             transaction_timeout to at least {needed} ms"
-        )
-    })
 }
 
 /// Who a sink subtask is, for errors and logs.
@@ -267,14 +249,6 @@ mod tests {
             assert_eq!(refused(delivery, key, value), "", "{key}={value} with {delivery:?}");
         }
         assert!(refused(Delivery::ExactlyOnce, "transactional.id", "x").lines().count() == 1);
-    }
-
-    #[test]
-    fn the_transaction_timeout_warning_covers_an_interval_and_a_commit() {
-        assert_eq!(check_transaction_timeout(900_000, 10_000), None);
-        let warning = check_transaction_timeout(60_000, 30_000).expect("60 s < 30 s + 60 s");
-        assert!(warning.contains("at least 90000 ms"), "{warning}");
-        assert_eq!(check_transaction_timeout(u64::MAX, u64::MAX), None);
     }
 
     #[test]

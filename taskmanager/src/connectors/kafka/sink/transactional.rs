@@ -46,7 +46,7 @@ pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) 
             i32::MAX
         ))
     })?;
-    if let Some(warning) = super::check_transaction_timeout(spec.transaction_timeout_ms, 0) {
+    if let Some(warning) = weir_api::connectors::kafka::check_transaction_timeout(spec.transaction_timeout_ms, 0) {
         tracing::warn!(job_id = ident.job_id.as_str(), subtask = ident.subtask, "{warning}");
     }
     let transactional_id = format!("{prefix}-{}", ident.subtask);
