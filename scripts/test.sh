@@ -34,8 +34,8 @@ step "tests"
 cargo test --workspace --locked
 # Fault injection: the binaries again, with fault points (weir_runtime::faults), and the tests
 # that drive them (storage errors and latency, dropped and duplicated reports, crashes between a
-# checkpoint and its commit).
+# checkpoint and its commit, Kafka to Kafka exactly once through crashes around the commit).
 step "fault injection"
 cargo clippy --workspace --all-targets --locked --features weir-tests/failpoints -- -D warnings
 cargo build --workspace --locked --features weir-tests/failpoints
-cargo test -p weir-tests --locked --features failpoints --test faults
+cargo test -p weir-tests --locked --features failpoints --test faults --test kafka_exactly_once

@@ -12,6 +12,7 @@
 //! | `jobmanager::metadata::crash` | right after a `_metadata` write | the jobmanager process aborts |
 //! | `taskmanager::upload` | a task's snapshot upload | the upload fails (the task declines) |
 //! | `taskmanager::commit::crash` | before a sink commits a completed checkpoint | the taskmanager process aborts |
+//! | `taskmanager::kafka_sink::commit::crash` | in an exactly-once Kafka sink's commit: its records and progress marker flushed to the brokers, the transaction not committed | the taskmanager process aborts |
 //! | `taskmanager::report::drop` | a report to the jobmanager (task state, ack, decline) | it is lost |
 //! | `taskmanager::report::duplicate` | a report to the jobmanager | it is sent twice |
 

@@ -855,3 +855,38 @@ pub fn read_all(bootstrap: &str, topic: &str, isolation: Isolation) -> anyhow::R
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
 }
+
+/// The broker shared by the tests of one test binary.
+static SHARED_BROKER: std::sync::Mutex<Option<KafkaBroker>> = std::sync::Mutex::new(None);
+static SHARED_BOOTSTRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+unsafe extern "C" {
+    /// The C library's `atexit`: the test harness ends the process with `exit`, which runs it
+    /// (statics are never dropped, and the JVM would outlive the tests).
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+extern "C" fn stop_shared_broker() {
+    let broker = SHARED_BROKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    drop(broker);
+}
+
+/// The address of a broker shared by all tests of the calling test binary: started at the first
+/// call, stopped when the process exits. Tests sharing it use distinct topics (and
+/// transactional ids).
+///
+/// # Panics
+/// When the broker cannot start (its jars are installed by `./scripts/setup.sh`; Java 17+).
+pub fn shared_bootstrap() -> &'static str {
+    SHARED_BOOTSTRAP.get_or_init(|| {
+        let broker = KafkaBroker::start().expect("start Kafka (install it with ./scripts/setup.sh)");
+        eprintln!("Kafka {} started in {:?}", kafka_version(), broker.startup_time());
+        let servers = broker.bootstrap_servers();
+        *SHARED_BROKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(broker);
+        // SAFETY: registers a function without arguments that only takes the broker out of its
+        // mutex and drops it, as atexit requires.
+        let registered = unsafe { atexit(stop_shared_broker) };
+        assert_eq!(registered, 0, "atexit failed");
+        servers
+    })
+}

@@ -6,7 +6,7 @@ use crate::cluster::Cluster;
 use crate::harness::read_lines;
 use crate::reference;
 use crate::s3::S3Server;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_runtime::checkpoint::CheckpointMetadata;
@@ -17,23 +17,40 @@ use weir_runtime::checkpoint::CheckpointMetadata;
 /// # Panics
 /// When it is not, with a sample of missing and unexpected lines and the cluster's logs.
 pub fn assert_output_is_the_reference(output: &Path, query: &str, events: u64, cluster: &Cluster) {
-    let mut actual = read_lines(output);
-    let mut expected = reference::nexmark(query, events);
-    actual.sort();
-    expected.sort();
-    if actual != expected {
-        let a: BTreeSet<&String> = actual.iter().collect();
-        let e: BTreeSet<&String> = expected.iter().collect();
-        let missing: Vec<_> = e.difference(&a).take(5).collect();
-        let extra: Vec<_> = a.difference(&e).take(5).collect();
-        let duplicated = actual.windows(2).filter(|w| w[0] == w[1]).count();
-        panic!(
-            "{query}: {} lines, expected {} (missing e.g. {missing:?}, unexpected e.g. {extra:?}, {duplicated} duplicated)\n{}",
-            actual.len(),
-            expected.len(),
-            cluster.logs()
-        );
+    assert_same_lines(query, read_lines(output), reference::nexmark(query, events), &cluster.logs());
+}
+
+/// Asserts that `actual` and `expected` hold the same lines as many times each (in any order).
+///
+/// # Panics
+/// When they do not: how many lines are missing, unexpected or duplicated, with a few of each,
+/// then `context` (logs).
+pub fn assert_same_lines(what: &str, mut actual: Vec<String>, mut expected: Vec<String>, context: &str) {
+    actual.sort_unstable();
+    expected.sort_unstable();
+    if actual == expected {
+        return;
     }
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for line in &expected {
+        *counts.entry(line).or_insert(0) += 1;
+    }
+    for line in &actual {
+        *counts.entry(line).or_insert(0) -= 1;
+    }
+    let missing: Vec<&str> = counts.iter().filter(|(_, n)| **n > 0).map(|(l, _)| *l).collect();
+    let extra: Vec<&str> = counts.iter().filter(|(_, n)| **n < 0).map(|(l, _)| *l).collect();
+    let expected_set: BTreeSet<&String> = expected.iter().collect();
+    let duplicated = actual.windows(2).filter(|w| w[0] == w[1] && expected_set.contains(&w[0])).count();
+    panic!(
+        "{what}: {} lines, expected {}: {} missing (e.g. {:?}), {} unexpected (e.g. {:?}), {duplicated} duplicated\n{context}",
+        actual.len(),
+        expected.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)],
+    );
 }
 
 /// Asserts (waiting up to 10 s for the final sweep) that the bucket holds, under

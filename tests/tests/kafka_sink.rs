@@ -6,41 +6,16 @@
 //! and Java 17.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use weir_api::connectors::SinkDescriptor;
 use weir_api::connectors::kafka::{Delivery, KafkaSinkSpec};
 use weir_api::runtime::{FINAL_CHECKPOINT, RawHeader, SinkRecord, SinkRecords, TaskInfo};
 use weir_taskmanager::connectors::{OpenedSink, open_sink};
-use weir_tests::kafka::{self, ConsumedRecord, Isolation, KafkaBroker, Record, TransactionalProducer};
+use weir_tests::kafka::{self, ConsumedRecord, Isolation, Record, TransactionalProducer};
 
-/// The broker shared by the tests of this file.
-static BROKER: Mutex<Option<KafkaBroker>> = Mutex::new(None);
-
-unsafe extern "C" {
-    /// The C library's `atexit`: the broker is stopped when the test process exits (a static is
-    /// never dropped, and the JVM would outlive the tests).
-    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
-}
-
-extern "C" fn stop_broker() {
-    let broker = BROKER.lock().unwrap_or_else(PoisonError::into_inner).take();
-    drop(broker);
-}
-
-/// The shared broker's address, starting it on first use.
+/// The shared broker's address.
 fn bootstrap() -> String {
-    let mut broker = BROKER.lock().unwrap_or_else(PoisonError::into_inner);
-    if broker.is_none() {
-        let started = KafkaBroker::start().expect("start Kafka (install it with ./scripts/setup.sh)");
-        eprintln!("Kafka {} started in {:?}", kafka::kafka_version(), started.startup_time());
-        *broker = Some(started);
-        // SAFETY: registers a function without arguments that only takes the broker out of its
-        // mutex and drops it.
-        let registered = unsafe { atexit(stop_broker) };
-        assert_eq!(registered, 0, "atexit failed");
-    }
-    broker.as_ref().map(KafkaBroker::bootstrap_servers).expect("started above")
+    kafka::shared_bootstrap().to_owned()
 }
 
 /// Subtask `subtask` of 2 of job `job`.

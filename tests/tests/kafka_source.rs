@@ -9,7 +9,6 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use weir_api::connectors::SourceDescriptor;
 use weir_api::connectors::kafka::{
@@ -17,39 +16,11 @@ use weir_api::connectors::kafka::{
 };
 use weir_api::runtime::{FINAL_CHECKPOINT, MalformedRecord, RawBatch, SourceReader, SourceStatus, TaskInfo};
 use weir_taskmanager::connectors::{OpenedSource, open_source};
-use weir_tests::kafka::{self, KafkaBroker, Record, TransactionalProducer};
+use weir_tests::kafka::{self, Record, TransactionalProducer};
 
-// ---------------------------------------------------------------------------------------------
-// One broker for the file, stopped at exit.
-
-static BROKER: Mutex<Option<KafkaBroker>> = Mutex::new(None);
-static BOOTSTRAP: OnceLock<String> = OnceLock::new();
-
-unsafe extern "C" {
-    /// The C library's `atexit`: the test harness ends the process with `exit`, which runs it
-    /// (statics are never dropped).
-    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
-}
-
-extern "C" fn stop_broker() {
-    if let Ok(mut broker) = BROKER.lock() {
-        drop(broker.take());
-    }
-}
-
-/// The shared broker's address, starting it at the first call.
+/// The shared broker's address.
 fn bootstrap() -> &'static str {
-    BOOTSTRAP.get_or_init(|| {
-        let broker = KafkaBroker::start().expect("starting the Kafka broker");
-        eprintln!("Kafka {} started in {:?}", kafka::kafka_version(), broker.startup_time());
-        let servers = broker.bootstrap_servers();
-        *BROKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(broker);
-        // SAFETY: registers a plain function without arguments, as atexit requires.
-        unsafe {
-            atexit(stop_broker);
-        }
-        servers
-    })
+    kafka::shared_bootstrap()
 }
 
 // ---------------------------------------------------------------------------------------------

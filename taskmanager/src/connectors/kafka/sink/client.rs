@@ -79,6 +79,13 @@ impl ClientContext for SinkContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            // The progress reader asked for end-of-partition events; reaching the end is news,
+            // not an error.
+            return;
+        }
         tracing::warn!(job_id = self.job_id.as_str(), subtask = self.subtask, "Kafka sink client: {error}: {reason}");
         let text = if reason.is_empty() { error.to_string() } else { reason.to_owned() };
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
