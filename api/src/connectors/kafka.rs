@@ -8,6 +8,48 @@
 //!
 //! The job carries the descriptions ([`KafkaSourceSpec`], [`KafkaSinkSpec`]) and the
 //! (de)serialization of its records; the taskmanager runs the Kafka clients (librdkafka).
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use std::time::Duration;
+//! use weir_api::prelude::*;
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! struct Bid { auction: u64, price: u64 }
+//!
+//! fn build(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> weir_api::Result<()> {
+//!     let source = KafkaSource::builder()
+//!         .bootstrap_servers("kafka:9092")
+//!         .topics(["bids"]) // or .topic_pattern("bids-.*")
+//!         .group_id("wcount") // offsets are committed to it at checkpoints, for lag tools only
+//!         .starting_offsets(StartingOffsets::Committed { otherwise: OffsetReset::Earliest })
+//!         .on_malformed(MalformedPolicy::DeadLetter { topic: "bids-dlq".into() })
+//!         .build(KafkaDeserializer::<Bid>::json());
+//!     let watermarks = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(1))
+//!         .with_idleness(Duration::from_secs(30));
+//!     let counts = env
+//!         .from_kafka(source, watermarks)
+//!         .uid("bids")
+//!         .map(|b: Bid| (b.auction, 1u64))
+//!         .key_by(|&(auction, _): &(u64, u64)| auction)
+//!         .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
+//!         .reduce(|a, b| (a.0, a.1 + b.1))
+//!         .uid("counts");
+//!     counts.sink_to_kafka(
+//!         KafkaSink::builder()
+//!             .bootstrap_servers("kafka:9092")
+//!             .topic("counts")
+//!             .delivery(Delivery::ExactlyOnce)
+//!             .transactional_id_prefix("wcount-counts") // unique to this sink, stable across restarts
+//!             .build(KafkaSerializer::json()),
+//!     );
+//!     Ok(())
+//! }
+//! # fn main() {
+//! #     let graph = weir_api::plugin::job_entry(build).build(&[]).unwrap();
+//! #     assert!(graph.descriptor.nodes.len() >= 4);
+//! # }
+//! ```
 
 use crate::runtime::{ByteRange, KafkaBatch, KafkaRawRecord, RawHeader, SinkRecord, SinkRecords};
 use serde::{Deserialize, Serialize};
