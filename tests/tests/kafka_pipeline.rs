@@ -270,9 +270,11 @@ fn a_wrong_broker_topic_or_option_is_one_clear_line() {
     assert!(error_line(&bad).contains("--dead-letter-topic"), "{bad:?}");
 }
 
-// Without checkpointing an exactly-once sink commits once, at the end; the run warns about it.
+// The README's pipeline: q0 loads the generator's bids into a topic (without checkpointing an
+// exactly-once sink commits once, at the end, and the run warns about it), then wcount reads
+// them and writes its counts to another topic, exactly once with checkpoints.
 #[test]
-fn q0_loads_bids_into_kafka_and_warns_that_exactly_once_needs_checkpoints() {
+fn q0_loads_bids_into_kafka_and_wcount_reads_them_into_kafka() {
     let bootstrap = shared_bootstrap();
     kafka::create_topic(bootstrap, "loaded-bids", 3).unwrap();
     let result = local_run(
@@ -302,4 +304,40 @@ fn q0_loads_bids_into_kafka_and_warns_that_exactly_once_needs_checkpoints() {
     // Written with the time of sending, not the bids' event time (1970), so retention keeps them.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!(records.iter().all(|r| r.timestamp.is_some_and(|t| (now_ms - t).abs() < 600_000)), "{:?}", records[0]);
+
+    kafka::create_topic(bootstrap, "wcount-counts", 3).unwrap();
+    let plugin = nexmark();
+    let result = run_weir(
+        &[
+            "local",
+            "run",
+            &plugin,
+            "-p",
+            "2",
+            "--checkpoint-interval",
+            "200ms",
+            "--",
+            "--query",
+            "wcount",
+            "--source",
+            "kafka",
+            "--bootstrap-servers",
+            bootstrap,
+            "--source-topic",
+            "loaded-bids",
+            "--bounded",
+            "--sink",
+            "kafka",
+            "--sink-topic",
+            "wcount-counts",
+            "--delivery",
+            "exactly-once",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(result.code, Some(0), "{result:?}");
+    assert!(!result.stderr.contains("warning"), "{}", result.stderr);
+    let records = kafka::read_all(bootstrap, "wcount-counts", Isolation::ReadCommitted).unwrap();
+    let lines: Vec<String> = records.iter().map(kafka::ConsumedRecord::value_str).collect();
+    assert_same_lines("wcount from and to Kafka", lines, reference::nexmark("wcount", 5000), &result.stderr);
 }
