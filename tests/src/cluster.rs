@@ -23,6 +23,19 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 /// Lines of each process's log shown by [`Cluster::logs`].
 const LOG_TAIL_LINES: usize = 40;
 
+/// Jobmanager flags for fault tests: lost taskmanagers noticed within 2 s, and up to 50
+/// restarts 200 ms apart.
+pub const FAULT_TOLERANT: [&str; 8] = [
+    "--heartbeat-timeout-ms",
+    "2000",
+    "--restart-strategy",
+    "fixed-delay",
+    "--restart-attempts",
+    "50",
+    "--restart-delay-ms",
+    "200",
+];
+
 /// A running jobmanager and its taskmanagers.
 pub struct Cluster {
     dir: tempfile::TempDir,

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use weir_tests::cluster::{Cluster, submitted_job_id};
+use weir_tests::cluster::{Cluster, FAULT_TOLERANT, submitted_job_id};
 use weir_tests::harness::artifact;
 use weir_tests::s3::S3Server;
 use weir_tests::verify::{assert_only_retained_checkpoint_files, assert_output_is_the_reference};
@@ -24,17 +24,7 @@ const EVENTS: u64 = 90_000;
 /// A cluster of a jobmanager (with `jobmanager_faults`) and three taskmanagers (with
 /// `taskmanager_faults`), all checkpointing to a fresh moto bucket.
 fn cluster(s3: &S3Server, jobmanager_faults: &str, taskmanager_faults: &str) -> Cluster {
-    let flags = [
-        "--heartbeat-timeout-ms",
-        "2000",
-        "--restart-strategy",
-        "fixed-delay",
-        "--restart-attempts",
-        "50",
-        "--restart-delay-ms",
-        "200",
-    ];
-    let mut cluster = Cluster::start_with_env(&flags, &[], &s3.env());
+    let mut cluster = Cluster::start_with_env(&FAULT_TOLERANT, &[], &s3.env());
     if !jobmanager_faults.is_empty() {
         cluster.set_jobmanager_env(&[("FAILPOINTS", jobmanager_faults)]);
         cluster.restart_jobmanager();
@@ -156,17 +146,7 @@ fn a_jobmanager_crash_between_a_checkpoint_and_its_commit_loses_and_duplicates_n
 fn a_taskmanager_crash_before_a_sink_commit_loses_and_duplicates_nothing() {
     let _serial = serial();
     let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
-    let flags = [
-        "--heartbeat-timeout-ms",
-        "2000",
-        "--restart-strategy",
-        "fixed-delay",
-        "--restart-attempts",
-        "50",
-        "--restart-delay-ms",
-        "200",
-    ];
-    let mut cluster = Cluster::start_with_env(&flags, &[], &s3.env());
+    let mut cluster = Cluster::start_with_env(&FAULT_TOLERANT, &[], &s3.env());
     cluster.start_taskmanager_with_env("tm-1", 2, &[("FAILPOINTS", "taskmanager::commit::crash=3*off->return")]);
     cluster.start_taskmanager("tm-2", 2);
     cluster.start_taskmanager("tm-3", 2);

@@ -9,7 +9,7 @@
 #![cfg(feature = "failpoints")]
 
 use std::time::{Duration, Instant};
-use weir_tests::cluster::{Cluster, submitted_job_id};
+use weir_tests::cluster::{Cluster, FAULT_TOLERANT, submitted_job_id};
 use weir_tests::harness::artifact;
 use weir_tests::kafka::{self, Isolation, KafkaBroker, Record};
 use weir_tests::reference;
@@ -112,17 +112,7 @@ fn kafka_to_kafka_is_exactly_once_through_taskmanager_crashes_around_the_commit(
     for topic in ["wcount-out", "q5-out"] {
         kafka::create_topic(&bootstrap, topic, OUTPUT_PARTITIONS).expect("create an output topic");
     }
-    let flags = [
-        "--heartbeat-timeout-ms",
-        "2000",
-        "--restart-strategy",
-        "fixed-delay",
-        "--restart-attempts",
-        "50",
-        "--restart-delay-ms",
-        "200",
-    ];
-    let mut cluster = Cluster::start_with_env(&flags, &[], &s3.env());
+    let mut cluster = Cluster::start_with_env(&FAULT_TOLERANT, &[], &s3.env());
     // tm-1 dies at its sixth commit notification (of either job), after the checkpoint completed
     // and before any of its sinks committed; tm-2 in the middle of its sixth Kafka commit, with
     // the epoch's records and the progress marker in the broker and the transaction not committed.
