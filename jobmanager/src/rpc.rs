@@ -271,6 +271,27 @@ impl TaskManagerGateway for RemoteTaskManager {
         })
     }
 
+    fn prepare_savepoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: weir_api::runtime::CheckpointId,
+        dir: String,
+    ) -> BoxFuture<'_, GatewayResult<()>> {
+        Box::pin(async move {
+            let request = Self::request(
+                pb::PrepareSavepointRequest {
+                    job_id: job.to_string(),
+                    attempt,
+                    checkpoint_id: checkpoint,
+                    savepoint_dir: dir,
+                },
+                Duration::from_secs(10),
+            );
+            self.client.clone().prepare_savepoint(request).await.map(|_| ()).map_err(rpc_error)
+        })
+    }
+
     fn abort_checkpoint(
         &self,
         job: JobId,

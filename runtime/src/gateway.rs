@@ -200,6 +200,18 @@ pub trait TaskManagerGateway: Send + Sync {
         barrier: CheckpointBarrier,
     ) -> BoxFuture<'_, GatewayResult<u32>>;
 
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` will be a savepoint into directory
+    /// `dir` (a storage URL): tasks here that see its barrier write a canonical, self-contained
+    /// snapshot there. Sent to every taskmanager of the attempt before the sources are
+    /// triggered. Refused when the taskmanager does not run that attempt of the job.
+    fn prepare_savepoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: CheckpointId,
+        dir: String,
+    ) -> BoxFuture<'_, GatewayResult<()>>;
+
     /// Checkpoint `checkpoint` of attempt `attempt` of `job` was aborted: tasks aligning its
     /// barriers release their blocked inputs (Flink's `CancelCheckpointMarker`).
     fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>>;

@@ -50,6 +50,8 @@ pub(crate) struct TaskContext {
     pub(crate) restored: std::collections::HashMap<String, OperatorSnapshot>,
     /// The job's transactional sinks on this taskmanager, committed on checkpoint completion.
     pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
+    /// The job's pending savepoints on this taskmanager.
+    pub(crate) savepoints: Arc<crate::savepoint::SavepointTargets>,
     /// The task's RocksDB database when the job uses the RocksDB backend.
     pub(crate) database: Option<crate::state::task_db::TaskDatabase>,
     /// The final snapshot of a task that finished (checkpointing on), for its FINISHED report.
@@ -90,20 +92,35 @@ impl TaskContext {
     /// part, which flushes what precedes the barrier), then the barrier to every output; the
     /// snapshot is then written to storage in the background and acknowledged with its handles.
     /// `alignment_ms` is how long the task waited for the barrier on all its inputs.
+    ///
+    /// A savepoint (its target was prepared on this taskmanager) is canonical and complete
+    /// whatever the backend (no native RocksDB files) and goes to the savepoint's directory.
     pub(crate) fn checkpoint(
         &mut self,
         chain: &mut dyn weir_api::runtime::TaskChain,
         barrier: weir_api::runtime::CheckpointBarrier,
         alignment_ms: u64,
     ) -> Result<()> {
-        let snapshot = match chain.snapshot(barrier, self) {
+        let savepoint = self.savepoints.target(barrier.id);
+        if savepoint.is_some()
+            && let Some(db) = &self.database
+        {
+            db.set_canonical_snapshots(true);
+        }
+        let snapshot = chain.snapshot(barrier, self);
+        if savepoint.is_some()
+            && let Some(db) = &self.database
+        {
+            db.set_canonical_snapshots(false);
+        }
+        let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 self.events.checkpoint_declined(self.id, barrier.id, e.to_string());
                 return Err(e);
             }
         };
-        let database = match self.database.as_mut() {
+        let database = match self.database.as_mut().filter(|_| savepoint.is_none()) {
             Some(db) => match db.checkpoint(barrier.id) {
                 Ok(local) => local.map(|local| crate::snapshot::DatabaseCheckpoint {
                     local,
@@ -118,9 +135,12 @@ impl TaskContext {
             None => None,
         };
         self.broadcast_all(|| ChannelEvent::Barrier(barrier))?;
-        match &mut self.checkpoints {
-            Some(writer) => writer.write(self.id, snapshot, database, alignment_ms, self.events.clone()),
-            None => self.events.checkpoint_declined(
+        match (&mut self.checkpoints, savepoint) {
+            (Some(writer), Some(target)) => {
+                writer.write_savepoint(self.id, snapshot, &target, alignment_ms, self.events.clone());
+            }
+            (Some(writer), None) => writer.write(self.id, snapshot, database, alignment_ms, self.events.clone()),
+            (None, _) => self.events.checkpoint_declined(
                 self.id,
                 barrier.id,
                 "checkpointing is not configured for this job".into(),

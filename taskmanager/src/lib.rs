@@ -11,6 +11,7 @@ mod input_gate;
 mod network;
 pub mod process;
 mod rpc;
+mod savepoint;
 mod snapshot;
 pub mod state;
 mod task;

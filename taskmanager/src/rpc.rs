@@ -131,6 +131,24 @@ impl TaskManagerService for TaskManagerRpc {
         Ok(Response::new(pb::TriggerCheckpointResponse { triggered_tasks: triggered as u32 }))
     }
 
+    async fn prepare_savepoint(
+        &self,
+        request: Request<pb::PrepareSavepointRequest>,
+    ) -> Result<Response<pb::PrepareSavepointResponse>, Status> {
+        let request = request.into_inner();
+        let job = convert::job_id("job_id", &request.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if request.checkpoint_id == 0 || request.savepoint_dir.is_empty() {
+            return Err(Status::invalid_argument("a savepoint needs a checkpoint id and a directory"));
+        }
+        self.taskmanager
+            .prepare_savepoint(job, request.attempt, request.checkpoint_id, &request.savepoint_dir)
+            .map_err(|e| match e.kind {
+                weir_runtime::GatewayErrorKind::Refused => Status::failed_precondition(e.message),
+                _ => Status::internal(e.message),
+            })?;
+        Ok(Response::new(pb::PrepareSavepointResponse {}))
+    }
+
     async fn abort_checkpoint(
         &self,
         request: Request<pb::AbortCheckpointRequest>,

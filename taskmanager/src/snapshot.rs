@@ -166,6 +166,36 @@ impl SnapshotWriter {
         self.in_flight.push(handle);
     }
 
+    /// Writes `snapshot`, a savepoint's canonical part of this task, into the savepoint's
+    /// directory in the background, then acknowledges it (or declines the savepoint, after
+    /// deleting what it wrote). Returns at once.
+    pub(crate) fn write_savepoint(
+        &mut self,
+        task: TaskId,
+        snapshot: ChainSnapshot,
+        target: &crate::savepoint::SavepointTarget,
+        alignment_ms: u64,
+        events: Arc<dyn TaskEventSink>,
+    ) {
+        let checkpoint = snapshot.checkpoint;
+        let storage = target.storage.clone();
+        let url = storage.url_of(&Self::file_name(task));
+        let layout = self.layout.clone();
+        self.in_flight.retain(|h| !h.is_finished());
+        let handle = self.runtime.spawn(async move {
+            match upload_task_snapshot(&storage, &layout, task, snapshot, url, None).await {
+                Ok(handles) => {
+                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms });
+                }
+                Err(reason) => {
+                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the savepoint: {reason}");
+                    events.checkpoint_declined(task, checkpoint, reason);
+                }
+            }
+        });
+        self.in_flight.push(handle);
+    }
+
     /// Writes a finished task's final snapshot (FLIP-147) and returns its handle, blocking the
     /// task thread until it is written. Keyed state is left out: a finished task's input ended,
     /// so no record will ever read it again (its timers and windows fired at the final
@@ -361,13 +391,20 @@ impl JobCommitters {
         self.lock().retain(|(a, _)| *a > attempt);
     }
 
-    /// Commits checkpoint `checkpoint` (and earlier) in every sink of attempt `attempt`.
+    /// Commits checkpoint `checkpoint` (and earlier) in every sink of attempt `attempt`, and
+    /// lets the databases reuse its files unless it is a `savepoint` (whose files are not
+    /// theirs to reuse).
     ///
     /// # Errors
     /// The first commit that failed (the others are still attempted).
-    pub(crate) fn commit(&self, attempt: u32, checkpoint: CheckpointId) -> Result<()> {
+    pub(crate) fn commit(&self, attempt: u32, checkpoint: CheckpointId, savepoint: bool) -> Result<()> {
         weir_runtime::faults::crash("taskmanager::commit::crash");
-        let committers: Vec<_> = self.lock().iter().filter(|(a, _)| *a == attempt).map(|(_, c)| c.clone()).collect();
+        let committers: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(a, c)| *a == attempt && !(savepoint && matches!(**c, CompletionListener::Database(_))))
+            .map(|(_, c)| c.clone())
+            .collect();
         let mut first_error = None;
         for committer in committers {
             if let Err(e) = committer.checkpoint_complete(checkpoint) {

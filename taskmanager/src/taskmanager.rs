@@ -4,6 +4,7 @@
 use crate::context::{OutputChannels, TaskContext, TaskMetrics};
 use crate::exchange::LocalExchange;
 use crate::input_gate::InputGate;
+use crate::savepoint::{SavepointTarget, SavepointTargets};
 use crate::snapshot::{JobCommitters, SnapshotWriter};
 use crate::state::task_db::TaskDatabase;
 use crate::task::{TaskControl, TaskOutcome, run_inputs, run_source};
@@ -108,6 +109,8 @@ struct JobTasks {
     released: Option<u32>,
     /// The job's transactional sinks here (they outlive their tasks until the job is released).
     committers: Arc<JobCommitters>,
+    /// The job's pending savepoints here.
+    savepoints: Arc<SavepointTargets>,
 }
 
 impl JobTasks {
@@ -316,10 +319,41 @@ impl TaskManager {
             .count()
     }
 
+    /// Checkpoint `checkpoint` of attempt `attempt` of `job` will be a savepoint into directory
+    /// `dir` (a storage URL): every task of the attempt here that sees its barrier writes a
+    /// canonical snapshot there. The jobmanager prepares every taskmanager of the attempt before
+    /// it triggers the sources.
+    ///
+    /// # Errors
+    /// Refused when this taskmanager does not run that attempt of the job; failed when the
+    /// directory's store cannot be opened.
+    pub fn prepare_savepoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: CheckpointId,
+        dir: &str,
+    ) -> GatewayResult<()> {
+        let storage =
+            Storage::open(&StorageConfig { url: dir.to_owned(), options: self.inner.config.storage_options.clone() })
+                .map_err(|e| GatewayError::failed(format!("savepoint {checkpoint} of job {job}: {e}")))?;
+        match self.inner.jobs().get(&job) {
+            Some(j) if j.attempt == attempt => {
+                j.savepoints.prepare(checkpoint, SavepointTarget { storage });
+                Ok(())
+            }
+            _ => Err(GatewayError::refused(format!(
+                "taskmanager {} does not run attempt {attempt} of job {job}",
+                self.id()
+            ))),
+        }
+    }
+
     /// Checkpoint `checkpoint` of attempt `attempt` of `job` was aborted: every task of that
     /// attempt here stops aligning its barriers (and ignores those still to come).
     pub fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) {
         if let Some(job) = self.inner.jobs().get(&job) {
+            job.savepoints.end(checkpoint);
             for (_, task) in job.tasks.iter().filter(|(id, _)| id.attempt == attempt) {
                 let _ = task.control.send(TaskControl::AbortCheckpoint(checkpoint));
             }
@@ -333,8 +367,8 @@ impl TaskManager {
     /// Refused when this taskmanager does not hold that attempt of the job (it restarted, or the
     /// notification is stale: nothing was committed); failed when a sink could not commit.
     pub fn notify_checkpoint_complete(&self, job: JobId, attempt: u32, checkpoint: u64) -> GatewayResult<()> {
-        let committers = match self.inner.jobs().get(&job) {
-            Some(j) if j.attempt == attempt => j.committers.clone(),
+        let (committers, savepoints) = match self.inner.jobs().get(&job) {
+            Some(j) if j.attempt == attempt => (j.committers.clone(), j.savepoints.clone()),
             Some(j) => {
                 return Err(GatewayError::refused(format!(
                     "attempt {attempt} of job {job} is not current on taskmanager {} (attempt {} is)",
@@ -354,7 +388,14 @@ impl TaskManager {
         } else {
             format!("checkpoint {checkpoint}")
         };
-        committers.commit(attempt, checkpoint).map_err(|e| GatewayError::failed(format!("{what} of job {job}: {e}")))
+        // A savepoint commits the sinks' side effects (as Flink's do), but its files are not
+        // incremental: the databases keep reusing the files of the newest checkpoint.
+        let savepoint = savepoints.is_savepoint(checkpoint);
+        let committed = committers.commit(attempt, checkpoint, savepoint);
+        if savepoint {
+            savepoints.end(checkpoint);
+        }
+        committed.map_err(|e| GatewayError::failed(format!("{what} of job {job}: {e}")))
     }
 
     /// Cancels every running task on the taskmanager's own account (the jobmanager is gone or
@@ -477,6 +518,7 @@ impl TaskManager {
         let metrics = Arc::new(TaskMetrics::default());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let committers;
+        let savepoints;
         let database = (!info.heap_state).then(|| {
             let name = format!("{}-{}-{}-{}", task.job, task.vertex, task.subtask, task.attempt);
             TaskDatabase::new(self.inner.config.state_dir.join(name), self.inner.rocksdb_memory.clone())
@@ -490,12 +532,14 @@ impl TaskManager {
                 attempt: task.attempt,
                 released: None,
                 committers: Arc::new(JobCommitters::default()),
+                savepoints: Arc::default(),
             });
             if job.attempt > task.attempt || job.released.is_some_and(|r| r >= task.attempt) {
                 return Err(format!("stale deployment of {task}: the attempt is over on this taskmanager"));
             }
             job.attempt = task.attempt;
             committers = job.committers.clone();
+            savepoints = job.savepoints.clone();
             let running = RunningTask {
                 cancel: cancel.clone(),
                 failure_on_cancel: failure_on_cancel.clone(),
@@ -536,6 +580,7 @@ impl TaskManager {
             checkpoints,
             restored: HashMap::new(),
             committers,
+            savepoints,
             database,
             final_snapshot: None,
             unusable_checkpoint: None,
@@ -695,6 +740,16 @@ impl TaskManagerGateway for TaskManager {
         barrier: CheckpointBarrier,
     ) -> BoxFuture<'_, GatewayResult<u32>> {
         Box::pin(async move { Ok(TaskManager::trigger_checkpoint(self, job, attempt, barrier) as u32) })
+    }
+
+    fn prepare_savepoint(
+        &self,
+        job: JobId,
+        attempt: u32,
+        checkpoint: CheckpointId,
+        dir: String,
+    ) -> BoxFuture<'_, GatewayResult<()>> {
+        Box::pin(async move { TaskManager::prepare_savepoint(self, job, attempt, checkpoint, &dir) })
     }
 
     fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>> {

@@ -29,6 +29,7 @@ enum Seen {
     Cancel(u32),
     Release(u32),
     Trigger(u32, CheckpointId),
+    Prepare(u32, CheckpointId),
     Abort(u32, CheckpointId),
     Notify(u32, CheckpointId),
 }
@@ -98,6 +99,17 @@ impl TaskManagerGateway for FakeTaskManager {
     ) -> BoxFuture<'_, GatewayResult<u32>> {
         self.record(Seen::Trigger(attempt, barrier.id));
         Box::pin(async { Ok(1) })
+    }
+
+    fn prepare_savepoint(
+        &self,
+        _: JobId,
+        attempt: u32,
+        checkpoint: CheckpointId,
+        _: String,
+    ) -> BoxFuture<'_, GatewayResult<()>> {
+        self.record(Seen::Prepare(attempt, checkpoint));
+        Box::pin(async { Ok(()) })
     }
 
     fn abort_checkpoint(&self, _: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>> {

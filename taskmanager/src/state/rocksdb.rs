@@ -39,6 +39,7 @@ use rocksdb::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_api::runtime::{
     KeyGroupState, KeyedStateBackend, MergeFn, StateEntry, StateId, StateKey, StateKind, encode_list_element,
@@ -217,6 +218,9 @@ pub struct RocksDbInstance {
     memory: RocksDbMemory,
     /// Names of the database's column families. Also serializes column family creation.
     column_families: Mutex<BTreeSet<String>>,
+    /// While set, the snapshots of backends with native snapshots are canonical and complete
+    /// (a savepoint's), not only their pending restored entries.
+    canonical_snapshots: AtomicBool,
 }
 
 impl std::fmt::Debug for RocksDbInstance {
@@ -267,6 +271,7 @@ impl RocksDbInstance {
             write_options,
             memory: memory.clone(),
             column_families: Mutex::new(names),
+            canonical_snapshots: AtomicBool::new(false),
         }))
     }
 
@@ -377,6 +382,33 @@ impl RocksDbInstance {
         })
     }
 
+    /// Makes the snapshots of every backend of this database canonical and complete (for a
+    /// savepoint: every state of the backend's operator in its key groups, registered since the
+    /// last restore or not), or native again.
+    pub fn set_canonical_snapshots(&self, canonical: bool) {
+        self.canonical_snapshots.store(canonical, Ordering::Relaxed);
+    }
+
+    /// Records in the default column family that column family `cf` holds `kind` state, so that
+    /// a canonical snapshot can decode its keys before the state is registered again (after a
+    /// native restore, user state registers lazily, on first use).
+    fn record_kind(&self, cf: &str, kind: StateKind) -> Result<()> {
+        self.db
+            .put_opt(kind_key(cf), [kind_byte(kind)], &self.write_options)
+            .map_err(|e| self.error("record the state kind", cf, e))
+    }
+
+    /// The kind recorded for column family `cf` by [`Self::record_kind`].
+    fn recorded_kind(&self, cf: &str) -> Result<Option<StateKind>> {
+        let value = self.db.get_pinned(kind_key(cf)).map_err(|e| self.error("read the state kind", cf, e))?;
+        Ok(value.and_then(|v| v.first().copied()).and_then(kind_of_byte))
+    }
+
+    /// The column families whose names start with `prefix`.
+    fn column_families_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.lock_column_families().iter().filter(|name| name.starts_with(prefix)).cloned().collect()
+    }
+
     /// Creates column family `name` unless it exists.
     fn ensure_column_family(&self, name: &str) -> Result<()> {
         let mut names = self.lock_column_families();
@@ -393,6 +425,28 @@ impl RocksDbInstance {
     /// The error of a failed RocksDB operation on column family `cf`.
     fn error(&self, operation: &str, cf: &str, e: rocksdb::Error) -> Error {
         Error::runtime(SERVICE, format!("{operation} in {}/{cf}: {e}", self.path.display()))
+    }
+}
+
+/// The key of the default column family under which the kind of column family `cf` is kept.
+fn kind_key(cf: &str) -> Vec<u8> {
+    format!("kind/{cf}").into_bytes()
+}
+
+fn kind_byte(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Value => 0,
+        StateKind::List => 1,
+        StateKind::Map => 2,
+    }
+}
+
+fn kind_of_byte(byte: u8) -> Option<StateKind> {
+    match byte {
+        0 => Some(StateKind::Value),
+        1 => Some(StateKind::List),
+        2 => Some(StateKind::Map),
+        _ => None,
     }
 }
 
@@ -690,6 +744,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let id = super::state_id(SERVICE, &self.operator_uid, self.states.len())?;
         let column_family = format!("{}/{name}", self.operator_uid);
         self.instance.ensure_column_family(&column_family)?;
+        // Written once per state (a write per registration would leave a new SST file of the
+        // default column family in every incremental checkpoint).
+        if self.instance.recorded_kind(&column_family)? != Some(kind) {
+            self.instance.record_kind(&column_family, kind)?;
+        }
         self.states.push(RegisteredState { name: name.to_owned(), column_family, kind });
         self.apply_pending(id)?;
         Ok(id)
@@ -746,13 +805,30 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         for (key_group, entry) in self.pending.entries() {
             encode_state_entry(groups.entry(key_group).or_default(), entry)?;
         }
-        if self.native_snapshots {
+        let instance = &*self.instance;
+        if self.native_snapshots && !instance.canonical_snapshots.load(Ordering::Relaxed) {
             return Ok(groups.into_iter().map(|(key_group, entries)| KeyGroupState { key_group, entries }).collect());
         }
         let (start, end) = key_group_range_bounds(self.key_groups.clone());
-        let instance = &*self.instance;
-        for state in &self.states {
-            let cf_name = &state.column_family;
+        // Every state of the operator in the database: the registered ones, and those restored
+        // natively but not registered again yet (their kinds were recorded when they were).
+        let prefix = format!("{}/", self.operator_uid);
+        let mut states: Vec<(String, String, StateKind)> =
+            self.states.iter().map(|s| (s.name.clone(), s.column_family.clone(), s.kind)).collect();
+        for cf_name in instance.column_families_with_prefix(&prefix) {
+            if states.iter().any(|(_, cf, _)| *cf == cf_name) {
+                continue;
+            }
+            let kind = instance.recorded_kind(&cf_name)?.ok_or_else(|| {
+                Error::runtime(
+                    SERVICE,
+                    format!("snapshot: the kind of state {cf_name} in {} is not recorded", instance.path.display()),
+                )
+            })?;
+            let name = cf_name[prefix.len()..].to_owned();
+            states.push((name, cf_name, kind));
+        }
+        for (name, cf_name, kind) in &states {
             let cf = instance.column_family(cf_name, "snapshot")?;
             let mut read_options = ReadOptions::default();
             if !end.is_empty() {
@@ -761,13 +837,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
             iter.seek(&start);
             while let Some((stored_key, value)) = iter.item() {
-                let (key_group, key, namespace, user_key) = decode_key(state.kind, stored_key).ok_or_else(|| {
+                let (key_group, key, namespace, user_key) = decode_key(*kind, stored_key).ok_or_else(|| {
                     Error::runtime(
                         SERVICE,
                         format!("snapshot: corrupt key {stored_key:02x?} in {}/{cf_name}", instance.path.display()),
                     )
                 })?;
-                let entry = StateEntry { state: &state.name, key, namespace, user_key, value };
+                let entry = StateEntry { state: name, key, namespace, user_key, value };
                 encode_state_entry(groups.entry(key_group).or_default(), entry)?;
                 iter.next();
             }
@@ -1031,6 +1107,49 @@ mod tests {
         assert_eq!(backend.get(value, key(1, b"k", b"")).unwrap(), Some(&b"value"[..]));
         assert_eq!(backend.map_get(map, key(2, b"k", b""), b"u").unwrap(), Some(&b"mapped"[..]));
         assert!(backend.snapshot().unwrap().is_empty(), "everything is in the database now");
+    }
+
+    #[test]
+    fn canonical_snapshots_hold_every_state_of_a_natively_restored_database() {
+        // A savepoint of a task restored from a native checkpoint: user state registers lazily,
+        // so states not used since the restore must be found by their column families.
+        use crate::state::contract::snapshot_entries;
+
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(&dir.path().join("db")).unwrap();
+        let mut backend = instance.backend("op", 0..=7).unwrap().with_native_snapshots();
+        let value = backend.register_state("v", StateKind::Value).unwrap();
+        let list = backend.register_state("l", StateKind::List).unwrap();
+        let map = backend.register_state("m", StateKind::Map).unwrap();
+        backend.put(value, key(1, b"k1", b""), b"one").unwrap();
+        backend.append(list, key(2, b"k2", b"ns"), b"a").unwrap();
+        backend.append(list, key(2, b"k2", b"ns"), b"b").unwrap();
+        backend.map_put(map, key(7, b"k3", b"w"), b"u", b"mapped").unwrap();
+        let mut other = instance.backend("other", 0..=7).unwrap().with_native_snapshots();
+        let foreign = other.register_state("v", StateKind::Value).unwrap();
+        other.put(foreign, key(1, b"x", b""), b"not op's").unwrap();
+        assert!(backend.snapshot().unwrap().is_empty(), "native: nothing canonical");
+        instance.set_canonical_snapshots(true);
+        let expected = snapshot_entries(&backend.snapshot().unwrap());
+        instance.set_canonical_snapshots(false);
+        assert_eq!(expected.len(), 3, "{expected:?}");
+        instance.checkpoint(&checkpoints.path().join("a")).unwrap();
+        drop((backend, other, instance));
+
+        let restored = RocksDbInstance::open(&checkpoints.path().join("a")).unwrap();
+        let mut backend = restored.backend("op", 0..=7).unwrap().with_native_snapshots();
+        backend.register_state("v", StateKind::Value).unwrap();
+        restored.set_canonical_snapshots(true);
+        let mut got = snapshot_entries(&backend.snapshot().unwrap());
+        let mut want = expected.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "registered or not, every state of 'op' and only of 'op'");
+        // Only the backend's key groups.
+        let mut narrow = restored.backend("op", 0..=1).unwrap().with_native_snapshots();
+        let keys: Vec<_> = snapshot_entries(&narrow.snapshot().unwrap()).into_iter().map(|e| e.0).collect();
+        assert_eq!(keys, vec![1], "key groups 0..=1 hold only the value in group 1");
     }
 
     #[test]

@@ -185,6 +185,14 @@ impl TaskDatabase {
         self.instance().map(|_| ())
     }
 
+    /// Makes the snapshots of the database's backends canonical and complete (a savepoint's),
+    /// or native again.
+    pub(crate) fn set_canonical_snapshots(&self, canonical: bool) {
+        if let Some(instance) = &self.instance {
+            instance.set_canonical_snapshots(canonical);
+        }
+    }
+
     /// The synchronous part of checkpoint `checkpoint`: flushes and hard-links the database's
     /// files into a local directory. `None` when no operator opened the database.
     pub(crate) fn checkpoint(&mut self, checkpoint: CheckpointId) -> Result<Option<LocalCheckpoint>> {

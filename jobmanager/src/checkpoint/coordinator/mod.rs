@@ -28,6 +28,9 @@ pub enum TriggerRefused {
     /// succeed.
     #[error("no checkpoint id is reserved yet")]
     NoIdReserved,
+    /// A savepoint is in progress (one at a time); a retry later may succeed.
+    #[error("savepoint {0} is in progress")]
+    SavepointInProgress(u64),
 }
 
 /// A checkpoint in progress. It waits for acknowledgements while `waiting` is not empty, then
@@ -296,7 +299,7 @@ impl Coordinator {
         }
         let elapsed = |since: Option<i64>, pause: i64| since.is_none_or(|t| now_ms.saturating_sub(t) >= pause);
         let due = !self.sources.is_empty()
-            && self.pending.len() < self.config.max_concurrent
+            && self.pending_checkpoints() < self.config.max_concurrent
             && elapsed(self.last_trigger_ms, self.config.interval_ms)
             && elapsed(self.last_end_ms, self.config.min_pause_ms)
             && !actions.iter().any(|a| matches!(a, Action::FailJob { .. }));
@@ -313,19 +316,31 @@ impl Coordinator {
 
     /// Triggers a checkpoint or savepoint now, regardless of the interval and the minimum pause.
     ///
+    /// A savepoint does not count against `max_concurrent` and does not move the periodic
+    /// schedule (interval, minimum pause): periodic checkpoints go on beside it, as in Flink.
+    ///
     /// # Errors
     ///
-    /// [`TriggerRefused`] if the coordinator is stopped or `max_concurrent` checkpoints are in
-    /// progress (the request is not queued).
+    /// [`TriggerRefused`] if the coordinator is stopped, `max_concurrent` checkpoints are in
+    /// progress (for a checkpoint) or a savepoint is (for a savepoint); the request is not
+    /// queued.
     pub fn trigger_now(&mut self, now_ms: i64, kind: CheckpointKind) -> Result<Vec<Action>, TriggerRefused> {
         if self.stopped {
             return Err(TriggerRefused::Stopped);
         }
-        if self.pending.len() >= self.config.max_concurrent {
-            return Err(TriggerRefused::TooManyPending {
-                pending: self.pending.len(),
-                max: self.config.max_concurrent,
-            });
+        match kind {
+            CheckpointKind::Checkpoint if self.pending_checkpoints() >= self.config.max_concurrent => {
+                return Err(TriggerRefused::TooManyPending {
+                    pending: self.pending_checkpoints(),
+                    max: self.config.max_concurrent,
+                });
+            }
+            CheckpointKind::Savepoint => {
+                if let Some((id, _)) = self.pending.iter().find(|(_, p)| p.kind == CheckpointKind::Savepoint) {
+                    return Err(TriggerRefused::SavepointInProgress(*id));
+                }
+            }
+            CheckpointKind::Checkpoint => {}
         }
         if self.next_id >= self.id_limit {
             return Err(TriggerRefused::NoIdReserved);
@@ -560,10 +575,17 @@ impl Coordinator {
         &self.shared
     }
 
+    /// Checkpoints (not savepoints) in progress.
+    fn pending_checkpoints(&self) -> usize {
+        self.pending.values().filter(|p| p.kind == CheckpointKind::Checkpoint).count()
+    }
+
     fn trigger(&mut self, kind: CheckpointKind, now_ms: i64, actions: &mut Vec<Action>) {
         let checkpoint_id = self.next_id;
         self.next_id += 1;
-        self.last_trigger_ms = Some(now_ms);
+        if kind == CheckpointKind::Checkpoint {
+            self.last_trigger_ms = Some(now_ms);
+        }
         self.counts.triggered += 1;
         let p = Pending {
             kind,
@@ -583,7 +605,9 @@ impl Coordinator {
         let Some(p) = self.pending.remove(&checkpoint_id) else { return };
         let done = CompletedCheckpoint::new(checkpoint_id, p.kind, p.trigger_ms, now_ms, p.acks);
         self.counts.completed += 1;
-        self.last_end_ms = Some(now_ms);
+        if p.kind == CheckpointKind::Checkpoint {
+            self.last_end_ms = Some(now_ms);
+        }
         self.record(HistoryEntry {
             checkpoint_id,
             kind: done.kind,
@@ -622,7 +646,9 @@ impl Coordinator {
     fn abort(&mut self, checkpoint_id: u64, reason: AbortReason, now_ms: i64, actions: &mut Vec<Action>) {
         let Some(p) = self.pending.remove(&checkpoint_id) else { return };
         self.counts.failed += 1;
-        self.last_end_ms = Some(now_ms);
+        if p.kind == CheckpointKind::Checkpoint {
+            self.last_end_ms = Some(now_ms);
+        }
         self.record(HistoryEntry {
             checkpoint_id,
             kind: p.kind,

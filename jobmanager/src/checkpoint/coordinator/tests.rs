@@ -395,7 +395,7 @@ fn max_concurrent_limits_overlapping_checkpoints() {
     assert_eq!(c.tick(0), vec![triggered(1, 0)]);
     assert_eq!(c.tick(100), vec![]);
     assert_eq!(c.tick(200), vec![]);
-    assert_eq!(c.trigger_now(250, Savepoint), Err(TriggerRefused::TooManyPending { pending: 1, max: 1 }));
+    assert_eq!(c.trigger_now(250, Checkpoint), Err(TriggerRefused::TooManyPending { pending: 1, max: 1 }));
     complete(&mut c, 1, &[], &[], 300);
     assert_eq!(c.tick(300), vec![triggered(2, 300)]);
 
@@ -512,7 +512,6 @@ fn savepoints_are_never_subsumed_retained_or_counted_as_failures() {
     c.tick(0);
     let savepoint = Action::Trigger { checkpoint_id: 2, kind: Savepoint, timestamp_ms: 10 };
     assert_eq!(c.trigger_now(10, Savepoint), Ok(vec![savepoint]));
-    assert_eq!(c.trigger_now(20, Checkpoint), Err(TriggerRefused::TooManyPending { pending: 2, max: 2 }));
     assert_eq!(complete(&mut c, 2, &[], &[], 30), vec![Action::NotifyComplete { checkpoint_id: 2 }]);
     assert!(c.completed().is_empty() && c.latest_completed_id().is_none());
     assert_eq!(complete(&mut c, 1, &[], &[], 40), vec![Action::NotifyComplete { checkpoint_id: 1 }]);
@@ -522,6 +521,29 @@ fn savepoints_are_never_subsumed_retained_or_counted_as_failures() {
     let history: Vec<_> = c.history().map(|h| (h.checkpoint_id, h.kind, h.status)).collect();
     let (completed, failed) = (CheckpointStatus::Completed, CheckpointStatus::Failed);
     assert_eq!(history, vec![(3, Savepoint, failed), (1, Checkpoint, completed), (2, Savepoint, completed)]);
+}
+
+#[test]
+fn a_savepoint_runs_beside_periodic_checkpoints_without_moving_their_schedule() {
+    // Regression (issue 11): with `max_concurrent = 1` a savepoint was refused while a periodic
+    // checkpoint was pending, counted as one while it ran, and moved the periodic schedule.
+    let mut c = coordinator(config());
+    assert_eq!(c.tick(0), vec![triggered(1, 0)]);
+    let savepoint = Action::Trigger { checkpoint_id: 2, kind: Savepoint, timestamp_ms: 10 };
+    assert_eq!(c.trigger_now(10, Savepoint), Ok(vec![savepoint]));
+    assert_eq!(c.trigger_now(20, Savepoint), Err(TriggerRefused::SavepointInProgress(2)));
+    assert_eq!(c.trigger_now(20, Checkpoint), Err(TriggerRefused::TooManyPending { pending: 1, max: 1 }));
+    assert_eq!(complete(&mut c, 1, &[], &[], 50), vec![Action::NotifyComplete { checkpoint_id: 1 }]);
+    // The schedule follows checkpoint 1 (triggered at 0), not the savepoint (10), which is
+    // still running.
+    assert_eq!(c.tick(99), vec![]);
+    assert_eq!(c.tick(100), vec![triggered(3, 100)]);
+    assert_eq!(complete(&mut c, 2, &[], &[], 120), vec![Action::NotifyComplete { checkpoint_id: 2 }]);
+    assert_eq!(c.latest_completed_id(), Some(1), "a savepoint is not a restore point of the job");
+    let discard = Action::Discard { checkpoint_id: 1 };
+    assert_eq!(complete(&mut c, 3, &[], &[], 150), vec![Action::NotifyComplete { checkpoint_id: 3 }, discard]);
+    assert_eq!(c.tick(199), vec![]);
+    assert_eq!(c.tick(200), vec![triggered(4, 200)]);
 }
 
 #[test]
