@@ -281,6 +281,24 @@ impl RestClient {
         self.send(Method::GET, &["jobs", id, "checkpoints"], None).await
     }
 
+    /// `POST /jobs/{id}/savepoints` with Flink's JSON body.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn trigger_savepoint<T: DeserializeOwned>(&self, id: &str, body: &serde_json::Value) -> Result<T> {
+        let url = self.url(&["jobs", id, "savepoints"], None)?;
+        let response = self.http.post(url.clone()).json(body).timeout(REQUEST_TIMEOUT).send().await;
+        self.answer(url, response).await
+    }
+
+    /// `GET /jobs/{id}/savepoints/{request_id}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn savepoint_status<T: DeserializeOwned>(&self, id: &str, request_id: &str) -> Result<T> {
+        self.send(Method::GET, &["jobs", id, "savepoints", request_id], None).await
+    }
+
     /// `POST /jobs`: uploads a plugin (`file_name` is informative) and submits a job of it with
     /// the checkpoint form fields `checkpointing` (name, value); typed as [`Submitted`].
     pub async fn submit<T: DeserializeOwned>(

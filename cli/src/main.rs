@@ -59,6 +59,26 @@ enum Command {
     Taskmanagers(JsonArg),
     /// Show a job's checkpoints: counts, latest, history.
     Checkpoints(JobArg),
+    /// Take a savepoint of a running job and wait for it; prints its path.
+    Savepoint(SavepointArgs),
+}
+
+#[derive(clap::Args)]
+struct SavepointArgs {
+    /// The job's id (as `weir list` shows it).
+    job: String,
+    /// Where the savepoint's directory goes: a storage URL (`s3://bucket/savepoints`) or a path;
+    /// default the jobmanager's `--savepoint-dir`.
+    target_dir: Option<String>,
+    /// Return once the savepoint is triggered; prints the request id to poll.
+    #[arg(long, conflicts_with = "wait")]
+    detached: bool,
+    /// Wait until the savepoint completed (the default).
+    #[arg(long)]
+    wait: bool,
+    /// Print the final status as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Checkpointing of a job (off unless an interval is given) and its state backend.
@@ -208,6 +228,7 @@ fn main() -> ExitCode {
             Command::Cancel(args) => cancel(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Taskmanagers(args) => taskmanagers(&RestClient::new(&cli.jobmanager)?, args.json).await,
             Command::Checkpoints(args) => checkpoints(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::Savepoint(args) => savepoint(&RestClient::new(&cli.jobmanager)?, args).await,
         }
     });
     match result {
@@ -448,6 +469,74 @@ async fn cancel(client: &RestClient, args: JobArg) -> anyhow::Result<ExitCode> {
         outln!("Cancellation of job {} requested.", args.job);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A path given for a storage location made absolute (the jobmanager does not share our working
+/// directory); URLs unchanged.
+fn storage_location(location: &str) -> anyhow::Result<String> {
+    if location.contains("://") {
+        return Ok(location.to_owned());
+    }
+    let path = std::path::absolute(location).with_context(|| format!("cannot resolve the path {location}"))?;
+    Ok(format!("file://{}", path.display()))
+}
+
+/// `weir savepoint JOB [TARGET_DIR]`: Flink's `flink savepoint`.
+async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({});
+    if let Some(dir) = &args.target_dir {
+        body["target-directory"] = Value::String(storage_location(dir)?);
+    }
+    if !args.json {
+        outln!("Triggering savepoint for job {}.", args.job);
+    }
+    let answer: Value = client
+        .trigger_savepoint(&args.job, &body)
+        .await
+        .with_context(|| format!("cannot trigger a savepoint of job {}", args.job))?;
+    let request_id = answer
+        .get("request-id")
+        .and_then(Value::as_str)
+        .context("the jobmanager's answer has no request-id")?
+        .to_owned();
+    if args.detached {
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            outln!("Savepoint triggered in detached mode; request id: {request_id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        outln!("Waiting for response...");
+    }
+    let status: Value = loop {
+        let status: Value = client
+            .savepoint_status(&args.job, &request_id)
+            .await
+            .with_context(|| format!("cannot get the savepoint's status (job {}, request {request_id})", args.job))?;
+        if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    if let Some(location) = status.pointer("/operation/location").and_then(Value::as_str) {
+        if !args.json {
+            outln!("Savepoint completed. Path: {location}");
+            outln!("You can resume your program from this savepoint with the run command.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reason = status.pointer("/operation/failure-cause/stack-trace").and_then(Value::as_str).unwrap_or("unknown");
+    eprintln!(
+        "weir: the savepoint of job {} failed: {}",
+        args.job,
+        reason.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    Ok(ExitCode::from(1))
 }
 
 /// `weir checkpoints JOB`.

@@ -50,6 +50,10 @@ pub struct JobManagerConfig {
     pub restart_reset_backoff_after_ms: u64,
     /// Failure rate: the interval failures are counted in, in ms. Default 60000.
     pub restart_failure_rate_interval_ms: u64,
+    /// Where savepoints go when a request names no directory (Flink's
+    /// `execution.checkpointing.savepoint-dir`), a storage URL (`file:///...`, `s3://...`).
+    /// Default empty: every savepoint request must name its directory.
+    pub savepoint_dir: String,
 }
 
 impl Default for JobManagerConfig {
@@ -71,6 +75,7 @@ impl Default for JobManagerConfig {
             restart_backoff_multiplier: 2.0,
             restart_reset_backoff_after_ms: 3_600_000,
             restart_failure_rate_interval_ms: 60_000,
+            savepoint_dir: String::new(),
         }
     }
 }
@@ -106,6 +111,7 @@ impl JobManagerConfig {
                 reset_backoff_after: Duration::from_millis(self.restart_reset_backoff_after_ms),
                 failure_rate_interval: Duration::from_millis(self.restart_failure_rate_interval_ms),
             }),
+            savepoint_dir: Some(self.savepoint_dir.trim().trim_end_matches('/').to_owned()).filter(|d| !d.is_empty()),
         })
     }
 }

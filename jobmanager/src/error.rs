@@ -17,6 +17,9 @@ pub enum Error {
     /// No job has this id.
     #[error("job {0} not found")]
     JobNotFound(JobId),
+    /// Something else the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The job is in a state that does not allow the request.
     #[error("job {job} is {status}: {action} is not possible")]
     IllegalState {
@@ -65,7 +68,7 @@ impl Error {
             Self::Job(e) if e.is_user_error() => 400,
             Self::Job(_) => 500,
             Self::InvalidJob(_) | Self::InvalidRequest(_) => 400,
-            Self::JobNotFound(_) => 404,
+            Self::JobNotFound(_) | Self::NotFound(_) => 404,
             Self::IllegalState { .. } => 409,
             Self::NotEnoughSlots { .. } => 503,
             Self::TaskManager { .. } => 502,

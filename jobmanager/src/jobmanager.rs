@@ -19,7 +19,7 @@ use crate::checkpoint::{CheckpointConfig, Coordinator};
 use crate::error::{Error, Result};
 use crate::job::lifecycle::Job;
 use crate::job::master::{CheckpointingSetup, JobSetup};
-use crate::job::{JobDetails, JobHandle, JobInput, JobStatus, JobView};
+use crate::job::{JobDetails, JobHandle, JobInput, JobStatus, JobView, SavepointRequest, SavepointStatus};
 use crate::jobstore::{JobRecord, JobStore, RecordedCheckpointing, RecordedStatus};
 use crate::registry::{RegistryHandle, TaskManagerInfo};
 use crate::restart::RestartPolicy;
@@ -31,13 +31,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 use weir_runtime::checkpoint::TaskSnapshot;
+use weir_runtime::savepoint;
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
+
+/// How long the write probe of a savepoint's target may take.
+const STORAGE_PROBE: Duration = Duration::from_secs(15);
 use weir_runtime::{HeartbeatTask, JobArtifact, JobId, TaskEvent, TaskEventSink, TaskId, TaskManagerGateway};
 
 pub use crate::submission::CheckpointSubmission;
 
 /// How the jobmanager schedules and recovers jobs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobManagerSettings {
     /// How long a job waits for enough free slots before it fails.
     pub slot_request_timeout: Duration,
@@ -46,11 +50,19 @@ pub struct JobManagerSettings {
     /// What happens to a job whose execution failed; `None`: Flink's default
     /// ([`RestartPolicy::default_for`]: restart without limit when the job takes checkpoints).
     pub restart: Option<RestartPolicy>,
+    /// Where savepoints go when a request names no directory (Flink's
+    /// `execution.checkpointing.savepoint-dir`), a storage URL; `None`: requests must name one.
+    pub savepoint_dir: Option<String>,
 }
 
 impl Default for JobManagerSettings {
     fn default() -> Self {
-        Self { slot_request_timeout: Duration::from_secs(30), heartbeat_timeout: Duration::from_secs(5), restart: None }
+        Self {
+            slot_request_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            restart: None,
+            savepoint_dir: None,
+        }
     }
 }
 
@@ -171,7 +183,7 @@ impl JobManager {
 
     /// The settings it runs with.
     pub fn settings(&self) -> JobManagerSettings {
-        self.inner.settings
+        self.inner.settings.clone()
     }
 
     /// Where taskmanagers report task events.
@@ -502,6 +514,79 @@ impl JobManager {
         handle.send(JobInput::TriggerCheckpoint(reply));
         answer.await.unwrap_or_else(|_| {
             Err(Error::IllegalState { job: id, status: "ended".into(), action: "a checkpoint".into() })
+        })
+    }
+
+    /// Starts a savepoint of job `id` into a new directory under `target_dir` (or the
+    /// configured default), as Flink's `POST /jobs/{id}/savepoints`: the answer is the request
+    /// id to poll with [`Self::savepoint_status`]. A target the jobmanager cannot write to gives
+    /// a request that completes as failed at once (the job goes on). `request_id` makes retries
+    /// idempotent (a new one is made when `None`).
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`]; [`Error::InvalidRequest`] when no directory is given or
+    /// configured, or the job has checkpointing off; [`Error::IllegalState`] when not all its
+    /// tasks run; [`Error::Unavailable`] when a savepoint is already in progress.
+    pub async fn trigger_savepoint(
+        &self,
+        id: JobId,
+        target_dir: Option<&str>,
+        cancel_job: bool,
+        request_id: Option<String>,
+    ) -> Result<String> {
+        let handle = self.handle(id)?;
+        if let Some(request_id) = &request_id
+            && self.savepoint_status(id, request_id).await.is_ok()
+        {
+            // A retry: the request exists (its master answers the trigger alike, but no new
+            // directory is probed for it).
+            return Ok(request_id.clone());
+        }
+        let target = target_dir
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .or_else(|| self.inner.settings.savepoint_dir.clone())
+            .ok_or_else(|| {
+                Error::InvalidRequest(
+                    "no savepoint directory: name one (target-directory), or start the jobmanager with --savepoint-dir"
+                        .into(),
+                )
+            })?;
+        let target = if target.contains("://") { target } else { format!("file://{target}") };
+        let dir_url = format!("{}/{}", target.trim_end_matches('/'), savepoint::directory_name(&id.to_string()));
+        let options = self.inner.storage.options.clone();
+        let storage = match Storage::open(&StorageConfig { url: dir_url.clone(), options }) {
+            Ok(storage) => match tokio::time::timeout(STORAGE_PROBE, storage.check_writable(&dir_url)).await {
+                Ok(Ok(())) => Ok(storage),
+                Ok(Err(e)) => Err(format!("cannot write the savepoint to {target}: {e}")),
+                Err(_) => Err(format!(
+                    "cannot write the savepoint to {target}: no answer within {} s",
+                    STORAGE_PROBE.as_secs()
+                )),
+            },
+            Err(e) => Err(format!("cannot write the savepoint to {target}: {e}")),
+        };
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let request = SavepointRequest { dir_url, storage, cancel_job, request_id };
+        let (reply, answer) = oneshot::channel();
+        handle.send(JobInput::TriggerSavepoint(request, reply));
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::IllegalState { job: id, status: "ended".into(), action: "a savepoint".into() })
+        })
+    }
+
+    /// Where savepoint request `request_id` of job `id` stands.
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`] for an unknown job, or a job that ended (its requests are
+    /// forgotten with it); [`Error::NotFound`] for an unknown request.
+    pub async fn savepoint_status(&self, id: JobId, request_id: &str) -> Result<SavepointStatus> {
+        let handle = self.handle(id)?;
+        let (reply, answer) = oneshot::channel();
+        handle.send(JobInput::SavepointStatus(request_id.to_owned(), reply));
+        answer.await.ok().flatten().ok_or_else(|| {
+            Error::NotFound(format!("there is no savepoint operation with triggerId={request_id} for job {id}"))
         })
     }
 

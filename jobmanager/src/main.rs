@@ -42,6 +42,10 @@ struct Args {
     /// `aws_virtual_hosted_style_request`); repeatable.
     #[arg(long = "storage-option", value_name = "KEY=VALUE")]
     storage_options: Vec<String>,
+    /// Default directory of savepoints whose request names none (a storage URL, e.g.
+    /// `s3://bucket/savepoints`).
+    #[arg(long)]
+    savepoint_dir: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.restart_delay_ms {
         config.restart_delay_ms = v;
+    }
+    if let Some(v) = args.savepoint_dir {
+        config.savepoint_dir = v;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

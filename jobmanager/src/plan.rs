@@ -33,6 +33,8 @@ pub struct ExecutionVertex {
     pub inputs: Vec<InputSpec>,
     /// Whether the chain starts with a source.
     pub is_source: bool,
+    /// The uids of the chain's operators, in chain order (state is addressed by them).
+    pub uids: Vec<String>,
 }
 
 /// The execution plan of a job.
@@ -140,7 +142,9 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
             });
         }
         let name = nodes.iter().map(|&n| job.nodes[n as usize].name.as_str()).collect::<Vec<_>>().join(" -> ");
+        let uids = nodes.iter().map(|&n| job.nodes[n as usize].uid.clone()).collect();
         vertices.push(ExecutionVertex {
+            uids,
             id: vertex_id,
             name,
             parallelism: parallelism[head.id as usize],

@@ -10,6 +10,8 @@
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
 //! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
 //! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
+//! | `POST /jobs/{id}/savepoints` (JSON, all optional: `target-directory`, `cancel-job`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}` |
+//! | `GET /jobs/{id}/savepoints/{request-id}` | `{"status": {"id": "IN_PROGRESS"\|"COMPLETED"}, "operation": null \| {"location"} \| {"failure-cause": {"class", "stack-trace"}}}` |
 //!
 //! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
 //! or `10s`; checkpointing is off without it), `state_backend` (`heap` or `rocksdb`),
@@ -68,6 +70,8 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
+        .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{request_id}", get(savepoint_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -234,6 +238,81 @@ async fn patch_job(
     }
     state.rest.jobmanager.cancel(id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}
+
+/// The body of Flink's `POST /jobs/:jobid/savepoints` (its mixed kebab and camel case).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavepointTrigger {
+    #[serde(rename = "target-directory")]
+    target_directory: Option<String>,
+    #[serde(rename = "cancel-job", default)]
+    cancel_job: bool,
+    #[serde(rename = "triggerId")]
+    trigger_id: Option<String>,
+    #[serde(rename = "formatType")]
+    format_type: Option<String>,
+}
+
+/// Flink's `POST /jobs/:jobid/savepoints`: starts a savepoint; 202 with the request id to poll.
+async fn trigger_savepoint(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    let trigger: SavepointTrigger = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointTrigger::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("savepoint request: {e}")))?
+    };
+    match trigger.format_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("CANONICAL") => {}
+        Some("NATIVE") => {
+            return Err(ApiError::invalid(
+                "formatType NATIVE is not supported: Weir's savepoints are canonical (they restore into any backend)",
+            ));
+        }
+        Some(other) => return Err(ApiError::invalid(format!("unknown formatType '{other}' (expected CANONICAL)"))),
+    }
+    if let Some(trigger_id) = &trigger.trigger_id
+        && !(trigger_id.len() == 32 && trigger_id.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::invalid(format!("triggerId '{trigger_id}' is not 32 hex digits")));
+    }
+    let request_id = state
+        .rest
+        .jobmanager
+        .trigger_savepoint(id, trigger.target_directory.as_deref(), trigger.cancel_job, trigger.trigger_id)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request_id }))))
+}
+
+/// Flink's `GET /jobs/:jobid/savepoints/:triggerid`: where a savepoint request stands (a failed
+/// one is `COMPLETED` with a `failure-cause`, as in Flink).
+async fn savepoint_status(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path((id, request_id)) = path?;
+    let id = job_id(Path(id))?;
+    let status = state.rest.jobmanager.savepoint_status(id, &request_id).await?;
+    Ok(Json(savepoint_status_json(&status)))
+}
+
+/// A savepoint request's status in Flink's shape.
+fn savepoint_status_json(status: &crate::job::SavepointStatus) -> Value {
+    use crate::job::SavepointStatus;
+    match status {
+        SavepointStatus::InProgress => json!({ "status": { "id": "IN_PROGRESS" }, "operation": null }),
+        SavepointStatus::Completed { location } => {
+            json!({ "status": { "id": "COMPLETED" }, "operation": { "location": location } })
+        }
+        SavepointStatus::Failed { reason } => json!({
+            "status": { "id": "COMPLETED" },
+            "operation": { "failure-cause": { "class": "weir.SavepointFailed", "stack-trace": reason } }
+        }),
+    }
 }
 
 fn job_id(Path(id): Path<String>) -> ApiResult<JobId> {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod faults;
 pub mod gateway;
 pub mod plugin;
+pub mod savepoint;
 pub mod storage;
 
 pub use deployment::{ChannelId, ChannelLocation, InputSpec, JobId, TaskDeployment, TaskId};

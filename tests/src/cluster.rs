@@ -176,6 +176,22 @@ impl Cluster {
         })
     }
 
+    /// `POST <rest>/<path>` with the JSON `body`: the status code and the JSON answer.
+    ///
+    /// # Panics
+    /// When the request fails or the answer is not JSON.
+    pub fn rest_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}/{}", self.rest, path.trim_start_matches('/'));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        runtime.block_on(async {
+            let response =
+                reqwest::Client::new().post(&url).json(body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            let status = response.status().as_u16();
+            let answer = response.json().await.unwrap_or_else(|e| panic!("POST {url}: not JSON: {e}"));
+            (status, answer)
+        })
+    }
+
     /// `weir <args> --json` that must succeed, parsed.
     ///
     /// # Panics

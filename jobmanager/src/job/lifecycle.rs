@@ -577,6 +577,7 @@ mod tests {
             chain: ChainSpec { head: 0, nodes: vec![0], chained_edges: vec![], outputs: vec![] },
             inputs: vec![],
             is_source: true,
+            uids: vec!["source".into()],
         };
         let mut j = Job::new(
             JobId::random(),

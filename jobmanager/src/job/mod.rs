@@ -11,5 +11,6 @@ mod tests;
 pub mod view;
 
 pub use lifecycle::{JobCommand, JobDetails, JobStatus, SubtaskStatus, VertexDetails};
-pub(crate) use master::{JobHandle, JobInput};
+pub use master::SavepointStatus;
+pub(crate) use master::{JobHandle, JobInput, SavepointRequest};
 pub use view::JobView;

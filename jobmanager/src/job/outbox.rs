@@ -24,6 +24,9 @@ pub(crate) enum Command {
     Release(u32),
     /// Trigger a checkpoint at the attempt's sources.
     Trigger(u32, CheckpointBarrier),
+    /// Tell the taskmanager where a savepoint of the attempt goes (the answer goes to the
+    /// master).
+    PrepareSavepoint(u32, CheckpointId, String),
     /// A checkpoint of the attempt was aborted.
     Abort(u32, CheckpointId),
     /// A checkpoint of the attempt completed.
@@ -126,6 +129,10 @@ async fn work(
                     reason: format!("cannot trigger at taskmanager {taskmanager}: {error}"),
                 }),
             },
+            Command::PrepareSavepoint(attempt, checkpoint, dir) => {
+                let result = gateway.prepare_savepoint(job, attempt, checkpoint, dir).await;
+                effect(Effect::SavepointPrepared { attempt, checkpoint, taskmanager: taskmanager.clone(), result });
+            }
             Command::Abort(attempt, checkpoint) => {
                 if let Err(error) = gateway.abort_checkpoint(job, attempt, checkpoint).await {
                     debug!(job_id = %job, %taskmanager, checkpoint_id = checkpoint, "announcing the abort failed: {error}");

@@ -169,6 +169,7 @@ fn plan() -> ExecutionPlan {
         chain: ChainSpec { head: 0, nodes: vec![0], chained_edges: vec![], outputs: vec![] },
         inputs: vec![],
         is_source: true,
+        uids: vec!["source".into()],
     };
     ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 }
 }

@@ -47,20 +47,13 @@ impl JobMaster {
         for action in actions {
             let Some(c) = self.checkpoints.as_mut() else { return };
             match action {
-                Action::Trigger { checkpoint_id, timestamp_ms, .. } => {
-                    debug!(job_id = %self.id, checkpoint_id, "triggering checkpoint");
+                Action::Trigger { checkpoint_id, timestamp_ms, kind } => {
+                    debug!(job_id = %self.id, checkpoint_id, ?kind, "triggering checkpoint");
                     let barrier = CheckpointBarrier { id: checkpoint_id, timestamp: timestamp_ms };
-                    let sources: BTreeSet<String> = c
-                        .coordinator
-                        .sources()
-                        .iter()
-                        .filter_map(|t| self.job.tasks.get(t))
-                        .map(|t| t.taskmanager.clone())
-                        .collect();
-                    for tm in sources {
-                        if let Some(outbox) = self.outboxes.get(&tm) {
-                            outbox.send(Command::Trigger(attempt, barrier));
-                        }
+                    if self.is_savepoint(checkpoint_id) {
+                        self.prepare_savepoint(barrier);
+                    } else {
+                        self.trigger_sources(barrier);
                     }
                 }
                 Action::WriteMetadata { checkpoint_id, kind, acknowledgements } => {
@@ -70,6 +63,10 @@ impl JobMaster {
                         .iter()
                         .find(|p| p.checkpoint_id == checkpoint_id)
                         .map_or(0, |p| p.trigger_ms);
+                    if self.savepoints.is_savepoint(checkpoint_id) {
+                        self.write_savepoint_metadata(checkpoint_id, trigger_ms, &acknowledgements);
+                        continue;
+                    }
                     let metadata =
                         files::metadata(self.id, checkpoint_id, kind, trigger_ms, c.settings.backend, acknowledgements);
                     let (storage, url, mailbox) =
@@ -106,6 +103,7 @@ impl JobMaster {
                             }
                         }
                     }
+                    self.savepoint_ended(checkpoint_id, None, now);
                 }
                 Action::Abort { checkpoint_id, reason } => {
                     if reason.counts_as_failure() {
@@ -121,6 +119,7 @@ impl JobMaster {
                             }
                         }
                     }
+                    self.savepoint_ended(checkpoint_id, Some(reason.to_string()), now);
                 }
                 Action::Discard { checkpoint_id } => {
                     debug!(job_id = %self.id, checkpoint_id, "discarding a checkpoint no longer retained");

@@ -21,6 +21,10 @@
 mod attempt;
 mod checkpoints;
 mod ending;
+mod savepoints;
+
+pub(crate) use savepoints::SavepointRequest;
+pub use savepoints::SavepointStatus;
 
 use super::lifecycle::{Job, JobCommand, JobStatus};
 use super::outbox::{Command, Outbox, describe};
@@ -61,6 +65,10 @@ pub(crate) enum JobInput {
     Cancel(oneshot::Sender<Result<(), Error>>),
     /// The user asks for a checkpoint now; the answer is its id.
     TriggerCheckpoint(oneshot::Sender<Result<u64, Error>>),
+    /// The user asks for a savepoint; the answer is the request's id.
+    TriggerSavepoint(SavepointRequest, oneshot::Sender<Result<String, Error>>),
+    /// The status of a savepoint request, by id (`None`: unknown).
+    SavepointStatus(String, oneshot::Sender<Option<SavepointStatus>>),
     /// One of the master's side effects completed.
     Effect(Effect),
 }
@@ -87,6 +95,8 @@ pub(crate) enum Effect {
     CancelFailed { taskmanager: String, error: GatewayError },
     /// Triggering a checkpoint failed.
     TriggerFailed { attempt: u32, checkpoint: u64, reason: String },
+    /// A taskmanager answered the preparation of a savepoint.
+    SavepointPrepared { attempt: u32, checkpoint: u64, taskmanager: String, result: GatewayResult<()> },
     /// A checkpoint's metadata is written.
     MetadataWritten { checkpoint: u64 },
     /// Writing a checkpoint's metadata failed.
@@ -240,6 +250,7 @@ struct JobMaster {
     /// Cancellation commands held back until the `Cancelling` record is written.
     cancel_after_record: Option<Vec<JobCommand>>,
     ending: Ending,
+    savepoints: savepoints::Savepoints,
     view: watch::Sender<Arc<JobView>>,
 }
 
@@ -292,6 +303,7 @@ impl JobMaster {
             recorder,
             cancel_after_record: None,
             ending: Ending::default(),
+            savepoints: savepoints::Savepoints::default(),
             view,
         }
     }
@@ -351,6 +363,12 @@ impl JobMaster {
             }
             JobInput::TriggerCheckpoint(reply) => {
                 let _ = reply.send(self.trigger_checkpoint(now));
+            }
+            JobInput::TriggerSavepoint(request, reply) => {
+                let _ = reply.send(self.trigger_savepoint(request, now));
+            }
+            JobInput::SavepointStatus(request_id, reply) => {
+                let _ = reply.send(self.savepoints.status(&request_id));
             }
             JobInput::Effect(effect) => self.effect(effect, now),
         }
@@ -609,6 +627,9 @@ impl JobMaster {
                     let actions = c.coordinator.trigger_failed(checkpoint, reason, now.epoch_ms);
                     self.perform(actions, now);
                 }
+            }
+            Effect::SavepointPrepared { attempt, checkpoint, taskmanager, result } if attempt == current => {
+                self.savepoint_prepared(checkpoint, &taskmanager, result, now);
             }
             Effect::MetadataWritten { checkpoint } => {
                 if let Some(c) = self.checkpoints.as_mut() {

@@ -1,0 +1,203 @@
+//! Savepoints of running jobs on a real cluster (`weir-jobmanager` and two `weir-taskmanager`
+//! processes on loopback ports), through the `weir` CLI and the REST API: what a savepoint
+//! directory holds, that periodic checkpoints go on beside it, and how failures look.
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use weir_api::runtime::{ChainSnapshot, state_entries};
+use weir_runtime::savepoint::SavepointMetadata;
+use weir_tests::cluster::{Cluster, submitted_job_id};
+use weir_tests::harness::artifact;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One cluster at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Starts an endless checkpointed `wcount` (20,000 bids/s) at `-p 2` on `backend`; returns its id.
+fn start_wcount(cluster: &Cluster, backend: &str, output: &Path) -> String {
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let out = cluster.weir(&[
+        "run",
+        path_str(&nexmark),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "300ms",
+        "--state-backend",
+        backend,
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "1000000000",
+        "--rate",
+        "20000",
+        "--output",
+        path_str(output),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    submitted_job_id(&out)
+}
+
+/// The directory of a `file://` location.
+fn local_dir(location: &str) -> &Path {
+    Path::new(location.strip_prefix("file://").unwrap_or_else(|| panic!("not a file URL: {location}")))
+}
+
+/// Checks what a savepoint of the wcount job holds: its metadata names every vertex by its
+/// operators' uids with relative files that exist; every file is a canonical snapshot of the
+/// savepoint's checkpoint; the window operator's keyed state is there, each subtask's within its
+/// key groups. Returns the number of window-state entries.
+fn check_wcount_savepoint(dir: &Path, job: &str) -> usize {
+    let metadata = SavepointMetadata::decode(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    assert_eq!(metadata.job_id, job);
+    assert_eq!(metadata.max_parallelism, 128);
+    let uids: BTreeSet<&str> = metadata.vertices.iter().flat_map(|v| &v.uids).map(String::as_str).collect();
+    for uid in ["bids", "bid-timestamps", "wcount-count", "wcount-sink"] {
+        assert!(uids.contains(uid), "{uid} in {uids:?}");
+    }
+    let mut window_entries = 0;
+    for vertex in &metadata.vertices {
+        assert_eq!(vertex.parallelism, 2, "{vertex:?}");
+        assert_eq!(vertex.subtasks.len(), 2, "{vertex:?}");
+        for subtask in &vertex.subtasks {
+            assert!(!subtask.files.is_empty(), "every subtask wrote its file: {subtask:?}");
+            let (first, last) = subtask.key_groups.expect("key groups");
+            for file in &subtask.files {
+                assert!(!file.path.contains(".rocksdb") && !file.path.ends_with(".sst"), "canonical only: {file:?}");
+                let bytes = std::fs::read(dir.join(&file.path)).unwrap();
+                assert_eq!(bytes.len() as u64, file.size_bytes, "{file:?}");
+                let snapshot: ChainSnapshot = postcard::from_bytes(&bytes).unwrap();
+                assert_eq!(snapshot.checkpoint, metadata.checkpoint_id);
+                for operator in &snapshot.operators {
+                    assert!(vertex.uids.contains(&operator.uid), "{} in {:?}", operator.uid, vertex.uids);
+                    for group in &operator.keyed {
+                        assert!((first..=last).contains(&group.key_group), "{} in {first}..={last}", group.key_group);
+                        if operator.uid == "wcount-count" {
+                            window_entries += state_entries(&group.entries)
+                                .map(Result::unwrap)
+                                .filter(|e| e.state == "window-contents")
+                                .count();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    window_entries
+}
+
+fn savepoint_of_a_running_job(backend: &str) {
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let savepoints = tempfile::tempdir().unwrap();
+    let job = start_wcount(&cluster, backend, output.path());
+    let completed = cluster.wait_for_progress(&job, 1);
+
+    // `weir savepoint JOB DIR`, as `flink savepoint`.
+    let out = cluster.weir(&["savepoint", &job, path_str(savepoints.path())]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let location = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .unwrap_or_else(|| panic!("no path: {out:?}"))
+        .trim()
+        .to_owned();
+    let prefix = format!("file://{}/savepoint-{}-", savepoints.path().display(), &job[..6]);
+    assert!(location.starts_with(&prefix), "{location} under {prefix}");
+    let entries = check_wcount_savepoint(local_dir(&location), &job);
+    assert!(entries > 0, "the running windows are in the savepoint ({backend})");
+
+    // Periodic checkpoints went on, and go on.
+    let after = cluster.wait_for_progress(&job, completed + 2);
+    let history = cluster.checkpoints(&job);
+    assert!(history["counts"]["failed"].as_u64() == Some(0), "no checkpoint failed: {history}");
+    assert!(after > completed);
+
+    // REST, in Flink's shapes: trigger (202, request-id), poll, retry with the same triggerId.
+    let trigger_id = "0123456789abcdef0123456789abcdef";
+    let body =
+        json!({ "target-directory": format!("file://{}", savepoints.path().display()), "triggerId": trigger_id });
+    let (status, answer) = cluster.rest_post(&format!("jobs/{job}/savepoints"), &body);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer, json!({ "request-id": trigger_id }));
+    let status = poll(&cluster, &job, trigger_id);
+    let second = status["operation"]["location"].as_str().expect("a location").to_owned();
+    assert_ne!(second, location);
+    assert_eq!(status, json!({ "status": { "id": "COMPLETED" }, "operation": { "location": second } }));
+    let (_, again) = cluster.rest_post(&format!("jobs/{job}/savepoints"), &body);
+    assert_eq!(again, json!({ "request-id": trigger_id }), "the same triggerId starts nothing new");
+    assert_eq!(poll(&cluster, &job, trigger_id), status);
+    assert_eq!(std::fs::read_dir(savepoints.path()).unwrap().count(), 2, "two savepoints");
+
+    // An unknown request id is a 404 in Flink's words; a bad body a 400.
+    let unknown = "f".repeat(32);
+    let (code, body) = cluster.rest_get(&format!("jobs/{job}/savepoints/{unknown}"));
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["errors"][0], format!("there is no savepoint operation with triggerId={unknown} for job {job}"));
+    let (code, body) = cluster.rest_post(&format!("jobs/{job}/savepoints"), &json!({ "target-dir": "x" }));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = cluster.rest_post(&format!("jobs/{job}/savepoints"), &json!({ "formatType": "NATIVE" }));
+    assert_eq!(code, 400, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("canonical"), "{body}");
+
+    // No directory given and none configured: one line, exit 2, nothing changes.
+    let out = cluster.weir(&["savepoint", &job]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("--savepoint-dir"), "{out:?}");
+
+    // An unwritable target: the savepoint fails with one line, the job runs on.
+    let unwritable = savepoints.path().join("file");
+    std::fs::write(&unwritable, b"not a directory").unwrap();
+    let out = cluster.weir(&["savepoint", &job, path_str(&unwritable)]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let line = out.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{out:?}");
+    assert!(line.starts_with(&format!("weir: the savepoint of job {job} failed: cannot write")), "{line}");
+    let details = cluster.details(&job);
+    assert_eq!(details["state"], "RUNNING", "{details}");
+    cluster.wait_for_progress(&job, after + 1);
+
+    let out = cluster.weir(&["cancel", &job]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(cluster.wait_for_end(&job)["state"], "CANCELED");
+}
+
+/// Polls a savepoint request until it completed (up to 60 s).
+fn poll(cluster: &Cluster, job: &str, request: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, status) = cluster.rest_get(&format!("jobs/{job}/savepoints/{request}"));
+        assert_eq!(code, 200, "{status}");
+        if status["status"]["id"] == "COMPLETED" {
+            return status;
+        }
+        assert_eq!(status, json!({ "status": { "id": "IN_PROGRESS" }, "operation": null }));
+        assert!(std::time::Instant::now() < deadline, "the savepoint did not complete\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_savepoint_of_a_heap_job_is_canonical_and_self_contained_and_checkpoints_go_on() {
+    savepoint_of_a_running_job("heap");
+}
+
+#[test]
+fn a_savepoint_of_a_rocksdb_job_is_canonical_not_native() {
+    savepoint_of_a_running_job("rocksdb");
+}
