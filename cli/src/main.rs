@@ -144,6 +144,41 @@ impl CheckpointArgs {
     }
 }
 
+/// Starting a job from a savepoint (Flink's `-s` and `-n`).
+#[derive(clap::Args, Clone)]
+struct RestoreArgs {
+    /// Start from this savepoint (its directory or its `_metadata`; a storage URL or a path).
+    #[arg(short = 's', long = "from-savepoint", value_name = "PATH")]
+    from_savepoint: Option<String>,
+    /// Start even if the savepoint holds state of operators the job no longer has (dropped).
+    #[arg(short = 'n', long, requires = "from_savepoint")]
+    allow_non_restored_state: bool,
+}
+
+impl RestoreArgs {
+    fn settings(&self) -> anyhow::Result<Option<weir_jobmanager::SavepointRestoreSettings>> {
+        self.from_savepoint
+            .as_deref()
+            .map(|path| {
+                Ok(weir_jobmanager::SavepointRestoreSettings {
+                    path: storage_location(path)?,
+                    allow_non_restored_state: self.allow_non_restored_state,
+                })
+            })
+            .transpose()
+    }
+
+    /// The REST form fields (Flink's names).
+    fn form_fields(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let mut fields = Vec::new();
+        if let Some(settings) = self.settings()? {
+            fields.push(("savepointPath", settings.path));
+            fields.push(("allowNonRestoredState", settings.allow_non_restored_state.to_string()));
+        }
+        Ok(fields)
+    }
+}
+
 #[derive(Subcommand)]
 enum LocalCommand {
     /// Run a job plugin on a local mini-cluster until its sources end (Ctrl-C stops it).
@@ -162,6 +197,8 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    #[command(flatten)]
+    savepoint: RestoreArgs,
     /// Restart a failed job up to this many times (fixed delay of 1 s). Default as Flink: a job
     /// with checkpoints restarts without limit (exponential delay, 1 s up to 1 min), one without
     /// does not restart.
@@ -188,6 +225,8 @@ struct ClusterRunArgs {
     json: bool,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    #[command(flatten)]
+    savepoint: RestoreArgs,
     /// Arguments for the job's build function.
     #[arg(last = true)]
     job_args: Vec<String>,
@@ -263,6 +302,7 @@ async fn local_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         parallelism: args.parallelism,
         checkpointing: resolved.checkpointing,
         state_backend: resolved.state_backend,
+        savepoint: args.savepoint.settings()?,
     };
     let id = cluster.submit(submission).await.with_context(|| format!("cannot run {}", args.plugin.display()))?;
     let jobmanager = cluster.jobmanager().clone();
@@ -302,8 +342,10 @@ async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Resul
     let plugin = std::fs::read(&args.plugin).with_context(|| format!("cannot read the job plugin {shown}"))?;
     let file_name = args.plugin.file_name().map_or_else(|| "job.so".to_owned(), |n| n.to_string_lossy().into_owned());
     args.checkpoints.options().resolve().map_err(anyhow::Error::msg)?;
+    let mut form_fields = args.checkpoints.form_fields();
+    form_fields.extend(args.savepoint.form_fields()?);
     let answer: Value = client
-        .submit(plugin, &file_name, &args.job_args, args.parallelism, &args.checkpoints.form_fields())
+        .submit(plugin, &file_name, &args.job_args, args.parallelism, &form_fields)
         .await
         .with_context(|| format!("cannot submit {shown}"))?;
     let submitted: Submitted = serde_json::from_value(answer.clone())

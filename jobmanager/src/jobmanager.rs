@@ -286,13 +286,18 @@ impl JobManager {
         )
         .await?;
         let id = JobId::random();
+        let initial_restore = self.initial_restore(&submission, &planned.plan).await?;
+        // Checkpoint ids continue above the savepoint's (a Kafka sink's progress markers are
+        // checkpoint ids).
+        let restored_id = initial_restore.as_ref().map(|m| m.checkpoint_id);
         let checkpointing = match &submission.checkpointing {
             Some(c) => {
                 let storage = submission::open_checkpoint_storage(c.storage_url.as_deref(), &self.inner.storage)?;
                 submission::check_checkpoint_storage(&storage, id).await?;
                 let settings = submission::checkpoint_settings(c, submission.state_backend, &storage);
-                let coordinator = Coordinator::new(c.config.clone(), Default::default(), Default::default(), None)
-                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                let coordinator =
+                    Coordinator::new(c.config.clone(), Default::default(), Default::default(), restored_id)
+                        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
                 info!(job_id = %id, interval_ms = c.config.interval_ms, backend = %submission.state_backend, storage = %CheckpointLayout::new(&storage, id).job_url(), "checkpointing enabled");
                 Some(CheckpointingSetup { coordinator, settings, storage })
             }
@@ -316,9 +321,10 @@ impl JobManager {
                     submitted_ms,
                     attempt: 0,
                     restarts: 0,
-                    checkpoint_ids_reserved: 1 + ID_BLOCK,
+                    checkpoint_ids_reserved: restored_id.unwrap_or(0) + 1 + ID_BLOCK,
                     status: RecordedStatus::Running,
                     failure: None,
+                    savepoint: submission.savepoint.clone(),
                 };
                 store.put(&record).await.map_err(|e| Error::Record(e.to_string()))?;
                 Some((store.clone(), record))
@@ -342,6 +348,7 @@ impl JobManager {
             artifact: submission.artifact,
             args: submission.args,
             checkpointing,
+            initial_restore,
             slot_request_timeout: self.inner.settings.slot_request_timeout,
             report_grace: self.inner.settings.heartbeat_timeout * 2,
             registry: self.inner.registry.clone(),
@@ -374,6 +381,7 @@ impl JobManager {
                 .as_ref()
                 .map(|c| CheckpointSubmission { config: c.config.clone(), storage_url: Some(c.storage_url.clone()) }),
             state_backend: record.state_backend,
+            savepoint: record.savepoint.clone(),
         };
         let interval = record.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
         let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism, interval).await?;
@@ -395,6 +403,7 @@ impl JobManager {
         if let Some(c) = &checkpointing {
             record.checkpoint_ids_reserved = c.coordinator.id_limit();
         }
+        let initial_restore = self.initial_restore(&submission, &planned.plan).await?;
         let (handle, master) = JobHandle::new(JobSetup {
             id,
             job,
@@ -402,6 +411,7 @@ impl JobManager {
             artifact: submission.artifact,
             args: submission.args,
             checkpointing,
+            initial_restore,
             slot_request_timeout: self.inner.settings.slot_request_timeout,
             report_grace: self.inner.settings.heartbeat_timeout * 2,
             registry: self.inner.registry.clone(),
@@ -410,6 +420,24 @@ impl JobManager {
         self.add(id, handle);
         master.start();
         Ok(())
+    }
+
+    /// The restore point of a job submitted with a savepoint: the savepoint's state mapped onto
+    /// `plan`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] (one line) when the savepoint cannot be read or does not map.
+    async fn initial_restore(
+        &self,
+        submission: &JobSubmission,
+        plan: &crate::plan::ExecutionPlan,
+    ) -> Result<Option<Box<weir_runtime::checkpoint::CheckpointMetadata>>> {
+        let Some(settings) = &submission.savepoint else { return Ok(None) };
+        let (dir, metadata) = crate::savepoint_restore::read(&settings.path, &self.inner.storage.options).await?;
+        let restore =
+            crate::savepoint_restore::restore_point(&dir, &metadata, plan, settings.allow_non_restored_state)?;
+        info!(savepoint = %dir, checkpoint_id = metadata.checkpoint_id, job_name = %metadata.job_name, "restoring from a savepoint");
+        Ok(Some(Box::new(restore)))
     }
 
     /// The checkpoint coordinator of a resumed job: its retained checkpoints read back from
@@ -582,10 +610,7 @@ impl JobManager {
     /// [`Error::JobNotFound`] for an unknown job, or a job that ended (its requests are
     /// forgotten with it); [`Error::NotFound`] for an unknown request.
     pub async fn savepoint_status(&self, id: JobId, request_id: &str) -> Result<SavepointStatus> {
-        let handle = self.handle(id)?;
-        let (reply, answer) = oneshot::channel();
-        handle.send(JobInput::SavepointStatus(request_id.to_owned(), reply));
-        answer.await.ok().flatten().ok_or_else(|| {
+        self.view(id)?.savepoint(request_id).cloned().ok_or_else(|| {
             Error::NotFound(format!("there is no savepoint operation with triggerId={request_id} for job {id}"))
         })
     }

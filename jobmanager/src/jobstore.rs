@@ -84,6 +84,9 @@ pub struct JobRecord {
     pub status: RecordedStatus,
     /// Why it failed.
     pub failure: Option<String>,
+    /// The savepoint it started from (restored again by a resume before its first checkpoint).
+    #[serde(default)]
+    pub savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
 }
 
 /// A record that cannot be read back (truncated, altered, or not Weir's).
@@ -193,6 +196,7 @@ mod tests {
             checkpoint_ids_reserved: 2001,
             status: RecordedStatus::Running,
             failure: None,
+            savepoint: None,
         }
     }
 

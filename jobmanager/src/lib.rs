@@ -17,6 +17,7 @@ pub mod registry;
 pub mod rest;
 pub mod restart;
 pub mod rpc;
+pub mod savepoint_restore;
 pub mod server;
 pub mod submission;
 
@@ -25,4 +26,5 @@ pub use job::{JobDetails, JobStatus, JobView};
 pub use jobmanager::{ClusterOverview, JobManager, JobManagerSettings};
 pub use registry::TaskManagerInfo;
 pub use restart::{RestartPolicy, RestartStrategy};
+pub use savepoint_restore::SavepointRestoreSettings;
 pub use submission::{CheckpointSubmission, JobSubmission};

@@ -35,6 +35,9 @@ pub struct ExecutionVertex {
     pub is_source: bool,
     /// The uids of the chain's operators, in chain order (state is addressed by them).
     pub uids: Vec<String>,
+    /// The uids of its sources and sinks: their state (a position, pending commits) belongs to
+    /// a subtask, not to key groups.
+    pub subtask_state: Vec<String>,
 }
 
 /// The execution plan of a job.
@@ -143,8 +146,15 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
         }
         let name = nodes.iter().map(|&n| job.nodes[n as usize].name.as_str()).collect::<Vec<_>>().join(" -> ");
         let uids = nodes.iter().map(|&n| job.nodes[n as usize].uid.clone()).collect();
+        let subtask_state = nodes
+            .iter()
+            .map(|&n| &job.nodes[n as usize])
+            .filter(|n| matches!(n.kind, NodeKind::Source(_) | NodeKind::Sink(_)))
+            .map(|n| n.uid.clone())
+            .collect();
         vertices.push(ExecutionVertex {
             uids,
+            subtask_state,
             id: vertex_id,
             name,
             parallelism: parallelism[head.id as usize],

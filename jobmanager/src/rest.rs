@@ -328,6 +328,7 @@ struct Upload {
     args: Vec<String>,
     parallelism: u32,
     checkpointing: CheckpointOptions,
+    savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
 }
 
 async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
@@ -335,6 +336,8 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     let mut args = Vec::new();
     let mut parallelism = 1;
     let mut checkpointing = CheckpointOptions::default();
+    let mut savepoint_path: Option<String> = None;
+    let mut allow_non_restored_state = false;
     while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -365,11 +368,26 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
             "checkpoint_min_pause" => checkpointing.min_pause = Some(field.text().await?),
             "checkpoint_max_concurrent" => checkpointing.max_concurrent = Some(field.text().await?),
             "checkpoint_tolerable_failures" => checkpointing.tolerable_failures = Some(field.text().await?),
+            // Flink's names (`POST /jars/:jarid/run`).
+            "savepointPath" => savepoint_path = Some(field.text().await?).filter(|p| !p.trim().is_empty()),
+            "allowNonRestoredState" => {
+                let text = field.text().await?;
+                allow_non_restored_state = match text.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "form field 'allowNonRestoredState' must be true or false, got '{}'",
+                            other.chars().take(40).collect::<String>()
+                        )));
+                    }
+                };
+            }
             other => {
                 return Err(ApiError::invalid(format!(
                     "unknown form field '{other}' (expected plugin, args, parallelism, checkpoint_interval, \
                      state_backend, checkpoint_dir, checkpoints_retained, checkpoint_timeout, checkpoint_min_pause, \
-                     checkpoint_max_concurrent, checkpoint_tolerable_failures)"
+                     checkpoint_max_concurrent, checkpoint_tolerable_failures, savepointPath, allowNonRestoredState)"
                 )));
             }
         }
@@ -378,7 +396,12 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     if plugin.is_empty() {
         return Err(ApiError::invalid("form field 'plugin' is empty"));
     }
-    Ok(Upload { plugin, args, parallelism, checkpointing })
+    if allow_non_restored_state && savepoint_path.is_none() {
+        return Err(ApiError::invalid("form field 'allowNonRestoredState' needs 'savepointPath'"));
+    }
+    let savepoint = savepoint_path
+        .map(|path| crate::savepoint_restore::SavepointRestoreSettings { path, allow_non_restored_state });
+    Ok(Upload { plugin, args, parallelism, checkpointing, savepoint })
 }
 
 async fn submit_job(
@@ -399,6 +422,7 @@ async fn submit_job(
         parallelism: upload.parallelism,
         checkpointing: resolved.checkpointing,
         state_backend: resolved.state_backend,
+        savepoint: upload.savepoint,
     };
     match state.rest.jobmanager.submit(submission).await {
         Ok(id) => {

@@ -158,7 +158,8 @@ impl JobManagerService for JobManagerRpc {
         let r = request.into_inner();
         let task = weir_runtime::TaskId::try_from(r.task).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let handles = convert::handles_from_pb(r.handles).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let snapshot = weir_runtime::checkpoint::TaskSnapshot { handles, alignment_ms: r.alignment_ms };
+        let snapshot =
+            weir_runtime::checkpoint::TaskSnapshot { handles, alignment_ms: r.alignment_ms, operators: r.operators };
         self.events.checkpoint_acknowledged(task, r.checkpoint_id, snapshot);
         Ok(Response::new(pb::AcknowledgeCheckpointResponse {}))
     }

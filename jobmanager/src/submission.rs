@@ -22,6 +22,8 @@ pub struct JobSubmission {
     pub checkpointing: Option<CheckpointSubmission>,
     /// The keyed state backend of the job's tasks (with or without checkpointing).
     pub state_backend: StateBackendKind,
+    /// Start from this savepoint (Flink's `-s`); `None`: from nothing.
+    pub savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
 }
 
 /// How a submitted job takes checkpoints.

@@ -25,6 +25,9 @@ pub struct TaskSnapshot {
     pub handles: Vec<StateHandle>,
     /// How long the task waited for barriers to align, in ms.
     pub alignment_ms: u64,
+    /// The uids of the task's operators that have state in it (what a savepoint restores by).
+    #[serde(default)]
+    pub operators: Vec<String>,
 }
 
 /// The keyed state backend of a job's tasks.
@@ -170,6 +173,7 @@ mod tests {
                         shared: false,
                     }],
                     alignment_ms: 3,
+                    operators: vec!["op".into()],
                 },
             }],
         }

@@ -102,10 +102,10 @@ pub fn task_event_to_update(taskmanager: &str, event: &TaskEvent) -> pb::UpdateT
         records_out: event.records_out,
         failure_kind: failure_kind as i32,
         unusable_checkpoint_id,
-        final_snapshot: event
-            .final_snapshot
-            .as_ref()
-            .map(|snapshot| pb::FinalSnapshot { handles: handles_to_pb(&snapshot.handles) }),
+        final_snapshot: event.final_snapshot.as_ref().map(|snapshot| pb::FinalSnapshot {
+            handles: handles_to_pb(&snapshot.handles),
+            operators: snapshot.operators.clone(),
+        }),
     }
 }
 
@@ -127,9 +127,11 @@ pub fn task_event_from_update(update: pb::UpdateTaskStateRequest) -> Result<Task
         Err(_) => return Err(invalid("failure_kind", format!("unknown failure kind {}", update.failure_kind))),
     };
     let final_snapshot = match update.final_snapshot {
-        Some(snapshot) if state == TaskExecutionState::Finished => {
-            Some(TaskSnapshot { handles: handles_from_pb(snapshot.handles)?, alignment_ms: 0 })
-        }
+        Some(snapshot) if state == TaskExecutionState::Finished => Some(TaskSnapshot {
+            handles: handles_from_pb(snapshot.handles)?,
+            alignment_ms: 0,
+            operators: snapshot.operators,
+        }),
         Some(_) => return Err(invalid("final_snapshot", "only a FINISHED task has a final snapshot")),
         None => None,
     };
@@ -419,7 +421,7 @@ mod tests {
         let handle =
             StateHandle { uri: "s3://b/j/shared/final-0-1".into(), size_bytes: 9, incremental_bytes: 9, shared: true };
         let finished = TaskEvent {
-            final_snapshot: Some(TaskSnapshot { handles: vec![handle], alignment_ms: 0 }),
+            final_snapshot: Some(TaskSnapshot { handles: vec![handle], alignment_ms: 0, operators: vec!["op".into()] }),
             ..TaskEvent::new(deployment().task, TaskExecutionState::Finished, 3, 4)
         };
         assert_eq!(task_event_from_update(task_event_to_update("tm", &finished)).unwrap(), finished);
@@ -439,7 +441,7 @@ mod tests {
         assert_eq!(task_event_from_update(update).unwrap_err().field, "failure_kind");
         let mut update =
             task_event_to_update("tm", &TaskEvent::new(deployment().task, TaskExecutionState::Running, 0, 0));
-        update.final_snapshot = Some(pb::FinalSnapshot { handles: Vec::new() });
+        update.final_snapshot = Some(pb::FinalSnapshot { handles: Vec::new(), operators: Vec::new() });
         assert_eq!(task_event_from_update(update).unwrap_err().field, "final_snapshot");
     }
 }

@@ -63,8 +63,11 @@ pub struct SavepointVertex {
 pub struct SavepointSubtask {
     /// The subtask index.
     pub subtask: u32,
-    /// The key groups it owned (first, last), for keyed vertices.
+    /// The key groups it owned (first, last).
     pub key_groups: Option<(u16, u16)>,
+    /// The uids of its operators that have state in its files.
+    #[serde(default)]
+    pub operators: Vec<String>,
     /// Its files, relative to the savepoint's directory.
     pub files: Vec<SavepointFile>,
 }
@@ -162,6 +165,7 @@ mod tests {
                 subtasks: vec![SavepointSubtask {
                     subtask: 1,
                     key_groups: Some((64, 127)),
+                    operators: vec!["wcount-count".into()],
                     files: vec![SavepointFile { path: "1-1".into(), size_bytes: 42 }],
                 }],
             }],

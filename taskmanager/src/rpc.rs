@@ -228,6 +228,7 @@ async fn send_report(
                     checkpoint_id: *checkpoint_id,
                     handles: convert::handles_to_pb(&snapshot.handles),
                     alignment_ms: snapshot.alignment_ms,
+                    operators: snapshot.operators.clone(),
                 })
                 .await?;
         }

@@ -130,6 +130,11 @@ async fn upload_task_snapshot(
     result
 }
 
+/// The uids of the operators that have state in `snapshot`.
+fn operators_of(snapshot: &ChainSnapshot) -> Vec<String> {
+    snapshot.operators.iter().map(|o| o.uid.clone()).collect()
+}
+
 impl SnapshotWriter {
     /// The name of a task's own file in a checkpoint directory.
     fn file_name(task: TaskId) -> String {
@@ -148,6 +153,7 @@ impl SnapshotWriter {
         events: Arc<dyn TaskEventSink>,
     ) {
         let checkpoint = snapshot.checkpoint;
+        let operators = operators_of(&snapshot);
         let url = self.layout.task_file_url(checkpoint, &Self::file_name(task));
         let storage = self.storage.clone();
         let layout = self.layout.clone();
@@ -155,7 +161,7 @@ impl SnapshotWriter {
         let handle = self.runtime.spawn(async move {
             match upload_task_snapshot(&storage, &layout, task, snapshot, url, database.as_ref()).await {
                 Ok(handles) => {
-                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms });
+                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms, operators });
                 }
                 Err(reason) => {
                     warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the checkpoint: {reason}");
@@ -178,6 +184,7 @@ impl SnapshotWriter {
         events: Arc<dyn TaskEventSink>,
     ) {
         let checkpoint = snapshot.checkpoint;
+        let operators = operators_of(&snapshot);
         let storage = target.storage.clone();
         let url = storage.url_of(&Self::file_name(task));
         let layout = self.layout.clone();
@@ -185,7 +192,7 @@ impl SnapshotWriter {
         let handle = self.runtime.spawn(async move {
             match upload_task_snapshot(&storage, &layout, task, snapshot, url, None).await {
                 Ok(handles) => {
-                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms });
+                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms, operators });
                 }
                 Err(reason) => {
                     warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the savepoint: {reason}");
@@ -209,12 +216,13 @@ impl SnapshotWriter {
         for operator in &mut snapshot.operators {
             operator.keyed.clear();
         }
+        let operators = operators_of(&snapshot);
         let bytes = postcard::to_allocvec(&snapshot).map_err(|e| format!("cannot encode the final snapshot: {e}"))?;
         let uri = self.layout.shared_file_url(&format!("final-{}-{}-{}", task.vertex, task.subtask, task.attempt));
         let size = bytes.len() as u64;
         self.runtime.block_on(self.storage.put(&uri, bytes.into())).map_err(|e| e.to_string())?;
         let handle = StateHandle { uri, size_bytes: size, incremental_bytes: size, shared: true };
-        Ok(TaskSnapshot { handles: vec![handle], alignment_ms: 0 })
+        Ok(TaskSnapshot { handles: vec![handle], alignment_ms: 0, operators })
     }
 
     /// Waits (from the task thread) until every upload started by [`SnapshotWriter::write`]
@@ -233,14 +241,17 @@ impl SnapshotWriter {
 /// [`Error::Runtime`] naming the file when a handle cannot be read or does not decode as a
 /// snapshot of that checkpoint.
 pub(crate) fn read_restored(
-    storage: &Storage,
+    storage_of: &dyn Fn(&str) -> Result<Storage, String>,
     restore: &TaskRestore,
     runtime: &tokio::runtime::Handle,
     mut database: Option<&mut TaskDatabase>,
 ) -> Result<HashMap<String, OperatorSnapshot>, RestoreFailure> {
     let checkpoint = restore.checkpoint_id;
     let unusable = |message: String| RestoreFailure::unusable(checkpoint, message);
-    let read = |uri: &str| read_with_retries(storage, runtime, checkpoint, uri);
+    let read = |uri: &str| {
+        let storage = storage_of(uri).map_err(|e| unusable(format!("checkpoint {checkpoint}: {uri}: {e}")))?;
+        read_with_retries(&storage, runtime, checkpoint, uri)
+    };
     let mut operators = HashMap::new();
     let mut restored_ssts = HashMap::new();
     for handle in &restore.handles {
@@ -274,9 +285,27 @@ pub(crate) fn read_restored(
                 handle.uri, snapshot.checkpoint
             )));
         }
+        // A restore from a savepoint at another parallelism reads several old subtasks' files:
+        // an operator's keyed state is the union of theirs (the backends keep only this task's
+        // key groups); its own state comes from the first file that has any (the same subtask's,
+        // listed first).
         for operator in snapshot.operators {
-            operators.insert(operator.uid.clone(), operator);
+            match operators.entry(operator.uid.clone()) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(operator);
+                }
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    let merged: &mut OperatorSnapshot = entry.get_mut();
+                    merged.keyed.extend(operator.keyed);
+                    if merged.operator_state.is_empty() {
+                        merged.operator_state = operator.operator_state;
+                    }
+                }
+            }
         }
+    }
+    for operator in operators.values_mut() {
+        operator.keyed.sort_by_key(|group| group.key_group);
     }
     if let Some(database) = database {
         database.uploads.restored(checkpoint, restored_ssts);
@@ -312,6 +341,9 @@ fn read_with_retries(
                     checkpoint,
                     format!("checkpoint {checkpoint}: {uri} does not exist"),
                 ));
+            }
+            Err(e @ StorageError::Config(_)) => {
+                return Err(RestoreFailure::unusable(checkpoint, format!("checkpoint {checkpoint}: {e}")));
             }
             Err(e) if attempt < RESTORE_READ_ATTEMPTS => {
                 warn!(checkpoint_id = checkpoint, "cannot read {uri} (retrying in {} ms): {e}", backoff.as_millis());
@@ -455,7 +487,8 @@ mod tests {
             let (storage, runtime) = (storage.clone(), runtime.clone());
             std::thread::spawn(move || {
                 let restore = TaskRestore { checkpoint_id: 5, handles: vec![handle(uri)] };
-                read_restored(&storage, &restore, &runtime, None).map(|_| ()).map_err(|f| f.unusable)
+                let storage_of = |_: &str| Ok(storage.clone());
+                read_restored(&storage_of, &restore, &runtime, None).map(|_| ()).map_err(|f| f.unusable)
             })
             .join()
             .unwrap()
@@ -546,7 +579,8 @@ mod tests {
         let dir2 = dir.path().join("db-2");
         let (restored, operators) = tokio::task::spawn_blocking(move || {
             let mut restored = TaskDatabase::new(dir2, RocksDbMemory::new(64 << 20));
-            let operators = read_restored(&storage, &restore, &runtime, Some(&mut restored)).unwrap();
+            let storage_of = |_: &str| Ok(storage.clone());
+            let operators = read_restored(&storage_of, &restore, &runtime, Some(&mut restored)).unwrap();
             (restored, operators)
         })
         .await

@@ -510,9 +510,6 @@ impl TaskManager {
             }
             None => None,
         };
-        if deployment.restore.is_some() && checkpoints.is_none() {
-            return Err(format!("task {task}: a restore without checkpoint storage"));
-        }
         let cancel = Arc::new(AtomicBool::new(false));
         let failure_on_cancel = Arc::new(OnceLock::new());
         let metrics = Arc::new(TaskMetrics::default());
@@ -673,15 +670,23 @@ fn run_task(
     if let Some(database) = &cx.database {
         cx.committers.add(cx.id.attempt, crate::snapshot::CompletionListener::Database(database.uploads.clone()));
     }
-    if let (Some(restore), Some(writer)) = (&deployment.restore, &cx.checkpoints) {
-        cx.restored =
-            match crate::snapshot::read_restored(&writer.storage, restore, &writer.runtime, cx.database.as_mut()) {
-                Ok(restored) => restored,
-                Err(failure) => {
-                    cx.unusable_checkpoint = failure.unusable;
-                    return Err(failure.error);
-                }
-            };
+    if let Some(restore) = &deployment.restore {
+        // The job's checkpoint storage, or the directory of a savepoint's file.
+        let checkpoint_storage = cx.checkpoints.as_ref().map(|w| w.storage.clone());
+        let storage_of = |uri: &str| -> Result<Storage, String> {
+            if let Some(storage) = checkpoint_storage.as_ref().filter(|s| uri.starts_with(&format!("{}/", s.url()))) {
+                return Ok(storage.clone());
+            }
+            let dir = uri.rsplit_once('/').map_or(uri, |(dir, _)| dir);
+            inner.storage(dir)
+        };
+        cx.restored = match crate::snapshot::read_restored(&storage_of, restore, &inner.runtime, cx.database.as_mut()) {
+            Ok(restored) => restored,
+            Err(failure) => {
+                cx.unusable_checkpoint = failure.unusable;
+                return Err(failure.error);
+            }
+        };
         if let Some(database) = cx.database.as_mut() {
             database.open()?;
         }

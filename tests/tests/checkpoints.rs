@@ -66,6 +66,7 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
             parallelism: 2,
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
+            savepoint: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         let report = || jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");
@@ -191,6 +192,7 @@ fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once
             parallelism: 4,
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
+            savepoint: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         let details = tokio::time::timeout(Duration::from_secs(120), jobmanager.wait_for_termination(job))
@@ -248,6 +250,7 @@ fn a_job_that_cannot_run_as_written_fails_without_restarting() {
             parallelism: 2,
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
+            savepoint: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         tokio::time::timeout(Duration::from_secs(30), jobmanager.wait_for_termination(job)).await.unwrap().unwrap()

@@ -10,7 +10,9 @@ use std::time::Duration;
 use weir_api::runtime::{ChainSnapshot, state_entries};
 use weir_runtime::savepoint::SavepointMetadata;
 use weir_tests::cluster::{Cluster, submitted_job_id};
-use weir_tests::harness::artifact;
+use weir_tests::harness::{artifact, read_lines};
+use weir_tests::reference;
+use weir_tests::verify::assert_same_lines;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -25,27 +27,28 @@ fn path_str(path: &Path) -> &str {
 
 /// Starts an endless checkpointed `wcount` (20,000 bids/s) at `-p 2` on `backend`; returns its id.
 fn start_wcount(cluster: &Cluster, backend: &str, output: &Path) -> String {
+    run_wcount(cluster, backend, output, 1_000_000_000, &[])
+}
+
+/// Starts `wcount` over `events` bids (20,000/s) at `-p 2` on `backend` with `flags` for `weir
+/// run`; returns its id.
+fn run_wcount(cluster: &Cluster, backend: &str, output: &Path, events: u64, flags: &[&str]) -> String {
     let nexmark = artifact("libweir_example_nexmark.so");
-    let out = cluster.weir(&[
-        "run",
-        path_str(&nexmark),
-        "-p",
-        "2",
-        "--detached",
-        "--checkpoint-interval",
-        "300ms",
-        "--state-backend",
-        backend,
-        "--",
+    let events = events.to_string();
+    let mut args = vec!["run", path_str(&nexmark), "-p", "2", "--detached"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--checkpoint-interval", "300ms", "--state-backend", backend, "--"]);
+    args.extend_from_slice(&[
         "--query",
         "wcount",
         "--events",
-        "1000000000",
+        &events,
         "--rate",
         "20000",
         "--output",
         path_str(output),
     ]);
+    let out = cluster.weir(&args);
     assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
     submitted_job_id(&out)
 }
@@ -190,6 +193,63 @@ fn poll(cluster: &Cluster, job: &str, request: &str) -> Value {
         assert!(std::time::Instant::now() < deadline, "the savepoint did not complete\n{}", cluster.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once() {
+    const EVENTS: u64 = 120_000;
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let savepoints = tempfile::tempdir().unwrap();
+    let job = run_wcount(&cluster, "heap", output.path(), EVENTS, &[]);
+    cluster.wait_for_progress(&job, 2);
+    // Flink's cancel-job: the job is cancelled right after the savepoint, so that nothing after
+    // it is committed.
+    let body = json!({ "target-directory": format!("file://{}", savepoints.path().display()), "cancel-job": true });
+    let (code, answer) = cluster.rest_post(&format!("jobs/{job}/savepoints"), &body);
+    assert_eq!(code, 202, "{answer}");
+    let status = poll(&cluster, &job, answer["request-id"].as_str().unwrap());
+    let location = status["operation"]["location"].as_str().unwrap_or_else(|| panic!("{status}")).to_owned();
+    assert_eq!(cluster.wait_for_end(&job)["state"], "CANCELED");
+    let before = read_lines(output.path()).len();
+    assert!(before > 0, "the first run committed output");
+
+    // Another parallelism for the generator is refused in one line, naming it.
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let out = cluster.weir(&[
+        "run",
+        path_str(&nexmark),
+        "-p",
+        "3",
+        "-s",
+        &location,
+        "--checkpoint-interval",
+        "300ms",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "120000",
+        "--output",
+        path_str(output.path()),
+    ]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("'bids'") && out.stderr.contains("parallelism 2"), "{out:?}");
+
+    // From the savepoint, into the same directory: every line once, as one run without a stop.
+    let second = run_wcount(&cluster, "heap", output.path(), EVENTS, &["-s", &location]);
+    let end = cluster.wait_for_end(&second);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    let restored = cluster.checkpoints(&second)["latest"]["restored"].clone();
+    assert!(restored.as_u64().is_some(), "the second job restored the savepoint: {restored}");
+    assert_same_lines(
+        "wcount through a savepoint",
+        read_lines(output.path()),
+        reference::nexmark("wcount", EVENTS),
+        &cluster.logs(),
+    );
 }
 
 #[test]

@@ -578,6 +578,7 @@ mod tests {
             inputs: vec![],
             is_source: true,
             uids: vec!["source".into()],
+            subtask_state: vec!["source".into()],
         };
         let mut j = Job::new(
             JobId::random(),

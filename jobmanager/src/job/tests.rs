@@ -170,6 +170,7 @@ fn plan() -> ExecutionPlan {
         inputs: vec![],
         is_source: true,
         uids: vec!["source".into()],
+        subtask_state: vec!["source".into()],
     };
     ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 }
 }
@@ -208,6 +209,7 @@ impl Harness {
             },
             args: Vec::new(),
             checkpointing,
+            initial_restore: None,
             slot_request_timeout: Duration::from_secs(10),
             report_grace: options.report_grace,
             registry,
@@ -253,6 +255,7 @@ impl Harness {
         TaskSnapshot {
             handles: vec![StateHandle { uri, size_bytes: 5, incremental_bytes: 5, shared: false }],
             alignment_ms: 0,
+            operators: vec!["source".into()],
         }
     }
 

@@ -392,10 +392,18 @@ impl RocksDbInstance {
     /// Records in the default column family that column family `cf` holds `kind` state, so that
     /// a canonical snapshot can decode its keys before the state is registered again (after a
     /// native restore, user state registers lazily, on first use).
+    ///
+    /// The record is flushed at once: a memtable left in the default column family would be the
+    /// oldest of the database, which the write buffer manager flushes first when memory runs
+    /// short, instead of the state's own large one (measured: memtables then overshot the
+    /// budget).
     fn record_kind(&self, cf: &str, kind: StateKind) -> Result<()> {
         self.db
             .put_opt(kind_key(cf), [kind_byte(kind)], &self.write_options)
-            .map_err(|e| self.error("record the state kind", cf, e))
+            .map_err(|e| self.error("record the state kind", cf, e))?;
+        let mut flush_options = FlushOptions::default();
+        flush_options.set_wait(true);
+        self.db.flush_opt(&flush_options).map_err(|e| self.error("flush the state kind", cf, e))
     }
 
     /// The kind recorded for column family `cf` by [`Self::record_kind`].

@@ -37,7 +37,7 @@ fn snapshot(uris: &[&str]) -> TaskSnapshot {
             shared: uri.starts_with("shared/"),
         })
         .collect();
-    TaskSnapshot { handles, alignment_ms: 0 }
+    TaskSnapshot { handles, alignment_ms: 0, operators: Vec::new() }
 }
 
 fn triggered(checkpoint_id: u64, timestamp_ms: i64) -> Action {

@@ -31,7 +31,8 @@ impl JobMaster {
                     self.stage = Some(Stage::ReadRestorePoint);
                 }
                 None => {
-                    self.stage = Some(Stage::Prepare { restore: None, swept: true, recorded: false });
+                    let restore = self.initial_restore.clone();
+                    self.stage = Some(Stage::Prepare { restore, swept: true, recorded: false });
                     self.record(RecordPurpose::Attempt(attempt));
                 }
             },
@@ -83,8 +84,10 @@ impl JobMaster {
                 }),
             });
         }
+        // Without a checkpoint of its own, the job restores the savepoint it started from.
+        let metadata = metadata.or_else(|| self.initial_restore.clone());
         if let Some(m) = &metadata {
-            info!(job_id = %self.id, checkpoint_id = m.checkpoint_id, "restoring the job from checkpoint {}", m.checkpoint_id);
+            info!(job_id = %self.id, checkpoint_id = m.checkpoint_id, kind = %m.kind, "restoring the job from {} {}", m.kind.to_lowercase(), m.checkpoint_id);
         }
         self.stage = Some(Stage::Prepare { restore: metadata, swept: false, recorded: false });
         self.record(RecordPurpose::Attempt(attempt));

@@ -67,8 +67,7 @@ pub(crate) enum JobInput {
     TriggerCheckpoint(oneshot::Sender<Result<u64, Error>>),
     /// The user asks for a savepoint; the answer is the request's id.
     TriggerSavepoint(SavepointRequest, oneshot::Sender<Result<String, Error>>),
-    /// The status of a savepoint request, by id (`None`: unknown).
-    SavepointStatus(String, oneshot::Sender<Option<SavepointStatus>>),
+
     /// One of the master's side effects completed.
     Effect(Effect),
 }
@@ -126,6 +125,9 @@ pub(crate) struct JobSetup {
     pub(crate) artifact: JobArtifact,
     pub(crate) args: Vec<String>,
     pub(crate) checkpointing: Option<CheckpointingSetup>,
+    /// The savepoint the job started from, mapped onto its plan: the restore point while the
+    /// job has no completed checkpoint of its own.
+    pub(crate) initial_restore: Option<Box<CheckpointMetadata>>,
     pub(crate) slot_request_timeout: Duration,
     /// How long a task believed running may be missing from its taskmanager's heartbeats before
     /// it counts as ended without a report.
@@ -237,6 +239,7 @@ struct JobMaster {
     artifact: JobArtifact,
     args: Vec<String>,
     checkpoints: Option<Checkpointing>,
+    initial_restore: Option<Box<CheckpointMetadata>>,
     slot_request_timeout: Duration,
     report_grace: Duration,
     /// Tasks believed running that heartbeats of their taskmanager no longer list, since when.
@@ -284,7 +287,8 @@ impl JobMaster {
             Recorder { store, record, queue }
         });
         let report = checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
-        let (view, _) = watch::channel(Arc::new(JobView::of(&setup.job, report, false, Instant::now())));
+        let (view, _) =
+            watch::channel(Arc::new(JobView::of(&setup.job, report, false, Arc::default(), Instant::now())));
         Self {
             id: setup.id,
             job: setup.job,
@@ -292,6 +296,7 @@ impl JobMaster {
             artifact: setup.artifact,
             args: setup.args,
             checkpoints,
+            initial_restore: setup.initial_restore,
             slot_request_timeout: setup.slot_request_timeout,
             report_grace: setup.report_grace,
             unlisted: std::collections::HashMap::new(),
@@ -365,11 +370,12 @@ impl JobMaster {
                 let _ = reply.send(self.trigger_checkpoint(now));
             }
             JobInput::TriggerSavepoint(request, reply) => {
-                let _ = reply.send(self.trigger_savepoint(request, now));
+                let answer = self.trigger_savepoint(request, now);
+                // Readers find the request as soon as its id is known.
+                self.publish(now);
+                let _ = reply.send(answer);
             }
-            JobInput::SavepointStatus(request_id, reply) => {
-                let _ = reply.send(self.savepoints.status(&request_id));
-            }
+
             JobInput::Effect(effect) => self.effect(effect, now),
         }
     }
@@ -385,9 +391,10 @@ impl JobMaster {
         self.publish(now);
     }
 
-    fn publish(&self, now: Now) {
+    fn publish(&mut self, now: Now) {
         let report = self.checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
-        self.view.send_replace(Arc::new(JobView::of(&self.job, report, self.done(), now.instant)));
+        let savepoints = self.savepoints.published();
+        self.view.send_replace(Arc::new(JobView::of(&self.job, report, self.done(), savepoints, now.instant)));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -401,6 +408,15 @@ impl JobMaster {
         }
         if let Some(failure) = &event.failure {
             warn!(job_id = %self.id, vertex = event.task.vertex, subtask = event.task.subtask, "task failed: {failure}");
+        }
+        let mut event = event;
+        if let FailureKind::CheckpointUnusable(checkpoint) = event.failure_kind
+            && self.initial_restore.as_ref().is_some_and(|m| m.checkpoint_id == checkpoint)
+            && self.checkpoints.as_ref().is_none_or(|c| c.coordinator.latest_completed_id().is_none())
+        {
+            // The savepoint the job started from cannot be restored: nothing to fall back to.
+            warn!(job_id = %self.id, checkpoint_id = checkpoint, "the savepoint the job started from cannot be restored");
+            event.failure_kind = FailureKind::Unrecoverable;
         }
         if let (FailureKind::CheckpointUnusable(checkpoint), Some(c)) = (event.failure_kind, self.checkpoints.as_mut())
         {

@@ -51,6 +51,8 @@ const FINISHED_REQUESTS_KEPT: usize = 64;
 pub(super) struct Savepoints {
     /// Every request's status, oldest first (finished ones bounded).
     requests: VecDeque<(String, SavepointStatus)>,
+    /// `requests` as last published (shared by the views until it changes).
+    published: Arc<Vec<(String, SavepointStatus)>>,
     /// Savepoints in progress, by checkpoint id.
     pending: BTreeMap<u64, PendingSavepoint>,
 }
@@ -70,6 +72,14 @@ impl Savepoints {
     /// The status of request `request_id`.
     pub(super) fn status(&self, request_id: &str) -> Option<SavepointStatus> {
         self.requests.iter().find(|(id, _)| id == request_id).map(|(_, status)| status.clone())
+    }
+
+    /// The requests for the job's view.
+    pub(super) fn published(&mut self) -> Arc<Vec<(String, SavepointStatus)>> {
+        if self.published.len() != self.requests.len() || !self.published.iter().eq(self.requests.iter()) {
+            self.published = Arc::new(self.requests.iter().cloned().collect());
+        }
+        self.published.clone()
     }
 
     fn set(&mut self, request_id: &str, status: SavepointStatus) {
@@ -227,6 +237,7 @@ impl JobMaster {
                     .find(|(t, _)| t.vertex == vertex.id && t.subtask == subtask)
                     .map(|(_, s)| s);
                 let mut files = Vec::new();
+                let operators = snapshot.map(|s| s.operators.clone()).unwrap_or_default();
                 for handle in snapshot.into_iter().flat_map(|s| &s.handles) {
                     let path = match handle.uri.strip_prefix(&prefix) {
                         Some(relative) => relative.to_owned(),
@@ -240,7 +251,8 @@ impl JobMaster {
                     files.push(SavepointFile { path, size_bytes: handle.size_bytes });
                 }
                 let range = weir_api::keygroup::key_group_range(self.plan.max_parallelism, vertex.parallelism, subtask);
-                subtasks.push(SavepointSubtask { subtask, key_groups: Some((*range.start(), *range.end())), files });
+                let key_groups = Some((*range.start(), *range.end()));
+                subtasks.push(SavepointSubtask { subtask, key_groups, operators, files });
             }
             vertices.push(SavepointVertex {
                 name: vertex.name.clone(),

@@ -1,0 +1,286 @@
+//! Starting a job from a savepoint: reading the savepoint, and mapping its state onto the new
+//! job's plan by operator uid.
+//!
+//! Keyed state is canonical and addressed by key group, so it restores at any parallelism (up to
+//! the max parallelism, which must not change): each new subtask reads the files of the old
+//! subtasks whose key groups overlap its own, and keeps its key groups. The state of sources and
+//! sinks belongs to a subtask (a position, pending commits) and restores at the parallelism it
+//! was taken with. State that maps to no operator of the new job is refused unless the user
+//! allows dropping it (Flink's `--allowNonRestoredState`). The result is an ordinary restore
+//! point ([`CheckpointMetadata`]) for the new plan, which the job master restores like a
+//! checkpoint of its own.
+
+use crate::error::{Error, Result};
+use crate::plan::ExecutionPlan;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use weir_runtime::checkpoint::{CheckpointMetadata, StateHandle, TaskSnapshot, TaskStateEntry};
+use weir_runtime::savepoint::{METADATA_FILE, SavepointMetadata};
+use weir_runtime::storage::{Storage, StorageConfig, StorageError};
+
+/// Where a submitted job restores from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavepointRestoreSettings {
+    /// The savepoint: its directory (or its `_metadata` file), a storage URL or a path.
+    pub path: String,
+    /// Start even if some of the savepoint's state maps to no operator of the job (it is
+    /// dropped).
+    pub allow_non_restored_state: bool,
+}
+
+/// How long reading a savepoint's metadata may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The directory URL of the savepoint at `path` (its directory or its `_metadata`; a path without
+/// a scheme is a local path).
+pub fn savepoint_dir(path: &str) -> String {
+    let path = path.trim();
+    let path = path.strip_suffix(&format!("/{METADATA_FILE}")).unwrap_or(path).trim_end_matches('/');
+    if path.contains("://") { path.to_owned() } else { format!("file://{path}") }
+}
+
+/// Reads the savepoint at `path`; returns its directory URL and its metadata.
+///
+/// # Errors
+/// [`Error::InvalidRequest`], one line, when there is no savepoint there, it cannot be read, or
+/// it is corrupt.
+pub async fn read(path: &str, options: &BTreeMap<String, String>) -> Result<(String, SavepointMetadata)> {
+    let dir = savepoint_dir(path);
+    let storage = Storage::open(&StorageConfig { url: dir.clone(), options: options.clone() })
+        .map_err(|e| Error::InvalidRequest(format!("savepoint {path}: {e}")))?;
+    let url = storage.url_of(METADATA_FILE);
+    let bytes = match tokio::time::timeout(READ_TIMEOUT, storage.get(&url)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(StorageError::NotFound { .. })) => {
+            return Err(Error::InvalidRequest(format!("no savepoint at {path}: {url} does not exist")));
+        }
+        Ok(Err(e)) => return Err(Error::InvalidRequest(format!("cannot read savepoint {path}: {e}"))),
+        Err(_) => {
+            return Err(Error::InvalidRequest(format!(
+                "cannot read savepoint {path}: no answer within {} s",
+                READ_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let metadata =
+        SavepointMetadata::decode(&bytes).map_err(|e| Error::InvalidRequest(format!("savepoint {path}: {e}")))?;
+    Ok((dir, metadata))
+}
+
+/// Maps the savepoint (`metadata`, in directory `dir`) onto `plan`: the restore point of the new
+/// job, with each new subtask's files.
+///
+/// # Errors
+/// [`Error::InvalidRequest`], one line, when the max parallelism changed, state of a source or
+/// sink would change parallelism, or state maps to no operator and `allow_non_restored_state`
+/// is off (naming the operators).
+pub fn restore_point(
+    dir: &str,
+    metadata: &SavepointMetadata,
+    plan: &ExecutionPlan,
+    allow_non_restored_state: bool,
+) -> Result<CheckpointMetadata> {
+    if metadata.max_parallelism != plan.max_parallelism {
+        return Err(Error::InvalidRequest(format!(
+            "the savepoint's max parallelism is {} and the job's is {}: its key groups cannot be mapped (set the job's \
+             max parallelism to {})",
+            metadata.max_parallelism, plan.max_parallelism, metadata.max_parallelism
+        )));
+    }
+    // Where each uid of the new plan runs.
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, vertex) in plan.vertices.iter().enumerate() {
+        for uid in &vertex.uids {
+            owner.insert(uid, index);
+        }
+    }
+    let mut dropped = Vec::new();
+    // Per new vertex: (old vertex index, uid) pairs to restore.
+    let mut restored: BTreeMap<usize, Vec<(usize, &str)>> = BTreeMap::new();
+    for (old_index, old) in metadata.vertices.iter().enumerate() {
+        let stateful: BTreeSet<&str> = old.subtasks.iter().flat_map(|s| &s.operators).map(String::as_str).collect();
+        for uid in stateful {
+            let Some(&new_index) = owner.get(uid) else {
+                dropped.push(format!("'{uid}'"));
+                continue;
+            };
+            let new = &plan.vertices[new_index];
+            if new.subtask_state.iter().any(|u| u == uid) && new.parallelism != old.parallelism {
+                return Err(Error::InvalidRequest(format!(
+                    "operator '{uid}' keeps per-subtask state (a source's position or a sink's pending commits) and \
+                     ran at parallelism {} in the savepoint: restore it at parallelism {} (sources and sinks do not \
+                     rescale yet)",
+                    old.parallelism, old.parallelism
+                )));
+            }
+            restored.entry(new_index).or_default().push((old_index, uid));
+        }
+    }
+    if !dropped.is_empty() && !allow_non_restored_state {
+        return Err(Error::InvalidRequest(format!(
+            "the savepoint has state of operators the job does not have ({}): restore with --allow-non-restored-state \
+             (-n) to drop it",
+            dropped.join(", ")
+        )));
+    }
+    let mut tasks = Vec::new();
+    for (new_index, pairs) in &restored {
+        let vertex = &plan.vertices[*new_index];
+        for subtask in 0..vertex.parallelism {
+            let range = weir_api::keygroup::key_group_range(plan.max_parallelism, vertex.parallelism, subtask);
+            let mut handles: Vec<StateHandle> = Vec::new();
+            for &(old_index, uid) in pairs {
+                let old = &metadata.vertices[old_index];
+                let per_subtask = vertex.subtask_state.iter().any(|u| u == uid);
+                // The same subtask's files first: a source's or sink's state comes from there.
+                let mut sources: Vec<_> = old
+                    .subtasks
+                    .iter()
+                    .filter(|s| s.operators.iter().any(|o| o == uid))
+                    .filter(|s| {
+                        if per_subtask {
+                            return s.subtask == subtask;
+                        }
+                        s.key_groups.is_none_or(|(first, last)| first <= *range.end() && *range.start() <= last)
+                    })
+                    .collect();
+                sources.sort_by_key(|s| s.subtask != subtask);
+                for file in sources.iter().flat_map(|s| &s.files) {
+                    let uri = format!("{dir}/{}", file.path);
+                    if !handles.iter().any(|h| h.uri == uri) {
+                        handles.push(StateHandle {
+                            uri,
+                            size_bytes: file.size_bytes,
+                            incremental_bytes: 0,
+                            shared: false,
+                        });
+                    }
+                }
+            }
+            if !handles.is_empty() {
+                let operators = pairs.iter().map(|(_, uid)| (*uid).to_owned()).collect();
+                tasks.push(TaskStateEntry {
+                    vertex: vertex.id,
+                    subtask,
+                    snapshot: TaskSnapshot { handles, alignment_ms: 0, operators },
+                });
+            }
+        }
+    }
+    Ok(CheckpointMetadata {
+        version: 1,
+        job_id: metadata.job_id.clone(),
+        checkpoint_id: metadata.checkpoint_id,
+        kind: "SAVEPOINT".into(),
+        trigger_ms: metadata.trigger_ms,
+        backend: metadata.backend,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ExecutionVertex;
+    use weir_api::graph::ChainSpec;
+    use weir_runtime::checkpoint::StateBackendKind;
+    use weir_runtime::savepoint::{SavepointFile, SavepointSubtask, SavepointVertex};
+
+    /// A vertex of `uids` at `parallelism`; `sources` of them keep per-subtask state.
+    fn vertex(id: u32, uids: &[&str], sources: &[&str], parallelism: u32) -> ExecutionVertex {
+        ExecutionVertex {
+            id,
+            name: uids.join(" -> "),
+            parallelism,
+            chain: ChainSpec { head: 0, nodes: Vec::new(), chained_edges: Vec::new(), outputs: Vec::new() },
+            inputs: Vec::new(),
+            is_source: !sources.is_empty(),
+            uids: uids.iter().map(|u| (*u).to_owned()).collect(),
+            subtask_state: sources.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
+
+    /// A savepoint of a source vertex ("src", p 2) and a keyed vertex ("count" with state, "map"
+    /// without, p 2), 128 key groups.
+    fn savepoint() -> SavepointMetadata {
+        let old = |name: &str, uids: &[&str], stateful: &[&str]| SavepointVertex {
+            name: name.into(),
+            uids: uids.iter().map(|u| (*u).to_owned()).collect(),
+            parallelism: 2,
+            subtasks: (0..2)
+                .map(|s| SavepointSubtask {
+                    subtask: s,
+                    key_groups: Some(if s == 0 { (0, 63) } else { (64, 127) }),
+                    operators: stateful.iter().map(|u| (*u).to_owned()).collect(),
+                    files: vec![SavepointFile { path: format!("{name}-{s}"), size_bytes: 10 }],
+                })
+                .collect(),
+        };
+        SavepointMetadata {
+            version: 1,
+            job_id: "ab".repeat(16),
+            job_name: "j".into(),
+            checkpoint_id: 42,
+            trigger_ms: 7,
+            backend: StateBackendKind::Heap,
+            max_parallelism: 128,
+            vertices: vec![old("0", &["src"], &["src"]), old("1", &["map", "count"], &["count"])],
+        }
+    }
+
+    fn plan(vertices: Vec<ExecutionVertex>) -> ExecutionPlan {
+        ExecutionPlan { vertices, max_parallelism: 128 }
+    }
+
+    fn files(m: &CheckpointMetadata, vertex: u32, subtask: u32) -> Vec<&str> {
+        m.task(vertex, subtask).map(|s| s.handles.iter().map(|h| h.uri.as_str()).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn keyed_state_rescales_by_key_group_and_sources_keep_their_subtask() {
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count", "new-map"], &[], 4)]);
+        let m = restore_point("s3://b/sp", &savepoint(), &p, false).unwrap();
+        assert_eq!((m.checkpoint_id, m.kind.as_str()), (42, "SAVEPOINT"));
+        assert_eq!(files(&m, 0, 0), vec!["s3://b/sp/0-0"]);
+        assert_eq!(files(&m, 0, 1), vec!["s3://b/sp/0-1"]);
+        // New key groups: 0..=31, 32..=63, 64..=95, 96..=127.
+        assert_eq!(files(&m, 1, 0), vec!["s3://b/sp/1-0"]);
+        assert_eq!(files(&m, 1, 1), vec!["s3://b/sp/1-0"]);
+        assert_eq!(files(&m, 1, 2), vec!["s3://b/sp/1-1"]);
+        assert_eq!(files(&m, 1, 3), vec!["s3://b/sp/1-1"]);
+        // Down to one subtask: both files, its own index first.
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 1)]);
+        let m = restore_point("file:///sp", &savepoint(), &p, false).unwrap();
+        assert_eq!(files(&m, 1, 0), vec!["file:///sp/1-0", "file:///sp/1-1"]);
+    }
+
+    #[test]
+    fn unmapped_state_needs_allow_non_restored_state_and_stateless_operators_do_not_matter() {
+        // "map" was stateless: removing it is fine; "count" is gone: refused, naming it.
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["other"], &[], 2)]);
+        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        assert!(e.contains("'count'") && e.contains("--allow-non-restored-state") && !e.contains("'map'"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        let m = restore_point("file:///sp", &savepoint(), &p, true).unwrap();
+        assert!(m.task(1, 0).is_none(), "nothing restores into 'other'");
+        assert_eq!(files(&m, 0, 1), vec!["file:///sp/0-1"]);
+    }
+
+    #[test]
+    fn sources_do_not_rescale_and_max_parallelism_must_not_change() {
+        let p = plan(vec![vertex(0, &["src"], &["src"], 3), vertex(1, &["count"], &[], 3)]);
+        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        assert!(e.contains("'src'") && e.contains("parallelism 2"), "{e}");
+        let mut p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 2)]);
+        p.max_parallelism = 256;
+        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        assert!(e.contains("max parallelism is 128 and the job's is 256"), "{e}");
+    }
+
+    #[test]
+    fn savepoint_paths_name_the_directory() {
+        assert_eq!(savepoint_dir("/tmp/sp/"), "file:///tmp/sp");
+        assert_eq!(savepoint_dir("/tmp/sp/_metadata"), "file:///tmp/sp");
+        assert_eq!(savepoint_dir("s3://b/savepoints/savepoint-ab-1/_metadata"), "s3://b/savepoints/savepoint-ab-1");
+    }
+}
