@@ -291,6 +291,25 @@ impl RestClient {
         self.answer(url, response).await
     }
 
+    /// `POST /savepoint-disposal` with `{"savepoint-path": path}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn dispose_savepoint<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(&["savepoint-disposal"], None)?;
+        let body = serde_json::json!({ "savepoint-path": path });
+        let response = self.http.post(url.clone()).json(&body).timeout(REQUEST_TIMEOUT).send().await;
+        self.answer(url, response).await
+    }
+
+    /// `GET /savepoint-disposal/{request_id}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn disposal_status<T: DeserializeOwned>(&self, request_id: &str) -> Result<T> {
+        self.send(Method::GET, &["savepoint-disposal", request_id], None).await
+    }
+
     /// `GET /jobs/{id}/savepoints/{request_id}`.
     ///
     /// # Errors

@@ -66,7 +66,8 @@ enum Command {
 #[derive(clap::Args)]
 struct SavepointArgs {
     /// The job's id (as `weir list` shows it).
-    job: String,
+    #[arg(required_unless_present = "dispose")]
+    job: Option<String>,
     /// Where the savepoint's directory goes: a storage URL (`s3://bucket/savepoints`) or a path;
     /// default the jobmanager's `--savepoint-dir`.
     target_dir: Option<String>,
@@ -79,6 +80,9 @@ struct SavepointArgs {
     /// Print the final status as JSON.
     #[arg(long)]
     json: bool,
+    /// Delete the savepoint at this path (its directory or its `_metadata`) instead.
+    #[arg(short = 'd', long, value_name = "PATH", conflicts_with_all = ["job", "target_dir", "detached"])]
+    dispose: Option<String>,
 }
 
 /// Checkpointing of a job (off unless an interval is given) and its state backend.
@@ -523,19 +527,25 @@ fn storage_location(location: &str) -> anyhow::Result<String> {
     Ok(format!("file://{}", path.display()))
 }
 
-/// `weir savepoint JOB [TARGET_DIR]`: Flink's `flink savepoint`.
+/// `weir savepoint JOB [TARGET_DIR]` and `weir savepoint --dispose PATH`: Flink's `flink
+/// savepoint`.
 async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<ExitCode> {
+    let job = match (&args.dispose, &args.job) {
+        (Some(path), _) => return dispose(client, path, args.json).await,
+        (None, Some(job)) => job.clone(),
+        (None, None) => anyhow::bail!("name the job to take a savepoint of, or --dispose PATH"),
+    };
     let mut body = serde_json::json!({});
     if let Some(dir) = &args.target_dir {
         body["target-directory"] = Value::String(storage_location(dir)?);
     }
     if !args.json {
-        outln!("Triggering savepoint for job {}.", args.job);
+        outln!("Triggering savepoint for job {}.", job);
     }
     let answer: Value = client
-        .trigger_savepoint(&args.job, &body)
+        .trigger_savepoint(&job, &body)
         .await
-        .with_context(|| format!("cannot trigger a savepoint of job {}", args.job))?;
+        .with_context(|| format!("cannot trigger a savepoint of job {}", job))?;
     let request_id = answer
         .get("request-id")
         .and_then(Value::as_str)
@@ -554,9 +564,9 @@ async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<E
     }
     let status: Value = loop {
         let status: Value = client
-            .savepoint_status(&args.job, &request_id)
+            .savepoint_status(&job, &request_id)
             .await
-            .with_context(|| format!("cannot get the savepoint's status (job {}, request {request_id})", args.job))?;
+            .with_context(|| format!("cannot get the savepoint's status (job {}, request {request_id})", job))?;
         if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
             break status;
         }
@@ -573,12 +583,52 @@ async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<E
         return Ok(ExitCode::SUCCESS);
     }
     let reason = status.pointer("/operation/failure-cause/stack-trace").and_then(Value::as_str).unwrap_or("unknown");
-    eprintln!(
-        "weir: the savepoint of job {} failed: {}",
-        args.job,
-        reason.split_whitespace().collect::<Vec<_>>().join(" ")
-    );
+    eprintln!("weir: the savepoint of job {} failed: {}", job, reason.split_whitespace().collect::<Vec<_>>().join(" "));
     Ok(ExitCode::from(1))
+}
+
+/// `weir savepoint --dispose PATH`.
+async fn dispose(client: &RestClient, path: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let path = storage_location(path)?;
+    if !json {
+        outln!("Disposing savepoint '{path}'.");
+        outln!("Waiting for response...");
+    }
+    let answer: Value =
+        client.dispose_savepoint(&path).await.with_context(|| format!("cannot dispose of the savepoint {path}"))?;
+    let request_id = answer
+        .get("request-id")
+        .and_then(Value::as_str)
+        .context("the jobmanager's answer has no request-id")?
+        .to_owned();
+    let status: Value = loop {
+        let status: Value = client
+            .disposal_status(&request_id)
+            .await
+            .with_context(|| format!("cannot get the status of the disposal of {path}"))?;
+        if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    match status.pointer("/operation/failure-cause/stack-trace").and_then(Value::as_str) {
+        None => {
+            if !json {
+                outln!("Savepoint '{path}' disposed.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(reason) => {
+            eprintln!(
+                "weir: disposing the savepoint {path} failed: {}",
+                reason.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// `weir checkpoints JOB`.

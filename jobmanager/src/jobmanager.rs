@@ -105,7 +105,12 @@ struct Inner {
     directory: watch::Sender<Directory>,
     /// Job records, when jobs must survive a restart of the jobmanager.
     store: Option<JobStore>,
+    /// Savepoint disposals by request id, as their tasks last published them.
+    disposals: watch::Sender<Arc<BTreeMap<String, SavepointStatus>>>,
 }
+
+/// How many disposal requests are remembered.
+const DISPOSALS_KEPT: usize = 64;
 
 /// The jobmanager. Cheap to clone; all clones share one component.
 #[derive(Clone)]
@@ -149,7 +154,8 @@ impl JobManager {
     fn build(settings: JobManagerSettings, storage: StorageConfig, store: Option<JobStore>) -> Self {
         let registry = RegistryHandle::start(settings.heartbeat_timeout);
         let (directory, _) = watch::channel(Directory::default());
-        Self { inner: Arc::new(Inner { settings, storage, registry, directory, store }) }
+        let (disposals, _) = watch::channel(Arc::default());
+        Self { inner: Arc::new(Inner { settings, storage, registry, directory, store, disposals }) }
     }
 
     /// A jobmanager that records every job submitted through the plugin store in `store`, and
@@ -602,6 +608,58 @@ impl JobManager {
         answer.await.unwrap_or_else(|_| {
             Err(Error::IllegalState { job: id, status: "ended".into(), action: "a savepoint".into() })
         })
+    }
+
+    /// Deletes the savepoint at `path` (Flink's `POST /savepoint-disposal`) in the background;
+    /// the answer is the request id to poll with [`Self::disposal_status`] (`Completed` with the
+    /// directory once its files are gone, `Failed` when it is not a savepoint or a delete failed).
+    pub fn dispose_savepoint(&self, path: &str) -> String {
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        self.set_disposal(&request_id, SavepointStatus::InProgress);
+        let (this, path, id) = (self.clone(), path.to_owned(), request_id.clone());
+        tokio::spawn(async move {
+            let status = match crate::savepoint_restore::dispose(&path, &this.inner.storage.options).await {
+                Ok(location) => {
+                    info!(savepoint = %location, "savepoint disposed");
+                    SavepointStatus::Completed { location }
+                }
+                Err(e) => {
+                    warn!(savepoint = %path, "savepoint disposal failed: {e}");
+                    SavepointStatus::Failed { reason: e.to_string() }
+                }
+            };
+            this.set_disposal(&id, status);
+        });
+        request_id
+    }
+
+    fn set_disposal(&self, request_id: &str, status: SavepointStatus) {
+        self.inner.disposals.send_modify(|disposals| {
+            let mut updated = (**disposals).clone();
+            updated.insert(request_id.to_owned(), status);
+            while updated.len() > DISPOSALS_KEPT {
+                let Some(done) =
+                    updated.iter().find(|(_, s)| **s != SavepointStatus::InProgress).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                updated.remove(&done);
+            }
+            *disposals = Arc::new(updated);
+        });
+    }
+
+    /// Where disposal request `request_id` stands.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown request.
+    pub fn disposal_status(&self, request_id: &str) -> Result<SavepointStatus> {
+        self.inner
+            .disposals
+            .borrow()
+            .get(request_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("there is no savepoint disposal with triggerId={request_id}")))
     }
 
     /// Where savepoint request `request_id` of job `id` stands.

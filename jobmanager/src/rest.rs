@@ -11,6 +11,8 @@
 //! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
 //! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
 //! | `POST /jobs/{id}/savepoints` (JSON, all optional: `target-directory`, `cancel-job`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}` |
+//! | `POST /savepoint-disposal` (JSON `{"savepoint-path"}`) | 200 `{"request-id": "..."}`; the savepoint's files are deleted in the background |
+//! | `GET /savepoint-disposal/{request-id}` | `{"status": {"id"}, "operation": null \| {} \| {"failure-cause"}}` |
 //! | `GET /jobs/{id}/savepoints/{request-id}` | `{"status": {"id": "IN_PROGRESS"\|"COMPLETED"}, "operation": null \| {"location"} \| {"failure-cause": {"class", "stack-trace"}}}` |
 //!
 //! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
@@ -72,6 +74,8 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
         .route("/jobs/{id}/savepoints/{request_id}", get(savepoint_status))
+        .route("/savepoint-disposal", axum::routing::post(dispose_savepoint))
+        .route("/savepoint-disposal/{request_id}", get(disposal_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -298,6 +302,43 @@ async fn savepoint_status(
     let id = job_id(Path(id))?;
     let status = state.rest.jobmanager.savepoint_status(id, &request_id).await?;
     Ok(Json(savepoint_status_json(&status)))
+}
+
+/// Flink's `POST /savepoint-disposal` (`{"savepoint-path"}`): deletes a savepoint in the
+/// background; 200 with the request id to poll.
+async fn dispose_savepoint(State(state): State<AppState>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Disposal {
+        #[serde(rename = "savepoint-path")]
+        savepoint_path: String,
+    }
+    let disposal: Disposal =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("savepoint disposal: {e}")))?;
+    if disposal.savepoint_path.trim().is_empty() {
+        return Err(ApiError::invalid("savepoint disposal: 'savepoint-path' is empty"));
+    }
+    let request_id = state.rest.jobmanager.dispose_savepoint(&disposal.savepoint_path);
+    Ok(Json(json!({ "request-id": request_id })))
+}
+
+/// Flink's `GET /savepoint-disposal/:triggerid`: `operation` is `{}` once disposed, or holds the
+/// `failure-cause`.
+async fn disposal_status(
+    State(state): State<AppState>,
+    request_id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(request_id) = request_id?;
+    let status = state.rest.jobmanager.disposal_status(&request_id)?;
+    use crate::job::SavepointStatus;
+    Ok(Json(match status {
+        SavepointStatus::InProgress => json!({ "status": { "id": "IN_PROGRESS" }, "operation": null }),
+        SavepointStatus::Completed { .. } => json!({ "status": { "id": "COMPLETED" }, "operation": {} }),
+        SavepointStatus::Failed { reason } => json!({
+            "status": { "id": "COMPLETED" },
+            "operation": { "failure-cause": { "class": "weir.SavepointDisposalFailed", "stack-trace": reason } }
+        }),
+    }))
 }
 
 /// A savepoint request's status in Flink's shape.

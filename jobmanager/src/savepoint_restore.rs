@@ -67,6 +67,39 @@ pub async fn read(path: &str, options: &BTreeMap<String, String>) -> Result<(Str
     Ok((dir, metadata))
 }
 
+/// Deletes the savepoint at `path`: its files, its metadata (last), and what else is in its
+/// directory. Returns the directory's URL.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] when there is no readable savepoint there (nothing is deleted);
+/// [`Error::Unavailable`] when a delete fails (a retry deletes the rest).
+pub async fn dispose(path: &str, options: &BTreeMap<String, String>) -> Result<String> {
+    let (dir, metadata) = read(path, options).await?;
+    // A store at the parent, so that the directory itself is a prefix under its root.
+    let parent = dir.rsplit_once('/').map_or(dir.as_str(), |(parent, _)| parent);
+    let storage = Storage::open(&StorageConfig { url: parent.to_owned(), options: options.clone() })
+        .map_err(|e| Error::InvalidRequest(format!("savepoint {path}: {e}")))?;
+    let delete = |url: String| {
+        let storage = storage.clone();
+        async move {
+            match storage.delete(&url).await {
+                Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::Unavailable(format!("cannot delete {url}: {e}"))),
+            }
+        }
+    };
+    for file in metadata.vertices.iter().flat_map(|v| &v.subtasks).flat_map(|s| &s.files) {
+        delete(format!("{dir}/{}", file.path)).await?;
+    }
+    delete(format!("{dir}/{METADATA_FILE}")).await?;
+    storage.delete_prefix(&dir).await.map_err(|e| Error::Unavailable(format!("cannot delete {dir}: {e}")))?;
+    if let Some(local) = dir.strip_prefix("file://") {
+        // A local store leaves the empty directory behind.
+        let _ = std::fs::remove_dir(local);
+    }
+    Ok(dir)
+}
+
 /// Maps the savepoint (`metadata`, in directory `dir`) onto `plan`: the restore point of the new
 /// job, with each new subtask's files.
 ///

@@ -238,8 +238,11 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
     assert!(out.stderr.contains("'bids'") && out.stderr.contains("parallelism 2"), "{out:?}");
 
-    // From the savepoint, into the same directory: every line once, as one run without a stop.
-    let second = run_wcount(&cluster, "heap", output.path(), EVENTS, &["-s", &location]);
+    // The savepoint copied elsewhere (relative paths) restores: into the same output directory,
+    // every line once, as one run without a stop would write.
+    let copy = savepoints.path().join("moved").join("copy");
+    copy_dir(local_dir(&location), &copy);
+    let second = run_wcount(&cluster, "heap", output.path(), EVENTS, &["-s", path_str(&copy)]);
     let end = cluster.wait_for_end(&second);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     let restored = cluster.checkpoints(&second)["latest"]["restored"].clone();
@@ -250,6 +253,34 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
         reference::nexmark("wcount", EVENTS),
         &cluster.logs(),
     );
+
+    // Disposal, as `flink savepoint -d`: the files go; a second one finds nothing, in one line.
+    for dir in [copy.display().to_string(), location.clone()] {
+        let out = cluster.weir(&["savepoint", "--dispose", &dir]);
+        assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+        assert!(out.stdout.contains("disposed."), "{out:?}");
+        assert!(!local_dir(&storage_url(&dir)).exists(), "{dir} is gone");
+    }
+    let out = cluster.weir(&["savepoint", "--dispose", &location]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("no savepoint at"), "{out:?}");
+    let (code, body) = cluster.rest_get(&format!("savepoint-disposal/{}", "0".repeat(32)));
+    assert_eq!(code, 404, "{body}");
+}
+
+/// A path or URL as a storage URL.
+fn storage_url(location: &str) -> String {
+    if location.contains("://") { location.to_owned() } else { format!("file://{location}") }
+}
+
+/// Copies directory `from` (files only) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 #[test]
