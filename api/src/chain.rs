@@ -149,6 +149,10 @@ pub(crate) trait HeadOperator: Send {
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn next_time(&self) -> Option<Timestamp>;
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// Sources: stop emitting (see [`TaskChain::stop_source`]); other heads ignore it.
+    fn stop(&mut self, _drain: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
     fn snapshot(
         &mut self,
         checkpoint: CheckpointId,
@@ -283,6 +287,9 @@ impl TaskChain for Chain {
     }
     fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.guard(|head| head.end(rt))
+    }
+    fn stop_source(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.guard(|head| head.stop(drain, rt))
     }
     fn snapshot(&mut self, barrier: CheckpointBarrier, rt: &mut dyn TaskRuntime) -> Result<ChainSnapshot> {
         self.guard(|head| {

@@ -625,6 +625,12 @@ pub trait TaskChain: Send {
     /// All inputs ended: flush and finish every operator (sinks complete their output).
     fn end_input(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
 
+    /// Source chains, stop with a savepoint: the source emits nothing more (its next
+    /// [`TaskChain::end_input`] adds no final watermark); with `drain`, it first emits the
+    /// maximum watermark, so that every window and event-time timer downstream fires before the
+    /// savepoint's barrier.
+    fn stop_source(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
+
     /// Takes the synchronous part of checkpoint `barrier`: every operator flushes what it emitted
     /// before the barrier to its outputs and contributes its state. The runtime sends the barrier
     /// downstream right after, so it follows exactly the records before it.

@@ -291,6 +291,16 @@ impl RestClient {
         self.answer(url, response).await
     }
 
+    /// `POST /jobs/{id}/stop` with Flink's JSON body.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn stop<T: DeserializeOwned>(&self, id: &str, body: &serde_json::Value) -> Result<T> {
+        let url = self.url(&["jobs", id, "stop"], None)?;
+        let response = self.http.post(url.clone()).json(body).timeout(REQUEST_TIMEOUT).send().await;
+        self.answer(url, response).await
+    }
+
     /// `POST /savepoint-disposal` with `{"savepoint-path": path}`.
     ///
     /// # Errors

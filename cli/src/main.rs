@@ -61,6 +61,25 @@ enum Command {
     Checkpoints(JobArg),
     /// Take a savepoint of a running job and wait for it; prints its path.
     Savepoint(SavepointArgs),
+    /// Stop a running job with a savepoint: its sources end after it and the job finishes.
+    Stop(StopArgs),
+}
+
+#[derive(clap::Args)]
+struct StopArgs {
+    /// The job's id (as `weir list` shows it).
+    job: String,
+    /// Where the savepoint's directory goes: a storage URL or a path; default the jobmanager's
+    /// `--savepoint-dir`.
+    #[arg(short = 'p', long, value_name = "DIR")]
+    savepoint_path: Option<String>,
+    /// Emit the maximum watermark before the savepoint, so that every window and event-time
+    /// timer fires (for a job that will not be resumed).
+    #[arg(short = 'd', long)]
+    drain: bool,
+    /// Print the savepoint's final status as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -272,6 +291,7 @@ fn main() -> ExitCode {
             Command::Taskmanagers(args) => taskmanagers(&RestClient::new(&cli.jobmanager)?, args.json).await,
             Command::Checkpoints(args) => checkpoints(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Savepoint(args) => savepoint(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::Stop(args) => stop(&RestClient::new(&cli.jobmanager)?, args).await,
         }
     });
     match result {
@@ -562,16 +582,7 @@ async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<E
     if !args.json {
         outln!("Waiting for response...");
     }
-    let status: Value = loop {
-        let status: Value = client
-            .savepoint_status(&job, &request_id)
-            .await
-            .with_context(|| format!("cannot get the savepoint's status (job {}, request {request_id})", job))?;
-        if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let status = await_savepoint(client, &job, &request_id).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
     }
@@ -585,6 +596,65 @@ async fn savepoint(client: &RestClient, args: SavepointArgs) -> anyhow::Result<E
     let reason = status.pointer("/operation/failure-cause/stack-trace").and_then(Value::as_str).unwrap_or("unknown");
     eprintln!("weir: the savepoint of job {} failed: {}", job, reason.split_whitespace().collect::<Vec<_>>().join(" "));
     Ok(ExitCode::from(1))
+}
+
+/// Polls savepoint request `request_id` of `job` until it completed; returns its status.
+async fn await_savepoint(client: &RestClient, job: &str, request_id: &str) -> anyhow::Result<Value> {
+    loop {
+        let status: Value = client
+            .savepoint_status(job, request_id)
+            .await
+            .with_context(|| format!("cannot get the savepoint's status (job {job}, request {request_id})"))?;
+        if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
+            return Ok(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `weir stop JOB [-p DIR] [--drain]`: Flink's `flink stop`.
+async fn stop(client: &RestClient, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({ "drain": args.drain });
+    if let Some(dir) = &args.savepoint_path {
+        body["targetDirectory"] = Value::String(storage_location(dir)?);
+    }
+    if !args.json {
+        let how = if args.drain { "Draining" } else { "Suspending" };
+        outln!("{how} job \"{}\" with a savepoint.", args.job);
+    }
+    let answer: Value = client.stop(&args.job, &body).await.with_context(|| format!("cannot stop job {}", args.job))?;
+    let request_id = answer
+        .get("request-id")
+        .and_then(Value::as_str)
+        .context("the jobmanager's answer has no request-id")?
+        .to_owned();
+    let status = await_savepoint(client, &args.job, &request_id).await?;
+    let Some(location) = status.pointer("/operation/location").and_then(Value::as_str) else {
+        let reason =
+            status.pointer("/operation/failure-cause/stack-trace").and_then(Value::as_str).unwrap_or("unknown");
+        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("weir: could not stop job {} with a savepoint: {reason}; the job goes on", args.job);
+        return Ok(ExitCode::from(1));
+    };
+    // The sources end once the savepoint completed: wait for the job to finish.
+    let end = loop {
+        let details: Value = client.job(&args.job).await.with_context(|| format!("cannot follow job {}", args.job))?;
+        let state = details.get("state").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if ["FINISHED", "FAILED", "CANCELED"].contains(&state.as_str()) {
+            break state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        outln!("Savepoint completed. Path: {location}");
+    }
+    if end != "FINISHED" {
+        eprintln!("weir: job {} ended {end} after its savepoint {location}", args.job);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir savepoint --dispose PATH`.

@@ -568,6 +568,35 @@ impl JobManager {
         cancel_job: bool,
         request_id: Option<String>,
     ) -> Result<String> {
+        self.savepoint(id, target_dir, cancel_job, None, request_id).await
+    }
+
+    /// Stops job `id` with a savepoint, as Flink's `POST /jobs/{id}/stop`: its sources emit
+    /// nothing after the savepoint's barrier (with `drain`, the maximum watermark before it, so
+    /// that every window fires) and end once it completed; the job then finishes. The answer is
+    /// the request id to poll with [`Self::savepoint_status`]. If the savepoint fails, the job
+    /// goes on (with `drain`, it restarts from its latest checkpoint).
+    ///
+    /// # Errors
+    /// As [`Self::trigger_savepoint`].
+    pub async fn stop_with_savepoint(
+        &self,
+        id: JobId,
+        target_dir: Option<&str>,
+        drain: bool,
+        request_id: Option<String>,
+    ) -> Result<String> {
+        self.savepoint(id, target_dir, false, Some(drain), request_id).await
+    }
+
+    async fn savepoint(
+        &self,
+        id: JobId,
+        target_dir: Option<&str>,
+        cancel_job: bool,
+        stop: Option<bool>,
+        request_id: Option<String>,
+    ) -> Result<String> {
         let handle = self.handle(id)?;
         if let Some(request_id) = &request_id
             && self.savepoint_status(id, request_id).await.is_ok()
@@ -602,7 +631,7 @@ impl JobManager {
             Err(e) => Err(format!("cannot write the savepoint to {target}: {e}")),
         };
         let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let request = SavepointRequest { dir_url, storage, cancel_job, request_id };
+        let request = SavepointRequest { dir_url, storage, cancel_job, stop, request_id };
         let (reply, answer) = oneshot::channel();
         handle.send(JobInput::TriggerSavepoint(request, reply));
         answer.await.unwrap_or_else(|_| {

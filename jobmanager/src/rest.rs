@@ -11,6 +11,7 @@
 //! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
 //! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
 //! | `POST /jobs/{id}/savepoints` (JSON, all optional: `target-directory`, `cancel-job`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}` |
+//! | `POST /jobs/{id}/stop` (JSON, all optional: `targetDirectory`, `drain`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}`, polled at `/jobs/{id}/savepoints/{request-id}`; the job ends FINISHED after the savepoint |
 //! | `POST /savepoint-disposal` (JSON `{"savepoint-path"}`) | 200 `{"request-id": "..."}`; the savepoint's files are deleted in the background |
 //! | `GET /savepoint-disposal/{request-id}` | `{"status": {"id"}, "operation": null \| {} \| {"failure-cause"}}` |
 //! | `GET /jobs/{id}/savepoints/{request-id}` | `{"status": {"id": "IN_PROGRESS"\|"COMPLETED"}, "operation": null \| {"location"} \| {"failure-cause": {"class", "stack-trace"}}}` |
@@ -73,6 +74,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
+        .route("/jobs/{id}/stop", axum::routing::post(stop_job))
         .route("/jobs/{id}/savepoints/{request_id}", get(savepoint_status))
         .route("/savepoint-disposal", axum::routing::post(dispose_savepoint))
         .route("/savepoint-disposal/{request_id}", get(disposal_status))
@@ -270,7 +272,18 @@ async fn trigger_savepoint(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("savepoint request: {e}")))?
     };
-    match trigger.format_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    check_savepoint_options(trigger.format_type.as_deref(), trigger.trigger_id.as_deref())?;
+    let request_id = state
+        .rest
+        .jobmanager
+        .trigger_savepoint(id, trigger.target_directory.as_deref(), trigger.cancel_job, trigger.trigger_id)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request_id }))))
+}
+
+/// The `formatType` and `triggerId` of a savepoint or stop request.
+fn check_savepoint_options(format_type: Option<&str>, trigger_id: Option<&str>) -> ApiResult<()> {
+    match format_type.map(str::to_ascii_uppercase).as_deref() {
         None | Some("CANONICAL") => {}
         Some("NATIVE") => {
             return Err(ApiError::invalid(
@@ -279,15 +292,43 @@ async fn trigger_savepoint(
         }
         Some(other) => return Err(ApiError::invalid(format!("unknown formatType '{other}' (expected CANONICAL)"))),
     }
-    if let Some(trigger_id) = &trigger.trigger_id
+    if let Some(trigger_id) = trigger_id
         && !(trigger_id.len() == 32 && trigger_id.bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return Err(ApiError::invalid(format!("triggerId '{trigger_id}' is not 32 hex digits")));
     }
+    Ok(())
+}
+
+/// The body of Flink's `POST /jobs/:jobid/stop` (camel case, unlike the savepoint trigger's).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StopRequest {
+    target_directory: Option<String>,
+    #[serde(default)]
+    drain: bool,
+    trigger_id: Option<String>,
+    format_type: Option<String>,
+}
+
+/// Flink's `POST /jobs/:jobid/stop`: stops the job with a savepoint; 202 with the request id,
+/// polled at `GET /jobs/:jobid/savepoints/:triggerid`.
+async fn stop_job(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    let stop: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("stop request: {e}")))?
+    };
+    check_savepoint_options(stop.format_type.as_deref(), stop.trigger_id.as_deref())?;
     let request_id = state
         .rest
         .jobmanager
-        .trigger_savepoint(id, trigger.target_directory.as_deref(), trigger.cancel_job, trigger.trigger_id)
+        .stop_with_savepoint(id, stop.target_directory.as_deref(), stop.drain, stop.trigger_id)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request_id }))))
 }

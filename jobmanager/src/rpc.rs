@@ -278,6 +278,7 @@ impl TaskManagerGateway for RemoteTaskManager {
         attempt: u32,
         checkpoint: weir_api::runtime::CheckpointId,
         dir: String,
+        stop: Option<bool>,
     ) -> BoxFuture<'_, GatewayResult<()>> {
         Box::pin(async move {
             let request = Self::request(
@@ -286,6 +287,8 @@ impl TaskManagerGateway for RemoteTaskManager {
                     attempt,
                     checkpoint_id: checkpoint,
                     savepoint_dir: dir,
+                    stop: stop.is_some(),
+                    drain: stop.unwrap_or(false),
                 },
                 Duration::from_secs(10),
             );

@@ -203,13 +203,17 @@ pub trait TaskManagerGateway: Send + Sync {
     /// Checkpoint `checkpoint` of attempt `attempt` of `job` will be a savepoint into directory
     /// `dir` (a storage URL): tasks here that see its barrier write a canonical, self-contained
     /// snapshot there. Sent to every taskmanager of the attempt before the sources are
-    /// triggered. Refused when the taskmanager does not run that attempt of the job.
+    /// triggered. With `stop: Some(drain)` the job stops with it: sources emit nothing after its
+    /// barrier (with `drain`, the maximum watermark before it) and end once it completed (or go
+    /// on if it fails); downstream tasks do not advance event time to the end for a stop without
+    /// drain. Refused when the taskmanager does not run that attempt of the job.
     fn prepare_savepoint(
         &self,
         job: JobId,
         attempt: u32,
         checkpoint: CheckpointId,
         dir: String,
+        stop: Option<bool>,
     ) -> BoxFuture<'_, GatewayResult<()>>;
 
     /// Checkpoint `checkpoint` of attempt `attempt` of `job` was aborted: tasks aligning its

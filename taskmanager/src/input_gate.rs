@@ -29,6 +29,9 @@ pub(crate) struct InputGate {
     combined: Timestamp,
     idle: bool,
     open: usize,
+    /// The job is being stopped with a savepoint without draining: the end of every channel
+    /// does not advance the watermark to the maximum (windows must not fire for the stop).
+    stopping: bool,
 }
 
 impl InputGate {
@@ -39,7 +42,7 @@ impl InputGate {
             .map(|input| ChannelState { input, watermark: MIN_WATERMARK, idle: false, ended: false })
             .collect();
         let open = channels.len();
-        Self { channels, combined: MIN_WATERMARK, idle: false, open }
+        Self { channels, combined: MIN_WATERMARK, idle: false, open, stopping: false }
     }
 
     /// Channels that have not ended.
@@ -69,6 +72,11 @@ impl InputGate {
         self.update()
     }
 
+    /// Whether the ends of the channels are a stop without drain (see [`Self::stopping`]).
+    pub(crate) fn set_stopping(&mut self, stopping: bool) {
+        self.stopping = stopping;
+    }
+
     /// `channel` ended.
     pub(crate) fn on_end(&mut self, channel: usize) -> GateUpdate {
         let state = &mut self.channels[channel];
@@ -82,7 +90,11 @@ impl InputGate {
     fn update(&mut self) -> GateUpdate {
         let mut update = GateUpdate::default();
         let active = self.channels.iter().filter(|c| !c.ended && !c.idle);
-        let combined = if self.open == 0 { Some(MAX_WATERMARK) } else { active.map(|c| c.watermark).min() };
+        let combined = match self.open {
+            0 if self.stopping => None,
+            0 => Some(MAX_WATERMARK),
+            _ => active.map(|c| c.watermark).min(),
+        };
         if let Some(watermark) = combined
             && watermark > self.combined
         {
@@ -101,6 +113,16 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_without_drain_ends_the_channels_without_the_final_watermark() {
+        let mut gate = InputGate::new([0, 0]);
+        assert_eq!(gate.on_watermark(0, 10).watermark, None);
+        assert_eq!(gate.on_watermark(1, 20).watermark, Some(10));
+        gate.set_stopping(true);
+        assert_eq!(gate.on_end(0).watermark, Some(20), "the open channel's watermark");
+        assert_eq!(gate.on_end(1).watermark, None, "no maximum watermark for a stop");
+    }
 
     #[test]
     fn the_watermark_is_the_minimum_over_active_channels() {

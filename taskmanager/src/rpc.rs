@@ -141,7 +141,13 @@ impl TaskManagerService for TaskManagerRpc {
             return Err(Status::invalid_argument("a savepoint needs a checkpoint id and a directory"));
         }
         self.taskmanager
-            .prepare_savepoint(job, request.attempt, request.checkpoint_id, &request.savepoint_dir)
+            .prepare_savepoint(
+                job,
+                request.attempt,
+                request.checkpoint_id,
+                &request.savepoint_dir,
+                request.stop.then_some(request.drain),
+            )
             .map_err(|e| match e.kind {
                 weir_runtime::GatewayErrorKind::Refused => Status::failed_precondition(e.message),
                 _ => Status::internal(e.message),

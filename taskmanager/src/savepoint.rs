@@ -16,6 +16,8 @@ use weir_runtime::storage::Storage;
 pub(crate) struct SavepointTarget {
     /// The store opened at the savepoint's directory: task files are `url_of(<vertex>-<subtask>)`.
     pub(crate) storage: Storage,
+    /// The job stops with it: `Some(drain)`.
+    pub(crate) stop: Option<bool>,
 }
 
 /// The pending savepoints of one job on this taskmanager, by checkpoint id.

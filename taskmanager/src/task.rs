@@ -28,6 +28,19 @@ pub(crate) enum TaskControl {
     TriggerCheckpoint(CheckpointBarrier),
     /// The checkpoint was aborted: stop aligning its barriers and ignore those still to come.
     AbortCheckpoint(CheckpointId),
+    /// Sources: the savepoint of a stop completed; a source waiting for it ends.
+    SavepointComplete(CheckpointId),
+}
+
+/// What a source does after a control request.
+#[derive(Debug, PartialEq, Eq)]
+enum SourceFlow {
+    /// Go on reading.
+    Continue,
+    /// The job stopped with a savepoint: end the stream.
+    Finish,
+    /// The task was cancelled while it waited.
+    Canceled,
 }
 
 /// Runs a source chain: polls it until it is exhausted, taking checkpoints when triggered.
@@ -42,7 +55,11 @@ pub(crate) fn run_source(
             return Ok(TaskOutcome::Canceled);
         }
         while let Ok(request) = control.try_recv() {
-            handle_control(chain, cx, request, &mut last_barrier)?;
+            match handle_control(chain, cx, control, request, &mut last_barrier)? {
+                SourceFlow::Continue => {}
+                SourceFlow::Finish => return finish(chain, cx),
+                SourceFlow::Canceled => return Ok(TaskOutcome::Canceled),
+            }
         }
         fire_due_timers(chain, cx)?;
         match chain.poll_source(cx)? {
@@ -63,7 +80,11 @@ pub(crate) fn run_source(
                 }
                 // Wait for the next due time, or a checkpoint trigger, whichever comes first.
                 match control.recv_timeout(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL)) {
-                    Ok(request) => handle_control(chain, cx, request, &mut last_barrier)?,
+                    Ok(request) => match handle_control(chain, cx, control, request, &mut last_barrier)? {
+                        SourceFlow::Continue => {}
+                        SourceFlow::Finish => return finish(chain, cx),
+                        SourceFlow::Canceled => return Ok(TaskOutcome::Canceled),
+                    },
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
                 }
             },
@@ -95,16 +116,77 @@ impl SourceBarriers {
 fn handle_control(
     chain: &mut dyn TaskChain,
     cx: &mut TaskContext,
+    control: &Receiver<TaskControl>,
     request: TaskControl,
     barriers: &mut SourceBarriers,
-) -> Result<()> {
+) -> Result<SourceFlow> {
     match request {
-        TaskControl::TriggerCheckpoint(barrier) if barriers.admit(barrier.id) => cx.checkpoint(chain, barrier, 0),
+        TaskControl::TriggerCheckpoint(barrier) if barriers.admit(barrier.id) => {
+            match cx.savepoints.target(barrier.id).and_then(|target| target.stop) {
+                None => {
+                    cx.checkpoint(chain, barrier, 0)?;
+                    Ok(SourceFlow::Continue)
+                }
+                Some(drain) => {
+                    if drain {
+                        chain.stop_source(true, cx)?;
+                    }
+                    cx.checkpoint(chain, barrier, 0)?;
+                    await_stop(chain, cx, control, barrier.id, drain, barriers)
+                }
+            }
+        }
         TaskControl::TriggerCheckpoint(barrier) => {
             tracing::debug!(task = %cx.id, checkpoint_id = barrier.id, "stale checkpoint trigger dropped");
-            Ok(())
+            Ok(SourceFlow::Continue)
         }
-        TaskControl::AbortCheckpoint(_) => Ok(()),
+        TaskControl::AbortCheckpoint(_) | TaskControl::SavepointComplete(_) => Ok(SourceFlow::Continue),
+    }
+}
+
+/// A source that emitted the barrier of savepoint `savepoint` of a stop waits, emitting nothing
+/// (Flink's synchronous savepoint): it ends once the savepoint completed; if the savepoint is
+/// aborted, it reads on (without drain), or fails, so that the job restarts from its latest
+/// checkpoint (with drain: the maximum watermark it emitted cannot be taken back). Later
+/// checkpoints triggered meanwhile are taken.
+fn await_stop(
+    chain: &mut dyn TaskChain,
+    cx: &mut TaskContext,
+    control: &Receiver<TaskControl>,
+    savepoint: CheckpointId,
+    drain: bool,
+    barriers: &mut SourceBarriers,
+) -> Result<SourceFlow> {
+    tracing::info!(task = %cx.id, checkpoint_id = savepoint, drain, "stopping with a savepoint: waiting for it to complete");
+    loop {
+        if cx.cancel.load(Ordering::Relaxed) {
+            return Ok(SourceFlow::Canceled);
+        }
+        match control.recv_timeout(POLL_INTERVAL) {
+            Ok(TaskControl::SavepointComplete(id)) if id == savepoint => {
+                chain.stop_source(drain, cx)?;
+                return Ok(SourceFlow::Finish);
+            }
+            Ok(TaskControl::AbortCheckpoint(id)) if id == savepoint => {
+                if drain {
+                    return Err(Error::runtime(
+                        "stop with savepoint",
+                        format!(
+                            "savepoint {savepoint} failed after the sources drained (emitted the final watermark): \
+                             the job restarts from its latest checkpoint"
+                        ),
+                    ));
+                }
+                tracing::info!(task = %cx.id, checkpoint_id = savepoint, "the stop's savepoint failed: reading on");
+                return Ok(SourceFlow::Continue);
+            }
+            Ok(TaskControl::TriggerCheckpoint(barrier)) if barriers.admit(barrier.id) => {
+                cx.checkpoint(chain, barrier, 0)?;
+            }
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            // The taskmanager dropped the task's handle (it shuts down).
+            Err(RecvTimeoutError::Disconnected) => return Ok(SourceFlow::Canceled),
+        }
     }
 }
 
@@ -196,6 +278,9 @@ pub(crate) fn run_inputs(
     control: &Receiver<TaskControl>,
 ) -> Result<TaskOutcome> {
     let mut alignment = Alignment::default();
+    // A stop without drain whose barrier this task passed: the ends of its inputs that follow
+    // do not fire event time to the end.
+    let mut stopping: Option<CheckpointId> = None;
     // The select covers the channels that are neither ended nor blocked, then the control
     // channel; `active[i]` is the channel of select index `i` (index `active.len()` is control).
     // It is rebuilt when that set changes (barriers, ends, aborts).
@@ -237,12 +322,16 @@ pub(crate) fn run_inputs(
         if operation.index() == active.len() {
             match operation.recv(control) {
                 Ok(TaskControl::AbortCheckpoint(checkpoint)) => {
+                    if stopping == Some(checkpoint) {
+                        stopping = None;
+                        gate.set_stopping(false);
+                    }
                     if alignment.abort(checkpoint) {
                         tracing::debug!(task = %cx.id, checkpoint_id = checkpoint, "aborted checkpoint: inputs released");
                         (select, active) = build(&gate, &alignment, control_open);
                     }
                 }
-                Ok(TaskControl::TriggerCheckpoint(_)) => {}
+                Ok(TaskControl::TriggerCheckpoint(_) | TaskControl::SavepointComplete(_)) => {}
                 // The taskmanager dropped the task's handle (it shuts down): no more requests.
                 Err(_) => {
                     control_open = false;
@@ -292,6 +381,10 @@ pub(crate) fn run_inputs(
         }
         if let Some((barrier, alignment_ms)) = alignment.complete(&gate) {
             cx.checkpoint(chain, barrier, alignment_ms)?;
+            if cx.savepoints.target(barrier.id).and_then(|target| target.stop) == Some(false) {
+                stopping = Some(barrier.id);
+                gate.set_stopping(true);
+            }
         }
         if rebuild {
             (select, active) = build(&gate, &alignment, control_open);

@@ -333,13 +333,14 @@ impl TaskManager {
         attempt: u32,
         checkpoint: CheckpointId,
         dir: &str,
+        stop: Option<bool>,
     ) -> GatewayResult<()> {
         let storage =
             Storage::open(&StorageConfig { url: dir.to_owned(), options: self.inner.config.storage_options.clone() })
                 .map_err(|e| GatewayError::failed(format!("savepoint {checkpoint} of job {job}: {e}")))?;
         match self.inner.jobs().get(&job) {
             Some(j) if j.attempt == attempt => {
-                j.savepoints.prepare(checkpoint, SavepointTarget { storage });
+                j.savepoints.prepare(checkpoint, SavepointTarget { storage, stop });
                 Ok(())
             }
             _ => Err(GatewayError::refused(format!(
@@ -368,7 +369,15 @@ impl TaskManager {
     /// notification is stale: nothing was committed); failed when a sink could not commit.
     pub fn notify_checkpoint_complete(&self, job: JobId, attempt: u32, checkpoint: u64) -> GatewayResult<()> {
         let (committers, savepoints) = match self.inner.jobs().get(&job) {
-            Some(j) if j.attempt == attempt => (j.committers.clone(), j.savepoints.clone()),
+            Some(j) if j.attempt == attempt => {
+                // A stop with a savepoint: its sources, waiting since its barrier, end now.
+                if j.savepoints.target(checkpoint).is_some_and(|t| t.stop.is_some()) {
+                    for (_, task) in j.tasks.iter().filter(|(id, t)| t.is_source && id.attempt == attempt) {
+                        let _ = task.control.send(TaskControl::SavepointComplete(checkpoint));
+                    }
+                }
+                (j.committers.clone(), j.savepoints.clone())
+            }
             Some(j) => {
                 return Err(GatewayError::refused(format!(
                     "attempt {attempt} of job {job} is not current on taskmanager {} (attempt {} is)",
@@ -753,8 +762,9 @@ impl TaskManagerGateway for TaskManager {
         attempt: u32,
         checkpoint: CheckpointId,
         dir: String,
+        stop: Option<bool>,
     ) -> BoxFuture<'_, GatewayResult<()>> {
-        Box::pin(async move { TaskManager::prepare_savepoint(self, job, attempt, checkpoint, &dir) })
+        Box::pin(async move { TaskManager::prepare_savepoint(self, job, attempt, checkpoint, &dir, stop) })
     }
 
     fn abort_checkpoint(&self, job: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>> {

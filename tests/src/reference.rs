@@ -68,7 +68,15 @@ fn sliding_starts(t: i64) -> Vec<i64> {
 /// # Panics
 /// On an unknown query name.
 pub fn nexmark(query: &str, events: u64) -> Vec<String> {
-    let bids = (1..=events).map(ref_bid);
+    nexmark_of(query, 1..=events)
+}
+
+/// The output lines of Nexmark `query` over the bids with sequence numbers `seqs` (sorted).
+///
+/// # Panics
+/// For an unknown query.
+pub fn nexmark_of(query: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
+    let bids = seqs.into_iter().map(ref_bid);
     match query {
         "q0" => sorted(bids.map(|b| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price))),
         "q1" => sorted(bids.map(|b| format!("{},{},{},{}", b.seq, b.auction, b.bidder, b.price * 908 / 1000))),

@@ -283,6 +283,96 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The bids the generator (uid `bids`) of the savepoint at `location` had emitted: subtask `i`
+/// of `p` emits `1 + i, 1 + i + p, ...` and keeps `(next, remaining)` as its position.
+fn bids_before(location: &str) -> Vec<u64> {
+    let dir = local_dir(location);
+    let metadata = SavepointMetadata::decode(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    let vertex = metadata.vertices.iter().find(|v| v.uids.iter().any(|u| u == "bids")).expect("the bids' vertex");
+    let p = u64::from(vertex.parallelism);
+    let mut seqs = Vec::new();
+    for subtask in &vertex.subtasks {
+        for file in &subtask.files {
+            let snapshot: ChainSnapshot = postcard::from_bytes(&std::fs::read(dir.join(&file.path)).unwrap()).unwrap();
+            for operator in snapshot.operators.iter().filter(|o| o.uid == "bids") {
+                let (next, _remaining): (u64, u64) = postcard::from_bytes(&operator.operator_state).unwrap();
+                seqs.extend((1 + u64::from(subtask.subtask)..next).step_by(p as usize));
+            }
+        }
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+/// `weir stop JOB -p DIR [--drain]`: the savepoint's location, once the job finished.
+fn stop(cluster: &Cluster, job: &str, dir: &Path, drain: bool) -> String {
+    let mut args = vec!["stop", job, "-p", path_str(dir)];
+    if drain {
+        args.push("--drain");
+    }
+    let out = cluster.weir(&args);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let how = if drain { "Draining" } else { "Suspending" };
+    assert!(out.stdout.starts_with(&format!("{how} job \"{job}\" with a savepoint.")), "{out:?}");
+    assert_eq!(cluster.details(job)["state"], "FINISHED");
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .unwrap_or_else(|| panic!("no path: {out:?}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn stop_without_drain_fires_no_window_and_the_job_goes_on_exactly_from_its_savepoint() {
+    const EVENTS: u64 = 120_000;
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let savepoints = tempfile::tempdir().unwrap();
+    let job = run_wcount(&cluster, "rocksdb", output.path(), EVENTS, &[]);
+    cluster.wait_for_progress(&job, 2);
+    let location = stop(&cluster, &job, savepoints.path(), false);
+
+    // Only windows the watermark closed before the stop: fewer than all of the bids read.
+    let read = bids_before(&location);
+    assert!(!read.is_empty() && (read.len() as u64) < EVENTS, "stopped mid-stream: {} bids", read.len());
+    let all_read = reference::nexmark_of("wcount", read.iter().copied());
+    let stopped = read_lines(output.path());
+    let unexpected: Vec<_> = stopped.iter().filter(|l| all_read.binary_search(l).is_err()).take(5).collect();
+    assert!(unexpected.is_empty(), "only windows of the bids read: {unexpected:?}");
+    assert!(stopped.len() < all_read.len(), "open windows did not fire: {} of {}", stopped.len(), all_read.len());
+
+    // Resumed from the savepoint (another backend): every line once, as one uninterrupted run.
+    let second = run_wcount(&cluster, "heap", output.path(), EVENTS, &["-s", &location]);
+    assert_eq!(cluster.wait_for_end(&second)["state"], "FINISHED", "{}", cluster.logs());
+    assert_same_lines(
+        "wcount stopped and resumed",
+        read_lines(output.path()),
+        reference::nexmark("wcount", EVENTS),
+        "",
+    );
+}
+
+#[test]
+fn stop_with_drain_fires_every_window_of_the_bids_read() {
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let savepoints = tempfile::tempdir().unwrap();
+    let job = start_wcount(&cluster, "heap", output.path());
+    cluster.wait_for_progress(&job, 2);
+    let location = stop(&cluster, &job, savepoints.path(), true);
+    let read = bids_before(&location);
+    assert!(!read.is_empty());
+    assert_same_lines(
+        "wcount drained",
+        read_lines(output.path()),
+        reference::nexmark_of("wcount", read.iter().copied()),
+        &cluster.logs(),
+    );
+}
+
 #[test]
 fn a_savepoint_of_a_heap_job_is_canonical_and_self_contained_and_checkpoints_go_on() {
     savepoint_of_a_running_job("heap");

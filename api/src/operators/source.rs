@@ -270,6 +270,15 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         self.out.next_time()
     }
 
+    fn stop(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.finished = true;
+        self.out.flush(rt)?;
+        if drain {
+            self.out.watermark(MAX_WATERMARK, rt)?;
+        }
+        Ok(())
+    }
+
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         if !self.finished {
             self.finish(rt)?;

@@ -26,7 +26,7 @@ pub(crate) enum Command {
     Trigger(u32, CheckpointBarrier),
     /// Tell the taskmanager where a savepoint of the attempt goes (the answer goes to the
     /// master).
-    PrepareSavepoint(u32, CheckpointId, String),
+    PrepareSavepoint(u32, CheckpointId, String, Option<bool>),
     /// A checkpoint of the attempt was aborted.
     Abort(u32, CheckpointId),
     /// A checkpoint of the attempt completed.
@@ -129,8 +129,8 @@ async fn work(
                     reason: format!("cannot trigger at taskmanager {taskmanager}: {error}"),
                 }),
             },
-            Command::PrepareSavepoint(attempt, checkpoint, dir) => {
-                let result = gateway.prepare_savepoint(job, attempt, checkpoint, dir).await;
+            Command::PrepareSavepoint(attempt, checkpoint, dir, stop) => {
+                let result = gateway.prepare_savepoint(job, attempt, checkpoint, dir, stop).await;
                 effect(Effect::SavepointPrepared { attempt, checkpoint, taskmanager: taskmanager.clone(), result });
             }
             Command::Abort(attempt, checkpoint) => {

@@ -107,6 +107,7 @@ impl TaskManagerGateway for FakeTaskManager {
         attempt: u32,
         checkpoint: CheckpointId,
         _: String,
+        _: Option<bool>,
     ) -> BoxFuture<'_, GatewayResult<()>> {
         self.record(Seen::Prepare(attempt, checkpoint));
         Box::pin(async { Ok(()) })

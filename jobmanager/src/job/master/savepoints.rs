@@ -22,6 +22,8 @@ pub(crate) struct SavepointRequest {
     pub(crate) storage: Result<Storage, String>,
     /// Cancel the job once the savepoint completed.
     pub(crate) cancel_job: bool,
+    /// Stop the job with the savepoint (Flink's stop-with-savepoint): `Some(drain)`.
+    pub(crate) stop: Option<bool>,
     /// The client's id of the request (a retry with the same id starts nothing new).
     pub(crate) request_id: String,
 }
@@ -62,6 +64,7 @@ struct PendingSavepoint {
     dir_url: String,
     storage: Storage,
     cancel_job: bool,
+    stop: Option<bool>,
     /// The barrier, sent to the sources once every taskmanager is prepared.
     barrier: Option<CheckpointBarrier>,
     /// Taskmanagers that have not confirmed the preparation yet.
@@ -141,7 +144,12 @@ impl JobMaster {
         }) else {
             return Err(Error::Unavailable("no savepoint was triggered".into()));
         };
-        info!(job_id = %id, checkpoint_id = checkpoint, dir = %request.dir_url, "triggering a savepoint");
+        match request.stop {
+            None => info!(job_id = %id, checkpoint_id = checkpoint, dir = %request.dir_url, "triggering a savepoint"),
+            Some(drain) => {
+                info!(job_id = %id, checkpoint_id = checkpoint, dir = %request.dir_url, drain, "stopping the job with a savepoint");
+            }
+        }
         self.savepoints.set(&request_id, SavepointStatus::InProgress);
         self.savepoints.pending.insert(
             checkpoint,
@@ -150,6 +158,7 @@ impl JobMaster {
                 dir_url: request.dir_url,
                 storage,
                 cancel_job: request.cancel_job,
+                stop: request.stop,
                 barrier: None,
                 preparing: BTreeSet::new(),
             },
@@ -167,7 +176,7 @@ impl JobMaster {
         p.barrier = Some(barrier);
         for tm in &taskmanagers {
             if let Some(outbox) = self.outboxes.get(tm) {
-                outbox.send(Command::PrepareSavepoint(attempt, barrier.id, p.dir_url.clone()));
+                outbox.send(Command::PrepareSavepoint(attempt, barrier.id, p.dir_url.clone(), p.stop));
                 p.preparing.insert(tm.clone());
             }
         }
