@@ -57,11 +57,13 @@ impl<K: crate::Data> KeyedHarness<K> {
 
     /// Opens the state backend; after a failure, restores this subtask's key groups of the
     /// operator's state and timers from the checkpoint, and the watermark if the operator
-    /// snapshotted it ([`KeyedHarness::snapshot_with_watermark`]).
-    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+    /// snapshotted it ([`KeyedHarness::snapshot_with_watermark`]). Returns the restored state,
+    /// for operators that derive more from it.
+    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<Option<OperatorSnapshot>> {
         self.key_groups = rt.info().key_groups();
         let mut backend = rt.keyed_state_backend(&self.uid)?;
-        if let Some(restored) = rt.restored_state(&self.uid) {
+        let restored = rt.restored_state(&self.uid);
+        if let Some(restored) = &restored {
             backend.restore(&restored.keyed)?;
             self.timers.restore(&restored.keyed, &self.key_groups)?;
             (self.progress, self.watermark) = KeyGroupWatermarks::restore(&restored.keyed, &self.key_groups)?;
@@ -69,7 +71,7 @@ impl<K: crate::Data> KeyedHarness<K> {
         self.backend = Some(backend);
         self.max_parallelism = rt.info().max_parallelism;
         self.now = rt.processing_time();
-        Ok(())
+        Ok(restored)
     }
 
     /// Makes `key` the current key.

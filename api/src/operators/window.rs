@@ -371,6 +371,37 @@ where
         h.timers.delete(domain, cleanup, h.key_group, &h.key_bytes, &ns);
     }
 
+    /// Registers the timers of every restored window that has not fired (and of its cleanup):
+    /// a snapshot of the heap window operator, which keeps no timers, restores here with its
+    /// windows firing as they would have (timers are idempotent, so those a snapshot of this
+    /// operator holds are not doubled).
+    fn restore_timers(&mut self, restored: &crate::runtime::OperatorSnapshot) -> Result<()> {
+        let domain = self.domain();
+        for group in restored.keyed.iter().filter(|g| self.harness.key_groups.contains(&g.key_group)) {
+            for entry in crate::runtime::state_entries(&group.entries) {
+                let entry = entry?;
+                if entry.state != "window-contents" {
+                    continue;
+                }
+                let window = TimeWindow::from_bytes(entry.namespace)
+                    .ok_or_else(|| Error::serialization("deserialize", "window of restored contents", "bad length"))?;
+                let fired_up_to = match self.assigner.time {
+                    WindowTime::EventTime => self.harness.progress.of(group.key_group, self.harness.watermark),
+                    WindowTime::ProcessingTime => crate::time::MIN_WATERMARK,
+                };
+                let end = window.max_timestamp();
+                if end > fired_up_to {
+                    self.harness.timers.register(domain, end, group.key_group, entry.key, entry.namespace);
+                }
+                let cleanup = self.cleanup_time(&window);
+                if cleanup != end {
+                    self.harness.timers.register(domain, cleanup, group.key_group, entry.key, entry.namespace);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// After adding to `window`: fire late windows at once, register timers for new ones.
     fn after_add(&mut self, window: TimeWindow, created: bool) -> Result<()> {
         let domain = self.domain();
@@ -536,7 +567,9 @@ where
     C: WindowContents<K, T, O>,
 {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.open(rt)?;
+        if let Some(restored) = self.harness.open(rt)? {
+            self.restore_timers(&restored)?;
+        }
         let kind = self.contents.kind();
         self.state = self.harness.state_id("window-contents", kind)?;
         self.sessions = self.harness.state_id("window-sessions", StateKind::Value)?;
