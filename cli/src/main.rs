@@ -83,7 +83,10 @@ struct StopArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct SavepointArgs {
+    #[command(subcommand)]
+    action: Option<SavepointAction>,
     /// The job's id (as `weir list` shows it).
     #[arg(required_unless_present = "dispose")]
     job: Option<String>,
@@ -102,6 +105,45 @@ struct SavepointArgs {
     /// Delete the savepoint at this path (its directory or its `_metadata`) instead.
     #[arg(short = 'd', long, value_name = "PATH", conflicts_with_all = ["job", "target_dir", "detached"])]
     dispose: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SavepointAction {
+    /// Upgrade preflight: whether the job of PLUGIN (as `weir run -p N ... -- JOB_ARGS` would
+    /// plan it) can start from the savepoint, operator by operator; exit 0 only if it can.
+    Check(CheckArgs),
+    /// List what a savepoint holds: its vertices, operators with state, subtasks, key groups and
+    /// sizes.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The new job plugin.
+    plugin: PathBuf,
+    /// The savepoint (its directory or its `_metadata`; a storage URL or a path).
+    path: String,
+    /// Default parallelism, as for `weir run`.
+    #[arg(short = 'p', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    parallelism: u32,
+    /// As `weir run -n`: state of operators the job no longer has is dropped.
+    #[arg(short = 'n', long)]
+    allow_non_restored_state: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Arguments for the job's build function.
+    #[arg(last = true)]
+    job_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The savepoint (its directory or its `_metadata`; a storage URL or a path).
+    path: String,
+    /// Print its metadata as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Checkpointing of a job (off unless an interval is given) and its state backend.
@@ -290,6 +332,12 @@ fn main() -> ExitCode {
             Command::Cancel(args) => cancel(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Taskmanagers(args) => taskmanagers(&RestClient::new(&cli.jobmanager)?, args.json).await,
             Command::Checkpoints(args) => checkpoints(&RestClient::new(&cli.jobmanager)?, args).await,
+            Command::Savepoint(SavepointArgs { action: Some(SavepointAction::Check(args)), .. }) => {
+                savepoint_check(args).await
+            }
+            Command::Savepoint(SavepointArgs { action: Some(SavepointAction::Inspect(args)), .. }) => {
+                savepoint_inspect(args).await
+            }
             Command::Savepoint(args) => savepoint(&RestClient::new(&cli.jobmanager)?, args).await,
             Command::Stop(args) => stop(&RestClient::new(&cli.jobmanager)?, args).await,
         }
@@ -653,6 +701,129 @@ async fn stop(client: &RestClient, args: StopArgs) -> anyhow::Result<ExitCode> {
     if end != "FINISHED" {
         eprintln!("weir: job {} ended {end} after its savepoint {location}", args.job);
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Storage options for reading savepoints directly (object_store's `AWS_*` variables apply).
+fn storage_options() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::new()
+}
+
+/// `weir savepoint check PLUGIN PATH [-p N] [-n] [-- JOB_ARGS]`.
+async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    use weir_jobmanager::savepoint_restore::{OperatorVerdict, check, read};
+    let path = storage_location(&args.path)?;
+    let (dir, metadata) = read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
+    let plugin = args.plugin.clone();
+    let job_args = args.job_args.clone();
+    let parallelism = args.parallelism;
+    let (plan, stateful, name) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let loaded = weir_runtime::plugin::LoadedJob::load(&JobArtifact::Plugin(plugin.clone()))?;
+        let graph = loaded.build(&job_args)?;
+        let plan = weir_jobmanager::plan::plan(&graph.descriptor, parallelism).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stateful: std::collections::BTreeSet<String> = graph
+            .descriptor
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.kind,
+                    weir_api::graph::NodeKind::Source(_)
+                        | weir_api::graph::NodeKind::Sink(_)
+                        | weir_api::graph::NodeKind::Operator { keyed: true, .. }
+                )
+            })
+            .map(|n| n.uid.clone())
+            .collect();
+        Ok((plan, stateful, graph.descriptor.name.clone()))
+    })
+    .await
+    .context("the job's build function did not complete")??;
+    let result = check(&dir, &metadata, &plan, &stateful, args.allow_non_restored_state);
+    if args.json {
+        let mut value = serde_json::to_value(&result)?;
+        value["compatible"] = Value::Bool(result.error.is_none());
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        outln!(
+            "Savepoint {dir} (job '{}' {}, checkpoint {}, max parallelism {}) against '{name}' at -p {}:",
+            metadata.job_name,
+            metadata.job_id,
+            metadata.checkpoint_id,
+            metadata.max_parallelism,
+            args.parallelism
+        );
+        let width = result.operators.iter().map(|o| o.uid.len()).max().unwrap_or(0);
+        for operator in &result.operators {
+            let what = match &operator.verdict {
+                OperatorVerdict::Restores { from_parallelism, to_parallelism }
+                    if from_parallelism == to_parallelism =>
+                {
+                    format!("restores (parallelism {to_parallelism})")
+                }
+                OperatorVerdict::Restores { from_parallelism, to_parallelism } => {
+                    format!("restores (parallelism {from_parallelism} -> {to_parallelism}, key groups reassigned)")
+                }
+                OperatorVerdict::Dropped if args.allow_non_restored_state => {
+                    "dropped: no such operator in the job (-n)".to_owned()
+                }
+                OperatorVerdict::Dropped => "dropped: no such operator in the job (needs -n)".to_owned(),
+                OperatorVerdict::New => "new: starts without state".to_owned(),
+                OperatorVerdict::Mismatch { reason } => format!("mismatch: {reason}"),
+            };
+            outln!("  {:width$}  {what}", operator.uid);
+        }
+    }
+    match result.error {
+        None => {
+            if !args.json {
+                outln!("Compatible: `weir run -s {path}` with these arguments restores this savepoint.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(error) => {
+            eprintln!("weir: not compatible: {error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `weir savepoint inspect PATH`.
+async fn savepoint_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let path = storage_location(&args.path)?;
+    let (dir, metadata) =
+        weir_jobmanager::savepoint_restore::read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&metadata)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("Savepoint {dir}");
+    outln!(
+        "  job '{}' {}, checkpoint {}, taken {} ms after the epoch, {} backend, max parallelism {}, {} bytes",
+        metadata.job_name,
+        metadata.job_id,
+        metadata.checkpoint_id,
+        metadata.trigger_ms,
+        metadata.backend,
+        metadata.max_parallelism,
+        metadata.state_size_bytes()
+    );
+    for vertex in &metadata.vertices {
+        let size: u64 = vertex.subtasks.iter().flat_map(|s| &s.files).map(|f| f.size_bytes).sum();
+        outln!(
+            "  vertex '{}' (uids {}), parallelism {}, {size} bytes",
+            vertex.name,
+            vertex.uids.join(", "),
+            vertex.parallelism
+        );
+        for subtask in &vertex.subtasks {
+            let groups = subtask.key_groups.map_or_else(String::new, |(a, b)| format!(" key groups {a}..={b},"));
+            let files: Vec<String> =
+                subtask.files.iter().map(|f| format!("{} ({} bytes)", f.path, f.size_bytes)).collect();
+            let state = if subtask.operators.is_empty() { "no state".to_owned() } else { subtask.operators.join(", ") };
+            outln!("    subtask {}:{groups} state of {state}; {}", subtask.subtask, files.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -211,6 +211,96 @@ pub fn restore_point(
     })
 }
 
+/// What restoring a savepoint would do with one operator's state (`weir savepoint check`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum OperatorVerdict {
+    /// Its state restores, from the savepoint's parallelism to the job's.
+    Restores {
+        /// Parallelism in the savepoint.
+        from_parallelism: u32,
+        /// Parallelism in the job.
+        to_parallelism: u32,
+    },
+    /// Its state maps to no operator of the job: dropped with `--allow-non-restored-state`,
+    /// refused without.
+    Dropped,
+    /// A stateful operator of the job without state in the savepoint: it starts empty.
+    New,
+    /// Its state cannot restore into the job as planned.
+    Mismatch {
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// One operator's line of a compatibility check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OperatorCheck {
+    /// The operator's uid.
+    pub uid: String,
+    /// What happens to its state.
+    #[serde(flatten)]
+    pub verdict: OperatorVerdict,
+}
+
+/// Whether a job as planned can start from a savepoint, operator by operator (Weir's upgrade
+/// preflight): `error` is exactly the refusal a submission with the same flags would get.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Compatibility {
+    /// Every operator with state in the savepoint or in the job, by uid.
+    pub operators: Vec<OperatorCheck>,
+    /// Why `weir run -s` would refuse the savepoint; `None`: it would restore.
+    pub error: Option<String>,
+}
+
+/// Checks the savepoint (`metadata`, in `dir`) against `plan`, whose operators `stateful` keep
+/// state (sources, sinks, keyed operators).
+pub fn check(
+    dir: &str,
+    metadata: &SavepointMetadata,
+    plan: &ExecutionPlan,
+    stateful: &BTreeSet<String>,
+    allow_non_restored_state: bool,
+) -> Compatibility {
+    let mut operators = Vec::new();
+    let mut in_savepoint = BTreeSet::new();
+    for old in &metadata.vertices {
+        let uids: BTreeSet<&str> = old.subtasks.iter().flat_map(|s| &s.operators).map(String::as_str).collect();
+        for uid in uids {
+            in_savepoint.insert(uid.to_owned());
+            let new = plan.vertices.iter().find(|v| v.uids.iter().any(|u| u == uid));
+            let verdict = match new {
+                None => OperatorVerdict::Dropped,
+                Some(_) if metadata.max_parallelism != plan.max_parallelism => OperatorVerdict::Mismatch {
+                    reason: format!(
+                        "max parallelism changed from {} to {}: key groups do not map",
+                        metadata.max_parallelism, plan.max_parallelism
+                    ),
+                },
+                Some(new) if new.subtask_state.iter().any(|u| u == uid) && new.parallelism != old.parallelism => {
+                    OperatorVerdict::Mismatch {
+                        reason: format!(
+                            "per-subtask state (a source's position or a sink's pending commits) at parallelism {}, \
+                             planned at {}",
+                            old.parallelism, new.parallelism
+                        ),
+                    }
+                }
+                Some(new) => {
+                    OperatorVerdict::Restores { from_parallelism: old.parallelism, to_parallelism: new.parallelism }
+                }
+            };
+            operators.push(OperatorCheck { uid: uid.to_owned(), verdict });
+        }
+    }
+    for uid in stateful.iter().filter(|uid| !in_savepoint.contains(*uid)) {
+        operators.push(OperatorCheck { uid: uid.clone(), verdict: OperatorVerdict::New });
+    }
+    let error = restore_point(dir, metadata, plan, allow_non_restored_state).err().map(|e| e.to_string());
+    Compatibility { operators, error }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +398,26 @@ mod tests {
         p.max_parallelism = 256;
         let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
         assert!(e.contains("max parallelism is 128 and the job's is 256"), "{e}");
+    }
+
+    #[test]
+    fn the_check_says_per_operator_what_a_restore_would_do() {
+        let p = plan(vec![vertex(0, &["src"], &["src"], 3), vertex(1, &["count2"], &[], 4)]);
+        let stateful: BTreeSet<String> = ["src", "count2"].iter().map(|u| (*u).to_owned()).collect();
+        let c = check("file:///sp", &savepoint(), &p, &stateful, false);
+        let verdicts: BTreeMap<&str, &OperatorVerdict> =
+            c.operators.iter().map(|o| (o.uid.as_str(), &o.verdict)).collect();
+        assert!(matches!(verdicts["src"], OperatorVerdict::Mismatch { .. }), "{verdicts:?}");
+        assert_eq!(verdicts["count"], &OperatorVerdict::Dropped);
+        assert_eq!(verdicts["count2"], &OperatorVerdict::New);
+        assert!(c.error.as_deref().unwrap_or_default().contains("'src'"), "{c:?}");
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 4)]);
+        let c = check("file:///sp", &savepoint(), &p, &stateful, false);
+        assert_eq!(c.error, None);
+        let count = c.operators.iter().find(|o| o.uid == "count").unwrap();
+        assert_eq!(count.verdict, OperatorVerdict::Restores { from_parallelism: 2, to_parallelism: 4 });
+        let json = serde_json::to_value(count).unwrap();
+        assert_eq!(json["verdict"], "restores");
     }
 
     #[test]

@@ -389,3 +389,91 @@ fn a_savepoint_of_a_heap_job_is_canonical_and_self_contained_and_checkpoints_go_
 fn a_savepoint_of_a_rocksdb_job_is_canonical_not_native() {
     savepoint_of_a_running_job("rocksdb");
 }
+
+/// `weir savepoint check` and `inspect` against a savepoint of the test plugin's `keyed-state`
+/// job, with variants of the job as upgrades.
+#[test]
+fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_weir_run() {
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let savepoints = tempfile::tempdir().unwrap();
+    let jobs = artifact("libweir_test_jobs.so");
+    let job_args =
+        ["--job", "keyed-state", "--keys", "1000", "--events", "5000", "--rate", "20000", "--trickle", "100"];
+    let mut run = vec!["run", path_str(&jobs), "-p", "2", "--detached", "--checkpoint-interval", "300ms", "--"];
+    run.extend_from_slice(&job_args);
+    let out = cluster.weir(&run);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let job = submitted_job_id(&out);
+    cluster.wait_for_progress(&job, 1);
+    let out = cluster.weir(&["savepoint", &job, path_str(savepoints.path())]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let location =
+        out.stdout.lines().find_map(|l| l.strip_prefix("Savepoint completed. Path: ")).unwrap().trim().to_owned();
+    assert_eq!(cluster.weir(&["cancel", &job]).code, Some(0));
+
+    let check = |parallelism: &str, variant: Option<&str>, extra: &[&str]| {
+        let mut args = vec!["savepoint", "check", path_str(&jobs), location.as_str(), "-p", parallelism];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(&job_args);
+        if let Some(variant) = variant {
+            args.extend_from_slice(&["--variant", variant]);
+        }
+        cluster.weir(&args)
+    };
+    let line_of = |out: &weir_tests::harness::CommandOutput, uid: &str| {
+        out.stdout.lines().find(|l| l.trim_start().starts_with(&format!("{uid} "))).unwrap_or_default().to_owned()
+    };
+    // The same job, and one with an added stateless map: everything restores.
+    for variant in [None, Some("extra-map")] {
+        let out = check("2", variant, &[]);
+        assert_eq!(out.code, Some(0), "{variant:?}: {out:?}");
+        assert!(line_of(&out, "count-per-key").contains("restores (parallelism 2)"), "{out:?}");
+        assert!(line_of(&out, "numbers").contains("restores"), "{out:?}");
+        assert!(line_of(&out, "extra").is_empty(), "a stateless operator has nothing to restore: {out:?}");
+        assert!(out.stdout.contains("Compatible: `weir run -s"), "{out:?}");
+    }
+    // The stateful operator removed: needs -n, and restores with it.
+    let out = check("2", Some("no-count"), &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(line_of(&out, "count-per-key").contains("dropped: no such operator in the job (needs -n)"), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("--allow-non-restored-state"), "{out:?}");
+    let out = check("2", Some("no-count"), &["-n"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Another parallelism: the generator's position does not rescale yet; the check says so,
+    // as `weir run -s` does.
+    let out = check("4", None, &["--json"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["compatible"], false);
+    let numbers = json["operators"].as_array().unwrap().iter().find(|o| o["uid"] == "numbers").unwrap();
+    assert_eq!(numbers["verdict"], "mismatch", "{json}");
+    let counts = json["operators"].as_array().unwrap().iter().find(|o| o["uid"] == "count-per-key").unwrap();
+    assert_eq!(counts["verdict"], "restores", "{json}");
+    assert_eq!(counts["to_parallelism"], 4, "{json}");
+    let mut run = vec!["run", path_str(&jobs), "-p", "4", "-s", location.as_str(), "--"];
+    run.extend_from_slice(&job_args);
+    let refused = cluster.weir(&run);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    let error = json["error"].as_str().unwrap();
+    assert!(refused.stderr.contains(error), "the check names weir run's refusal: {error} / {refused:?}");
+    // With -n, the job without the operator starts from the savepoint.
+    let mut run = vec!["run", path_str(&jobs), "-p", "2", "--detached", "-s", location.as_str(), "-n"];
+    run.extend_from_slice(&["--checkpoint-interval", "300ms", "--"]);
+    run.extend_from_slice(&job_args);
+    run.extend_from_slice(&["--variant", "no-count"]);
+    let out = cluster.weir(&run);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let resumed = submitted_job_id(&out);
+    cluster.wait_for_progress(&resumed, 0);
+    assert_eq!(cluster.weir(&["cancel", &resumed]).code, Some(0));
+
+    // `inspect` lists the vertices, the operators with state and the files.
+    let out = cluster.weir(&["savepoint", "inspect", &location]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("job 'test keyed-state' {job}")), "{out:?}");
+    assert!(out.stdout.contains("state of count-per-key"), "{out:?}");
+    assert!(out.stdout.contains("key groups 64..=127"), "{out:?}");
+}

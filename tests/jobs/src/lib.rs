@@ -4,7 +4,7 @@
 //! --job slow-sink --records N --payload-bytes B --sleep-every K --output DIR
 //! --job panic --at N --output DIR
 //! --job endless --rate R
-//! --job keyed-state --keys N --events M --rate R [--trickle T]
+//! --job keyed-state --keys N --events M --rate R [--trickle T] [--variant extra-map|no-count]
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -20,7 +20,9 @@
 //!   `--trickle T` it goes on until cancelled, passing only about T records per second after the
 //!   first M (the generator keeps its rate, the others are dropped before the key-by; the `i`-th
 //!   record that passes has the key `i % N`, so the trickle walks on through the keys), so that
-//!   checkpoints after the first pass over the keys see a small change of the state.
+//!   checkpoints after the first pass over the keys see a small change of the state. Variants
+//!   for savepoint compatibility tests: `extra-map` adds a stateless map (uid `extra`) before the
+//!   key-by; `no-count` replaces the counting operator by a stateless map (uid `no-count`).
 
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -197,7 +199,8 @@ fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
     };
     // After the first `events` records, one in `every` passes (about `trickle` per second).
     let every = trickle.map_or(1, |trickle| (rate / trickle).round().max(1.0) as u64);
-    env.from_generator(generator, |seq| seq)
+    let keyed = env
+        .from_generator(generator, |seq| seq)
         .uid("numbers")
         .name("numbers")
         .filter(move |&seq: &u64| seq <= events || (seq - events).is_multiple_of(every))
@@ -209,7 +212,19 @@ fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
             index % keys
         })
         .uid("key")
-        .name("key")
+        .name("key");
+    let keyed = match args.get("variant") {
+        None => keyed,
+        Some("extra-map") => keyed.map(|key: u64| key).uid("extra").name("extra"),
+        Some("no-count") => {
+            keyed.map(|_: u64| ()).uid("no-count").name("no count").sink_to_blackhole().uid("sink").name("blackhole");
+            return Ok(());
+        }
+        Some(other) => {
+            return Err(Error::InvalidArgument(format!("unknown --variant {other:?}: expected extra-map or no-count")));
+        }
+    };
+    keyed
         .key_by(|&key: &u64| key)
         .process(CountPerKey)
         .uid("count-per-key")
