@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checkpoint benchmarks of Weir (issue 4). Prints three Markdown tables:
+# Checkpoint benchmarks of Weir (issue 4). Prints four Markdown tables:
 #
 # 1. Throughput: Nexmark wcount and q5 in local mode at -p 1 with the blackhole sink, without
 #    checkpoints (heap state) and with checkpoints on the heap and RocksDB backends at the
@@ -11,7 +11,10 @@
 #    heap and RocksDB, checkpoints every 10 s (4 retained). The job writes every key in its first
 #    seconds, then a trickle of 100 records/s. Reported: the first checkpoint triggered after every
 #    key was written (full) and the next one (a small change).
-# 3. Recovery: wcount -p 2 at 100,000 events/s on one jobmanager (heartbeat timeout 2 s, restart
+# 3. Savepoints: the same job with 1 M and 10 M keys at -p 2 (its sources at 2) on one jobmanager
+#    and two taskmanagers with two slots: a savepoint's duration and size, and the time to restore
+#    it at -p 2 and at -p 4.
+# 4. Recovery: wcount -p 2 at 100,000 events/s on one jobmanager (heartbeat timeout 2 s, restart
 #    delay 0 and 1000 ms) and two taskmanagers with two slots, checkpoints every second; a
 #    taskmanager running tasks is killed with SIGKILL and a replacement started. Reported: the
 #    jobmanager's `last_recovery_time_ms` (failure detected -> all tasks running), the wall time
@@ -22,7 +25,7 @@
 #   SCALE=10 ./scripts/bench_checkpoints.sh        # ten times fewer events and keys (quick check)
 #   REPEAT=5 ./scripts/bench_checkpoints.sh        # best of 5 runs / 5 kills per configuration (default 3)
 #   QUICK_REPEAT=20 ./scripts/bench_checkpoints.sh  # best of 20 for throughput runs under 5 s (default 10)
-#   PARTS="throughput state recovery" ./scripts/bench_checkpoints.sh   # the parts to run (default all)
+#   PARTS="throughput state savepoints recovery" ./scripts/bench_checkpoints.sh   # the parts to run (default all)
 #   CONFIGS="none heap@10s rocksdb@10s" ./scripts/bench_checkpoints.sh  # throughput: backend@interval
 #   STATE_BACKENDS=rocksdb ./scripts/bench_checkpoints.sh  # checkpoint size and duration: the backends
 #   WCOUNT_EVENTS=600000000 Q5_EVENTS=60000000 ./scripts/bench_checkpoints.sh  # throughput: events per run
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
 REPEAT="${REPEAT:-3}"
 QUICK_REPEAT="${QUICK_REPEAT:-10}"
-PARTS="${PARTS:-throughput state recovery}"
+PARTS="${PARTS:-throughput state savepoints recovery}"
 CONFIGS="${CONFIGS:-none heap@10s heap@100ms rocksdb@1h rocksdb@10s}"
 STATE_BACKENDS="${STATE_BACKENDS:-heap rocksdb}"
 source scripts/bench_env.sh
@@ -67,6 +70,11 @@ def taskmanager(path):
     """A taskmanager running subtasks of the job (the first by id)."""
     j = job(path)
     print(min(s["taskmanager"] for v in j["vertices"] for s in v["subtasks"] if s["taskmanager"]))
+
+def savepoint_duration(path):
+    """The duration (ms) of the newest completed savepoint in a checkpoint report's history."""
+    entries = [h for h in job(path)["history"] if str(h.get("kind", "")).upper() == "SAVEPOINT" and str(h.get("status", "")).upper() == "COMPLETED"]
+    print(max(entries, key=lambda h: h["checkpoint_id"])["duration_ms"] if entries else "")
 
 def completed(path):
     print(job(path)["counts"]["completed"])
@@ -315,6 +323,66 @@ if [[ " $PARTS " == *" state "* ]]; then
         printf "| %s | %d | ≤ %.1f s | %d, %d ms, %.1f MiB | #%d: %d ms, %.1f MiB, %.1f MiB | %s | %s |\n",
           b, k, f / 1000, c[17], c[18], c[19] / 1048576, c[1], c[2], c[3] / 1048576, c[4] / 1048576, next_three, r
       }'
+    done
+  done
+  echo
+fi
+
+if [[ " $PARTS " == *" savepoints "* ]]; then
+  echo "### Savepoints (keyed-state job at -p 2, sources at 2, 1 jobmanager + 2 taskmanagers with 2 slots)"
+  echo
+  echo "Savepoint duration: trigger to completion, from the job's checkpoint history (the taskmanagers write every key canonically: RocksDB iterates its column families). Restore: \`weir run -s\` submitted until every subtask runs (polled every 50 ms), at the same and at double parallelism (key groups reassigned)."
+  echo
+  echo "| backend | keys | savepoint duration | savepoint size | restore at -p 2 | restore at -p 4 |"
+  echo "|---|---|---|---|---|---|"
+  rate=5000000
+  for keys in $((1000000 / SCALE)) $((10000000 / SCALE)); do
+    events=$((keys + 1000))
+    for backend in $STATE_BACKENDS; do
+      start_jobmanager "jm-sp"
+      start_taskmanager "tm-sp-1" 2
+      TM1="$TM"
+      start_taskmanager "tm-sp-2" 2
+      TM2="$TM"
+      wait_for_taskmanagers 2
+      job_args=(--job keyed-state --keys "$keys" --events "$events" --rate "$rate" --trickle 100 --source-parallelism 2)
+      id="$(submit "$TEST_JOBS" -p 2 --checkpoint-interval 10s --state-backend "$backend" \
+        --checkpoint-dir "file://$WORK/chk-sp" -- "${job_args[@]}")"
+      filled=""
+      for _ in $(seq 1200); do
+        status_json "$id"
+        if [ "$(json field "$WORK/status.json" source_records)" -ge "$events" ]; then filled=yes; break; fi
+        sleep 0.5
+      done
+      [ -n "$filled" ] || { echo "bench: job $id did not write its $keys keys in 10 minutes" >&2; exit 1; }
+      rm -rf "$WORK/sp"
+      "$WEIR" savepoint "$id" "$WORK/sp" --json > "$WORK/sp.json"
+      location="$(json field "$WORK/sp.json" operation.location)"
+      [ -n "$location" ] || { echo "bench: the savepoint of job $id failed: $(cat "$WORK/sp.json")" >&2; exit 1; }
+      "$WEIR" checkpoints "$id" --json > "$WORK/checkpoints.json"
+      duration="$(json savepoint_duration "$WORK/checkpoints.json")"
+      size="$(du -sb "${location#file://}" | cut -f1)"
+      cancel_and_wait "$id"
+      restores=()
+      for p in 2 4; do
+        start="$(now_ms)"
+        restored="$(submit "$TEST_JOBS" -p "$p" -s "$location" --checkpoint-interval 10s --state-backend "$backend" \
+          --checkpoint-dir "file://$WORK/chk-sp" -- "${job_args[@]}")"
+        running=""
+        for _ in $(seq 6000); do
+          status_json "$restored"
+          if [ "$(json running "$WORK/status.json")" = yes ]; then running="$(now_ms)"; break; fi
+          sleep 0.05
+        done
+        [ -n "$running" ] || { echo "bench: job $restored did not run in 5 minutes" >&2; exit 1; }
+        restores+=("$((running - start))")
+        cancel_and_wait "$restored"
+      done
+      stop "$TM1"
+      stop "$TM2"
+      stop "$JM"
+      awk -v b="$backend" -v k="$keys" -v d="$duration" -v s="$size" -v r2="${restores[0]}" -v r4="${restores[1]}" \
+        'BEGIN { printf "| %s | %d | %.2f s | %.1f MiB | %.2f s | %.2f s |\n", b, k, d / 1000, s / 1048576, r2 / 1000, r4 / 1000 }'
     done
   done
   echo

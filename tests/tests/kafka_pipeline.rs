@@ -341,3 +341,82 @@ fn q0_loads_bids_into_kafka_and_wcount_reads_them_into_kafka() {
     let lines: Vec<String> = records.iter().map(kafka::ConsumedRecord::value_str).collect();
     assert_same_lines("wcount from and to Kafka", lines, reference::nexmark("wcount", 5000), &result.stderr);
 }
+
+/// Starts an unbounded Kafka → wcount → Kafka exactly-once job on `cluster`, reading `input` with
+/// `flags` for `weir run`; returns its id.
+fn wcount_kafka_to_kafka(cluster: &Cluster, bootstrap: &str, input: &str, output: &str, flags: &[&str]) -> String {
+    let plugin = nexmark();
+    let mut args = vec!["run", plugin.as_str(), "-p", "2", "--detached", "--checkpoint-interval", "300ms"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "--query", "wcount", "--source", "kafka", "--bootstrap-servers", bootstrap]);
+    args.extend_from_slice(&["--source-topic", input, "--starting-offsets", "earliest"]);
+    args.extend_from_slice(&["--sink", "kafka", "--sink-topic", output, "--delivery", "exactly-once"]);
+    let out = cluster.weir(&args);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    submitted_job_id(&out)
+}
+
+/// The wcount lines of bids `1..=bids` of the windows the watermark passed: those that start
+/// below `bids - 500` (the example's out-of-orderness) rounded down to a window.
+fn closed_windows(bids: u64) -> Vec<String> {
+    let closed_below = (bids - 500) / 10_000 * 10_000;
+    reference::nexmark("wcount", bids)
+        .into_iter()
+        .filter(|line| line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s < closed_below))
+        .collect()
+}
+
+/// Reads `topic` with read_committed until it holds `expected` records (or 60 s passed).
+fn committed_lines(bootstrap: &str, topic: &str, expected: usize, cluster: &Cluster) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines: Vec<String> = kafka::read_all(bootstrap, topic, Isolation::ReadCommitted)
+            .unwrap()
+            .iter()
+            .map(kafka::ConsumedRecord::value_str)
+            .collect();
+        if lines.len() >= expected || Instant::now() > deadline {
+            return lines;
+        }
+        assert!(lines.len() <= expected, "more than {expected} lines: {}\n{}", lines.len(), cluster.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+// A Kafka → Kafka exactly-once job stopped with a savepoint and resumed from it: the stop fires
+// no open window, and the resumed job (a new job id, the same transactional ids) commits the rest
+// exactly once. Regression: the stopped job's final commit left a progress marker that said
+// "everything committed", and the resumed sink dropped all its output.
+#[test]
+fn a_kafka_job_stopped_with_a_savepoint_resumes_exactly_once() {
+    const FIRST: u64 = 60_000;
+    const ALL: u64 = 120_000;
+    let bootstrap = shared_bootstrap();
+    let lines = bid_lines(ALL);
+    kafka::create_topic(bootstrap, "stopped-bids", 2).unwrap();
+    kafka::create_topic(bootstrap, "stopped-counts", 2).unwrap();
+    let records = |range: std::ops::RangeInclusive<u64>| -> Vec<Record> {
+        range.map(|seq| Record::value(lines[&seq].as_str()).partition(((seq - 1) % 2) as i32)).collect()
+    };
+    kafka::produce(bootstrap, "stopped-bids", &records(1..=FIRST)).unwrap();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let savepoints = tempfile::tempdir().unwrap();
+    let job = wcount_kafka_to_kafka(&cluster, bootstrap, "stopped-bids", "stopped-counts", &[]);
+    let before = closed_windows(FIRST);
+    let got = committed_lines(bootstrap, "stopped-counts", before.len(), &cluster);
+    assert_same_lines("wcount before the stop", got, before.clone(), &cluster.logs());
+
+    let out = cluster.weir(&["stop", &job, "-p", savepoints.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let location =
+        out.stdout.lines().find_map(|l| l.strip_prefix("Savepoint completed. Path: ")).unwrap().trim().to_owned();
+    let stopped = committed_lines(bootstrap, "stopped-counts", before.len(), &cluster);
+    assert_same_lines("wcount after the stop: no open window fired", stopped, before, &cluster.logs());
+
+    kafka::produce(bootstrap, "stopped-bids", &records(FIRST + 1..=ALL)).unwrap();
+    let resumed = wcount_kafka_to_kafka(&cluster, bootstrap, "stopped-bids", "stopped-counts", &["-s", &location]);
+    let all = closed_windows(ALL);
+    let got = committed_lines(bootstrap, "stopped-counts", all.len(), &cluster);
+    assert_eq!(cluster.weir(&["cancel", &resumed]).code, Some(0));
+    assert_same_lines("wcount stopped and resumed", got, all, &cluster.logs());
+}

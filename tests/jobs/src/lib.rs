@@ -5,6 +5,7 @@
 //! --job panic --at N --output DIR
 //! --job endless --rate R
 //! --job keyed-state --keys N --events M --rate R [--trickle T] [--variant extra-map|no-count]
+//!     [--source-parallelism P]
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -23,6 +24,8 @@
 //!   checkpoints after the first pass over the keys see a small change of the state. Variants
 //!   for savepoint compatibility tests: `extra-map` adds a stateless map (uid `extra`) before the
 //!   key-by; `no-count` replaces the counting operator by a stateless map (uid `no-count`).
+//!   `--source-parallelism P` fixes the generator's parallelism (so that the keyed operator can
+//!   be restored from a savepoint at another parallelism).
 
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -199,10 +202,11 @@ fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
     };
     // After the first `events` records, one in `every` passes (about `trickle` per second).
     let every = trickle.map_or(1, |trickle| (rate / trickle).round().max(1.0) as u64);
-    let keyed = env
-        .from_generator(generator, |seq| seq)
-        .uid("numbers")
-        .name("numbers")
+    let mut numbers = env.from_generator(generator, |seq| seq).uid("numbers").name("numbers");
+    if args.has("source-parallelism") {
+        numbers = numbers.set_parallelism(args.parse_required("source-parallelism")?);
+    }
+    let keyed = numbers
         .filter(move |&seq: &u64| seq <= events || (seq - events).is_multiple_of(every))
         .uid("trickle")
         .name("trickle")

@@ -168,6 +168,12 @@ fn start_fresh(transactions: &mut Transactions, marker: Option<&Marker>) -> Resu
 
 /// A restore: commits the restored epochs the marker does not cover. Returns whether the whole
 /// output is now committed (drop everything from now on).
+///
+/// A marker of another job (this one started from that job's savepoint) covers that job's
+/// epochs, which are the only ones in the restored state; this job then takes the marker over
+/// (rewritten with its own id, in the same transaction as the epochs it commits, or alone), so
+/// that its own epochs, numbered above the savepoint, are never taken for covered by an earlier
+/// run's final marker.
 fn restore(transactions: &mut Transactions, bytes: &[u8], marker: Option<&Marker>) -> Result<bool> {
     let state = decode_state(bytes).map_err(runtime)?;
     if state.transactional_id != transactions.transactional_id {
@@ -189,13 +195,18 @@ fn restore(transactions: &mut Transactions, bytes: &[u8], marker: Option<&Marker
         done.len(),
         todo.len()
     );
+    let foreign = marker.is_some_and(|m| m.job_id.as_deref() != Some(transactions.ident.job_id.as_str()));
     let last = todo.last().map(|e| e.id);
     if let Some(last) = last {
         let value = Marker::value(last, &transactions.ident.job_id);
         let epochs: Vec<&Epoch> = todo.iter().collect();
         transactions.transact(&epochs, Some(&value), "the restore's commit")?;
+    } else if foreign {
+        let covered = done.iter().map(|e| e.id).max().unwrap_or(0);
+        let value = Marker::value(covered, &transactions.ident.job_id);
+        transactions.transact(&[], Some(&value), "taking over an earlier job's progress marker")?;
     }
-    Ok(committed == FINAL_CHECKPOINT || last == Some(FINAL_CHECKPOINT))
+    Ok(!foreign && (committed == FINAL_CHECKPOINT || last == Some(FINAL_CHECKPOINT)))
 }
 
 /// The transactional producer and what it is in.
