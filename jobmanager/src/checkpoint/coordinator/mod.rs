@@ -502,6 +502,26 @@ impl Coordinator {
         (dirs, files)
     }
 
+    /// Every task of the attempt finished: a **terminal checkpoint** made of their final
+    /// snapshots (no task is asked for anything; its metadata is written at once), so that a
+    /// failure of the final commit restores the job at its end (sources at their end, sinks with
+    /// their last pre-committed output) instead of running its tail again, whose records could
+    /// take other routes to the sinks (round-robin partitioning is not checkpointed) and meet
+    /// sinks that already committed everything (FLIP-147's final checkpoint). Returns its id and
+    /// actions; `None` when a task finished without a final snapshot, the coordinator is stopped
+    /// or no id is reserved (the final commit then goes ahead without it).
+    pub fn terminal_checkpoint(&mut self, now_ms: i64) -> Option<(u64, Vec<Action>)> {
+        let all_finished =
+            !self.tasks_to_ack.is_empty() && self.tasks_to_ack.iter().all(|t| self.finished.contains_key(t));
+        if self.stopped || !all_finished || self.next_id >= self.id_limit {
+            return None;
+        }
+        let checkpoint_id = self.next_id;
+        let mut actions = Vec::new();
+        self.trigger(CheckpointKind::Checkpoint, now_ms, &mut actions);
+        Some((checkpoint_id, actions))
+    }
+
     /// The job is ending: checkpoints waiting for acknowledgements are aborted and nothing is
     /// triggered any more. Those whose metadata is being written still complete or fail when the
     /// job master reports.
@@ -596,7 +616,8 @@ impl Coordinator {
         };
         actions.push(Action::Trigger { checkpoint_id, kind, timestamp_ms: now_ms });
         if p.writing_metadata() {
-            actions.push(Action::WriteMetadata { checkpoint_id, kind, acknowledgements: BTreeMap::new() });
+            // Every task finished: the final snapshots stand for them.
+            actions.push(Action::WriteMetadata { checkpoint_id, kind, acknowledgements: p.acks.clone() });
         }
         self.pending.insert(checkpoint_id, p);
     }

@@ -584,3 +584,32 @@ fn nonsense_configs_are_rejected() {
     assert_eq!(fields, ["interval_ms", "timeout_ms", "max_concurrent", "min_pause_ms", "retained"]);
     assert!(Coordinator::new(bad[0].clone(), BTreeSet::new(), BTreeSet::new(), None).is_err());
 }
+
+#[test]
+fn a_terminal_checkpoint_of_the_final_snapshots_is_written_at_once_when_every_task_finished() {
+    // Regression (found by the Kafka exactly-once test): without it, a failed final commit
+    // restored the last periodic checkpoint and ran the job's tail again, whose records took
+    // other round-robin routes to sinks that had already committed everything.
+    let mut c = coordinator(config());
+    assert_eq!(c.tick(0), vec![triggered(1, 0)]);
+    complete(&mut c, 1, &[], &[], 10);
+    assert_eq!(c.terminal_checkpoint(20), None, "tasks still run");
+    c.task_finished(SOURCE, Some(snapshot(&["shared/final-0"])), 30);
+    assert_eq!(c.terminal_checkpoint(40), None, "the sink still runs");
+    c.task_finished(SINK, Some(snapshot(&["shared/final-1"])), 50);
+    let (id, actions) = c.terminal_checkpoint(60).expect("every task finished");
+    assert_eq!(id, 2);
+    let Action::WriteMetadata { checkpoint_id, acknowledgements, .. } = &actions[1] else { panic!("{actions:?}") };
+    assert_eq!(*checkpoint_id, 2);
+    assert_eq!(acknowledgements.len(), 2, "both final snapshots, nothing asked of a task");
+    assert_eq!(
+        c.metadata_written(2, 70),
+        vec![Action::NotifyComplete { checkpoint_id: 2 }, Action::Discard { checkpoint_id: 1 }]
+    );
+    assert_eq!(c.latest_completed_id(), Some(2));
+
+    let mut c = coordinator(config());
+    c.task_finished(SOURCE, Some(snapshot(&["shared/final-0"])), 30);
+    c.task_finished(SINK, None, 50);
+    assert_eq!(c.terminal_checkpoint(60), None, "a task finished without a final snapshot");
+}

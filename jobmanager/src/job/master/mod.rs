@@ -249,6 +249,8 @@ struct JobMaster {
     outboxes: BTreeMap<String, Outbox>,
     stage: Option<Stage>,
     final_commits: Option<FinalCommits>,
+    /// The terminal checkpoint being written before the final commit: (attempt, id).
+    terminal_checkpoint: Option<(u32, u64)>,
     recorder: Option<Recorder>,
     /// Cancellation commands held back until the `Cancelling` record is written.
     cancel_after_record: Option<Vec<JobCommand>>,
@@ -305,6 +307,7 @@ impl JobMaster {
             outboxes: BTreeMap::new(),
             stage: None,
             final_commits: None,
+            terminal_checkpoint: None,
             recorder,
             cancel_after_record: None,
             ending: Ending::default(),
@@ -554,19 +557,46 @@ impl JobMaster {
                     });
                 }
                 JobCommand::CommitFinal => {
-                    // Every taskmanager that ran a task of the attempt commits what its sinks
-                    // hold; one that is gone cannot, and the attempt fails.
-                    let (reachable, gone): (BTreeSet<String>, BTreeSet<String>) =
-                        self.job.attempt_taskmanagers().into_iter().partition(|tm| self.outboxes.contains_key(tm));
-                    for tm in &reachable {
-                        if let Some(outbox) = self.outboxes.get(tm) {
-                            outbox.send(Command::CommitFinal(attempt));
-                        }
+                    // First the terminal checkpoint (see `Coordinator::terminal_checkpoint`);
+                    // the final commit follows once its metadata is written (or failed).
+                    if let Some(c) = self.checkpoints.as_mut()
+                        && let Some((checkpoint_id, actions)) = c.coordinator.terminal_checkpoint(now.epoch_ms)
+                    {
+                        info!(job_id = %self.id, attempt, checkpoint_id, "every task finished: writing the terminal checkpoint");
+                        self.terminal_checkpoint = Some((attempt, checkpoint_id));
+                        self.perform(actions, now);
+                    } else {
+                        self.commit_final(attempt, now);
                     }
-                    let failure = gone.first().map(|tm| format!("taskmanager {tm} is gone"));
-                    self.final_commits = Some(FinalCommits { attempt, waiting: reachable, failure });
-                    self.final_commit_settled(now);
                 }
+            }
+        }
+    }
+
+    /// Every taskmanager that ran a task of the attempt commits what its sinks hold; one that is
+    /// gone cannot, and the attempt fails.
+    fn commit_final(&mut self, attempt: u32, now: Now) {
+        let (reachable, gone): (BTreeSet<String>, BTreeSet<String>) =
+            self.job.attempt_taskmanagers().into_iter().partition(|tm| self.outboxes.contains_key(tm));
+        for tm in &reachable {
+            if let Some(outbox) = self.outboxes.get(tm) {
+                outbox.send(Command::CommitFinal(attempt));
+            }
+        }
+        let failure = gone.first().map(|tm| format!("taskmanager {tm} is gone"));
+        self.final_commits = Some(FinalCommits { attempt, waiting: reachable, failure });
+        self.final_commit_settled(now);
+    }
+
+    /// Checkpoint `checkpoint`'s metadata was written or failed: if it is the terminal
+    /// checkpoint of the current attempt, the final commit goes ahead.
+    fn terminal_checkpoint_settled(&mut self, checkpoint: u64, now: Now) {
+        if let Some((attempt, id)) = self.terminal_checkpoint
+            && id == checkpoint
+        {
+            self.terminal_checkpoint = None;
+            if attempt == self.job.attempt {
+                self.commit_final(attempt, now);
             }
         }
     }
@@ -653,6 +683,7 @@ impl JobMaster {
                     self.perform(actions, now);
                 }
                 self.metadata_settled();
+                self.terminal_checkpoint_settled(checkpoint, now);
             }
             Effect::MetadataFailed { checkpoint, reason } => {
                 if let Some(c) = self.checkpoints.as_mut() {
@@ -660,6 +691,7 @@ impl JobMaster {
                     self.perform(actions, now);
                 }
                 self.metadata_settled();
+                self.terminal_checkpoint_settled(checkpoint, now);
             }
             Effect::FinalCommit { attempt, taskmanager, result } => {
                 let Some(commits) = self.final_commits.as_mut().filter(|c| c.attempt == attempt) else { return };
