@@ -97,12 +97,7 @@ pub struct CorruptRecord(pub String);
 impl JobRecord {
     /// The record's bytes: magic, xxh3-64 checksum of the payload (little endian), JSON payload.
     pub fn encode(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let mut out = Vec::with_capacity(payload.len() + 16);
-        out.extend_from_slice(RECORD_MAGIC);
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        weir_runtime::checksummed::encode(RECORD_MAGIC, self)
     }
 
     /// Decodes and verifies a record.
@@ -110,15 +105,7 @@ impl JobRecord {
     /// # Errors
     /// [`CorruptRecord`] when the magic, the checksum or the payload is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let rest = bytes
-            .strip_prefix(RECORD_MAGIC)
-            .ok_or_else(|| CorruptRecord("not a Weir job record (bad magic)".into()))?;
-        let (checksum, payload) = rest.split_first_chunk::<8>().ok_or_else(|| CorruptRecord("truncated".into()))?;
-        let (expected, actual) = (u64::from_le_bytes(*checksum), xxhash_rust::xxh3::xxh3_64(payload));
-        if expected != actual {
-            return Err(CorruptRecord(format!("checksum mismatch (stored {expected:016x}, computed {actual:016x})")));
-        }
-        serde_json::from_slice(payload).map_err(|e| CorruptRecord(format!("invalid payload: {e}")))
+        weir_runtime::checksummed::decode(RECORD_MAGIC, bytes, "job record").map_err(CorruptRecord)
     }
 }
 

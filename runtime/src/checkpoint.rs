@@ -118,12 +118,7 @@ pub struct CorruptMetadata(pub String);
 impl CheckpointMetadata {
     /// The file's bytes: magic, xxh3-64 checksum of the payload (little endian), JSON payload.
     pub fn encode(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let mut out = Vec::with_capacity(payload.len() + 16);
-        out.extend_from_slice(METADATA_MAGIC);
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        crate::checksummed::encode(METADATA_MAGIC, self)
     }
 
     /// Decodes and verifies a metadata file.
@@ -131,17 +126,7 @@ impl CheckpointMetadata {
     /// # Errors
     /// [`CorruptMetadata`] when the magic, the checksum or the payload is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptMetadata> {
-        let rest = bytes
-            .strip_prefix(METADATA_MAGIC)
-            .ok_or_else(|| CorruptMetadata("not a Weir checkpoint metadata file (bad magic)".into()))?;
-        let (checksum, payload) =
-            rest.split_first_chunk::<8>().ok_or_else(|| CorruptMetadata("truncated header".into()))?;
-        let expected = u64::from_le_bytes(*checksum);
-        let actual = xxhash_rust::xxh3::xxh3_64(payload);
-        if expected != actual {
-            return Err(CorruptMetadata(format!("checksum mismatch (stored {expected:016x}, computed {actual:016x})")));
-        }
-        serde_json::from_slice(payload).map_err(|e| CorruptMetadata(format!("invalid payload: {e}")))
+        crate::checksummed::decode(METADATA_MAGIC, bytes, "checkpoint metadata file").map_err(CorruptMetadata)
     }
 
     /// The snapshot of task (`vertex`, `subtask`).

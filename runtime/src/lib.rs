@@ -2,6 +2,7 @@
 //! identities, and the deployment descriptor the jobmanager sends to taskmanagers.
 
 pub mod checkpoint;
+pub mod checksummed;
 pub mod config;
 pub mod convert;
 pub mod deployment;

@@ -84,12 +84,7 @@ pub struct SavepointFile {
 impl SavepointMetadata {
     /// The file's bytes: magic, xxh3-64 checksum of the payload (little endian), JSON payload.
     pub fn encode(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let mut out = Vec::with_capacity(payload.len() + 16);
-        out.extend_from_slice(SAVEPOINT_MAGIC);
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        crate::checksummed::encode(SAVEPOINT_MAGIC, self)
     }
 
     /// Decodes and verifies a savepoint's metadata file.
@@ -98,18 +93,8 @@ impl SavepointMetadata {
     /// [`CorruptMetadata`] when the magic, the checksum, the payload or a path is wrong, or the
     /// version is newer than this build reads.
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptMetadata> {
-        let rest = bytes
-            .strip_prefix(SAVEPOINT_MAGIC)
-            .ok_or_else(|| CorruptMetadata("not a Weir savepoint metadata file (bad magic)".into()))?;
-        let (checksum, payload) =
-            rest.split_first_chunk::<8>().ok_or_else(|| CorruptMetadata("truncated header".into()))?;
-        let expected = u64::from_le_bytes(*checksum);
-        let actual = xxhash_rust::xxh3::xxh3_64(payload);
-        if expected != actual {
-            return Err(CorruptMetadata(format!("checksum mismatch (stored {expected:016x}, computed {actual:016x})")));
-        }
         let metadata: Self =
-            serde_json::from_slice(payload).map_err(|e| CorruptMetadata(format!("invalid payload: {e}")))?;
+            crate::checksummed::decode(SAVEPOINT_MAGIC, bytes, "savepoint metadata file").map_err(CorruptMetadata)?;
         if metadata.version > SAVEPOINT_VERSION {
             return Err(CorruptMetadata(format!(
                 "savepoint format version {} is newer than this build reads ({SAVEPOINT_VERSION})",

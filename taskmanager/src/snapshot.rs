@@ -152,24 +152,9 @@ impl SnapshotWriter {
         alignment_ms: u64,
         events: Arc<dyn TaskEventSink>,
     ) {
-        let checkpoint = snapshot.checkpoint;
-        let operators = operators_of(&snapshot);
-        let url = self.layout.task_file_url(checkpoint, &Self::file_name(task));
+        let url = self.layout.task_file_url(snapshot.checkpoint, &Self::file_name(task));
         let storage = self.storage.clone();
-        let layout = self.layout.clone();
-        self.in_flight.retain(|h| !h.is_finished());
-        let handle = self.runtime.spawn(async move {
-            match upload_task_snapshot(&storage, &layout, task, snapshot, url, database.as_ref()).await {
-                Ok(handles) => {
-                    events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms, operators });
-                }
-                Err(reason) => {
-                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the checkpoint: {reason}");
-                    events.checkpoint_declined(task, checkpoint, reason);
-                }
-            }
-        });
-        self.in_flight.push(handle);
+        self.upload(task, snapshot, storage, url, database, alignment_ms, events);
     }
 
     /// Writes `snapshot`, a savepoint's canonical part of this task, into the savepoint's
@@ -183,19 +168,35 @@ impl SnapshotWriter {
         alignment_ms: u64,
         events: Arc<dyn TaskEventSink>,
     ) {
-        let checkpoint = snapshot.checkpoint;
-        let operators = operators_of(&snapshot);
         let storage = target.storage.clone();
         let url = storage.url_of(&Self::file_name(task));
+        self.upload(task, snapshot, storage, url, None, alignment_ms, events);
+    }
+
+    /// Uploads `snapshot` (and `database`'s files) in the background, then acknowledges it with
+    /// its handles, or declines it (after deleting what it wrote).
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        &mut self,
+        task: TaskId,
+        snapshot: ChainSnapshot,
+        storage: Storage,
+        url: String,
+        database: Option<DatabaseCheckpoint>,
+        alignment_ms: u64,
+        events: Arc<dyn TaskEventSink>,
+    ) {
+        let checkpoint = snapshot.checkpoint;
+        let operators = operators_of(&snapshot);
         let layout = self.layout.clone();
         self.in_flight.retain(|h| !h.is_finished());
         let handle = self.runtime.spawn(async move {
-            match upload_task_snapshot(&storage, &layout, task, snapshot, url, None).await {
+            match upload_task_snapshot(&storage, &layout, task, snapshot, url, database.as_ref()).await {
                 Ok(handles) => {
                     events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms, operators });
                 }
                 Err(reason) => {
-                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the savepoint: {reason}");
+                    warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, checkpoint_id = checkpoint, "declining the checkpoint: {reason}");
                     events.checkpoint_declined(task, checkpoint, reason);
                 }
             }
