@@ -656,7 +656,7 @@ async fn await_savepoint(client: &RestClient, job: &str, request_id: &str) -> an
         if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
             return Ok(status);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -686,12 +686,12 @@ async fn stop(client: &RestClient, args: StopArgs) -> anyhow::Result<ExitCode> {
     };
     // The sources end once the savepoint completed: wait for the job to finish.
     let end = loop {
-        let details: Value = client.job(&args.job).await.with_context(|| format!("cannot follow job {}", args.job))?;
-        let state = details.get("state").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if ["FINISHED", "FAILED", "CANCELED"].contains(&state.as_str()) {
-            break state;
+        let summary: JobSummary =
+            client.job(&args.job).await.with_context(|| format!("cannot follow job {}", args.job))?;
+        if summary.is_terminal() {
+            break summary.state;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
@@ -850,7 +850,7 @@ async fn dispose(client: &RestClient, path: &str, json: bool) -> anyhow::Result<
         if status.pointer("/status/id").and_then(Value::as_str) == Some("COMPLETED") {
             break status;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&status)?);

@@ -34,8 +34,6 @@ use weir_runtime::checkpoint::TaskSnapshot;
 use weir_runtime::savepoint;
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageConfig};
 
-/// How long the write probe of a savepoint's target may take.
-const STORAGE_PROBE: Duration = Duration::from_secs(15);
 use weir_runtime::{HeartbeatTask, JobArtifact, JobId, TaskEvent, TaskEventSink, TaskId, TaskManagerGateway};
 
 pub use crate::submission::CheckpointSubmission;
@@ -620,16 +618,10 @@ impl JobManager {
         let dir_url = format!("{}/{}", target.trim_end_matches('/'), savepoint::directory_name(&id.to_string()));
         let options = self.inner.storage.options.clone();
         let storage = match Storage::open(&StorageConfig { url: dir_url.clone(), options }) {
-            Ok(storage) => match tokio::time::timeout(STORAGE_PROBE, storage.check_writable(&dir_url)).await {
-                Ok(Ok(())) => Ok(storage),
-                Ok(Err(e)) => Err(format!("cannot write the savepoint to {target}: {e}")),
-                Err(_) => Err(format!(
-                    "cannot write the savepoint to {target}: no answer within {} s",
-                    STORAGE_PROBE.as_secs()
-                )),
-            },
-            Err(e) => Err(format!("cannot write the savepoint to {target}: {e}")),
-        };
+            Ok(storage) => submission::probe_writable(&storage, &dir_url).await.map(|()| storage),
+            Err(e) => Err(e.to_string()),
+        }
+        .map_err(|problem| format!("cannot write the savepoint to {target}: {problem}"));
         let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let request = SavepointRequest { dir_url, storage, cancel_job, stop, request_id };
         let (reply, answer) = oneshot::channel();

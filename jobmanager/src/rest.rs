@@ -267,11 +267,7 @@ async fn trigger_savepoint(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    let trigger: SavepointTrigger = if body.iter().all(u8::is_ascii_whitespace) {
-        SavepointTrigger::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("savepoint request: {e}")))?
-    };
+    let trigger: SavepointTrigger = optional_json(&body, "savepoint request")?;
     check_savepoint_options(trigger.format_type.as_deref(), trigger.trigger_id.as_deref())?;
     let request_id = state
         .rest
@@ -279,6 +275,14 @@ async fn trigger_savepoint(
         .trigger_savepoint(id, trigger.target_directory.as_deref(), trigger.cancel_job, trigger.trigger_id)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request_id }))))
+}
+
+/// A JSON request body whose fields are all optional: an empty body is the default.
+fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
 }
 
 /// The `formatType` and `triggerId` of a savepoint or stop request.
@@ -319,11 +323,7 @@ async fn stop_job(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    let stop: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StopRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("stop request: {e}")))?
-    };
+    let stop: StopRequest = optional_json(&body, "stop request")?;
     check_savepoint_options(stop.format_type.as_deref(), stop.trigger_id.as_deref())?;
     let request_id = state
         .rest

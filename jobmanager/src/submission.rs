@@ -106,16 +106,22 @@ const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// [`Error::InvalidRequest`] naming the storage and the problem.
 pub(crate) async fn check_checkpoint_storage(storage: &Storage, job: JobId) -> Result<()> {
     let job_url = CheckpointLayout::new(storage, job).job_url().to_owned();
-    let problem = match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.check_writable(&job_url)).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {} s", STORAGE_PROBE_TIMEOUT.as_secs()),
-    };
+    let Err(problem) = probe_writable(storage, &job_url).await else { return Ok(()) };
     Err(Error::InvalidRequest(format!(
         "checkpoint storage {} is not writable: {problem} (check --checkpoint-dir or the jobmanager's \
          --storage, and the storage options and credentials)",
         storage.url()
     )))
+}
+
+/// Whether `storage` lets the jobmanager write under `dir_url` (a probe object written and
+/// deleted), within the probe's timeout; else why not, in one line.
+pub(crate) async fn probe_writable(storage: &Storage, dir_url: &str) -> std::result::Result<(), String> {
+    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.check_writable(dir_url)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", STORAGE_PROBE_TIMEOUT.as_secs())),
+    }
 }
 
 /// One line per sink saying where it writes.

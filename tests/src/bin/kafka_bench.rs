@@ -6,11 +6,10 @@
 //!                                          standard input closes or it gets SIGTERM/SIGINT/SIGHUP,
 //!                                          then stops the JVM (by its handle) and removes DIR
 //! kafka_bench create-topic  -b B -t T [--partitions P]
-//! kafka_bench produce       -b B -t T --events N [--partitions P] [--create]
+//! kafka_bench produce       -b B -t T --events N [--partitions P] [--create] [--rate R]
 //!                                          librdkafka's produce rate alone: bids 1..=N as
 //!                                          `seq,auction,bidder,price` lines, as fast as it goes
-//! kafka_bench load-bids     -b B -t T --events N [--partitions P] [--create] [--rate R]
-//!                                          the same, optionally paced at R records/s
+//!                                          (or paced at R records/s)
 //! kafka_bench consume       -b B -t T [--read-uncommitted]
 //!                                          librdkafka's consume rate alone (read_committed):
 //!                                          everything up to the end offsets taken at the start
@@ -121,7 +120,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         partitions: i32,
     },
-    /// Produces bids 1..=N as fast as possible: librdkafka's produce rate alone.
+    /// Produces bids 1..=N as fast as possible (librdkafka's produce rate alone), or paced at
+    /// --rate records/s.
     Produce {
         #[command(flatten)]
         topic: Topic,
@@ -132,17 +132,7 @@ enum Command {
         /// Create the topic first (with --partitions partitions).
         #[arg(long)]
         create: bool,
-    },
-    /// Loads bids 1..=N, optionally paced at --rate records/s.
-    LoadBids {
-        #[command(flatten)]
-        topic: Topic,
-        #[arg(long)]
-        events: u64,
-        #[arg(long, default_value_t = 2)]
-        partitions: i32,
-        #[arg(long)]
-        create: bool,
+        /// Records per second (default: as fast as it goes).
         #[arg(long)]
         rate: Option<f64>,
     },
@@ -200,10 +190,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Broker { libs } => broker(libs),
         Command::CreateTopic { topic, partitions } => kafka::create_topic(&topic.bootstrap, &topic.topic, partitions),
-        Command::Produce { topic, events, partitions, create } => {
-            load_command(&topic, events, partitions, create, None)
-        }
-        Command::LoadBids { topic, events, partitions, create, rate } => {
+        Command::Produce { topic, events, partitions, create, rate } => {
             load_command(&topic, events, partitions, create, rate)
         }
         Command::Consume { topic, read_uncommitted, properties } => consume(&topic, read_uncommitted, &properties),
