@@ -87,6 +87,20 @@ pub struct OperatorSnapshot {
     pub operator_state: Vec<u8>,
 }
 
+/// What an operator restores from (see [`TaskRuntime::restored_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoredState {
+    /// Keyed state of the old subtasks whose key groups overlap this subtask's, ordered by key
+    /// group (groups outside this subtask's range may be included: backends keep their own).
+    pub keyed: Vec<KeyGroupState>,
+    /// The non-keyed states (a source's position, a sink's pending commits) of the old subtasks
+    /// this one restores from, each once: at the parallelism they were
+    /// taken with, only this subtask's own; after a change of parallelism (a savepoint restored
+    /// with another `-p`, for operators whose descriptor `rescales`), every old subtask's, and
+    /// the connector keeps its share (each state records which subtask took it).
+    pub operator_states: Vec<Vec<u8>>,
+}
+
 /// The snapshot of one task's chain for one checkpoint: the synchronous, consistent part.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainSnapshot {
@@ -218,15 +232,17 @@ pub trait TaskRuntime {
     /// Opens this subtask's share of a taskmanager-side source.
     fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>>;
 
-    /// Opens this subtask's writer for a sink. `restored` is the state its
-    /// [`SinkWriter::pre_commit`] returned for the checkpoint the job restarts from (`None` on a
-    /// fresh start, when the writer discards whatever an earlier run of the sink left).
-    fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>>;
+    /// Opens this subtask's writer for a sink. `restored` holds the states its
+    /// [`SinkWriter::pre_commit`] returned for the checkpoint the job restarts from
+    /// ([`RestoredState::operator_states`]: this subtask's own, or every old subtask's after a
+    /// change of parallelism); empty on a fresh start, when the writer discards whatever an
+    /// earlier run of the sink left.
+    fn open_sink(&mut self, sink: &SinkDescriptor, restored: &[Vec<u8>]) -> Result<Box<dyn SinkWriter>>;
 
     /// The state operator `operator_uid` contributed to the checkpoint this task restarts from,
     /// handed out once (`None` on a fresh start or when the operator had no state). Operators
     /// take it in `open`.
-    fn restored_state(&mut self, operator_uid: &str) -> Option<OperatorSnapshot> {
+    fn restored_state(&mut self, operator_uid: &str) -> Option<RestoredState> {
         let _ = operator_uid;
         None
     }
@@ -358,6 +374,9 @@ pub struct RawBatch {
     pub lines: Vec<String>,
     /// Sequence numbers of a generator: `first, first + stride, ...`, `count` of them.
     pub sequence: Option<(u64, u64, u64)>,
+    /// Sequence numbers of a generator subtask that reads several progressions (after a change
+    /// of parallelism), in increasing order; used instead of `sequence`.
+    pub numbers: Vec<u64>,
     /// Records of a Kafka source.
     pub kafka: KafkaBatch,
     /// The source's splits (Kafka partitions) as of this batch, for per-split watermarks.
@@ -370,6 +389,7 @@ impl RawBatch {
     pub fn clear(&mut self) {
         self.lines.clear();
         self.sequence = None;
+        self.numbers.clear();
         self.kafka.clear();
         self.splits.finished.clear();
     }
@@ -530,11 +550,15 @@ pub trait SourceReader: Send {
     /// The position after the last record read, for a checkpoint (opaque to the operator).
     fn position(&self) -> Vec<u8>;
 
-    /// Continues from a position [`SourceReader::position`] returned.
+    /// Continues from positions [`SourceReader::position`] returned
+    /// ([`RestoredState::operator_states`]): this subtask's own at the parallelism they were
+    /// taken with; after a change of parallelism, every old subtask's, of which the reader keeps
+    /// its share of the splits (readers of sources that do not
+    /// [`rescale`](crate::connectors::SourceDescriptor::rescales) refuse them).
     ///
     /// # Errors
-    /// A position that does not belong to this source.
-    fn seek(&mut self, position: &[u8]) -> Result<()>;
+    /// A position that does not belong to this source or subtask.
+    fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()>;
 
     /// The position of checkpoint `checkpoint` was just taken ([`SourceReader::position`]): a
     /// reader that reports progress elsewhere when the checkpoint completes (Kafka commits

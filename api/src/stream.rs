@@ -253,6 +253,7 @@ impl StreamExecutionEnvironment {
                         seq += stride;
                     }
                 }
+                out.extend(raw.numbers.iter().map(|&seq| StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) }));
             });
         self.source(descriptor.clone(), "generator", SourceKind::External { descriptor, convert, watermarks: None })
     }

@@ -35,9 +35,20 @@ pub struct ExecutionVertex {
     pub is_source: bool,
     /// The uids of the chain's operators, in chain order (state is addressed by them).
     pub uids: Vec<String>,
-    /// The uids of its sources and sinks: their state (a position, pending commits) belongs to
-    /// a subtask, not to key groups.
-    pub subtask_state: Vec<String>,
+    /// Its sources and sinks: their state (a position, pending commits) belongs to a subtask,
+    /// not to key groups.
+    pub subtask_state: Vec<SubtaskState>,
+}
+
+/// A source or sink of a vertex, whose state belongs to a subtask.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubtaskState {
+    /// The operator's uid.
+    pub uid: String,
+    /// Whether its state restores at another parallelism: every new subtask is then given every
+    /// old subtask's state and keeps its share (see `SourceDescriptor::rescales` and
+    /// `SinkDescriptor::rescales`).
+    pub rescales: bool,
 }
 
 /// The execution plan of a job.
@@ -149,8 +160,11 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
         let subtask_state = nodes
             .iter()
             .map(|&n| &job.nodes[n as usize])
-            .filter(|n| matches!(n.kind, NodeKind::Source(_) | NodeKind::Sink(_)))
-            .map(|n| n.uid.clone())
+            .filter_map(|n| match &n.kind {
+                NodeKind::Source(source) => Some(SubtaskState { uid: n.uid.clone(), rescales: source.rescales() }),
+                NodeKind::Sink(sink) => Some(SubtaskState { uid: n.uid.clone(), rescales: sink.rescales() }),
+                NodeKind::Operator { .. } => None,
+            })
             .collect();
         vertices.push(ExecutionVertex {
             uids,

@@ -4,8 +4,11 @@
 //! Keyed state is canonical and addressed by key group, so it restores at any parallelism (up to
 //! the max parallelism, which must not change): each new subtask reads the files of the old
 //! subtasks whose key groups overlap its own, and keeps its key groups. The state of sources and
-//! sinks belongs to a subtask (a position, pending commits) and restores at the parallelism it
-//! was taken with. State that maps to no operator of the new job is refused unless the user
+//! sinks belongs to a subtask (a position, pending commits): at the parallelism it was taken with
+//! each subtask reads its own; at another, every new subtask reads every old subtask's and the
+//! connector keeps its share (Kafka partitions by the owner formula, the generator's remaining
+//! numbers, sinks' pending commits by old subtask index), as Flink's union list state; connectors
+//! that cannot (text files, collections) refuse a change of parallelism. State that maps to no operator of the new job is refused unless the user
 //! allows dropping it (Flink's `--allowNonRestoredState`). The result is an ordinary restore
 //! point ([`CheckpointMetadata`]) for the new plan, which the job master restores like a
 //! checkpoint of its own.
@@ -105,7 +108,7 @@ pub async fn dispose(path: &str, options: &BTreeMap<String, String>) -> Result<S
 ///
 /// # Errors
 /// [`Error::InvalidRequest`], one line, when the max parallelism changed, state of a source or
-/// sink would change parallelism, or state maps to no operator and `allow_non_restored_state`
+/// sink that does not rescale would change parallelism, or state maps to no operator and `allow_non_restored_state`
 /// is off (naming the operators).
 pub fn restore_point(
     dir: &str,
@@ -138,13 +141,8 @@ pub fn restore_point(
                 continue;
             };
             let new = &plan.vertices[new_index];
-            if new.subtask_state.iter().any(|u| u == uid) && new.parallelism != old.parallelism {
-                return Err(Error::InvalidRequest(format!(
-                    "operator '{uid}' keeps per-subtask state (a source's position or a sink's pending commits) and \
-                     ran at parallelism {} in the savepoint: restore it at parallelism {} (sources and sinks do not \
-                     rescale yet)",
-                    old.parallelism, old.parallelism
-                )));
+            if let Some(reason) = rescale_refusal(uid, old.parallelism, new) {
+                return Err(Error::InvalidRequest(reason));
             }
             restored.entry(new_index).or_default().push((old_index, uid));
         }
@@ -164,17 +162,20 @@ pub fn restore_point(
             let mut handles: Vec<StateHandle> = Vec::new();
             for &(old_index, uid) in pairs {
                 let old = &metadata.vertices[old_index];
-                let per_subtask = vertex.subtask_state.iter().any(|u| u == uid);
-                // The same subtask's files first: a source's or sink's state comes from there.
+                let per_subtask = vertex.subtask_state.iter().any(|s| s.uid == uid);
+                let rescaled = vertex.parallelism != old.parallelism;
+                // The same subtask's files first.
                 let mut sources: Vec<_> = old
                     .subtasks
                     .iter()
                     .filter(|s| s.operators.iter().any(|o| o == uid))
-                    .filter(|s| {
-                        if per_subtask {
-                            return s.subtask == subtask;
+                    .filter(|s| match (per_subtask, rescaled) {
+                        // A source's or sink's own state, or every old subtask's to take a share of.
+                        (true, false) => s.subtask == subtask,
+                        (true, true) => true,
+                        (false, _) => {
+                            s.key_groups.is_none_or(|(first, last)| first <= *range.end() && *range.start() <= last)
                         }
-                        s.key_groups.is_none_or(|(first, last)| first <= *range.end() && *range.start() <= last)
                     })
                     .collect();
                 sources.sort_by_key(|s| s.subtask != subtask);
@@ -208,6 +209,19 @@ pub fn restore_point(
         trigger_ms: metadata.trigger_ms,
         backend: metadata.backend,
         tasks,
+    })
+}
+
+/// Why operator `uid`'s per-subtask state, taken at `old_parallelism`, cannot restore into
+/// `vertex`: its connector does not rescale and the parallelism changed. `None` otherwise.
+fn rescale_refusal(uid: &str, old_parallelism: u32, vertex: &crate::plan::ExecutionVertex) -> Option<String> {
+    let state = vertex.subtask_state.iter().find(|s| s.uid == uid)?;
+    (!state.rescales && vertex.parallelism != old_parallelism).then(|| {
+        format!(
+            "operator '{uid}' keeps per-subtask state that does not rescale (a text file or collection source, or \
+             a text file sink) and ran at parallelism {old_parallelism} in the savepoint: restore it at parallelism \
+             {old_parallelism}"
+        )
     })
 }
 
@@ -278,15 +292,13 @@ pub fn check(
                         metadata.max_parallelism, plan.max_parallelism
                     ),
                 },
-                Some(new) if new.subtask_state.iter().any(|u| u == uid) && new.parallelism != old.parallelism => {
-                    OperatorVerdict::Mismatch {
-                        reason: format!(
-                            "per-subtask state (a source's position or a sink's pending commits) at parallelism {}, \
-                             planned at {}",
-                            old.parallelism, new.parallelism
-                        ),
-                    }
-                }
+                Some(new) if rescale_refusal(uid, old.parallelism, new).is_some() => OperatorVerdict::Mismatch {
+                    reason: format!(
+                        "per-subtask state that does not rescale (a text file or collection source, or a text file \
+                         sink) at parallelism {}, planned at {}",
+                        old.parallelism, new.parallelism
+                    ),
+                },
                 Some(new) => {
                     OperatorVerdict::Restores { from_parallelism: old.parallelism, to_parallelism: new.parallelism }
                 }
@@ -309,7 +321,14 @@ mod tests {
     use weir_runtime::checkpoint::StateBackendKind;
     use weir_runtime::savepoint::{SavepointFile, SavepointSubtask, SavepointVertex};
 
-    /// A vertex of `uids` at `parallelism`; `sources` of them keep per-subtask state.
+    /// `vertex` whose sources and sinks do not rescale.
+    fn fixed(mut vertex: ExecutionVertex) -> ExecutionVertex {
+        vertex.subtask_state.iter_mut().for_each(|s| s.rescales = false);
+        vertex
+    }
+
+    /// A vertex of `uids` at `parallelism`; `sources` of them keep per-subtask state (that
+    /// rescales).
     fn vertex(id: u32, uids: &[&str], sources: &[&str], parallelism: u32) -> ExecutionVertex {
         ExecutionVertex {
             id,
@@ -319,7 +338,10 @@ mod tests {
             inputs: Vec::new(),
             is_source: !sources.is_empty(),
             uids: uids.iter().map(|u| (*u).to_owned()).collect(),
-            subtask_state: sources.iter().map(|u| (*u).to_owned()).collect(),
+            subtask_state: sources
+                .iter()
+                .map(|u| crate::plan::SubtaskState { uid: (*u).to_owned(), rescales: true })
+                .collect(),
         }
     }
 
@@ -390,10 +412,17 @@ mod tests {
     }
 
     #[test]
-    fn sources_do_not_rescale_and_max_parallelism_must_not_change() {
+    fn rescaled_sources_read_every_old_position_and_fixed_ones_are_refused() {
         let p = plan(vec![vertex(0, &["src"], &["src"], 3), vertex(1, &["count"], &[], 3)]);
+        let m = restore_point("file:///sp", &savepoint(), &p, false).unwrap();
+        assert_eq!(files(&m, 0, 0), vec!["file:///sp/0-0", "file:///sp/0-1"]);
+        assert_eq!(files(&m, 0, 1), vec!["file:///sp/0-1", "file:///sp/0-0"], "its own index first");
+        assert_eq!(files(&m, 0, 2), vec!["file:///sp/0-0", "file:///sp/0-1"]);
+        let p = plan(vec![fixed(vertex(0, &["src"], &["src"], 3)), vertex(1, &["count"], &[], 3)]);
         let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
-        assert!(e.contains("'src'") && e.contains("parallelism 2"), "{e}");
+        assert!(e.contains("'src'") && e.contains("does not rescale") && e.contains("parallelism 2"), "{e}");
+        let c = check("file:///sp", &savepoint(), &p, &BTreeSet::new(), false);
+        assert!(c.operators.iter().any(|o| o.uid == "src" && matches!(o.verdict, OperatorVerdict::Mismatch { .. })));
         let mut p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 2)]);
         p.max_parallelism = 256;
         let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
@@ -402,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_check_says_per_operator_what_a_restore_would_do() {
-        let p = plan(vec![vertex(0, &["src"], &["src"], 3), vertex(1, &["count2"], &[], 4)]);
+        let p = plan(vec![fixed(vertex(0, &["src"], &["src"], 3)), vertex(1, &["count2"], &[], 4)]);
         let stateful: BTreeSet<String> = ["src", "count2"].iter().map(|u| (*u).to_owned()).collect();
         let c = check("file:///sp", &savepoint(), &p, &stateful, false);
         let verdicts: BTreeMap<&str, &OperatorVerdict> =

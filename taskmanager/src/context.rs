@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
 use weir_api::runtime::{
-    KeyedStateBackend, LogLevel, OperatorSnapshot, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch,
+    KeyedStateBackend, LogLevel, RestoredState, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch,
 };
 use weir_api::{Error, Result};
 use weir_runtime::TaskId;
@@ -47,7 +47,7 @@ pub(crate) struct TaskContext {
     /// Where and how snapshots are written; `None` when checkpointing is off.
     pub(crate) checkpoints: Option<crate::snapshot::SnapshotWriter>,
     /// The restored state by operator uid, handed out once each.
-    pub(crate) restored: std::collections::HashMap<String, OperatorSnapshot>,
+    pub(crate) restored: std::collections::HashMap<String, RestoredState>,
     /// The job's transactional sinks on this taskmanager, committed on checkpoint completion.
     pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
     /// The job's pending savepoints on this taskmanager.
@@ -247,7 +247,7 @@ impl TaskRuntime for TaskContext {
         Ok(opened.reader)
     }
 
-    fn open_sink(&mut self, sink: &SinkDescriptor, restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {
+    fn open_sink(&mut self, sink: &SinkDescriptor, restored: &[Vec<u8>]) -> Result<Box<dyn SinkWriter>> {
         let opened = crate::connectors::open_sink(sink, &self.info, restored)?;
         if let Some(committer) = opened.committer {
             self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
@@ -255,7 +255,7 @@ impl TaskRuntime for TaskContext {
         Ok(opened.writer)
     }
 
-    fn restored_state(&mut self, operator_uid: &str) -> Option<OperatorSnapshot> {
+    fn restored_state(&mut self, operator_uid: &str) -> Option<RestoredState> {
         self.restored.remove(operator_uid)
     }
 

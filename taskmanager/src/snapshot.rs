@@ -7,7 +7,7 @@ use crate::state::task_db::{LocalCheckpoint, SharedUploads, TaskDatabase, Upload
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, warn};
-use weir_api::runtime::{ChainSnapshot, CheckpointId, FINAL_CHECKPOINT, OperatorSnapshot};
+use weir_api::runtime::{ChainSnapshot, CheckpointId, FINAL_CHECKPOINT, RestoredState};
 use weir_api::{Error, Result};
 use weir_runtime::checkpoint::{StateHandle, TaskRestore, TaskSnapshot};
 use weir_runtime::storage::{CheckpointLayout, Storage, StorageError};
@@ -246,7 +246,7 @@ pub(crate) fn read_restored(
     restore: &TaskRestore,
     runtime: &tokio::runtime::Handle,
     mut database: Option<&mut TaskDatabase>,
-) -> Result<HashMap<String, OperatorSnapshot>, RestoreFailure> {
+) -> Result<HashMap<String, RestoredState>, RestoreFailure> {
     let checkpoint = restore.checkpoint_id;
     let unusable = |message: String| RestoreFailure::unusable(checkpoint, message);
     let read = |uri: &str| {
@@ -288,20 +288,12 @@ pub(crate) fn read_restored(
         }
         // A restore from a savepoint at another parallelism reads several old subtasks' files:
         // an operator's keyed state is the union of theirs (the backends keep only this task's
-        // key groups); its own state comes from the first file that has any (the same subtask's,
-        // listed first).
+        // key groups), and its non-keyed states are all kept (sources and sinks take their share).
         for operator in snapshot.operators {
-            match operators.entry(operator.uid.clone()) {
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(operator);
-                }
-                std::collections::hash_map::Entry::Occupied(mut entry) => {
-                    let merged: &mut OperatorSnapshot = entry.get_mut();
-                    merged.keyed.extend(operator.keyed);
-                    if merged.operator_state.is_empty() {
-                        merged.operator_state = operator.operator_state;
-                    }
-                }
+            let restored: &mut RestoredState = operators.entry(operator.uid).or_default();
+            restored.keyed.extend(operator.keyed);
+            if !operator.operator_state.is_empty() {
+                restored.operator_states.push(operator.operator_state);
             }
         }
     }

@@ -12,6 +12,7 @@ use weir_jobmanager::{JobManager, JobManagerSettings, JobStatus, JobSubmission};
 use weir_runtime::JobArtifact;
 use weir_runtime::checkpoint::CheckpointMetadata;
 use weir_runtime::storage::StorageConfig;
+use weir_taskmanager::connectors::generator;
 use weir_taskmanager::{TaskManager, TaskManagerConfig};
 
 const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
@@ -39,8 +40,9 @@ fn counting(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> Result<()>
 /// Records a generator subtask emitted before its snapshot: its position is `(next, remaining)`
 /// and it emits `1 + subtask, 1 + subtask + parallelism, ...`.
 fn emitted(position: &[u8], subtask: u32, parallelism: u32) -> u64 {
-    let (next, _remaining): (u64, u64) = postcard::from_bytes(position).expect("generator position");
-    (next - 1 - u64::from(subtask)) / u64::from(parallelism)
+    let (_, _, progressions) = generator::Position::decode(position).expect("generator position");
+    let [progression] = progressions.as_slice() else { panic!("an unbounded generator subtask: {progressions:?}") };
+    (progression.next - 1 - u64::from(subtask)) / u64::from(parallelism)
 }
 
 #[test]

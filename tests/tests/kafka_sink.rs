@@ -46,6 +46,11 @@ fn spec(bootstrap: &str, topic: &str) -> KafkaSinkSpec {
 }
 
 fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> OpenedSink {
+    open_restoring(spec, task, &restored.map(|state| vec![state.to_vec()]).unwrap_or_default())
+}
+
+/// Opens a sink subtask given several old subtasks' states (a restore at another parallelism).
+fn open_restoring(spec: &KafkaSinkSpec, task: &TaskInfo, restored: &[Vec<u8>]) -> OpenedSink {
     let started = Instant::now();
     let opened =
         open_sink(&SinkDescriptor::Kafka(spec.clone()), task, restored).unwrap_or_else(|e| panic!("open: {e}"));
@@ -55,7 +60,8 @@ fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> Opene
 
 /// The error of an open that must fail; it must be one line.
 fn open_error(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> String {
-    match open_sink(&SinkDescriptor::Kafka(spec.clone()), task, restored) {
+    let restored = restored.map(|state| vec![state.to_vec()]).unwrap_or_default();
+    match open_sink(&SinkDescriptor::Kafka(spec.clone()), task, &restored) {
         Ok(_) => panic!("the open must fail"),
         Err(e) => {
             let message = e.to_string();
@@ -222,6 +228,44 @@ fn a_restore_commits_what_a_killed_writer_left_exactly_once() {
     drop(open(&spec, &task, Some(&state)));
     assert_eq!(committed(&bootstrap, topic), ["e1", "e2", "f1"]);
     assert_eq!(read(&bootstrap, topic, Isolation::ReadUncommitted), ["e1", "e2", "f1"]);
+}
+
+#[test]
+fn restored_at_another_parallelism_each_old_subtasks_pending_epochs_commit_once() {
+    let bootstrap = bootstrap();
+    let topic = "eo-rescale";
+    kafka::create_topic(&bootstrap, topic, 1).unwrap();
+    let spec = spec(&bootstrap, topic);
+    // Three subtasks (parallelism 3) pre-commit checkpoint 1 and die before committing.
+    let old = |subtask| TaskInfo { parallelism: 3, ..task("job-rescale-old", subtask) };
+    let states: Vec<Vec<u8>> = (0..3)
+        .map(|subtask| {
+            let mut sink = open(&spec, &old(subtask), None);
+            sink.writer.write_records(&batch(None, &[&format!("s{subtask}")])).unwrap();
+            sink.writer.pre_commit(1).unwrap()
+        })
+        .collect();
+    assert_eq!(committed(&bootstrap, topic), Vec::<String>::new());
+    // Restored at parallelism 2 (a savepoint), both subtasks given every state: subtask 0 commits
+    // old subtasks 0 and 2 (with their transactional ids), subtask 1 old subtask 1.
+    let new = |subtask| TaskInfo { parallelism: 2, ..task("job-rescale-new", subtask) };
+    let mut zero = open_restoring(&spec, &new(0), &states);
+    let mut values = committed(&bootstrap, topic);
+    values.sort();
+    assert_eq!(values, ["s0", "s2"], "subtask 0 takes over old subtasks 0 and 2");
+    let one = open_restoring(&spec, &new(1), &states);
+    let mut values = committed(&bootstrap, topic);
+    values.sort();
+    assert_eq!(values, ["s0", "s1", "s2"]);
+    // Restored again (the new job failed): the markers say everything is committed.
+    drop(one);
+    drop(open_restoring(&spec, &new(1), &states));
+    zero.writer.write_records(&batch(None, &["n0"])).unwrap();
+    zero.writer.pre_commit(5).unwrap();
+    commit(&zero, 5);
+    let mut values = committed(&bootstrap, topic);
+    values.sort();
+    assert_eq!(values, ["n0", "s0", "s1", "s2"], "once each");
 }
 
 #[test]

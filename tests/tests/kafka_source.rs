@@ -274,7 +274,7 @@ fn a_restored_position_continues_without_duplicates_and_keeps_the_bounded_end() 
     // Records written after the job started are past the bounded end kept in the position.
     kafka::produce(bootstrap(), topic, &records("late", 3, 2))?;
     let mut reader = open(&spec(topic), 0, 1)?.reader;
-    reader.seek(&position)?;
+    reader.restore(std::slice::from_ref(&position))?;
     let mut batch = RawBatch::default();
     let rest = drain(reader.as_mut(), &mut batch, 6);
     let mut all: Vec<String> = first.values().into_iter().chain(rest.values()).collect();
@@ -291,11 +291,31 @@ fn a_restored_position_continues_without_duplicates_and_keeps_the_bounded_end() 
     let (before, after) = (numbering(&first), numbering(&rest));
     assert!(before.iter().all(|(p, s)| after.get(p).is_none_or(|a| a == s)), "{before:?} vs {after:?}");
 
-    // A position of another parallelism is refused, garbage too.
-    let mut other = open(&spec(topic), 0, 2)?.reader;
-    let err = other.seek(&position).unwrap_err().to_string();
-    assert!(err.contains("subtask 0 of 1") && err.contains("subtask 0 of 2"), "{err}");
-    assert!(other.seek(&[9, 9, 9]).unwrap_err().to_string().contains("not a Kafka source position"));
+    // Restored at parallelism 2 (a savepoint restored with another -p), the two subtasks take
+    // the partitions they own with their offsets and together read exactly the rest.
+    let mut rescaled = Reads::default();
+    for subtask in 0..2 {
+        let mut reader = open(&spec(topic), subtask, 2)?.reader;
+        reader.restore(std::slice::from_ref(&position))?;
+        let reads = drain(reader.as_mut(), &mut RawBatch::default(), 6);
+        assert!(
+            reads.records.iter().all(|r| owner(topic, r.partition, 2) == subtask),
+            "subtask {subtask} read a partition it does not own"
+        );
+        rescaled.records.extend(reads.records);
+    }
+    let mut all: Vec<String> = first.values().into_iter().chain(rescaled.values()).collect();
+    all.sort();
+    assert_eq!(all, expected(topic, "v", 0..3, 0..20), "rescaled to 2 subtasks");
+
+    // Positions of only some old subtasks are refused (partitions would be lost), garbage too.
+    let halves: Vec<Vec<u8>> =
+        (0..2).map(|s| open(&spec(topic), s, 2).map(|o| o.reader.position())).collect::<Result<_, _>>()?;
+    let mut other = open(&spec(topic), 0, 3)?.reader;
+    let err = other.restore(&halves[1..]).unwrap_err().to_string();
+    assert!(err.contains("subtasks [1] of a source that ran at parallelism 2"), "{err}");
+    other.restore(&halves)?;
+    assert!(other.restore(&[vec![9, 9, 9]]).unwrap_err().to_string().contains("not a Kafka source position"));
     Ok(())
 }
 

@@ -215,7 +215,8 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
     let before = read_lines(output.path()).len();
     assert!(before > 0, "the first run committed output");
 
-    // Another parallelism for the generator is refused in one line, naming it.
+    // Another parallelism for the text file sink (part files named by subtask) is refused in one
+    // line, naming it.
     let nexmark = artifact("libweir_example_nexmark.so");
     let out = cluster.weir(&[
         "run",
@@ -236,7 +237,7 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
     ]);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
-    assert!(out.stderr.contains("'bids'") && out.stderr.contains("parallelism 2"), "{out:?}");
+    assert!(out.stderr.contains("'wcount-sink'") && out.stderr.contains("does not rescale"), "{out:?}");
 
     // The savepoint copied elsewhere (relative paths) restores: into the same output directory,
     // every line once, as one run without a stop would write.
@@ -284,7 +285,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The bids the generator (uid `bids`) of the savepoint at `location` had emitted: subtask `i`
-/// of `p` emits `1 + i, 1 + i + p, ...` and keeps `(next, remaining)` as its position.
+/// of `p` emits `1 + i, 1 + i + p, ...` and keeps the progression still to emit as its position.
 fn bids_before(location: &str) -> Vec<u64> {
     let dir = local_dir(location);
     let metadata = SavepointMetadata::decode(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
@@ -295,8 +296,12 @@ fn bids_before(location: &str) -> Vec<u64> {
         for file in &subtask.files {
             let snapshot: ChainSnapshot = postcard::from_bytes(&std::fs::read(dir.join(&file.path)).unwrap()).unwrap();
             for operator in snapshot.operators.iter().filter(|o| o.uid == "bids") {
-                let (next, _remaining): (u64, u64) = postcard::from_bytes(&operator.operator_state).unwrap();
-                seqs.extend((1 + u64::from(subtask.subtask)..next).step_by(p as usize));
+                let (_, _, progressions) =
+                    weir_taskmanager::connectors::generator::Position::decode(&operator.operator_state).unwrap();
+                let [rest] = progressions.as_slice() else {
+                    panic!("a generator stopped mid-stream: {progressions:?}")
+                };
+                seqs.extend((1 + u64::from(subtask.subtask)..rest.next).step_by(p as usize));
             }
         }
     }
@@ -442,23 +447,37 @@ fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_we
     assert!(out.stderr.contains("--allow-non-restored-state"), "{out:?}");
     let out = check("2", Some("no-count"), &["-n"]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    // Another parallelism: the generator's position does not rescale yet; the check says so,
-    // as `weir run -s` does.
-    let out = check("4", None, &["--json"]);
+    // ... and says so as `weir run -s` does (the same refusal).
+    let out = check("2", Some("no-count"), &["--json"]);
     assert_eq!(out.code, Some(1), "{out:?}");
     let json: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["compatible"], false);
-    let numbers = json["operators"].as_array().unwrap().iter().find(|o| o["uid"] == "numbers").unwrap();
-    assert_eq!(numbers["verdict"], "mismatch", "{json}");
-    let counts = json["operators"].as_array().unwrap().iter().find(|o| o["uid"] == "count-per-key").unwrap();
-    assert_eq!(counts["verdict"], "restores", "{json}");
-    assert_eq!(counts["to_parallelism"], 4, "{json}");
-    let mut run = vec!["run", path_str(&jobs), "-p", "4", "-s", location.as_str(), "--"];
+    let mut run = vec!["run", path_str(&jobs), "-p", "2", "-s", location.as_str(), "--"];
     run.extend_from_slice(&job_args);
+    run.extend_from_slice(&["--variant", "no-count"]);
     let refused = cluster.weir(&run);
     assert_eq!(refused.code, Some(2), "{refused:?}");
     let error = json["error"].as_str().unwrap();
     assert!(refused.stderr.contains(error), "the check names weir run's refusal: {error} / {refused:?}");
+    // Another parallelism: keyed state moves by key group and the generator's remaining numbers
+    // are shared out among the new subtasks; the check says so, and the job starts at -p 4.
+    let out = check("4", None, &["--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["compatible"], true);
+    for uid in ["numbers", "count-per-key"] {
+        let operator = json["operators"].as_array().unwrap().iter().find(|o| o["uid"] == uid).unwrap();
+        assert_eq!(operator["verdict"], "restores", "{json}");
+        assert_eq!(operator["to_parallelism"], 4, "{json}");
+    }
+    let mut run = vec!["run", path_str(&jobs), "-p", "4", "--detached", "-s", location.as_str()];
+    run.extend_from_slice(&["--checkpoint-interval", "300ms", "--"]);
+    run.extend_from_slice(&job_args);
+    let out = cluster.weir(&run);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let rescaled = submitted_job_id(&out);
+    cluster.wait_for_progress(&rescaled, 0);
+    assert_eq!(cluster.weir(&["cancel", &rescaled]).code, Some(0));
     // With -n, the job without the operator starts from the savepoint.
     let mut run = vec!["run", path_str(&jobs), "-p", "2", "--detached", "-s", location.as_str(), "-n"];
     run.extend_from_slice(&["--checkpoint-interval", "300ms", "--"]);

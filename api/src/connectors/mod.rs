@@ -45,6 +45,15 @@ impl SourceDescriptor {
         matches!(self, Self::Generator { .. } | Self::TextFiles { .. } | Self::Kafka(_))
     }
 
+    /// Whether its subtasks' positions restore at another parallelism (a savepoint restored
+    /// with another `-p`): every new subtask is given every old subtask's position and keeps its
+    /// share of the splits (Kafka partitions by the owner formula; the generator's remaining
+    /// numbers as arithmetic progressions). Collections and scripted events restore only at the
+    /// parallelism they ran with, and so do text files (positions by file index).
+    pub fn rescales(&self) -> bool {
+        matches!(self, Self::Generator { .. } | Self::Kafka(_))
+    }
+
     /// Whether the source ends by itself.
     pub fn is_bounded(&self) -> bool {
         match self {
@@ -72,4 +81,15 @@ pub enum SinkDescriptor {
     Blackhole,
     /// A Kafka topic (see [`kafka::KafkaSink`]).
     Kafka(kafka::KafkaSinkSpec),
+}
+
+impl SinkDescriptor {
+    /// Whether its subtasks' state (pending commits) restores at another parallelism: every new
+    /// subtask is given every old subtask's state, and subtask `i` of `n` commits what old subtask
+    /// `j` left pending when `j % n == i` (Kafka: with old subtask `j`'s transactional id). The
+    /// text file sink's part files are named by subtask, so it restores only at the parallelism
+    /// it ran with.
+    pub fn rescales(&self) -> bool {
+        !matches!(self, Self::TextFiles { .. })
+    }
 }

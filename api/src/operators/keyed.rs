@@ -8,7 +8,8 @@ use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, RuntimeCon
 use crate::keygroup::key_group_for_key_bytes;
 use crate::operators::window_progress::KeyGroupWatermarks;
 use crate::runtime::{
-    CheckpointId, KeyGroupState, KeyedStateBackend, OperatorSnapshot, StateId, StateKey, StateKind, TaskRuntime,
+    CheckpointId, KeyGroupState, KeyedStateBackend, OperatorSnapshot, RestoredState, StateId, StateKey, StateKind,
+    TaskRuntime,
 };
 use crate::state::{KeyedState, StateRegistry};
 use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
@@ -59,7 +60,7 @@ impl<K: crate::Data> KeyedHarness<K> {
     /// operator's state and timers from the checkpoint, and the watermark if the operator
     /// snapshotted it ([`KeyedHarness::snapshot_with_watermark`]). Returns the restored state,
     /// for operators that derive more from it.
-    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<Option<OperatorSnapshot>> {
+    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<Option<RestoredState>> {
         self.key_groups = rt.info().key_groups();
         let mut backend = rt.keyed_state_backend(&self.uid)?;
         let restored = rt.restored_state(&self.uid);

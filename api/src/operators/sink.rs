@@ -62,9 +62,8 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
             if self.format.is_none() {
                 return Err(Error::InvalidJob("text sink without a formatter".into()));
             }
-            let restored = rt.restored_state(&self.uid);
-            let restored = restored.as_ref().map(|s| s.operator_state.as_slice());
-            self.writer = Some(rt.open_sink(&self.descriptor, restored)?);
+            let restored = rt.restored_state(&self.uid).map(|s| s.operator_states).unwrap_or_default();
+            self.writer = Some(rt.open_sink(&self.descriptor, &restored)?);
         }
         if self.descriptor == SinkDescriptor::Stdout && rt.info().parallelism > 1 {
             let _ = write!(self.prefix, "{}> ", rt.info().subtask + 1);

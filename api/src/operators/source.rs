@@ -149,11 +149,19 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         if let SourceKind::External { descriptor, .. } = &self.kind {
             let mut reader = rt.open_source(descriptor)?;
             if let Some(state) = &restored {
-                reader.seek(&state.operator_state)?;
+                reader.restore(&state.operator_states)?;
             }
             self.reader = Some(reader);
         } else if let Some(state) = &restored {
-            let position: u64 = crate::codec::decode(&state.operator_state, "source position")?;
+            let [position] = state.operator_states.as_slice() else {
+                return Err(Error::InvalidJob(format!(
+                    "source '{}': restored {} positions; a collection source restores only at the parallelism it ran \
+                     with",
+                    self.name,
+                    state.operator_states.len()
+                )));
+            };
+            let position: u64 = crate::codec::decode(position, "source position")?;
             self.position = usize::try_from(position).map_err(|_| {
                 Error::InvalidJob(format!("source '{}': restored position {position} is too large", self.name))
             })?;

@@ -7,9 +7,9 @@ use crate::chain::{Downstream, Output, StreamRecord};
 use crate::connectors::{SinkDescriptor, SourceDescriptor};
 use crate::error::{Error, Result};
 use crate::runtime::{
-    CheckpointId, KeyGroupState, KeyedStateBackend, LogLevel, OperatorSnapshot, SinkWriter, SourceReader, StateEntry,
-    StateId, StateKey, StateKind, TaskInfo, TaskRuntime, TypedBatch, encode_list_element, encode_state_entry,
-    state_entries,
+    CheckpointId, KeyGroupState, KeyedStateBackend, LogLevel, OperatorSnapshot, RestoredState, SinkWriter,
+    SourceReader, StateEntry, StateId, StateKey, StateKind, TaskInfo, TaskRuntime, TypedBatch, encode_list_element,
+    encode_state_entry, state_entries,
 };
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
@@ -150,7 +150,7 @@ impl KeyedStateBackend for MemoryBackend {
 pub(crate) struct TestRuntime {
     pub(crate) info: TaskInfo,
     pub(crate) now: Timestamp,
-    pub(crate) restored: HashMap<String, OperatorSnapshot>,
+    pub(crate) restored: HashMap<String, RestoredState>,
 }
 
 impl TestRuntime {
@@ -171,7 +171,13 @@ impl TestRuntime {
 
     /// The same subtask, restoring `snapshots` when its operators open.
     pub(crate) fn restoring(mut self, snapshots: impl IntoIterator<Item = OperatorSnapshot>) -> Self {
-        self.restored = snapshots.into_iter().map(|s| (s.uid.clone(), s)).collect();
+        self.restored = snapshots
+            .into_iter()
+            .map(|s| {
+                let operator_states = if s.operator_state.is_empty() { Vec::new() } else { vec![s.operator_state] };
+                (s.uid, RestoredState { keyed: s.keyed, operator_states })
+            })
+            .collect();
         self
     }
 }
@@ -213,11 +219,11 @@ impl TaskRuntime for TestRuntime {
         Err(Error::runtime("test runtime", "no sources"))
     }
 
-    fn open_sink(&mut self, _sink: &SinkDescriptor, _restored: Option<&[u8]>) -> Result<Box<dyn SinkWriter>> {
+    fn open_sink(&mut self, _sink: &SinkDescriptor, _restored: &[Vec<u8>]) -> Result<Box<dyn SinkWriter>> {
         Err(Error::runtime("test runtime", "no sinks"))
     }
 
-    fn restored_state(&mut self, operator_uid: &str) -> Option<OperatorSnapshot> {
+    fn restored_state(&mut self, operator_uid: &str) -> Option<RestoredState> {
         self.restored.remove(operator_uid)
     }
 

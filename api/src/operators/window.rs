@@ -375,7 +375,7 @@ where
     /// a snapshot of the heap window operator, which keeps no timers, restores here with its
     /// windows firing as they would have (timers are idempotent, so those a snapshot of this
     /// operator holds are not doubled).
-    fn restore_timers(&mut self, restored: &crate::runtime::OperatorSnapshot) -> Result<()> {
+    fn restore_timers(&mut self, restored: &crate::runtime::RestoredState) -> Result<()> {
         let domain = self.domain();
         for group in restored.keyed.iter().filter(|g| self.harness.key_groups.contains(&g.key_group)) {
             for entry in crate::runtime::state_entries(&group.entries) {

@@ -578,7 +578,7 @@ mod tests {
             inputs: vec![],
             is_source: true,
             uids: vec!["source".into()],
-            subtask_state: vec!["source".into()],
+            subtask_state: vec![crate::plan::SubtaskState { uid: "source".into(), rescales: true }],
         };
         let mut j = Job::new(
             JobId::random(),

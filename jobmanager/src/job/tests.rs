@@ -171,7 +171,7 @@ fn plan() -> ExecutionPlan {
         inputs: vec![],
         is_source: true,
         uids: vec!["source".into()],
-        subtask_state: vec!["source".into()],
+        subtask_state: vec![crate::plan::SubtaskState { uid: "source".into(), rescales: true }],
     };
     ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 }
 }

@@ -1,8 +1,103 @@
-//! The generator source: sequence numbers, optionally rate-limited.
+//! The generator source: sequence numbers, optionally rate-limited, as rescalable splits.
 
+use serde::{Deserialize, Serialize};
 use weir_api::runtime::{RawBatch, SourceReader, SourceStatus};
 use weir_api::time::Timestamp;
 use weir_api::{Error, Result};
+
+/// Service name used in this source's errors.
+const SERVICE: &str = "generator source";
+
+/// Numbers still to emit: `next, next + stride, ...`, `remaining` of them (Flink's
+/// number-sequence splits, as arithmetic progressions so that splitting one keeps each subtask's
+/// numbers increasing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progression {
+    /// The next number.
+    pub next: u64,
+    /// The distance between numbers.
+    pub stride: u64,
+    /// How many numbers remain.
+    pub remaining: u64,
+}
+
+impl Progression {
+    /// The two halves of `self` (alternate numbers; the first takes the odd one out).
+    fn halves(self) -> [Self; 2] {
+        let stride = self.stride.saturating_mul(2);
+        let second = Self {
+            // A second half with numbers has its first below the last number: no overflow.
+            next: if self.remaining >= 2 { self.next + self.stride } else { self.next },
+            stride,
+            remaining: self.remaining / 2,
+        };
+        [Self { next: self.next, stride, remaining: self.remaining.div_ceil(2) }, second]
+    }
+
+    /// Numbers `next, ...` after taking `k <= remaining` of them.
+    fn advance(&mut self, k: u64) {
+        self.remaining -= k;
+        // Saturating: after the last number of an unbounded generator there is no next.
+        self.next = self.next.saturating_add(k.saturating_mul(self.stride));
+    }
+}
+
+/// A generator subtask's position, versioned (the variant index is the version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Position {
+    /// Version 1.
+    V1 {
+        /// The subtask that took it.
+        subtask: u32,
+        /// The source's parallelism then.
+        parallelism: u32,
+        /// The numbers it still had to emit.
+        progressions: Vec<Progression>,
+    },
+}
+
+impl Position {
+    /// Decodes a position [`GeneratorReader`] wrote.
+    ///
+    /// # Errors
+    /// One line when `bytes` is not a generator position.
+    pub fn decode(bytes: &[u8]) -> Result<(u32, u32, Vec<Progression>)> {
+        match postcard::from_bytes::<Self>(bytes) {
+            Ok(Self::V1 { subtask, parallelism, progressions }) if subtask < parallelism => {
+                Ok((subtask, parallelism, progressions))
+            }
+            Ok(Self::V1 { subtask, parallelism, .. }) => Err(Error::runtime(
+                SERVICE,
+                format!("invalid generator position: subtask {subtask} of parallelism {parallelism}"),
+            )),
+            Err(e) => Err(Error::runtime(SERVICE, format!("invalid generator position: {e}"))),
+        }
+    }
+}
+
+/// Subtask `subtask`'s share, at parallelism `parallelism`, of the numbers that old subtasks
+/// left (`old`, their progressions in old subtask order): deterministic, so that the new
+/// subtasks, each computing it from the same positions, partition those numbers exactly. The
+/// largest progression (the first of equals) is halved until there are at least `parallelism`
+/// of them (or none can be split), then progression `k` goes to subtask `k % parallelism`.
+pub fn share(old: Vec<Progression>, subtask: u32, parallelism: u32) -> Vec<Progression> {
+    let mut all: Vec<Progression> = old.into_iter().filter(|p| p.remaining > 0).collect();
+    let parallelism = parallelism.max(1) as usize;
+    while all.len() < parallelism {
+        let Some((index, largest)) =
+            all.iter().enumerate().rev().max_by_key(|(_, p)| p.remaining).map(|(i, p)| (i, *p))
+        else {
+            break;
+        };
+        if largest.remaining < 2 {
+            break;
+        }
+        let [first, second] = largest.halves();
+        all[index] = first;
+        all.insert(index + 1, second);
+    }
+    all.into_iter().enumerate().filter(|(k, _)| k % parallelism == subtask as usize).map(|(_, p)| p).collect()
+}
 
 /// Subtask `subtask` of `parallelism`'s share of a [`Generator`] source.
 ///
@@ -11,8 +106,14 @@ use weir_api::{Error, Result};
 /// `1 + i, 1 + i + n, 1 + i + 2n, ...`, nothing when `count < i + 1`. The shares of all subtasks
 /// partition `1..=count` exactly.
 ///
+/// **Rescaling.** A position holds the subtask's remaining numbers as progressions. Restored at
+/// another parallelism, every new subtask is given every old subtask's position and takes its
+/// [`share`] of their progressions; a subtask with several emits their numbers merged in
+/// increasing order (event time derived from the number stays monotonous per subtask).
+///
 /// Each [`SourceReader::read`] fills [`RawBatch::sequence`] with `(first, n, k)`: `k` records
-/// `first, first + n, ...`, at most `max_records`. The status is:
+/// `first, first + n, ...`, at most `max_records` (with several progressions,
+/// [`RawBatch::numbers`] instead). The status is:
 /// - [`SourceStatus::Ready`] when records may remain;
 /// - [`SourceStatus::Finished`] when none remain. **It can come together with the last records
 ///   in the same call**, so the caller must process `out` before looking at the status.
@@ -26,12 +127,10 @@ use weir_api::{Error, Result};
 ///
 /// [`Generator`]: weir_api::connectors::SourceDescriptor::Generator
 pub struct GeneratorReader {
-    /// The next sequence number this subtask emits.
-    next: u64,
-    /// The distance between this subtask's numbers (the parallelism).
-    stride: u64,
-    /// How many numbers this subtask has still to emit.
-    remaining: u64,
+    subtask: u32,
+    parallelism: u32,
+    /// The numbers this subtask still has to emit, without empty progressions.
+    progressions: Vec<Progression>,
     /// Events per millisecond of this subtask, when rate-limited.
     rate_per_ms: Option<f64>,
     /// Processing time of the first read (rate-limited generators only).
@@ -44,9 +143,9 @@ pub struct GeneratorReader {
 impl std::fmt::Debug for GeneratorReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeneratorReader")
-            .field("next", &self.next)
-            .field("stride", &self.stride)
-            .field("remaining", &self.remaining)
+            .field("subtask", &self.subtask)
+            .field("parallelism", &self.parallelism)
+            .field("progressions", &self.progressions)
             .field("rate_per_ms", &self.rate_per_ms)
             .field("start_ms", &self.start_ms)
             .field("emitted", &self.emitted)
@@ -67,7 +166,7 @@ impl GeneratorReader {
         parallelism: u32,
         now_ms: impl Fn() -> Timestamp + Send + 'static,
     ) -> Result<Self> {
-        super::check_subtask("generator source", subtask, parallelism)?;
+        super::check_subtask(SERVICE, subtask, parallelism)?;
         let rate_per_ms = match rate {
             None => None,
             Some(r) if r.is_nan() || r <= 0.0 => {
@@ -82,7 +181,17 @@ impl GeneratorReader {
         let stride = u64::from(parallelism);
         let first = u64::from(subtask) + 1;
         let remaining = if count < first { 0 } else { (count - first) / stride + 1 };
-        Ok(Self { next: first, stride, remaining, rate_per_ms, start_ms: None, emitted: 0, now_ms: Box::new(now_ms) })
+        let progressions =
+            [Progression { next: first, stride, remaining }].into_iter().filter(|p| p.remaining > 0).collect();
+        Ok(Self {
+            subtask,
+            parallelism,
+            progressions,
+            rate_per_ms,
+            start_ms: None,
+            emitted: 0,
+            now_ms: Box::new(now_ms),
+        })
     }
 
     /// How many records the rate limit allows now, or the processing time at which the next one
@@ -101,24 +210,59 @@ impl GeneratorReader {
         // Floating-point rounding must not yield a wait that has already passed.
         Err(due.max(now.saturating_add(1)))
     }
+
+    /// Moves the `k` smallest numbers of several progressions, in increasing order, to `numbers`.
+    fn merge(&mut self, k: u64, numbers: &mut Vec<u64>) {
+        for _ in 0..k {
+            let Some(smallest) = self.progressions.iter_mut().filter(|p| p.remaining > 0).min_by_key(|p| p.next) else {
+                break;
+            };
+            numbers.push(smallest.next);
+            smallest.advance(1);
+        }
+        self.progressions.retain(|p| p.remaining > 0);
+    }
 }
 
 impl SourceReader for GeneratorReader {
-    /// `(next, remaining)`: where the sequence continues.
+    /// [`Position::V1`]: the subtask, the parallelism and the remaining progressions.
     fn position(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.next, self.remaining)).unwrap_or_default()
+        let position = Position::V1 {
+            subtask: self.subtask,
+            parallelism: self.parallelism,
+            progressions: self.progressions.clone(),
+        };
+        postcard::to_allocvec(&position).unwrap_or_default()
     }
 
-    fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let invalid = |message: String| Error::runtime("generator source", message);
-        let (next, remaining): (u64, u64) =
-            postcard::from_bytes(position).map_err(|e| invalid(format!("invalid generator position: {e}")))?;
-        let stride = self.stride.max(1);
-        if next % stride != self.next % stride {
-            return Err(invalid(format!("position {next} does not belong to this subtask")));
-        }
-        self.next = next;
-        self.remaining = remaining;
+    fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+        let decoded = positions.iter().map(|bytes| Position::decode(bytes)).collect::<Result<Vec<_>>>()?;
+        let progressions = if let Some((_, _, own)) = decoded
+            .iter()
+            .find(|(subtask, parallelism, _)| *parallelism == self.parallelism && *subtask == self.subtask)
+        {
+            own.clone()
+        } else {
+            // Another parallelism: every old subtask's position must be here, or numbers are lost.
+            let old = decoded.first().map_or(0, |(_, parallelism, _)| *parallelism);
+            let mut subtasks: Vec<u32> = decoded.iter().map(|(subtask, _, _)| *subtask).collect();
+            subtasks.sort_unstable();
+            if decoded.iter().any(|(_, parallelism, _)| *parallelism != old) || subtasks != (0..old).collect::<Vec<_>>()
+            {
+                return Err(Error::runtime(
+                    SERVICE,
+                    format!(
+                        "subtask {} of {} was given the positions of subtasks {subtasks:?} of a generator that ran at \
+                         parallelism {old}: every old subtask's position is needed to take a share of them",
+                        self.subtask, self.parallelism
+                    ),
+                ));
+            }
+            let mut ordered = decoded;
+            ordered.sort_by_key(|(subtask, _, _)| *subtask);
+            share(ordered.into_iter().flat_map(|(_, _, p)| p).collect(), self.subtask, self.parallelism)
+        };
+        self.progressions = progressions.into_iter().filter(|p| p.remaining > 0).collect();
         // The rate limit starts over from the restored position.
         self.emitted = 0;
         self.start_ms = None;
@@ -126,10 +270,11 @@ impl SourceReader for GeneratorReader {
     }
 
     fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus> {
-        if self.remaining == 0 {
+        let remaining = self.progressions.iter().fold(0u64, |sum, p| sum.saturating_add(p.remaining));
+        if remaining == 0 {
             return Ok(SourceStatus::Finished);
         }
-        let mut k = self.remaining.min(u64::try_from(max_records).unwrap_or(u64::MAX));
+        let mut k = remaining.min(u64::try_from(max_records).unwrap_or(u64::MAX));
         if let Some(rate_per_ms) = self.rate_per_ms {
             match self.allowance(rate_per_ms) {
                 Ok(allowed) => k = k.min(allowed),
@@ -139,12 +284,18 @@ impl SourceReader for GeneratorReader {
         if k == 0 {
             return Ok(SourceStatus::Ready);
         }
-        out.sequence = Some((self.next, self.stride, k));
-        self.remaining -= k;
         self.emitted += k;
-        // Saturating: after the last number of an unbounded generator there is no next.
-        self.next = self.next.saturating_add(k.saturating_mul(self.stride));
-        Ok(if self.remaining == 0 { SourceStatus::Finished } else { SourceStatus::Ready })
+        match self.progressions.as_mut_slice() {
+            [single] => {
+                out.sequence = Some((single.next, single.stride, k));
+                single.advance(k);
+                if single.remaining == 0 {
+                    self.progressions.clear();
+                }
+            }
+            _ => self.merge(k, &mut out.numbers),
+        }
+        Ok(if self.progressions.is_empty() { SourceStatus::Finished } else { SourceStatus::Ready })
     }
 }
 
@@ -164,6 +315,8 @@ mod tests {
                 assert!(k as usize <= max);
                 numbers.extend((0..k).map(|j| first + j * stride));
             }
+            assert!(out.numbers.len() <= max);
+            numbers.extend(&out.numbers);
             match status {
                 SourceStatus::Ready => {}
                 SourceStatus::Finished => return numbers,
@@ -192,6 +345,68 @@ mod tests {
                 assert_eq!(all, (1..=count).collect::<Vec<_>>(), "n {n}, count {count}");
             }
         }
+    }
+
+    #[test]
+    fn a_restore_at_another_parallelism_partitions_the_remaining_numbers() {
+        for old in 1..=4u32 {
+            for new in 1..=5u32 {
+                for count in [0u64, 1, 5, 100, 1001] {
+                    // Old subtasks read different amounts before the savepoint.
+                    let mut emitted = Vec::new();
+                    let mut positions = Vec::new();
+                    for i in 0..old {
+                        let mut reader = GeneratorReader::new(Some(count), None, i, old, || 0).unwrap();
+                        for _ in 0..=i {
+                            let mut out = RawBatch::default();
+                            reader.read(7, &mut out).unwrap();
+                            let (first, stride, k) = out.sequence.unwrap_or((0, 0, 0));
+                            emitted.extend((0..k).map(|j| first + j * stride));
+                        }
+                        positions.push(reader.position());
+                    }
+                    // Handed out in any order.
+                    positions.reverse();
+                    let mut all = emitted;
+                    for i in 0..new {
+                        let mut reader = GeneratorReader::new(Some(count), None, i, new, || 0).unwrap();
+                        reader.restore(&positions).unwrap();
+                        let numbers = drain(&mut reader, 5);
+                        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{old}->{new}, {count}: {numbers:?}");
+                        all.extend(numbers);
+                    }
+                    all.sort_unstable();
+                    assert_eq!(all, (1..=count).collect::<Vec<_>>(), "{old} -> {new}, count {count}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn doubling_the_parallelism_gives_each_subtask_one_progression() {
+        let positions: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let mut reader = GeneratorReader::new(Some(100), None, i, 2, || 0).unwrap();
+                reader.read(10, &mut RawBatch::default()).unwrap();
+                reader.position()
+            })
+            .collect();
+        let mut reader = GeneratorReader::new(Some(100), None, 3, 4, || 0).unwrap();
+        reader.restore(&positions).unwrap();
+        let mut out = RawBatch::default();
+        reader.read(3, &mut out).unwrap();
+        assert_eq!(out.sequence, Some((24, 4, 3)), "old subtask 1's second half");
+    }
+
+    #[test]
+    fn missing_foreign_and_corrupt_positions_are_refused() {
+        let position = |i, n| GeneratorReader::new(Some(10), None, i, n, || 0).unwrap().position();
+        let mut reader = GeneratorReader::new(Some(10), None, 0, 3, || 0).unwrap();
+        let e = reader.restore(&[position(0, 2)]).unwrap_err().to_string();
+        assert!(e.contains("subtasks [0] of a generator that ran at parallelism 2"), "{e}");
+        let e = reader.restore(&[vec![9, 9, 9]]).unwrap_err().to_string();
+        assert!(e.contains("invalid generator position"), "{e}");
+        reader.restore(&[position(1, 2), position(0, 2)]).unwrap();
     }
 
     #[test]

@@ -86,9 +86,10 @@ pub struct OpenedSink {
 /// Opens the writer of a sink for subtask `task` (its index, parallelism, job and execution
 /// attempt), and its committer for transactional sinks.
 ///
-/// `restored` is the state the writer's [`SinkWriter::pre_commit`] returned for the checkpoint
-/// the job restarts from, `None` on a fresh start. A text file sink opened with state commits what
-/// the state had pending and discards what was written after it; opened without, it discards
+/// `restored` holds the states the writers' [`SinkWriter::pre_commit`] returned for the
+/// checkpoint the job restarts from (this subtask's, or every old subtask's after a change of
+/// parallelism; see [`weir_api::runtime::RestoredState::operator_states`]), empty on a fresh
+/// start. A text file sink opened with state commits what the state had pending and discards what was written after it; opened without, it discards
 /// whatever an earlier run left; its hidden files carry the attempt, so a task of an older attempt
 /// that still runs cannot touch them (see [`file_sink::TextFileSinkWriter`]). The stdout sink is
 /// not transactional: it has no committer and ignores `restored`.
@@ -98,9 +99,24 @@ pub struct OpenedSink {
 ///   the plugin and have no writer) and for `task.subtask >= task.parallelism`.
 /// - [`Error::Runtime`] when a text sink's directory cannot be created or cleaned up, when a
 ///   restored pending file cannot be committed, or when `restored` is corrupt.
-pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: Option<&[u8]>) -> Result<OpenedSink> {
+pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: &[Vec<u8>]) -> Result<OpenedSink> {
     match descriptor {
         SinkDescriptor::TextFiles { directory } => {
+            let restored = match restored {
+                [] => None,
+                [state] => Some(state.as_slice()),
+                states => {
+                    return Err(Error::runtime(
+                        "text file sink",
+                        format!(
+                            "subtask {} was given {} subtasks' states: the text file sink restores only at the \
+                             parallelism it ran with",
+                            task.subtask,
+                            states.len()
+                        ),
+                    ));
+                }
+            };
             let writer = file_sink::TextFileSinkWriter::open(directory, task, restored)?;
             let committer: Arc<dyn SinkCommitter> = Arc::new(writer.committer());
             Ok(OpenedSink { writer: Box::new(writer), committer: Some(committer) })
@@ -148,7 +164,7 @@ mod tests {
             let err = open_source(&descriptor, &task(), || 0).err().map(|e| e.to_string());
             assert!(err.is_some_and(|e| e.starts_with("invalid job")));
         }
-        let err = open_sink(&SinkDescriptor::Blackhole, &task(), None).err().map(|e| e.to_string());
+        let err = open_sink(&SinkDescriptor::Blackhole, &task(), &[]).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("blackhole")));
     }
 
@@ -165,9 +181,9 @@ mod tests {
         assert!(open_source(&text, &task(), || 0).is_ok());
         assert!(open_source(&text, &TaskInfo { subtask: 1, ..task() }, || 0).is_err());
         let sink = SinkDescriptor::TextFiles { directory: dir.path().join("out").to_string_lossy().into_owned() };
-        assert!(open_sink(&sink, &task(), None).is_ok_and(|opened| opened.committer.is_some()));
+        assert!(open_sink(&sink, &task(), &[]).is_ok_and(|opened| opened.committer.is_some()));
         assert!(
-            open_sink(&SinkDescriptor::Stdout, &task(), Some(b"ignored"))
+            open_sink(&SinkDescriptor::Stdout, &task(), &[b"ignored".to_vec()])
                 .is_ok_and(|opened| opened.committer.is_none())
         );
     }

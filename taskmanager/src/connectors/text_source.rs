@@ -96,8 +96,17 @@ impl SourceReader for TextFileReader {
         postcard::to_allocvec(&(file as u64, self.offset)).unwrap_or_default()
     }
 
-    fn seek(&mut self, position: &[u8]) -> Result<()> {
+    fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()> {
         use std::io::{Seek, SeekFrom};
+        let [position] = positions else {
+            return Err(Error::runtime(
+                SERVICE,
+                format!(
+                    "given {} subtasks' positions: a text file source restores only at the parallelism it ran with",
+                    positions.len()
+                ),
+            ));
+        };
         let (file, offset): (u64, u64) = postcard::from_bytes(position)
             .map_err(|e| Error::runtime(SERVICE, format!("invalid text file position: {e}")))?;
         let file = file as usize;

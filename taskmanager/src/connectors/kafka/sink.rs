@@ -100,9 +100,11 @@ const QUEUE_FULL_TIMEOUT: Duration = Duration::from_secs(60);
 const PROGRESS_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Opens subtask `task.subtask`'s writer of a Kafka sink, and for exactly-once delivery its
-/// committer (see the module documentation). `restored` is the state the writer's
+/// committer (see the module documentation). `restored` holds the states the writers'
 /// [`pre_commit`](weir_api::runtime::SinkWriter::pre_commit) returned for the checkpoint the job
-/// restarts from, `None` on a fresh start.
+/// restarts from: this subtask's own, or after a change of parallelism every old subtask's, of
+/// which it commits those of the old subtasks it takes over ([`takes_over`]); empty on a fresh
+/// start.
 ///
 /// # Errors
 /// One line each:
@@ -112,14 +114,26 @@ const PROGRESS_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// - [`Error::Runtime`]: the brokers cannot be reached within 10 s (naming them), the sink's topic
 ///   does not exist, the progress topic cannot be created or read, `init_transactions` or the
 ///   restore's transaction fails, `restored` is corrupt or of another transactional id.
-pub fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> Result<OpenedSink> {
+pub fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: &[Vec<u8>]) -> Result<OpenedSink> {
     super::super::check_subtask(SERVICE, task.subtask, task.parallelism)?;
     check_properties(spec)?;
-    let ident = Ident { job_id: task.job_id.clone(), subtask: task.subtask, servers: spec.bootstrap_servers.clone() };
+    let ident = Ident {
+        job_id: task.job_id.clone(),
+        subtask: task.subtask,
+        parallelism: task.parallelism,
+        servers: spec.bootstrap_servers.clone(),
+    };
     match spec.delivery {
         Delivery::ExactlyOnce => transactional::open(spec, ident, restored),
         Delivery::AtLeastOnce | Delivery::None => plain::open(spec, ident, restored),
     }
+}
+
+/// Whether the subtask `ident` commits what old subtask `old` left pending, restored at another
+/// parallelism: old subtask `j` is taken over by subtask `j % parallelism` (its own index when
+/// the parallelism grew), so each old state is committed exactly once.
+fn takes_over(old: u32, ident: &Ident) -> bool {
+    old % ident.parallelism.max(1) == ident.subtask
 }
 
 /// Who a sink subtask is, for errors and logs.
@@ -127,6 +141,7 @@ pub fn open(spec: &KafkaSinkSpec, task: &TaskInfo, restored: Option<&[u8]>) -> R
 struct Ident {
     job_id: String,
     subtask: u32,
+    parallelism: u32,
     /// The bootstrap servers, named in errors.
     servers: String,
 }
@@ -254,7 +269,7 @@ mod tests {
     #[test]
     fn helper_clients_get_only_connection_properties() {
         let spec = spec(Delivery::ExactlyOnce, &[("security.protocol", "ssl"), ("linger.ms", "5")]);
-        let ident = Ident { job_id: "j".into(), subtask: 2, servers: spec.bootstrap_servers.clone() };
+        let ident = Ident { job_id: "j".into(), subtask: 2, parallelism: 3, servers: spec.bootstrap_servers.clone() };
         let config = connection_config(&spec, &ident);
         assert_eq!(config.get("security.protocol"), Some("ssl"));
         assert_eq!(config.get("linger.ms"), None);

@@ -38,8 +38,10 @@
 //!   returns [`SourceStatus::Finished`] when all are (at once for a subtask without partitions).
 //! - **Position** ([`SourceReader::position`]): postcard, versioned: the subtask and parallelism
 //!   it belongs to, and every split in order with its topic, partition, next offset (or the rule
-//!   that will resolve it) and end. [`SourceReader::seek`] restores it exactly: the next read
-//!   starts at the stored offsets, so no record is read twice into state.
+//!   that will resolve it) and end. [`SourceReader::restore`] restores it exactly: the next read
+//!   starts at the stored offsets, so no record is read twice into state. Restored at another
+//!   parallelism (a savepoint), every subtask is given every old subtask's position and keeps
+//!   the splits it owns by the assignment formula, with their offsets.
 //! - **Consumer group**: offsets are committed (asynchronously, for lag tools only) when a
 //!   checkpoint completes, by the [`SinkCommitter`] that [`open`] returns (see `commit`);
 //!   without a group id nothing is committed.
@@ -713,25 +715,47 @@ impl SourceReader for KafkaSourceReader {
         Position::V1(PositionV1 { subtask: self.owner.subtask, parallelism: self.parallelism, splits }).encode()
     }
 
-    /// Replaces the splits with the position's, in its order; an unbounded source appends the
-    /// partitions it owns now that the position lacks (found after the checkpoint: they start at
-    /// the earliest offset). Meant before the first read; a later seek starts over.
+    /// Replaces the splits with the restored ones: this subtask's own position's, in its order;
+    /// after a change of parallelism, the splits of every old subtask's position that this
+    /// subtask owns at its parallelism (Flink's owner formula), with their offsets and end
+    /// offsets. An unbounded source appends the partitions it owns now that no position has
+    /// (found after the checkpoint: they start at the earliest offset). Meant before the first
+    /// read; a later restore starts over.
     ///
     /// # Errors
-    /// [`Error::Runtime`] when `position` is not a Kafka source position;
-    /// [`Error::InvalidJob`] when it belongs to another subtask or parallelism (the partition
-    /// assignment depends on both).
-    fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let position = Position::decode(position).map_err(|e| {
-            Error::runtime(SERVICE, format!("the restored position is not a Kafka source position: {e}"))
-        })?;
-        if position.parallelism != self.parallelism || position.subtask != self.owner.subtask {
-            return Err(Error::InvalidJob(format!(
-                "{SERVICE}: the restored position is subtask {} of {}, this is subtask {} of {} (a Kafka source is \
-                 restored with the parallelism it ran with)",
-                position.subtask, position.parallelism, self.owner.subtask, self.parallelism
-            )));
+    /// [`Error::Runtime`] when a position is not a Kafka source position, names a partition
+    /// twice, or (another parallelism) the positions are not those of every old subtask.
+    fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+        let mut decoded = Vec::with_capacity(positions.len());
+        for bytes in positions {
+            decoded.push(Position::decode(bytes).map_err(|e| {
+                Error::runtime(SERVICE, format!("the restored position is not a Kafka source position: {e}"))
+            })?);
         }
+        let own = decoded.iter().position(|p| p.parallelism == self.parallelism && p.subtask == self.owner.subtask);
+        let restored_splits: Vec<StoredSplit> = match own {
+            Some(index) => decoded.swap_remove(index).splits,
+            None => {
+                decoded.sort_by_key(|p| p.subtask);
+                let old = decoded.first().map_or(0, |p| p.parallelism);
+                let subtasks: Vec<u32> = decoded.iter().map(|p| p.subtask).collect();
+                if decoded.iter().any(|p| p.parallelism != old) || subtasks != (0..old).collect::<Vec<_>>() {
+                    return Err(Error::runtime(
+                        SERVICE,
+                        format!(
+                            "subtask {} of {} was given the positions of subtasks {subtasks:?} of a source that ran \
+                             at parallelism {old}: every old subtask's position is needed to take its partitions",
+                            self.owner.subtask, self.parallelism
+                        ),
+                    ));
+                }
+                decoded
+                    .into_iter()
+                    .flat_map(|p| p.splits)
+                    .filter(|s| assignment::owner(&s.topic, s.partition, self.parallelism) == self.owner.subtask)
+                    .collect()
+            }
+        };
         if self.started {
             self.consumer.unassign().map_err(|e| self.kafka_error("unassigning partitions", &e))?;
             self.started = false;
@@ -741,7 +765,7 @@ impl SourceReader for KafkaSourceReader {
         self.splits.clear();
         self.split_ids.clear();
         self.final_remembered = false;
-        for stored in position.splits {
+        for stored in restored_splits {
             if self.add_split(&stored.topic, stored.partition, stored.next, stored.end).is_none() {
                 return Err(Error::runtime(
                     SERVICE,

@@ -23,7 +23,7 @@ pub(super) struct PlainWriter {
 ///
 /// # Errors
 /// See [`super::open`].
-pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) -> Result<OpenedSink> {
+pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: &[Vec<u8>]) -> Result<OpenedSink> {
     let mut config = base_config(spec, &ident);
     if spec.delivery == Delivery::AtLeastOnce && !spec.properties.contains_key("enable.idempotence") {
         // No duplicates or reordering from the producer's own retries.
@@ -33,7 +33,7 @@ pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) 
     client::connect(&producer, spec.topic.as_deref(), &ident)?;
     let topics = Topics::new(&producer, spec.topic.as_deref(), &ident)?;
     let mut writer = PlainWriter { ident, delivery: spec.delivery, producer, topics, finished: false };
-    if let Some(bytes) = restored {
+    for bytes in restored {
         writer.write_restored(bytes)?;
     }
     Ok(OpenedSink { writer: Box::new(writer), committer: None })
@@ -44,6 +44,12 @@ impl PlainWriter {
     /// they may have been committed already, so this is at least once.
     fn write_restored(&mut self, bytes: &[u8]) -> Result<()> {
         let state = super::epoch::decode_state(bytes).map_err(runtime)?;
+        // After a change of parallelism every subtask is given every old subtask's state: the
+        // one that takes over old subtask `j` writes it (the transactional id ends in `-j`).
+        let old = state.transactional_id.rsplit_once('-').and_then(|(_, j)| j.parse::<u32>().ok());
+        if old.is_some_and(|old| old != self.ident.subtask && !super::takes_over(old, &self.ident)) {
+            return Ok(());
+        }
         let records: usize = state.epochs.iter().map(super::epoch::Epoch::len).sum();
         if records == 0 {
             return Ok(());

@@ -2,7 +2,7 @@
 //! once their checkpoint completed (see the parent module).
 
 use super::client::{self, Marker, SinkProducer, Topics};
-use super::epoch::{Epoch, OutRecord, check_header_names, decode_state, encode_state};
+use super::epoch::{Epoch, OutRecord, State, check_header_names, decode_state, encode_state};
 use super::{COMMIT_TIMEOUT, Ident, REQUEST_TIMEOUT, base_config, connection_config, invalid, runtime};
 use crate::connectors::{OpenedSink, SinkCommitter};
 use rdkafka::admin::AdminClient;
@@ -31,7 +31,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// # Errors
 /// See [`super::open`].
-pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) -> Result<OpenedSink> {
+pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: &[Vec<u8>]) -> Result<OpenedSink> {
     let prefix = spec.transactional_id_prefix.trim();
     if prefix.is_empty() {
         return Err(invalid("exactly-once delivery needs a transactional id prefix (set transactional_id_prefix)"));
@@ -51,11 +51,9 @@ pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) 
     }
     let transactional_id = format!("{prefix}-{}", ident.subtask);
     let mut config = base_config(spec, &ident);
-    config
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", timeout.to_string())
-        .set("enable.idempotence", "true");
-    let producer = client::producer(&config, &ident)?;
+    config.set("transaction.timeout.ms", timeout.to_string()).set("enable.idempotence", "true");
+    let (own, others) = restored_shares(restored, prefix, &ident)?;
+    let producer = client::producer(config.clone().set("transactional.id", &transactional_id), &ident)?;
     let brokers = client::connect(&producer, spec.topic.as_deref(), &ident)?;
     let topics = Topics::new(&producer, spec.topic.as_deref(), &ident)?;
     let connection = connection_config(spec, &ident);
@@ -63,6 +61,24 @@ pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) 
     check_broker_timeout(&admin, &brokers, spec.transaction_timeout_ms, &ident)?;
     let created = client::ensure_progress_topic(&admin, &spec.progress_topic, &ident)?;
     drop(admin);
+    // Old subtasks' states this subtask takes over after a change of parallelism: each is
+    // committed with its own transactional id (fencing what that id left open), then its
+    // producer is closed.
+    for state in others {
+        let id = state.transactional_id.clone();
+        let other = client::producer(config.clone().set("transactional.id", &id), &ident)?;
+        other.init_transactions(REQUEST_TIMEOUT).map_err(|e| init_error(&e, &id, &ident))?;
+        let marker = if created { None } else { client::read_marker(&connection, &spec.progress_topic, &id, &ident)? };
+        let mut transactions = Transactions {
+            producer: other,
+            ident: ident.clone(),
+            transactional_id: id,
+            progress_topic: spec.progress_topic.clone(),
+            open: false,
+            broken: None,
+        };
+        restore(&mut transactions, state, marker.as_ref())?;
+    }
     producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| init_error(&e, &transactional_id, &ident))?;
     let marker =
         if created { None } else { client::read_marker(&connection, &spec.progress_topic, &transactional_id, &ident)? };
@@ -74,9 +90,9 @@ pub(super) fn open(spec: &KafkaSinkSpec, ident: Ident, restored: Option<&[u8]>) 
         open: false,
         broken: None,
     };
-    let drop_all = match restored {
+    let drop_all = match own {
         None => start_fresh(&mut transactions, marker.as_ref())?,
-        Some(bytes) => restore(&mut transactions, bytes, marker.as_ref())?,
+        Some(state) => restore(&mut transactions, state, marker.as_ref())?,
     };
     if drop_all {
         tracing::warn!(
@@ -148,6 +164,38 @@ fn init_error(e: &KafkaError, transactional_id: &str, ident: &Ident) -> Error {
     ))
 }
 
+/// The restored states this subtask commits, decoded: its own (transactional id
+/// `<prefix>-<subtask>`) and those of old subtasks `j` it takes over after a change of
+/// parallelism (`j % parallelism == subtask`; another subtask takes the others).
+///
+/// # Errors
+/// A corrupt state, or one of another transactional id prefix (its markers are that id's).
+fn restored_shares(restored: &[Vec<u8>], prefix: &str, ident: &Ident) -> Result<(Option<State>, Vec<State>)> {
+    let (mut own, mut others) = (None, Vec::new());
+    for bytes in restored {
+        let state = decode_state(bytes).map_err(runtime)?;
+        let old = state
+            .transactional_id
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|subtask| subtask.parse::<u32>().ok())
+            .ok_or_else(|| {
+                runtime(format!(
+                    "the checkpoint's state of this sink was written with transactional id '{}', and this sink's \
+                     prefix is '{prefix}' (the prefix changed?): its progress markers are that id's, so it cannot be \
+                     restored here",
+                    state.transactional_id
+                ))
+            })?;
+        if old == ident.subtask {
+            own = Some(state);
+        } else if super::takes_over(old, ident) {
+            others.push(state);
+        }
+    }
+    Ok((own, others))
+}
+
 /// A fresh start: a marker of this job's final commit means its whole output is written
 /// (returns `true`: drop everything); another marker is an earlier job's and is deleted.
 fn start_fresh(transactions: &mut Transactions, marker: Option<&Marker>) -> Result<bool> {
@@ -174,16 +222,7 @@ fn start_fresh(transactions: &mut Transactions, marker: Option<&Marker>) -> Resu
 /// (rewritten with its own id, in the same transaction as the epochs it commits, or alone), so
 /// that its own epochs, numbered above the savepoint, are never taken for covered by an earlier
 /// run's final marker.
-fn restore(transactions: &mut Transactions, bytes: &[u8], marker: Option<&Marker>) -> Result<bool> {
-    let state = decode_state(bytes).map_err(runtime)?;
-    if state.transactional_id != transactions.transactional_id {
-        return Err(runtime(format!(
-            "the checkpoint's state of this sink subtask was written with transactional id '{}', this subtask's is \
-             '{}' (the prefix or the parallelism changed?): its progress markers are that id's, so it cannot be \
-             restored here",
-            state.transactional_id, transactions.transactional_id
-        )));
-    }
+fn restore(transactions: &mut Transactions, state: State, marker: Option<&Marker>) -> Result<bool> {
     let committed = marker.map_or(0, |m| m.epoch);
     let (done, todo): (Vec<Epoch>, Vec<Epoch>) = state.epochs.into_iter().partition(|e| e.id <= committed);
     let records: usize = todo.iter().map(Epoch::len).sum();
