@@ -10,6 +10,7 @@
 //! fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
 //!     let output = args.required("output")?;
 //!     env.from_generator(GeneratorSource::bounded(1_000_000), |seq| (seq % 100, seq))
+//!         .uid("numbers") // every stateful operator needs a uid: savepoints map state by it
 //!         .assign_timestamps_and_watermarks(
 //!             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(1))
 //!                 .with_timestamp_assigner(|&(_, seq): &(u64, u64), _| seq as i64),
@@ -19,7 +20,8 @@
 //!         .reduce(|a, b| (a.0, a.1 + b.1))
 //!         .uid("sum-per-key")
 //!         .map(|(key, sum)| format!("{key},{sum}"))
-//!         .write_as_text(output);
+//!         .write_as_text(output)
+//!         .uid("sums");
 //!     Ok(())
 //! }
 //!

@@ -288,6 +288,7 @@ mod tests {
         let env = StreamExecutionEnvironment::new();
         let held = PanicsOnDrop(drops);
         env.from_collection(vec![1_i64])
+            .uid("numbers")
             .map(move |x: i64| {
                 std::hint::black_box(&held);
                 x

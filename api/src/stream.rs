@@ -95,6 +95,10 @@ struct Builder {
     edges: Vec<EdgeDescriptor>,
     edge_keys: HashMap<EdgeId, Box<dyn Any + Send + Sync>>,
     fixed_parallelism: Vec<bool>,
+    /// Nodes whose uid the job set (`uid`), as opposed to the generated `<kind>-<index>`.
+    explicit_uids: std::collections::HashSet<NodeId>,
+    /// See [`StreamExecutionEnvironment::allow_generated_uids`].
+    allow_generated_uids: bool,
     errors: Vec<String>,
 }
 
@@ -184,6 +188,8 @@ impl StreamExecutionEnvironment {
                 edges: Vec::new(),
                 edge_keys: HashMap::new(),
                 fixed_parallelism: Vec::new(),
+                explicit_uids: std::collections::HashSet::new(),
+                allow_generated_uids: false,
                 errors: Vec::new(),
             })),
         }
@@ -203,6 +209,17 @@ impl StreamExecutionEnvironment {
         }
         g.parallelism = Some(parallelism);
         drop(g);
+        self
+    }
+
+    /// Lets stateful operators go without an explicit `uid` (they get one from their kind and
+    /// position in the graph, which changes when the graph does): for jobs that will never
+    /// restore a savepoint into a changed graph (tests, experiments). By default a job with a
+    /// stateful operator (a source, a sink that commits, a keyed operator) without `uid` is
+    /// refused when it is built, naming the operators, as Flink's
+    /// `pipeline.auto-generate-uids: false`.
+    pub fn allow_generated_uids(&mut self) -> &mut Self {
+        self.graph.borrow_mut().allow_generated_uids = true;
         self
     }
 
@@ -335,6 +352,19 @@ impl StreamExecutionEnvironment {
                 "the job has no sink: add print(), write_as_text() or sink_to_blackhole()".into(),
             ));
         }
+        let anonymous: Vec<String> = graph
+            .nodes
+            .iter()
+            .filter(|n| !graph.allow_generated_uids && keeps_state(&n.kind) && !graph.explicit_uids.contains(&n.id))
+            .map(|n| format!("'{}'", n.name))
+            .collect();
+        if !anonymous.is_empty() {
+            return Err(Error::InvalidJob(format!(
+                "stateful operators without a uid: {}; set one on each with .uid(\"...\") (savepoints map state by \
+                 uid, and a generated one changes when the job's graph does), or call env.allow_generated_uids()",
+                anonymous.join(", ")
+            )));
+        }
         let mut uids = std::collections::HashSet::new();
         for node in &graph.nodes {
             if !uids.insert(node.uid.as_str()) {
@@ -393,6 +423,16 @@ impl<T> std::fmt::Debug for DataStream<T> {
 }
 
 /// Setting `uid`, `name` and parallelism on the operator that produced a stream or a sink.
+/// Whether an operator of `kind` keeps state that a savepoint holds: sources (their position),
+/// sinks that commit (text files, Kafka), keyed operators.
+fn keeps_state(kind: &NodeKind) -> bool {
+    match kind {
+        NodeKind::Source(_) => true,
+        NodeKind::Sink(sink) => !matches!(sink, SinkDescriptor::Stdout | SinkDescriptor::Blackhole),
+        NodeKind::Operator { keyed, .. } => *keyed,
+    }
+}
+
 fn configure_node(
     graph: &Graph,
     node: Option<NodeId>,
@@ -450,6 +490,9 @@ impl<T: crate::Data> DataStream<T> {
     /// Sets the stable id that the operator's state is addressed by; keep it across job versions.
     pub fn uid(self, uid: &str) -> Self {
         configure_node(&self.graph, self.node, "uid", |n, _| set_uid(n, uid));
+        if let Some(id) = self.node {
+            self.graph.borrow_mut().explicit_uids.insert(id);
+        }
         self
     }
 
@@ -704,6 +747,7 @@ impl DataStreamSink {
     /// Sets the sink's stable id.
     pub fn uid(self, uid: &str) -> Self {
         configure_node(&self.graph, Some(self.node), "uid", |n, _| set_uid(n, uid));
+        self.graph.borrow_mut().explicit_uids.insert(self.node);
         self
     }
 
@@ -1085,5 +1129,42 @@ where
         });
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
         self.streams.two_input("keyed co-process", true, make, keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+
+    fn built(build: crate::plugin::BuildFn) -> crate::Result<crate::runtime::JobGraph> {
+        crate::plugin::job_entry(build).build(&[])
+    }
+
+    #[test]
+    fn stateful_operators_need_a_uid_unless_generated_ones_are_allowed() {
+        fn without(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> crate::Result<()> {
+            env.from_collection(vec![1_u64])
+                .name("numbers")
+                .map(|x: u64| x)
+                .key_by(|x: &u64| *x)
+                .reduce(|a: u64, b: u64| a + b)
+                .name("sums")
+                .print();
+            Ok(())
+        }
+        let e = built(without).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("stateful operators without a uid: 'numbers', 'sums'"), "{e}");
+        assert!(!e.contains("'map'") && !e.contains("'print'") && e.lines().count() == 1, "{e}");
+        fn allowed(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> crate::Result<()> {
+            env.allow_generated_uids();
+            without(env, args)
+        }
+        assert!(built(allowed).is_ok());
+        fn with(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> crate::Result<()> {
+            let sums = env.from_collection(vec![1_u64]).uid("numbers").key_by(|x: &u64| *x);
+            sums.reduce(|a: u64, b: u64| a + b).uid("sums").write_as_text("/tmp/weir-unused").uid("out");
+            Ok(())
+        }
+        assert!(built(with).is_ok());
     }
 }

@@ -81,6 +81,7 @@ impl Drop for PanicsOnDrop {
 fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> weir_api::Result<()> {
     let held = PanicsOnDrop(args.get("marker").unwrap_or_default().to_owned());
     env.from_collection(vec![1_i64])
+        .uid("numbers")
         .map(move |x: i64| {
             std::hint::black_box(&held);
             x

@@ -828,7 +828,7 @@ mod tests {
 
     /// An endless, slow source into a blackhole: one task that runs until cancelled.
     fn endless(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> weir_api::Result<()> {
-        env.from_generator(GeneratorSource::unbounded().with_rate(100.0), |seq| seq).sink_to_blackhole();
+        env.from_generator(GeneratorSource::unbounded().with_rate(100.0), |seq| seq).uid("numbers").sink_to_blackhole();
         Ok(())
     }
 

@@ -152,7 +152,8 @@ fn one_file_word_count(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> 
         .reduce(|a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1))
         .uid("counts")
         .map(|(word, n): (String, u64)| format!("{word} {n}"))
-        .write_as_text(output);
+        .write_as_text(output)
+        .uid("out");
     Ok(())
 }
 
@@ -223,9 +224,11 @@ fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once
 /// Windows in event time over records that have no timestamps: the job as written cannot run.
 fn no_timestamps(env: &mut StreamExecutionEnvironment, _args: &JobArgs) -> Result<()> {
     env.from_generator(GeneratorSource::bounded(1000), |seq| seq % 10)
+        .uid("numbers")
         .key_by(|k: &u64| *k)
         .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
         .reduce(|a: u64, b: u64| a + b)
+        .uid("sums")
         .sink_to_blackhole();
     Ok(())
 }

@@ -447,6 +447,17 @@ fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_we
     assert!(out.stderr.contains("--allow-non-restored-state"), "{out:?}");
     let out = check("2", Some("no-count"), &["-n"]);
     assert_eq!(out.code, Some(0), "{out:?}");
+    // A stateful operator without a uid: refused at submission, naming it; the check too.
+    let mut run = vec!["run", path_str(&jobs), "-p", "2", "--detached", "--"];
+    run.extend_from_slice(&job_args);
+    run.extend_from_slice(&["--variant", "no-uid"]);
+    let refused = cluster.weir(&run);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert_eq!(refused.stderr.trim().lines().count(), 1, "{refused:?}");
+    assert!(refused.stderr.contains("without a uid: 'count per key'"), "{refused:?}");
+    let out = check("2", Some("no-uid"), &[]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("without a uid: 'count per key'"), "{out:?}");
     // ... and says so as `weir run -s` does (the same refusal).
     let out = check("2", Some("no-count"), &["--json"]);
     assert_eq!(out.code, Some(1), "{out:?}");

@@ -43,6 +43,7 @@ fn window_line(key: &String, w: &TimeWindow, v: Vec<i64>, out: &mut Collector<'_
 //   W(9999) fires [0,10000): a = 1+2 = 3, b = 10. a@5000 is then late (cleanup 9999 <= 9999): side
 //   output. At the end [10000,20000): a = 4, b = 20.
 fn tumbling(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let late = OutputTag::<Event>::new("late");
     let events = vec![
         rec("a", 1, 1000),
@@ -86,6 +87,7 @@ fn tumbling_windows_fire_at_the_watermark_and_late_records_go_to_the_side_output
 // Sliding windows of 10 s every 5 s: a@1000 is in [-5000,5000) and [0,10000); a@6000 in
 // [0,10000) and [5000,15000); a@12000 in [5000,15000) and [10000,20000).
 fn sliding(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     env.from_timed_events(vec![rec("a", 1, 1000), rec("a", 1, 6000), rec("a", 1, 12_000)])
         .key_by(|e: &Event| e.0.clone())
         .window(SlidingEventTimeWindows::of(Duration::from_secs(10), Duration::from_secs(5)))
@@ -110,6 +112,7 @@ fn sliding_windows_count_each_record_in_every_window_it_belongs_to() {
 // a@3500 -> [3500,6500) overlaps both, so all merge into [1000,8500) with 3 records (values
 // 1+2+4 = 7). b@1000 -> [1000,4000); W(5000) fires it; b@9000 -> [9000,12000).
 fn sessions(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let events = vec![
         rec("a", 1, 1000),
         rec("b", 1, 1000),
@@ -150,6 +153,7 @@ fn session_windows_merge_when_a_record_bridges_them() {
 //   W(15000): the cleanup timer 14999 fires; the window's state is gone.
 //   a@4000: now too late: side output.  a@16000: [10000,20000) fires at the end with 1.
 fn lateness(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let late = OutputTag::<Event>::new("late");
     let events = vec![
         rec("a", 1, 1000),
@@ -187,6 +191,7 @@ fn allowed_lateness_refires_windows_and_later_records_go_to_the_side_output() {
 // [10000,20000), which fires at the end with 2. With a 3 s bound the watermark only reaches 9499,
 // so a@9000 is on time: [0,10000) has 2.
 fn out_of_orderness(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let bound: u64 = args.parse_required("bound-ms")?;
     let late = OutputTag::<Event>::new("late");
     let counts = env
@@ -223,6 +228,7 @@ fn bounded_out_of_orderness_decides_what_is_late() {
 // When slow's a@12000 arrives the combined watermark is still 4000 (not 30000), so it is on
 // time: [10000,20000) counts a@15000 and a@12000. Nothing is late.
 fn union_watermarks(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let late = OutputTag::<Event>::new("late");
     let fast = env.from_timed_events(vec![
         rec("a", 1, 1000),
@@ -263,6 +269,7 @@ fn the_watermark_of_a_union_across_an_exchange_is_the_minimum_of_its_inputs() {
 // follows `steady` past 9999, [0,10000) fires without a@2000, which then arrives late. Without
 // idleness the union waits for `sporadic`: a@2000 is on time and nothing is late.
 fn idleness(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let idle = args.has("idleness");
     let late = OutputTag::<Event>::new("late");
     let mut steady_events: Vec<TimedEvent<Event>> = (1..=25).map(|i| rec("a", 1, i * 1000)).collect();
@@ -334,6 +341,7 @@ impl KeyedProcessFunction<String, Event, String> for Counter {
 // Counting per key with a 300 ms time-to-live: a#1, a#2 count 1, 2; after 800 ms without
 // writes the count has expired, so a#3 counts 1 again (without TTL: 3). b is unaffected.
 fn ttl(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let counter = Counter { ttl: args.has("ttl") };
     env.from_timed_events(vec![
         rec("a", 1, 1),
@@ -406,6 +414,7 @@ impl KeyedProcessFunction<String, Event, String> for Timers {
 // 50000 timer was deleted. c(99) registers a processing-time timer 50 ms ahead; the source's
 // 300 ms pause lets it fire.
 fn timers(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     env.from_timed_events(vec![
         rec("a", 5, 1000),
         rec("a", 5, 1000),
@@ -440,6 +449,7 @@ fn event_and_processing_time_timers_fire_with_keyed_state_in_scope() {
 // Processing-time windows of 200 ms: two bursts separated by a 700 ms pause land in different
 // windows; every record is counted once.
 fn processing_time(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let mut events: Vec<TimedEvent<Event>> = (0..5).map(|i| rec("a", i, 0)).collect();
     events.push(TimedEvent::Pause(Duration::from_millis(700)));
     events.extend((0..3).map(|i| rec("a", i, 0)));
@@ -482,6 +492,7 @@ impl KeyedCoProcessFunction<i64, (i64, String), (i64, u64), String> for Enrich {
 // Keyed connect: names arrive on input 1 first (the pause orders them before the amounts);
 // amounts on input 2 are enriched with their key's name. A co-map merges both into one type.
 fn connect(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let names = env.from_collection(vec![(1i64, "one".to_owned()), (2, "two".to_owned())]);
     let amounts = env.from_timed_events(vec![
         TimedEvent::Pause(Duration::from_millis(300)),
@@ -513,6 +524,7 @@ fn connected_streams_share_keyed_state_and_co_map_merges_them() {
 }
 
 fn panicking(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     env.from_collection((0..100i64).collect::<Vec<_>>())
         .map(|x: i64| if x == 42 { panic!("user code rejects {x}") } else { x })
         .map(|x: i64| x.to_string())
@@ -533,6 +545,7 @@ fn a_panic_in_user_code_fails_the_job_with_its_message() {
 }
 
 fn reduce(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     env.from_collection(vec![rec_tuple("a", 1), rec_tuple("b", 2), rec_tuple("a", 3)])
         .key_by(|e: &Event| e.0.clone())
         .reduce(|a: Event, b: Event| (a.0, a.1 + b.1))
@@ -558,6 +571,7 @@ fn a_rolling_reduce_emits_every_intermediate_result() {
 }
 
 fn bad_args(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     let n: u64 = args.parse_required("count")?;
     env.from_collection((0..n).collect::<Vec<_>>()).sink_to_blackhole();
     Ok(())
@@ -587,6 +601,7 @@ fn job_argument_errors_are_reported_before_anything_runs() {
 }
 
 fn early_end(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
     env.from_collection(vec![("only".to_owned(), 1i64)])
         .key_by(|e: &Event| e.0.clone())
         .reduce(|a: Event, b: Event| (a.0, a.1 + b.1))

@@ -35,14 +35,16 @@
 //!         .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
 //!         .reduce(|a, b| (a.0, a.1 + b.1))
 //!         .uid("counts");
-//!     counts.sink_to_kafka(
-//!         KafkaSink::builder()
-//!             .bootstrap_servers("kafka:9092")
-//!             .topic("counts")
-//!             .delivery(Delivery::ExactlyOnce)
-//!             .transactional_id_prefix("wcount-counts") // unique to this sink, stable across restarts
-//!             .build(KafkaSerializer::json()),
-//!     );
+//!     counts
+//!         .sink_to_kafka(
+//!             KafkaSink::builder()
+//!                 .bootstrap_servers("kafka:9092")
+//!                 .topic("counts")
+//!                 .delivery(Delivery::ExactlyOnce)
+//!                 .transactional_id_prefix("wcount-counts") // unique to this sink, stable across restarts
+//!                 .build(KafkaSerializer::json()),
+//!         )
+//!         .uid("counts-sink");
 //!     Ok(())
 //! }
 //! # fn main() {

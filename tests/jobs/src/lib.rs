@@ -220,12 +220,19 @@ fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
     let keyed = match args.get("variant") {
         None => keyed,
         Some("extra-map") => keyed.map(|key: u64| key).uid("extra").name("extra"),
+        // The counting operator without a uid: refused when the job is built.
+        Some("no-uid") => {
+            keyed.key_by(|&key: &u64| key).process(CountPerKey).name("count per key").sink_to_blackhole();
+            return Ok(());
+        }
         Some("no-count") => {
             keyed.map(|_: u64| ()).uid("no-count").name("no count").sink_to_blackhole().uid("sink").name("blackhole");
             return Ok(());
         }
         Some(other) => {
-            return Err(Error::InvalidArgument(format!("unknown --variant {other:?}: expected extra-map or no-count")));
+            return Err(Error::InvalidArgument(format!(
+                "unknown --variant {other:?}: expected extra-map, no-count or no-uid"
+            )));
         }
     };
     keyed
