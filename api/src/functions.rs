@@ -124,6 +124,13 @@ impl<'a, K, O> KeyedContext<'a, K, O> {
 /// Processes the elements of a keyed stream one by one, with keyed state and timers (Flink's
 /// `KeyedProcessFunction`). One instance per subtask (cloned from the job's instance).
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
+    /// The keyed states the function uses (`vec![COUNT.declared()]`): restoring a savepoint
+    /// whose state of the same name has another kind or type is refused before the job starts,
+    /// and `weir savepoint check` reports it. Undeclared states are not checked.
+    fn states(&self) -> Vec<crate::state::DeclaredState> {
+        Vec::new()
+    }
+
     /// Called once per subtask before any element.
     fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
         Ok(())
@@ -141,6 +148,11 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
 /// Processes the two inputs of keyed connected streams with shared keyed state and timers
 /// (Flink's `KeyedCoProcessFunction`).
 pub trait KeyedCoProcessFunction<K, I1, I2, O>: Clone + Send + Sync + 'static {
+    /// The keyed states the function uses (see [`KeyedProcessFunction::states`]).
+    fn states(&self) -> Vec<crate::state::DeclaredState> {
+        Vec::new()
+    }
+
     /// Called once per subtask before any element.
     fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
         Ok(())

@@ -59,6 +59,26 @@ pub struct NodeDescriptor {
     /// Names of the node's logical outputs: index 0 is the main output, further ones are side
     /// outputs (for example late data of a window).
     pub outputs: Vec<String>,
+    /// The keyed states it declares (built-in operators always; user functions through
+    /// [`KeyedProcessFunction::states`](crate::functions::KeyedProcessFunction::states)).
+    pub states: Vec<StateDeclaration>,
+}
+
+/// A keyed state an operator declares, with its types: a savepoint records them, and a job
+/// restored from it whose operator declares the state with another kind or type is refused
+/// before it starts (`weir savepoint check` says so first), since the stored bytes could not be
+/// read. Types are compared by name (`std::any::type_name`), which is exact for one compiler
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StateDeclaration {
+    /// The state's name, unique within its operator.
+    pub name: String,
+    /// `value`, `list` or `map`.
+    pub kind: String,
+    /// The type of the operator's key.
+    pub key_type: String,
+    /// The type of its values; for map state `UserKey -> Value`.
+    pub value_type: String,
 }
 
 /// A connection from one node's output to another node's input.

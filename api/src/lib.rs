@@ -76,7 +76,7 @@ pub mod prelude {
         ProcessWindowFunction, RuntimeContext, TimeDomain,
     };
     pub use crate::state::{
-        ListStateDescriptor, MapStateDescriptor, StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
+        DeclaredState, ListStateDescriptor, MapStateDescriptor, StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
     };
     pub use crate::stream::{
         DataStream, GeneratorSource, KeyedStream, StreamExecutionEnvironment, TimedEvent, WindowedStream,

@@ -77,6 +77,51 @@ macro_rules! descriptor {
     };
 }
 
+/// A keyed state a function declares ([`KeyedProcessFunction::states`]): its name, kind and
+/// value type (the operator adds its key type).
+///
+/// [`KeyedProcessFunction::states`]: crate::functions::KeyedProcessFunction::states
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredState {
+    pub(crate) name: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) value_type: String,
+}
+
+impl DeclaredState {
+    /// The declaration with `K` as the operator's key type.
+    pub(crate) fn with_key<K>(&self) -> crate::graph::StateDeclaration {
+        crate::graph::StateDeclaration {
+            name: self.name.to_owned(),
+            kind: self.kind.to_owned(),
+            key_type: std::any::type_name::<K>().to_owned(),
+            value_type: self.value_type.clone(),
+        }
+    }
+}
+
+impl<V> ValueStateDescriptor<V> {
+    /// This state's declaration.
+    pub fn declared(&self) -> DeclaredState {
+        DeclaredState { name: self.name, kind: "value", value_type: std::any::type_name::<V>().to_owned() }
+    }
+}
+
+impl<V> ListStateDescriptor<V> {
+    /// This state's declaration.
+    pub fn declared(&self) -> DeclaredState {
+        DeclaredState { name: self.name, kind: "list", value_type: std::any::type_name::<V>().to_owned() }
+    }
+}
+
+impl<K, V> MapStateDescriptor<K, V> {
+    /// This state's declaration.
+    pub fn declared(&self) -> DeclaredState {
+        let value_type = format!("{} -> {}", std::any::type_name::<K>(), std::any::type_name::<V>());
+        DeclaredState { name: self.name, kind: "map", value_type }
+    }
+}
+
 descriptor!(
     /// Describes a [`ValueState`].
     ValueStateDescriptor<V>

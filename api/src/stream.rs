@@ -26,6 +26,7 @@ use crate::operators::window::{
 };
 use crate::operators::window_heap::HeapWindowOperator;
 use crate::runtime::{JobGraph, MalformedRecord, RawBatch};
+use crate::state::DeclaredState;
 use crate::time::{NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
 use crate::window::{OutputTag, WindowAssigner};
 use std::any::{Any, TypeId};
@@ -132,6 +133,7 @@ impl Builder {
             kind,
             parallelism: None,
             outputs: names,
+            states: Vec::new(),
         });
         self.factories.push(NodeFactoryBox { factory, outputs: kits });
         self.output_types.push(types);
@@ -473,6 +475,14 @@ fn set_parallelism(node: &mut NodeDescriptor, fixed: bool, parallelism: u32) -> 
 }
 
 impl<T: crate::Data> DataStream<T> {
+    /// Records the keyed states of the operator that produces this stream.
+    fn declaring(self, states: Vec<crate::graph::StateDeclaration>) -> Self {
+        if let Some(id) = self.node {
+            self.graph.borrow_mut().nodes[id as usize].states = states;
+        }
+        self
+    }
+
     fn of_node(graph: &Graph, id: NodeId) -> Self {
         Self::of_output(graph, id, 0, Some(id))
     }
@@ -798,6 +808,7 @@ where
         F: KeyedProcessFunction<K, T, O>,
     {
         let key = self.key.clone();
+        let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             Ok(Box::new(KeyedProcessOperator {
                 key_fn: key.clone(),
@@ -807,7 +818,7 @@ where
                 _input: PhantomData,
             }))
         });
-        self.keyed_input("keyed process", "keyed process", make, Vec::new())
+        self.keyed_input("keyed process", "keyed process", make, Vec::new()).declaring(states)
     }
 
     /// Emits the running reduction of each key for every record.
@@ -826,7 +837,8 @@ where
                 out: Output::new(outputs.remove(0), setup.name)?,
             }))
         });
-        self.keyed_input("reduce", "reduce", make, Vec::new())
+        let state = DeclaredState { name: "reduce", kind: "value", value_type: std::any::type_name::<T>().to_owned() };
+        self.keyed_input("reduce", "reduce", make, Vec::new()).declaring(vec![state.with_key::<K>()])
     }
 
     /// Groups each key's records into windows.
@@ -939,8 +951,14 @@ where
         A: crate::operators::window::Accumulate<T>,
         W: ProcessWindowFunction<K, A::Output, O>,
     {
+        let contents = DeclaredState {
+            name: "window-contents",
+            kind: "window",
+            value_type: std::any::type_name::<A::Acc>().to_owned(),
+        };
+        let states = vec![contents.with_key::<K>()];
         if self.assigner.is_merging() {
-            return self.finish(function, generic);
+            return self.finish(function, generic).declaring(states);
         }
         let key = self.keyed.key.clone();
         let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
@@ -962,7 +980,7 @@ where
             operator.uid = setup.uid.to_owned();
             Ok(Box::new(operator))
         });
-        self.finish(function, make)
+        self.finish(function, make).declaring(states)
     }
 
     /// Reduces each window's records to one.
@@ -1115,6 +1133,7 @@ where
         O: crate::Data,
         F: KeyedCoProcessFunction<K, A, B, O>,
     {
+        let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
         let (key1, key2) = (self.key1.clone(), self.key2.clone());
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
             Ok(Box::new(KeyedCoProcessHead {
@@ -1128,7 +1147,7 @@ where
             }))
         });
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
-        self.streams.two_input("keyed co-process", true, make, keys)
+        self.streams.two_input("keyed co-process", true, make, keys).declaring(states)
     }
 }
 
@@ -1166,5 +1185,56 @@ mod tests {
             Ok(())
         }
         assert!(built(with).is_ok());
+    }
+
+    #[test]
+    fn keyed_operators_declare_their_states_with_types() {
+        const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
+        const SEEN: MapStateDescriptor<String, bool> = MapStateDescriptor::new("seen");
+        #[derive(Clone)]
+        struct Counting;
+        impl KeyedProcessFunction<u32, u32, u32> for Counting {
+            fn states(&self) -> Vec<DeclaredState> {
+                vec![COUNT.declared(), SEEN.declared()]
+            }
+            fn process_element(&mut self, _: u32, _: &mut KeyedContext<'_, u32, u32>) -> crate::Result<()> {
+                Ok(())
+            }
+        }
+        fn job(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> crate::Result<()> {
+            env.allow_generated_uids();
+            let keyed = env.from_collection(vec![1_u32]).key_by(|x: &u32| *x);
+            keyed.process(Counting).print();
+            keyed.reduce(|a: u32, b: u32| a + b).print();
+            keyed
+                .window(TumblingProcessingTimeWindows::of(std::time::Duration::from_secs(1)))
+                .reduce(|a, b| a + b)
+                .print();
+            Ok(())
+        }
+        let graph = built(job).unwrap();
+        let states: Vec<Vec<(String, String, String, String)>> = graph
+            .descriptor
+            .nodes
+            .iter()
+            .filter(|n| !n.states.is_empty())
+            .map(|n| {
+                n.states
+                    .iter()
+                    .map(|s| (s.name.clone(), s.kind.clone(), s.key_type.clone(), s.value_type.clone()))
+                    .collect()
+            })
+            .collect();
+        let s = |name: &str, kind: &str, value: &str| {
+            (name.to_owned(), kind.to_owned(), "u32".to_owned(), value.to_owned())
+        };
+        assert_eq!(
+            states,
+            vec![
+                vec![s("count", "value", "u64"), s("seen", "map", "alloc::string::String -> bool")],
+                vec![s("reduce", "value", "u32")],
+                vec![s("window-contents", "window", "u32")],
+            ]
+        );
     }
 }

@@ -817,6 +817,17 @@ async fn savepoint_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             vertex.uids.join(", "),
             vertex.parallelism
         );
+        for (uid, states) in &vertex.states {
+            for state in states {
+                outln!(
+                    "    {uid}: {} state '{}' of {} keyed by {}",
+                    state.kind,
+                    state.name,
+                    state.value_type,
+                    state.key_type
+                );
+            }
+        }
         for subtask in &vertex.subtasks {
             let groups = subtask.key_groups.map_or_else(String::new, |(a, b)| format!(" key groups {a}..={b},"));
             let files: Vec<String> =

@@ -38,6 +38,8 @@ pub struct ExecutionVertex {
     /// Its sources and sinks: their state (a position, pending commits) belongs to a subtask,
     /// not to key groups.
     pub subtask_state: Vec<SubtaskState>,
+    /// The keyed states its operators declare, by uid (operators without any are left out).
+    pub states: std::collections::BTreeMap<String, Vec<weir_api::graph::StateDeclaration>>,
 }
 
 /// A source or sink of a vertex, whose state belongs to a subtask.
@@ -166,9 +168,16 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
                 NodeKind::Operator { .. } => None,
             })
             .collect();
+        let states = nodes
+            .iter()
+            .map(|&n| &job.nodes[n as usize])
+            .filter(|n| !n.states.is_empty())
+            .map(|n| (n.uid.clone(), n.states.clone()))
+            .collect();
         vertices.push(ExecutionVertex {
             uids,
             subtask_state,
+            states,
             id: vertex_id,
             name,
             parallelism: parallelism[head.id as usize],
@@ -197,6 +206,7 @@ mod tests {
             kind,
             parallelism,
             outputs: vec!["main".into()],
+            states: Vec::new(),
         }
     }
 

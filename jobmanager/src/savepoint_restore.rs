@@ -144,6 +144,12 @@ pub fn restore_point(
             if let Some(reason) = rescale_refusal(uid, old.parallelism, new) {
                 return Err(Error::InvalidRequest(reason));
             }
+            if let Some(reason) = state_mismatch(uid, old, new) {
+                return Err(Error::InvalidRequest(format!(
+                    "operator '{uid}': {reason}, so the savepoint's state cannot be read into it (keep the type, or give \
+                     the operator a new uid and restore with --allow-non-restored-state to start it empty)"
+                )));
+            }
             restored.entry(new_index).or_default().push((old_index, uid));
         }
     }
@@ -225,6 +231,30 @@ fn rescale_refusal(uid: &str, old_parallelism: u32, vertex: &crate::plan::Execut
     })
 }
 
+/// How the keyed states operator `uid` declared in the savepoint (`old`) differ from those its
+/// counterpart in `new` declares under the same names: kind, key type or value type changed.
+/// `None` when they match (states declared on one side only are not compared).
+fn state_mismatch(
+    uid: &str,
+    old: &weir_runtime::savepoint::SavepointVertex,
+    new: &crate::plan::ExecutionVertex,
+) -> Option<String> {
+    let (before, after) = (old.states.get(uid)?, new.states.get(uid)?);
+    before.iter().find_map(|b| {
+        let a = after.iter().find(|a| a.name == b.name)?;
+        let name = &b.name;
+        if a.kind != b.kind {
+            Some(format!("state '{name}' changed from {} state to {} state", b.kind, a.kind))
+        } else if a.key_type != b.key_type {
+            Some(format!("state '{name}' changed its key type from {} to {}", b.key_type, a.key_type))
+        } else if a.value_type != b.value_type {
+            Some(format!("state '{name}' changed its value type from {} to {}", b.value_type, a.value_type))
+        } else {
+            None
+        }
+    })
+}
+
 /// What restoring a savepoint would do with one operator's state (`weir savepoint check`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
@@ -292,6 +322,9 @@ pub fn check(
                         metadata.max_parallelism, plan.max_parallelism
                     ),
                 },
+                Some(new) if state_mismatch(uid, old, new).is_some() => {
+                    OperatorVerdict::Mismatch { reason: state_mismatch(uid, old, new).unwrap_or_default() }
+                }
                 Some(new) if rescale_refusal(uid, old.parallelism, new).is_some() => OperatorVerdict::Mismatch {
                     reason: format!(
                         "per-subtask state that does not rescale (a text file or collection source, or a text file \
@@ -342,7 +375,18 @@ mod tests {
                 .iter()
                 .map(|u| crate::plan::SubtaskState { uid: (*u).to_owned(), rescales: true })
                 .collect(),
+            states: BTreeMap::new(),
         }
+    }
+
+    /// A value state `name` of `u64` keys and `value` values.
+    fn declared(name: &str, value: &str) -> Vec<weir_api::graph::StateDeclaration> {
+        vec![weir_api::graph::StateDeclaration {
+            name: name.into(),
+            kind: "value".into(),
+            key_type: "u64".into(),
+            value_type: value.into(),
+        }]
     }
 
     /// A savepoint of a source vertex ("src", p 2) and a keyed vertex ("count" with state, "map"
@@ -352,6 +396,11 @@ mod tests {
             name: name.into(),
             uids: uids.iter().map(|u| (*u).to_owned()).collect(),
             parallelism: 2,
+            states: stateful
+                .iter()
+                .filter(|u| **u == "count")
+                .map(|u| ((*u).to_owned(), declared("n", "u64")))
+                .collect(),
             subtasks: (0..2)
                 .map(|s| SavepointSubtask {
                     subtask: s,
@@ -447,6 +496,31 @@ mod tests {
         assert_eq!(count.verdict, OperatorVerdict::Restores { from_parallelism: 2, to_parallelism: 4 });
         let json = serde_json::to_value(count).unwrap();
         assert_eq!(json["verdict"], "restores");
+    }
+
+    #[test]
+    fn a_state_whose_type_changed_is_a_mismatch_and_refused() {
+        let mut counting = vertex(1, &["count"], &[], 2);
+        counting.states.insert("count".into(), declared("n", "alloc::string::String"));
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
+        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        assert!(
+            e.contains("operator 'count': state 'n' changed its value type from u64 to alloc::string::String"),
+            "{e}"
+        );
+        let c = check("file:///sp", &savepoint(), &p, &BTreeSet::new(), false);
+        let count = c.operators.iter().find(|o| o.uid == "count").unwrap();
+        assert!(
+            matches!(&count.verdict, OperatorVerdict::Mismatch { reason } if reason.contains("value type")),
+            "{c:?}"
+        );
+        assert_eq!(c.error.as_deref(), Some(e.as_str()));
+        // The same types, another state added, or none declared: restores.
+        for states in [declared("n", "u64"), [declared("n", "u64"), declared("m", "bool")].concat(), Vec::new()] {
+            counting.states.insert("count".into(), states);
+            let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
+            assert!(restore_point("file:///sp", &savepoint(), &p, false).is_ok());
+        }
     }
 
     #[test]

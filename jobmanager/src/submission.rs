@@ -213,6 +213,7 @@ mod tests {
             kind: NodeKind::Sink(SinkDescriptor::Kafka(spec)),
             parallelism: None,
             outputs: Vec::new(),
+            states: Vec::new(),
         };
         JobDescriptor {
             name: "j".into(),

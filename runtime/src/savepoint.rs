@@ -54,6 +54,9 @@ pub struct SavepointVertex {
     pub uids: Vec<String>,
     /// Its parallelism.
     pub parallelism: u32,
+    /// The keyed states its operators declared, by uid.
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, Vec<weir_api::graph::StateDeclaration>>,
     /// Its subtasks' files.
     pub subtasks: Vec<SavepointSubtask>,
 }
@@ -147,6 +150,7 @@ mod tests {
                 name: "window".into(),
                 uids: vec!["wcount-count".into()],
                 parallelism: 2,
+                states: Default::default(),
                 subtasks: vec![SavepointSubtask {
                     subtask: 1,
                     key_groups: Some((64, 127)),

@@ -447,6 +447,19 @@ fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_we
     assert!(out.stderr.contains("--allow-non-restored-state"), "{out:?}");
     let out = check("2", Some("no-count"), &["-n"]);
     assert_eq!(out.code, Some(0), "{out:?}");
+    // The counting operator's state declared with another value type: a mismatch, refused.
+    let out = check("2", Some("text-count"), &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        line_of(&out, "count-per-key").contains("mismatch: state 'seen' changed its value type from u64 to"),
+        "{out:?}"
+    );
+    let mut run = vec!["run", path_str(&jobs), "-p", "2", "-s", location.as_str(), "--"];
+    run.extend_from_slice(&job_args);
+    run.extend_from_slice(&["--variant", "text-count"]);
+    let refused = cluster.weir(&run);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("changed its value type from u64 to alloc::string::String"), "{refused:?}");
     // A stateful operator without a uid: refused at submission, naming it; the check too.
     let mut run = vec!["run", path_str(&jobs), "-p", "2", "--detached", "--"];
     run.extend_from_slice(&job_args);
@@ -505,5 +518,6 @@ fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_we
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains(&format!("job 'test keyed-state' {job}")), "{out:?}");
     assert!(out.stdout.contains("state of count-per-key"), "{out:?}");
+    assert!(out.stdout.contains("count-per-key: value state 'seen' of u64 keyed by u64"), "{out:?}");
     assert!(out.stdout.contains("key groups 64..=127"), "{out:?}");
 }

@@ -579,6 +579,7 @@ mod tests {
             is_source: true,
             uids: vec!["source".into()],
             subtask_state: vec![crate::plan::SubtaskState { uid: "source".into(), rescales: true }],
+            states: Default::default(),
         };
         let mut j = Job::new(
             JobId::random(),

@@ -172,6 +172,7 @@ fn plan() -> ExecutionPlan {
         is_source: true,
         uids: vec!["source".into()],
         subtask_state: vec![crate::plan::SubtaskState { uid: "source".into(), rescales: true }],
+        states: Default::default(),
     };
     ExecutionPlan { vertices: vec![vertex], max_parallelism: 128 }
 }

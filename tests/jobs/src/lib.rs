@@ -170,10 +170,34 @@ const SEEN_PER_KEY: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen"
 struct CountPerKey;
 
 impl KeyedProcessFunction<u64, u64, ()> for CountPerKey {
+    fn states(&self) -> Vec<DeclaredState> {
+        vec![SEEN_PER_KEY.declared()]
+    }
+
     fn process_element(&mut self, _key: u64, ctx: &mut KeyedContext<'_, u64, ()>) -> Result<()> {
         let mut seen = ctx.value_state(&SEEN_PER_KEY)?;
         let n = seen.value()?.unwrap_or(0);
         seen.update(&(n + 1))
+    }
+}
+
+/// The state "seen" as text: an upgrade that changed the state's value type.
+const SEEN_AS_TEXT: ValueStateDescriptor<String> = ValueStateDescriptor::new("seen");
+
+/// [`CountPerKey`] with its count kept as text.
+#[derive(Clone)]
+struct CountPerKeyAsText;
+
+impl KeyedProcessFunction<u64, u64, ()> for CountPerKeyAsText {
+    fn states(&self) -> Vec<DeclaredState> {
+        vec![SEEN_AS_TEXT.declared()]
+    }
+
+    fn process_element(&mut self, _key: u64, ctx: &mut KeyedContext<'_, u64, ()>) -> Result<()> {
+        let mut seen = ctx.value_state(&SEEN_AS_TEXT)?;
+        let n: u64 =
+            seen.value()?.map_or(Ok(0), |text| text.parse()).map_err(|e| Error::InvalidArgument(format!("{e}")))?;
+        seen.update(&(n + 1).to_string())
     }
 }
 
@@ -220,6 +244,18 @@ fn keyed_state(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
     let keyed = match args.get("variant") {
         None => keyed,
         Some("extra-map") => keyed.map(|key: u64| key).uid("extra").name("extra"),
+        // The count kept as text under the same state name: a changed value type.
+        Some("text-count") => {
+            keyed
+                .key_by(|&key: &u64| key)
+                .process(CountPerKeyAsText)
+                .uid("count-per-key")
+                .name("count per key")
+                .sink_to_blackhole()
+                .uid("sink")
+                .name("blackhole");
+            return Ok(());
+        }
         // The counting operator without a uid: refused when the job is built.
         Some("no-uid") => {
             keyed.key_by(|&key: &u64| key).process(CountPerKey).name("count per key").sink_to_blackhole();

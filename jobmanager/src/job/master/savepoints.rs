@@ -267,6 +267,7 @@ impl JobMaster {
                 name: vertex.name.clone(),
                 uids: vertex.uids.clone(),
                 parallelism: vertex.parallelism,
+                states: vertex.states.clone(),
                 subtasks,
             });
         }
