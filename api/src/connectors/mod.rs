@@ -48,10 +48,10 @@ impl SourceDescriptor {
     /// Whether its subtasks' positions restore at another parallelism (a savepoint restored
     /// with another `-p`): every new subtask is given every old subtask's position and keeps its
     /// share of the splits (Kafka partitions by the owner formula; the generator's remaining
-    /// numbers as arithmetic progressions). Collections and scripted events restore only at the
-    /// parallelism they ran with, and so do text files (positions by file index).
+    /// numbers as arithmetic progressions; text files still to read, with their offsets).
+    /// Collections and scripted events restore only at the parallelism they ran with.
     pub fn rescales(&self) -> bool {
-        matches!(self, Self::Generator { .. } | Self::Kafka(_))
+        matches!(self, Self::Generator { .. } | Self::TextFiles { .. } | Self::Kafka(_))
     }
 
     /// Whether the source ends by itself.

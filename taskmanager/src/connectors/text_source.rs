@@ -15,8 +15,8 @@ const BUFFER_SIZE: usize = 256 * 1024;
 ///
 /// - The path is a file or a directory. For a directory, the files are the regular files directly
 ///   in it (not recursive; symbolic links to regular files count), except hidden files (names
-///   starting with `.`), sorted by file name. File `j` of that list is read by subtask `j % n`; a
-///   single file is read by subtask 0 alone.
+///   starting with `.`), sorted by file name, as listed when the reader opens. File `j` of that
+///   list is read by subtask `j % n`; a single file is read by subtask 0 alone.
 /// - Lines end at `\n`; the `\n` and a `\r` right before it are removed. A last line without a
 ///   newline is still a line; an empty file yields no lines.
 /// - Lines are decoded as UTF-8; a line with invalid UTF-8 is decoded lossily: every invalid
@@ -24,12 +24,21 @@ const BUFFER_SIZE: usize = 256 * 1024;
 /// - [`SourceReader::read`] pushes at most `max_records` lines into [`RawBatch::lines`] and
 ///   returns [`SourceStatus::Ready`], or [`SourceStatus::Finished`] once every file is read —
 ///   possibly together with the last lines, so the caller must process `out` first.
+/// - **Position**: the files the subtask has still to read, by name, the first with the bytes
+///   of it already consumed ([`Position`]). Restored at the same parallelism, a subtask reads on
+///   from its own; at another (a savepoint), every subtask is given every old subtask's position
+///   and takes the remaining files (sorted by name) `k` with `k % n == subtask`, each from its
+///   offset. Files that appeared after the job started are not read.
 ///
 /// [`TextFiles`]: weir_api::connectors::SourceDescriptor::TextFiles
 #[derive(Debug)]
 pub struct TextFileReader {
-    /// The files of this subtask, in reading order.
-    files: Vec<PathBuf>,
+    /// The source's path (a file or a directory); files are named relative to it.
+    base: PathBuf,
+    subtask: u32,
+    parallelism: u32,
+    /// The files of this subtask, in reading order, each with the bytes to skip when it opens.
+    files: Vec<(PathBuf, u64)>,
     /// Index in `files` of the next file to open.
     next_file: usize,
     /// The file being read, with its path.
@@ -38,6 +47,21 @@ pub struct TextFileReader {
     offset: u64,
     /// Reused line buffer.
     line: Vec<u8>,
+}
+
+/// A text file source subtask's position, versioned (the variant index is the version).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Position {
+    /// Version 1.
+    V1 {
+        /// The subtask that took it.
+        subtask: u32,
+        /// The source's parallelism then.
+        parallelism: u32,
+        /// The files still to read (names relative to the source's path) with the bytes of each
+        /// already consumed.
+        remaining: Vec<(String, u64)>,
+    },
 }
 
 /// The error for an IO failure on `path`.
@@ -57,15 +81,40 @@ impl TextFileReader {
         let path = path.as_ref();
         let metadata = std::fs::metadata(path).map_err(|e| read_error(path, &e))?;
         let all = if metadata.is_dir() { list_directory(path)? } else { vec![path.to_path_buf()] };
-        let (subtask, parallelism) = (subtask as usize, parallelism as usize);
+        let (index, count) = (subtask as usize, parallelism as usize);
         let files =
-            all.into_iter().enumerate().filter(|(j, _)| j % parallelism == subtask).map(|(_, file)| file).collect();
-        Ok(Self { files, next_file: 0, current: None, offset: 0, line: Vec::new() })
+            all.into_iter().enumerate().filter(|(j, _)| j % count == index).map(|(_, file)| (file, 0)).collect();
+        Ok(Self {
+            base: path.to_path_buf(),
+            subtask,
+            parallelism,
+            files,
+            next_file: 0,
+            current: None,
+            offset: 0,
+            line: Vec::new(),
+        })
     }
 
     /// The files this subtask reads, in order.
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|(path, _)| path.as_path()).collect()
+    }
+
+    /// `path`'s name relative to the source's path.
+    fn name_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.base)
+            .ok()
+            .filter(|relative| !relative.as_os_str().is_empty())
+            .or_else(|| path.file_name().map(Path::new))
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The file named `name` relative to the source's path.
+    fn path_of(&self, name: &str) -> PathBuf {
+        if self.base.is_dir() { self.base.join(name) } else { self.base.clone() }
     }
 }
 
@@ -90,56 +139,71 @@ fn list_directory(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl SourceReader for TextFileReader {
-    /// `(index of the file being read, bytes of it consumed)`.
+    /// [`Position::V1`]: the current file with the bytes consumed, then the files not opened.
     fn position(&self) -> Vec<u8> {
-        let file = if self.current.is_some() { self.next_file.saturating_sub(1) } else { self.next_file };
-        postcard::to_allocvec(&(file as u64, self.offset)).unwrap_or_default()
+        let mut remaining: Vec<(String, u64)> = Vec::new();
+        if let Some((path, _)) = &self.current {
+            remaining.push((self.name_of(path), self.offset));
+        }
+        remaining.extend(self.files[self.next_file.min(self.files.len())..].iter().map(|(p, o)| (self.name_of(p), *o)));
+        let position = Position::V1 { subtask: self.subtask, parallelism: self.parallelism, remaining };
+        postcard::to_allocvec(&position).unwrap_or_default()
     }
 
     fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()> {
-        use std::io::{Seek, SeekFrom};
-        let [position] = positions else {
-            return Err(Error::runtime(
-                SERVICE,
-                format!(
-                    "given {} subtasks' positions: a text file source restores only at the parallelism it ran with",
-                    positions.len()
-                ),
-            ));
+        let mut decoded = Vec::with_capacity(positions.len());
+        for bytes in positions {
+            match postcard::from_bytes::<Position>(bytes) {
+                Ok(Position::V1 { subtask, parallelism, remaining }) => decoded.push((subtask, parallelism, remaining)),
+                Err(e) => return Err(Error::runtime(SERVICE, format!("invalid text file position: {e}"))),
+            }
+        }
+        let own = decoded.iter().position(|(s, p, _)| *s == self.subtask && *p == self.parallelism);
+        let remaining = match own {
+            Some(index) => decoded.swap_remove(index).2,
+            None => {
+                decoded.sort_by_key(|(subtask, _, _)| *subtask);
+                let old = decoded.first().map_or(0, |(_, parallelism, _)| *parallelism);
+                let subtasks: Vec<u32> = decoded.iter().map(|(subtask, _, _)| *subtask).collect();
+                if decoded.iter().any(|(_, p, _)| *p != old) || subtasks != (0..old).collect::<Vec<_>>() {
+                    return Err(Error::runtime(
+                        SERVICE,
+                        format!(
+                            "subtask {} of {} was given the positions of subtasks {subtasks:?} of a source that ran at \
+                             parallelism {old}: every old subtask's position is needed to take its files",
+                            self.subtask, self.parallelism
+                        ),
+                    ));
+                }
+                let mut all: Vec<(String, u64)> = decoded.into_iter().flat_map(|(_, _, r)| r).collect();
+                all.sort();
+                let (index, count) = (self.subtask as usize, self.parallelism.max(1) as usize);
+                all.into_iter().enumerate().filter(|(k, _)| k % count == index).map(|(_, file)| file).collect()
+            }
         };
-        let (file, offset): (u64, u64) = postcard::from_bytes(position)
-            .map_err(|e| Error::runtime(SERVICE, format!("invalid text file position: {e}")))?;
-        let file = file as usize;
+        self.files = remaining.into_iter().map(|(name, offset)| (self.path_of(&name), offset)).collect();
+        self.next_file = 0;
         self.current = None;
         self.offset = 0;
-        self.next_file = file;
-        if offset > 0 {
-            let path = self
-                .files
-                .get(file)
-                .ok_or_else(|| Error::runtime(SERVICE, format!("position names file {file} of {}", self.files.len())))?
-                .clone();
-            let mut handle = File::open(&path).map_err(|e| read_error(&path, &e))?;
-            handle.seek(SeekFrom::Start(offset)).map_err(|e| read_error(&path, &e))?;
-            self.current = Some((path, BufReader::with_capacity(BUFFER_SIZE, handle)));
-            self.next_file = file + 1;
-            self.offset = offset;
-        }
         Ok(())
     }
 
     fn read(&mut self, max_records: usize, out: &mut RawBatch) -> Result<SourceStatus> {
+        use std::io::{Seek, SeekFrom};
         let mut produced = 0;
         while produced < max_records {
             let (path, reader) = match &mut self.current {
                 Some((path, reader)) => (path, reader),
                 None => {
-                    let Some(path) = self.files.get(self.next_file) else {
+                    let Some((path, start)) = self.files.get(self.next_file) else {
                         return Ok(SourceStatus::Finished);
                     };
                     self.next_file += 1;
-                    self.offset = 0;
-                    let file = File::open(path).map_err(|e| read_error(path, &e))?;
+                    let mut file = File::open(path).map_err(|e| read_error(path, &e))?;
+                    if *start > 0 {
+                        file.seek(SeekFrom::Start(*start)).map_err(|e| read_error(path, &e))?;
+                    }
+                    self.offset = *start;
                     let (path, reader) =
                         self.current.insert((path.clone(), BufReader::with_capacity(BUFFER_SIZE, file)));
                     (&mut *path, reader)
@@ -272,5 +336,52 @@ mod tests {
             "{err}"
         );
         assert!(TextFileReader::open(dir.path(), 3, 3).is_err());
+    }
+
+    #[test]
+    fn positions_restore_at_the_same_and_at_another_parallelism() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for f in 0..5 {
+            let lines: Vec<String> = (0..(3 + f * 2)).map(|l| format!("f{f}-l{l}")).collect();
+            std::fs::write(dir.path().join(format!("part-{f}")), lines.join("\n") + "\n").unwrap();
+            expected.extend(lines);
+        }
+        expected.sort();
+        // Two old subtasks read a few lines each (subtask 1 stops in the middle of a file).
+        let mut read = Vec::new();
+        let mut positions = Vec::new();
+        for subtask in 0..2 {
+            let mut reader = TextFileReader::open(dir.path(), subtask, 2).unwrap();
+            let mut out = RawBatch::default();
+            reader.read(2 + subtask as usize * 2, &mut out).unwrap();
+            read.append(&mut out.lines);
+            positions.push(reader.position());
+        }
+        // The same parallelism: each reads on from its own position.
+        let mut same = read.clone();
+        for subtask in 0..2 {
+            let mut reader = TextFileReader::open(dir.path(), subtask, 2).unwrap();
+            reader.restore(&positions).unwrap();
+            same.extend(read_all(&mut reader, 3));
+        }
+        same.sort();
+        assert_eq!(same, expected);
+        // Three subtasks (and one): together they read exactly the rest.
+        for parallelism in [3, 1] {
+            let mut all = read.clone();
+            for subtask in 0..parallelism {
+                let mut reader = TextFileReader::open(dir.path(), subtask, parallelism).unwrap();
+                reader.restore(&positions).unwrap();
+                all.extend(read_all(&mut reader, 4));
+            }
+            all.sort();
+            assert_eq!(all, expected, "parallelism {parallelism}");
+        }
+        // Only some old subtasks' positions, or garbage: refused.
+        let mut reader = TextFileReader::open(dir.path(), 0, 3).unwrap();
+        let e = reader.restore(&positions[1..]).unwrap_err().to_string();
+        assert!(e.contains("subtasks [1] of a source that ran at parallelism 2"), "{e}");
+        assert!(reader.restore(&[vec![7, 7]]).unwrap_err().to_string().contains("invalid text file position"));
     }
 }
