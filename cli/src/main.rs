@@ -714,7 +714,7 @@ fn storage_options() -> std::collections::BTreeMap<String, String> {
 async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     use weir_jobmanager::savepoint_restore::{OperatorVerdict, check, read};
     let path = storage_location(&args.path)?;
-    let (dir, metadata) = read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
+    let (dir, metadata, source) = read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
     let plugin = args.plugin.clone();
     let job_args = args.job_args.clone();
     let parallelism = args.parallelism;
@@ -740,7 +740,7 @@ async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("the job's build function did not complete")??;
-    let result = check(&dir, &metadata, &plan, &stateful, args.allow_non_restored_state);
+    let result = check(&dir, &metadata, source, &plan, &stateful, args.allow_non_restored_state);
     if args.json {
         let mut value = serde_json::to_value(&result)?;
         value["compatible"] = Value::Bool(result.error.is_none());
@@ -792,13 +792,16 @@ async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 /// `weir savepoint inspect PATH`.
 async fn savepoint_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let path = storage_location(&args.path)?;
-    let (dir, metadata) =
+    let (dir, metadata, source) =
         weir_jobmanager::savepoint_restore::read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&metadata)?);
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("Savepoint {dir}");
+    match source {
+        weir_jobmanager::savepoint_restore::RestoreSource::Savepoint => outln!("Savepoint {dir}"),
+        weir_jobmanager::savepoint_restore::RestoreSource::Checkpoint { .. } => outln!("Retained checkpoint {dir}"),
+    }
     outln!(
         "  job '{}' {}, checkpoint {}, taken {} ms after the epoch, {} backend, max parallelism {}, {} bytes",
         metadata.job_name,

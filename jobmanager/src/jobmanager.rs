@@ -437,10 +437,11 @@ impl JobManager {
         plan: &crate::plan::ExecutionPlan,
     ) -> Result<Option<Box<weir_runtime::checkpoint::CheckpointMetadata>>> {
         let Some(settings) = &submission.savepoint else { return Ok(None) };
-        let (dir, metadata) = crate::savepoint_restore::read(&settings.path, &self.inner.storage.options).await?;
+        let (dir, metadata, source) =
+            crate::savepoint_restore::read(&settings.path, &self.inner.storage.options).await?;
         let restore =
-            crate::savepoint_restore::restore_point(&dir, &metadata, plan, settings.allow_non_restored_state)?;
-        info!(savepoint = %dir, checkpoint_id = metadata.checkpoint_id, job_name = %metadata.job_name, "restoring from a savepoint");
+            crate::savepoint_restore::restore_point(&dir, &metadata, source, plan, settings.allow_non_restored_state)?;
+        info!(savepoint = %dir, checkpoint_id = metadata.checkpoint_id, job_name = %metadata.job_name, ?source, "restoring from a savepoint or retained checkpoint");
         Ok(Some(Box::new(restore)))
     }
 

@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::plan::ExecutionPlan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use weir_runtime::checkpoint::{CheckpointMetadata, StateHandle, TaskSnapshot, TaskStateEntry};
-use weir_runtime::savepoint::{METADATA_FILE, SavepointMetadata};
+use weir_runtime::checkpoint::{CheckpointMetadata, StateBackendKind, StateHandle, TaskSnapshot, TaskStateEntry};
+use weir_runtime::savepoint::{METADATA_FILE, SavepointFile, SavepointMetadata, SavepointSubtask, SavepointVertex};
 use weir_runtime::storage::{Storage, StorageConfig, StorageError};
 
 /// Where a submitted job restores from.
@@ -43,12 +43,17 @@ pub fn savepoint_dir(path: &str) -> String {
     if path.contains("://") { path.to_owned() } else { format!("file://{path}") }
 }
 
-/// Reads the savepoint at `path`; returns its directory URL and its metadata.
+/// Reads the savepoint, or the retained checkpoint (`.../<job-id>/chk-<n>`), at `path`; returns
+/// its directory URL, its metadata (a checkpoint's as a savepoint's, see [`RestoreSource`]) and
+/// which of the two it is.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`], one line, when there is no savepoint there, it cannot be read, or
-/// it is corrupt.
-pub async fn read(path: &str, options: &BTreeMap<String, String>) -> Result<(String, SavepointMetadata)> {
+/// [`Error::InvalidRequest`], one line, when there is no savepoint or checkpoint there, it cannot
+/// be read, or it is corrupt.
+pub async fn read(
+    path: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(String, SavepointMetadata, RestoreSource)> {
     let dir = savepoint_dir(path);
     let storage = Storage::open(&StorageConfig { url: dir.clone(), options: options.clone() })
         .map_err(|e| Error::InvalidRequest(format!("savepoint {path}: {e}")))?;
@@ -66,9 +71,82 @@ pub async fn read(path: &str, options: &BTreeMap<String, String>) -> Result<(Str
             )));
         }
     };
-    let metadata =
-        SavepointMetadata::decode(&bytes).map_err(|e| Error::InvalidRequest(format!("savepoint {path}: {e}")))?;
-    Ok((dir, metadata))
+    match SavepointMetadata::decode(&bytes) {
+        Ok(metadata) => Ok((dir, metadata, RestoreSource::Savepoint)),
+        Err(e) => match CheckpointMetadata::decode(&bytes) {
+            Ok(checkpoint) => {
+                let native = checkpoint.backend == StateBackendKind::Rocksdb;
+                Ok((dir, from_checkpoint(&checkpoint), RestoreSource::Checkpoint { native }))
+            }
+            Err(_) => Err(Error::InvalidRequest(format!("savepoint {path}: {e}"))),
+        },
+    }
+}
+
+/// What a job restores from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// A savepoint: canonical state in its own directory.
+    Savepoint,
+    /// Another job's retained checkpoint (Flink's `-s <checkpoint>`, in no-claim mode: its files
+    /// are read, never changed or deleted, and reused by no checkpoint of the new job). `native`:
+    /// written by the RocksDB backend, whose files are the database's own (they restore only
+    /// into the same operators at the same parallelism, on RocksDB).
+    Checkpoint {
+        /// RocksDB files rather than canonical state.
+        native: bool,
+    },
+}
+
+/// A retained checkpoint seen as a savepoint: per vertex its subtasks' files (absolute URLs),
+/// the uids with state, and the key groups when the checkpoint recorded the max parallelism.
+fn from_checkpoint(checkpoint: &CheckpointMetadata) -> SavepointMetadata {
+    let mut by_vertex: BTreeMap<u32, Vec<&TaskStateEntry>> = BTreeMap::new();
+    for task in &checkpoint.tasks {
+        by_vertex.entry(task.vertex).or_default().push(task);
+    }
+    let vertices = by_vertex
+        .into_iter()
+        .map(|(vertex, mut tasks)| {
+            tasks.sort_by_key(|t| t.subtask);
+            let parallelism = tasks.last().map_or(0, |t| t.subtask + 1);
+            let mut uids: Vec<String> = Vec::new();
+            for uid in tasks.iter().flat_map(|t| &t.snapshot.operators) {
+                if !uids.contains(uid) {
+                    uids.push(uid.clone());
+                }
+            }
+            let subtasks = tasks
+                .iter()
+                .map(|t| SavepointSubtask {
+                    subtask: t.subtask,
+                    key_groups: (checkpoint.max_parallelism > 0).then(|| {
+                        let range =
+                            weir_api::keygroup::key_group_range(checkpoint.max_parallelism, parallelism, t.subtask);
+                        (*range.start(), *range.end())
+                    }),
+                    operators: t.snapshot.operators.clone(),
+                    files: t
+                        .snapshot
+                        .handles
+                        .iter()
+                        .map(|h| SavepointFile { path: h.uri.clone(), size_bytes: h.size_bytes })
+                        .collect(),
+                })
+                .collect();
+            SavepointVertex { name: format!("vertex {vertex}"), uids, parallelism, states: BTreeMap::new(), subtasks }
+        })
+        .collect();
+    SavepointMetadata {
+        version: weir_runtime::savepoint::SAVEPOINT_VERSION,
+        job_id: checkpoint.job_id.clone(),
+        job_name: String::new(),
+        checkpoint_id: checkpoint.checkpoint_id,
+        trigger_ms: checkpoint.trigger_ms,
+        backend: checkpoint.backend,
+        max_parallelism: checkpoint.max_parallelism,
+        vertices,
+    }
 }
 
 /// Deletes the savepoint at `path`: its files, its metadata (last), and what else is in its
@@ -78,7 +156,12 @@ pub async fn read(path: &str, options: &BTreeMap<String, String>) -> Result<(Str
 /// [`Error::InvalidRequest`] when there is no readable savepoint there (nothing is deleted);
 /// [`Error::Unavailable`] when a delete fails (a retry deletes the rest).
 pub async fn dispose(path: &str, options: &BTreeMap<String, String>) -> Result<String> {
-    let (dir, metadata) = read(path, options).await?;
+    let (dir, metadata, source) = read(path, options).await?;
+    if source != RestoreSource::Savepoint {
+        return Err(Error::InvalidRequest(format!(
+            "{path} is a checkpoint, not a savepoint: its job's retention deletes it (or delete the job's directory)"
+        )));
+    }
     // A store at the parent, so that the directory itself is a prefix under its root.
     let parent = dir.rsplit_once('/').map_or(dir.as_str(), |(parent, _)| parent);
     let storage = Storage::open(&StorageConfig { url: parent.to_owned(), options: options.clone() })
@@ -114,10 +197,12 @@ pub async fn dispose(path: &str, options: &BTreeMap<String, String>) -> Result<S
 pub fn restore_point(
     dir: &str,
     metadata: &SavepointMetadata,
+    source: RestoreSource,
     plan: &ExecutionPlan,
     allow_non_restored_state: bool,
 ) -> Result<CheckpointMetadata> {
-    if metadata.max_parallelism != plan.max_parallelism {
+    // 0: a checkpoint written before the max parallelism was recorded (assumed unchanged).
+    if metadata.max_parallelism != 0 && metadata.max_parallelism != plan.max_parallelism {
         return Err(Error::InvalidRequest(format!(
             "the savepoint's max parallelism is {} and the job's is {}: its key groups cannot be mapped (set the job's \
              max parallelism to {})",
@@ -145,6 +230,13 @@ pub fn restore_point(
             if let Some(reason) = rescale_refusal(uid, old.parallelism, new) {
                 return Err(Error::InvalidRequest(reason));
             }
+            if source == (RestoreSource::Checkpoint { native: true }) && new.parallelism != old.parallelism {
+                return Err(Error::InvalidRequest(format!(
+                    "operator '{uid}' ran at parallelism {} in the checkpoint, whose RocksDB files restore only at the \
+                     same parallelism: run at -p {0}, or take a savepoint of that job to change it",
+                    old.parallelism
+                )));
+            }
             if let Some(reason) = state_mismatch(uid, old, new) {
                 return Err(Error::InvalidRequest(format!(
                     "operator '{uid}': {reason}, so the savepoint's state cannot be read into it (keep the type, or give \
@@ -152,6 +244,25 @@ pub fn restore_point(
                 )));
             }
             restored.entry(new_index).or_default().push((old_index, uid));
+        }
+    }
+    if source == (RestoreSource::Checkpoint { native: true }) {
+        // A task's database holds every operator of its chain: the old vertex must map onto one
+        // new vertex whole.
+        for (new_index, pairs) in &restored {
+            let olds: BTreeSet<usize> = pairs.iter().map(|(old, _)| *old).collect();
+            let whole = olds.len() == 1
+                && olds.iter().all(|&old| {
+                    let uids: BTreeSet<&str> = metadata.vertices[old].uids.iter().map(String::as_str).collect();
+                    uids.len() == pairs.len()
+                });
+            if !whole {
+                return Err(Error::InvalidRequest(format!(
+                    "the operators with state of vertex '{}' do not map onto the checkpoint's vertices one to one; a \
+                     RocksDB checkpoint restores only into the same chains: take a savepoint to change the graph",
+                    plan.vertices[*new_index].name
+                )));
+            }
         }
     }
     if !dropped.is_empty() && !allow_non_restored_state {
@@ -187,7 +298,9 @@ pub fn restore_point(
                     .collect();
                 sources.sort_by_key(|s| s.subtask != subtask);
                 for file in sources.iter().flat_map(|s| &s.files) {
-                    let uri = format!("{dir}/{}", file.path);
+                    // A checkpoint's files are named by their own URLs.
+                    let uri =
+                        if file.path.contains("://") { file.path.clone() } else { format!("{dir}/{}", file.path) };
                     if !handles.iter().any(|h| h.uri == uri) {
                         handles.push(StateHandle {
                             uri,
@@ -212,9 +325,13 @@ pub fn restore_point(
         version: 1,
         job_id: metadata.job_id.clone(),
         checkpoint_id: metadata.checkpoint_id,
-        kind: "SAVEPOINT".into(),
+        kind: match source {
+            RestoreSource::Savepoint => "SAVEPOINT".into(),
+            RestoreSource::Checkpoint { .. } => "CHECKPOINT".into(),
+        },
         trigger_ms: metadata.trigger_ms,
         backend: metadata.backend,
+        max_parallelism: plan.max_parallelism,
         tasks,
     })
 }
@@ -304,6 +421,7 @@ pub struct Compatibility {
 pub fn check(
     dir: &str,
     metadata: &SavepointMetadata,
+    source: RestoreSource,
     plan: &ExecutionPlan,
     stateful: &BTreeSet<String>,
     allow_non_restored_state: bool,
@@ -343,7 +461,7 @@ pub fn check(
     for uid in stateful.iter().filter(|uid| !in_savepoint.contains(*uid)) {
         operators.push(OperatorCheck { uid: uid.clone(), verdict: OperatorVerdict::New });
     }
-    let error = restore_point(dir, metadata, plan, allow_non_restored_state).err().map(|e| e.to_string());
+    let error = restore_point(dir, metadata, source, plan, allow_non_restored_state).err().map(|e| e.to_string());
     Compatibility { operators, error }
 }
 
@@ -434,7 +552,7 @@ mod tests {
     #[test]
     fn keyed_state_rescales_by_key_group_and_sources_keep_their_subtask() {
         let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count", "new-map"], &[], 4)]);
-        let m = restore_point("s3://b/sp", &savepoint(), &p, false).unwrap();
+        let m = restore_point("s3://b/sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap();
         assert_eq!((m.checkpoint_id, m.kind.as_str()), (42, "SAVEPOINT"));
         assert_eq!(files(&m, 0, 0), vec!["s3://b/sp/0-0"]);
         assert_eq!(files(&m, 0, 1), vec!["s3://b/sp/0-1"]);
@@ -445,7 +563,7 @@ mod tests {
         assert_eq!(files(&m, 1, 3), vec!["s3://b/sp/1-1"]);
         // Down to one subtask: both files, its own index first.
         let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 1)]);
-        let m = restore_point("file:///sp", &savepoint(), &p, false).unwrap();
+        let m = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap();
         assert_eq!(files(&m, 1, 0), vec!["file:///sp/1-0", "file:///sp/1-1"]);
     }
 
@@ -453,10 +571,10 @@ mod tests {
     fn unmapped_state_needs_allow_non_restored_state_and_stateless_operators_do_not_matter() {
         // "map" was stateless: removing it is fine; "count" is gone: refused, naming it.
         let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["other"], &[], 2)]);
-        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        let e = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
         assert!(e.contains("'count'") && e.contains("--allow-non-restored-state") && !e.contains("'map'"), "{e}");
         assert_eq!(e.lines().count(), 1);
-        let m = restore_point("file:///sp", &savepoint(), &p, true).unwrap();
+        let m = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, true).unwrap();
         assert!(m.task(1, 0).is_none(), "nothing restores into 'other'");
         assert_eq!(files(&m, 0, 1), vec!["file:///sp/0-1"]);
     }
@@ -464,18 +582,18 @@ mod tests {
     #[test]
     fn rescaled_sources_read_every_old_position_and_fixed_ones_are_refused() {
         let p = plan(vec![vertex(0, &["src"], &["src"], 3), vertex(1, &["count"], &[], 3)]);
-        let m = restore_point("file:///sp", &savepoint(), &p, false).unwrap();
+        let m = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap();
         assert_eq!(files(&m, 0, 0), vec!["file:///sp/0-0", "file:///sp/0-1"]);
         assert_eq!(files(&m, 0, 1), vec!["file:///sp/0-1", "file:///sp/0-0"], "its own index first");
         assert_eq!(files(&m, 0, 2), vec!["file:///sp/0-0", "file:///sp/0-1"]);
         let p = plan(vec![fixed(vertex(0, &["src"], &["src"], 3)), vertex(1, &["count"], &[], 3)]);
-        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        let e = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
         assert!(e.contains("'src'") && e.contains("does not rescale") && e.contains("parallelism 2"), "{e}");
-        let c = check("file:///sp", &savepoint(), &p, &BTreeSet::new(), false);
+        let c = check("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, &BTreeSet::new(), false);
         assert!(c.operators.iter().any(|o| o.uid == "src" && matches!(o.verdict, OperatorVerdict::Mismatch { .. })));
         let mut p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 2)]);
         p.max_parallelism = 256;
-        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        let e = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
         assert!(e.contains("max parallelism is 128 and the job's is 256"), "{e}");
     }
 
@@ -483,7 +601,7 @@ mod tests {
     fn the_check_says_per_operator_what_a_restore_would_do() {
         let p = plan(vec![fixed(vertex(0, &["src"], &["src"], 3)), vertex(1, &["count2"], &[], 4)]);
         let stateful: BTreeSet<String> = ["src", "count2"].iter().map(|u| (*u).to_owned()).collect();
-        let c = check("file:///sp", &savepoint(), &p, &stateful, false);
+        let c = check("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, &stateful, false);
         let verdicts: BTreeMap<&str, &OperatorVerdict> =
             c.operators.iter().map(|o| (o.uid.as_str(), &o.verdict)).collect();
         assert!(matches!(verdicts["src"], OperatorVerdict::Mismatch { .. }), "{verdicts:?}");
@@ -491,7 +609,7 @@ mod tests {
         assert_eq!(verdicts["count2"], &OperatorVerdict::New);
         assert!(c.error.as_deref().unwrap_or_default().contains("'src'"), "{c:?}");
         let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 4)]);
-        let c = check("file:///sp", &savepoint(), &p, &stateful, false);
+        let c = check("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, &stateful, false);
         assert_eq!(c.error, None);
         let count = c.operators.iter().find(|o| o.uid == "count").unwrap();
         assert_eq!(count.verdict, OperatorVerdict::Restores { from_parallelism: 2, to_parallelism: 4 });
@@ -504,12 +622,12 @@ mod tests {
         let mut counting = vertex(1, &["count"], &[], 2);
         counting.states.insert("count".into(), declared("n", "alloc::string::String"));
         let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
-        let e = restore_point("file:///sp", &savepoint(), &p, false).unwrap_err().to_string();
+        let e = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
         assert!(
             e.contains("operator 'count': state 'n' changed its value type from u64 to alloc::string::String"),
             "{e}"
         );
-        let c = check("file:///sp", &savepoint(), &p, &BTreeSet::new(), false);
+        let c = check("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, &BTreeSet::new(), false);
         let count = c.operators.iter().find(|o| o.uid == "count").unwrap();
         assert!(
             matches!(&count.verdict, OperatorVerdict::Mismatch { reason } if reason.contains("value type")),
@@ -520,8 +638,55 @@ mod tests {
         for states in [declared("n", "u64"), [declared("n", "u64"), declared("m", "bool")].concat(), Vec::new()] {
             counting.states.insert("count".into(), states);
             let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
-            assert!(restore_point("file:///sp", &savepoint(), &p, false).is_ok());
+            assert!(restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).is_ok());
         }
+    }
+
+    #[test]
+    fn a_retained_checkpoint_maps_by_uid_with_its_own_urls_and_native_files_keep_their_chains() {
+        let handle = |uri: &str| StateHandle { uri: uri.into(), size_bytes: 5, incremental_bytes: 5, shared: true };
+        let task = |vertex, subtask, uri: &str, operators: &[&str]| TaskStateEntry {
+            vertex,
+            subtask,
+            snapshot: TaskSnapshot {
+                handles: vec![handle(uri)],
+                alignment_ms: 0,
+                operators: operators.iter().map(|o| (*o).to_owned()).collect(),
+            },
+        };
+        let checkpoint = CheckpointMetadata {
+            version: 1,
+            job_id: "cd".repeat(16),
+            checkpoint_id: 9,
+            kind: "CHECKPOINT".into(),
+            trigger_ms: 1,
+            backend: StateBackendKind::Rocksdb,
+            max_parallelism: 128,
+            tasks: vec![
+                task(0, 0, "file:///c/j/chk-9/0-0", &["src"]),
+                task(0, 1, "file:///c/j/chk-9/0-1", &["src"]),
+                task(1, 0, "file:///c/j/shared/1-0-0-9-000012.sst", &["count"]),
+                task(1, 1, "file:///c/j/shared/1-1-0-9-000013.sst", &["count"]),
+            ],
+        };
+        let metadata = from_checkpoint(&checkpoint);
+        assert_eq!(metadata.vertices[1].subtasks[1].key_groups, Some((64, 127)));
+        let native = RestoreSource::Checkpoint { native: true };
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 2)]);
+        let m = restore_point("file:///c/j/chk-9", &metadata, native, &p, false).unwrap();
+        assert_eq!(files(&m, 1, 1), vec!["file:///c/j/shared/1-1-0-9-000013.sst"]);
+        assert!(m.tasks.iter().flat_map(|t| &t.snapshot.handles).all(|h| !h.shared), "no claim on its files");
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 4)]);
+        let e = restore_point("file:///c/j/chk-9", &metadata, native, &p, false).unwrap_err().to_string();
+        assert!(e.contains("'count' ran at parallelism 2") && e.contains("same parallelism"), "{e}");
+        // The keyed vertex merged into the source's chain: refused for native files.
+        let p = plan(vec![vertex(0, &["src", "count"], &["src"], 2)]);
+        let e = restore_point("file:///c/j/chk-9", &metadata, native, &p, false).unwrap_err().to_string();
+        assert!(e.contains("one to one"), "{e}");
+        // Canonical (heap) checkpoint files rescale like a savepoint's.
+        let heap = RestoreSource::Checkpoint { native: false };
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 4)]);
+        assert!(restore_point("file:///c/j/chk-9", &metadata, heap, &p, false).is_ok());
     }
 
     #[test]

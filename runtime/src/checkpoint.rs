@@ -103,6 +103,9 @@ pub struct CheckpointMetadata {
     pub trigger_ms: i64,
     /// The keyed state backend that wrote it.
     pub backend: StateBackendKind,
+    /// The job's number of key groups (0: not recorded, by an earlier version).
+    #[serde(default)]
+    pub max_parallelism: u32,
     /// Every task's acknowledgement.
     pub tasks: Vec<TaskStateEntry>,
 }
@@ -147,6 +150,7 @@ mod tests {
             kind: "CHECKPOINT".into(),
             trigger_ms: 1,
             backend: StateBackendKind::Rocksdb,
+            max_parallelism: 128,
             tasks: vec![TaskStateEntry {
                 vertex: 1,
                 subtask: 0,

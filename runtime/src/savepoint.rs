@@ -177,6 +177,7 @@ mod tests {
             kind: "CHECKPOINT".into(),
             trigger_ms: 0,
             backend: StateBackendKind::Heap,
+            max_parallelism: 128,
             tasks: Vec::new(),
         };
         assert!(SavepointMetadata::decode(&checkpoint.encode()).unwrap_err().0.contains("bad magic"));

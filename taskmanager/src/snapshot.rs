@@ -256,7 +256,10 @@ pub(crate) fn read_restored(
     let mut operators = HashMap::new();
     let mut restored_ssts = HashMap::new();
     for handle in &restore.handles {
-        let database_file = if handle.shared && !is_final_snapshot(&handle.uri) {
+        // Shared files are named as such even when the handle does not say so: a restore from
+        // another job's retained checkpoint reads them without sharing them (no-claim).
+        let in_shared = handle.shared || handle.uri.rsplit_once('/').is_some_and(|(dir, _)| dir.ends_with("/shared"));
+        let database_file = if in_shared && !is_final_snapshot(&handle.uri) {
             // `shared/<vertex>-<subtask>-<instance>-<checkpoint>-<name>`
             handle.uri.rsplit_once('-').map(|(_, name)| name)
         } else {

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use weir_api::runtime::{ChainSnapshot, state_entries};
 use weir_runtime::savepoint::SavepointMetadata;
-use weir_tests::cluster::{Cluster, submitted_job_id};
+use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
 use weir_tests::harness::{artifact, read_lines};
 use weir_tests::reference;
 use weir_tests::verify::assert_same_lines;
@@ -51,6 +51,32 @@ fn run_wcount(cluster: &Cluster, backend: &str, output: &Path, events: u64, flag
     let out = cluster.weir(&args);
     assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
     submitted_job_id(&out)
+}
+
+/// `weir run` of wcount from `location` at `parallelism` on `backend`, which must be refused at
+/// submission in one line; returns it.
+fn refused_restore(cluster: &Cluster, location: &str, parallelism: &str, backend: &str, output: &Path) -> String {
+    let nexmark = artifact("libweir_example_nexmark.so");
+    let out = cluster.weir(&[
+        "run",
+        path_str(&nexmark),
+        "-p",
+        parallelism,
+        "--state-backend",
+        backend,
+        "-s",
+        location,
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "10",
+        "--output",
+        path_str(output),
+    ]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    out.stderr
 }
 
 /// The directory of a `file://` location.
@@ -217,27 +243,8 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
 
     // Another parallelism for the text file sink (part files named by subtask) is refused in one
     // line, naming it.
-    let nexmark = artifact("libweir_example_nexmark.so");
-    let out = cluster.weir(&[
-        "run",
-        path_str(&nexmark),
-        "-p",
-        "3",
-        "-s",
-        &location,
-        "--checkpoint-interval",
-        "300ms",
-        "--",
-        "--query",
-        "wcount",
-        "--events",
-        "120000",
-        "--output",
-        path_str(output.path()),
-    ]);
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
-    assert!(out.stderr.contains("'wcount-sink'") && out.stderr.contains("does not rescale"), "{out:?}");
+    let refusal = refused_restore(&cluster, &location, "3", "heap", output.path());
+    assert!(refusal.contains("'wcount-sink'") && refusal.contains("does not rescale"), "{refusal}");
 
     // The savepoint copied elsewhere (relative paths) restores: into the same output directory,
     // every line once, as one run without a stop would write.
@@ -393,6 +400,96 @@ fn a_savepoint_of_a_heap_job_is_canonical_and_self_contained_and_checkpoints_go_
 #[test]
 fn a_savepoint_of_a_rocksdb_job_is_canonical_not_native() {
     savepoint_of_a_running_job("rocksdb");
+}
+
+/// The newest checkpoint of `job` with metadata in the cluster's storage, and the sizes of its
+/// files (its directory's, and the shared files its metadata names).
+fn newest_checkpoint(cluster: &Cluster, job: &str) -> (std::path::PathBuf, Vec<(String, u64)>) {
+    let job_dir = cluster.storage_dir().join(job);
+    let newest = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("_metadata").exists())
+        .filter_map(|p| {
+            let id: u64 = p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()?;
+            Some((id, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("no completed checkpoint of {job} in {}", job_dir.display()));
+    let metadata =
+        weir_runtime::checkpoint::CheckpointMetadata::decode(&std::fs::read(newest.join("_metadata")).unwrap())
+            .unwrap();
+    let mut files: Vec<String> = vec![newest.join("_metadata").display().to_string()];
+    files.extend(
+        metadata
+            .tasks
+            .iter()
+            .flat_map(|t| &t.snapshot.handles)
+            .map(|h| h.uri.strip_prefix("file://").unwrap_or(&h.uri).to_owned()),
+    );
+    files.sort();
+    files.dedup();
+    let sized = files
+        .into_iter()
+        .map(|f| {
+            let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or_else(|e| panic!("{f}: {e}"));
+            (f, size)
+        })
+        .collect();
+    (newest, sized)
+}
+
+/// A job started from another job's retained checkpoint (Flink's `weir run -s <checkpoint>`, in
+/// no-claim mode): from a heap checkpoint into RocksDB, and from a RocksDB checkpoint (its own
+/// database files) into RocksDB at the same parallelism; the output is every line once and the
+/// checkpoint's files are left exactly as they were. A RocksDB checkpoint at another parallelism
+/// is refused in one line.
+#[test]
+fn a_job_restores_from_another_jobs_retained_checkpoint_and_leaves_it_as_it_was() {
+    const EVENTS: u64 = 100_000;
+    let _serial = serial();
+    let mut cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    for (backend, replacement) in [("heap", "tm-3"), ("rocksdb", "tm-4")] {
+        let output = tempfile::tempdir().unwrap();
+        let job = run_wcount(&cluster, backend, output.path(), EVENTS, &[]);
+        cluster.wait_for_progress(&job, 2);
+        assert_eq!(cluster.weir(&["cancel", &job]).code, Some(0));
+        assert_eq!(cluster.wait_for_end(&job)["state"], "CANCELED");
+        // The job's final sweep keeps its retained checkpoints.
+        std::thread::sleep(Duration::from_millis(500));
+        let (checkpoint, files) = newest_checkpoint(&cluster, &job);
+        if backend == "rocksdb" {
+            assert!(files.iter().any(|(f, _)| f.contains("/shared/")), "incremental SST files: {files:?}");
+        }
+        let location = checkpoint.display().to_string();
+
+        if backend == "rocksdb" {
+            let refusal = refused_restore(&cluster, &location, "3", "rocksdb", output.path());
+            assert!(refusal.contains("RocksDB files restore only at the same parallelism"), "{refusal}");
+        }
+
+        let second = run_wcount(&cluster, "rocksdb", output.path(), EVENTS, &["-s", &location]);
+        cluster.wait_for_progress(&second, 0);
+        let (_, after) = newest_checkpoint(&cluster, &job);
+        assert_eq!(after, files, "{backend}: the restored checkpoint's files are as they were");
+        // No claim: once the new job has a checkpoint of its own, it needs nothing of the old
+        // job's (its first checkpoint uploaded every database file anew). The old job's directory
+        // goes, a taskmanager dies, and the job restores from its own checkpoint.
+        std::fs::remove_dir_all(cluster.storage_dir().join(&job)).unwrap();
+        let victim = taskmanagers_of(&cluster.details(&second)).into_iter().next().expect("a taskmanager runs the job");
+        cluster.kill_taskmanager(&victim);
+        cluster.start_taskmanager(replacement, 2);
+        let end = cluster.wait_for_end(&second);
+        assert_eq!(end["state"], "FINISHED", "{backend}: {end}\n{}", cluster.logs());
+        assert_same_lines(
+            &format!("wcount through a retained {backend} checkpoint"),
+            read_lines(output.path()),
+            reference::nexmark("wcount", EVENTS),
+            &cluster.logs(),
+        );
+        assert!(end["restarts"].as_u64().unwrap_or(0) >= 1, "the kill restarted the job: {end}");
+    }
 }
 
 /// `weir savepoint check` and `inspect` against a savepoint of the test plugin's `keyed-state`

@@ -25,9 +25,11 @@ pub(crate) fn metadata(
     kind: CheckpointKind,
     trigger_ms: i64,
     backend: StateBackendKind,
+    max_parallelism: u32,
     acknowledgements: BTreeMap<TaskId, TaskSnapshot>,
 ) -> CheckpointMetadata {
     CheckpointMetadata {
+        max_parallelism,
         version: 1,
         job_id: job.to_string(),
         checkpoint_id,

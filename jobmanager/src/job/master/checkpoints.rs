@@ -67,8 +67,15 @@ impl JobMaster {
                         self.write_savepoint_metadata(checkpoint_id, trigger_ms, &acknowledgements);
                         continue;
                     }
-                    let metadata =
-                        files::metadata(self.id, checkpoint_id, kind, trigger_ms, c.settings.backend, acknowledgements);
+                    let metadata = files::metadata(
+                        self.id,
+                        checkpoint_id,
+                        kind,
+                        trigger_ms,
+                        c.settings.backend,
+                        self.plan.max_parallelism,
+                        acknowledgements,
+                    );
                     let (storage, url, mailbox) =
                         (c.storage.clone(), c.layout.metadata_url(checkpoint_id), self.mailbox.clone());
                     tokio::spawn(async move {
