@@ -168,6 +168,15 @@ impl SnapshotWriter {
         alignment_ms: u64,
         events: Arc<dyn TaskEventSink>,
     ) {
+        if weir_runtime::faults::fires("taskmanager::savepoint::decline").is_some() {
+            let reason = format!(
+                "injected fault: failpoint taskmanager::savepoint::decline (savepoint {})",
+                snapshot.checkpoint
+            );
+            warn!(job_id = %task.job, vertex = task.vertex, subtask = task.subtask, "declining the savepoint: {reason}");
+            events.checkpoint_declined(task, snapshot.checkpoint, reason);
+            return;
+        }
         let storage = target.storage.clone();
         let url = storage.url_of(&Self::file_name(task));
         self.upload(task, snapshot, storage, url, None, alignment_ms, events);

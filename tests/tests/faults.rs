@@ -162,3 +162,33 @@ fn a_taskmanager_crash_before_a_sink_commit_loses_and_duplicates_nothing() {
     let end = finishes_exactly_once(&cluster, &s3, &job, output.path(), "rocksdb");
     assert!(end["restarts"].as_u64().unwrap_or(0) >= 1, "{end}");
 }
+
+// A stop whose savepoint fails (each taskmanager declines its first savepoint write) does not
+// stop the job: without drain the sources, which waited after the barrier, read on; with drain,
+// whose maximum watermark cannot be taken back, the job restarts from its latest checkpoint.
+// Either way it then finishes with exactly the reference output.
+#[test]
+fn a_stop_whose_savepoint_fails_leaves_the_job_running_and_loses_nothing() {
+    let _serial = serial();
+    for drain in [false, true] {
+        let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
+        let cluster = cluster(&s3, "", "taskmanager::savepoint::decline=1*return->off");
+        let output = tempfile::tempdir().unwrap();
+        let job = submit(&cluster, output.path(), "heap");
+        cluster.wait_for_progress(&job, 1);
+        let mut args = vec!["stop", &job, "-p", "s3://weir/savepoints"];
+        if drain {
+            args.push("--drain");
+        }
+        let out = cluster.weir(&args);
+        assert_ne!(out.code, Some(0), "drain {drain}: {out:?}\n{}", cluster.logs());
+        let line = out.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{out:?}");
+        assert!(line.contains("failpoint taskmanager::savepoint::decline"), "{line}");
+        let state = cluster.details(&job)["state"].clone();
+        assert!(state == "RUNNING" || (drain && state == "RESTARTING"), "drain {drain}: {state}");
+        let end = finishes_exactly_once(&cluster, &s3, &job, output.path(), "heap");
+        let restarts = end["restarts"].as_u64().unwrap_or(0);
+        assert_eq!(restarts >= 1, drain, "drain {drain}: only a drained stop restarts the job: {end}");
+    }
+}
