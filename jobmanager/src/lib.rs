@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod ha;
 pub mod job;
 pub mod jobmanager;
 pub mod jobstore;

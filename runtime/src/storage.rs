@@ -205,6 +205,23 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes `bytes` at `url` only if no object is there (a conditional put: on S3
+    /// `If-None-Match: *`, on a filesystem a hard link). Returns whether this call created it:
+    /// of several concurrent callers exactly one does.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when the store fails or cannot write conditionally.
+    pub async fn put_if_absent(&self, url: &str, bytes: Bytes) -> StorageResult<bool> {
+        let path = self.path_of(url)?;
+        Self::inject("storage::put", url).await?;
+        let options = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self.store.put_opts(&path, PutPayload::from_bytes(bytes), options).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(Self::io("cannot write", url, &e)),
+        }
+    }
+
     /// Checks that objects can be written under the directory `dir_url`: writes a small probe
     /// object there and deletes it again.
     ///

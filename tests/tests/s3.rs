@@ -116,3 +116,55 @@ fn a_checkpoint_bucket_that_does_not_exist_is_refused_at_submission() {
         server.list("checkpoints")
     );
 }
+
+/// Jobmanager leader election on S3 (moto): conditional creates let exactly one of several
+/// concurrent claimants get an epoch, a standby waits while the leader renews and takes over
+/// once the leader falls silent, and the silent leader then learns it was deposed.
+#[test]
+fn leader_election_works_on_s3_conditional_writes() {
+    use std::time::Duration;
+    use weir_jobmanager::ha::{LeaderElection, LeaderInfo, LeadershipLost, LeaseTiming};
+    use weir_runtime::storage::{Storage, StorageConfig};
+    let server = S3Server::start("weir").expect("moto S3 server");
+    let config = StorageConfig { url: "s3://weir/cluster".into(), options: server.options().into_iter().collect() };
+    let storage = Storage::open(&config).expect("S3 storage");
+    let timing = LeaseTiming {
+        lease: Duration::from_millis(1500),
+        renew_interval: Duration::from_millis(100),
+        renew_deadline: Duration::from_millis(800),
+    };
+    let candidate = |id: &str| {
+        let info = LeaderInfo { id: id.into(), rest_url: format!("http://{id}"), rpc_url: format!("http://{id}") };
+        LeaderElection::new(storage.clone(), info, timing)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let claims: Vec<_> = (0..6)
+            .map(|i| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    storage.put_if_absent(&storage.url_of("claims/one"), format!("{i}").into()).await.unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(claim.await.unwrap());
+        }
+        assert_eq!(won, 1, "exactly one conditional create wins on S3");
+
+        let a = candidate("a").acquire().await;
+        assert_eq!(a.epoch(), 1);
+        let holding = tokio::spawn({
+            let a = a.clone();
+            async move { a.hold().await }
+        });
+        let b = candidate("b");
+        assert!(tokio::time::timeout(Duration::from_secs(3), b.acquire()).await.is_err(), "a live leader was replaced");
+        holding.abort();
+        let b = b.acquire().await;
+        assert_eq!(b.epoch(), 2);
+        assert_eq!(a.hold().await, LeadershipLost::Deposed { epoch: 2 });
+        assert_eq!(candidate("c").current().await.unwrap().map(|(e, l)| (e, l.id)), Some((2, "b".into())));
+    });
+}
