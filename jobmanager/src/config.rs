@@ -54,6 +54,17 @@ pub struct JobManagerConfig {
     /// `execution.checkpointing.savepoint-dir`), a storage URL (`file:///...`, `s3://...`).
     /// Default empty: every savepoint request must name its directory.
     pub savepoint_dir: String,
+    /// High availability: several jobmanagers on the same storage elect one leader (see
+    /// `ha`); the others stand by, answer `/readyz` with 503, and take over when the leader
+    /// dies. Default off.
+    pub high_availability: bool,
+    /// The leader's lease, in ms (see [`crate::ha::LeaseTiming`]). Default 6000.
+    pub ha_lease_ms: u64,
+    /// How often the leader renews its lease, in ms. Default 1000.
+    pub ha_renew_interval_ms: u64,
+    /// How long the leader acts without a successful renewal, in ms (below the lease). Default
+    /// 4000.
+    pub ha_renew_deadline_ms: u64,
 }
 
 impl Default for JobManagerConfig {
@@ -76,11 +87,29 @@ impl Default for JobManagerConfig {
             restart_reset_backoff_after_ms: 3_600_000,
             restart_failure_rate_interval_ms: 60_000,
             savepoint_dir: String::new(),
+            high_availability: false,
+            ha_lease_ms: 6000,
+            ha_renew_interval_ms: 1000,
+            ha_renew_deadline_ms: 4000,
         }
     }
 }
 
 impl JobManagerConfig {
+    /// The lease timing of high availability.
+    ///
+    /// # Errors
+    /// Timing that cannot work (one line, see [`crate::ha::LeaseTiming::check`]).
+    pub fn lease_timing(&self) -> Result<crate::ha::LeaseTiming, String> {
+        let timing = crate::ha::LeaseTiming {
+            lease: Duration::from_millis(self.ha_lease_ms),
+            renew_interval: Duration::from_millis(self.ha_renew_interval_ms),
+            renew_deadline: Duration::from_millis(self.ha_renew_deadline_ms),
+        };
+        timing.check()?;
+        Ok(timing)
+    }
+
     /// The scheduling and recovery settings.
     ///
     /// # Errors

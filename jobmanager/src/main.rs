@@ -46,6 +46,10 @@ struct Args {
     /// `s3://bucket/savepoints`).
     #[arg(long)]
     savepoint_dir: Option<String>,
+    /// High availability: stand by until this jobmanager wins the leader election on the
+    /// storage, then resume the recorded jobs and serve; exit when the leadership is lost.
+    #[arg(long)]
+    ha: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,9 @@ fn main() -> ExitCode {
     if let Some(v) = args.savepoint_dir {
         config.savepoint_dir = v;
     }
+    if args.ha {
+        config.high_availability = true;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -104,6 +111,9 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        if config.high_availability {
+            return run_ha(&config).await;
+        }
         let running = match weir_jobmanager::server::start(&config).await {
             Ok(running) => running,
             Err(e) => {
@@ -117,6 +127,38 @@ fn main() -> ExitCode {
         tracing::info!("shutting down");
         ExitCode::SUCCESS
     })
+}
+
+/// With high availability: stand by, lead, and exit (1) when the leadership is lost, so that a
+/// supervisor (Kubernetes) starts the process again as a standby.
+async fn run_ha(config: &JobManagerConfig) -> ExitCode {
+    let on_bound = |rest, rpc| {
+        println!("weir-jobmanager rest=http://{rest} rpc=http://{rpc}");
+    };
+    let leading = tokio::select! {
+        leading = weir_jobmanager::server::start_ha(config, on_bound) => match leading {
+            Ok(leading) => leading,
+            Err(e) => {
+                eprintln!("weir-jobmanager: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        () = shutdown_signal() => {
+            tracing::info!("shutting down (standing by)");
+            return ExitCode::SUCCESS;
+        }
+    };
+    tokio::select! {
+        lost = leading.lost => {
+            let reason = lost.map_or_else(|e| format!("the lease task failed: {e}"), |lost| lost.to_string());
+            eprintln!("weir-jobmanager: leadership of epoch {} lost: {reason}; exiting", leading.leadership.epoch());
+            ExitCode::from(1)
+        }
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 
 use crate::artifacts::PluginStore;
 use crate::config::JobManagerConfig;
+use crate::ha::{LeaderElection, LeaderInfo, Leadership, LeadershipLost};
 use crate::jobmanager::JobManager;
 use crate::jobstore::JobStore;
 use crate::rest::{RestState, router};
@@ -44,38 +45,127 @@ pub struct RunningJobManager {
     pub rpc_addr: SocketAddr,
 }
 
+/// The process's listening sockets, bound before anything else so that their addresses are
+/// known (and printed) at once.
+struct Listeners {
+    rest: std::net::TcpListener,
+    rpc: std::net::TcpListener,
+    rest_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+}
+
+/// Binds the REST and RPC addresses.
+async fn bind(config: &JobManagerConfig) -> Result<Listeners, StartError> {
+    let bind_one = |what: &'static str, address: &str| {
+        let address = address.to_owned();
+        async move {
+            let error = |source| StartError::Bind { what, address: address.clone(), source };
+            let listener = TcpListener::bind(&address).await.map_err(error)?;
+            let local = listener.local_addr().map_err(error)?;
+            Ok::<_, StartError>((listener.into_std().map_err(error)?, local))
+        }
+    };
+    let (rpc, rpc_addr) = bind_one("RPC", &config.rpc_addr).await?;
+    let (rest, rest_addr) = bind_one("REST", &config.rest_addr).await?;
+    Ok(Listeners { rest, rpc, rest_addr, rpc_addr })
+}
+
+/// A tokio listener on `listener` (switched to non-blocking).
+fn tokio_listener(
+    listener: std::net::TcpListener,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<TcpListener, StartError> {
+    let error = |source| StartError::Bind { what, address: addr.to_string(), source };
+    listener.set_nonblocking(true).map_err(error)?;
+    TcpListener::from_std(listener).map_err(error)
+}
+
 /// Starts the REST API and the gRPC service on the current tokio runtime.
 ///
 /// # Errors
 /// An address that cannot be bound, or storage that cannot be opened.
 pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, StartError> {
+    let listeners = bind(config).await?;
+    serve(config, listeners).await
+}
+
+/// A jobmanager started with high availability, leading.
+pub struct LeadingJobManager {
+    /// The running jobmanager.
+    pub running: RunningJobManager,
+    /// Its leadership (the epoch is the fencing token).
+    pub leadership: Leadership,
+    /// Ends when the leadership is lost, saying why: the process must then stop.
+    pub lost: tokio::task::JoinHandle<LeadershipLost>,
+}
+
+/// Starts a jobmanager with high availability: binds its addresses (`on_bound` learns them at
+/// once), stands by (its REST address answers `/healthz` with 200 and everything else with
+/// 503, naming the leader) until it wins the leader election on the storage, then resumes
+/// every job recorded there, as a restarted jobmanager does, and serves.
+///
+/// # Errors
+/// An address that cannot be bound, storage that cannot be opened, or lease timing that cannot
+/// work.
+pub async fn start_ha(
+    config: &JobManagerConfig,
+    on_bound: impl FnOnce(SocketAddr, SocketAddr),
+) -> Result<LeadingJobManager, StartError> {
+    let timing = config.lease_timing().map_err(StartError::Config)?;
+    let storage_config =
+        weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
+    let storage = weir_runtime::storage::Storage::open(&storage_config)
+        .map_err(|e| StartError::Config(format!("storage {}: {e}", config.storage)))?;
+    let listeners = bind(config).await?;
+    on_bound(listeners.rest_addr, listeners.rpc_addr);
+    let candidate = LeaderInfo {
+        id: format!("jobmanager-{}", uuid::Uuid::new_v4().simple()),
+        rest_url: format!("http://{}", listeners.rest_addr),
+        rpc_url: format!("http://{}", listeners.rpc_addr),
+    };
+    let election = LeaderElection::new(storage, candidate, timing);
+    // Standing by: the REST address is served (probes) by a clone of its socket.
+    let standby_socket = listeners.rest.try_clone().map_err(|source| StartError::Bind {
+        what: "REST",
+        address: listeners.rest_addr.to_string(),
+        source,
+    })?;
+    let standby_listener = tokio_listener(standby_socket, "REST", listeners.rest_addr)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let standby_app = crate::rest::standby_router(election.clone());
+    let standby = tokio::spawn(async move {
+        axum::serve(standby_listener, standby_app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let leadership = election.acquire().await;
+    // Heartbeats start at once: recovering the jobs may take longer than a lease.
+    let lost = tokio::spawn({
+        let leadership = leadership.clone();
+        async move { leadership.hold().await }
+    });
+    let _ = stop.send(());
+    let _ = standby.await;
+    let running = serve(config, listeners).await?;
+    info!(epoch = leadership.epoch(), "leading: jobs recorded in the storage resumed");
+    Ok(LeadingJobManager { running, leadership, lost })
+}
+
+/// Serves on `listeners`: resumes the jobs recorded in the storage, then the REST API and the
+/// gRPC service.
+async fn serve(config: &JobManagerConfig, listeners: Listeners) -> Result<RunningJobManager, StartError> {
     let settings = config.settings().map_err(StartError::Config)?;
     let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
     let storage =
         weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
     let records = weir_runtime::storage::Storage::open(&storage)
         .map_err(|e| StartError::Config(format!("storage {}: {e}", config.storage)))?;
-
-    let rpc_listener = TcpListener::bind(&config.rpc_addr).await.map_err(|source| StartError::Bind {
-        what: "RPC",
-        address: config.rpc_addr.clone(),
-        source,
-    })?;
-    let rpc_addr = rpc_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "RPC",
-        address: config.rpc_addr.clone(),
-        source,
-    })?;
-    let rest_listener = TcpListener::bind(&config.rest_addr).await.map_err(|source| StartError::Bind {
-        what: "REST",
-        address: config.rest_addr.clone(),
-        source,
-    })?;
-    let rest_addr = rest_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "REST",
-        address: config.rest_addr.clone(),
-        source,
-    })?;
+    let Listeners { rest, rpc, rest_addr, rpc_addr } = listeners;
+    let rpc_listener = tokio_listener(rpc, "RPC", rpc_addr)?;
+    let rest_listener = tokio_listener(rest, "REST", rest_addr)?;
 
     // Jobs an earlier jobmanager on this storage ran and that have not ended resume now.
     let jobmanager = JobManager::recover(settings, storage, JobStore::new(records), &plugins).await?;

@@ -49,6 +49,8 @@ pub struct Cluster {
     /// start.
     jobmanager_env: Vec<(String, String)>,
     taskmanagers: BTreeMap<String, Child>,
+    /// More jobmanagers on the same storage (high availability), by name.
+    standbys: BTreeMap<String, Child>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -81,9 +83,19 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("weir-cluster-").tempdir().expect("cluster temp dir");
         let flags: Vec<String> = jobmanager_flags.iter().map(|f| (*f).to_owned()).collect();
         let env = env.to_vec();
-        let (jobmanager, rest, rpc) = spawn_jobmanager(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &flags, &env);
-        let mut cluster =
-            Self { dir, jobmanager, rest, rpc, flags, env, jobmanager_env: Vec::new(), taskmanagers: BTreeMap::new() };
+        let (jobmanager, rest, rpc) =
+            spawn_jobmanager(dir.path(), "jobmanager", "127.0.0.1:0", "127.0.0.1:0", &flags, &env);
+        let mut cluster = Self {
+            dir,
+            jobmanager,
+            rest,
+            rpc,
+            flags,
+            env,
+            jobmanager_env: Vec::new(),
+            taskmanagers: BTreeMap::new(),
+            standbys: BTreeMap::new(),
+        };
         for &(id, slots) in taskmanagers {
             let rpc = cluster.rpc.clone();
             cluster.spawn_taskmanager(id, slots, &rpc);
@@ -110,8 +122,23 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         let env: Vec<(String, String)> = self.env.iter().chain(&self.jobmanager_env).cloned().collect();
-        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), &rest, &rpc, &self.flags, &env);
+        let (jobmanager, _, _) = spawn_jobmanager(self.dir.path(), "jobmanager", &rest, &rpc, &self.flags, &env);
         self.jobmanager = jobmanager;
+    }
+
+    /// Starts another jobmanager `name` on the same storage with the same flags (they include
+    /// `--ha`) on new addresses; returns its REST URL. Its logs are `<name>.stderr`/`.stdout`.
+    pub fn start_standby_jobmanager(&mut self, name: &str) -> String {
+        let env: Vec<(String, String)> = self.env.iter().chain(&self.jobmanager_env).cloned().collect();
+        let (child, rest, _) = spawn_jobmanager(self.dir.path(), name, "127.0.0.1:0", "127.0.0.1:0", &self.flags, &env);
+        self.standbys.insert(name.to_owned(), child);
+        rest
+    }
+
+    /// Kills the first jobmanager (SIGKILL, by handle) without starting another.
+    pub fn kill_jobmanager(&mut self) {
+        let _ = self.jobmanager.kill();
+        let _ = self.jobmanager.wait();
     }
 
     /// Sets more environment for the jobmanager alone, from its next (re)start.
@@ -400,8 +427,9 @@ impl Cluster {
         for path in files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             if let Some(id) = name.strip_suffix(".stderr").filter(|id| *id != "jobmanager") {
+                let role = if id.starts_with("jobmanager") { "standby" } else { "taskmanager" };
                 text.push_str(&format!(
-                    "--- taskmanager {id} log (tail) ---\n{}\n",
+                    "--- {role} {id} log (tail) ---\n{}\n",
                     tail(&read_or_empty(&path), LOG_TAIL_LINES)
                 ));
             }
@@ -412,7 +440,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self.taskmanagers.values_mut().chain(std::iter::once(&mut self.jobmanager)) {
+        let all = self.taskmanagers.values_mut().chain(self.standbys.values_mut());
+        for child in all.chain(std::iter::once(&mut self.jobmanager)) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -524,6 +553,7 @@ fn tail(text: &str, lines: usize) -> String {
 /// restarted jobmanager's lines follow the first one's) by a thread, so the pipe never fills.
 fn spawn_jobmanager(
     dir: &Path,
+    name: &str,
     rest_addr: &str,
     rpc_addr: &str,
     flags: &[String],
@@ -533,7 +563,7 @@ fn spawn_jobmanager(
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("jobmanager.stderr"))
+        .open(dir.join(format!("{name}.stderr")))
         .expect("jobmanager log file");
     let mut jobmanager = Command::new(artifact("weir-jobmanager"))
         .args(["--rest-addr", rest_addr, "--rpc-addr", rpc_addr, "--storage", &storage])
@@ -550,7 +580,7 @@ fn spawn_jobmanager(
     let mut copy = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("jobmanager.stdout"))
+        .open(dir.join(format!("{name}.stdout")))
         .expect("jobmanager stdout file");
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -568,7 +598,7 @@ fn spawn_jobmanager(
         Err(e) => {
             let _ = jobmanager.kill();
             let _ = jobmanager.wait();
-            let log = tail(&read_or_empty(&dir.join("jobmanager.stderr")), LOG_TAIL_LINES);
+            let log = tail(&read_or_empty(&dir.join(format!("{name}.stderr"))), LOG_TAIL_LINES);
             panic!("weir-jobmanager printed no ready line ({e}); its log:\n{log}");
         }
     };
