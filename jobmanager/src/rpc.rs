@@ -7,6 +7,7 @@ use crate::jobmanager::JobManager;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -40,6 +41,8 @@ pub struct JobManagerRpc {
     plugins: Arc<PluginStore>,
     jobmanager_id: String,
     heartbeat_interval: Duration,
+    /// The leader epoch stamped on calls to taskmanagers (0 without high availability).
+    leader_epoch: u64,
 }
 
 impl std::fmt::Debug for JobManagerRpc {
@@ -54,7 +57,14 @@ impl JobManagerRpc {
     pub fn new(jobmanager: JobManager, plugins: Arc<PluginStore>, heartbeat_interval: Duration) -> Self {
         let events = jobmanager.event_sink();
         let jobmanager_id = format!("jobmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        Self { jobmanager, events, plugins, jobmanager_id, heartbeat_interval }
+        Self { jobmanager, events, plugins, jobmanager_id, heartbeat_interval, leader_epoch: 0 }
+    }
+
+    /// Stamps `epoch` (this jobmanager's leadership) on every call to taskmanagers.
+    #[must_use]
+    pub fn with_leader_epoch(mut self, epoch: u64) -> Self {
+        self.leader_epoch = epoch;
+        self
     }
 
     /// The tonic server for this service.
@@ -89,7 +99,8 @@ impl JobManagerService for JobManagerRpc {
         let gateway = RemoteTaskManager {
             id: r.taskmanager_id.clone(),
             slots: r.slots,
-            client: TaskManagerServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20),
+            client: TaskManagerServiceClient::with_interceptor(endpoint.connect_lazy(), LeaderEpoch(self.leader_epoch))
+                .max_decoding_message_size(64 << 20),
         };
         self.jobmanager.register_taskmanager(Arc::new(gateway), r.data_address, true);
         let timeout = self.jobmanager.settings().heartbeat_timeout;
@@ -97,6 +108,7 @@ impl JobManagerService for JobManagerRpc {
             jobmanager_id: self.jobmanager_id.clone(),
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: timeout.as_millis() as u64,
+            leader_epoch: self.leader_epoch,
         }))
     }
 
@@ -179,7 +191,21 @@ impl JobManagerService for JobManagerRpc {
 struct RemoteTaskManager {
     id: String,
     slots: u32,
-    client: TaskManagerServiceClient<Channel>,
+    client: TaskManagerServiceClient<InterceptedService<Channel, LeaderEpoch>>,
+}
+
+/// The metadata key that carries the jobmanager's leader epoch on every call to a taskmanager.
+pub const LEADER_EPOCH_HEADER: &str = "weir-leader-epoch";
+
+/// Stamps the jobmanager's leader epoch (the fencing token of high availability) on a call.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderEpoch(pub u64);
+
+impl tonic::service::Interceptor for LeaderEpoch {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(LEADER_EPOCH_HEADER, tonic::metadata::MetadataValue::from(self.0));
+        Ok(request)
+    }
 }
 
 /// The gateway error of a failed call: no answer is `Unreachable`; a refusal (the taskmanager

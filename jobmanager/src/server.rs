@@ -87,7 +87,7 @@ fn tokio_listener(
 /// An address that cannot be bound, or storage that cannot be opened.
 pub async fn start(config: &JobManagerConfig) -> Result<RunningJobManager, StartError> {
     let listeners = bind(config).await?;
-    serve(config, listeners).await
+    serve(config, listeners, 0).await
 }
 
 /// A jobmanager started with high availability, leading.
@@ -149,14 +149,18 @@ pub async fn start_ha(
     });
     let _ = stop.send(());
     let _ = standby.await;
-    let running = serve(config, listeners).await?;
+    let running = serve(config, listeners, leadership.epoch()).await?;
     info!(epoch = leadership.epoch(), "leading: jobs recorded in the storage resumed");
     Ok(LeadingJobManager { running, leadership, lost })
 }
 
 /// Serves on `listeners`: resumes the jobs recorded in the storage, then the REST API and the
-/// gRPC service.
-async fn serve(config: &JobManagerConfig, listeners: Listeners) -> Result<RunningJobManager, StartError> {
+/// gRPC service; calls to taskmanagers carry `leader_epoch`.
+async fn serve(
+    config: &JobManagerConfig,
+    listeners: Listeners,
+    leader_epoch: u64,
+) -> Result<RunningJobManager, StartError> {
     let settings = config.settings().map_err(StartError::Config)?;
     let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
     let storage =
@@ -175,6 +179,7 @@ async fn serve(config: &JobManagerConfig, listeners: Listeners) -> Result<Runnin
         plugins.clone(),
         Duration::from_millis(config.heartbeat_interval_ms.max(1)),
     )
+    .with_leader_epoch(leader_epoch)
     .into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
         .with_nodelay(Some(true))

@@ -176,11 +176,12 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
     let advertised_rpc = advertised(&config.advertised_host, rpc_addr, "RPC")?;
     let advertised_data = advertised(&config.advertised_host, data_addr, "data")?;
 
+    let fence = crate::rpc::LeaderFence::default();
     let service = TaskManagerRpc {
         taskmanager: taskmanager.clone(),
         plugins: Arc::new(PluginCache::new(plugin_dir, client.clone())),
     }
-    .into_server();
+    .into_server(fence.clone());
     let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(10)));
@@ -199,6 +200,7 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
             version: env!("CARGO_PKG_VERSION").to_owned(),
         },
         jobmanager_url: config.jobmanager.clone(),
+        fence,
     };
     tokio::spawn(stay_registered(registration, client, taskmanager.clone()));
     info!(taskmanager = %id, %rpc_addr, %data_addr, slots = config.slots, jobmanager = %config.jobmanager, "taskmanager started");

@@ -73,8 +73,60 @@ pub(crate) struct TaskManagerRpc {
 }
 
 impl TaskManagerRpc {
-    pub(crate) fn into_server(self) -> TaskManagerServiceServer<Self> {
-        TaskManagerServiceServer::new(self).max_decoding_message_size(64 << 20)
+    /// The tonic service, behind `fence`.
+    pub(crate) fn into_server(
+        self,
+        fence: LeaderFence,
+    ) -> tonic::codegen::InterceptedService<TaskManagerServiceServer<Self>, LeaderFence> {
+        tonic::codegen::InterceptedService::new(
+            TaskManagerServiceServer::new(self).max_decoding_message_size(64 << 20),
+            fence,
+        )
+    }
+}
+
+/// The metadata key of the jobmanager's leader epoch (as `weir_jobmanager::rpc` sends it).
+const LEADER_EPOCH_HEADER: &str = "weir-leader-epoch";
+
+/// Fences off deposed jobmanagers: remembers the highest leader epoch seen (in calls and in
+/// registration answers) and refuses calls of a lower one, so that a jobmanager that lost its
+/// leadership (paused, partitioned) cannot deploy, cancel, trigger or commit anything once its
+/// successor has reached this taskmanager. Calls without an epoch are epoch 0 (a jobmanager
+/// without high availability).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaderFence {
+    highest: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LeaderFence {
+    /// Admits a call of `epoch` (raising the highest epoch seen), or refuses it.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` naming both epochs when `epoch` is below the highest seen.
+    pub(crate) fn admit(&self, epoch: u64) -> Result<(), Status> {
+        let highest = self.highest.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
+        if epoch < highest {
+            return Err(Status::failed_precondition(format!(
+                "refused: this jobmanager leads epoch {epoch}, and the taskmanager follows the leader of epoch {highest} \
+                 (this jobmanager was deposed)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl tonic::service::Interceptor for LeaderFence {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let epoch = match request.metadata().get(LEADER_EPOCH_HEADER) {
+            None => 0,
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Status::invalid_argument(format!("{LEADER_EPOCH_HEADER} is not a number")))?,
+        };
+        self.admit(epoch)?;
+        Ok(request)
     }
 }
 
@@ -292,6 +344,8 @@ pub(crate) async fn report_events(
 pub(crate) struct Registration {
     pub(crate) request: pb::RegisterTaskManagerRequest,
     pub(crate) jobmanager_url: String,
+    /// Raised to the epoch of the jobmanager this taskmanager registers with.
+    pub(crate) fence: LeaderFence,
 }
 
 /// Registers with the jobmanager and keeps sending heartbeats; registers again whenever the
@@ -321,6 +375,12 @@ pub(crate) async fn stay_registered(
             }
         };
         backoff = Duration::from_millis(200);
+        // A jobmanager of an older epoch than one already followed is a deposed leader.
+        if let Err(refused) = registration.fence.admit(response.leader_epoch) {
+            warn!(taskmanager = %id, "not following the jobmanager at {url}: {}", refused.message());
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
         let interval = Duration::from_millis(response.heartbeat_interval_ms.max(10));
         let timeout = Duration::from_millis(response.heartbeat_timeout_ms.max(response.heartbeat_interval_ms));
         info!(taskmanager = %id, jobmanager = %response.jobmanager_id, "registered with the jobmanager at {url}");
@@ -361,4 +421,33 @@ pub(crate) async fn stay_registered(
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor as _;
+
+    fn call(fence: &mut LeaderFence, epoch: Option<&str>) -> Result<(), Status> {
+        let mut request = tonic::Request::new(());
+        if let Some(epoch) = epoch {
+            request.metadata_mut().insert(LEADER_EPOCH_HEADER, epoch.parse().unwrap());
+        }
+        fence.call(request).map(|_| ())
+    }
+
+    #[test]
+    fn calls_of_a_deposed_leader_are_refused_once_its_successor_was_seen() {
+        let mut fence = LeaderFence::default();
+        assert!(call(&mut fence, None).is_ok(), "no high availability: epoch 0");
+        assert!(call(&mut fence, Some("1")).is_ok());
+        assert!(call(&mut fence, Some("1")).is_ok());
+        assert!(call(&mut fence, Some("2")).is_ok(), "the successor");
+        let refused = call(&mut fence, Some("1")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("epoch 1") && refused.message().contains("epoch 2"), "{refused:?}");
+        assert!(call(&mut fence, None).is_err(), "nor a jobmanager without high availability");
+        assert_eq!(call(&mut fence, Some("x")).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(fence.admit(3).is_ok() && fence.admit(2).is_err(), "registration answers raise it too");
+    }
 }
