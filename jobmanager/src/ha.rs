@@ -131,6 +131,8 @@ struct Beat<'a> {
 impl LeaderElection {
     /// A candidate `candidate` for the leadership recorded under `storage`'s `ha/` directory.
     pub fn new(storage: Storage, candidate: LeaderInfo, timing: LeaseTiming) -> Self {
+        // The election's own writes decide who may write: never fenced.
+        let storage = storage.unfenced();
         let dir = storage.url_of("ha");
         Self { storage, dir, candidate, timing }
     }

@@ -149,6 +149,16 @@ pub async fn start_ha(
     });
     let _ = stop.send(());
     let _ = standby.await;
+    // From now on every storage this process opens refuses changes unless it still leads.
+    weir_runtime::storage::fence_process_writes(Arc::new({
+        let leadership = leadership.clone();
+        move || leadership.is_current()
+    }));
+    // Recovering writes job records: only once the first heartbeat made the leadership current.
+    let deadline = std::time::Instant::now() + timing.renew_deadline;
+    while !leadership.is_current() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let running = serve(config, listeners, leadership.epoch()).await?;
     info!(epoch = leadership.epoch(), "leading: jobs recorded in the storage resumed");
     Ok(LeadingJobManager { running, leadership, lost })

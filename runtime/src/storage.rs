@@ -63,6 +63,21 @@ pub struct StorageConfig {
     pub options: BTreeMap<String, String>,
 }
 
+/// Whether this process may change storage now (see [`fence_process_writes`]).
+pub type WriteFence = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The fence of storages opened in this process from now on.
+static PROCESS_FENCE: std::sync::OnceLock<WriteFence> = std::sync::OnceLock::new();
+
+/// Fences every storage this process opens from now on: their writes and deletes are refused
+/// (an error naming the object) whenever `may_write` says no. A jobmanager with high
+/// availability installs its leadership's check, so that once it is not the leader any more
+/// (paused, partitioned, deposed) it changes nothing in storage. Returns `false` (and changes
+/// nothing) when a fence was installed before.
+pub fn fence_process_writes(may_write: WriteFence) -> bool {
+    PROCESS_FENCE.set(may_write).is_ok()
+}
+
 /// An open object store with a root prefix.
 #[derive(Clone)]
 pub struct Storage {
@@ -70,6 +85,8 @@ pub struct Storage {
     /// The root URL without a trailing slash.
     root_url: String,
     root: Path,
+    /// Refuses writes while it says no (see [`fence_process_writes`]).
+    fence: Option<WriteFence>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -137,14 +154,46 @@ impl Storage {
                 )));
             }
         };
-        Ok(Self { store, root_url: url.to_owned(), root })
+        Ok(Self { store, root_url: url.to_owned(), root, fence: PROCESS_FENCE.get().cloned() })
     }
 
     /// A storage over `store` whose root is `root_url` (for embedding and tests: an in-memory
     /// store, or one wrapped to script faults). Paths under the root are relative to the store's
     /// own root.
     pub fn from_object_store(store: Arc<dyn ObjectStore>, root_url: &str) -> Self {
-        Self { store, root_url: root_url.trim_end_matches('/').to_owned(), root: Path::default() }
+        Self {
+            store,
+            root_url: root_url.trim_end_matches('/').to_owned(),
+            root: Path::default(),
+            fence: PROCESS_FENCE.get().cloned(),
+        }
+    }
+
+    /// This storage with `may_write` as its fence (see [`fence_process_writes`]).
+    #[must_use]
+    pub fn with_fence(mut self, may_write: WriteFence) -> Self {
+        self.fence = Some(may_write);
+        self
+    }
+
+    /// This storage without a fence: for the leader election itself, whose writes decide who
+    /// may write.
+    #[must_use]
+    pub fn unfenced(mut self) -> Self {
+        self.fence = None;
+        self
+    }
+
+    /// Refuses a change of `url` while the fence says no.
+    fn check_fence(&self, url: &str) -> StorageResult<()> {
+        match &self.fence {
+            Some(may_write) if !may_write() => Err(StorageError::Io {
+                action: "refused to change",
+                url: url.to_owned(),
+                message: "this process may not write any more (a jobmanager that is not the leader any more)".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Injected faults (feature `failpoints`, see [`crate::faults`]): a delay, then maybe an
@@ -200,6 +249,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn put(&self, url: &str, bytes: Bytes) -> StorageResult<()> {
         let path = self.path_of(url)?;
+        self.check_fence(url)?;
         Self::inject("storage::put", url).await?;
         self.store.put(&path, PutPayload::from_bytes(bytes)).await.map_err(|e| Self::io("cannot write", url, &e))?;
         Ok(())
@@ -213,6 +263,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails or cannot write conditionally.
     pub async fn put_if_absent(&self, url: &str, bytes: Bytes) -> StorageResult<bool> {
         let path = self.path_of(url)?;
+        self.check_fence(url)?;
         Self::inject("storage::put", url).await?;
         let options = object_store::PutOptions::from(object_store::PutMode::Create);
         match self.store.put_opts(&path, PutPayload::from_bytes(bytes), options).await {
@@ -250,6 +301,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn delete(&self, url: &str) -> StorageResult<()> {
         let path = self.path_of(url)?;
+        self.check_fence(url)?;
         Self::inject("storage::delete", url).await?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -386,5 +438,31 @@ mod tests {
         let storage = local(dir.path());
         assert!(storage.path_of("file:///elsewhere/x").is_err());
         assert_eq!(storage.path_of(&storage.url_of("a/b")).expect("path").as_ref(), "a/b");
+    }
+
+    #[tokio::test]
+    async fn a_fenced_storage_refuses_changes_while_its_fence_says_no() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let may_write = Arc::new(AtomicBool::new(true));
+        let fence: WriteFence = Arc::new({
+            let may_write = Arc::clone(&may_write);
+            move || may_write.load(Ordering::SeqCst)
+        });
+        let storage =
+            Storage::from_object_store(Arc::new(object_store::memory::InMemory::new()), "memory://x").with_fence(fence);
+        let url = storage.url_of("a");
+        storage.put(&url, Bytes::from_static(b"1")).await.unwrap();
+        may_write.store(false, Ordering::SeqCst);
+        for refused in [
+            storage.put(&url, Bytes::from_static(b"2")).await,
+            storage.delete(&url).await,
+            storage.put_if_absent(&storage.url_of("b"), Bytes::from_static(b"3")).await.map(|_| ()),
+        ] {
+            let e = refused.unwrap_err().to_string();
+            assert!(e.starts_with("refused to change memory://x/") && e.contains("may not write"), "{e}");
+        }
+        assert_eq!(&storage.get(&url).await.unwrap()[..], b"1", "reads go on, nothing changed");
+        let unfenced = storage.clone().unfenced();
+        assert!(unfenced.put_if_absent(&unfenced.url_of("b"), Bytes::from_static(b"3")).await.unwrap());
     }
 }

@@ -135,6 +135,30 @@ impl Cluster {
         rest
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the first jobmanager's process (by its handle's
+    /// pid).
+    pub fn signal_jobmanager(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.jobmanager.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (up to `timeout`) for the first jobmanager to exit; its exit code.
+    pub fn wait_for_jobmanager_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.jobmanager.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the first jobmanager (SIGKILL, by handle) without starting another.
     pub fn kill_jobmanager(&mut self) {
         let _ = self.jobmanager.kill();

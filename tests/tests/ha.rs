@@ -1,7 +1,8 @@
 //! Jobmanager high availability with real processes: two `weir-jobmanager --ha` on one storage
 //! elect a leader; the standby answers only its liveness probe and names the leader; when the
 //! leader is SIGKILLed the standby takes over within the lease and resumes the leader's jobs
-//! from storage.
+//! from storage; a leader paused past its lease (SIGSTOP) and resumed (SIGCONT) finds itself
+//! deposed and exits.
 
 use std::time::{Duration, Instant};
 use weir_tests::cluster::{Cluster, submitted_job_id};
@@ -19,6 +20,30 @@ fn get(url: &str) -> (u16, serde_json::Value) {
             Err(_) => (0, serde_json::Value::Null),
         }
     })
+}
+
+/// Waits (up to 30 s) until the jobmanager at `rest` is ready; the time it took.
+fn wait_ready(rest: &str, cluster: &Cluster) -> Duration {
+    let started = Instant::now();
+    while get(&format!("{rest}/readyz")).0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{rest} did not take over\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_paused_leader_that_comes_back_finds_itself_deposed_and_exits() {
+    let mut cluster = Cluster::start(&["--ha"], &[("tm-1", 2)]);
+    let standby = cluster.start_standby_jobmanager("jobmanager-2");
+    cluster.signal_jobmanager("STOP");
+    wait_ready(&standby, &cluster);
+    cluster.signal_jobmanager("CONT");
+    let code = cluster.wait_for_jobmanager_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(1), "the resumed leader exits\n{}", cluster.logs());
+    let stderr = cluster.jobmanager_stderr();
+    assert!(stderr.contains("leadership of epoch 1 lost"), "{stderr}");
+    assert_eq!(get(&format!("{standby}/readyz")).0, 200, "the new leader goes on");
 }
 
 #[test]
@@ -59,13 +84,7 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     cluster.wait_for_progress(&job, 1);
 
     cluster.kill_jobmanager();
-    let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(30);
-    while get(&format!("{standby}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "the standby did not take over\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let failover = killed.elapsed();
+    let failover = wait_ready(&standby, &cluster);
     eprintln!("the standby leads {failover:?} after the leader was killed");
     assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
     let (status, details) = get(&format!("{standby}/jobs/{job}"));
