@@ -127,12 +127,19 @@ impl Cluster {
     }
 
     /// Starts another jobmanager `name` on the same storage with the same flags (they include
-    /// `--ha`) on new addresses; returns its REST URL. Its logs are `<name>.stderr`/`.stdout`.
-    pub fn start_standby_jobmanager(&mut self, name: &str) -> String {
+    /// `--ha`) on new addresses; returns its REST and RPC URLs. Its logs are
+    /// `<name>.stderr`/`.stdout`.
+    pub fn start_standby_jobmanager(&mut self, name: &str) -> (String, String) {
         let env: Vec<(String, String)> = self.env.iter().chain(&self.jobmanager_env).cloned().collect();
-        let (child, rest, _) = spawn_jobmanager(self.dir.path(), name, "127.0.0.1:0", "127.0.0.1:0", &self.flags, &env);
+        let (child, rest, rpc) =
+            spawn_jobmanager(self.dir.path(), name, "127.0.0.1:0", "127.0.0.1:0", &self.flags, &env);
         self.standbys.insert(name.to_owned(), child);
-        rest
+        (rest, rpc)
+    }
+
+    /// Makes the CLI (`weir`) talk to `rest` (a Service in front of the jobmanagers) from now on.
+    pub fn use_rest_url(&mut self, rest: &str) {
+        rest.clone_into(&mut self.rest);
     }
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to the first jobmanager's process (by its handle's

@@ -5,4 +5,5 @@ pub mod harness;
 pub mod kafka;
 pub mod reference;
 pub mod s3;
+pub mod service;
 pub mod verify;

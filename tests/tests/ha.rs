@@ -35,7 +35,7 @@ fn wait_ready(rest: &str, cluster: &Cluster) -> Duration {
 #[test]
 fn a_paused_leader_that_comes_back_finds_itself_deposed_and_exits() {
     let mut cluster = Cluster::start(&["--ha"], &[("tm-1", 2)]);
-    let standby = cluster.start_standby_jobmanager("jobmanager-2");
+    let (standby, _) = cluster.start_standby_jobmanager("jobmanager-2");
     cluster.signal_jobmanager("STOP");
     wait_ready(&standby, &cluster);
     cluster.signal_jobmanager("CONT");
@@ -51,7 +51,7 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     let mut cluster = Cluster::start(&["--ha"], &[("tm-1", 2)]);
     let leader = cluster.rest_url().to_owned();
     assert_eq!(get(&format!("{leader}/readyz")).0, 200, "the first jobmanager leads");
-    let standby = cluster.start_standby_jobmanager("jobmanager-2");
+    let (standby, _) = cluster.start_standby_jobmanager("jobmanager-2");
     assert_eq!(get(&format!("{standby}/healthz")).0, 200, "the standby is alive");
     let (status, body) = get(&format!("{standby}/readyz"));
     assert_eq!(status, 503, "the standby is not ready: {body}");
@@ -91,4 +91,64 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     assert_eq!(status, 200, "the new leader knows the job: {details}\n{}", cluster.logs());
     let state = details["state"].as_str().unwrap_or_default();
     assert!(!["FINISHED", "FAILED", "CANCELED"].contains(&state), "the job was resumed, not ended: {details}");
+}
+
+/// The id of `job`'s newest completed checkpoint, as the jobmanager the CLI talks to says (0
+/// when none or unreachable).
+fn latest_checkpoint(cluster: &Cluster, job: &str) -> u64 {
+    let out = cluster.weir(&["checkpoints", job, "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["latest"]["completed"]["id"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Taskmanagers and the CLI reach the jobmanagers through a Service (here a loopback stand-in
+/// that forwards to the ready one, as kube-proxy does): when the leader is SIGKILLed, the
+/// taskmanagers register with the new leader through the same address and the job checkpoints
+/// again; the time from the kill to the first new checkpoint is printed.
+#[test]
+fn taskmanagers_follow_the_new_leader_through_a_service_and_the_job_runs_again() {
+    use weir_tests::service::{Backend, Service};
+    let mut cluster = Cluster::start(&["--ha"], &[]);
+    let (standby_rest, standby_rpc) = cluster.start_standby_jobmanager("jobmanager-2");
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let leaders = [(cluster.rest_url().to_owned(), cluster.rpc_url().to_owned()), (standby_rest, standby_rpc)];
+    let rest = Service::start(leaders.iter().map(|(r, _)| Backend { rest: r.clone(), target: host(r) }).collect());
+    let rpc = Service::start(leaders.iter().map(|(r, p)| Backend { rest: r.clone(), target: host(p) }).collect());
+    cluster.use_rest_url(&rest.url());
+    cluster.start_taskmanager_at("tm-1", 2, &rpc.url());
+    cluster.wait_for_taskmanagers(&["tm-1"]);
+    let out = cluster.weir(&[
+        "run",
+        artifact("libweir_example_nexmark.so").to_str().unwrap(),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "300ms",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "100000000",
+        "--rate",
+        "2000",
+        "--sink",
+        "blackhole",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    cluster.wait_for_progress(&job, 1);
+    let before = latest_checkpoint(&cluster, &job);
+    cluster.kill_jobmanager();
+    let killed = Instant::now();
+    loop {
+        if latest_checkpoint(&cluster, &job) > before {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the job did not run again\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("the job checkpoints again {:?} after the leader was killed", killed.elapsed());
 }

@@ -1,0 +1,78 @@
+//! A stand-in for a Kubernetes Service in front of jobmanager pods: a loopback port that forwards
+//! every connection to the backend that is ready (its REST `/readyz` answers 200), as kube-proxy
+//! forwards to a Service's ready endpoints. With high availability only the leader is ready, so
+//! taskmanagers and the CLI that use the Service's address follow the leader.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// One jobmanager behind the Service.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Its REST URL (`http://host:port`), probed for readiness.
+    pub rest: String,
+    /// Where connections to the Service go (`host:port`).
+    pub target: String,
+}
+
+/// A running Service; stops when dropped.
+#[derive(Debug)]
+pub struct Service {
+    addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Service {
+    /// Listens on a free loopback port and forwards to the ready one of `backends` (probed every
+    /// 100 ms); a connection that arrives while none is ready is closed.
+    ///
+    /// # Panics
+    /// When the runtime or the listener cannot be created.
+    pub fn start(backends: Vec<Backend>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("service runtime");
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("service port");
+        let addr = listener.local_addr().expect("service address");
+        let ready: Arc<Mutex<Option<String>>> = Arc::default();
+        runtime.spawn(probe(backends, Arc::clone(&ready)));
+        runtime.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = ready.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let Some(target) = target else { continue };
+                tokio::spawn(async move {
+                    if let Ok(mut backend) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                    }
+                });
+            }
+        });
+        Self { addr, _runtime: runtime }
+    }
+
+    /// The Service's URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Keeps `ready` set to the target of the backend whose `/readyz` answers 200.
+async fn probe(backends: Vec<Backend>, ready: Arc<Mutex<Option<String>>>) {
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("HTTP client");
+    loop {
+        let mut found = None;
+        for backend in &backends {
+            let url = format!("{}/readyz", backend.rest);
+            if client.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
+                found = Some(backend.target.clone());
+                break;
+            }
+        }
+        *ready.lock().unwrap_or_else(PoisonError::into_inner) = found;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
