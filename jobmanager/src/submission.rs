@@ -117,10 +117,36 @@ pub(crate) async fn check_checkpoint_storage(storage: &Storage, job: JobId) -> R
 /// Whether `storage` lets the jobmanager write under `dir_url` (a probe object written and
 /// deleted), within the probe's timeout; else why not, in one line.
 pub(crate) async fn probe_writable(storage: &Storage, dir_url: &str) -> std::result::Result<(), String> {
-    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.check_writable(dir_url)).await {
+    let probe = retry_transient(PROBE_ATTEMPTS, || storage.check_writable(dir_url));
+    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, probe).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} s", STORAGE_PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// How often the write probe tries before the storage counts as not writable: one failed request
+/// (a storage hiccup) must not refuse a job.
+const PROBE_ATTEMPTS: u32 = 3;
+
+/// Runs `operation` up to `attempts` times while it fails with a storage error that may pass
+/// (`StorageError::Io`; not a configuration error), 200 ms apart, doubling.
+async fn retry_transient<F, Fut>(attempts: u32, mut operation: F) -> weir_runtime::storage::StorageResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = weir_runtime::storage::StorageResult<()>>,
+{
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Err(weir_runtime::storage::StorageError::Io { .. }) if attempt < attempts => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -236,5 +262,32 @@ mod tests {
         assert!(off.len() == 1 && off[0].contains("checkpointing is off"), "{off:?}");
         // Other delivery modes do not use transactions.
         assert!(warnings(&kafka_sink_job(Delivery::AtLeastOnce, 1), None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_write_probe_tries_again_after_a_transient_storage_error_but_not_after_a_configuration_error() {
+        use weir_runtime::storage::StorageError;
+        let io = || StorageError::Io { action: "cannot write", url: "s3://b/x".into(), message: "503".into() };
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let flaky = || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { if n < 2 { Err(io()) } else { Ok(()) } }
+        };
+        assert!(retry_transient(3, flaky).await.is_ok(), "two hiccups, then it writes");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let broken = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(io()) }
+        };
+        assert!(retry_transient(3, broken).await.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3, "gives up after three attempts");
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let misconfigured = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(StorageError::Config("bad".into())) }
+        };
+        assert!(retry_transient(3, misconfigured).await.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a configuration error is final");
     }
 }
