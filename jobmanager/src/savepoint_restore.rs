@@ -441,19 +441,19 @@ pub fn check(
                         metadata.max_parallelism, plan.max_parallelism
                     ),
                 },
-                Some(new) if state_mismatch(uid, old, new).is_some() => {
-                    OperatorVerdict::Mismatch { reason: state_mismatch(uid, old, new).unwrap_or_default() }
-                }
-                Some(new) if rescale_refusal(uid, old.parallelism, new).is_some() => OperatorVerdict::Mismatch {
-                    reason: format!(
-                        "per-subtask state that does not rescale (a collection source or a text file sink) at \
-                         parallelism {}, planned at {}",
-                        old.parallelism, new.parallelism
-                    ),
+                Some(new) => match (state_mismatch(uid, old, new), rescale_refusal(uid, old.parallelism, new)) {
+                    (Some(reason), _) => OperatorVerdict::Mismatch { reason },
+                    (None, Some(_)) => OperatorVerdict::Mismatch {
+                        reason: format!(
+                            "per-subtask state that does not rescale (a collection source or a text file sink) at \
+                             parallelism {}, planned at {}",
+                            old.parallelism, new.parallelism
+                        ),
+                    },
+                    (None, None) => {
+                        OperatorVerdict::Restores { from_parallelism: old.parallelism, to_parallelism: new.parallelism }
+                    }
                 },
-                Some(new) => {
-                    OperatorVerdict::Restores { from_parallelism: old.parallelism, to_parallelism: new.parallelism }
-                }
             };
             operators.push(OperatorCheck { uid: uid.to_owned(), verdict });
         }

@@ -22,6 +22,33 @@ fn get(url: &str) -> (u16, serde_json::Value) {
     })
 }
 
+/// Submits a long-running checkpointed wcount job (2000 bids/s, blackhole sink) and waits for
+/// its first completed checkpoint; returns its id.
+fn run_endless_wcount(cluster: &Cluster) -> String {
+    let out = cluster.weir(&[
+        "run",
+        artifact("libweir_example_nexmark.so").to_str().unwrap(),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "300ms",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "100000000",
+        "--rate",
+        "2000",
+        "--sink",
+        "blackhole",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    cluster.wait_for_progress(&job, 1);
+    job
+}
+
 /// Waits (up to 30 s) until the jobmanager at `rest` is ready; the time it took.
 fn wait_ready(rest: &str, cluster: &Cluster) -> Duration {
     let started = Instant::now();
@@ -61,27 +88,7 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     let error = body["errors"][0].as_str().unwrap_or_default();
     assert!(error.contains("standby") && error.contains(&leader), "{body}");
 
-    let out = cluster.weir(&[
-        "run",
-        artifact("libweir_example_nexmark.so").to_str().unwrap(),
-        "-p",
-        "2",
-        "--detached",
-        "--checkpoint-interval",
-        "300ms",
-        "--",
-        "--query",
-        "wcount",
-        "--events",
-        "100000000",
-        "--rate",
-        "2000",
-        "--sink",
-        "blackhole",
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
-    let job = submitted_job_id(&out);
-    cluster.wait_for_progress(&job, 1);
+    let job = run_endless_wcount(&cluster);
 
     cluster.kill_jobmanager();
     let failover = wait_ready(&standby, &cluster);
@@ -119,27 +126,7 @@ fn taskmanagers_follow_the_new_leader_through_a_service_and_the_job_runs_again()
     cluster.use_rest_url(&rest.url());
     cluster.start_taskmanager_at("tm-1", 2, &rpc.url());
     cluster.wait_for_taskmanagers(&["tm-1"]);
-    let out = cluster.weir(&[
-        "run",
-        artifact("libweir_example_nexmark.so").to_str().unwrap(),
-        "-p",
-        "2",
-        "--detached",
-        "--checkpoint-interval",
-        "300ms",
-        "--",
-        "--query",
-        "wcount",
-        "--events",
-        "100000000",
-        "--rate",
-        "2000",
-        "--sink",
-        "blackhole",
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
-    let job = submitted_job_id(&out);
-    cluster.wait_for_progress(&job, 1);
+    let job = run_endless_wcount(&cluster);
     let before = latest_checkpoint(&cluster, &job);
     cluster.kill_jobmanager();
     let killed = Instant::now();
