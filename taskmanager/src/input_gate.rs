@@ -29,8 +29,10 @@ pub(crate) struct InputGate {
     combined: Timestamp,
     idle: bool,
     open: usize,
-    /// The job is being stopped with a savepoint without draining: the end of every channel
-    /// does not advance the watermark to the maximum (windows must not fire for the stop).
+    /// The job is being stopped with a savepoint without draining: event time is frozen at the
+    /// savepoint. Neither the ends of the channels (which would release the maximum watermark or
+    /// an open channel's higher one) nor idleness advance it, so no window fires after the
+    /// savepoint whose state the restored job fires again.
     stopping: bool,
 }
 
@@ -73,8 +75,10 @@ impl InputGate {
     }
 
     /// Whether the ends of the channels are a stop without drain (see [`Self::stopping`]).
-    pub(crate) fn set_stopping(&mut self, stopping: bool) {
+    /// Ending a stop (its savepoint was aborted) releases what the stop held back.
+    pub(crate) fn set_stopping(&mut self, stopping: bool) -> GateUpdate {
         self.stopping = stopping;
+        if stopping { GateUpdate::default() } else { self.update() }
     }
 
     /// `channel` ended.
@@ -89,9 +93,11 @@ impl InputGate {
 
     fn update(&mut self) -> GateUpdate {
         let mut update = GateUpdate::default();
+        if self.stopping {
+            return update;
+        }
         let active = self.channels.iter().filter(|c| !c.ended && !c.idle);
         let combined = match self.open {
-            0 if self.stopping => None,
             0 => Some(MAX_WATERMARK),
             _ => active.map(|c| c.watermark).min(),
         };
@@ -115,13 +121,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stop_without_drain_ends_the_channels_without_the_final_watermark() {
+    fn a_stop_without_drain_freezes_event_time_at_the_savepoint() {
         let mut gate = InputGate::new([0, 0]);
         assert_eq!(gate.on_watermark(0, 10).watermark, None);
         assert_eq!(gate.on_watermark(1, 20).watermark, Some(10));
+        assert_eq!(gate.set_stopping(true), GateUpdate::default());
+        // The lagging channel ends first: the other one's higher watermark would fire windows
+        // after the savepoint (their state is in it, so the restored job fires them again).
+        assert_eq!(gate.on_end(0), GateUpdate::default(), "no watermark from the open channel");
+        assert_eq!(gate.on_end(1), GateUpdate::default(), "no maximum watermark for a stop");
+    }
+
+    #[test]
+    fn a_stop_without_drain_ignores_idleness_and_a_failed_stop_releases_what_it_held() {
+        let mut gate = InputGate::new([0, 0]);
+        gate.on_watermark(0, 10);
+        gate.on_watermark(1, 20);
         gate.set_stopping(true);
-        assert_eq!(gate.on_end(0).watermark, Some(20), "the open channel's watermark");
-        assert_eq!(gate.on_end(1).watermark, None, "no maximum watermark for a stop");
+        assert_eq!(gate.on_idleness(0, true), GateUpdate::default());
+        assert_eq!(gate.on_watermark(1, 30), GateUpdate::default());
+        // The stop's savepoint failed: the job reads on from where the channels are.
+        assert_eq!(gate.set_stopping(false), GateUpdate { watermark: Some(30), idleness: None });
     }
 
     #[test]

@@ -305,7 +305,10 @@ pub(crate) fn run_inputs(
             return Ok(TaskOutcome::Canceled);
         }
         let now = now_ms();
-        let wait = match chain.next_processing_time() {
+        // After the barrier of a stop without drain, processing time stands still too: a timer
+        // firing now would emit output the savepoint's state emits again after the restore.
+        let next_time = if stopping.is_some() { None } else { chain.next_processing_time() };
+        let wait = match next_time {
             Some(t) if t <= now => {
                 chain.process_time(now, cx)?;
                 continue;
@@ -324,7 +327,8 @@ pub(crate) fn run_inputs(
                 Ok(TaskControl::AbortCheckpoint(checkpoint)) => {
                     if stopping == Some(checkpoint) {
                         stopping = None;
-                        gate.set_stopping(false);
+                        let update = gate.set_stopping(false);
+                        apply_gate_update(chain, cx, update)?;
                     }
                     if alignment.abort(checkpoint) {
                         tracing::debug!(task = %cx.id, checkpoint_id = checkpoint, "aborted checkpoint: inputs released");
@@ -369,16 +373,7 @@ pub(crate) fn run_inputs(
                 gate.on_end(channel)
             }
         };
-        // Active before the watermark that activity brings; idle after the last watermark.
-        if update.idleness == Some(false) {
-            chain.process_idleness(false, cx)?;
-        }
-        if let Some(watermark) = update.watermark {
-            chain.process_watermark(watermark, cx)?;
-        }
-        if update.idleness == Some(true) {
-            chain.process_idleness(true, cx)?;
-        }
+        apply_gate_update(chain, cx, update)?;
         if let Some((barrier, alignment_ms)) = alignment.complete(&gate) {
             cx.checkpoint(chain, barrier, alignment_ms)?;
             if cx.savepoints.target(barrier.id).and_then(|target| target.stop) == Some(false) {
@@ -391,6 +386,21 @@ pub(crate) fn run_inputs(
         }
     }
     finish(chain, cx)
+}
+
+/// Passes the gate's watermark and idleness changes to the chain: active before the watermark
+/// that activity brings, idle after the last watermark.
+fn apply_gate_update(chain: &mut dyn TaskChain, cx: &mut TaskContext, update: GateUpdate) -> Result<()> {
+    if update.idleness == Some(false) {
+        chain.process_idleness(false, cx)?;
+    }
+    if let Some(watermark) = update.watermark {
+        chain.process_watermark(watermark, cx)?;
+    }
+    if update.idleness == Some(true) {
+        chain.process_idleness(true, cx)?;
+    }
+    Ok(())
 }
 
 fn fire_due_timers(chain: &mut dyn TaskChain, cx: &mut TaskContext) -> Result<()> {
