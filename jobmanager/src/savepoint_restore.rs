@@ -435,12 +435,15 @@ pub fn check(
             let new = plan.vertices.iter().find(|v| v.uids.iter().any(|u| u == uid));
             let verdict = match new {
                 None => OperatorVerdict::Dropped,
-                Some(_) if metadata.max_parallelism != plan.max_parallelism => OperatorVerdict::Mismatch {
-                    reason: format!(
-                        "max parallelism changed from {} to {}: key groups do not map",
-                        metadata.max_parallelism, plan.max_parallelism
-                    ),
-                },
+                // 0: not recorded (assumed unchanged), as `restore_point` does.
+                Some(_) if metadata.max_parallelism != 0 && metadata.max_parallelism != plan.max_parallelism => {
+                    OperatorVerdict::Mismatch {
+                        reason: format!(
+                            "max parallelism changed from {} to {}: key groups do not map",
+                            metadata.max_parallelism, plan.max_parallelism
+                        ),
+                    }
+                }
                 Some(new) => match (state_mismatch(uid, old, new), rescale_refusal(uid, old.parallelism, new)) {
                     (Some(reason), _) => OperatorVerdict::Mismatch { reason },
                     (None, Some(_)) => OperatorVerdict::Mismatch {
@@ -595,6 +598,19 @@ mod tests {
         p.max_parallelism = 256;
         let e = restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
         assert!(e.contains("max parallelism is 128 and the job's is 256"), "{e}");
+    }
+
+    #[test]
+    fn the_check_agrees_with_the_restore_on_a_checkpoint_without_max_parallelism() {
+        // Checkpoints written before the max parallelism was recorded say 0.
+        let mut old = savepoint();
+        old.max_parallelism = 0;
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), vertex(1, &["count"], &[], 2)]);
+        assert!(restore_point("file:///sp", &old, RestoreSource::Savepoint, &p, false).is_ok());
+        let c = check("file:///sp", &old, RestoreSource::Savepoint, &p, &BTreeSet::new(), false);
+        assert_eq!(c.error, None);
+        let count = c.operators.iter().find(|o| o.uid == "count").unwrap();
+        assert_eq!(count.verdict, OperatorVerdict::Restores { from_parallelism: 2, to_parallelism: 2 });
     }
 
     #[test]
