@@ -54,6 +54,9 @@ pub struct JobManagerConfig {
     /// `execution.checkpointing.savepoint-dir`), a storage URL (`file:///...`, `s3://...`).
     /// Default empty: every savepoint request must name its directory.
     pub savepoint_dir: String,
+    /// Largest accepted job plugin upload (the whole request body), MiB; a larger one is
+    /// refused with 413 naming this setting. Default 512.
+    pub max_upload_mb: u64,
     /// High availability: several jobmanagers on the same storage elect one leader (see
     /// `ha`); the others stand by, answer `/readyz` with 503, and take over when the leader
     /// dies. Default off.
@@ -87,6 +90,7 @@ impl Default for JobManagerConfig {
             restart_reset_backoff_after_ms: 3_600_000,
             restart_failure_rate_interval_ms: 60_000,
             savepoint_dir: String::new(),
+            max_upload_mb: 512,
             high_availability: false,
             ha_lease_ms: 6000,
             ha_renew_interval_ms: 1000,
@@ -122,6 +126,9 @@ impl JobManagerConfig {
             "" => None,
             other => Some(other.parse()?),
         };
+        if self.max_upload_mb == 0 {
+            return Err("max_upload_mb must be at least 1 (MiB)".to_owned());
+        }
         if !(self.restart_backoff_multiplier >= 1.0 && self.restart_backoff_multiplier.is_finite()) {
             return Err(format!(
                 "restart_backoff_multiplier must be at least 1, got {}",

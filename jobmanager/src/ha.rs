@@ -7,6 +7,8 @@
 //!                          (create if absent: exactly one candidate gets each epoch); holds its
 //!                          id and addresses
 //! <storage>/ha/beat-<n>    rewritten by epoch n's leader every renew interval (a counter)
+//! <storage>/ha/released-<n> written by epoch n's leader when it hands over (SIGTERM): a
+//!                          standby claims epoch n+1 at once instead of after a whole lease
 //! ```
 //!
 //! - **Epochs are fencing tokens**: they only grow, and a leader stamps its epoch on what it
@@ -22,10 +24,14 @@
 //!   that is paused (SIGSTOP, a long GC-like stall) or cut off from the storage stops acting
 //!   before any standby can take over, as long as the two clocks' rates differ by less than
 //!   `lease / renew_deadline`. A leader that sees a higher epoch is deposed at once.
+//! - **Handing over** ([`Leadership::hand_over`]): the leader stops acting (its fence closes),
+//!   waits until its storage writes that passed the fence have landed, and only then writes
+//!   `released-<n>`, so nothing of the old leader lands after a standby took over.
 //! - Storage with conditional puts is required (S3 with `If-None-Match`, which `object_store`
 //!   uses by default; a local or network filesystem through hard links).
 
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -101,6 +107,8 @@ pub enum LeadershipLost {
     /// No heartbeat write succeeded within the renew deadline (storage unreachable, or the
     /// process was paused).
     Expired,
+    /// This jobmanager handed its leadership over ([`Leadership::hand_over`]).
+    HandedOver,
 }
 
 impl std::fmt::Display for LeadershipLost {
@@ -108,6 +116,7 @@ impl std::fmt::Display for LeadershipLost {
         match self {
             Self::Deposed { epoch } => write!(f, "another jobmanager leads epoch {epoch}"),
             Self::Expired => write!(f, "the lease expired (no heartbeat written within the renew deadline)"),
+            Self::HandedOver => write!(f, "it was handed over"),
         }
     }
 }
@@ -143,6 +152,15 @@ impl LeaderElection {
 
     fn beat_url(&self, epoch: u64) -> String {
         format!("{}/beat-{epoch:020}", self.dir)
+    }
+
+    fn released_url(&self, epoch: u64) -> String {
+        format!("{}/released-{epoch:020}", self.dir)
+    }
+
+    /// Whether the leader of `epoch` handed over (an unreadable marker counts as absent).
+    async fn released(&self, epoch: u64) -> bool {
+        self.storage.get(&self.released_url(epoch)).await.is_ok()
     }
 
     /// The highest claimed epoch and its leader (`None` before the first election).
@@ -223,6 +241,10 @@ impl LeaderElection {
             if self.claimed(epoch + 1).await? {
                 return Ok(None);
             }
+            if self.released(epoch).await {
+                info!(epoch, leader = %leader.id, "the leader handed over: claiming the next epoch");
+                return Ok(self.claim(epoch + 1).await?.then(|| self.leadership(epoch + 1)));
+            }
             let beat = self.beat(epoch).await;
             if beat != seen {
                 (seen, since) = (beat, Instant::now());
@@ -236,7 +258,12 @@ impl LeaderElection {
     }
 
     fn leadership(&self, epoch: u64) -> Leadership {
-        Leadership { election: self.clone(), epoch, renewed: Arc::new(Mutex::new(None)) }
+        Leadership {
+            election: self.clone(),
+            epoch,
+            renewed: Arc::new(Mutex::new(None)),
+            handed_over: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -248,6 +275,8 @@ pub struct Leadership {
     epoch: u64,
     /// When the last successful heartbeat write started (`None` before the first).
     renewed: Arc<Mutex<Option<Instant>>>,
+    /// Set by [`Self::hand_over`]: never current again.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl Leadership {
@@ -260,6 +289,9 @@ impl Leadership {
     /// than the renew deadline ago on its own monotonic clock (which goes on while the process
     /// is paused).
     pub fn is_current(&self) -> bool {
+        if self.handed_over.load(Ordering::SeqCst) {
+            return false;
+        }
         let renewed = *self.renewed.lock().unwrap_or_else(PoisonError::into_inner);
         renewed.is_some_and(|at| at.elapsed() < self.election.timing.renew_deadline)
     }
@@ -272,6 +304,9 @@ impl Leadership {
         let beat_url = election.beat_url(self.epoch);
         let mut count = 0u64;
         loop {
+            if self.handed_over.load(Ordering::SeqCst) {
+                return LeadershipLost::HandedOver;
+            }
             match election.claimed(self.epoch + 1).await {
                 Ok(true) => {
                     warn!(epoch = self.epoch, "deposed: another jobmanager claimed epoch {}", self.epoch + 1);
@@ -294,11 +329,44 @@ impl Leadership {
                 Ok(()) => *self.renewed.lock().unwrap_or_else(PoisonError::into_inner) = Some(started),
                 Err(e) => warn!(epoch = self.epoch, "leader election: cannot write the heartbeat: {e}"),
             }
+            if self.handed_over.load(Ordering::SeqCst) {
+                return LeadershipLost::HandedOver;
+            }
             if !self.is_current() {
                 warn!(epoch = self.epoch, "the lease expired: no heartbeat written within the renew deadline");
                 return LeadershipLost::Expired;
             }
             tokio::time::sleep(election.timing.renew_interval).await;
+        }
+    }
+
+    /// Hands the leadership over (the jobmanager shuts down, SIGTERM): stops acting at once
+    /// (the storage fence closes and [`Self::hold`] ends), waits up to `settle` for storage
+    /// writes that passed the fence before, then marks the epoch released so that a standby
+    /// claims the next one at its next look instead of after a whole lease. Returns whether the
+    /// marker was written (otherwise the standby takes over when the lease runs out).
+    pub async fn hand_over(&self, settle: Duration) -> bool {
+        self.handed_over.store(true, Ordering::SeqCst);
+        if !weir_runtime::storage::fenced_writes_settled(settle).await {
+            warn!(
+                epoch = self.epoch,
+                "handing over: writes still in flight after {settle:?}; the lease runs out instead"
+            );
+            return false;
+        }
+        let election = &self.election;
+        match election.storage.put(&election.released_url(self.epoch), election.candidate.id.clone().into()).await {
+            Ok(()) => {
+                info!(epoch = self.epoch, "handed the leadership over");
+                true
+            }
+            Err(e) => {
+                warn!(
+                    epoch = self.epoch,
+                    "handing over: cannot mark the epoch released ({e}); the lease runs out instead"
+                );
+                false
+            }
         }
     }
 }
@@ -367,6 +435,28 @@ mod tests {
         // Resumed, the old leader learns at once that it was deposed, and writes no heartbeat.
         assert_eq!(a.hold().await, LeadershipLost::Deposed { epoch: 2 });
         assert!(!a.is_current());
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_hands_over_is_replaced_without_waiting_for_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage(&dir);
+        let a = candidate(&storage, "a").acquire().await;
+        let holding = tokio::spawn({
+            let a = a.clone();
+            async move { a.hold().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let b = tokio::spawn(async move { candidate(&storage, "b").acquire().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let handed = Instant::now();
+        assert!(a.hand_over(Duration::from_secs(1)).await);
+        assert!(!a.is_current(), "it stops acting before the standby may start");
+        assert_eq!(holding.await.unwrap(), LeadershipLost::HandedOver);
+        let b = b.await.unwrap();
+        let took = handed.elapsed();
+        assert_eq!(b.epoch(), 2);
+        assert!(took < TIMING.lease / 2, "taken over after {took:?}, the lease is {:?}", TIMING.lease);
     }
 
     #[tokio::test]

@@ -226,6 +226,25 @@ impl JobManager {
         known
     }
 
+    /// [`Self::register_taskmanager`] of a monitored taskmanager process started as `instance`
+    /// (see [`Self::deregister_taskmanager`]).
+    pub fn register_taskmanager_instance(
+        &self,
+        gateway: Arc<dyn TaskManagerGateway>,
+        data_address: String,
+        instance: String,
+    ) {
+        self.inner.registry.register_instance(gateway, data_address, instance);
+    }
+
+    /// A taskmanager that shuts down ends its registration `instance`: it is lost at once, and
+    /// its jobs fail over without waiting for the heartbeat timeout. Returns whether that
+    /// registration existed (a late or repeated call, or one from before a restart under the
+    /// same id, changes nothing).
+    pub async fn deregister_taskmanager(&self, taskmanager: &str, instance: &str, reason: &str) -> bool {
+        self.inner.registry.deregister(taskmanager, instance, reason).await
+    }
+
     /// Declares a taskmanager lost now (for example when it is known to be gone).
     pub fn taskmanager_lost(&self, taskmanager: &str, reason: &str) {
         self.inner.registry.lost(taskmanager, reason);

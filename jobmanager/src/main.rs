@@ -155,7 +155,10 @@ async fn run_ha(config: &JobManagerConfig) -> ExitCode {
             ExitCode::from(1)
         }
         () = shutdown_signal() => {
-            tracing::info!("shutting down");
+            // Kubernetes sends SIGTERM before it stops a pod: stop acting and let a standby
+            // take over now rather than after a whole lease.
+            tracing::info!(epoch = leading.leadership.epoch(), "shutting down: handing the leadership over");
+            leading.leadership.hand_over(std::time::Duration::from_secs(5)).await;
             ExitCode::SUCCESS
         }
     }

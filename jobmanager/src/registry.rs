@@ -111,7 +111,8 @@ pub(crate) struct SlotShortage {
 }
 
 enum RegistryInput {
-    Register { gateway: Arc<dyn TaskManagerGateway>, data_address: String, monitored: bool },
+    Register { gateway: Arc<dyn TaskManagerGateway>, data_address: String, monitored: bool, instance: Option<String> },
+    Deregister { taskmanager: String, instance: String, reason: String, reply: oneshot::Sender<bool> },
     Heartbeat { taskmanager: String, reply: oneshot::Sender<bool> },
     Lost { taskmanager: String, reason: String },
     RequestSlots(SlotRequest),
@@ -167,7 +168,33 @@ impl RegistryHandle {
     /// earlier tasks (it restarted): it is declared lost first. `monitored`: whether it sends
     /// heartbeats.
     pub(crate) fn register(&self, gateway: Arc<dyn TaskManagerGateway>, data_address: String, monitored: bool) {
-        self.send(RegistryInput::Register { gateway, data_address, monitored });
+        self.send(RegistryInput::Register { gateway, data_address, monitored, instance: None });
+    }
+
+    /// [`Self::register`] of a monitored taskmanager process started as `instance`, which can
+    /// end this registration with [`Self::deregister`].
+    pub(crate) fn register_instance(
+        &self,
+        gateway: Arc<dyn TaskManagerGateway>,
+        data_address: String,
+        instance: String,
+    ) {
+        let instance = Some(instance).filter(|i| !i.is_empty());
+        self.send(RegistryInput::Register { gateway, data_address, monitored: true, instance });
+    }
+
+    /// Ends the registration of `taskmanager` made by `instance` (it shuts down): it is lost
+    /// now. `false` when no such registration exists (already lost, or replaced by a later
+    /// start under the same id, which is left alone).
+    pub(crate) async fn deregister(&self, taskmanager: &str, instance: &str, reason: &str) -> bool {
+        let (reply, answer) = oneshot::channel();
+        self.send(RegistryInput::Deregister {
+            taskmanager: taskmanager.to_owned(),
+            instance: instance.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        });
+        answer.await.unwrap_or(false)
     }
 
     /// Records a heartbeat; `false` for an unknown taskmanager, which must register (again).
@@ -221,6 +248,8 @@ struct Registered {
     data_address: String,
     last_heartbeat: Instant,
     monitored: bool,
+    /// The process start that registered (see [`RegistryHandle::register_instance`]).
+    instance: Option<String>,
 }
 
 /// Slots a job holds: the taskmanager of each, and where to report their loss.
@@ -257,14 +286,28 @@ impl Registry {
 
     fn apply(&mut self, input: RegistryInput) {
         match input {
-            RegistryInput::Register { gateway, data_address, monitored } => {
+            RegistryInput::Register { gateway, data_address, monitored, instance } => {
                 let id = gateway.id().to_owned();
                 if self.taskmanagers.contains_key(&id) {
                     self.lose(&id, "it registered again (restarted)");
                 }
                 info!(taskmanager = %id, slots = gateway.slots(), %data_address, "taskmanager registered");
-                self.taskmanagers
-                    .insert(id, Registered { gateway, data_address, last_heartbeat: Instant::now(), monitored });
+                self.taskmanagers.insert(
+                    id,
+                    Registered { gateway, data_address, last_heartbeat: Instant::now(), monitored, instance },
+                );
+            }
+            RegistryInput::Deregister { taskmanager, instance, reason, reply } => {
+                let registered = self
+                    .taskmanagers
+                    .get(&taskmanager)
+                    .is_some_and(|tm| tm.instance.as_deref() == Some(instance.as_str()));
+                if registered {
+                    self.lose(&taskmanager, &reason);
+                } else {
+                    info!(taskmanager = %taskmanager, instance = %instance, "deregistration of an unknown registration ignored");
+                }
+                let _ = reply.send(registered);
             }
             RegistryInput::Heartbeat { taskmanager, reply } => {
                 let known = match self.taskmanagers.get_mut(&taskmanager) {
@@ -413,6 +456,24 @@ pub(crate) fn allocate(free: &BTreeMap<String, u32>, needed: u32) -> Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_deregistration_ends_only_the_registration_of_its_instance() {
+        use crate::job::tests::FakeTaskManager;
+        let registry = RegistryHandle::start(Duration::from_secs(60));
+        registry.register_instance(FakeTaskManager::new("tm-a"), "127.0.0.1:1".into(), "start-1".into());
+        // The process restarted under the same id (a StatefulSet pod) and registered again.
+        registry.register_instance(FakeTaskManager::new("tm-a"), "127.0.0.1:1".into(), "start-2".into());
+        assert!(!registry.deregister("tm-a", "start-1", "late").await, "a late call of the earlier start");
+        assert!(registry.heartbeat("tm-a").await, "the later registration stays");
+        assert!(registry.deregister("tm-a", "start-2", "SIGTERM").await);
+        assert!(!registry.heartbeat("tm-a").await, "lost at once");
+        assert!(!registry.deregister("tm-a", "start-2", "SIGTERM").await, "a repeated call");
+        // A registration without an instance (the local mini-cluster's) cannot be ended so.
+        registry.register(FakeTaskManager::new("tm-b"), String::new(), false);
+        assert!(!registry.deregister("tm-b", "", "").await);
+        assert!(registry.heartbeat("tm-b").await);
+    }
 
     #[test]
     fn allocation_spreads_slots_round_robin() {

@@ -45,8 +45,9 @@ use std::sync::{Arc, Mutex};
 use tracing::{Instrument as _, error, error_span, warn};
 use weir_runtime::{JobArtifact, JobId};
 
-/// Largest accepted request body (a job plugin upload).
-pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+/// Largest accepted request body (a job plugin upload) unless configured otherwise
+/// (`max_upload_mb`).
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
 
 /// What the REST handlers work on.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct RestState {
     pub jobmanager: JobManager,
     /// Where uploaded plugins are kept.
     pub plugins: Arc<PluginStore>,
+    /// Largest accepted request body (a job plugin upload), in bytes.
+    pub max_upload_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -108,7 +111,7 @@ pub fn router(state: RestState) -> Router {
         .route("/savepoint-disposal/{request_id}", get(disposal_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(DefaultBodyLimit::max(state.rest.max_upload_bytes))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
@@ -135,6 +138,19 @@ impl ApiError {
 
     fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into()).into()
+    }
+
+    /// A body over the limit (413) says what the limit is and where it is set.
+    fn too_large_names_the_limit(self, limit: usize) -> Self {
+        if self.status != StatusCode::PAYLOAD_TOO_LARGE {
+            return self;
+        }
+        let message = format!(
+            "the upload is larger than this jobmanager accepts ({} MiB, its max_upload_mb setting): {}",
+            limit >> 20,
+            self.message
+        );
+        Self::new(self.status, message)
     }
 }
 
@@ -518,7 +534,9 @@ async fn submit_job(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<impl IntoResponse> {
-    let upload = read_upload(multipart?).await?;
+    let limit = state.rest.max_upload_bytes;
+    let multipart = multipart.map_err(|e| ApiError::from(e).too_large_names_the_limit(limit))?;
+    let upload = read_upload(multipart).await.map_err(|e| e.too_large_names_the_limit(limit))?;
     let resolved = upload.checkpointing.resolve().map_err(ApiError::invalid)?;
     // Submissions of the same plugin run one at a time, so the removal of a rejected upload
     // cannot pull the plugin from under a concurrent submission of the same bytes.
@@ -613,10 +631,14 @@ mod tests {
     }
 
     async fn start() -> Server {
+        start_with_limit(DEFAULT_MAX_UPLOAD_BYTES).await
+    }
+
+    async fn start_with_limit(max_upload_bytes: usize) -> Server {
         let dir = TempDir::new();
         let url = format!("file://{}", dir.path().join("storage").display());
         let plugins = Arc::new(PluginStore::new(&url, dir.path().join("cache")).unwrap());
-        let state = RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins };
+        let state = RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins, max_upload_bytes };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -734,6 +756,18 @@ mod tests {
         assert_eq!(files_under(&server.dir.path().join("cache")), Vec::<std::path::PathBuf>::new());
         let (_, jobs) = request(server.addr, "GET", "/jobs", None, Vec::new()).await;
         assert_eq!(jobs, json!({ "jobs": [] }));
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_the_limit_is_refused_naming_the_limit() {
+        let server = start_with_limit(2 << 20).await;
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        let body = multipart(&[("plugin", &vec![7u8; 3 << 20])]);
+        let (status, response) = request(server.addr, "POST", "/jobs", Some(&content_type), body).await;
+        assert_eq!(status, 413, "{response}");
+        let message = error_message(&response);
+        assert!(message.contains("2 MiB") && message.contains("max_upload_mb"), "{response}");
+        assert!(files_under(&server.dir.path().join("storage")).is_empty());
     }
 
     #[tokio::test]

@@ -102,7 +102,7 @@ impl JobManagerService for JobManagerRpc {
             client: TaskManagerServiceClient::with_interceptor(endpoint.connect_lazy(), LeaderEpoch(self.leader_epoch))
                 .max_decoding_message_size(64 << 20),
         };
-        self.jobmanager.register_taskmanager(Arc::new(gateway), r.data_address, true);
+        self.jobmanager.register_taskmanager_instance(Arc::new(gateway), r.data_address, r.instance_id);
         let timeout = self.jobmanager.settings().heartbeat_timeout;
         Ok(Response::new(pb::RegisterTaskManagerResponse {
             jobmanager_id: self.jobmanager_id.clone(),
@@ -110,6 +110,20 @@ impl JobManagerService for JobManagerRpc {
             heartbeat_timeout_ms: timeout.as_millis() as u64,
             leader_epoch: self.leader_epoch,
         }))
+    }
+
+    async fn deregister_task_manager(
+        &self,
+        request: Request<pb::DeregisterTaskManagerRequest>,
+    ) -> Result<Response<pb::DeregisterTaskManagerResponse>, Status> {
+        let r = request.into_inner();
+        if r.taskmanager_id.is_empty() || r.instance_id.is_empty() {
+            return Err(Status::invalid_argument("taskmanager_id and instance_id must be set"));
+        }
+        let reason =
+            if r.reason.is_empty() { "it shut down".to_owned() } else { format!("it shut down: {}", r.reason) };
+        let deregistered = self.jobmanager.deregister_taskmanager(&r.taskmanager_id, &r.instance_id, &reason).await;
+        Ok(Response::new(pb::DeregisterTaskManagerResponse { deregistered }))
     }
 
     async fn heartbeat(

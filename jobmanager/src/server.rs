@@ -199,7 +199,8 @@ async fn serve(
             error!("the RPC server stopped: {e}");
         }
     });
-    let app = router(RestState { jobmanager: jobmanager.clone(), plugins });
+    let max_upload_bytes = usize::try_from(config.max_upload_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let app = router(RestState { jobmanager: jobmanager.clone(), plugins, max_upload_bytes });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(rest_listener, app).await {
             error!("the REST server stopped: {e}");

@@ -78,6 +78,37 @@ pub fn fence_process_writes(may_write: WriteFence) -> bool {
     PROCESS_FENCE.set(may_write).is_ok()
 }
 
+/// Fenced writes and deletes that passed their fence and have not finished (process-wide).
+static FENCED_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits until no fenced write or delete that passed its fence is still in flight, at most
+/// `timeout`; returns whether none is. A jobmanager handing its leadership over closes its
+/// fence first (so none starts any more), then waits here before it tells a standby to take
+/// over: no write of the old leader lands after the new one has read the storage.
+pub async fn fenced_writes_settled(timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if FENCED_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A fenced change in flight (see [`fenced_writes_settled`]); counted until dropped.
+struct InFlight(bool);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0 {
+            FENCED_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// An open object store with a root prefix.
 #[derive(Clone)]
 pub struct Storage {
@@ -184,15 +215,21 @@ impl Storage {
         self
     }
 
-    /// Refuses a change of `url` while the fence says no.
-    fn check_fence(&self, url: &str) -> StorageResult<()> {
-        match &self.fence {
-            Some(may_write) if !may_write() => Err(StorageError::Io {
+    /// Refuses a change of `url` while the fence says no; a change it lets through is counted
+    /// as in flight until the returned guard drops (counted before the fence is asked, so that
+    /// a change is either refused or seen by [`fenced_writes_settled`]).
+    fn check_fence(&self, url: &str) -> StorageResult<InFlight> {
+        let Some(may_write) = &self.fence else { return Ok(InFlight(false)) };
+        FENCED_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let in_flight = InFlight(true);
+        if may_write() {
+            Ok(in_flight)
+        } else {
+            Err(StorageError::Io {
                 action: "refused to change",
                 url: url.to_owned(),
                 message: "this process may not write any more (a jobmanager that is not the leader any more)".into(),
-            }),
-            _ => Ok(()),
+            })
         }
     }
 
@@ -249,7 +286,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn put(&self, url: &str, bytes: Bytes) -> StorageResult<()> {
         let path = self.path_of(url)?;
-        self.check_fence(url)?;
+        let _in_flight = self.check_fence(url)?;
         Self::inject("storage::put", url).await?;
         self.store.put(&path, PutPayload::from_bytes(bytes)).await.map_err(|e| Self::io("cannot write", url, &e))?;
         Ok(())
@@ -263,7 +300,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails or cannot write conditionally.
     pub async fn put_if_absent(&self, url: &str, bytes: Bytes) -> StorageResult<bool> {
         let path = self.path_of(url)?;
-        self.check_fence(url)?;
+        let _in_flight = self.check_fence(url)?;
         Self::inject("storage::put", url).await?;
         let options = object_store::PutOptions::from(object_store::PutMode::Create);
         match self.store.put_opts(&path, PutPayload::from_bytes(bytes), options).await {
@@ -301,7 +338,7 @@ impl Storage {
     /// [`StorageError::Io`] when the store fails.
     pub async fn delete(&self, url: &str) -> StorageResult<()> {
         let path = self.path_of(url)?;
-        self.check_fence(url)?;
+        let _in_flight = self.check_fence(url)?;
         Self::inject("storage::delete", url).await?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -464,5 +501,33 @@ mod tests {
         assert_eq!(&storage.get(&url).await.unwrap()[..], b"1", "reads go on, nothing changed");
         let unfenced = storage.clone().unfenced();
         assert!(unfenced.put_if_absent(&unfenced.url_of("b"), Bytes::from_static(b"3")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_waits_for_the_writes_that_passed_it() {
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let may_write = Arc::new(AtomicBool::new(true));
+        let fence: WriteFence = Arc::new({
+            let may_write = Arc::clone(&may_write);
+            move || may_write.load(Ordering::SeqCst)
+        });
+        let slow = ThrottleConfig { wait_put_per_call: Duration::from_millis(400), ..ThrottleConfig::default() };
+        let store = Arc::new(ThrottledStore::new(object_store::memory::InMemory::new(), slow));
+        let storage = Storage::from_object_store(store, "memory://x").with_fence(fence);
+        let url = storage.url_of("late");
+        let write = tokio::spawn({
+            let storage = storage.clone();
+            let url = url.clone();
+            async move { storage.put(&url, Bytes::from_static(b"old leader")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        may_write.store(false, Ordering::SeqCst);
+        // Other tests of this binary may have fenced writes in flight too: they only add.
+        assert!(!fenced_writes_settled(Duration::from_millis(100)).await, "the write that passed is in flight");
+        assert!(fenced_writes_settled(Duration::from_secs(10)).await);
+        assert!(write.await.unwrap().is_ok(), "it passed the fence before it closed");
+        assert!(storage.put(&url, Bytes::from_static(b"x")).await.is_err());
     }
 }

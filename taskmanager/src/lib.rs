@@ -7,6 +7,7 @@
 pub mod connectors;
 mod context;
 mod exchange;
+mod http;
 mod input_gate;
 mod network;
 pub mod process;

@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use weir_taskmanager::process::TaskManagerProcessConfig;
 
 /// The Weir taskmanager: runs the subtasks the jobmanager deploys in its slots.
@@ -30,6 +31,9 @@ struct Args {
     /// Name or IP other processes reach this taskmanager at.
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Address of the HTTP endpoint with `/healthz` and `/readyz`, `host:port`.
+    #[arg(long)]
+    http_addr: Option<String>,
     /// Local directory for the working state of tasks (RocksDB).
     #[arg(long)]
     state_dir: Option<String>,
@@ -75,6 +79,9 @@ fn main() -> ExitCode {
     if let Some(v) = args.advertised_host {
         config.advertised_host = v;
     }
+    if let Some(v) = args.http_addr {
+        config.http_addr = v;
+    }
     if let Some(v) = args.state_dir {
         config.state_dir = v;
     }
@@ -103,15 +110,18 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let http = running.http_addr.map(|a| format!(" http=http://{a}")).unwrap_or_default();
         println!(
-            "weir-taskmanager id={} rpc=http://{} data={}",
+            "weir-taskmanager id={} rpc=http://{} data={}{http}",
             running.taskmanager.id(),
             running.rpc_addr,
             running.data_addr
         );
         shutdown_signal().await;
-        tracing::info!("shutting down: cancelling tasks");
-        running.taskmanager.cancel_all("the taskmanager is shutting down");
+        // Kubernetes sends SIGTERM before it stops a pod: leave the cluster so that the
+        // jobmanager fails the tasks here over at once.
+        tracing::info!("shutting down: leaving the cluster");
+        running.shut_down("the taskmanager is shutting down", Duration::from_secs(3)).await;
         ExitCode::SUCCESS
     })
 }

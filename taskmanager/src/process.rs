@@ -1,6 +1,7 @@
 //! The `weir-taskmanager` process: a taskmanager with its gRPC service and data server,
 //! registered with a jobmanager.
 
+use crate::http::Readiness;
 use crate::rpc::{PluginCache, Registration, RemoteEventSink, TaskManagerRpc, report_events, stay_registered};
 use crate::taskmanager::{TaskManager, TaskManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,9 @@ pub struct TaskManagerProcessConfig {
     /// Host name or IP other processes reach this one at; empty uses the bound IP (which must
     /// then not be a wildcard such as 0.0.0.0).
     pub advertised_host: String,
+    /// Address of the HTTP endpoint with `/healthz` and `/readyz` (Kubernetes probes); empty:
+    /// none. Default empty.
+    pub http_addr: String,
     /// Directory for fetched job plugins. Default `<temp dir>/weir/taskmanager-<id>-plugins`.
     pub plugin_dir: String,
     /// Capacity of each channel between tasks, in batches of up to ~32 KiB. Default 16.
@@ -58,6 +62,7 @@ impl Default for TaskManagerProcessConfig {
             rpc_addr: "127.0.0.1:0".into(),
             data_addr: "127.0.0.1:0".into(),
             advertised_host: String::new(),
+            http_addr: String::new(),
             plugin_dir: String::new(),
             channel_capacity: 16,
             storage_options: std::collections::BTreeMap::new(),
@@ -94,6 +99,46 @@ pub struct RunningTaskManager {
     pub rpc_addr: SocketAddr,
     /// Where its data server listens.
     pub data_addr: SocketAddr,
+    /// Where its HTTP endpoint listens (`None`: not configured).
+    pub http_addr: Option<SocketAddr>,
+    readiness: Readiness,
+    registration: tokio::task::JoinHandle<()>,
+    deregistration: pb::DeregisterTaskManagerRequest,
+    client: JobManagerServiceClient<tonic::transport::Channel>,
+}
+
+impl RunningTaskManager {
+    /// Leaves the cluster (on SIGTERM): stops registering and sending heartbeats, tells the
+    /// jobmanager (which declares this taskmanager lost at once, so its jobs fail over without
+    /// waiting for the heartbeat timeout), then cancels every task. Returns whether the
+    /// jobmanager ended the registration; an unreachable jobmanager (within `timeout`) finds
+    /// out by the heartbeat timeout instead.
+    pub async fn shut_down(self, reason: &str, timeout: Duration) -> bool {
+        self.readiness.set_stopping();
+        self.registration.abort();
+        let id = self.taskmanager.id().to_owned();
+        let mut request = tonic::Request::new(pb::DeregisterTaskManagerRequest {
+            reason: reason.to_owned(),
+            ..self.deregistration.clone()
+        });
+        request.set_timeout(timeout);
+        let deregistered = match tokio::time::timeout(timeout, self.client.clone().deregister_task_manager(request))
+            .await
+        {
+            Ok(Ok(response)) => response.into_inner().deregistered,
+            Ok(Err(status)) => {
+                tracing::warn!(taskmanager = %id, "cannot deregister from the jobmanager: {}", status.message());
+                false
+            }
+            Err(_) => {
+                tracing::warn!(taskmanager = %id, "cannot deregister from the jobmanager: no answer within {timeout:?}");
+                false
+            }
+        };
+        info!(taskmanager = %id, deregistered, "left the cluster: cancelling tasks");
+        self.taskmanager.cancel_all(reason);
+        deregistered
+    }
 }
 
 fn advertised(host: &str, bound: SocketAddr, what: &str) -> Result<String, StartError> {
@@ -173,6 +218,28 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         address: config.rpc_addr.clone(),
         source,
     })?;
+    let readiness = Readiness::default();
+    let http_addr = if config.http_addr.is_empty() {
+        None
+    } else {
+        let listener = TcpListener::bind(&config.http_addr).await.map_err(|source| StartError::Bind {
+            what: "HTTP",
+            address: config.http_addr.clone(),
+            source,
+        })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP",
+            address: config.http_addr.clone(),
+            source,
+        })?;
+        let app = crate::http::router(readiness.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                error!("the HTTP endpoint stopped: {e}");
+            }
+        });
+        Some(bound)
+    };
     let advertised_rpc = advertised(&config.advertised_host, rpc_addr, "RPC")?;
     let advertised_data = advertised(&config.advertised_host, data_addr, "data")?;
 
@@ -191,6 +258,8 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         }
     });
     tokio::spawn(report_events(id.clone(), client.clone(), pending, Duration::from_secs(30)));
+    // This start of the process: a deregistration ends this registration and no later one.
+    let instance_id = uuid::Uuid::new_v4().simple().to_string();
     let registration = Registration {
         request: pb::RegisterTaskManagerRequest {
             taskmanager_id: id.clone(),
@@ -198,11 +267,24 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
             data_address: advertised_data,
             rpc_address: format!("http://{advertised_rpc}"),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_id: instance_id.clone(),
         },
         jobmanager_url: config.jobmanager.clone(),
         fence,
+        readiness: readiness.clone(),
     };
-    tokio::spawn(stay_registered(registration, client, taskmanager.clone()));
-    info!(taskmanager = %id, %rpc_addr, %data_addr, slots = config.slots, jobmanager = %config.jobmanager, "taskmanager started");
-    Ok(RunningTaskManager { taskmanager, rpc_addr, data_addr })
+    let deregistration =
+        pb::DeregisterTaskManagerRequest { taskmanager_id: id.clone(), instance_id, reason: String::new() };
+    let registration = tokio::spawn(stay_registered(registration, client.clone(), taskmanager.clone()));
+    info!(taskmanager = %id, %rpc_addr, %data_addr, http_addr = ?http_addr, slots = config.slots, jobmanager = %config.jobmanager, "taskmanager started");
+    Ok(RunningTaskManager {
+        taskmanager,
+        rpc_addr,
+        data_addr,
+        http_addr,
+        readiness,
+        registration,
+        deregistration,
+        client,
+    })
 }

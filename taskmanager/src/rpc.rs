@@ -346,6 +346,8 @@ pub(crate) struct Registration {
     pub(crate) jobmanager_url: String,
     /// Raised to the epoch of the jobmanager this taskmanager registers with.
     pub(crate) fence: LeaderFence,
+    /// Set while registered (`/readyz`).
+    pub(crate) readiness: crate::http::Readiness,
 }
 
 /// Registers with the jobmanager and keeps sending heartbeats; registers again whenever the
@@ -384,6 +386,7 @@ pub(crate) async fn stay_registered(
         let interval = Duration::from_millis(response.heartbeat_interval_ms.max(10));
         let timeout = Duration::from_millis(response.heartbeat_timeout_ms.max(response.heartbeat_interval_ms));
         info!(taskmanager = %id, jobmanager = %response.jobmanager_id, "registered with the jobmanager at {url}");
+        registration.readiness.set_registered(true);
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(interval).await;
@@ -403,6 +406,7 @@ pub(crate) async fn stay_registered(
                 Ok(r) if r.get_ref().reregister => {
                     warn!(taskmanager = %id, "the jobmanager does not know this taskmanager: cancelling its tasks and registering again");
                     taskmanager.cancel_all("the jobmanager no longer knows this taskmanager");
+                    registration.readiness.set_registered(false);
                     break;
                 }
                 Ok(_) => last_ok = Instant::now(),
@@ -411,6 +415,7 @@ pub(crate) async fn stay_registered(
                     if last_ok.elapsed() > timeout {
                         warn!(taskmanager = %id, "no contact with the jobmanager for {:.1} s: cancelling all tasks and registering again", last_ok.elapsed().as_secs_f64());
                         taskmanager.cancel_all("the taskmanager lost contact with the jobmanager");
+                        registration.readiness.set_registered(false);
                         break;
                     }
                 }

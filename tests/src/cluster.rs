@@ -358,6 +358,33 @@ impl Cluster {
         child.wait().expect("reap the killed taskmanager");
     }
 
+    /// Sends `signal` (`TERM`, `STOP`, ...) to taskmanager `id` (by its handle's pid).
+    ///
+    /// # Panics
+    /// When there is no such taskmanager or `kill` fails.
+    pub fn signal_taskmanager(&self, id: &str, signal: &str) {
+        let pid = self.taskmanager_pid(id);
+        let status = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits (up to `timeout`) for taskmanager `id` to exit and reaps it; its exit code.
+    ///
+    /// # Panics
+    /// When there is no such taskmanager or it does not exit in time.
+    pub fn wait_for_taskmanager_exit(&mut self, id: &str, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.taskmanagers.get_mut(id).unwrap_or_else(|| panic!("no taskmanager {id}"));
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.taskmanagers.remove(id);
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "taskmanager {id} did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether taskmanager `id` is still running.
     pub fn taskmanager_running(&mut self, id: &str) -> bool {
         self.taskmanagers.get_mut(id).is_some_and(|child| matches!(child.try_wait(), Ok(None)))

@@ -353,6 +353,71 @@ fn a_restart_strategy_redeploys_the_job_after_a_taskmanager_is_lost() {
     );
 }
 
+/// Kubernetes stops a pod with SIGTERM: the taskmanager leaves the cluster, and its job fails
+/// over at once rather than after the heartbeat timeout (a minute here).
+#[test]
+fn a_taskmanager_stopped_with_sigterm_leaves_and_its_job_fails_over_at_once() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(
+        &[
+            "--heartbeat-timeout-ms",
+            "60000",
+            "--restart-strategy",
+            "fixed-delay",
+            "--restart-attempts",
+            "3",
+            "--restart-delay-ms",
+            "200",
+        ],
+        &[("tm-a", 2), ("tm-b", 2)],
+    );
+    let out = cluster.weir(&[
+        "run",
+        path_str(&artifact("libweir_example_nexmark.so")),
+        "-p",
+        "2",
+        "--detached",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "100000000",
+        "--rate",
+        "2000",
+        "--sink",
+        "blackhole",
+    ]);
+    assert_ok(&out, "wcount", &cluster);
+    let job = submitted_job_id(&out);
+    let running = cluster.wait_for_running_subtasks(&job, Duration::from_secs(30));
+    let victim = taskmanagers_of(&running).into_iter().next().expect("a taskmanager runs the job");
+    let survivor = if victim == "tm-a" { "tm-b" } else { "tm-a" };
+
+    cluster.signal_taskmanager(&victim, "TERM");
+    let stopped = Instant::now();
+    assert_eq!(cluster.wait_for_taskmanager_exit(&victim, Duration::from_secs(10)), Some(0), "{}", cluster.logs());
+    let deadline = stopped + Duration::from_secs(20);
+    let details = loop {
+        let details = status(&cluster, &job);
+        let on = taskmanagers_of(&details);
+        if details["restarts"].as_u64().unwrap_or(0) >= 1 && details["state"] == "RUNNING" && on == set(&[survivor]) {
+            break details;
+        }
+        assert!(Instant::now() < deadline, "the job did not fail over: {details}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = stopped.elapsed();
+    eprintln!("the job runs on {survivor} again {took:?} after {victim} got SIGTERM");
+    assert!(took < Duration::from_secs(20), "{details}");
+    let log = cluster.jobmanager_stderr();
+    assert!(log.contains("taskmanager lost: it shut down"), "{log}");
+    let (_, taskmanagers) = cluster.rest_get("/taskmanagers");
+    let ids: Vec<&str> =
+        taskmanagers["taskmanagers"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, [survivor], "{taskmanagers}");
+    assert_eq!(cluster.weir(&["cancel", &job]).code, Some(0));
+}
+
 #[test]
 fn a_panicking_plugin_fails_its_job_and_the_taskmanager_keeps_running_others() {
     let _serial = serial();

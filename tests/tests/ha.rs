@@ -100,6 +100,27 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     assert!(!["FINISHED", "FAILED", "CANCELED"].contains(&state), "the job was resumed, not ended: {details}");
 }
 
+/// Kubernetes stops a pod with SIGTERM: the leader hands over, and the standby leads within
+/// its next look at the storage (1 s) instead of after a whole lease (6 s).
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_at_once() {
+    let mut cluster = Cluster::start(&["--ha"], &[("tm-1", 2)]);
+    let (standby, _) = cluster.start_standby_jobmanager("jobmanager-2");
+    let job = run_endless_wcount(&cluster);
+    cluster.signal_jobmanager("TERM");
+    let stopped = Instant::now();
+    assert_eq!(cluster.wait_for_jobmanager_exit(Duration::from_secs(10)), Some(0), "{}", cluster.logs());
+    wait_ready(&standby, &cluster);
+    let took = stopped.elapsed();
+    eprintln!("the standby leads {took:?} after the leader got SIGTERM");
+    assert!(took < Duration::from_secs(4), "hand-over took {took:?}\n{}", cluster.logs());
+    assert!(cluster.jobmanager_stderr().contains("handed the leadership over"), "{}", cluster.logs());
+    let (status, details) = get(&format!("{standby}/jobs/{job}"));
+    assert_eq!(status, 200, "the new leader knows the job: {details}\n{}", cluster.logs());
+    let state = details["state"].as_str().unwrap_or_default();
+    assert!(!["FINISHED", "FAILED", "CANCELED"].contains(&state), "the job was resumed, not ended: {details}");
+}
+
 /// The id of `job`'s newest completed checkpoint, as the jobmanager the CLI talks to says (0
 /// when none or unreachable).
 fn latest_checkpoint(cluster: &Cluster, job: &str) -> u64 {

@@ -7,7 +7,7 @@ pub mod lifecycle;
 pub(crate) mod master;
 pub(crate) mod outbox;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod view;
 
 pub use lifecycle::{JobCommand, JobDetails, JobStatus, SubtaskStatus, VertexDetails};

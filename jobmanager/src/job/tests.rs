@@ -35,14 +35,14 @@ enum Seen {
 }
 
 /// A taskmanager that records what it is told; the final commit answers as the test says.
-struct FakeTaskManager {
+pub(crate) struct FakeTaskManager {
     id: String,
     seen: Mutex<Vec<Seen>>,
     final_commit: Mutex<GatewayResult<()>>,
 }
 
 impl FakeTaskManager {
-    fn new(id: &str) -> Arc<Self> {
+    pub(crate) fn new(id: &str) -> Arc<Self> {
         Arc::new(Self { id: id.to_owned(), seen: Mutex::new(Vec::new()), final_commit: Mutex::new(Ok(())) })
     }
 
