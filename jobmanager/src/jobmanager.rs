@@ -348,6 +348,7 @@ impl JobManager {
                     status: RecordedStatus::Running,
                     failure: None,
                     savepoint: submission.savepoint.clone(),
+                    leader_epoch: 0,
                 };
                 store.put(&record).await.map_err(|e| Error::Record(e.to_string()))?;
                 Some((store.clone(), record))

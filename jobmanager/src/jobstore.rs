@@ -87,6 +87,10 @@ pub struct JobRecord {
     /// The savepoint it started from (restored again by a resume before its first checkpoint).
     #[serde(default)]
     pub savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
+    /// The leader epoch of the jobmanager that wrote this version (0: without high
+    /// availability); set by [`JobStore::put`].
+    #[serde(default)]
+    pub leader_epoch: u64,
 }
 
 /// A record that cannot be read back (truncated, altered, or not Weir's).
@@ -130,6 +134,7 @@ impl JobStore {
     /// # Errors
     /// The storage failed (retrying may help).
     pub async fn put(&self, record: &JobRecord) -> Result<(), StorageError> {
+        let record = JobRecord { leader_epoch: weir_runtime::storage::writer_epoch(), ..record.clone() };
         self.storage.put(&self.url(record.job_id), Bytes::from(record.encode())).await
     }
 
@@ -184,6 +189,7 @@ mod tests {
             status: RecordedStatus::Running,
             failure: None,
             savepoint: None,
+            leader_epoch: 0,
         }
     }
 

@@ -332,6 +332,7 @@ pub fn restore_point(
         trigger_ms: metadata.trigger_ms,
         backend: metadata.backend,
         max_parallelism: plan.max_parallelism,
+        leader_epoch: 0,
         tasks,
     })
 }
@@ -678,6 +679,7 @@ mod tests {
             trigger_ms: 1,
             backend: StateBackendKind::Rocksdb,
             max_parallelism: 128,
+            leader_epoch: 0,
             tasks: vec![
                 task(0, 0, "file:///c/j/chk-9/0-0", &["src"]),
                 task(0, 1, "file:///c/j/chk-9/0-1", &["src"]),

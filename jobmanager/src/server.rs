@@ -150,10 +150,13 @@ pub async fn start_ha(
     let _ = stop.send(());
     let _ = standby.await;
     // From now on every storage this process opens refuses changes unless it still leads.
-    weir_runtime::storage::fence_process_writes(Arc::new({
-        let leadership = leadership.clone();
-        move || leadership.is_current()
-    }));
+    weir_runtime::storage::fence_process_writes(
+        leadership.epoch(),
+        Arc::new({
+            let leadership = leadership.clone();
+            move || leadership.is_current()
+        }),
+    );
     // Recovering writes job records: only once the first heartbeat made the leadership current.
     let deadline = std::time::Instant::now() + timing.renew_deadline;
     while !leadership.is_current() && std::time::Instant::now() < deadline {

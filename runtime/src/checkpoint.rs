@@ -106,6 +106,9 @@ pub struct CheckpointMetadata {
     /// The job's number of key groups (0: not recorded, by an earlier version).
     #[serde(default)]
     pub max_parallelism: u32,
+    /// The leader epoch of the jobmanager that wrote it (0: without high availability).
+    #[serde(default)]
+    pub leader_epoch: u64,
     /// Every task's acknowledgement.
     pub tasks: Vec<TaskStateEntry>,
 }
@@ -151,6 +154,7 @@ mod tests {
             trigger_ms: 1,
             backend: StateBackendKind::Rocksdb,
             max_parallelism: 128,
+            leader_epoch: 3,
             tasks: vec![TaskStateEntry {
                 vertex: 1,
                 subtask: 0,

@@ -178,6 +178,7 @@ mod tests {
             trigger_ms: 0,
             backend: StateBackendKind::Heap,
             max_parallelism: 128,
+            leader_epoch: 0,
             tasks: Vec::new(),
         };
         assert!(SavepointMetadata::decode(&checkpoint.encode()).unwrap_err().0.contains("bad magic"));

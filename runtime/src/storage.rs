@@ -69,13 +69,27 @@ pub type WriteFence = Arc<dyn Fn() -> bool + Send + Sync>;
 /// The fence of storages opened in this process from now on.
 static PROCESS_FENCE: std::sync::OnceLock<WriteFence> = std::sync::OnceLock::new();
 
+/// The leader epoch of the fence (0: none installed).
+static PROCESS_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The leader epoch this process writes under, stamped into what a jobmanager writes (job
+/// records, checkpoint metadata) so that every write names its leader; 0 without high
+/// availability.
+pub fn writer_epoch() -> u64 {
+    PROCESS_EPOCH.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Fences every storage this process opens from now on: their writes and deletes are refused
 /// (an error naming the object) whenever `may_write` says no. A jobmanager with high
 /// availability installs its leadership's check, so that once it is not the leader any more
-/// (paused, partitioned, deposed) it changes nothing in storage. Returns `false` (and changes
-/// nothing) when a fence was installed before.
-pub fn fence_process_writes(may_write: WriteFence) -> bool {
-    PROCESS_FENCE.set(may_write).is_ok()
+/// (paused, partitioned, deposed) it changes nothing in storage; `epoch` is its leader epoch
+/// ([`writer_epoch`]). Returns `false` (and changes nothing) when a fence was installed before.
+pub fn fence_process_writes(epoch: u64, may_write: WriteFence) -> bool {
+    let installed = PROCESS_FENCE.set(may_write).is_ok();
+    if installed {
+        PROCESS_EPOCH.store(epoch, std::sync::atomic::Ordering::SeqCst);
+    }
+    installed
 }
 
 /// Fenced writes and deletes that passed their fence and have not finished (process-wide).

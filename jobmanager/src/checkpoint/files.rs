@@ -30,6 +30,7 @@ pub(crate) fn metadata(
 ) -> CheckpointMetadata {
     CheckpointMetadata {
         max_parallelism,
+        leader_epoch: weir_runtime::storage::writer_epoch(),
         version: 1,
         job_id: job.to_string(),
         checkpoint_id,
