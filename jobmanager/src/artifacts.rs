@@ -1,47 +1,52 @@
 //! Uploaded job plugins, kept in object storage by content hash.
 //!
-//! A plugin's bytes are stored once at `plugins/<sha256>.so` in the configured storage, and a
-//! local copy `<cache_dir>/<sha256>.so` is materialized for `dlopen`. The same bytes uploaded
-//! twice are stored once.
+//! A plugin's bytes are stored once at `plugins/<sha256>.so` in the jobmanager's storage (a
+//! `file://` directory or S3, the same storage as job records, so that a standby jobmanager that
+//! takes over has every plugin), and a local copy `<cache_dir>/<sha256>.so` is materialized for
+//! `dlopen`. The same bytes uploaded twice are stored once.
 
 use crate::error::{Error, Result};
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode};
 use sha2::{Digest as _, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tracing::{debug, info};
 use weir_runtime::JobArtifact;
+use weir_runtime::storage::{Storage, StorageConfig, StorageError};
 
 /// Uploaded job plugins in object storage, with a local cache to load them from.
 #[derive(Debug, Clone)]
 pub struct PluginStore {
-    store: Arc<dyn ObjectStore>,
-    storage_url: String,
+    storage: Storage,
     cache_dir: PathBuf,
 }
 
 impl PluginStore {
-    /// A store at `storage_url` (`file:///absolute/path`; created if missing) that materializes
-    /// plugins for loading in `cache_dir` (created if missing).
+    /// A store in `storage` (`file:///absolute/path`, created if missing, or `s3://bucket/prefix`
+    /// with its options) that materializes plugins for loading in `cache_dir` (created if
+    /// missing). Its writes are fenced as every storage of the process is.
     ///
     /// # Errors
-    /// [`Error::Storage`] for an unsupported or malformed URL, or a directory that cannot be
-    /// created (the operator's configuration; retrying does not help).
-    pub fn new(storage_url: &str, cache_dir: PathBuf) -> Result<Self> {
-        let root = local_root(storage_url)?;
-        std::fs::create_dir_all(&root).map_err(|e| {
-            Error::Storage(format!("cannot create the plugin storage directory {}: {e}", root.display()))
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| Error::Storage(format!("cannot open plugin storage {storage_url}: {}", chain(&e))))?;
+    /// [`Error::Storage`] for an unsupported or malformed URL or option, or a directory that
+    /// cannot be created (the operator's configuration; retrying does not help).
+    pub fn new(storage: &StorageConfig, cache_dir: PathBuf) -> Result<Self> {
+        let storage = Storage::open(storage).map_err(|e| Error::Storage(e.to_string()))?;
         std::fs::create_dir_all(&cache_dir).map_err(|e| {
             Error::Storage(format!("cannot create the plugin cache directory {}: {e}", cache_dir.display()))
         })?;
-        Ok(Self { store: Arc::new(store), storage_url: storage_url.to_owned(), cache_dir })
+        Ok(Self { storage, cache_dir })
+    }
+
+    /// [`PluginStore::new`] for a storage URL without options.
+    ///
+    /// # Errors
+    /// As [`PluginStore::new`].
+    pub fn at(storage_url: &str, cache_dir: PathBuf) -> Result<Self> {
+        Self::new(&StorageConfig { url: storage_url.to_owned(), options: Default::default() }, cache_dir)
+    }
+
+    fn url(&self, sha256: &str) -> String {
+        self.storage.url_of(&format!("plugins/{sha256}.so"))
     }
 
     /// Where plugins are loaded from.
@@ -60,12 +65,11 @@ impl PluginStore {
 
     /// [`PluginStore::put`] for bytes whose hash the caller computed with [`sha256_hex`].
     pub(crate) async fn put_hashed(&self, sha256: String, bytes: Bytes) -> Result<(JobArtifact, bool)> {
-        let location = object_path(&sha256);
-        let newly_stored = match self.store.put_opts(&location, bytes.clone().into(), PutMode::Create.into()).await {
-            Ok(_) => true,
-            Err(object_store::Error::AlreadyExists { .. }) => false,
-            Err(e) => return Err(self.storage_error(&format!("cannot store plugin {sha256}"), &e)),
-        };
+        let newly_stored = self
+            .storage
+            .put_if_absent(&self.url(&sha256), bytes.clone())
+            .await
+            .map_err(|e| Error::Storage(format!("cannot store plugin {sha256}: {e}")))?;
         if newly_stored {
             info!(plugin = %sha256, size = bytes.len(), "plugin stored");
         } else {
@@ -83,13 +87,11 @@ impl PluginStore {
     /// fails.
     pub async fn get(&self, sha256: &str) -> Result<Bytes> {
         validate_sha256(sha256)?;
-        let location = object_path(sha256);
-        let result = match self.store.get(&location).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Err(Error::PluginNotFound(sha256.to_owned())),
-            Err(e) => return Err(self.storage_error(&format!("cannot read plugin {sha256}"), &e)),
-        };
-        result.bytes().await.map_err(|e| self.storage_error(&format!("cannot read plugin {sha256}"), &e))
+        match self.storage.get(&self.url(sha256)).await {
+            Ok(bytes) => Ok(bytes),
+            Err(StorageError::NotFound { .. }) => Err(Error::PluginNotFound(sha256.to_owned())),
+            Err(e) => Err(Error::Storage(format!("cannot read plugin {sha256}: {e}"))),
+        }
     }
 
     /// The artifact of the stored plugin with this hash, with a local copy to load (made from
@@ -111,10 +113,10 @@ impl PluginStore {
     /// [`Error::InvalidRequest`] for a malformed hash, [`Error::Storage`] if removing fails.
     pub async fn delete(&self, sha256: &str) -> Result<()> {
         validate_sha256(sha256)?;
-        match self.store.delete(&object_path(sha256)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.storage_error(&format!("cannot delete plugin {sha256}"), &e)),
-        }
+        self.storage
+            .delete(&self.url(sha256))
+            .await
+            .map_err(|e| Error::Storage(format!("cannot delete plugin {sha256}: {e}")))?;
         let cached = self.cache_path(sha256);
         blocking(move || match std::fs::remove_file(&cached) {
             Ok(()) => Ok(()),
@@ -150,31 +152,6 @@ impl PluginStore {
         })
         .await
     }
-
-    fn storage_error(&self, what: &str, e: &object_store::Error) -> Error {
-        Error::Storage(format!("{what} in {}: {}", self.storage_url, chain(e)))
-    }
-}
-
-/// The directory of a `file://` storage URL.
-fn local_root(storage_url: &str) -> Result<PathBuf> {
-    let Some((scheme, rest)) = storage_url.split_once("://") else {
-        return Err(Error::Storage(format!("invalid storage URL '{storage_url}': expected file:///absolute/path")));
-    };
-    if !scheme.eq_ignore_ascii_case("file") {
-        return Err(Error::Storage(format!("unsupported storage URL scheme '{scheme}' (supported: file://)")));
-    }
-    let path = rest.strip_prefix("localhost").unwrap_or(rest);
-    if !path.starts_with('/') {
-        return Err(Error::Storage(format!(
-            "invalid storage URL '{storage_url}': expected file:///absolute/path (an absolute path after file://)"
-        )));
-    }
-    Ok(PathBuf::from(path))
-}
-
-fn object_path(sha256: &str) -> ObjectPath {
-    ObjectPath::from(format!("plugins/{sha256}.so"))
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -247,7 +224,7 @@ pub(crate) mod tests {
 
     fn store(dir: &TempDir) -> PluginStore {
         let url = format!("file://{}", dir.path().join("storage").display());
-        PluginStore::new(&url, dir.path().join("cache")).unwrap()
+        PluginStore::at(&url, dir.path().join("cache")).unwrap()
     }
 
     #[tokio::test]
@@ -301,11 +278,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_file_urls_are_supported() {
+    fn malformed_storage_urls_are_the_operators_error() {
         let dir = TempDir::new();
-        let err = PluginStore::new("s3://bucket/plugins", dir.path().join("cache")).unwrap_err();
-        assert_eq!(err.to_string(), "plugin storage: unsupported storage URL scheme 's3' (supported: file://)");
-        assert!(PluginStore::new("file://relative/path", dir.path().join("cache")).is_err());
-        assert!(PluginStore::new("/no/scheme", dir.path().join("cache")).is_err());
+        let err = PluginStore::at("ftp://host/plugins", dir.path().join("cache")).unwrap_err();
+        assert!(err.to_string().contains("unsupported storage scheme 'ftp'"), "{err}");
+        assert!(PluginStore::at("file://relative/path", dir.path().join("cache")).is_err());
+        assert!(PluginStore::at("/no/scheme", dir.path().join("cache")).is_err());
+        // S3 opens without contacting the store (the bucket is reached on first use).
+        assert!(PluginStore::at("s3://bucket/weir", dir.path().join("cache")).is_ok());
     }
 }

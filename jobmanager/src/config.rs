@@ -54,6 +54,10 @@ pub struct JobManagerConfig {
     /// `execution.checkpointing.savepoint-dir`), a storage URL (`file:///...`, `s3://...`).
     /// Default empty: every savepoint request must name its directory.
     pub savepoint_dir: String,
+    /// Host name or IP other processes reach this jobmanager at, published by the leader (a
+    /// standby names it); empty: the bound address. Under Kubernetes, the pod's IP. Default
+    /// empty.
+    pub advertised_host: String,
     /// Largest accepted job plugin upload (the whole request body), MiB; a larger one is
     /// refused with 413 naming this setting. Default 512.
     pub max_upload_mb: u64,
@@ -90,6 +94,7 @@ impl Default for JobManagerConfig {
             restart_reset_backoff_after_ms: 3_600_000,
             restart_failure_rate_interval_ms: 60_000,
             savepoint_dir: String::new(),
+            advertised_host: String::new(),
             max_upload_mb: 512,
             high_availability: false,
             ha_lease_ms: 6000,

@@ -637,7 +637,7 @@ mod tests {
     async fn start_with_limit(max_upload_bytes: usize) -> Server {
         let dir = TempDir::new();
         let url = format!("file://{}", dir.path().join("storage").display());
-        let plugins = Arc::new(PluginStore::new(&url, dir.path().join("cache")).unwrap());
+        let plugins = Arc::new(PluginStore::at(&url, dir.path().join("cache")).unwrap());
         let state = RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins, max_upload_bytes };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

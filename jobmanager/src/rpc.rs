@@ -95,7 +95,12 @@ impl JobManagerService for JobManagerRpc {
         }
         let endpoint = Endpoint::from_shared(r.rpc_address.clone())
             .map_err(|e| Status::invalid_argument(format!("rpc_address {:?}: {e}", r.rpc_address)))?
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            // A taskmanager that stops answering with its connection open is dropped within
+            // seconds instead of holding calls until the operating system gives up.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true);
         let gateway = RemoteTaskManager {
             id: r.taskmanager_id.clone(),
             slots: r.slots,

@@ -119,10 +119,14 @@ pub async fn start_ha(
         .map_err(|e| StartError::Config(format!("storage {}: {e}", config.storage)))?;
     let listeners = bind(config).await?;
     on_bound(listeners.rest_addr, listeners.rpc_addr);
+    let advertised = |bound: SocketAddr| match config.advertised_host.trim() {
+        "" => bound.to_string(),
+        host => format!("{host}:{}", bound.port()),
+    };
     let candidate = LeaderInfo {
         id: format!("jobmanager-{}", uuid::Uuid::new_v4().simple()),
-        rest_url: format!("http://{}", listeners.rest_addr),
-        rpc_url: format!("http://{}", listeners.rpc_addr),
+        rest_url: format!("http://{}", advertised(listeners.rest_addr)),
+        rpc_url: format!("http://{}", advertised(listeners.rpc_addr)),
     };
     let election = LeaderElection::new(storage, candidate, timing);
     // Standing by: the REST address is served (probes) by a clone of its socket.
@@ -175,9 +179,9 @@ async fn serve(
     leader_epoch: u64,
 ) -> Result<RunningJobManager, StartError> {
     let settings = config.settings().map_err(StartError::Config)?;
-    let plugins = Arc::new(PluginStore::new(&config.storage, config.plugin_cache_dir.clone())?);
     let storage =
         weir_runtime::storage::StorageConfig { url: config.storage.clone(), options: config.storage_options.clone() };
+    let plugins = Arc::new(PluginStore::new(&storage, config.plugin_cache_dir.clone())?);
     let records = weir_runtime::storage::Storage::open(&storage)
         .map_err(|e| StartError::Config(format!("storage {}: {e}", config.storage)))?;
     let Listeners { rest, rpc, rest_addr, rpc_addr } = listeners;

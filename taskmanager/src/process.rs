@@ -170,7 +170,14 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
     }
     let endpoint = Endpoint::from_shared(config.jobmanager.clone())
         .map_err(|e| StartError::Config(format!("jobmanager URL {:?}: {e}", config.jobmanager)))?
-        .connect_timeout(Duration::from_secs(3));
+        .connect_timeout(Duration::from_secs(3))
+        // A jobmanager that stops answering (paused, partitioned) while its connection stays
+        // open is dropped within seconds, so that the next call connects anew, through a
+        // Service to whichever jobmanager leads now; without pings the connection would be
+        // reused until the operating system gives up on it.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
     let client = JobManagerServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20);
     let id = if config.id.is_empty() {
         format!("taskmanager-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])

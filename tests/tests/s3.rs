@@ -168,3 +168,39 @@ fn leader_election_works_on_s3_conditional_writes() {
         assert_eq!(candidate("c").current().await.unwrap().map(|(e, l)| (e, l.id)), Some((2, "b".into())));
     });
 }
+
+/// A jobmanager's storage on S3 keeps the uploaded plugins too, so that a standby that takes over
+/// (another machine, another pod) has them.
+#[test]
+fn uploaded_plugins_are_kept_in_s3() {
+    use bytes::Bytes;
+    use weir_jobmanager::artifacts::{PluginStore, sha256_hex};
+    use weir_runtime::JobArtifact;
+    use weir_runtime::storage::StorageConfig;
+    let server = S3Server::start("weir").expect("moto S3 server");
+    let config = StorageConfig { url: "s3://weir/cluster".into(), options: server.options().into_iter().collect() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sha256 = runtime.block_on(async {
+        let leader_cache = tempfile::tempdir().unwrap();
+        let plugins = PluginStore::new(&config, leader_cache.path().to_owned()).expect("a plugin store on S3");
+        let bytes = Bytes::from_static(b"the plugin's bytes");
+        let (_, newly_stored) = plugins.put(bytes.clone()).await.unwrap();
+        assert!(newly_stored);
+        assert!(!plugins.put(bytes.clone()).await.unwrap().1, "stored once");
+        sha256_hex(&bytes)
+    });
+    let key = format!("cluster/plugins/{sha256}.so");
+    assert_eq!(server.get(&key).unwrap(), b"the plugin's bytes".to_vec(), "in the bucket");
+    runtime.block_on(async {
+        // Another jobmanager (empty cache) materializes it from the bucket.
+        let bytes = Bytes::from_static(b"the plugin's bytes");
+        let standby_cache = tempfile::tempdir().unwrap();
+        let standby = PluginStore::new(&config, standby_cache.path().to_owned()).unwrap();
+        let JobArtifact::Stored { path, .. } = standby.artifact(&sha256).await.unwrap() else {
+            panic!("a stored artifact")
+        };
+        assert_eq!(std::fs::read(path).unwrap(), bytes.to_vec());
+        standby.delete(&sha256).await.unwrap();
+    });
+    assert!(server.get(&key).is_err(), "deleted from the bucket");
+}
