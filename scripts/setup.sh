@@ -3,6 +3,8 @@
 # - libclang (bindgen generates RocksDB's bindings with it; RocksDB itself is compiled from source);
 # - moto's S3-compatible server (`moto[server]` from PyPI, in a Python venv under
 #   ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/venv), which the S3 tests start on loopback;
+# - the deployment checks' tools (scripts/deploy_check.py), pinned, in the same venv: Helm's engine
+#   as a library (helm-python-sdk) and the Kubernetes OpenAPI schemas (kubernetes-validate);
 # - Apache Kafka's broker: the jars of scripts/kafka/pom.xml (`org.apache.kafka:kafka_2.13` and its
 #   runtime dependencies, from Maven Central) in ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/kafka-<version>/libs,
 #   run on Java 17 or newer by the Kafka tests (tests/src/kafka.rs) in KRaft mode on loopback.
@@ -36,17 +38,31 @@ if ! have_libclang; then
   apt_install libclang-dev
 fi
 
-if [ ! -x "$venv/bin/moto_server" ]; then
-  if [ ! -x "$venv/bin/python" ]; then
-    if ! python3 -c 'import venv, ensurepip' > /dev/null 2>&1; then
-      echo "setup: installing python3-venv (needed for the test tools' venv)"
-      apt_install python3-venv
-    fi
-    mkdir -p "$tools_dir"
-    python3 -m venv "$venv"
+if [ ! -x "$venv/bin/python" ]; then
+  if ! python3 -c 'import venv, ensurepip' > /dev/null 2>&1; then
+    echo "setup: installing python3-venv (needed for the test tools' venv)"
+    apt_install python3-venv
   fi
+  mkdir -p "$tools_dir"
+  python3 -m venv "$venv"
+fi
+
+if [ ! -x "$venv/bin/moto_server" ]; then
   echo "setup: installing moto[server] into the venv $venv (S3-compatible server for the S3 tests)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+# The deployment checks (scripts/deploy_check.py): Helm v4's engine as a library (lint, render,
+# values.schema.json; offline, no helm binary), the Kubernetes schemas (bundled), PyYAML. Pinned;
+# installed again only when an installed version differs.
+deploy_tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4)
+if ! "$venv/bin/python" -c '
+import sys
+from importlib.metadata import version
+sys.exit(any(version(name) != wanted for name, wanted in (pin.split("==") for pin in sys.argv[1:])))
+' "${deploy_tools[@]}" > /dev/null 2>&1; then
+  echo "setup: installing ${deploy_tools[*]} into the venv $venv (chart and manifest checks)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${deploy_tools[@]}"
 fi
 
 # Kafka: reinstalled when scripts/kafka/pom.xml changes (its hash is kept beside the jars). The jars

@@ -13,6 +13,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The S3 tests start this moto server (installed by setup.sh) on a free loopback port.
 export WEIR_MOTO_SERVER="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/venv/bin/moto_server"
+# The deployment checks run on the same venv's python (helm-python-sdk, kubernetes-validate).
+venv_python="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/venv/bin/python"
 # The Kafka tests start a broker (KRaft, on Java 17+) from these jars (installed by setup.sh from
 # scripts/kafka/pom.xml) on free loopback ports.
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
@@ -24,6 +26,8 @@ step "build prerequisites"
 ./scripts/setup.sh
 step "format"
 cargo fmt --all --check
+step "deployment: chart lint, render and schema checks, manifests, image"
+"$venv_python" scripts/deploy_check.py
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build (binaries and example plugins the integration tests run)"

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod harness;
 pub mod kafka;
+pub mod kube;
 pub mod reference;
 pub mod s3;
 pub mod service;

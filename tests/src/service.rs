@@ -1,18 +1,18 @@
-//! A stand-in for a Kubernetes Service in front of jobmanager pods: a loopback port that forwards
-//! every connection to the backend that is ready (its REST `/readyz` answers 200), as kube-proxy
-//! forwards to a Service's ready endpoints. With high availability only the leader is ready, so
-//! taskmanagers and the CLI that use the Service's address follow the leader.
+//! A stand-in for a Kubernetes Service: a loopback address that forwards every connection to a
+//! backend that is ready (its readiness URL answers 200), as kube-proxy forwards to a Service's
+//! ready endpoints. With high availability only the leader jobmanager is ready, so taskmanagers
+//! and the CLI that use the Service's address follow the leader.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-/// One jobmanager behind the Service.
+/// One endpoint behind the Service.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// Its REST URL (`http://host:port`), probed for readiness.
-    pub rest: String,
+    /// Its readiness probe (`http://host:port/readyz`): ready while it answers 200.
+    pub ready: String,
     /// Where connections to the Service go (`host:port`).
     pub target: String,
 }
@@ -31,15 +31,26 @@ impl Service {
     /// # Panics
     /// When the runtime or the listener cannot be created.
     pub fn start(backends: Vec<Backend>) -> Self {
+        Self::start_at("127.0.0.1:0", backends, Duration::from_millis(100))
+    }
+
+    /// [`Self::start`] listening on `address` (`host:port`), probing every `period` (a
+    /// readiness probe's `periodSeconds`).
+    ///
+    /// # Panics
+    /// When the runtime or the listener cannot be created.
+    pub fn start_at(address: &str, backends: Vec<Backend>, period: Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("service runtime");
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("service port");
+        let listener = runtime
+            .block_on(TcpListener::bind(address))
+            .unwrap_or_else(|e| panic!("cannot listen on {address} for a service: {e}"));
         let addr = listener.local_addr().expect("service address");
         let ready: Arc<Mutex<Option<String>>> = Arc::default();
-        runtime.spawn(probe(backends, Arc::clone(&ready)));
+        runtime.spawn(probe(backends, Arc::clone(&ready), period));
         runtime.spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let target = ready.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -54,25 +65,24 @@ impl Service {
         Self { addr, _runtime: runtime }
     }
 
-    /// The Service's URL, `http://127.0.0.1:PORT`.
+    /// The Service's URL, `http://HOST:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
 
-/// Keeps `ready` set to the target of the backend whose `/readyz` answers 200.
-async fn probe(backends: Vec<Backend>, ready: Arc<Mutex<Option<String>>>) {
+/// Keeps `ready` set to the target of the first backend whose readiness URL answers 200.
+async fn probe(backends: Vec<Backend>, ready: Arc<Mutex<Option<String>>>, period: Duration) {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("HTTP client");
     loop {
         let mut found = None;
         for backend in &backends {
-            let url = format!("{}/readyz", backend.rest);
-            if client.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
+            if client.get(&backend.ready).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
                 found = Some(backend.target.clone());
                 break;
             }
         }
         *ready.lock().unwrap_or_else(PoisonError::into_inner) = found;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(period).await;
     }
 }

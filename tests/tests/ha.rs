@@ -142,8 +142,9 @@ fn taskmanagers_follow_the_new_leader_through_a_service_and_the_job_runs_again()
     let (standby_rest, standby_rpc) = cluster.start_standby_jobmanager("jobmanager-2");
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
     let leaders = [(cluster.rest_url().to_owned(), cluster.rpc_url().to_owned()), (standby_rest, standby_rpc)];
-    let rest = Service::start(leaders.iter().map(|(r, _)| Backend { rest: r.clone(), target: host(r) }).collect());
-    let rpc = Service::start(leaders.iter().map(|(r, p)| Backend { rest: r.clone(), target: host(p) }).collect());
+    let ready = |rest: &str| format!("{rest}/readyz");
+    let rest = Service::start(leaders.iter().map(|(r, _)| Backend { ready: ready(r), target: host(r) }).collect());
+    let rpc = Service::start(leaders.iter().map(|(r, p)| Backend { ready: ready(r), target: host(p) }).collect());
     cluster.use_rest_url(&rest.url());
     cluster.start_taskmanager_at("tm-1", 2, &rpc.url());
     cluster.wait_for_taskmanagers(&["tm-1"]);
