@@ -20,6 +20,7 @@ pub mod restart;
 pub mod rpc;
 pub mod savepoint_restore;
 pub mod server;
+mod standby;
 pub mod submission;
 
 pub use error::{Error, Result};

@@ -66,30 +66,10 @@ struct AppState {
     uploads: Arc<UploadLocks>,
 }
 
-/// `/healthz` and `/readyz` of a serving jobmanager (the leader, with high availability).
+/// `/healthz` and `/readyz` of a serving jobmanager (the leader, with high availability; a
+/// standby answers them in [`crate::standby`]).
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
-}
-
-/// The routes of a jobmanager standing by for leadership: `/healthz` says it is alive (200);
-/// `/readyz` and every other route answer 503 naming the leader, so that a Kubernetes Service
-/// (whose endpoints are the ready pods) routes only to the leader.
-pub fn standby_router(election: crate::ha::LeaderElection) -> Router {
-    let not_leader = move || {
-        let election = election.clone();
-        async move {
-            let leader = election.current().await.ok().flatten();
-            let rest_url = leader.as_ref().map(|(_, info)| info.rest_url.clone());
-            let epoch = leader.as_ref().map(|(epoch, _)| *epoch);
-            let message = match &rest_url {
-                Some(url) => format!("this jobmanager is a standby; the leader is at {url}"),
-                None => "this jobmanager is a standby; no leader is elected yet".to_owned(),
-            };
-            let body = json!({ "errors": [message], "leader": { "rest_url": rest_url, "epoch": epoch } });
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
-        }
-    };
-    Router::new().route("/healthz", get(healthz)).fallback(not_leader)
 }
 
 /// The REST API's routes.

@@ -128,31 +128,26 @@ pub async fn start_ha(
         rest_url: format!("http://{}", advertised(listeners.rest_addr)),
         rpc_url: format!("http://{}", advertised(listeners.rpc_addr)),
     };
-    let election = LeaderElection::new(storage, candidate, timing);
-    // Standing by: the REST address is served (probes) by a clone of its socket.
-    let standby_socket = listeners.rest.try_clone().map_err(|source| StartError::Bind {
-        what: "REST",
-        address: listeners.rest_addr.to_string(),
-        source,
-    })?;
-    let standby_listener = tokio_listener(standby_socket, "REST", listeners.rest_addr)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let standby_app = crate::rest::standby_router(election.clone());
-    let standby = tokio::spawn(async move {
-        axum::serve(standby_listener, standby_app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let election = LeaderElection::new(storage, candidate.clone(), timing);
+    // Standing by: both addresses are served, as the leader's proxy, by clones of their sockets.
+    let clone = |listener: &std::net::TcpListener, what: &'static str, addr: SocketAddr| {
+        let socket =
+            listener.try_clone().map_err(|source| StartError::Bind { what, address: addr.to_string(), source })?;
+        tokio_listener(socket, what, addr)
+    };
+    let standby = crate::standby::Standby::start(
+        clone(&listeners.rest, "REST", listeners.rest_addr)?,
+        clone(&listeners.rpc, "RPC", listeners.rpc_addr)?,
+        election.clone(),
+        candidate,
+    );
     let leadership = election.acquire().await;
     // Heartbeats start at once: recovering the jobs may take longer than a lease.
     let lost = tokio::spawn({
         let leadership = leadership.clone();
         async move { leadership.hold().await }
     });
-    let _ = stop.send(());
-    let _ = standby.await;
+    standby.stop().await;
     // From now on every storage this process opens refuses changes unless it still leads.
     weir_runtime::storage::fence_process_writes(
         leadership.epoch(),

@@ -372,7 +372,8 @@ pub(crate) async fn stay_registered(
                     backoff.as_secs_f64()
                 );
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // At most a second apart: a new leader is found within a second of its start.
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };

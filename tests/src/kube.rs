@@ -466,6 +466,18 @@ impl Node {
             .collect()
     }
 
+    /// `http://IP:PORT` of pod `name`'s container port `port` (a name or a number).
+    ///
+    /// # Panics
+    /// When there is no such pod or port.
+    pub fn pod_url(&self, name: &str, port: &str) -> String {
+        self.with_pod(name, |p| {
+            let number = container_port(&p.container, &Value::String(port.to_owned()))
+                .unwrap_or_else(|| panic!("pod {name} has no port {port}"));
+            format!("http://{}:{number}", p.ip)
+        })
+    }
+
     /// Whether pod `name`'s readiness probe answers 200 now.
     pub fn ready(&self, name: &str) -> bool {
         let url = self.with_pod(name, |p| p.probe_url("readinessProbe"));

@@ -1,7 +1,8 @@
-//! A stand-in for a Kubernetes Service: a loopback address that forwards every connection to a
-//! backend that is ready (its readiness URL answers 200), as kube-proxy forwards to a Service's
-//! ready endpoints. With high availability only the leader jobmanager is ready, so taskmanagers
-//! and the CLI that use the Service's address follow the leader.
+//! A stand-in for a Kubernetes Service: a loopback address that forwards every connection to one
+//! of the backends that are ready (their readiness URL answers 200), picked at random per
+//! connection, as kube-proxy forwards to a Service's ready endpoints. With high availability
+//! every jobmanager is ready and a standby forwards to the leader, so taskmanagers and the CLI
+//! that use the Service's address reach the leader whichever replica they land on.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,11 +50,16 @@ impl Service {
             .block_on(TcpListener::bind(address))
             .unwrap_or_else(|e| panic!("cannot listen on {address} for a service: {e}"));
         let addr = listener.local_addr().expect("service address");
-        let ready: Arc<Mutex<Option<String>>> = Arc::default();
+        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
         runtime.spawn(probe(backends, Arc::clone(&ready), period));
         runtime.spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let target = ready.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let target = {
+                    let ready = ready.lock().unwrap_or_else(PoisonError::into_inner);
+                    // A random ready endpoint per connection, as kube-proxy picks one.
+                    let pick = (uuid::Uuid::new_v4().as_u128() % ready.len().max(1) as u128) as usize;
+                    ready.get(pick).cloned()
+                };
                 let Some(target) = target else { continue };
                 tokio::spawn(async move {
                     if let Ok(mut backend) = TcpStream::connect(&target).await {
@@ -71,15 +77,14 @@ impl Service {
     }
 }
 
-/// Keeps `ready` set to the target of the first backend whose readiness URL answers 200.
-async fn probe(backends: Vec<Backend>, ready: Arc<Mutex<Option<String>>>, period: Duration) {
+/// Keeps `ready` set to the targets of the backends whose readiness URL answers 200.
+async fn probe(backends: Vec<Backend>, ready: Arc<Mutex<Vec<String>>>, period: Duration) {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("HTTP client");
     loop {
-        let mut found = None;
+        let mut found = Vec::new();
         for backend in &backends {
             if client.get(&backend.ready).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
-                found = Some(backend.target.clone());
-                break;
+                found.push(backend.target.clone());
             }
         }
         *ready.lock().unwrap_or_else(PoisonError::into_inner) = found;

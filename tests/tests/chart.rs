@@ -48,11 +48,18 @@ fn wait_for<T>(what: &str, timeout: Duration, node: &Node, mut check: impl FnMut
     }
 }
 
-/// The jobmanager pod that is ready (the leader), if exactly one is.
+/// The jobmanager pod that leads (its `/readyz` says `ok`; a standby's says `standby`), if
+/// exactly one does.
 fn leader(node: &Node) -> Option<String> {
-    let ready: Vec<String> =
-        node.pods(&[("app.kubernetes.io/component", "jobmanager")]).into_iter().filter(|p| node.ready(p)).collect();
-    match ready.as_slice() {
+    let leading: Vec<String> = node
+        .pods(&[("app.kubernetes.io/component", "jobmanager")])
+        .into_iter()
+        .filter(|p| {
+            let (status, body) = get(&format!("{}/readyz", node.pod_url(p, "rest")));
+            status == 200 && body["status"] == "ok"
+        })
+        .collect();
+    match leading.as_slice() {
         [one] => Some(one.clone()),
         _ => None,
     }

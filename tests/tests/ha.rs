@@ -1,8 +1,8 @@
 //! Jobmanager high availability with real processes: two `weir-jobmanager --ha` on one storage
-//! elect a leader; the standby answers only its liveness probe and names the leader; when the
-//! leader is SIGKILLed the standby takes over within the lease and resumes the leader's jobs
-//! from storage; a leader paused past its lease (SIGSTOP) and resumed (SIGCONT) finds itself
-//! deposed and exits.
+//! elect a leader; the standby is ready too and forwards REST requests and RPC connections to
+//! the leader; when the leader is SIGKILLed the standby takes over within the lease and resumes
+//! the leader's jobs from storage; a leader paused past its lease (SIGSTOP) and resumed
+//! (SIGCONT) finds itself deposed and exits.
 
 use std::time::{Duration, Instant};
 use weir_tests::cluster::{Cluster, submitted_job_id};
@@ -49,10 +49,16 @@ fn run_endless_wcount(cluster: &Cluster) -> String {
     job
 }
 
-/// Waits (up to 30 s) until the jobmanager at `rest` is ready; the time it took.
-fn wait_ready(rest: &str, cluster: &Cluster) -> Duration {
+/// Whether the jobmanager at `rest` leads (a standby's `/readyz` says `standby`).
+fn leads(rest: &str) -> bool {
+    let (status, body) = get(&format!("{rest}/readyz"));
+    status == 200 && body["status"] == "ok"
+}
+
+/// Waits (up to 30 s) until the jobmanager at `rest` leads; the time it took.
+fn wait_leading(rest: &str, cluster: &Cluster) -> Duration {
     let started = Instant::now();
-    while get(&format!("{rest}/readyz")).0 != 200 {
+    while !leads(rest) {
         assert!(started.elapsed() < Duration::from_secs(30), "{rest} did not take over\n{}", cluster.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -64,13 +70,13 @@ fn a_paused_leader_that_comes_back_finds_itself_deposed_and_exits() {
     let mut cluster = Cluster::start(&["--ha"], &[("tm-1", 2)]);
     let (standby, _) = cluster.start_standby_jobmanager("jobmanager-2");
     cluster.signal_jobmanager("STOP");
-    wait_ready(&standby, &cluster);
+    wait_leading(&standby, &cluster);
     cluster.signal_jobmanager("CONT");
     let code = cluster.wait_for_jobmanager_exit(Duration::from_secs(10));
     assert_eq!(code, Some(1), "the resumed leader exits\n{}", cluster.logs());
     let stderr = cluster.jobmanager_stderr();
     assert!(stderr.contains("leadership of epoch 1 lost"), "{stderr}");
-    assert_eq!(get(&format!("{standby}/readyz")).0, 200, "the new leader goes on");
+    assert!(leads(&standby), "the new leader goes on");
 }
 
 #[test]
@@ -81,17 +87,20 @@ fn a_standby_jobmanager_takes_over_a_killed_leader_and_resumes_its_jobs() {
     let (standby, _) = cluster.start_standby_jobmanager("jobmanager-2");
     assert_eq!(get(&format!("{standby}/healthz")).0, 200, "the standby is alive");
     let (status, body) = get(&format!("{standby}/readyz"));
-    assert_eq!(status, 503, "the standby is not ready: {body}");
+    assert_eq!(status, 200, "a standby is ready, as the leader's proxy: {body}");
+    assert_eq!(body["status"], "standby", "{body}");
     assert_eq!(body["leader"]["rest_url"], leader.as_str(), "{body}");
-    let (status, body) = get(&format!("{standby}/jobs"));
-    assert_eq!(status, 503);
-    let error = body["errors"][0].as_str().unwrap_or_default();
-    assert!(error.contains("standby") && error.contains(&leader), "{body}");
 
+    // Submitted through the standby: the plugin upload is forwarded, the answers are the leader's.
+    cluster.use_rest_url(&standby);
     let job = run_endless_wcount(&cluster);
+    let (status, listed) = get(&format!("{leader}/jobs"));
+    assert_eq!(status, 200);
+    assert_eq!(listed["jobs"][0]["id"], job.as_str(), "the leader runs it: {listed}");
+    assert_eq!(get(&format!("{standby}/jobs")), (200, listed.clone()), "the standby answers as the leader");
 
     cluster.kill_jobmanager();
-    let failover = wait_ready(&standby, &cluster);
+    let failover = wait_leading(&standby, &cluster);
     eprintln!("the standby leads {failover:?} after the leader was killed");
     assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
     let (status, details) = get(&format!("{standby}/jobs/{job}"));
@@ -110,7 +119,7 @@ fn a_leader_stopped_with_sigterm_hands_over_at_once() {
     cluster.signal_jobmanager("TERM");
     let stopped = Instant::now();
     assert_eq!(cluster.wait_for_jobmanager_exit(Duration::from_secs(10)), Some(0), "{}", cluster.logs());
-    wait_ready(&standby, &cluster);
+    wait_leading(&standby, &cluster);
     let took = stopped.elapsed();
     eprintln!("the standby leads {took:?} after the leader got SIGTERM");
     assert!(took < Duration::from_secs(4), "hand-over took {took:?}\n{}", cluster.logs());
