@@ -53,15 +53,16 @@ if [ ! -x "$venv/bin/moto_server" ]; then
 fi
 
 # The deployment checks (scripts/deploy_check.py): Helm v4's engine as a library (lint, render,
-# values.schema.json; offline, no helm binary), the Kubernetes schemas (bundled), PyYAML. Pinned;
-# installed again only when an installed version differs.
-deploy_tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4)
+# values.schema.json; offline, no helm binary), the Kubernetes schemas (bundled), PyYAML; and the
+# Prometheus project's text-format parser for the metrics tests (scripts/parse_metrics.py).
+# Pinned; installed again only when an installed version differs.
+deploy_tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 prometheus-client==0.23.1)
 if ! "$venv/bin/python" -c '
 import sys
 from importlib.metadata import version
 sys.exit(any(version(name) != wanted for name, wanted in (pin.split("==") for pin in sys.argv[1:])))
 ' "${deploy_tools[@]}" > /dev/null 2>&1; then
-  echo "setup: installing ${deploy_tools[*]} into the venv $venv (chart and manifest checks)"
+  echo "setup: installing ${deploy_tools[*]} into the venv $venv (chart, manifest and metrics checks)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${deploy_tools[@]}"
 fi
 

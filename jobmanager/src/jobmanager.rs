@@ -255,6 +255,11 @@ impl JobManager {
         self.inner.registry.view().taskmanagers()
     }
 
+    /// What every job's master published last.
+    pub(crate) fn job_views(&self) -> Vec<Arc<crate::job::view::JobView>> {
+        self.directory().values().map(|h| h.view.borrow().clone()).collect()
+    }
+
     /// The cluster at a glance.
     pub fn overview(&self) -> ClusterOverview {
         let registry = self.inner.registry.view();

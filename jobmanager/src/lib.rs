@@ -13,6 +13,7 @@ pub mod ha;
 pub mod job;
 pub mod jobmanager;
 pub mod jobstore;
+mod metrics;
 pub mod plan;
 pub mod registry;
 pub mod rest;

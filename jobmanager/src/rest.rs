@@ -64,6 +64,15 @@ pub struct RestState {
 struct AppState {
     rest: RestState,
     uploads: Arc<UploadLocks>,
+    metrics: Arc<prometheus_client::registry::Registry>,
+}
+
+/// `GET /metrics`: the jobmanager's metrics (Prometheus).
+async fn scrape_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, weir_runtime::metrics::CONTENT_TYPE)],
+        weir_runtime::metrics::encode(&state.metrics),
+    )
 }
 
 /// `/healthz` and `/readyz` of a serving jobmanager (the leader, with high availability; a
@@ -74,10 +83,12 @@ async fn healthz() -> Json<Value> {
 
 /// The REST API's routes.
 pub fn router(state: RestState) -> Router {
-    let state = AppState { rest: state, uploads: Arc::default() };
+    let metrics = Arc::new(crate::metrics::registry(state.jobmanager.clone()));
+    let state = AppState { rest: state, uploads: Arc::default(), metrics };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))
+        .route("/metrics", get(scrape_metrics))
         .route("/overview", get(overview))
         .route("/taskmanagers", get(taskmanagers))
         .route("/jobs", get(list_jobs).post(submit_job))

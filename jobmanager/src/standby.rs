@@ -54,8 +54,20 @@ impl Standby {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let metrics = Arc::new(crate::metrics::standby_registry());
+        let scrape = move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, weir_runtime::metrics::CONTENT_TYPE)],
+                    weir_runtime::metrics::encode(&metrics),
+                )
+            }
+        };
         let app = Router::new()
             .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+            // Its own process only, not forwarded: every replica is a scrape target of its own.
+            .route("/metrics", get(scrape))
             .route("/readyz", get(ready))
             .fallback(forward)
             .with_state(Proxy { leader: Arc::clone(&leader), client });

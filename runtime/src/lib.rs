@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod error;
 pub mod faults;
 pub mod gateway;
+pub mod metrics;
 pub mod plugin;
 pub mod savepoint;
 pub mod storage;

@@ -2,10 +2,10 @@
 
 use crate::exchange::ChannelEvent;
 use crate::state::heap::HeapKeyedStateBackend;
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
 use weir_api::runtime::{
     KeyedStateBackend, LogLevel, RestoredState, SinkWriter, SourceReader, TaskInfo, TaskRuntime, TypedBatch,
@@ -13,15 +13,68 @@ use weir_api::runtime::{
 use weir_api::{Error, Result};
 use weir_runtime::TaskId;
 
-/// Counters of one task, readable while it runs.
-#[derive(Debug, Default)]
+/// Counters of one task, readable while it runs (the taskmanager's metrics read them at each
+/// scrape). Updated per batch or per wait, never per record.
+#[derive(Debug)]
 pub struct TaskMetrics {
+    /// The job's name and the task's (its chain's) name, for metric labels.
+    pub job_name: String,
+    /// The task's name.
+    pub task_name: String,
+    /// When the task was deployed: the base of its time shares.
+    pub started: Instant,
     /// Records into the chain.
     pub records_in: AtomicU64,
     /// Records out of the chain.
     pub records_out: AtomicU64,
+    /// Serialized bytes received from other taskmanagers' tasks.
+    pub bytes_in: AtomicU64,
+    /// Serialized bytes sent to tasks on other taskmanagers.
+    pub bytes_out: AtomicU64,
+    /// Time spent waiting for input (nanoseconds).
+    pub idle_ns: AtomicU64,
+    /// Time spent waiting for room in an output channel (nanoseconds).
+    pub backpressured_ns: AtomicU64,
+    /// Whether the task waits for room in an output channel now.
+    pub backpressured: AtomicBool,
+    /// The watermark of the task's input ([`i64::MIN`]: none yet).
+    pub input_watermark: AtomicI64,
+    /// The last watermark the task emitted ([`i64::MIN`]: none yet).
+    pub output_watermark: AtomicI64,
     /// Whether the task reported RUNNING (else it is deploying).
     pub running: AtomicBool,
+}
+
+impl TaskMetrics {
+    /// The counters of a task named `task_name` of job `job_name`, deployed now.
+    pub fn new(job_name: &str, task_name: &str) -> Self {
+        Self {
+            job_name: job_name.to_owned(),
+            task_name: task_name.to_owned(),
+            started: Instant::now(),
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            backpressured: AtomicBool::new(false),
+            input_watermark: AtomicI64::new(i64::MIN),
+            output_watermark: AtomicI64::new(i64::MIN),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds the time since `since` to the idle time.
+    pub(crate) fn add_idle(&self, since: Instant) {
+        self.idle_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        Self::new("", "")
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -61,8 +114,22 @@ pub(crate) struct TaskContext {
 }
 
 impl TaskContext {
-    /// Sends with backpressure: waits while the channel is full, giving up when cancelled.
-    fn send(&self, sender: &Sender<ChannelEvent>, mut event: ChannelEvent) -> Result<()> {
+    /// Sends with backpressure: waits while the channel is full, giving up when cancelled. The
+    /// wait counts as backpressured time.
+    fn send(&self, sender: &Sender<ChannelEvent>, event: ChannelEvent) -> Result<()> {
+        let event = match sender.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) => event,
+        };
+        let waiting = Instant::now();
+        self.metrics.backpressured.store(true, Ordering::Relaxed);
+        let sent = self.send_waiting(sender, event);
+        self.metrics.backpressured.store(false, Ordering::Relaxed);
+        self.metrics.backpressured_ns.fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sent
+    }
+
+    fn send_waiting(&self, sender: &Sender<ChannelEvent>, mut event: ChannelEvent) -> Result<()> {
         loop {
             match sender.send_timeout(event, Duration::from_millis(50)) {
                 Ok(()) => return Ok(()),
@@ -202,6 +269,7 @@ impl TaskRuntime for TaskContext {
             Error::runtime("exchange", format!("task {} has no channel {channel} on output {output}", self.id))
         })?;
         self.metrics.records_out.fetch_add(records as u64, Ordering::Relaxed);
+        self.metrics.bytes_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.send(sender, ChannelEvent::Batch(batch))
     }
 
@@ -224,6 +292,7 @@ impl TaskRuntime for TaskContext {
     }
 
     fn send_watermark(&mut self, output: usize, watermark: i64) -> Result<()> {
+        self.metrics.output_watermark.fetch_max(watermark, Ordering::Relaxed);
         self.broadcast(output, || ChannelEvent::Watermark(watermark))
     }
 

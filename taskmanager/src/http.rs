@@ -1,5 +1,6 @@
 //! The taskmanager's HTTP endpoint (`http_addr`): `/healthz` (the process serves) and `/readyz`
-//! (it is registered with a jobmanager and not shutting down), for Kubernetes probes.
+//! (it is registered with a jobmanager and not shutting down), for Kubernetes probes, and
+//! `/metrics` (Prometheus, see [`crate::metrics`]).
 
 use axum::Json;
 use axum::Router;
@@ -40,7 +41,16 @@ impl Readiness {
 }
 
 /// The routes of the endpoint.
-pub(crate) fn router(readiness: Readiness, id: String) -> Router {
+pub(crate) fn router(readiness: Readiness, id: String, metrics: Arc<prometheus_client::registry::Registry>) -> Router {
+    let scrape = move || {
+        let metrics = Arc::clone(&metrics);
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, weir_runtime::metrics::CONTENT_TYPE)],
+                weir_runtime::metrics::encode(&metrics),
+            )
+        }
+    };
     let ready = move || {
         let readiness = readiness.clone();
         let id = id.clone();
@@ -51,7 +61,7 @@ pub(crate) fn router(readiness: Readiness, id: String) -> Router {
             }
         }
     };
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(ready))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(ready)).route("/metrics", get(scrape))
 }
 
 async fn healthz() -> Json<Value> {

@@ -9,6 +9,7 @@ mod context;
 mod exchange;
 mod http;
 mod input_gate;
+mod metrics;
 mod network;
 pub mod process;
 mod rpc;

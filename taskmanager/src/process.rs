@@ -239,7 +239,8 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
             address: config.http_addr.clone(),
             source,
         })?;
-        let app = crate::http::router(readiness.clone(), id.clone());
+        let metrics = Arc::new(crate::metrics::registry(taskmanager.clone()));
+        let app = crate::http::router(readiness.clone(), id.clone(), metrics);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 error!("the HTTP endpoint stopped: {e}");

@@ -79,7 +79,10 @@ pub(crate) fn run_source(
                     continue;
                 }
                 // Wait for the next due time, or a checkpoint trigger, whichever comes first.
-                match control.recv_timeout(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL)) {
+                let waiting = std::time::Instant::now();
+                let request = control.recv_timeout(Duration::from_millis((wake - now) as u64).min(POLL_INTERVAL));
+                cx.metrics.add_idle(waiting);
+                match request {
                     Ok(request) => match handle_control(chain, cx, control, request, &mut last_barrier)? {
                         SourceFlow::Continue => {}
                         SourceFlow::Finish => return finish(chain, cx),
@@ -321,7 +324,10 @@ pub(crate) fn run_inputs(
             // alignment completes once every open channel delivered the barrier.
             return Err(Error::runtime("barrier alignment", "all input channels blocked"));
         }
-        let Ok(operation) = select.select_timeout(wait) else { continue };
+        let waiting = std::time::Instant::now();
+        let selected = select.select_timeout(wait);
+        cx.metrics.add_idle(waiting);
+        let Ok(operation) = selected else { continue };
         if operation.index() == active.len() {
             match operation.recv(control) {
                 Ok(TaskControl::AbortCheckpoint(checkpoint)) => {
@@ -351,6 +357,7 @@ pub(crate) fn run_inputs(
         let mut rebuild = false;
         let update = match event {
             ChannelEvent::Batch(data) => {
+                cx.metrics.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                 chain.process_batch(gate.input_of(channel), InputBatch::Bytes(&data), cx)?;
                 GateUpdate::default()
             }
@@ -395,6 +402,7 @@ fn apply_gate_update(chain: &mut dyn TaskChain, cx: &mut TaskContext, update: Ga
         chain.process_idleness(false, cx)?;
     }
     if let Some(watermark) = update.watermark {
+        cx.metrics.input_watermark.store(watermark, Ordering::Relaxed);
         chain.process_watermark(watermark, cx)?;
     }
     if update.idleness == Some(true) {

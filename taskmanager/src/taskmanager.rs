@@ -287,6 +287,16 @@ impl TaskManager {
 
     /// The tasks deployed here that have not ended, with their state and counters (for
     /// heartbeats).
+    /// The counters of every task deployed here.
+    pub(crate) fn task_metric_handles(&self) -> Vec<(TaskId, Arc<TaskMetrics>)> {
+        self.inner
+            .jobs()
+            .values()
+            .flat_map(|job| job.tasks.iter())
+            .map(|(id, t)| (*id, Arc::clone(&t.metrics)))
+            .collect()
+    }
+
     pub fn task_metrics(&self) -> Vec<weir_runtime::HeartbeatTask> {
         self.inner
             .jobs()
@@ -521,7 +531,7 @@ impl TaskManager {
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let failure_on_cancel = Arc::new(OnceLock::new());
-        let metrics = Arc::new(TaskMetrics::default());
+        let metrics = Arc::new(TaskMetrics::new(&deployment.job_name, &deployment.task_name));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let committers;
         let savepoints;

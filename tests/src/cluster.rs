@@ -307,7 +307,7 @@ impl Cluster {
         let slots = slots.to_string();
         let child = Command::new(artifact("weir-taskmanager"))
             .args(["--jobmanager", jobmanager_rpc, "--slots", &slots, "--id", id])
-            .args(["--rpc-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0"])
+            .args(["--rpc-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .env("WEIR_PLUGIN_DIR", dir.join(format!("{id}-plugins")))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
@@ -382,6 +382,24 @@ impl Cluster {
             }
             assert!(Instant::now() < deadline, "taskmanager {id} did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URL of taskmanager `id`'s HTTP endpoint (`/healthz`, `/readyz`, `/metrics`), from the
+    /// line it prints when it is ready (waits up to 20 s for it).
+    ///
+    /// # Panics
+    /// When it prints none in time.
+    pub fn taskmanager_http(&self, id: &str) -> String {
+        let path = self.dir.path().join(format!("{id}.stdout"));
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(url) = text.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
+                return url.to_owned();
+            }
+            assert!(Instant::now() < deadline, "taskmanager {id} printed no HTTP address: {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

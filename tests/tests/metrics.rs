@@ -1,0 +1,195 @@
+//! Prometheus metrics of a real cluster: `/metrics` of the jobmanager and of a taskmanager,
+//! scraped while a backpressured job (the slow-sink test job) and a job with event time (nexmark
+//! wcount) run with checkpoints, parsed by the Prometheus project's own OpenMetrics parser
+//! (`scripts/parse_metrics.py`), with Flink's names and labels.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_tests::cluster::{Cluster, submitted_job_id};
+use weir_tests::harness::artifact;
+use weir_tests::kube::repo_root;
+
+/// One parsed sample.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// `GET url` as text.
+fn scrape(url: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+        let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+        response.text().await.expect("the body")
+    })
+}
+
+/// Parses `text` with the Prometheus project's parser; panics with its message when invalid.
+fn parse(text: &str) -> Vec<Sample> {
+    let python = weir_tests::s3::moto_server_binary().parent().expect("the venv's bin").join("python");
+    let mut child = Command::new(&python)
+        .arg(repo_root().join("scripts/parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {} (run ./scripts/setup.sh): {e}", python.display()));
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the scrape");
+    let out = child.wait_with_output().expect("the parser's output");
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).expect("the parser's JSON");
+    samples
+        .into_iter()
+        .map(|s| Sample {
+            name: s["name"].as_str().unwrap_or_default().to_owned(),
+            labels: s["labels"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+                .unwrap_or_default(),
+            value: s["value"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, job: &str) -> Vec<&'a Sample> {
+    samples.iter().filter(|s| s.name == name && s.labels.get("job_id").map(String::as_str) == Some(job)).collect()
+}
+
+/// Scrapes `url` until `check` finds what it wants in the parsed samples (at most 60 s).
+fn scrape_until<T>(url: &str, what: &str, cluster: &Cluster, check: impl Fn(&[Sample]) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let samples = parse(&scrape(url));
+        if let Some(found) = check(&samples) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not seen at {url}\n{samples:#?}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job() {
+    let cluster = Cluster::start(&[], &[("tm-1", 4)]);
+    let output = tempfile::tempdir().unwrap();
+    let slow = cluster.weir(&[
+        "run",
+        artifact("libweir_test_jobs.so").to_str().unwrap(),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "300ms",
+        "--",
+        "--job",
+        "slow-sink",
+        "--records",
+        "100000",
+        "--payload-bytes",
+        "1024",
+        "--sleep-every",
+        "2",
+        "--output",
+        output.path().to_str().unwrap(),
+    ]);
+    assert_eq!(slow.code, Some(0), "{slow:?}\n{}", cluster.logs());
+    let slow = submitted_job_id(&slow);
+    let timed = cluster.weir(&[
+        "run",
+        artifact("libweir_example_nexmark.so").to_str().unwrap(),
+        // Two tasks (the key-by is an exchange): the window task's input watermark is the
+        // source task's output watermark.
+        "-p",
+        "2",
+        "--detached",
+        "--",
+        "--query",
+        "wcount",
+        "--events",
+        "100000000",
+        "--rate",
+        "5000",
+        "--sink",
+        "blackhole",
+    ]);
+    assert_eq!(timed.code, Some(0), "{timed:?}\n{}", cluster.logs());
+    let timed = submitted_job_id(&timed);
+
+    let taskmanager = format!("{}/metrics", cluster.taskmanager_http("tm-1"));
+    // The generator of the slow job waits for room in its outputs: backpressured.
+    let producer = scrape_until(&taskmanager, "a backpressured producer", &cluster, |samples| {
+        find(samples, "flink_taskmanager_job_task_isBackPressured", &slow).into_iter().find(|s| s.value == 1.0).cloned()
+    });
+    let labels: Vec<&str> = producer.labels.keys().map(String::as_str).collect();
+    assert_eq!(
+        labels,
+        ["job_id", "job_name", "subtask_index", "task_attempt_num", "task_id", "task_name", "tm_id"],
+        "Flink's task labels: {producer:?}"
+    );
+    assert_eq!(producer.labels["tm_id"], "tm-1");
+    assert!(producer.labels["task_name"].contains("numbers"), "the producer is the source: {producer:?}");
+    let samples = scrape_until(&taskmanager, "time shares of a minute", &cluster, |samples| {
+        let producer_busy = find(samples, "flink_taskmanager_job_task_backPressuredTimeMsPerSecond", &slow)
+            .into_iter()
+            .any(|s| s.labels["task_name"] == producer.labels["task_name"] && s.value > 100.0);
+        producer_busy.then(|| samples.to_vec())
+    });
+    for sample in find(&samples, "flink_taskmanager_job_task_busyTimeMsPerSecond", &slow) {
+        let share = |name: &str| {
+            find(&samples, name, &slow).into_iter().find(|s| s.labels == sample.labels).map_or(f64::NAN, |s| s.value)
+        };
+        let total = sample.value
+            + share("flink_taskmanager_job_task_idleTimeMsPerSecond")
+            + share("flink_taskmanager_job_task_backPressuredTimeMsPerSecond");
+        assert!((total - 1000.0).abs() < 1.0, "busy + idle + backpressured = 1000 ms/s: {total} for {sample:?}");
+    }
+    let records_out: f64 =
+        find(&samples, "flink_taskmanager_job_task_numRecordsOut", &slow).iter().map(|s| s.value).sum();
+    assert!(records_out > 0.0, "records flow");
+    // One taskmanager: no bytes cross the network, but the series are there (0).
+    assert!(!find(&samples, "flink_taskmanager_job_task_numBytesOut", &slow).is_empty());
+
+    // Event time: the window task's input watermark and the source's output watermark advance.
+    scrape_until(&taskmanager, "watermarks of the event-time job", &cluster, |samples| {
+        let input = find(samples, "flink_taskmanager_job_task_currentInputWatermark", &timed);
+        let output = find(samples, "flink_taskmanager_job_task_currentOutputWatermark", &timed);
+        let lag = find(samples, "flink_taskmanager_job_task_watermarkLag", &timed);
+        (input.iter().any(|s| s.value > 0.0) && output.iter().any(|s| s.value > 0.0) && !lag.is_empty()).then_some(())
+    });
+
+    // The jobmanager: the slow job's checkpoints and the cluster's slots.
+    let jobmanager = format!("{}/metrics", cluster.rest_url());
+    let samples = scrape_until(&jobmanager, "completed checkpoints", &cluster, |samples| {
+        find(samples, "flink_jobmanager_job_numberOfCompletedCheckpoints", &slow)
+            .first()
+            .is_some_and(|s| s.value >= 2.0)
+            .then(|| samples.to_vec())
+    });
+    let one = |name: &str| {
+        let found = find(&samples, name, &slow);
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0].clone()
+    };
+    assert!(one("flink_jobmanager_job_lastCheckpointDuration").value >= 0.0);
+    assert!(one("flink_jobmanager_job_lastCheckpointFullSize").value > 0.0, "the slow job's keyed state");
+    assert_eq!(one("flink_jobmanager_job_numRestarts").value, 0.0);
+    assert!(one("flink_jobmanager_job_uptime").value > 0.0);
+    assert_eq!(one("flink_jobmanager_job_uptime").labels["job_name"], "test slow-sink");
+    let gauge = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
+    assert_eq!(gauge("flink_jobmanager_numRegisteredTaskManagers"), Some(1.0));
+    assert_eq!(gauge("flink_jobmanager_taskSlotsTotal"), Some(4.0));
+    assert_eq!(gauge("flink_jobmanager_numRunningJobs"), Some(2.0));
+    assert!(gauge("process_resident_memory_bytes").is_some_and(|b| b > 1e6));
+    assert!(samples.iter().any(|s| s.name == "process_cpu_seconds_total"), "a counter's samples end in _total");
+    for job in [&slow, &timed] {
+        assert_eq!(cluster.weir(&["cancel", job]).code, Some(0));
+    }
+}
