@@ -9,6 +9,8 @@
 //! | `GET /jobs/{id}` | the job's details |
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
 //! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
+//! | `GET /jobs/{id}/vertices/{vertex}/backpressure` | Flink's shape: `backpressure-level` (`ok`, `low`, `high`), per subtask `ratio`, `busyRatio`, `idleRatio` over the last heartbeat interval |
+//! | `GET /metrics` | Prometheus metrics in Flink's names |
 //! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
 //! | `POST /jobs/{id}/savepoints` (JSON, all optional: `target-directory`, `cancel-job`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}` |
 //! | `POST /jobs/{id}/stop` (JSON, all optional: `targetDirectory`, `drain`, `triggerId`, `formatType`) | 202 `{"request-id": "..."}`, polled at `/jobs/{id}/savepoints/{request-id}`; the job ends FINISHED after the savepoint |
@@ -94,6 +96,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/vertices/{vertex}/backpressure", get(vertex_backpressure))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop_job))
@@ -223,6 +226,57 @@ async fn job_details(
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
     Ok(Json(state.rest.jobmanager.job(id)?))
+}
+
+/// Flink's back-pressure level of a share of time spent waiting for room in the outputs.
+fn backpressure_level(ratio: f64) -> &'static str {
+    if ratio <= 0.10 {
+        "ok"
+    } else if ratio <= 0.5 {
+        "low"
+    } else {
+        "high"
+    }
+}
+
+/// `GET /jobs/{id}/vertices/{vertex}/backpressure` in Flink's shape: per subtask the share of
+/// time it waited for room in its outputs (`ratio`), was busy and idle, over its taskmanager's
+/// last heartbeat interval; the vertex's level is its worst subtask's.
+async fn vertex_backpressure(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path((id, vertex)) = path?;
+    let details = state.rest.jobmanager.job(job_id(Path(id))?)?;
+    let vertex =
+        vertex.parse::<u32>().ok().and_then(|v| details.vertices.iter().find(|d| d.id == v)).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("job {} has no vertex '{vertex}'", details.jid))
+        })?;
+    let ratio = |permille: u16| f64::from(permille) / 1000.0;
+    let subtasks: Vec<Value> = vertex
+        .subtasks
+        .iter()
+        .map(|t| {
+            let backpressured = ratio(t.time.backpressured_permille);
+            json!({
+                "subtask": t.subtask,
+                "attempt-number": details.attempt,
+                "backpressure-level": backpressure_level(backpressured),
+                "ratio": backpressured,
+                "busyRatio": ratio(t.time.busy_permille),
+                "idleRatio": ratio(t.time.idle_permille),
+                "taskmanager": t.taskmanager,
+            })
+        })
+        .collect();
+    let worst = vertex.subtasks.iter().map(|t| ratio(t.time.backpressured_permille)).fold(0.0, f64::max);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(Json(json!({
+        "status": "ok",
+        "backpressure-level": backpressure_level(worst),
+        "end-timestamp": now,
+        "subtasks": subtasks,
+    })))
 }
 
 /// The checkpoints of job `id` as its master last published them; 404 when it has

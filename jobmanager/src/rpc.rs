@@ -145,7 +145,19 @@ impl JobManagerService for JobManagerRpc {
                     Ok(state) => state,
                     Err(_) => weir_runtime::TaskExecutionState::Running,
                 };
-                Some(weir_runtime::HeartbeatTask { task, state, records_in: m.records_in, records_out: m.records_out })
+                let permille = |v: u32| v.min(1000) as u16;
+                let time = weir_runtime::TimeShares {
+                    busy_permille: permille(m.busy_permille),
+                    idle_permille: permille(m.idle_permille),
+                    backpressured_permille: permille(m.backpressured_permille),
+                };
+                Some(weir_runtime::HeartbeatTask {
+                    task,
+                    state,
+                    records_in: m.records_in,
+                    records_out: m.records_out,
+                    time,
+                })
             })
             .collect();
         let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics).await;

@@ -97,6 +97,20 @@ pub struct HeartbeatTask {
     pub records_in: u64,
     /// Records that left the task so far.
     pub records_out: u64,
+    /// How it spent its time since the previous heartbeat.
+    pub time: TimeShares,
+}
+
+/// How a task spent a stretch of time, in thousandths: processing, waiting for input, waiting
+/// for room in an output channel (backpressure). All 0: unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TimeShares {
+    /// Processing.
+    pub busy_permille: u16,
+    /// Waiting for input.
+    pub idle_permille: u16,
+    /// Waiting for room in an output channel.
+    pub backpressured_permille: u16,
 }
 
 /// Receives task events (implemented by the jobmanager). Must not block.

@@ -18,6 +18,6 @@ pub use deployment::{ChannelId, ChannelLocation, InputSpec, JobId, TaskDeploymen
 pub use error::{Error, Result};
 pub use gateway::{
     BoxFuture, FailureKind, GatewayError, GatewayErrorKind, GatewayResult, HeartbeatTask, TaskEvent, TaskEventSink,
-    TaskExecutionState, TaskManagerGateway,
+    TaskExecutionState, TaskManagerGateway, TimeShares,
 };
 pub use plugin::{JobArtifact, LoadedJob, Plugged};

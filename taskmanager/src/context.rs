@@ -43,9 +43,31 @@ pub struct TaskMetrics {
     pub output_watermark: AtomicI64,
     /// Whether the task reported RUNNING (else it is deploying).
     pub running: AtomicBool,
+    /// When the time shares were last taken, and the idle and backpressured times then.
+    shares_taken: std::sync::Mutex<(Instant, u64, u64)>,
 }
 
 impl TaskMetrics {
+    /// How the task spent its time since this was last called (or since it was deployed): one
+    /// lock per heartbeat, not on the data path.
+    pub(crate) fn take_time_shares(&self) -> weir_runtime::TimeShares {
+        let now = Instant::now();
+        let (idle, backpressured) =
+            (self.idle_ns.load(Ordering::Relaxed), self.backpressured_ns.load(Ordering::Relaxed));
+        let mut taken = self.shares_taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (since, idle_then, backpressured_then) = *taken;
+        *taken = (now, idle, backpressured);
+        let wall = now.duration_since(since).as_nanos().max(1) as f64;
+        let share = |ns: u64| ((ns as f64 / wall) * 1000.0).round().min(1000.0) as u16;
+        let idle_permille = share(idle.saturating_sub(idle_then));
+        let backpressured_permille = share(backpressured.saturating_sub(backpressured_then)).min(1000 - idle_permille);
+        weir_runtime::TimeShares {
+            busy_permille: 1000 - idle_permille - backpressured_permille,
+            idle_permille,
+            backpressured_permille,
+        }
+    }
+
     /// The counters of a task named `task_name` of job `job_name`, deployed now.
     pub fn new(job_name: &str, task_name: &str) -> Self {
         Self {
@@ -62,6 +84,7 @@ impl TaskMetrics {
             input_watermark: AtomicI64::new(i64::MIN),
             output_watermark: AtomicI64::new(i64::MIN),
             running: AtomicBool::new(false),
+            shares_taken: std::sync::Mutex::new((Instant::now(), 0, 0)),
         }
     }
 
@@ -344,5 +367,28 @@ impl TaskRuntime for TaskContext {
             LogLevel::Info => tracing::info!(job_id, task, subtask, "{message}"),
             LogLevel::Debug => tracing::debug!(job_id, task, subtask, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_shares_cover_the_time_since_they_were_last_taken_and_add_up_to_a_thousand() {
+        let metrics = TaskMetrics::new("job", "task");
+        let _ = metrics.take_time_shares();
+        std::thread::sleep(Duration::from_millis(200));
+        metrics.idle_ns.fetch_add(100_000_000, Ordering::Relaxed);
+        metrics.backpressured_ns.fetch_add(60_000_000, Ordering::Relaxed);
+        let shares = metrics.take_time_shares();
+        assert_eq!(shares.busy_permille + shares.idle_permille + shares.backpressured_permille, 1000, "{shares:?}");
+        // 200 ms or a little more passed: about half idle, 30 % backpressured.
+        assert!((400..=500).contains(&shares.idle_permille), "{shares:?}");
+        assert!((240..=300).contains(&shares.backpressured_permille), "{shares:?}");
+        // Nothing since: all busy (a task that never waits is busy all the time).
+        std::thread::sleep(Duration::from_millis(20));
+        let shares = metrics.take_time_shares();
+        assert_eq!((shares.idle_permille, shares.backpressured_permille, shares.busy_permille), (0, 0, 1000));
     }
 }

@@ -399,6 +399,9 @@ pub(crate) async fn stay_registered(
                     records_in: t.records_in,
                     records_out: t.records_out,
                     state: pb::TaskState::from(t.state) as i32,
+                    busy_permille: u32::from(t.time.busy_permille),
+                    idle_permille: u32::from(t.time.idle_permille),
+                    backpressured_permille: u32::from(t.time.backpressured_permille),
                 })
                 .collect();
             let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks });

@@ -309,6 +309,7 @@ impl TaskManager {
                 } else {
                     TaskExecutionState::Deploying
                 },
+                time: t.metrics.take_time_shares(),
                 records_in: t.metrics.records_in.load(Ordering::Relaxed),
                 records_out: t.metrics.records_out.load(Ordering::Relaxed),
             })

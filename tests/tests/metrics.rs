@@ -157,6 +157,31 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     // One taskmanager: no bytes cross the network, but the series are there (0).
     assert!(!find(&samples, "flink_taskmanager_job_task_numBytesOut", &slow).is_empty());
 
+    // The same through REST, in Flink's shape: the source vertex (0) is backpressured.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pressure = loop {
+        let (status, body) = cluster.rest_get(&format!("/jobs/{slow}/vertices/0/backpressure"));
+        assert_eq!(status, 200, "{body}");
+        if body["backpressure-level"] == "high" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the source vertex never showed high backpressure: {body}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(pressure["status"], "ok", "{pressure}");
+    assert!(pressure["end-timestamp"].as_u64().is_some_and(|t| t > 0), "{pressure}");
+    let subtasks = pressure["subtasks"].as_array().expect("subtasks");
+    assert_eq!(subtasks.len(), 2, "{pressure}");
+    for subtask in subtasks {
+        let sum: f64 =
+            ["ratio", "busyRatio", "idleRatio"].iter().map(|k| subtask[*k].as_f64().unwrap_or(f64::NAN)).sum();
+        assert!((sum - 1.0).abs() < 0.01, "the shares add up to 1: {subtask}");
+        assert!(subtask["backpressure-level"].is_string() && subtask["attempt-number"] == 0, "{subtask}");
+    }
+    assert!(subtasks.iter().any(|s| s["ratio"].as_f64().unwrap_or(0.0) > 0.5), "{pressure}");
+    let (status, body) = cluster.rest_get(&format!("/jobs/{slow}/vertices/99/backpressure"));
+    assert_eq!(status, 404, "{body}");
+
     // Event time: the window task's input watermark and the source's output watermark advance.
     scrape_until(&taskmanager, "watermarks of the event-time job", &cluster, |samples| {
         let input = find(samples, "flink_taskmanager_job_task_currentInputWatermark", &timed);

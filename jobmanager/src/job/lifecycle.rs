@@ -109,6 +109,8 @@ pub struct SubtaskStatus {
     pub records_in: u64,
     /// Records out of the subtask.
     pub records_out: u64,
+    /// How it spent its time lately (over its taskmanager's last heartbeat interval).
+    pub time: weir_runtime::TimeShares,
 }
 
 /// A job as the jobmanager tracks it.
@@ -230,6 +232,7 @@ impl Job {
                 taskmanager: taskmanager.to_owned(),
                 records_in: 0,
                 records_out: 0,
+                time: weir_runtime::TimeShares::default(),
             },
         );
     }
@@ -363,10 +366,11 @@ impl Job {
     }
 
     /// Updates a running task's counters (from a heartbeat).
-    pub(crate) fn task_metrics(&mut self, task: TaskId, records_in: u64, records_out: u64) {
-        if let Some(t) = self.tasks.get_mut(&task).filter(|t| !t.state.is_terminal()) {
-            t.records_in = records_in;
-            t.records_out = records_out;
+    pub(crate) fn task_metrics(&mut self, heartbeat: &weir_runtime::HeartbeatTask) {
+        if let Some(t) = self.tasks.get_mut(&heartbeat.task).filter(|t| !t.state.is_terminal()) {
+            t.records_in = heartbeat.records_in;
+            t.records_out = heartbeat.records_out;
+            t.time = heartbeat.time;
         }
     }
 

@@ -481,7 +481,7 @@ impl JobMaster {
             }
         }
         for h in listed.iter().filter(|h| h.task.attempt == attempt) {
-            self.job.task_metrics(h.task, h.records_in, h.records_out);
+            self.job.task_metrics(h);
         }
         for event in events {
             self.task_event(event, now);
