@@ -105,6 +105,36 @@ impl Default for JobManagerConfig {
 }
 
 impl JobManagerConfig {
+    /// Every key and value, tables flattened with dots (`storage_options.aws_region`), values
+    /// of keys that name secrets (`secret`, `password`, `token`, `access_key`, `apikey`)
+    /// masked as `******`, as Flink's `/jobmanager/config` shows them.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+            for (key, value) in table {
+                let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match value {
+                    toml::Value::Table(inner) => flatten(&key, inner, out),
+                    toml::Value::String(text) => out.push((key, text.clone())),
+                    other => out.push((key, other.to_string())),
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        if let Ok(table) = toml::Table::try_from(self) {
+            flatten("", &table, &mut entries);
+        }
+        let secret = |key: &str| {
+            let key = key.to_ascii_lowercase();
+            ["secret", "password", "token", "access_key", "apikey"].iter().any(|s| key.contains(s))
+        };
+        for (key, value) in &mut entries {
+            if secret(key) {
+                "******".clone_into(value);
+            }
+        }
+        entries
+    }
+
     /// The lease timing of high availability.
     ///
     /// # Errors
@@ -154,5 +184,23 @@ impl JobManagerConfig {
             }),
             savepoint_dir: Some(self.savepoint_dir.trim().trim_end_matches('/').to_owned()).filter(|d| !d.is_empty()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shown_configuration_masks_secrets_and_flattens_tables() {
+        let mut config = JobManagerConfig::default();
+        config.storage_options.insert("aws_secret_access_key".into(), "hunter2".into());
+        config.storage_options.insert("aws_region".into(), "eu-west-1".into());
+        let entries: std::collections::BTreeMap<String, String> = config.entries().into_iter().collect();
+        assert_eq!(entries["storage_options.aws_secret_access_key"], "******");
+        assert_eq!(entries["storage_options.aws_region"], "eu-west-1");
+        assert_eq!(entries["rest_addr"], "127.0.0.1:8081");
+        assert_eq!(entries["heartbeat_timeout_ms"], "5000");
+        assert!(!entries.values().any(|v| v.contains("hunter2")));
     }
 }

@@ -30,6 +30,7 @@
 use crate::artifacts::{PluginStore, chain, sha256_hex};
 use crate::checkpoint::CheckpointOptions;
 use crate::error::Error;
+use crate::job::JobStatus;
 use crate::jobmanager::JobManager;
 use crate::submission::JobSubmission;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
@@ -45,7 +46,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::{Instrument as _, error, error_span, warn};
-use weir_runtime::{JobArtifact, JobId};
+use weir_runtime::{JobArtifact, JobId, TaskExecutionState};
 
 /// Largest accepted request body (a job plugin upload) unless configured otherwise
 /// (`max_upload_mb`).
@@ -60,6 +61,8 @@ pub struct RestState {
     pub plugins: Arc<PluginStore>,
     /// Largest accepted request body (a job plugin upload), in bytes.
     pub max_upload_bytes: usize,
+    /// The jobmanager's configuration as `GET /jobmanager/config` shows it (secrets masked).
+    pub config: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -93,6 +96,10 @@ pub fn router(state: RestState) -> Router {
         .route("/metrics", get(scrape_metrics))
         .route("/overview", get(overview))
         .route("/taskmanagers", get(taskmanagers))
+        .route("/taskmanagers/{id}", get(taskmanager))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/config", get(web_config))
+        .route("/jobmanager/config", get(jobmanager_config))
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
@@ -197,8 +204,111 @@ async fn overview(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.rest.jobmanager.overview())
 }
 
+/// A taskmanager as `GET /taskmanagers` lists it: Weir's fields and Flink's names for them.
+fn taskmanager_json(tm: &crate::registry::TaskManagerInfo) -> Value {
+    let data_port = tm.data_address.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    json!({
+        "id": tm.id,
+        "slots": tm.slots,
+        "free_slots": tm.free_slots,
+        "data_address": tm.data_address,
+        "seconds_since_heartbeat": tm.seconds_since_heartbeat,
+        "path": tm.data_address,
+        "dataPort": data_port,
+        "slotsNumber": tm.slots,
+        "freeSlots": tm.free_slots,
+        "timeSinceLastHeartbeat": (tm.seconds_since_heartbeat * 1000.0).round() as u64,
+    })
+}
+
 async fn taskmanagers(State(state): State<AppState>) -> impl IntoResponse {
-    Json(json!({ "taskmanagers": state.rest.jobmanager.taskmanagers() }))
+    let taskmanagers: Vec<Value> = state.rest.jobmanager.taskmanagers().iter().map(taskmanager_json).collect();
+    Json(json!({ "taskmanagers": taskmanagers }))
+}
+
+/// `GET /taskmanagers/{id}`: one taskmanager (404 when unknown).
+async fn taskmanager(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let taskmanagers = state.rest.jobmanager.taskmanagers();
+    let tm = taskmanagers.iter().find(|tm| tm.id == id).ok_or_else(|| {
+        let shown: String = id.chars().take(80).collect();
+        ApiError::new(StatusCode::NOT_FOUND, format!("no taskmanager '{shown}' is registered"))
+    })?;
+    Ok(Json(taskmanager_json(tm)))
+}
+
+/// Flink's name of a job state (they are the same words).
+fn flink_state(status: JobStatus) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// `GET /jobs/overview` in Flink's shape: per job `jid`, `name`, `state`, `start-time`,
+/// `end-time` (-1 while running), `duration`, `last-modification` and the count of its tasks by
+/// state.
+async fn jobs_overview(State(state): State<AppState>) -> impl IntoResponse {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let jobs: Vec<Value> = state
+        .rest
+        .jobmanager
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            let end = job.state.is_terminal().then(|| job.start_time + job.duration_ms);
+            let mut tasks = serde_json::Map::new();
+            for key in ["created", "scheduled", "deploying", "running", "finished", "canceling", "canceled", "failed"] {
+                tasks.insert(key.to_owned(), json!(0));
+            }
+            let mut total = 0u64;
+            for subtask in job.vertices.iter().flat_map(|v| &v.subtasks) {
+                total += 1;
+                let key = match subtask.state {
+                    TaskExecutionState::Deploying => "deploying",
+                    TaskExecutionState::Running => "running",
+                    TaskExecutionState::Finished => "finished",
+                    TaskExecutionState::Failed => "failed",
+                    TaskExecutionState::Canceled => "canceled",
+                };
+                let count = tasks.get(key).and_then(Value::as_u64).unwrap_or(0);
+                tasks.insert(key.to_owned(), json!(count + 1));
+            }
+            tasks.insert("total".to_owned(), json!(total));
+            json!({
+                "jid": job.jid,
+                "name": job.name,
+                "state": flink_state(job.state),
+                "start-time": job.start_time,
+                "end-time": end.map_or(-1, |e| e as i64),
+                "duration": job.duration_ms,
+                "last-modification": end.unwrap_or(now_ms),
+                "tasks": tasks,
+            })
+        })
+        .collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+/// `GET /config`: what a dashboard needs to know about the server (Flink's shape).
+async fn web_config() -> impl IntoResponse {
+    Json(json!({
+        "refresh-interval": 3000,
+        "timezone-name": "Coordinated Universal Time",
+        "timezone-offset": 0,
+        "flink-version": env!("CARGO_PKG_VERSION"),
+        "flink-revision": "weir",
+        "weir-version": env!("CARGO_PKG_VERSION"),
+        "features": { "web-submit": true, "web-cancel": true, "web-rescale": false, "web-history": false },
+    }))
+}
+
+/// `GET /jobmanager/config`: the jobmanager's configuration as `[{"key", "value"}]` (Flink's
+/// shape), with secrets masked.
+async fn jobmanager_config(State(state): State<AppState>) -> impl IntoResponse {
+    let entries: Vec<Value> =
+        state.rest.config.iter().map(|(key, value)| json!({ "key": key, "value": value })).collect();
+    Json(Value::Array(entries))
 }
 
 async fn list_jobs(State(state): State<AppState>) -> impl IntoResponse {
@@ -683,7 +793,9 @@ mod tests {
         let dir = TempDir::new();
         let url = format!("file://{}", dir.path().join("storage").display());
         let plugins = Arc::new(PluginStore::at(&url, dir.path().join("cache")).unwrap());
-        let state = RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins, max_upload_bytes };
+        let config = vec![("rest_addr".to_owned(), "127.0.0.1:0".to_owned())];
+        let state =
+            RestState { jobmanager: JobManager::new(JobManagerSettings::default()), plugins, max_upload_bytes, config };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -783,6 +895,24 @@ mod tests {
         assert_eq!(body["taskmanagers"], json!([]), "{body}");
         let (status, body) = request(server.addr, "GET", "/jobs", None, Vec::new()).await;
         assert_eq!((status, body), (200, json!({ "jobs": [] })));
+    }
+
+    #[tokio::test]
+    async fn flinks_routes_answer_in_flinks_shapes() {
+        let server = start().await;
+        let (status, body) = request(server.addr, "GET", "/jobs/overview", None, Vec::new()).await;
+        assert_eq!((status, body), (200, json!({ "jobs": [] })));
+        let (status, body) = request(server.addr, "GET", "/config", None, Vec::new()).await;
+        assert_eq!(status, 200, "{body}");
+        for key in ["refresh-interval", "timezone-name", "timezone-offset", "flink-version", "features"] {
+            assert!(!body[key].is_null(), "{key}: {body}");
+        }
+        assert_eq!(body["features"]["web-submit"], true, "{body}");
+        let (status, body) = request(server.addr, "GET", "/jobmanager/config", None, Vec::new()).await;
+        assert_eq!((status, body), (200, json!([{ "key": "rest_addr", "value": "127.0.0.1:0" }])));
+        let (status, body) = request(server.addr, "GET", "/taskmanagers/tm-x", None, Vec::new()).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(error_message(&body).contains("tm-x"), "{body}");
     }
 
     #[tokio::test]

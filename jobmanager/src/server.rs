@@ -202,7 +202,7 @@ async fn serve(
         }
     });
     let max_upload_bytes = usize::try_from(config.max_upload_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    let app = router(RestState { jobmanager: jobmanager.clone(), plugins, max_upload_bytes });
+    let app = router(RestState { jobmanager: jobmanager.clone(), plugins, max_upload_bytes, config: config.entries() });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(rest_listener, app).await {
             error!("the REST server stopped: {e}");
