@@ -45,6 +45,8 @@ pub struct TaskMetrics {
     pub running: AtomicBool,
     /// When the time shares were last taken, and the idle and backpressured times then.
     shares_taken: std::sync::Mutex<(Instant, u64, u64)>,
+    /// The metrics of the task's source connector (Kafka), once it opened one.
+    pub(crate) connector: std::sync::OnceLock<Arc<dyn crate::connectors::ConnectorMetrics>>,
 }
 
 impl TaskMetrics {
@@ -85,6 +87,7 @@ impl TaskMetrics {
             output_watermark: AtomicI64::new(i64::MIN),
             running: AtomicBool::new(false),
             shares_taken: std::sync::Mutex::new((Instant::now(), 0, 0)),
+            connector: std::sync::OnceLock::new(),
         }
     }
 
@@ -333,6 +336,9 @@ impl TaskRuntime for TaskContext {
 
     fn open_source(&mut self, source: &SourceDescriptor) -> Result<Box<dyn SourceReader>> {
         let opened = crate::connectors::open_source(source, &self.info, now_ms)?;
+        if let Some(metrics) = opened.metrics {
+            let _ = self.metrics.connector.set(metrics);
+        }
         if let Some(committer) = opened.committer {
             self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
         }

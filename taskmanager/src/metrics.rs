@@ -225,6 +225,37 @@ impl Collector for TaskManagerCollector {
                 ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
             }
         }
+        // Connector metrics under Flink's operator scope, named by the chain's head (the source).
+        let mut connector: std::collections::BTreeMap<&'static str, Vec<Series>> = Default::default();
+        for (id, metrics) in self.taskmanager.task_metric_handles() {
+            let Some(values) = metrics.connector.get().map(|c| c.values()) else { continue };
+            let operator = metrics.task_name.split(" -> ").next().unwrap_or_default().to_owned();
+            let labels = vec![
+                ("job_id", id.job.to_string()),
+                ("job_name", metrics.job_name.clone()),
+                ("task_id", id.vertex.to_string()),
+                ("task_name", metrics.task_name.clone()),
+                ("operator_name", operator),
+                ("subtask_index", id.subtask.to_string()),
+                ("task_attempt_num", id.attempt.to_string()),
+                ("tm_id", self.taskmanager.id().to_owned()),
+            ];
+            for (name, value) in values {
+                connector.entry(name).or_default().push((labels.clone(), value));
+            }
+        }
+        for (name, series) in connector {
+            let name = format!("flink_taskmanager_job_task_operator_{name}");
+            let mut metric = encoder.encode_descriptor(
+                &name,
+                "A source connector's metric (Flink's name).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, value) in series {
+                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
         let tm_id = [("tm_id", self.taskmanager.id().to_owned())];
         let slots = self.taskmanager.slots();
         let mut metric = encoder.encode_descriptor(

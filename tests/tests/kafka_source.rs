@@ -603,3 +603,53 @@ fn unreachable_brokers_missing_topics_and_bad_properties_are_one_line_each() -> 
     assert!(err.contains("'a(' is not a valid regular expression"), "{err}");
     Ok(())
 }
+
+/// The value of the source's metric `name`, if it is known yet.
+fn metric(metrics: &dyn weir_taskmanager::connectors::ConnectorMetrics, name: &str) -> Option<f64> {
+    metrics.values().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+#[test]
+fn the_source_reports_its_lag_and_its_offset_commits() -> anyhow::Result<()> {
+    let topic = "weir-src-metrics";
+    setup(topic, 2, 10)?;
+    let mut spec = KafkaSourceSpec { bounded: false, group_id: Some("weir-src-metrics-group".into()), ..spec(topic) };
+    spec.properties.insert("statistics.interval.ms".into(), "100".into());
+    let opened = open(&spec, 0, 1)?;
+    let metrics = opened.metrics.expect("the Kafka source has metrics");
+    let (mut reader, committer) = (opened.reader, opened.committer.expect("a committer with a group id"));
+    let (mut batch, mut reads) = (RawBatch::default(), Reads::default());
+    // Read one record at a time: the lag reported lies between what is left after the records
+    // read so far and all 20 (the statistics come every 100 ms, a little behind).
+    let mut midway = Vec::new();
+    while reads.records.len() < 20 {
+        read_once(reader.as_mut(), &mut batch, 1, &mut reads);
+        if let Some(pending) = metric(metrics.as_ref(), "pendingRecords") {
+            let read = reads.records.len() as f64;
+            assert!((20.0 - read..=20.0).contains(&pending), "{pending} pending after {read} records read");
+            let max = metric(metrics.as_ref(), "KafkaSourceReader_KafkaConsumer_records_lag_max").expect("lag max");
+            assert!(max <= pending && (pending == 0.0 || max > 0.0), "max {max}, sum {pending}");
+            if pending > 0.0 && pending < 20.0 {
+                midway.push(pending);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(!midway.is_empty(), "no lag seen while reading");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(metrics.as_ref(), "pendingRecords") != Some(0.0) {
+        read_once(reader.as_mut(), &mut batch, 10, &mut reads);
+        assert!(Instant::now() < deadline, "the lag did not drop to 0: {:?}", metrics.values());
+    }
+    // Offsets committed for a completed checkpoint count as a successful commit.
+    let _ = reader.position();
+    reader.checkpoint(1);
+    committer.commit(1)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(metrics.as_ref(), "KafkaSourceReader_commitsSucceeded") != Some(1.0) {
+        assert!(Instant::now() < deadline, "no successful commit counted: {:?}", metrics.values());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(metrics.as_ref(), "KafkaSourceReader_commitsFailed"), Some(0.0));
+    Ok(())
+}

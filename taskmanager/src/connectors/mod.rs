@@ -22,12 +22,21 @@ pub struct OpenedSource {
     pub reader: Box<dyn SourceReader>,
     /// Told of every completed checkpoint; `None` for sources with nothing to report.
     pub committer: Option<Arc<dyn SinkCommitter>>,
+    /// The connector's own metrics (Kafka's lag and commits); `None` for sources without any.
+    pub metrics: Option<Arc<dyn ConnectorMetrics>>,
 }
 
 impl OpenedSource {
     fn reader(reader: impl SourceReader + 'static) -> Self {
-        Self { reader: Box::new(reader), committer: None }
+        Self { reader: Box::new(reader), committer: None, metrics: None }
     }
+}
+
+/// A connector's metrics, read at scrape time (from any thread).
+pub trait ConnectorMetrics: Send + Sync + std::fmt::Debug {
+    /// Each metric's name (Flink's, under its operator scope, e.g. `pendingRecords`) and value;
+    /// metrics not known yet are left out.
+    fn values(&self) -> Vec<(&'static str, f64)>;
 }
 
 /// Opens subtask `task.subtask`'s share (of `task.parallelism`) of a taskmanager-side source.

@@ -111,8 +111,9 @@ pub fn open(spec: &KafkaSourceSpec, task: &TaskInfo) -> Result<OpenedSource> {
     // that is never committed to.
     let group = spec.group_id.clone().unwrap_or_else(|| format!("weir-source-{}", task.job_id));
     let config = client::consumer_config(spec, &group, &owner, SERVICE)?;
+    let metrics = Arc::new(client::SourceMetrics::default());
     let consumer: BaseConsumer<ClientLog> = config
-        .create_with_context(ClientLog::new(owner.clone()))
+        .create_with_context(ClientLog::measuring(owner.clone(), Arc::clone(&metrics)))
         .map_err(|e| client::creation_error(&e, SERVICE, "consumer"))?;
     let consumer = Arc::new(consumer);
     let servers = spec.bootstrap_servers.trim().to_owned();
@@ -137,13 +138,20 @@ pub fn open(spec: &KafkaSourceSpec, task: &TaskInfo) -> Result<OpenedSource> {
 
     let (committer, pending) = match &spec.group_id {
         Some(group) => {
-            let config = client::consumer_config(spec, group, &owner, SERVICE)?;
+            let mut config = client::consumer_config(spec, group, &owner, SERVICE)?;
+            // It reads no partitions: no statistics (the lag is the reading consumer's).
+            config.set("statistics.interval.ms", "0");
             let commits: BaseConsumer<ClientLog> = config
                 .create_with_context(ClientLog::new(owner.clone()))
                 .map_err(|e| client::creation_error(&e, SERVICE, "offset committer"))?;
             let pending = Arc::new(PendingOffsets::default());
-            let committer: Arc<dyn SinkCommitter> =
-                Arc::new(OffsetCommitter::new(commits, Arc::clone(&pending), owner.clone(), group.clone()));
+            let committer: Arc<dyn SinkCommitter> = Arc::new(OffsetCommitter::new(
+                commits,
+                Arc::clone(&pending),
+                owner.clone(),
+                group.clone(),
+                Arc::clone(&metrics),
+            ));
             (Some(committer), Some(pending))
         }
         None => (None, None),
@@ -179,7 +187,7 @@ pub fn open(spec: &KafkaSourceSpec, task: &TaskInfo) -> Result<OpenedSource> {
     for (topic, partition) in owned {
         reader.add_split(&topic, partition, Next::Starting, None);
     }
-    Ok(OpenedSource { reader: Box::new(reader), committer })
+    Ok(OpenedSource { reader: Box::new(reader), committer, metrics: Some(metrics) })
 }
 
 /// Where a split stands.

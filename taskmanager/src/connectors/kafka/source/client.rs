@@ -10,7 +10,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
 use rdkafka::{Message, TopicPartitionList};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use weir_api::connectors::kafka::KafkaSourceSpec;
 use weir_api::{Error, Result};
 
@@ -36,16 +37,86 @@ pub(crate) struct Owner {
     pub(crate) subtask: u32,
 }
 
+/// What the source's clients measure for the taskmanager's metrics: the lag of the partitions
+/// the consumer reads (from librdkafka's statistics) and the results of offset commits.
+#[derive(Debug, Default)]
+pub(crate) struct SourceMetrics {
+    /// The largest and the summed lag (records) over the consumer's partitions, as of the last
+    /// statistics (`None` before the first).
+    lag: Mutex<Option<(i64, i64)>>,
+    commits_succeeded: AtomicU64,
+    commits_failed: AtomicU64,
+}
+
+impl crate::connectors::ConnectorMetrics for SourceMetrics {
+    fn values(&self) -> Vec<(&'static str, f64)> {
+        let mut values = vec![
+            ("KafkaSourceReader_commitsSucceeded", self.commits_succeeded.load(Ordering::Relaxed) as f64),
+            ("KafkaSourceReader_commitsFailed", self.commits_failed.load(Ordering::Relaxed) as f64),
+        ];
+        if let Some((max, sum)) = *self.lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            values.push(("KafkaSourceReader_KafkaConsumer_records_lag_max", max as f64));
+            values.push(("pendingRecords", sum as f64));
+        }
+        values
+    }
+}
+
+impl SourceMetrics {
+    /// Counts an offset commit that succeeded or failed.
+    pub(crate) fn count_commit(&self, succeeded: bool) {
+        let counter = if succeeded { &self.commits_succeeded } else { &self.commits_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the lag of the partitions the reader was assigned: the end
+    /// of each (the last stable offset, which `read_committed` reads up to, else the high
+    /// watermark) minus the reader's position (the offset after the last record handed to it).
+    /// librdkafka's own `consumer_lag` counts from the
+    /// consumer group's committed offsets, which only follow checkpoints. While a partition's
+    /// end or position is not known yet, the lag stays unknown; with no partition, it is 0.
+    pub(crate) fn record_statistics(&self, statistics: &rdkafka::Statistics) {
+        let mut lags = Vec::new();
+        for (partition, p) in statistics.topics.values().flat_map(|topic| topic.partitions.iter()) {
+            // Partitions the reader was assigned; each must be fetching for the lag to be known.
+            if *partition < 0 || !p.desired {
+                continue;
+            }
+            if p.fetch_state != "active" {
+                return;
+            }
+            let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+            // Before the first record is handed over: where fetching started (the next offset to
+            // fetch, less what waits in the fetch queue).
+            let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset - p.fetchq_cnt };
+            if end < 0 || position < 0 {
+                return;
+            }
+            lags.push((end - position).max(0));
+        }
+        let max = lags.iter().copied().max().unwrap_or(0);
+        let sum = lags.iter().fold(0i64, |sum, lag| sum.saturating_add(*lag));
+        *self.lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((max, sum));
+    }
+}
+
 /// The context of the source's clients: librdkafka's log and errors go to `tracing` with the job
-/// and subtask; commit results are logged; the first failed delivery is kept.
+/// and subtask; commit results are logged and counted; statistics update the lag; the first
+/// failed delivery is kept.
 pub(crate) struct ClientLog {
     owner: Owner,
     delivery_error: Mutex<Option<String>>,
+    metrics: Option<Arc<SourceMetrics>>,
 }
 
 impl ClientLog {
     pub(crate) fn new(owner: Owner) -> Self {
-        Self { owner, delivery_error: Mutex::new(None) }
+        Self { owner, delivery_error: Mutex::new(None), metrics: None }
+    }
+
+    /// A context that records what it learns in `metrics`.
+    pub(crate) fn measuring(owner: Owner, metrics: Arc<SourceMetrics>) -> Self {
+        Self { owner, delivery_error: Mutex::new(None), metrics: Some(metrics) }
     }
 
     /// The first delivery failure since the last call.
@@ -73,6 +144,12 @@ impl ClientContext for ClientLog {
     fn error(&self, error: KafkaError, reason: &str) {
         let (job_id, subtask) = (self.owner.job.as_str(), self.owner.subtask);
         tracing::warn!(job_id, subtask, "Kafka source: librdkafka: {error}: {reason}");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_statistics(&statistics);
+        }
     }
 }
 
@@ -125,6 +202,8 @@ pub(crate) fn consumer_config(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // The consumer's lag for the taskmanager's metrics (librdkafka's statistics).
+        .set("statistics.interval.ms", spec.properties.get("statistics.interval.ms").map_or("5000", String::as_str))
         .set(
             "isolation.level",
             match spec.isolation {

@@ -4,24 +4,22 @@
 //! The reader (task thread) remembers the offsets of each checkpoint it took; the committer
 //! (called by the taskmanager from another thread, possibly after the task ended) commits the
 //! offsets of the newest remembered checkpoint `<=` the completed one and forgets the older ones.
-//! The two share only a mutex-protected map; the committer has its own consumer, used for nothing
-//! but asynchronous commits, so it never touches the reader's fetch queue.
+//! The two share only a mutex-protected map; the committer has its own consumer, used by its own
+//! worker thread for nothing but synchronous commits, so it never touches the reader's fetch
+//! queue and the caller never waits for the broker.
 
-use super::client::{ClientLog, Owner};
+use super::client::{ClientLog, Owner, SourceMetrics};
 use crate::connectors::SinkCommitter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use weir_api::Result;
 use weir_api::runtime::CheckpointId;
 
 /// Checkpoints remembered at most: when completions stop coming (checkpoints that keep failing),
 /// the oldest are forgotten.
 const MAX_PENDING: usize = 64;
-/// Events (earlier commits' results) served per commit.
-const SERVED_PER_COMMIT: usize = 8;
 
 /// `(topic, partition, next offset)` of every split whose offset is known.
 pub(crate) type Offsets = Vec<(String, i32, i64)>;
@@ -54,12 +52,20 @@ impl PendingOffsets {
     }
 }
 
-/// Commits a source subtask's offsets to its consumer group when checkpoints complete.
+/// Commits a source subtask's offsets to its consumer group when checkpoints complete: the
+/// newest offsets wait for a worker thread that commits them synchronously, one commit at a
+/// time (so an older commit never lands after a newer one, and a slow or unreachable broker
+/// holds up nothing but this worker; newer offsets replace ones still waiting).
 pub(crate) struct OffsetCommitter {
-    consumer: BaseConsumer<ClientLog>,
     pending: Arc<PendingOffsets>,
-    owner: Owner,
-    group: String,
+    next: Arc<(Mutex<NextCommit>, Condvar)>,
+}
+
+/// What the worker commits next.
+#[derive(Default)]
+struct NextCommit {
+    offsets: Option<(CheckpointId, Offsets)>,
+    closed: bool,
 }
 
 impl OffsetCommitter {
@@ -68,29 +74,50 @@ impl OffsetCommitter {
         pending: Arc<PendingOffsets>,
         owner: Owner,
         group: String,
+        metrics: Arc<SourceMetrics>,
     ) -> Self {
-        Self { consumer, pending, owner, group }
+        let next: Arc<(Mutex<NextCommit>, Condvar)> = Arc::default();
+        let worker = Arc::clone(&next);
+        let spawned = std::thread::Builder::new()
+            .name(format!("kafka-commit-{}", owner.subtask))
+            .spawn(move || commit_worker(&consumer, &worker, &owner, &group, &metrics));
+        if let Err(e) = spawned {
+            tracing::warn!("Kafka source: cannot start the offset committer thread ({e}): offsets are not committed");
+        }
+        Self { pending, next }
     }
 }
 
-impl SinkCommitter for OffsetCommitter {
-    /// Commits, asynchronously, the offsets remembered for the newest checkpoint `<= checkpoint`.
-    /// Never fails: a failing commit is logged (here, or when its result arrives) and the next
-    /// completed checkpoint commits newer offsets.
-    fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
-        let (job_id, subtask) = (self.owner.job.as_str(), self.owner.subtask);
-        // Serve the results of earlier commits (logged by the context): only those and client
-        // errors arrive on this consumer's queue, it has no partitions. A poll serves at most one
-        // commit result.
-        for _ in 0..SERVED_PER_COMMIT {
-            let _ = self.consumer.poll(Duration::ZERO);
-        }
-        let Some((taken, offsets)) = self.pending.take_up_to(checkpoint) else {
-            return Ok(());
+impl Drop for OffsetCommitter {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.next;
+        lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
+        wake.notify_all();
+    }
+}
+
+fn commit_worker(
+    consumer: &BaseConsumer<ClientLog>,
+    next: &(Mutex<NextCommit>, Condvar),
+    owner: &Owner,
+    group: &str,
+    metrics: &SourceMetrics,
+) {
+    let (job_id, subtask) = (owner.job.as_str(), owner.subtask);
+    let (lock, wake) = next;
+    loop {
+        let (taken, offsets) = {
+            let mut next = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if let Some(offsets) = next.offsets.take() {
+                    break offsets;
+                }
+                if next.closed {
+                    return;
+                }
+                next = wake.wait(next).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
         };
-        if offsets.is_empty() {
-            return Ok(());
-        }
         let mut list = TopicPartitionList::with_capacity(offsets.len());
         for (topic, partition, offset) in &offsets {
             if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
@@ -101,23 +128,41 @@ impl SinkCommitter for OffsetCommitter {
                 );
             }
         }
-        match self.consumer.commit(&list, CommitMode::Async) {
+        let result = consumer.commit(&list, CommitMode::Sync);
+        metrics.count_commit(result.is_ok());
+        match result {
             Ok(()) => tracing::debug!(
                 job_id,
                 subtask,
                 checkpoint_id = taken,
-                "Kafka source: committing offsets of {} partitions to group '{}'",
-                offsets.len(),
-                self.group
+                "Kafka source: committed offsets of {} partitions to group '{group}'",
+                offsets.len()
             ),
             Err(e) => tracing::warn!(
                 job_id,
                 subtask,
                 checkpoint_id = taken,
-                "Kafka source: committing offsets to group '{}' failed (they only inform lag tools): {e}",
-                self.group
+                "Kafka source: committing offsets to group '{group}' failed (they only inform lag tools; the job's \
+                 position is in its checkpoints): {e}"
             ),
         }
+    }
+}
+
+impl SinkCommitter for OffsetCommitter {
+    /// Hands the offsets remembered for the newest checkpoint `<= checkpoint` to the commit
+    /// worker. Never fails and never waits for the broker: a failing commit is logged and
+    /// counted, and the next completed checkpoint commits newer offsets.
+    fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
+        let Some((taken, offsets)) = self.pending.take_up_to(checkpoint) else {
+            return Ok(());
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let (lock, wake) = &*self.next;
+        lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).offsets = Some((taken, offsets));
+        wake.notify_one();
         Ok(())
     }
 }
