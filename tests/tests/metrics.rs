@@ -182,6 +182,25 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     let (status, body) = cluster.rest_get(&format!("/jobs/{slow}/vertices/99/backpressure"));
     assert_eq!(status, 404, "{body}");
 
+    // Flink's overview of jobs and of a taskmanager.
+    let (status, overview) = cluster.rest_get("/jobs/overview");
+    assert_eq!(status, 200, "{overview}");
+    let job = overview["jobs"].as_array().and_then(|jobs| jobs.iter().find(|j| j["jid"] == slow.as_str())).cloned();
+    let job = job.unwrap_or_else(|| panic!("the slow job is listed: {overview}"));
+    assert_eq!((job["state"].as_str(), job["end-time"].as_i64()), (Some("RUNNING"), Some(-1)), "{job}");
+    let total = job["tasks"]["total"].as_u64().unwrap_or(0);
+    assert!(total >= 2 && job["tasks"]["running"] == total, "{job}");
+    for key in ["name", "start-time", "duration", "last-modification"] {
+        assert!(!job[key].is_null(), "{key}: {job}");
+    }
+    let (status, tm) = cluster.rest_get("/taskmanagers/tm-1");
+    assert_eq!(status, 200, "{tm}");
+    assert_eq!(
+        (tm["id"].as_str(), tm["slotsNumber"].as_u64(), tm["freeSlots"].as_u64()),
+        (Some("tm-1"), Some(4), Some(0))
+    );
+    assert!(tm["timeSinceLastHeartbeat"].as_u64().is_some_and(|ms| ms < 5000), "{tm}");
+
     // Event time: the window task's input watermark and the source's output watermark advance.
     scrape_until(&taskmanager, "watermarks of the event-time job", &cluster, |samples| {
         let input = find(samples, "flink_taskmanager_job_task_currentInputWatermark", &timed);
