@@ -70,7 +70,7 @@ REST="$(sed -n 's/.*rest=\([^ ]*\).*/\1/p' "$WORK/jm.out")"
 RPC="$(sed -n 's/.*rpc=\([^ ]*\).*/\1/p' "$WORK/jm.out")"
 TMS=()
 for tm in tm-1 tm-2; do
-  WEIR_PLUGIN_DIR="$WORK/$tm-plugins" "$BIN/weir-taskmanager" --jobmanager "$RPC" --slots 2 --id "$tm" \
+  WEIR_PLUGIN_DIR="$WORK/$tm-plugins" "$BIN/weir-taskmanager" --jobmanager-rpc "$RPC" --slots 2 --id "$tm" \
     > "$WORK/$tm.out" 2> "$WORK/$tm.err" &
   PIDS+=($!)
   TMS+=($!)

@@ -183,7 +183,7 @@ start_jobmanager() {
 start_taskmanager() {
   local id="$1" slots="$2"
   WEIR_PLUGIN_DIR="$WORK/$id-plugins" WEIR_STATE_DIR="$WORK/$id-state" \
-    "$BIN/weir-taskmanager" --jobmanager "$RPC" --slots "$slots" --id "$id" > "$WORK/$id.out" 2> "$WORK/$id.err" &
+    "$BIN/weir-taskmanager" --jobmanager-rpc "$RPC" --slots "$slots" --id "$id" > "$WORK/$id.out" 2> "$WORK/$id.err" &
   TM=$!
   PIDS+=("$TM")
 }

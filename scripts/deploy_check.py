@@ -254,7 +254,8 @@ def check_config_file(g: Group, component: str, data: dict[str, Any], values: di
         for value_key, toml_key in restart.items():
             g.eq(data.get(toml_key), v["restartStrategy"].get(value_key), f"jobmanager.toml: {toml_key}")
     else:
-        g.eq(data.get("jobmanager"), f"http://{name}-jobmanager:6123", "taskmanager.toml: jobmanager")
+        g.eq(data.get("jobmanager_rpc"), f"http://{name}-jobmanager:6123", "taskmanager.toml: jobmanager_rpc")
+        g.check("jobmanager" not in data, "taskmanager.toml: the deprecated key jobmanager (now jobmanager_rpc)")
         g.eq(data.get("slots"), v["slots"], "taskmanager.toml: slots")
         g.eq(data.get("rocksdb_memory_mb"), v["rocksdbMemoryMb"], "taskmanager.toml: rocksdb_memory_mb")
         g.check("id" not in data and "advertised_host" not in data,
@@ -488,9 +489,9 @@ def check_render(g: Group, source: str, user_values: dict[str, Any], release: st
         g.eq(jm["spec"].get("type", "ClusterIP"), "ClusterIP", f"Service {name}-jobmanager: type")
         g.check(not jm["spec"].get("publishNotReadyAddresses"), "the jobmanager Service must route to ready (leading) pods only")
     # The taskmanagers' jobmanager URL is that Service's RPC port.
-    url = re.fullmatch(r"http://([^:/]+):(\d+)", configs["taskmanager"].get("jobmanager", ""))
+    url = re.fullmatch(r"http://([^:/]+):(\d+)", configs["taskmanager"].get("jobmanager_rpc", ""))
     g.check(url and url.group(1) == f"{name}-jobmanager" and int(url.group(2)) == 6123,
-            f"taskmanager.toml's jobmanager URL {configs['taskmanager'].get('jobmanager')!r} is not the jobmanager Service's RPC port")
+            f"taskmanager.toml's jobmanager_rpc {configs['taskmanager'].get('jobmanager_rpc')!r} is not the jobmanager Service's RPC port")
     rest_values = values["rest"]["service"]
     rest = service(f"{name}-rest", "jobmanager", {"rest": rest_values["port"]})
     if rest:

@@ -224,7 +224,7 @@ start_jobmanager() {
 start_taskmanager() {
   local id="$1"
   env "${S3_ENV[@]}" FAILPOINTS="$TM_FAILPOINTS" NO_COLOR=1 WEIR_PLUGIN_DIR="$PH/$id-plugins" \
-    WEIR_STATE_DIR="$PH/$id-state" "$BIN/weir-taskmanager" --jobmanager "$RPC" --slots 2 --id "$id" \
+    WEIR_STATE_DIR="$PH/$id-state" "$BIN/weir-taskmanager" --jobmanager-rpc "$RPC" --slots 2 --id "$id" \
     --rpc-addr 127.0.0.1:0 --data-addr 127.0.0.1:0 > "$PH/$id.out" 2> "$PH/$id.log" < /dev/null &
   TM_PID[$id]=$!
   PIDS+=("$!")

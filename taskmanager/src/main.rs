@@ -13,9 +13,10 @@ struct Args {
     /// TOML configuration file; `WEIR_<KEY>` variables and flags override it.
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
-    /// The jobmanager's RPC URL, e.g. `http://127.0.0.1:6123`.
-    #[arg(long)]
-    jobmanager: Option<String>,
+    /// The jobmanager's RPC URL, e.g. `http://127.0.0.1:6123` (key `jobmanager_rpc`,
+    /// `WEIR_JOBMANAGER_RPC`; the older `--jobmanager` still works, with a warning).
+    #[arg(long, alias = "jobmanager", value_name = "URL")]
+    jobmanager_rpc: Option<String>,
     /// Task slots to offer.
     #[arg(long)]
     slots: Option<u32>,
@@ -66,8 +67,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(v) = args.jobmanager {
-        config.jobmanager = v;
+    let file_text = args.config.as_deref().and_then(|path| std::fs::read_to_string(path).ok());
+    let flag_alias = std::env::args().any(|a| a == "--jobmanager" || a.starts_with("--jobmanager="));
+    let warnings = weir_taskmanager::process::deprecations(
+        file_text.as_deref(),
+        |name| std::env::var(name).ok(),
+        flag_alias,
+        args.jobmanager_rpc.is_some(),
+    );
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(v) = args.jobmanager_rpc {
+        config.jobmanager_rpc = v;
     }
     if let Some(v) = args.slots {
         config.slots = v;

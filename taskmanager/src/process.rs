@@ -15,13 +15,19 @@ use tracing::{error, info};
 use weir_proto::control::v1 as pb;
 use weir_proto::control::v1::job_manager_service_client::JobManagerServiceClient;
 
+/// The jobmanager's RPC URL unless told otherwise.
+pub const DEFAULT_JOBMANAGER_RPC: &str = "http://127.0.0.1:6123";
+
 /// Configuration of `weir-taskmanager`: defaults, then a TOML file (`--config`), then
 /// `WEIR_<KEY>` environment variables, then flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskManagerProcessConfig {
-    /// The jobmanager's RPC URL. Default `http://127.0.0.1:6123`.
-    pub jobmanager: String,
+    /// The jobmanager's RPC URL (`WEIR_JOBMANAGER_RPC`, `--jobmanager-rpc`). Default
+    /// `http://127.0.0.1:6123`. The older key `jobmanager` is still read from a file, with a
+    /// warning ([`deprecations`]); `WEIR_JOBMANAGER` is not read: it is the `weir` CLI's REST URL.
+    #[serde(alias = "jobmanager")]
+    pub jobmanager_rpc: String,
     /// This taskmanager's id; empty picks `taskmanager-<random>`.
     pub id: String,
     /// Task slots offered. Default 1.
@@ -56,7 +62,7 @@ pub struct TaskManagerProcessConfig {
 impl Default for TaskManagerProcessConfig {
     fn default() -> Self {
         Self {
-            jobmanager: "http://127.0.0.1:6123".into(),
+            jobmanager_rpc: DEFAULT_JOBMANAGER_RPC.into(),
             id: String::new(),
             slots: 1,
             rpc_addr: "127.0.0.1:0".into(),
@@ -168,8 +174,8 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
             config.rocksdb_memory_mb
         )));
     }
-    let endpoint = Endpoint::from_shared(config.jobmanager.clone())
-        .map_err(|e| StartError::Config(format!("jobmanager URL {:?}: {e}", config.jobmanager)))?
+    let endpoint = Endpoint::from_shared(config.jobmanager_rpc.clone())
+        .map_err(|e| StartError::Config(format!("jobmanager URL {:?}: {e}", config.jobmanager_rpc)))?
         .connect_timeout(Duration::from_secs(3))
         // A jobmanager that stops answering (paused, partitioned) while its connection stays
         // open is dropped within seconds, so that the next call connects anew, through a
@@ -277,14 +283,14 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
             version: env!("CARGO_PKG_VERSION").to_owned(),
             instance_id: instance_id.clone(),
         },
-        jobmanager_url: config.jobmanager.clone(),
+        jobmanager_url: config.jobmanager_rpc.clone(),
         fence,
         readiness: readiness.clone(),
     };
     let deregistration =
         pb::DeregisterTaskManagerRequest { taskmanager_id: id.clone(), instance_id, reason: String::new() };
     let registration = tokio::spawn(stay_registered(registration, client.clone(), taskmanager.clone()));
-    info!(taskmanager = %id, %rpc_addr, %data_addr, http_addr = ?http_addr, slots = config.slots, jobmanager = %config.jobmanager, "taskmanager started");
+    info!(taskmanager = %id, %rpc_addr, %data_addr, http_addr = ?http_addr, slots = config.slots, jobmanager = %config.jobmanager_rpc, "taskmanager started");
     Ok(RunningTaskManager {
         taskmanager,
         rpc_addr,
@@ -295,4 +301,104 @@ pub async fn start(config: &TaskManagerProcessConfig) -> Result<RunningTaskManag
         deregistration,
         client,
     })
+}
+
+/// Warnings about names the taskmanager's configuration no longer takes, one line each: the key
+/// `jobmanager` in the file `file_text` (now `jobmanager_rpc`), the flag `--jobmanager` (now
+/// `--jobmanager-rpc`; `flag_alias` whether it was used), and `WEIR_JOBMANAGER` in the
+/// environment `env`, which is the `weir` CLI's REST URL and no longer the taskmanager's RPC URL:
+/// it is mentioned when the RPC URL is set nowhere (`rpc_flag` whether a flag set it), as the
+/// taskmanager then tries the default instead.
+pub fn deprecations(
+    file_text: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    flag_alias: bool,
+    rpc_flag: bool,
+) -> Vec<String> {
+    let file_keys: toml::Table = file_text.and_then(|text| text.parse().ok()).unwrap_or_default();
+    let mut warnings = Vec::new();
+    if file_keys.contains_key("jobmanager") {
+        warnings.push(
+            "the configuration key `jobmanager` is deprecated: name the jobmanager's RPC URL `jobmanager_rpc` \
+             (WEIR_JOBMANAGER_RPC, --jobmanager-rpc)"
+                .to_owned(),
+        );
+    }
+    if flag_alias {
+        warnings
+            .push("the flag --jobmanager is deprecated: use --jobmanager-rpc (the jobmanager's RPC URL)".to_owned());
+    }
+    let set_somewhere = rpc_flag
+        || env("WEIR_JOBMANAGER_RPC").is_some()
+        || file_keys.contains_key("jobmanager_rpc")
+        || file_keys.contains_key("jobmanager");
+    if !set_somewhere && let Some(rest) = env("WEIR_JOBMANAGER") {
+        warnings.push(format!(
+            "WEIR_JOBMANAGER ({rest}) is the weir CLI's REST URL and is not read by the taskmanager; the jobmanager's \
+             RPC URL is jobmanager_rpc (WEIR_JOBMANAGER_RPC, --jobmanager-rpc), here the default {DEFAULT_JOBMANAGER_RPC}"
+        ));
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_rpc_url_is_jobmanager_rpc_and_weir_jobmanager_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("taskmanager.toml");
+        // The CLI's variable does not reach the taskmanager.
+        let config: TaskManagerProcessConfig =
+            weir_runtime::config::load_with_env(None, env(&[("WEIR_JOBMANAGER", "http://jm:8081")])).unwrap();
+        assert_eq!(config.jobmanager_rpc, DEFAULT_JOBMANAGER_RPC);
+        // Its own does.
+        let config: TaskManagerProcessConfig =
+            weir_runtime::config::load_with_env(None, env(&[("WEIR_JOBMANAGER_RPC", "http://jm:6123")])).unwrap();
+        assert_eq!(config.jobmanager_rpc, "http://jm:6123");
+        // The new key and the old one in a file.
+        for key in ["jobmanager_rpc", "jobmanager"] {
+            std::fs::write(&file, format!("{key} = \"http://jm:6123\"\nslots = 2\n")).unwrap();
+            let config: TaskManagerProcessConfig = weir_runtime::config::load_with_env(Some(&file), env(&[])).unwrap();
+            assert_eq!((config.jobmanager_rpc.as_str(), config.slots), ("http://jm:6123", 2), "{key}");
+            // The environment overrides the old key too.
+            let config: TaskManagerProcessConfig =
+                weir_runtime::config::load_with_env(Some(&file), env(&[("WEIR_JOBMANAGER_RPC", "http://other:6123")]))
+                    .unwrap();
+            assert_eq!(config.jobmanager_rpc, "http://other:6123", "{key}");
+        }
+        // Both at once is a mistake that names the key.
+        std::fs::write(&file, "jobmanager_rpc = \"http://a:6123\"\njobmanager = \"http://b:6123\"\n").unwrap();
+        let err = weir_runtime::config::load_with_env::<TaskManagerProcessConfig>(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("jobmanager_rpc"), "{err}");
+    }
+
+    #[test]
+    fn old_names_get_one_line_warnings() {
+        let none = env(&[]);
+        assert!(deprecations(Some("jobmanager_rpc = \"http://jm:6123\""), &none, false, false).is_empty());
+        let warnings = deprecations(Some("jobmanager = \"http://jm:6123\""), &none, false, false);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`jobmanager` is deprecated") && warnings[0].contains("jobmanager_rpc"));
+        let warnings = deprecations(None, &none, true, true);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("--jobmanager-rpc"), "{warnings:?}");
+        // WEIR_JOBMANAGER alone: the taskmanager says why it does not use it.
+        let cli = env(&[("WEIR_JOBMANAGER", "http://jm:8081")]);
+        let warnings = deprecations(None, &cli, false, false);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("WEIR_JOBMANAGER (http://jm:8081) is the weir CLI's REST URL"), "{warnings:?}");
+        assert!(warnings.iter().all(|w| !w.contains('\n')));
+        // ... but not when the RPC URL is set anyway.
+        assert!(deprecations(None, &cli, false, true).is_empty());
+        assert!(deprecations(Some("jobmanager_rpc = \"http://jm:6123\""), &cli, false, false).is_empty());
+        let both = env(&[("WEIR_JOBMANAGER", "http://jm:8081"), ("WEIR_JOBMANAGER_RPC", "http://jm:6123")]);
+        assert!(deprecations(None, &both, false, false).is_empty());
+    }
 }

@@ -306,7 +306,7 @@ impl Cluster {
         let stderr = File::create(dir.join(format!("{id}.stderr"))).expect("taskmanager stderr file");
         let slots = slots.to_string();
         let child = Command::new(artifact("weir-taskmanager"))
-            .args(["--jobmanager", jobmanager_rpc, "--slots", &slots, "--id", id])
+            .args(["--jobmanager-rpc", jobmanager_rpc, "--slots", &slots, "--id", id])
             .args(["--rpc-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .env("WEIR_PLUGIN_DIR", dir.join(format!("{id}-plugins")))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -496,7 +496,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
 
     // (1b) A taskmanager with a RocksDB memory budget too small to work with does not start.
     let out = std::process::Command::new(artifact("weir-taskmanager"))
-        .args(["--jobmanager", cluster.rpc_url(), "--rocksdb-memory-mb", "1"])
+        .args(["--jobmanager-rpc", cluster.rpc_url(), "--rocksdb-memory-mb", "1"])
         .output()
         .expect("run weir-taskmanager");
     assert_eq!(out.status.code(), Some(2), "{out:?}");

@@ -177,7 +177,7 @@ A TOML document from a dict: scalar keys first (sorted), then each map as a tabl
 {{- define "weir.taskmanagerConfig" -}}
 {{- $v := .Values }}
 {{- $c := dict
-  "jobmanager" (include "weir.jobmanagerRpcUrl" .)
+  "jobmanager_rpc" (include "weir.jobmanagerRpcUrl" .)
   "slots" $v.taskmanager.slots
   "rpc_addr" "0.0.0.0:6122"
   "data_addr" "0.0.0.0:6121"
