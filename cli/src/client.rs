@@ -7,69 +7,19 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::Duration;
 
 /// Where the jobmanager's REST API listens unless told otherwise.
 pub const DEFAULT_JOBMANAGER: &str = "http://127.0.0.1:8081";
+/// The jobmanager's REST port unless told otherwise (`-m host` means `host:8081`).
+pub const DEFAULT_REST_PORT: u16 = 8081;
 
 /// How long connecting to the jobmanager may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request other than an upload may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Errors of [`RestClient`]; each displays as one line.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The jobmanager URL is unusable (the user's input).
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The jobmanager could not be reached or did not answer (a retry may help once it runs).
-    Unreachable {
-        /// The jobmanager's URL.
-        base: String,
-        /// Why, for example `connection refused`.
-        cause: String,
-    },
-    /// The jobmanager refused or failed the request; 4xx is the user's mistake, 5xx the
-    /// cluster's.
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The server's message (`errors[0]`).
-        message: String,
-    },
-    /// The answer was not what this client understands (another Weir version?).
-    Protocol {
-        /// The request's URL.
-        url: String,
-        /// What was wrong.
-        message: String,
-    },
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidUrl { url, reason } => write!(f, "invalid jobmanager URL '{url}': {reason}"),
-            Self::Unreachable { base, cause } => write!(
-                f,
-                "cannot reach the jobmanager at {base}: {cause} (is it running? set --jobmanager or WEIR_JOBMANAGER)"
-            ),
-            Self::Api { status, message } => write!(f, "{message} (HTTP {status})"),
-            Self::Protocol { url, message } => write!(f, "unexpected answer from {url}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-/// Result with [`ClientError`].
-pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+pub use crate::error::{Error as ClientError, Result};
 
 /// A job's details, as `GET /jobs/{id}` reports them (the fields this client uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +160,44 @@ struct ErrorBody {
     errors: Vec<String>,
 }
 
+/// The jobmanager's REST URL from an address as the user gives it (`-m`, `--jobmanager`,
+/// `WEIR_JOBMANAGER`): an `http://` or `https://` URL, kept (without a trailing `/`), or, as
+/// Flink's `-m`, `host:port` without a scheme, which means `http://host:port` (`host` alone
+/// means port 8081).
+///
+/// # Errors
+/// [`ClientError::InvalidUrl`] naming what is wrong: another scheme, no host, a query or
+/// fragment, an invalid port.
+pub fn jobmanager_url(address: &str) -> Result<String> {
+    let given = address.trim();
+    let invalid = |reason: String| ClientError::InvalidUrl { url: address.to_owned(), reason };
+    if given.is_empty() {
+        return Err(invalid(format!("empty (expected host:port or a URL such as {DEFAULT_JOBMANAGER})")));
+    }
+    let with_scheme = given.contains("://");
+    let text = if with_scheme { given.to_owned() } else { format!("http://{given}") };
+    let mut url = Url::parse(&text)
+        .map_err(|e| invalid(format!("{e} (expected host:port or a URL such as {DEFAULT_JOBMANAGER})")))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(invalid(format!("unsupported scheme '{other}' (expected http:// or https://)"))),
+    }
+    if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_owned()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a query or fragment is not allowed".to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("credentials in the address are not supported".to_owned()));
+    }
+    if !with_scheme && url.port().is_none() {
+        // `-m host`: the REST port of a jobmanager by default.
+        url.set_port(Some(DEFAULT_REST_PORT)).map_err(|()| invalid("cannot set the port".to_owned()))?;
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// A client of one jobmanager's REST API.
 #[derive(Debug, Clone)]
 pub struct RestClient {
@@ -218,29 +206,20 @@ pub struct RestClient {
 }
 
 impl RestClient {
-    /// A client of the jobmanager at `base` (for example `http://127.0.0.1:8081`).
+    /// A client of the jobmanager at `address`: its REST URL (`http://127.0.0.1:8081`,
+    /// `https://weir.example.com/`) or, as Flink's `-m`, `host:port` (see [`jobmanager_url`]).
     ///
     /// # Errors
-    /// [`ClientError::InvalidUrl`] if `base` is not an `http://` URL.
-    pub fn new(base: &str) -> Result<Self> {
-        let invalid = |reason: String| ClientError::InvalidUrl { url: base.to_owned(), reason };
-        let url = Url::parse(base).map_err(|e| invalid(format!("{e} (expected for example {DEFAULT_JOBMANAGER})")))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => return Err(invalid("https is not supported by this build; use http://".to_owned())),
-            other => return Err(invalid(format!("unsupported scheme '{other}' (expected http://)"))),
-        }
-        if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("no host".to_owned()));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("a query or fragment is not allowed".to_owned()));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| invalid(format!("cannot create an HTTP client: {}", error_chain(&e))))?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+    /// [`ClientError::InvalidUrl`] if `address` is neither.
+    pub fn new(address: &str) -> Result<Self> {
+        let base = jobmanager_url(address)?;
+        let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().map_err(|e| {
+            ClientError::InvalidUrl {
+                url: address.to_owned(),
+                reason: format!("cannot create an HTTP client: {}", error_chain(&e)),
+            }
+        })?;
+        Ok(Self { base, http })
     }
 
     /// The jobmanager's URL.
@@ -329,14 +308,15 @@ impl RestClient {
     }
 
     /// `POST /jobs`: uploads a plugin (`file_name` is informative) and submits a job of it with
-    /// the checkpoint form fields `checkpointing` (name, value); typed as [`Submitted`].
+    /// more form `fields` (name, value: checkpointing, state backend, savepoint; see
+    /// [`crate::settings::checkpoint_form_fields`]); typed as [`Submitted`].
     pub async fn submit<T: DeserializeOwned>(
         &self,
         plugin: Vec<u8>,
         file_name: &str,
         args: &[String],
         parallelism: u32,
-        checkpointing: &[(&'static str, String)],
+        fields: &[(&'static str, String)],
     ) -> Result<T> {
         let url = self.url(&["jobs"], None)?;
         let args = serde_json::to_string(args).map_err(|e| ClientError::Protocol {
@@ -347,7 +327,7 @@ impl RestClient {
             .part("plugin", Part::bytes(plugin).file_name(file_name.to_owned()))
             .text("args", args)
             .text("parallelism", parallelism.to_string());
-        let form = checkpointing.iter().fold(form, |form, (name, value)| form.text(*name, value.clone()));
+        let form = fields.iter().fold(form, |form, (name, value)| form.text(*name, value.clone()));
         // No overall timeout: an upload of a large plugin may take long.
         let response = self.http.post(url.clone()).multipart(form).send().await;
         self.answer(url, response).await
@@ -450,12 +430,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_urls_are_accepted() {
-        assert!(RestClient::new("http://127.0.0.1:8081").is_ok());
-        assert!(RestClient::new("http://jm.example:8081/weir/").is_ok());
-        for bad in ["127.0.0.1:8081", "https://jm:8081", "ftp://jm", "http://", "not a url"] {
+    fn addresses_are_urls_or_flink_style_host_port() {
+        for (given, url) in [
+            ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
+            ("http://jm.example:8081/weir/", "http://jm.example:8081/weir"),
+            ("https://weir.example.com/", "https://weir.example.com"),
+            ("https://weir.example.com:8443/api", "https://weir.example.com:8443/api"),
+            // Flink's `-m host:port`: no scheme means http.
+            ("127.0.0.1:8081", "http://127.0.0.1:8081"),
+            ("localhost:9000", "http://localhost:9000"),
+            ("jm.weir.svc:8081", "http://jm.weir.svc:8081"),
+            ("[::1]:8081", "http://[::1]:8081"),
+            (" jm:8081 ", "http://jm:8081"),
+            // A host alone: the default REST port.
+            ("jobmanager", "http://jobmanager:8081"),
+            // An explicit scheme without a port keeps the scheme's port.
+            ("http://jm", "http://jm"),
+        ] {
+            assert_eq!(jobmanager_url(given).as_deref(), Ok(url), "{given}");
+            assert_eq!(RestClient::new(given).unwrap().base(), url, "{given}");
+        }
+        for (bad, reason) in [
+            ("ftp://jm", "unsupported scheme 'ftp'"),
+            ("http://", "empty host"),
+            ("", "empty"),
+            ("jm:notaport", "invalid port"),
+            ("jm:99999", "invalid port"),
+            ("http://jm:8081/?x=1", "query"),
+            ("http://user:pw@jm:8081", "credentials"),
+            ("not a url", "invalid"),
+        ] {
             let err = RestClient::new(bad).unwrap_err();
             assert!(matches!(err, ClientError::InvalidUrl { .. }), "{bad}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(reason) && !text.contains('\n'), "{bad}: {text}");
         }
     }
 
@@ -476,7 +484,7 @@ mod tests {
             err.to_string(),
             format!(
                 "cannot reach the jobmanager at http://127.0.0.1:{port}: connection refused (is it running? set \
-                 --jobmanager or WEIR_JOBMANAGER)"
+                 -m/--jobmanager or WEIR_JOBMANAGER)"
             )
         );
     }

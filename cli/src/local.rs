@@ -28,10 +28,15 @@ impl MiniCluster {
     /// pause), from their latest completed checkpoint if they take checkpoints; with `None`, as
     /// [`MiniCluster::start`].
     pub fn start_with_restarts(restart_attempts: Option<u32>) -> Self {
-        let settings = JobManagerSettings {
-            restart: restart_attempts.map(|n| RestartPolicy::fixed_delay(n, std::time::Duration::from_secs(1))),
-            ..JobManagerSettings::default()
-        };
+        Self::start_with_policy(
+            restart_attempts.map(|n| RestartPolicy::fixed_delay(n, std::time::Duration::from_secs(1))),
+        )
+    }
+
+    /// Starts the components; failed jobs restart as `restart` says, or with `None` as
+    /// [`MiniCluster::start`].
+    pub fn start_with_policy(restart: Option<RestartPolicy>) -> Self {
+        let settings = JobManagerSettings { restart, ..JobManagerSettings::default() };
         let jobmanager = JobManager::new(settings);
         let config =
             TaskManagerConfig { id: "local-taskmanager".into(), slots: LOCAL_SLOTS, ..TaskManagerConfig::default() };

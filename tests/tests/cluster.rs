@@ -487,7 +487,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.starts_with("weir: ") && stderr.contains("not a Weir job plugin"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let jobs = cluster.weir_json(&["list"]);
+    let jobs = cluster.weir_json(&["list", "-a"]);
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "no job: {jobs}");
     let stored: Vec<_> = std::fs::read_dir(cluster.storage_dir().join("plugins"))
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -514,7 +514,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     let nexmark = artifact("libweir_example_nexmark.so");
     let out = cluster.weir(&["run", path_str(&nexmark), "-p", "0", "--", "--query", "q0", "--events", "10"]);
     assert!(out.code.is_some_and(|code| code != 0), "{out:?}");
-    let jobs = cluster.weir_json(&["list"]);
+    let jobs = cluster.weir_json(&["list", "-a"]);
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "no job: {jobs}");
 
     // (4) More slots than the cluster has: the job fails once the slot request times out.

@@ -187,8 +187,8 @@ fn bad_plugins_and_bad_arguments_get_one_clear_line() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    // -p 0 is refused by the argument parser.
-    let result = run_weir(&["local", "run", wordcount.to_str().unwrap(), "-p", "0"], Duration::from_secs(30));
+    // -p 0 is refused by the argument parser (weir's options come before the plugin).
+    let result = run_weir(&["local", "run", "-p", "0", wordcount.to_str().unwrap()], Duration::from_secs(30));
     assert_ne!(result.code, Some(0));
     assert!(result.stderr.contains("-p") || result.stderr.contains("parallelism"), "{result:?}");
 }

@@ -96,7 +96,7 @@ fn a_checkpoint_bucket_that_does_not_exist_is_refused_at_submission() {
     let stderr = refused.stderr.trim_end();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("s3://missing-bucket/checkpoints is not writable"), "{stderr}");
-    let jobs = cluster.weir_json(&["list"]);
+    let jobs = cluster.weir_json(&["list", "-a"]);
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "nothing was submitted: {jobs}");
 
     // The bucket that exists takes the job; the write probe leaves nothing behind.
