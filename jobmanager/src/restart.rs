@@ -31,10 +31,12 @@ impl std::str::FromStr for RestartStrategy {
         match s {
             "none" | "disable" => Ok(Self::None),
             "fixed-delay" => Ok(Self::FixedDelay),
-            "exponential-backoff" => Ok(Self::ExponentialBackoff),
+            // Flink 1.x's name and Flink 2.x's (`restart-strategy.type: exponential-delay`).
+            "exponential-backoff" | "exponential-delay" => Ok(Self::ExponentialBackoff),
             "failure-rate" => Ok(Self::FailureRate),
             other => Err(format!(
-                "unknown restart strategy '{other}': expected none, fixed-delay, exponential-backoff or failure-rate"
+                "unknown restart strategy '{other}': expected none, fixed-delay, exponential-delay (or \
+                 exponential-backoff) or failure-rate"
             )),
         }
     }
@@ -236,6 +238,7 @@ mod tests {
     #[test]
     fn strategies_parse_by_their_flink_names() {
         assert_eq!("exponential-backoff".parse(), Ok(RestartStrategy::ExponentialBackoff));
+        assert_eq!("exponential-delay".parse(), Ok(RestartStrategy::ExponentialBackoff));
         assert_eq!("none".parse(), Ok(RestartStrategy::None));
         assert!("sometimes".parse::<RestartStrategy>().unwrap_err().contains("fixed-delay"));
     }
