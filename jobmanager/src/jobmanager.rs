@@ -392,6 +392,7 @@ impl JobManager {
         let mut job = Job::new(id, planned.name.clone(), planned.plan.clone(), Instant::now(), submitted_ms);
         job.sinks = planned.sinks.clone();
         job.warnings = planned.warnings.clone();
+        job.plan_json = std::sync::Arc::clone(&planned.plan_json);
         job.state_backend = submission.state_backend;
         job.restart = self.inner.settings.restart_policy(submission.checkpointing.is_some());
         job

@@ -2,8 +2,11 @@
 //! (forward edges with equal parallelism into single-input operators are fused), and the
 //! resolved partitioning of every edge between tasks.
 
-use std::collections::VecDeque;
-use weir_api::graph::{ChainSpec, EdgeDescriptor, JobDescriptor, NodeId, NodeKind, OutputSpec, Partitioning};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use weir_api::graph::{
+    ChainSpec, EdgeDescriptor, JobDescriptor, NodeDescriptor, NodeId, NodeKind, OutputSpec, Partitioning,
+};
 use weir_runtime::InputSpec;
 
 /// Why a job graph cannot be planned (the job author's mistake).
@@ -190,6 +193,95 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
         return Err(invalid("the job graph has a cycle".into()));
     }
     Ok(ExecutionPlan { vertices, max_parallelism: job.max_parallelism })
+}
+
+/// The plan in the shape of Flink's `GET /jobs/{id}/plan` (`plan.nodes[]` with `id`,
+/// `parallelism`, `description` and `inputs[]` with `num`, `id`, `ship_strategy`, `exchange`),
+/// with Weir's details beside Flink's fields: the slots and tasks the job needs, each vertex's
+/// chained operators (uid, kind, keyed state) and whether it starts with a source.
+pub fn flink_plan(descriptor: &JobDescriptor, plan: &ExecutionPlan, parallelism: u32) -> Value {
+    let producer: HashMap<u32, u32> =
+        plan.vertices.iter().flat_map(|v| v.chain.outputs.iter().map(move |o| (o.edge, v.id))).collect();
+    let nodes: Vec<Value> = plan
+        .vertices
+        .iter()
+        .map(|vertex| {
+            let inputs: Vec<Value> = vertex
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(num, input)| {
+                    json!({
+                        "num": num,
+                        "id": producer.get(&input.edge).map(u32::to_string),
+                        "ship_strategy": ship_strategy(input.partitioning),
+                        "exchange": "pipelined_bounded",
+                        "edge": input.edge,
+                        "input": input.input,
+                    })
+                })
+                .collect();
+            let operators: Vec<Value> = vertex
+                .chain
+                .nodes
+                .iter()
+                .filter_map(|n| descriptor.nodes.get(*n as usize))
+                .map(operator_json)
+                .collect();
+            json!({
+                "id": vertex.id.to_string(),
+                "parallelism": vertex.parallelism,
+                "operator": "",
+                "operator_strategy": "",
+                "description": vertex.name,
+                "optimizer_properties": {},
+                "inputs": inputs,
+                "is_source": vertex.is_source,
+                "uids": vertex.uids,
+                "operators": operators,
+            })
+        })
+        .collect();
+    json!({
+        "plan": {
+            "name": descriptor.name,
+            "type": "STREAMING",
+            "parallelism": descriptor.parallelism.unwrap_or(parallelism),
+            "max_parallelism": plan.max_parallelism,
+            "required_slots": plan.required_slots(),
+            "tasks": plan.task_count(),
+            "nodes": nodes,
+        }
+    })
+}
+
+fn operator_json(node: &NodeDescriptor) -> Value {
+    let (kind, keyed, description, connector) = match &node.kind {
+        NodeKind::Source(source) => ("source", false, None, serde_json::to_value(source).ok()),
+        NodeKind::Operator { description, keyed } => ("operator", *keyed, Some(description.clone()), None),
+        NodeKind::Sink(sink) => ("sink", false, None, serde_json::to_value(sink).ok()),
+    };
+    json!({
+        "id": node.id,
+        "uid": node.uid,
+        "name": node.name,
+        "kind": kind,
+        "description": description,
+        "keyed": keyed,
+        "connector": connector,
+        "parallelism": node.parallelism,
+        "states": node.states,
+    })
+}
+
+/// Flink's name of how records cross an edge.
+fn ship_strategy(partitioning: Partitioning) -> &'static str {
+    match partitioning {
+        Partitioning::Auto | Partitioning::Forward => "FORWARD",
+        Partitioning::Rebalance => "REBALANCE",
+        Partitioning::Hash => "HASH",
+        Partitioning::Broadcast => "BROADCAST",
+    }
 }
 
 #[cfg(test)]

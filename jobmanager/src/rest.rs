@@ -103,6 +103,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/plan", get(job_plan))
         .route("/jobs/{id}/vertices/{vertex}/backpressure", get(vertex_backpressure))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
@@ -336,6 +337,16 @@ async fn job_details(
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
     Ok(Json(state.rest.jobmanager.job(id)?))
+}
+
+/// `GET /jobs/{id}/plan`: the job's plan in Flink's shape (`plan.nodes[]` with `id`,
+/// `parallelism`, `description`, `inputs[]` with `ship_strategy`), with Weir's chained operators.
+async fn job_plan(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = job_id(id?)?;
+    Ok(Json((*state.rest.jobmanager.view(id)?.plan).clone()))
 }
 
 /// Flink's back-pressure level of a share of time spent waiting for room in the outputs.

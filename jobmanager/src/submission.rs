@@ -44,6 +44,8 @@ pub(crate) struct PlannedJob {
     /// What may go wrong with the job as configured, one line each (it runs anyway).
     pub(crate) warnings: Vec<String>,
     pub(crate) plan: ExecutionPlan,
+    /// The plan as `GET /jobs/{id}/plan` shows it ([`crate::plan::flink_plan`]).
+    pub(crate) plan_json: std::sync::Arc<serde_json::Value>,
 }
 
 /// Loads the job's code, runs its build function with `args` and plans the graph, off the async
@@ -65,7 +67,9 @@ pub(crate) async fn plan_job(
         let loaded = LoadedJob::load(&artifact)?;
         let graph = loaded.build(&args)?;
         let plan = plan(&graph.descriptor, parallelism)?;
+        let plan_json = std::sync::Arc::new(crate::plan::flink_plan(&graph.descriptor, &plan, parallelism));
         Ok(PlannedJob {
+            plan_json,
             name: graph.descriptor.name.clone(),
             sinks: describe_sinks(&graph.descriptor),
             warnings: warnings(&graph.descriptor, checkpoint_interval_ms),

@@ -201,6 +201,18 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     );
     assert!(tm["timeSinceLastHeartbeat"].as_u64().is_some_and(|ms| ms < 5000), "{tm}");
 
+    // The event-time job's plan in Flink's shape: the source vertex, then the window vertex
+    // fed through the key-by (a hash exchange), each at parallelism 2.
+    let (status, plan) = cluster.rest_get(&format!("/jobs/{timed}/plan"));
+    assert_eq!(status, 200, "{plan}");
+    let nodes = plan["plan"]["nodes"].as_array().unwrap_or_else(|| panic!("plan.nodes: {plan}"));
+    assert_eq!(nodes.len(), 2, "{plan}");
+    assert_eq!((nodes[0]["id"].as_str(), nodes[0]["parallelism"].as_u64()), (Some("0"), Some(2)), "{plan}");
+    assert!(nodes[0]["inputs"].as_array().is_some_and(Vec::is_empty), "the source has no inputs: {plan}");
+    let input = &nodes[1]["inputs"][0];
+    assert_eq!((input["id"].as_str(), input["ship_strategy"].as_str()), (Some("0"), Some("HASH")), "{plan}");
+    assert_eq!(plan["plan"]["name"], "nexmark wcount", "{plan}");
+
     // Event time: the window task's input watermark and the source's output watermark advance.
     scrape_until(&taskmanager, "watermarks of the event-time job", &cluster, |samples| {
         let input = find(samples, "flink_taskmanager_job_task_currentInputWatermark", &timed);

@@ -129,6 +129,8 @@ pub struct Job {
     pub(crate) sinks: Vec<String>,
     /// Submission warnings, one line each.
     pub(crate) warnings: Vec<String>,
+    /// The plan as `GET /jobs/{id}/plan` shows it.
+    pub(crate) plan_json: std::sync::Arc<serde_json::Value>,
     /// The keyed state backend of the job's tasks.
     pub(crate) state_backend: weir_runtime::checkpoint::StateBackendKind,
     pub(crate) restart: RestartPolicy,
@@ -163,6 +165,7 @@ impl Job {
             ended: None,
             sinks: Vec::new(),
             warnings: Vec::new(),
+            plan_json: std::sync::Arc::new(serde_json::Value::Null),
             state_backend: weir_runtime::checkpoint::StateBackendKind::Heap,
             restart: RestartPolicy::default(),
             restarts: 0,

@@ -19,6 +19,8 @@ pub struct JobView {
     /// Its savepoint requests and where they stand, oldest first (they outlive the job's
     /// master: a request that cancelled the job is still answered).
     pub savepoints: Arc<Vec<(String, SavepointStatus)>>,
+    /// Its plan in Flink's shape (`GET /jobs/{id}/plan`).
+    pub plan: Arc<serde_json::Value>,
 }
 
 impl JobView {
@@ -29,7 +31,7 @@ impl JobView {
         savepoints: Arc<Vec<(String, SavepointStatus)>>,
         now: Instant,
     ) -> Self {
-        Self { details: job.details(now), checkpoints, ended, savepoints }
+        Self { details: job.details(now), checkpoints, ended, savepoints, plan: Arc::clone(&job.plan_json) }
     }
 
     /// The status of savepoint request `request_id`.
