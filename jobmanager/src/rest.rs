@@ -104,6 +104,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}", get(job_details).patch(patch_job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/jobs/{id}/plan", get(job_plan))
+        .route("/jobs/{id}/exceptions", get(job_exceptions))
         .route("/jobs/{id}/vertices/{vertex}/backpressure", get(vertex_backpressure))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
@@ -347,6 +348,47 @@ async fn job_plan(
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
     Ok(Json((*state.rest.jobmanager.view(id)?.plan).clone()))
+}
+
+/// `GET /jobs/{id}/exceptions` in Flink's shape: the newest failure as `root-exception` and
+/// `timestamp`, and `exceptionHistory.entries` (newest first) with `exceptionName`,
+/// `stacktrace` (Weir's message), `timestamp`, `taskName`, `location` and `taskManagerId`.
+async fn job_exceptions(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let details = state.rest.jobmanager.job(job_id(id?)?)?;
+    let taskmanagers = state.rest.jobmanager.taskmanagers();
+    let entries: Vec<Value> = details
+        .exceptions
+        .iter()
+        .map(|e| {
+            let location = e
+                .taskmanager
+                .as_ref()
+                .and_then(|tm| taskmanagers.iter().find(|t| &t.id == tm))
+                .map(|t| t.data_address.clone());
+            json!({
+                "exceptionName": "weir.TaskFailure",
+                "stacktrace": e.message,
+                "timestamp": e.timestamp,
+                "taskName": e.task_name,
+                "location": location,
+                "endpoint": location,
+                "taskManagerId": e.taskmanager,
+                "failureLabels": {},
+                "concurrentExceptions": [],
+            })
+        })
+        .collect();
+    let root = details.exceptions.first();
+    Ok(Json(json!({
+        "root-exception": root.map(|e| e.message.clone()),
+        "timestamp": root.map(|e| e.timestamp),
+        "all-exceptions": [],
+        "truncated": false,
+        "exceptionHistory": { "entries": entries, "truncated": false },
+    })))
 }
 
 /// Flink's back-pressure level of a share of time spent waiting for room in the outputs.

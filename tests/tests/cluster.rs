@@ -449,6 +449,16 @@ fn a_panicking_plugin_fails_its_job_and_the_taskmanager_keeps_running_others() {
     assert_eq!(details["state"], "FAILED", "{details}");
     let failure = details["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("test job panics at record 5000"), "{failure:?}");
+    // Flink's exception history names the failed task and its taskmanager.
+    let (code, exceptions) = cluster.rest_get(&format!("/jobs/{}/exceptions", submitted_job_id(&out)));
+    assert_eq!(code, 200, "{exceptions}");
+    assert!(exceptions["root-exception"].as_str().unwrap_or_default().contains("test job panics at record 5000"));
+    let entries = exceptions["exceptionHistory"]["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "one failure, no restart: {exceptions}");
+    let entry = &entries[0];
+    assert!(entry["taskName"].as_str().is_some_and(|t| t.ends_with("/2)")), "{entry}");
+    assert!(["tm-a", "tm-b"].contains(&entry["taskManagerId"].as_str().unwrap_or_default()), "{entry}");
+    assert!(entry["timestamp"].as_u64().is_some_and(|t| t > 0) && entry["location"].is_string(), "{entry}");
     assert_eq!(taskmanagers_of(&details), set(&["tm-a", "tm-b"]), "the panic happened next to the endless job");
 
     for tm in ["tm-a", "tm-b"] {

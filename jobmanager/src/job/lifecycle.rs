@@ -113,6 +113,22 @@ pub struct SubtaskStatus {
     pub time: weir_runtime::TimeShares,
 }
 
+/// A failure of an attempt, as `GET /jobs/{id}/exceptions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExceptionEntry {
+    /// When it happened, ms since the epoch.
+    pub timestamp: u64,
+    /// What happened.
+    pub message: String,
+    /// The failed task (`vertex (subtask/parallelism)`), when a task failed.
+    pub task_name: Option<String>,
+    /// The taskmanager it happened on, when known.
+    pub taskmanager: Option<String>,
+}
+
+/// Failures kept per job (Flink's `web.exception-history-size`).
+const EXCEPTION_HISTORY: usize = 16;
+
 /// A job as the jobmanager tracks it.
 #[derive(Debug)]
 pub struct Job {
@@ -129,6 +145,11 @@ pub struct Job {
     pub(crate) sinks: Vec<String>,
     /// Submission warnings, one line each.
     pub(crate) warnings: Vec<String>,
+    /// The attempts' failures, newest first (at most [`EXCEPTION_HISTORY`]).
+    pub(crate) exceptions: std::collections::VecDeque<ExceptionEntry>,
+    /// Where the failure about to be reported happened (task name, taskmanager), set by the
+    /// caller of [`Self::fail`] that knows.
+    failure_origin: Option<(Option<String>, Option<String>)>,
     /// The plan as `GET /jobs/{id}/plan` shows it.
     pub(crate) plan_json: std::sync::Arc<serde_json::Value>,
     /// The keyed state backend of the job's tasks.
@@ -165,6 +186,8 @@ impl Job {
             ended: None,
             sinks: Vec::new(),
             warnings: Vec::new(),
+            exceptions: std::collections::VecDeque::new(),
+            failure_origin: None,
             plan_json: std::sync::Arc::new(serde_json::Value::Null),
             state_backend: weir_runtime::checkpoint::StateBackendKind::Heap,
             restart: RestartPolicy::default(),
@@ -259,6 +282,10 @@ impl Job {
     /// The current attempt failed: restart if the policy allows, else fail. Returns the commands
     /// to carry out.
     pub(crate) fn fail(&mut self, message: String, now: Instant) -> Vec<JobCommand> {
+        let origin = self.failure_origin.take();
+        if self.status == JobStatus::Running {
+            self.record_exception(&message, origin);
+        }
         if self.status != JobStatus::Running {
             // Already failing, restarting or cancelling: the failure may still have been the
             // last task to stop.
@@ -278,9 +305,22 @@ impl Job {
         commands
     }
 
+    /// Keeps the root cause of an attempt's failure for the exception history.
+    fn record_exception(&mut self, message: &str, origin: Option<(Option<String>, Option<String>)>) {
+        let (task_name, taskmanager) = origin.unwrap_or_default();
+        let timestamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.exceptions.push_front(ExceptionEntry { timestamp, message: message.to_owned(), task_name, taskmanager });
+        self.exceptions.truncate(EXCEPTION_HISTORY);
+    }
+
     /// The attempt failed in a way no restart can cure (the job as written cannot run): the job
     /// fails, whatever the restart strategy says.
     pub(crate) fn fail_without_restart(&mut self, message: String, now: Instant) -> Vec<JobCommand> {
+        let origin = self.failure_origin.take();
+        if self.status == JobStatus::Running {
+            self.record_exception(&message, origin);
+        }
         if self.status == JobStatus::Running {
             self.failure.get_or_insert(message);
             self.transition(JobStatus::Failing, now);
@@ -348,6 +388,7 @@ impl Job {
         for task in self.tasks.values_mut().filter(|t| t.taskmanager == taskmanager && !t.state.is_terminal()) {
             task.state = TaskExecutionState::Failed;
         }
+        self.failure_origin = Some((None, Some(taskmanager.to_owned())));
         self.fail(format!("taskmanager {taskmanager} lost: {reason}"), now)
     }
 
@@ -392,6 +433,9 @@ impl Job {
         task.records_in = event.records_in;
         task.records_out = event.records_out;
         let vertex = self.plan.vertices.get(event.task.vertex as usize).map_or("?", |v| v.name.as_str());
+        let parallelism = self.plan.vertices.get(event.task.vertex as usize).map_or(0, |v| v.parallelism);
+        let task_name = format!("{vertex} ({}/{parallelism})", event.task.subtask + 1);
+        self.failure_origin = Some((Some(task_name), Some(task.taskmanager.clone())));
         if event.state == TaskExecutionState::Failed {
             let message = format!(
                 "task {} of '{vertex}' failed: {}",
@@ -409,6 +453,8 @@ impl Job {
             let message = format!("task {} of '{vertex}' was cancelled by its taskmanager", event.task.subtask);
             return self.fail(message, now);
         }
+        // No failure of this task: its origin must not be pinned on a later one.
+        self.failure_origin = None;
         if event.state == TaskExecutionState::Running
             && self.status == JobStatus::Running
             && let Some(failed_at) = self.failed_at
@@ -506,6 +552,7 @@ impl Job {
             attempt: self.attempt,
             restarts: self.restarts,
             restart_failures: self.failures.clone(),
+            exceptions: self.exceptions.iter().cloned().collect(),
             last_recovery_time_ms: self.last_recovery_ms,
             source_records: vertices.iter().filter(|v| v.is_source).map(|v| v.records_in).sum(),
             sinks: self.sinks.clone(),
@@ -556,6 +603,8 @@ pub struct JobDetails {
     pub restarts: u32,
     /// The failures that made it restart, oldest first.
     pub restart_failures: Vec<String>,
+    /// The attempts' failures, newest first, with time, task and taskmanager (at most 16).
+    pub exceptions: Vec<ExceptionEntry>,
     /// Time from the latest failure detected to all tasks of the next attempt running, ms.
     pub last_recovery_time_ms: Option<u64>,
     /// Records produced by the job's sources.
@@ -692,6 +741,14 @@ mod tests {
         assert_eq!(j.on_task_event(&failed, now()), vec![JobCommand::CancelTasks]);
         assert_eq!(j.status, JobStatus::Failing);
         assert_eq!(j.details(now()).restart_failures.len(), 1);
+        // Both failures are in the exception history, newest first, with task and taskmanager;
+        // the cancelled subtask of the first attempt (not a failure) is not.
+        let exceptions = j.details(now()).exceptions;
+        assert_eq!(exceptions.len(), 2, "{exceptions:?}");
+        for e in &exceptions {
+            assert_eq!((e.task_name.as_deref(), e.taskmanager.as_deref()), (Some("v (1/2)"), Some("tm")), "{e:?}");
+        }
+        assert!(exceptions[0].timestamp >= exceptions[1].timestamp);
     }
 
     #[test]
