@@ -497,11 +497,11 @@ mod tests {
             "sinks": ["counts: standard output"],
             "vertices": [{"id": 0, "name": "Source: lines", "parallelism": 1, "is_source": true,
                 "records_in": 10, "records_out": 10,
-                "subtasks": [{"subtask": 0, "state": "Failed", "taskmanager": "tm-1", "records_in": 10, "records_out": 10}]}]
+                "subtasks": [{"subtask": 0, "state": "FAILED", "taskmanager": "tm-1", "records_in": 10, "records_out": 10}]}]
         });
         let summary: JobSummary = serde_json::from_value(json).unwrap();
         assert!(summary.is_terminal());
-        assert_eq!(summary.vertices[0].subtasks[0].state, "Failed");
+        assert_eq!(summary.vertices[0].subtasks[0].state, "FAILED");
         assert_eq!(summary.failure.as_deref(), Some("boom"));
     }
 }

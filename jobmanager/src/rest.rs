@@ -105,7 +105,9 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/jobs/{id}/plan", get(job_plan))
         .route("/jobs/{id}/exceptions", get(job_exceptions))
+        .route("/jobs/{id}/vertices/{vertex}", get(vertex_details))
         .route("/jobs/{id}/vertices/{vertex}/backpressure", get(vertex_backpressure))
+        .route("/jobs/{id}/vertices/{vertex}/watermarks", get(vertex_watermarks))
         .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop_job))
@@ -391,6 +393,81 @@ async fn job_exceptions(
     })))
 }
 
+/// The job and its vertex named in a `/jobs/{id}/vertices/{vertex}` path (404 when unknown).
+fn job_vertex(state: &AppState, id: String, vertex: &str) -> ApiResult<(crate::JobDetails, usize)> {
+    let details = state.rest.jobmanager.job(job_id(Path(id))?)?;
+    let index =
+        vertex.parse::<u32>().ok().and_then(|v| details.vertices.iter().position(|d| d.id == v)).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("job {} has no vertex '{vertex}'", details.jid))
+        })?;
+    Ok((details, index))
+}
+
+/// `GET /jobs/{id}/vertices/{vertex}` in Flink's shape: the vertex and each subtask's status,
+/// attempt, taskmanager and records read and written (Weir's time shares beside them).
+async fn vertex_details(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path((id, vertex)) = path?;
+    let (details, index) = job_vertex(&state, id, &vertex)?;
+    let vertex = &details.vertices[index];
+    let taskmanagers = state.rest.jobmanager.taskmanagers();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let subtasks: Vec<Value> = vertex
+        .subtasks
+        .iter()
+        .map(|t| {
+            let endpoint = taskmanagers.iter().find(|tm| tm.id == t.taskmanager).map(|tm| tm.data_address.clone());
+            json!({
+                "subtask": t.subtask,
+                "status": t.state,
+                "attempt": details.attempt,
+                "endpoint": endpoint,
+                "taskmanager-id": t.taskmanager,
+                "metrics": {
+                    "read-records": t.records_in,
+                    "read-records-complete": true,
+                    "write-records": t.records_out,
+                    "write-records-complete": true,
+                },
+                "busy_permille": t.time.busy_permille,
+                "idle_permille": t.time.idle_permille,
+                "backpressured_permille": t.time.backpressured_permille,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": vertex.id.to_string(),
+        "name": vertex.name,
+        "parallelism": vertex.parallelism,
+        "now": now,
+        "subtasks": subtasks,
+    })))
+}
+
+/// `GET /jobs/{id}/vertices/{vertex}/watermarks` in Flink's shape: per subtask
+/// `{"id": "<subtask>.currentInputWatermark", "value": "<ms>"}` (Long.MIN_VALUE, as Flink
+/// shows it, before the subtask's first watermark), as of the last heartbeat.
+async fn vertex_watermarks(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path((id, vertex)) = path?;
+    let (details, index) = job_vertex(&state, id, &vertex)?;
+    let watermarks: Vec<Value> = details.vertices[index]
+        .subtasks
+        .iter()
+        .map(|t| {
+            json!({
+                "id": format!("{}.currentInputWatermark", t.subtask),
+                "value": t.input_watermark.unwrap_or(i64::MIN).to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(watermarks)))
+}
+
 /// Flink's back-pressure level of a share of time spent waiting for room in the outputs.
 fn backpressure_level(ratio: f64) -> &'static str {
     if ratio <= 0.10 {
@@ -410,11 +487,8 @@ async fn vertex_backpressure(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Path((id, vertex)) = path?;
-    let details = state.rest.jobmanager.job(job_id(Path(id))?)?;
-    let vertex =
-        vertex.parse::<u32>().ok().and_then(|v| details.vertices.iter().find(|d| d.id == v)).ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("job {} has no vertex '{vertex}'", details.jid))
-        })?;
+    let (details, index) = job_vertex(&state, id, &vertex)?;
+    let vertex = &details.vertices[index];
     let ratio = |permille: u16| f64::from(permille) / 1000.0;
     let subtasks: Vec<Value> = vertex
         .subtasks

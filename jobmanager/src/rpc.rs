@@ -157,6 +157,7 @@ impl JobManagerService for JobManagerRpc {
                     records_in: m.records_in,
                     records_out: m.records_out,
                     time,
+                    input_watermark: m.input_watermark,
                 })
             })
             .collect();

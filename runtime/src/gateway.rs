@@ -13,17 +13,26 @@ use weir_api::runtime::{CheckpointBarrier, CheckpointId};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Execution state of one task, as reported by its taskmanager.
+///
+/// Serialized in upper case, as Flink names subtask states (`RUNNING`); the earlier names
+/// (`Running`) are still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskExecutionState {
     /// Accepted; the chain is being instantiated.
+    #[serde(alias = "Deploying")]
     Deploying,
     /// Processing.
+    #[serde(alias = "Running")]
     Running,
     /// Its inputs ended and everything it produced is handed on (sinks: committed).
+    #[serde(alias = "Finished")]
     Finished,
     /// Failed; the failure message says why.
+    #[serde(alias = "Failed")]
     Failed,
     /// Cancelled on request.
+    #[serde(alias = "Canceled")]
     Canceled,
 }
 
@@ -99,6 +108,8 @@ pub struct HeartbeatTask {
     pub records_out: u64,
     /// How it spent its time since the previous heartbeat.
     pub time: TimeShares,
+    /// Its input watermark (ms), once it has one.
+    pub input_watermark: Option<i64>,
 }
 
 /// How a task spent a stretch of time, in thousandths: processing, waiting for input, waiting

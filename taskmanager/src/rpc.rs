@@ -402,6 +402,7 @@ pub(crate) async fn stay_registered(
                     busy_permille: u32::from(t.time.busy_permille),
                     idle_permille: u32::from(t.time.idle_permille),
                     backpressured_permille: u32::from(t.time.backpressured_permille),
+                    input_watermark: t.input_watermark,
                 })
                 .collect();
             let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks });

@@ -310,6 +310,7 @@ impl TaskManager {
                     TaskExecutionState::Deploying
                 },
                 time: t.metrics.take_time_shares(),
+                input_watermark: Some(t.metrics.input_watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
                 records_in: t.metrics.records_in.load(Ordering::Relaxed),
                 records_out: t.metrics.records_out.load(Ordering::Relaxed),
             })

@@ -470,7 +470,7 @@ impl Cluster {
                 .flat_map(|vertex| vertex["subtasks"].as_array().into_iter().flatten())
                 .map(|subtask| subtask["state"].as_str().unwrap_or_default())
                 .collect();
-            if !states.is_empty() && states.iter().all(|state| *state == "Running") {
+            if !states.is_empty() && states.iter().all(|state| *state == "RUNNING") {
                 return details;
             }
             assert!(
@@ -569,7 +569,7 @@ impl Cluster {
                     vs.iter().all(|v| {
                         v["subtasks"].as_array().is_some_and(|s| {
                             s.len() as u64 == v["parallelism"].as_u64().unwrap_or(0)
-                                && s.iter().all(|t| t["state"] == "Running")
+                                && s.iter().all(|t| t["state"] == "RUNNING")
                         })
                     })
                 });

@@ -213,6 +213,30 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     assert_eq!((input["id"].as_str(), input["ship_strategy"].as_str()), (Some("0"), Some("HASH")), "{plan}");
     assert_eq!(plan["plan"]["name"], "nexmark wcount", "{plan}");
 
+    // The window vertex's subtasks and their input watermarks through REST (Flink's shapes).
+    let (status, vertex) = cluster.rest_get(&format!("/jobs/{timed}/vertices/1"));
+    assert_eq!(status, 200, "{vertex}");
+    let subtasks = vertex["subtasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!((vertex["parallelism"].as_u64(), subtasks.len()), (Some(2), 2), "{vertex}");
+    for subtask in &subtasks {
+        assert_eq!((subtask["status"].as_str(), subtask["taskmanager-id"].as_str()), (Some("RUNNING"), Some("tm-1")));
+        assert!(subtask["metrics"]["read-records"].is_u64(), "{subtask}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, marks) = cluster.rest_get(&format!("/jobs/{timed}/vertices/1/watermarks"));
+        assert_eq!(status, 200, "{marks}");
+        let marks = marks.as_array().cloned().unwrap_or_default();
+        assert_eq!(marks.len(), 2, "{marks:?}");
+        let values: Vec<i64> = marks.iter().filter_map(|m| m["value"].as_str()?.parse().ok()).collect();
+        if values.len() == 2 && values.iter().all(|v| *v > 0) {
+            assert_eq!(marks[0]["id"], "0.currentInputWatermark");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no input watermarks through REST: {marks:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // Event time: the window task's input watermark and the source's output watermark advance.
     scrape_until(&taskmanager, "watermarks of the event-time job", &cluster, |samples| {
         let input = find(samples, "flink_taskmanager_job_task_currentInputWatermark", &timed);

@@ -111,6 +111,8 @@ pub struct SubtaskStatus {
     pub records_out: u64,
     /// How it spent its time lately (over its taskmanager's last heartbeat interval).
     pub time: weir_runtime::TimeShares,
+    /// Its input watermark (ms) as of the last heartbeat, once it has one.
+    pub input_watermark: Option<i64>,
 }
 
 /// A failure of an attempt, as `GET /jobs/{id}/exceptions` shows it.
@@ -259,6 +261,7 @@ impl Job {
                 records_in: 0,
                 records_out: 0,
                 time: weir_runtime::TimeShares::default(),
+                input_watermark: None,
             },
         );
     }
@@ -415,6 +418,7 @@ impl Job {
             t.records_in = heartbeat.records_in;
             t.records_out = heartbeat.records_out;
             t.time = heartbeat.time;
+            t.input_watermark = heartbeat.input_watermark.or(t.input_watermark);
         }
     }
 

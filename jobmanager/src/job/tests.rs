@@ -390,6 +390,7 @@ async fn a_task_that_ended_without_its_report_arriving_fails_the_attempt_after_t
                 records_in: 0,
                 records_out: 0,
                 time: weir_runtime::TimeShares::default(),
+                input_watermark: None,
             })
             .collect(),
     };
