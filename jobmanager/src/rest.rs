@@ -261,24 +261,7 @@ async fn jobs_overview(State(state): State<AppState>) -> impl IntoResponse {
         .into_iter()
         .map(|job| {
             let end = job.state.is_terminal().then(|| job.start_time + job.duration_ms);
-            let mut tasks = serde_json::Map::new();
-            for key in ["created", "scheduled", "deploying", "running", "finished", "canceling", "canceled", "failed"] {
-                tasks.insert(key.to_owned(), json!(0));
-            }
-            let mut total = 0u64;
-            for subtask in job.vertices.iter().flat_map(|v| &v.subtasks) {
-                total += 1;
-                let key = match subtask.state {
-                    TaskExecutionState::Deploying => "deploying",
-                    TaskExecutionState::Running => "running",
-                    TaskExecutionState::Finished => "finished",
-                    TaskExecutionState::Failed => "failed",
-                    TaskExecutionState::Canceled => "canceled",
-                };
-                let count = tasks.get(key).and_then(Value::as_u64).unwrap_or(0);
-                tasks.insert(key.to_owned(), json!(count + 1));
-            }
-            tasks.insert("total".to_owned(), json!(total));
+            let tasks = task_counts(job.vertices.iter().flat_map(|v| &v.subtasks));
             json!({
                 "jid": job.jid,
                 "name": job.name,
@@ -334,12 +317,90 @@ async fn list_jobs(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({ "jobs": jobs }))
 }
 
+/// Counts of `subtasks` by Flink's task state names (`tasks` of `/jobs/overview` and of each
+/// vertex of `/jobs/{id}`), with `total`.
+fn task_counts<'a>(subtasks: impl Iterator<Item = &'a crate::job::lifecycle::SubtaskStatus>) -> Value {
+    let mut tasks = serde_json::Map::new();
+    for key in ["created", "scheduled", "deploying", "running", "finished", "canceling", "canceled", "failed"] {
+        tasks.insert(key.to_owned(), json!(0));
+    }
+    let mut total = 0u64;
+    for subtask in subtasks {
+        total += 1;
+        let key = match subtask.state {
+            TaskExecutionState::Deploying => "deploying",
+            TaskExecutionState::Running => "running",
+            TaskExecutionState::Finished => "finished",
+            TaskExecutionState::Failed => "failed",
+            TaskExecutionState::Canceled => "canceled",
+        };
+        let count = tasks.get(key).and_then(Value::as_u64).unwrap_or(0);
+        tasks.insert(key.to_owned(), json!(count + 1));
+    }
+    tasks.insert("total".to_owned(), json!(total));
+    Value::Object(tasks)
+}
+
+/// `GET /jobs/{id}`: Weir's job details with Flink's fields beside them: `jid`, `name`,
+/// `state`, `start-time`, `end-time` (-1 while running), `duration`, `now`, `timestamps`, and per
+/// vertex `id` as a string, `status`, `tasks` (counts by state) and `metrics` (`read-records`,
+/// `write-records`).
 async fn job_details(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
-    Ok(Json(state.rest.jobmanager.job(id)?))
+    let details = state.rest.jobmanager.job(id)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let end = details.state.is_terminal().then(|| details.start_time + details.duration_ms);
+    let mut body =
+        serde_json::to_value(&details).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let (Value::Object(map), Some(Value::Array(vertices))) =
+        (&mut body, serde_json::to_value(&details.vertices).ok())
+    {
+        map.insert("start-time".into(), json!(details.start_time));
+        map.insert("end-time".into(), json!(end.map_or(-1, |e| e as i64)));
+        map.insert("duration".into(), json!(details.duration_ms));
+        map.insert("now".into(), json!(now));
+        let mut timestamps = serde_json::Map::new();
+        timestamps.insert("CREATED".into(), json!(details.start_time));
+        if let Some(end) = end {
+            timestamps.insert(flink_state(details.state).as_str().unwrap_or("FINISHED").to_owned(), json!(end));
+        }
+        map.insert("timestamps".into(), Value::Object(timestamps));
+        let flink_vertices: Vec<Value> = vertices
+            .into_iter()
+            .zip(&details.vertices)
+            .map(|(mut v, vertex)| {
+                let tasks = task_counts(vertex.subtasks.iter());
+                let count = |k: &str| tasks[k].as_u64().unwrap_or(0);
+                let status = if count("failed") > 0 {
+                    "FAILED"
+                } else if count("running") > 0 {
+                    "RUNNING"
+                } else if count("deploying") > 0 {
+                    "DEPLOYING"
+                } else if count("total") > 0 && count("finished") == count("total") {
+                    "FINISHED"
+                } else if count("canceled") > 0 {
+                    "CANCELED"
+                } else {
+                    "CREATED"
+                };
+                if let Value::Object(v) = &mut v {
+                    v.insert("status".into(), json!(status));
+                    v.insert("tasks".into(), tasks);
+                    v.insert(
+                        "metrics".into(),
+                        json!({ "read-records": vertex.records_in, "write-records": vertex.records_out }),
+                    );
+                }
+                v
+            })
+            .collect();
+        map.insert("vertices".into(), Value::Array(flink_vertices));
+    }
+    Ok(Json(body))
 }
 
 /// `GET /jobs/{id}/plan`: the job's plan in Flink's shape (`plan.nodes[]` with `id`,

@@ -193,6 +193,17 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     for key in ["name", "start-time", "duration", "last-modification"] {
         assert!(!job[key].is_null(), "{key}: {job}");
     }
+    let (status, details) = cluster.rest_get(&format!("/jobs/{slow}"));
+    assert_eq!(status, 200, "{details}");
+    assert_eq!((details["end-time"].as_i64(), details["state"].as_str()), (Some(-1), Some("RUNNING")), "{details}");
+    assert!(details["now"].as_u64().is_some_and(|n| n >= details["start-time"].as_u64().unwrap_or(u64::MAX)));
+    assert!(details["timestamps"]["CREATED"].is_u64(), "{details}");
+    for vertex in details["vertices"].as_array().cloned().unwrap_or_default() {
+        assert_eq!(vertex["status"], "RUNNING", "{vertex}");
+        assert_eq!(vertex["tasks"]["total"], vertex["parallelism"], "{vertex}");
+        assert_eq!(vertex["tasks"]["running"], vertex["parallelism"], "{vertex}");
+        assert!(vertex["metrics"]["read-records"].is_u64() && vertex["metrics"]["write-records"].is_u64());
+    }
     let (status, tm) = cluster.rest_get("/taskmanagers/tm-1");
     assert_eq!(status, 200, "{tm}");
     assert_eq!(
