@@ -122,7 +122,8 @@ impl std::fmt::Debug for JobManager {
     }
 }
 
-fn epoch_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

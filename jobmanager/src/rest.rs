@@ -253,7 +253,7 @@ fn flink_state(status: JobStatus) -> Value {
 /// `end-time` (-1 while running), `duration`, `last-modification` and the count of its tasks by
 /// state.
 async fn jobs_overview(State(state): State<AppState>) -> impl IntoResponse {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = crate::jobmanager::epoch_ms();
     let jobs: Vec<Value> = state
         .rest
         .jobmanager
@@ -351,7 +351,7 @@ async fn job_details(
 ) -> ApiResult<impl IntoResponse> {
     let id = job_id(id?)?;
     let details = state.rest.jobmanager.job(id)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::jobmanager::epoch_ms();
     let end = details.state.is_terminal().then(|| details.start_time + details.duration_ms);
     let mut body =
         serde_json::to_value(&details).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -474,7 +474,7 @@ async fn vertex_details(
     let (details, index) = job_vertex(&state, id, &vertex)?;
     let vertex = &details.vertices[index];
     let taskmanagers = state.rest.jobmanager.taskmanagers();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::jobmanager::epoch_ms();
     let subtasks: Vec<Value> = vertex
         .subtasks
         .iter()
@@ -568,7 +568,7 @@ async fn vertex_backpressure(
         })
         .collect();
     let worst = vertex.subtasks.iter().map(|t| ratio(t.time.backpressured_permille)).fold(0.0, f64::max);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::jobmanager::epoch_ms();
     Ok(Json(json!({
         "status": "ok",
         "backpressure-level": backpressure_level(worst),

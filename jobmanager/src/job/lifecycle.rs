@@ -311,8 +311,7 @@ impl Job {
     /// Keeps the root cause of an attempt's failure for the exception history.
     fn record_exception(&mut self, message: &str, origin: Option<(Option<String>, Option<String>)>) {
         let (task_name, taskmanager) = origin.unwrap_or_default();
-        let timestamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let timestamp = crate::jobmanager::epoch_ms();
         self.exceptions.push_front(ExceptionEntry { timestamp, message: message.to_owned(), task_name, taskmanager });
         self.exceptions.truncate(EXCEPTION_HISTORY);
     }
