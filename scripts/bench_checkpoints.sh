@@ -73,8 +73,8 @@ def taskmanager(path):
 
 def savepoint_duration(path):
     """The duration (ms) of the newest completed savepoint in a checkpoint report's history."""
-    entries = [h for h in job(path)["history"] if str(h.get("kind", "")).upper() == "SAVEPOINT" and str(h.get("status", "")).upper() == "COMPLETED"]
-    print(max(entries, key=lambda h: h["checkpoint_id"])["duration_ms"] if entries else "")
+    entries = [h for h in job(path)["history"] if h["is_savepoint"] and h["status"] == "COMPLETED"]
+    print(max(entries, key=lambda h: h["id"])["end_to_end_duration"] if entries else "")
 
 def completed(path):
     print(job(path)["counts"]["completed"])
@@ -86,15 +86,15 @@ def pick(path, after_ms, log):
     uploaded_bytes'; nothing while there are not four yet."""
     report = job(path)
     retained = {c["id"]: c for c in report["retained"]}
-    done = sorted(h["checkpoint_id"] for h in report["history"]
-                  if h["status"] == "COMPLETED" and h["trigger_ms"] >= int(after_ms))
+    done = sorted(h["id"] for h in report["history"]
+                  if h["status"] == "COMPLETED" and h["trigger_timestamp"] >= int(after_ms))
     if len(done) < 4:
         return
     for cid in done[:4]:
         c = retained.get(cid)
         if c is None:
             sys.exit(f"checkpoint {cid} is no longer retained")
-        print(c["id"], c["end_to_end_duration"], c["state_size"], c["incremental_size"])
+        print(c["id"], c["end_to_end_duration"], c["state_size"], c["checkpointed_size"])
     ansi = re.compile(r"\x1b\[[0-9;]*m")
     count = longest = uploaded = 0
     for line in open(log, errors="replace"):

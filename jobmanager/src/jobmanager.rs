@@ -209,8 +209,13 @@ impl JobManager {
     ///
     /// Every job that has not ended hears which of its tasks the taskmanager lists (none is news
     /// too: a task that ended without its report arriving is no longer listed).
-    pub async fn heartbeat(&self, taskmanager: &str, tasks: &[HeartbeatTask]) -> bool {
-        let known = self.inner.registry.heartbeat(taskmanager).await;
+    pub async fn heartbeat(
+        &self,
+        taskmanager: &str,
+        tasks: &[HeartbeatTask],
+        process: Option<weir_runtime::metrics::ProcessStats>,
+    ) -> bool {
+        let known = self.inner.registry.heartbeat(taskmanager, process).await;
         if known {
             let mut by_job: HashMap<JobId, Vec<HeartbeatTask>> = HashMap::new();
             for task in tasks {
@@ -323,7 +328,8 @@ impl JobManager {
             Some(c) => {
                 let storage = submission::open_checkpoint_storage(c.storage_url.as_deref(), &self.inner.storage)?;
                 submission::check_checkpoint_storage(&storage, id).await?;
-                let settings = submission::checkpoint_settings(c, submission.state_backend, &storage);
+                let savepoint_path = submission.savepoint.as_ref().map(|s| s.path.as_str());
+                let settings = submission::checkpoint_settings(c, submission.state_backend, &storage, savepoint_path);
                 let coordinator =
                     Coordinator::new(c.config.clone(), Default::default(), Default::default(), restored_id)
                         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
@@ -506,6 +512,7 @@ impl JobManager {
             &CheckpointSubmission { config: recorded.config.clone(), storage_url: Some(recorded.storage_url.clone()) },
             submission.state_backend,
             &storage,
+            submission.savepoint.as_ref().map(|s| s.path.as_str()),
         );
         Ok(CheckpointingSetup { coordinator, settings, storage })
     }

@@ -3,7 +3,7 @@
 //! `flink_jobmanager_job_<metric>` with the labels `job_id` and `job_name`), read at scrape time
 //! from the snapshots the job masters and the registry publish.
 
-use crate::checkpoint::report::{CheckpointsReport, CompletedReport};
+use crate::checkpoint::report::{CheckpointReport, CheckpointsReport};
 use crate::job::view::JobView;
 use crate::jobmanager::JobManager;
 use prometheus_client::collector::Collector;
@@ -18,8 +18,64 @@ struct JobManagerCollector {
     jobmanager: JobManager,
 }
 
-/// One series: the labels and the value.
-type Series = (Vec<(&'static str, String)>, f64);
+/// A job metric: Flink's name, its help, and its value in a job's view (`None`: the job does
+/// not have it, e.g. checkpoint figures of a job with checkpointing off).
+pub(crate) struct JobMetric {
+    /// Flink's name (`numRestarts`).
+    pub(crate) name: &'static str,
+    help: &'static str,
+    /// The value.
+    pub(crate) value: fn(&JobView) -> Option<f64>,
+}
+
+/// Every job metric, at `/metrics` (`flink_jobmanager_job_<name>`) and `GET /jobs/{id}/metrics`.
+pub(crate) const JOB_METRICS: &[JobMetric] = &[
+    JobMetric {
+        name: "uptime",
+        help: "How long the job has been running (ms; 0 once it ended).",
+        value: |v| Some(if v.details.state.is_terminal() { 0.0 } else { v.details.duration_ms as f64 }),
+    },
+    JobMetric {
+        name: "numRestarts",
+        help: "How often the job restarted.",
+        value: |v| Some(f64::from(v.details.restarts)),
+    },
+    JobMetric {
+        name: "lastCheckpointDuration",
+        help: "End-to-end duration of the newest completed checkpoint (ms).",
+        value: |v| latest(v).map(|c| c.end_to_end_duration as f64),
+    },
+    JobMetric {
+        name: "lastCheckpointSize",
+        help: "Bytes the newest completed checkpoint wrote (incremental).",
+        value: |v| latest(v).map(|c| c.checkpointed_size as f64),
+    },
+    JobMetric {
+        name: "lastCheckpointFullSize",
+        help: "Full state size of the newest completed checkpoint (bytes).",
+        value: |v| latest(v).map(|c| c.state_size as f64),
+    },
+    JobMetric {
+        name: "numberOfCompletedCheckpoints",
+        help: "Completed checkpoints.",
+        value: |v| checkpoints(v).map(|c| c.counts.completed as f64),
+    },
+    JobMetric {
+        name: "numberOfFailedCheckpoints",
+        help: "Failed checkpoints.",
+        value: |v| checkpoints(v).map(|c| c.counts.failed as f64),
+    },
+    JobMetric {
+        name: "numberOfInProgressCheckpoints",
+        help: "Checkpoints in progress.",
+        value: |v| checkpoints(v).map(|c| c.counts.in_progress as f64),
+    },
+    JobMetric {
+        name: "totalNumberOfCheckpoints",
+        help: "Checkpoints triggered.",
+        value: |v| checkpoints(v).map(|c| c.counts.total as f64),
+    },
+];
 
 impl Collector for JobManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -37,63 +93,13 @@ impl Collector for JobManagerCollector {
         }
 
         let views = self.jobmanager.job_views();
-        let series = |value: &dyn Fn(&JobView) -> Option<f64>| -> Vec<Series> {
-            views
-                .iter()
-                .filter_map(|view| {
-                    let labels = vec![("job_id", view.details.jid.clone()), ("job_name", view.details.name.clone())];
-                    Some((labels, value(view)?))
-                })
-                .collect()
-        };
-        let jobs: Vec<(&str, &str, Vec<Series>)> = vec![
-            (
-                "uptime",
-                "How long the job has been running (ms; 0 once it ended).",
-                series(&|v| Some(if v.details.state.is_terminal() { 0.0 } else { v.details.duration_ms as f64 })),
-            ),
-            ("numRestarts", "How often the job restarted.", series(&|v| Some(f64::from(v.details.restarts)))),
-            (
-                "lastCheckpointDuration",
-                "End-to-end duration of the newest completed checkpoint (ms).",
-                series(&|v| latest(v).map(|c| c.end_to_end_duration as f64)),
-            ),
-            (
-                "lastCheckpointSize",
-                "Bytes the newest completed checkpoint wrote (incremental).",
-                series(&|v| latest(v).map(|c| c.incremental_size as f64)),
-            ),
-            (
-                "lastCheckpointFullSize",
-                "Full state size of the newest completed checkpoint (bytes).",
-                series(&|v| latest(v).map(|c| c.state_size as f64)),
-            ),
-            (
-                "numberOfCompletedCheckpoints",
-                "Completed checkpoints.",
-                series(&|v| checkpoints(v).map(|c| c.counts.completed as f64)),
-            ),
-            (
-                "numberOfFailedCheckpoints",
-                "Failed checkpoints.",
-                series(&|v| checkpoints(v).map(|c| c.counts.failed as f64)),
-            ),
-            (
-                "numberOfInProgressCheckpoints",
-                "Checkpoints in progress.",
-                series(&|v| checkpoints(v).map(|c| c.counts.in_progress as f64)),
-            ),
-            (
-                "totalNumberOfCheckpoints",
-                "Checkpoints triggered.",
-                series(&|v| checkpoints(v).map(|c| c.counts.triggered as f64)),
-            ),
-        ];
-        for (name, help, series) in jobs {
-            let name = format!("flink_jobmanager_job_{name}");
-            let mut metric = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
-            for (labels, value) in series {
-                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+        for metric in JOB_METRICS {
+            let name = format!("flink_jobmanager_job_{}", metric.name);
+            let mut family = encoder.encode_descriptor(&name, metric.help, None, MetricType::Gauge)?;
+            for view in views.iter() {
+                let Some(value) = (metric.value)(view) else { continue };
+                let labels = [("job_id", view.details.jid.as_str()), ("job_name", view.details.name.as_str())];
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
         weir_runtime::metrics::encode_process(&mut encoder)
@@ -104,7 +110,7 @@ fn checkpoints(view: &JobView) -> Option<&CheckpointsReport> {
     view.checkpoints.as_ref()
 }
 
-fn latest(view: &JobView) -> Option<&CompletedReport> {
+fn latest(view: &JobView) -> Option<&CheckpointReport> {
     checkpoints(view).and_then(|c| c.latest.completed.as_ref())
 }
 

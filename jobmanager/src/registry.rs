@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
+use weir_runtime::metrics::ProcessStats;
 use weir_runtime::{JobId, TaskManagerGateway};
 
 /// A registered taskmanager, as reported by `GET /taskmanagers`.
@@ -29,6 +30,10 @@ pub struct TaskManagerInfo {
     pub data_address: String,
     /// Seconds since its last heartbeat (0 for the local mini-cluster's).
     pub seconds_since_heartbeat: f64,
+    /// What its process uses, as of its last heartbeat (`None` before one that told, and for the
+    /// local mini-cluster's, which is the jobmanager's own process).
+    #[serde(skip)]
+    pub process: Option<ProcessStats>,
 }
 
 /// What the registry publishes after every change.
@@ -45,6 +50,7 @@ struct TaskManagerEntry {
     data_address: String,
     /// `None` for a taskmanager that sends no heartbeats (the mini-cluster's).
     last_heartbeat: Option<Instant>,
+    process: Option<ProcessStats>,
 }
 
 impl RegistryView {
@@ -58,6 +64,7 @@ impl RegistryView {
                 free_slots: tm.free_slots,
                 data_address: tm.data_address.clone(),
                 seconds_since_heartbeat: tm.last_heartbeat.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                process: tm.process,
             })
             .collect()
     }
@@ -113,7 +120,7 @@ pub(crate) struct SlotShortage {
 enum RegistryInput {
     Register { gateway: Arc<dyn TaskManagerGateway>, data_address: String, monitored: bool, instance: Option<String> },
     Deregister { taskmanager: String, instance: String, reason: String, reply: oneshot::Sender<bool> },
-    Heartbeat { taskmanager: String, reply: oneshot::Sender<bool> },
+    Heartbeat { taskmanager: String, process: Option<ProcessStats>, reply: oneshot::Sender<bool> },
     Lost { taskmanager: String, reason: String },
     RequestSlots(SlotRequest),
     ReleaseSlots { job: JobId },
@@ -197,10 +204,11 @@ impl RegistryHandle {
         answer.await.unwrap_or(false)
     }
 
-    /// Records a heartbeat; `false` for an unknown taskmanager, which must register (again).
-    pub(crate) async fn heartbeat(&self, taskmanager: &str) -> bool {
+    /// Records a heartbeat that reported `process`; `false` for an unknown taskmanager, which
+    /// must register (again).
+    pub(crate) async fn heartbeat(&self, taskmanager: &str, process: Option<ProcessStats>) -> bool {
         let (reply, answer) = oneshot::channel();
-        self.send(RegistryInput::Heartbeat { taskmanager: taskmanager.to_owned(), reply });
+        self.send(RegistryInput::Heartbeat { taskmanager: taskmanager.to_owned(), process, reply });
         answer.await.unwrap_or(false)
     }
 
@@ -247,6 +255,7 @@ struct Registered {
     gateway: Arc<dyn TaskManagerGateway>,
     data_address: String,
     last_heartbeat: Instant,
+    process: Option<ProcessStats>,
     monitored: bool,
     /// The process start that registered (see [`RegistryHandle::register_instance`]).
     instance: Option<String>,
@@ -294,7 +303,14 @@ impl Registry {
                 info!(taskmanager = %id, slots = gateway.slots(), %data_address, "taskmanager registered");
                 self.taskmanagers.insert(
                     id,
-                    Registered { gateway, data_address, last_heartbeat: Instant::now(), monitored, instance },
+                    Registered {
+                        gateway,
+                        data_address,
+                        last_heartbeat: Instant::now(),
+                        process: None,
+                        monitored,
+                        instance,
+                    },
                 );
             }
             RegistryInput::Deregister { taskmanager, instance, reason, reply } => {
@@ -309,10 +325,14 @@ impl Registry {
                 }
                 let _ = reply.send(registered);
             }
-            RegistryInput::Heartbeat { taskmanager, reply } => {
+            RegistryInput::Heartbeat { taskmanager, process, reply } => {
                 let known = match self.taskmanagers.get_mut(&taskmanager) {
                     Some(tm) => {
                         tm.last_heartbeat = Instant::now();
+                        if process.is_some() && tm.process != process {
+                            tm.process = process;
+                            self.publish();
+                        }
                         true
                     }
                     None => false,
@@ -428,6 +448,7 @@ impl Registry {
                 free_slots: free.get(id).copied().unwrap_or(0),
                 data_address: tm.data_address.clone(),
                 last_heartbeat: tm.monitored.then_some(tm.last_heartbeat),
+                process: tm.process,
             })
             .collect();
         self.view.send_replace(Arc::new(RegistryView { taskmanagers }));
@@ -465,14 +486,17 @@ mod tests {
         // The process restarted under the same id (a StatefulSet pod) and registered again.
         registry.register_instance(FakeTaskManager::new("tm-a"), "127.0.0.1:1".into(), "start-2".into());
         assert!(!registry.deregister("tm-a", "start-1", "late").await, "a late call of the earlier start");
-        assert!(registry.heartbeat("tm-a").await, "the later registration stays");
+        let process = ProcessStats { rss_bytes: 1 << 20, cpu_time_ms: 70, threads: 9 };
+        assert!(registry.heartbeat("tm-a", Some(process)).await, "the later registration stays");
+        let tm = registry.view().taskmanagers().into_iter().find(|tm| tm.id == "tm-a").unwrap();
+        assert_eq!(tm.process, Some(process), "the heartbeat's process figures are published");
         assert!(registry.deregister("tm-a", "start-2", "SIGTERM").await);
-        assert!(!registry.heartbeat("tm-a").await, "lost at once");
+        assert!(!registry.heartbeat("tm-a", None).await, "lost at once");
         assert!(!registry.deregister("tm-a", "start-2", "SIGTERM").await, "a repeated call");
         // A registration without an instance (the local mini-cluster's) cannot be ended so.
         registry.register(FakeTaskManager::new("tm-b"), String::new(), false);
         assert!(!registry.deregister("tm-b", "", "").await);
-        assert!(registry.heartbeat("tm-b").await);
+        assert!(registry.heartbeat("tm-b", None).await);
     }
 
     #[test]

@@ -161,7 +161,12 @@ impl JobManagerService for JobManagerRpc {
                 })
             })
             .collect();
-        let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics).await;
+        let process = r.process.map(|p| weir_runtime::metrics::ProcessStats {
+            rss_bytes: p.rss_bytes,
+            cpu_time_ms: p.cpu_time_ms,
+            threads: p.threads,
+        });
+        let known = self.jobmanager.heartbeat(&r.taskmanager_id, &metrics, process).await;
         if !known {
             info!(taskmanager = %r.taskmanager_id, "heartbeat from an unknown taskmanager: asking it to register");
         }

@@ -90,13 +90,20 @@ pub(crate) fn open_checkpoint_storage(storage_url: Option<&str>, default: &Stora
     Storage::open(&config).map_err(|e| Error::InvalidRequest(format!("checkpoint storage: {e}")))
 }
 
-/// The checkpoint settings of a submission whose storage is `storage`.
+/// The checkpoint settings of a submission whose storage is `storage`, started from the savepoint
+/// at `savepoint_path`.
 pub(crate) fn checkpoint_settings(
     submission: &CheckpointSubmission,
     backend: StateBackendKind,
     storage: &Storage,
+    savepoint_path: Option<&str>,
 ) -> CheckpointSettings {
-    CheckpointSettings { config: submission.config.clone(), backend, storage_url: storage.url().to_owned() }
+    CheckpointSettings {
+        config: submission.config.clone(),
+        backend,
+        storage_url: storage.url().to_owned(),
+        savepoint_path: savepoint_path.map(str::to_owned),
+    }
 }
 
 /// How long the write probe of a job's checkpoint storage may take at submission.

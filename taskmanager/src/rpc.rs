@@ -405,7 +405,12 @@ pub(crate) async fn stay_registered(
                     input_watermark: t.input_watermark,
                 })
                 .collect();
-            let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks });
+            let process = weir_runtime::metrics::process_stats().map(|p| pb::ProcessMetrics {
+                rss_bytes: p.rss_bytes,
+                cpu_time_ms: p.cpu_time_ms,
+                threads: p.threads,
+            });
+            let mut request = Request::new(pb::HeartbeatRequest { taskmanager_id: id.clone(), tasks, process });
             request.set_timeout(interval.max(Duration::from_millis(500)));
             match client.clone().heartbeat(request).await {
                 Ok(r) if r.get_ref().reregister => {

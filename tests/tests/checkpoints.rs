@@ -206,8 +206,8 @@ fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once
     });
     assert_eq!(details.state, JobStatus::Finished, "{details:?}");
     assert_eq!(details.restarts, 1, "the injected failure restarted the job once: {details:?}");
-    let restored = report.latest.restored.expect("the restart restored a checkpoint, not the start");
-    assert!(restored >= 1, "{report:?}");
+    let restored = report.latest.restored.as_ref().expect("the restart restored a checkpoint, not the start");
+    assert!(restored.id >= 1 && !restored.is_savepoint, "{report:?}");
     assert!(report.counts.completed >= 2, "checkpoints went on while three sources were finished: {:?}", report.counts);
     let mut actual: Vec<String> = std::fs::read_dir(&output)
         .unwrap()

@@ -254,7 +254,9 @@ fn a_job_cancelled_with_a_savepoint_and_run_again_from_it_writes_every_line_once
     let end = cluster.wait_for_end(&second);
     assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
     let restored = cluster.checkpoints(&second)["latest"]["restored"].clone();
-    assert!(restored.as_u64().is_some(), "the second job restored the savepoint: {restored}");
+    assert!(restored["id"].as_u64().is_some(), "the second job restored the savepoint: {restored}");
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(restored["external_path"], format!("file://{}", path_str(&copy)), "{restored}");
     assert_same_lines(
         "wcount through a savepoint",
         read_lines(output.path()),

@@ -35,22 +35,26 @@ pub async fn checkpoints(client: &RestClient, args: JobArg) -> anyhow::Result<Ex
         config.tolerable_failures,
         config.retained
     );
+    let restored = report.latest.restored.as_ref().map_or_else(
+        || "-".to_owned(),
+        |r| format!("{} {}", if r.is_savepoint { "savepoint" } else { "checkpoint" }, r.id),
+    );
     outln!(
-        "  triggered {}, in progress {}, completed {}, failed {}, restored from {}",
-        c.triggered,
+        "  triggered {}, in progress {}, completed {}, failed {}, restored {} times (now from {restored})",
+        c.total,
         c.in_progress,
         c.completed,
         c.failed,
-        c.restored.map_or_else(|| "-".to_owned(), |r| r.to_string())
+        c.restored,
     );
     if let Some(latest) = &report.latest.completed {
         outln!(
             "  latest completed: {} ({} bytes, {} incremental, {} ms) at {}",
             latest.id,
             latest.state_size,
-            latest.incremental_size,
+            latest.checkpointed_size,
             latest.end_to_end_duration,
-            latest.external_path
+            latest.external_path.as_deref().unwrap_or("-")
         );
     }
     let rows: Vec<Vec<String>> = report
@@ -58,12 +62,12 @@ pub async fn checkpoints(client: &RestClient, args: JobArg) -> anyhow::Result<Ex
         .iter()
         .map(|h| {
             vec![
-                h.checkpoint_id.to_string(),
-                h.status.clone(),
-                format_start(u64::try_from(h.trigger_ms).unwrap_or(0)),
-                format!("{} ms", h.duration_ms),
-                h.state_size_bytes.to_string(),
-                h.failure.clone().unwrap_or_default(),
+                h.id.to_string(),
+                if h.is_savepoint { format!("{} (savepoint)", h.status) } else { h.status.clone() },
+                format_start(u64::try_from(h.trigger_timestamp).unwrap_or(0)),
+                format!("{} ms", h.end_to_end_duration),
+                h.state_size.to_string(),
+                h.failure_message.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -82,38 +86,40 @@ struct CheckpointsSummary {
     checkpoint_storage: String,
     config: weir_jobmanager::checkpoint::CheckpointConfig,
     latest: LatestSummary,
-    history: Vec<HistorySummary>,
+    history: Vec<CheckpointSummary>,
 }
 
 #[derive(serde::Deserialize)]
 struct CheckpointCountsSummary {
-    triggered: u64,
+    restored: u64,
+    total: u64,
     in_progress: u64,
     completed: u64,
     failed: u64,
-    restored: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
 struct LatestSummary {
-    completed: Option<CompletedSummary>,
+    completed: Option<CheckpointSummary>,
+    restored: Option<RestoredSummary>,
 }
 
 #[derive(serde::Deserialize)]
-struct CompletedSummary {
+struct RestoredSummary {
     id: u64,
-    state_size: u64,
-    incremental_size: u64,
-    end_to_end_duration: i64,
-    external_path: String,
+    is_savepoint: bool,
 }
 
+/// One checkpoint of the report (Flink's `CheckpointStatistics`).
 #[derive(serde::Deserialize)]
-struct HistorySummary {
-    checkpoint_id: u64,
+struct CheckpointSummary {
+    id: u64,
     status: String,
-    trigger_ms: i64,
-    duration_ms: i64,
-    state_size_bytes: u64,
-    failure: Option<String>,
+    is_savepoint: bool,
+    trigger_timestamp: i64,
+    end_to_end_duration: i64,
+    state_size: u64,
+    checkpointed_size: u64,
+    external_path: Option<String>,
+    failure_message: Option<String>,
 }

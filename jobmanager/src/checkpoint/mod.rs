@@ -60,9 +60,14 @@ pub struct CheckpointSettings {
     pub backend: weir_runtime::checkpoint::StateBackendKind,
     /// The storage root (`<root>/<job-id>/chk-<n>/...`).
     pub storage_url: String,
+    /// The savepoint the job was submitted with, as given.
+    pub savepoint_path: Option<String>,
 }
 pub use shared::SharedRegistry;
-pub use stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
+pub use stats::{
+    CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView, RestoredCheckpoint,
+    VertexCheckpointStats,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -32,8 +32,54 @@ pub struct PendingView {
     pub latest_ack_ms: Option<i64>,
     /// Size of the state acknowledged so far.
     pub state_size_bytes: u64,
+    /// Bytes written for it alone so far.
+    pub incremental_size_bytes: u64,
     /// Every task acknowledged; the metadata is being written.
     pub writing_metadata: bool,
+    /// Per vertex.
+    pub vertices: BTreeMap<u32, VertexCheckpointStats>,
+}
+
+/// One vertex's part of a checkpoint (Flink's `TaskCheckpointStatistics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VertexCheckpointStats {
+    /// Its subtasks.
+    pub subtasks: usize,
+    /// Subtasks that acknowledged (a finished subtask's final snapshot counts).
+    pub acknowledged: usize,
+    /// Size of their state.
+    pub state_size_bytes: u64,
+    /// Bytes they wrote for this checkpoint alone.
+    pub incremental_size_bytes: u64,
+    /// Time of their latest acknowledgement, ms.
+    pub latest_ack_ms: Option<i64>,
+    /// Their longest barrier alignment, ms.
+    pub max_alignment_ms: u64,
+}
+
+/// Per-vertex statistics of a checkpoint over `tasks` (every task it waits or waited for), of
+/// which those in `acks` acknowledged, at the times in `ack_ms` (absent for final snapshots of
+/// finished tasks).
+pub(crate) fn vertex_stats<'a>(
+    tasks: impl IntoIterator<Item = &'a TaskId>,
+    acks: &BTreeMap<TaskId, TaskSnapshot>,
+    ack_ms: &BTreeMap<TaskId, i64>,
+) -> BTreeMap<u32, VertexCheckpointStats> {
+    let mut vertices: BTreeMap<u32, VertexCheckpointStats> = BTreeMap::new();
+    for task in tasks {
+        let v = vertices.entry(task.vertex).or_default();
+        v.subtasks += 1;
+        if let Some(snapshot) = acks.get(task) {
+            v.acknowledged += 1;
+            v.state_size_bytes += snapshot.handles.iter().map(|h| h.size_bytes).sum::<u64>();
+            v.incremental_size_bytes += snapshot.handles.iter().map(|h| h.incremental_bytes).sum::<u64>();
+            v.max_alignment_ms = v.max_alignment_ms.max(snapshot.alignment_ms);
+        }
+        if let Some(&at) = ack_ms.get(task) {
+            v.latest_ack_ms = Some(v.latest_ack_ms.map_or(at, |l| l.max(at)));
+        }
+    }
+    vertices
 }
 
 /// A completed checkpoint (retained by the coordinator) or savepoint.
@@ -109,6 +155,14 @@ pub struct HistoryEntry {
     pub duration_ms: i64,
     /// Size of the state acknowledged.
     pub state_size_bytes: u64,
+    /// Bytes written for it alone.
+    pub incremental_size_bytes: u64,
+    /// Time of the latest acknowledgement, ms.
+    pub latest_ack_ms: Option<i64>,
+    /// Per vertex.
+    pub vertices: BTreeMap<u32, VertexCheckpointStats>,
+    /// Where a completed savepoint is (set when the savepoint's directory is known).
+    pub external_path: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
 }
@@ -116,14 +170,27 @@ pub struct HistoryEntry {
 /// Checkpoint counts, as Flink's `/jobs/{id}/checkpoints` `counts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CheckpointCounts {
+    /// Restores of the job from a checkpoint or savepoint.
+    pub restored: u64,
     /// Checkpoints and savepoints triggered.
-    pub triggered: u64,
+    pub total: u64,
     /// Pending now.
     pub in_progress: usize,
     /// Completed.
     pub completed: u64,
     /// Aborted, for whatever reason.
     pub failed: u64,
-    /// The checkpoint the job was restored from.
-    pub restored: Option<u64>,
+}
+
+/// The checkpoint or savepoint the current attempt of a job restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredCheckpoint {
+    /// Its id.
+    pub checkpoint_id: u64,
+    /// When the attempt that restored it was deployed, ms.
+    pub restore_ms: i64,
+    /// It is a savepoint (the job was submitted with it), not a checkpoint.
+    pub is_savepoint: bool,
+    /// Where its metadata is, when known (a savepoint the job was submitted with).
+    pub external_path: Option<String>,
 }

@@ -198,7 +198,12 @@ impl Harness {
         });
         let checkpointing = options.checkpointing.zip(storage.clone()).map(|(config, storage)| CheckpointingSetup {
             coordinator: Coordinator::new(config.clone(), Default::default(), Default::default(), None).unwrap(),
-            settings: CheckpointSettings { config, backend: Default::default(), storage_url: storage.url().to_owned() },
+            settings: CheckpointSettings {
+                config,
+                backend: Default::default(),
+                storage_url: storage.url().to_owned(),
+                savepoint_path: None,
+            },
             storage,
         });
         let (handle, master) = JobHandle::new(JobSetup {

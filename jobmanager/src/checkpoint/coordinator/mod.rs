@@ -1,6 +1,9 @@
 //! The checkpoint coordinator: inputs in, [`Action`]s out (see the [module docs](super)).
 
-use super::stats::{CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView};
+use super::stats::{
+    CheckpointCounts, CheckpointStatus, CompletedCheckpoint, HistoryEntry, PendingView, RestoredCheckpoint,
+    vertex_stats,
+};
 use super::{
     AbortReason, Action, CheckpointConfig, CheckpointKind, InvalidCheckpointConfig, SharedRegistry, TaskSnapshot,
 };
@@ -41,6 +44,8 @@ struct Pending {
     trigger_ms: i64,
     waiting: BTreeSet<TaskId>,
     acks: BTreeMap<TaskId, TaskSnapshot>,
+    /// When each task (not a finished one) acknowledged.
+    ack_ms: BTreeMap<TaskId, i64>,
     latest_ack_ms: Option<i64>,
 }
 
@@ -51,6 +56,14 @@ impl Pending {
 
     fn state_size(&self) -> u64 {
         self.acks.values().flat_map(|s| &s.handles).map(|h| h.size_bytes).sum()
+    }
+
+    fn incremental_size(&self) -> u64 {
+        self.acks.values().flat_map(|s| &s.handles).map(|h| h.incremental_bytes).sum()
+    }
+
+    fn vertices(&self) -> BTreeMap<u32, super::VertexCheckpointStats> {
+        vertex_stats(self.acks.keys().chain(&self.waiting), &self.acks, &self.ack_ms)
     }
 }
 
@@ -81,6 +94,8 @@ pub struct Coordinator {
     last_end_ms: Option<i64>,
     consecutive_failures: u32,
     counts: CheckpointCounts,
+    /// What the current attempt restored.
+    restored: Option<RestoredCheckpoint>,
     /// Newest last.
     history: VecDeque<HistoryEntry>,
     shared: SharedRegistry,
@@ -119,13 +134,8 @@ impl Coordinator {
             last_trigger_ms: None,
             last_end_ms: None,
             consecutive_failures: 0,
-            counts: CheckpointCounts {
-                triggered: 0,
-                in_progress: 0,
-                completed: 0,
-                failed: 0,
-                restored: latest_completed,
-            },
+            counts: CheckpointCounts { restored: 0, total: 0, in_progress: 0, completed: 0, failed: 0 },
+            restored: None,
             history: VecDeque::new(),
             shared: SharedRegistry::default(),
             stopped: false,
@@ -193,7 +203,7 @@ impl Coordinator {
         &mut self,
         tasks_to_ack: BTreeSet<TaskId>,
         sources: BTreeSet<TaskId>,
-        restored: Option<u64>,
+        restored: Option<RestoredCheckpoint>,
         now_ms: i64,
     ) -> Vec<Action> {
         let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| !p.writing_metadata()).map(|(id, _)| *id).collect();
@@ -215,8 +225,9 @@ impl Coordinator {
         self.last_trigger_ms = None;
         self.last_end_ms = Some(now_ms);
         if restored.is_some() {
-            self.counts.restored = restored;
+            self.counts.restored += 1;
         }
+        self.restored = restored;
         actions
     }
 
@@ -392,6 +403,7 @@ impl Coordinator {
         }
         p.waiting.remove(&task);
         p.acks.insert(task, snapshot);
+        p.ack_ms.insert(task, now_ms);
         p.latest_ack_ms = Some(now_ms);
         if !p.writing_metadata() {
             return Vec::new();
@@ -555,7 +567,9 @@ impl Coordinator {
             total,
             latest_ack_ms: p.latest_ack_ms,
             state_size_bytes: p.state_size(),
+            incremental_size_bytes: p.incremental_size(),
             writing_metadata: p.writing_metadata(),
+            vertices: p.vertices(),
         };
         self.pending.iter().map(view).collect()
     }
@@ -578,6 +592,18 @@ impl Coordinator {
     /// Counts of checkpoints.
     pub fn stats(&self) -> CheckpointCounts {
         CheckpointCounts { in_progress: self.pending.len(), ..self.counts }
+    }
+
+    /// What the current attempt restored (`None` for a fresh start).
+    pub fn restored(&self) -> Option<&RestoredCheckpoint> {
+        self.restored.as_ref()
+    }
+
+    /// Savepoint `checkpoint_id` completed in `path`: its history entry says so.
+    pub fn savepoint_written(&mut self, checkpoint_id: u64, path: String) {
+        if let Some(entry) = self.history.iter_mut().find(|h| h.checkpoint_id == checkpoint_id) {
+            entry.external_path = Some(path);
+        }
     }
 
     /// The last [`HISTORY_LEN`] finished checkpoints and savepoints, newest first.
@@ -606,12 +632,13 @@ impl Coordinator {
         if kind == CheckpointKind::Checkpoint {
             self.last_trigger_ms = Some(now_ms);
         }
-        self.counts.triggered += 1;
+        self.counts.total += 1;
         let p = Pending {
             kind,
             trigger_ms: now_ms,
             waiting: self.tasks_to_ack.iter().filter(|t| !self.finished.contains_key(t)).copied().collect(),
             acks: self.finished.clone(),
+            ack_ms: BTreeMap::new(),
             latest_ack_ms: None,
         };
         actions.push(Action::Trigger { checkpoint_id, kind, timestamp_ms: now_ms });
@@ -624,6 +651,7 @@ impl Coordinator {
 
     fn complete(&mut self, checkpoint_id: u64, now_ms: i64, actions: &mut Vec<Action>) {
         let Some(p) = self.pending.remove(&checkpoint_id) else { return };
+        let vertices = p.vertices();
         let done = CompletedCheckpoint::new(checkpoint_id, p.kind, p.trigger_ms, now_ms, p.acks);
         self.counts.completed += 1;
         if p.kind == CheckpointKind::Checkpoint {
@@ -637,6 +665,10 @@ impl Coordinator {
             end_ms: now_ms,
             duration_ms: done.duration_ms,
             state_size_bytes: done.state_size_bytes,
+            incremental_size_bytes: done.incremental_size_bytes,
+            latest_ack_ms: p.latest_ack_ms,
+            vertices,
+            external_path: None,
             failure: None,
         });
         actions.push(Action::NotifyComplete { checkpoint_id });
@@ -678,6 +710,10 @@ impl Coordinator {
             end_ms: now_ms,
             duration_ms: now_ms.saturating_sub(p.trigger_ms).max(0),
             state_size_bytes: p.state_size(),
+            incremental_size_bytes: p.incremental_size(),
+            latest_ack_ms: p.latest_ack_ms,
+            vertices: p.vertices(),
+            external_path: None,
             failure: Some(reason.to_string()),
         });
         // Failures of checkpoints older than the latest completed one do not count (as Flink's

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::checkpoint::StateHandle;
+use crate::checkpoint::VertexCheckpointStats;
 use CheckpointKind::{Checkpoint, Savepoint};
 use weir_runtime::JobId;
 
@@ -73,6 +74,10 @@ fn complete(c: &mut Coordinator, id: u64, source: &[&str], sink: &[&str], now_ms
     c.metadata_written(id, now_ms)
 }
 
+fn restored(checkpoint_id: u64) -> RestoredCheckpoint {
+    RestoredCheckpoint { checkpoint_id, restore_ms: 5, is_savepoint: false, external_path: None }
+}
+
 fn is_fail_job(action: &Action) -> bool {
     matches!(action, Action::FailJob { .. })
 }
@@ -84,6 +89,18 @@ fn completes_once_every_task_acknowledged_and_the_metadata_is_written() {
     let source = snapshot(&["chk-1/source"]);
     let sink = TaskSnapshot { alignment_ms: 7, ..snapshot(&["chk-1/sink"]) };
     assert_eq!(c.acknowledge(SOURCE, 1, source.clone(), 10), vec![]);
+    let pending = &c.pending()[0];
+    assert_eq!((pending.acknowledged, pending.total, pending.incremental_size_bytes), (1, 2, 4));
+    let source_vertex = VertexCheckpointStats {
+        subtasks: 1,
+        acknowledged: 1,
+        state_size_bytes: 10,
+        incremental_size_bytes: 4,
+        latest_ack_ms: Some(10),
+        max_alignment_ms: 0,
+    };
+    let waiting_sink = VertexCheckpointStats { subtasks: 1, ..VertexCheckpointStats::default() };
+    assert_eq!(pending.vertices, BTreeMap::from([(0, source_vertex.clone()), (1, waiting_sink)]));
     let acknowledgements = BTreeMap::from([(SOURCE, source), (SINK, sink.clone())]);
     let write = Action::WriteMetadata { checkpoint_id: 1, kind: Checkpoint, acknowledgements };
     assert_eq!(c.acknowledge(SINK, 1, sink.clone(), 20), vec![write]);
@@ -91,7 +108,7 @@ fn completes_once_every_task_acknowledged_and_the_metadata_is_written() {
     assert_eq!(c.acknowledge(SINK, 1, sink, 25), vec![]);
     assert_eq!(c.tick(100), vec![], "the checkpoint writing its metadata holds the only slot");
     assert!(c.latest_completed().is_none() && c.latest_completed_id().is_none());
-    assert_eq!(c.stats(), CheckpointCounts { triggered: 1, in_progress: 1, completed: 0, failed: 0, restored: None });
+    assert_eq!(c.stats(), CheckpointCounts { restored: 0, total: 1, in_progress: 1, completed: 0, failed: 0 });
     assert!(c.pending()[0].writing_metadata);
     assert_eq!(c.metadata_written(1, 130), vec![Action::NotifyComplete { checkpoint_id: 1 }]);
     assert_eq!(c.metadata_written(1, 131), vec![]);
@@ -99,8 +116,11 @@ fn completes_once_every_task_acknowledged_and_the_metadata_is_written() {
     let figures = (done.checkpoint_id, done.completion_ms, done.duration_ms, done.state_size_bytes);
     assert_eq!(figures, (1, 130, 130, 20));
     assert_eq!((done.incremental_size_bytes, done.max_alignment_ms), (8, 7));
-    assert_eq!(c.stats(), CheckpointCounts { triggered: 1, in_progress: 0, completed: 1, failed: 0, restored: None });
-    assert_eq!(c.history().next().map(|h| (h.checkpoint_id, h.status)), Some((1, CheckpointStatus::Completed)));
+    assert_eq!(c.stats(), CheckpointCounts { restored: 0, total: 1, in_progress: 0, completed: 1, failed: 0 });
+    let entry = c.history().next().unwrap();
+    assert_eq!((entry.checkpoint_id, entry.status, entry.latest_ack_ms), (1, CheckpointStatus::Completed, Some(20)));
+    let sink_vertex = VertexCheckpointStats { latest_ack_ms: Some(20), max_alignment_ms: 7, ..source_vertex.clone() };
+    assert_eq!(entry.vertices, BTreeMap::from([(0, source_vertex), (1, sink_vertex)]), "a repeated ack counts once");
     assert_eq!(c.tick(130), vec![triggered(2, 130)]);
 }
 
@@ -237,7 +257,7 @@ fn a_recovered_coordinator_keeps_retained_checkpoints_and_never_reuses_an_id() {
     let mut c = Coordinator::recover(config(), vec![seven], 2001, 2001).unwrap();
     assert_eq!(c.latest_completed_id(), Some(7));
     assert_eq!(c.shared().references("shared/s"), 1);
-    c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(7), 0);
+    c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(restored(7)), 0);
     assert_eq!(c.tick(0), vec![Action::ReserveIds { up_to: 2001 + ID_BLOCK }]);
     c.ids_reserved(2001 + ID_BLOCK);
     assert_eq!(c.tick(1), vec![triggered(2001, 1)]);
@@ -253,11 +273,11 @@ fn a_new_attempt_aborts_old_checkpoints_and_keeps_completed_ones_and_ids() {
     complete(&mut c, 1, &["chk-1/source", "shared/a"], &[], 10);
     assert_eq!(c.tick(100), vec![triggered(2, 100)]);
     c.task_finished(SINK, None, 105);
-    let actions = c.new_attempt([STRANGER].into(), [STRANGER].into(), Some(1), 110);
+    let actions = c.new_attempt([STRANGER].into(), [STRANGER].into(), Some(restored(1)), 110);
     assert!(actions.is_empty(), "checkpoint 2 was already aborted: {actions:?}");
     assert_eq!(c.tick(110), vec![triggered(3, 110)], "triggers resume at once in the new attempt");
-    assert_eq!(c.stats().restored, Some(1));
-    let actions = c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(1), 120);
+    assert_eq!((c.stats().restored, c.restored()), (1, Some(&restored(1))));
+    let actions = c.new_attempt([SOURCE, SINK].into(), [SOURCE].into(), Some(restored(1)), 120);
     assert_eq!(actions, vec![aborted(3, AbortReason::Restarted)], "a restart is not a checkpoint failure");
     assert_eq!(c.latest_completed_id(), Some(1));
     assert_eq!(c.shared().references("shared/a"), 1);
@@ -354,7 +374,7 @@ fn completing_a_checkpoint_subsumes_older_pending_ones_and_discards_beyond_retai
     let actions = complete(&mut c, 4, &[], &[], 350);
     assert_eq!(actions, vec![Action::NotifyComplete { checkpoint_id: 4 }, Action::Discard { checkpoint_id: 3 }]);
     assert_eq!(c.completed().iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(), vec![4]);
-    assert_eq!(c.stats(), CheckpointCounts { triggered: 4, in_progress: 0, completed: 2, failed: 2, restored: None });
+    assert_eq!(c.stats(), CheckpointCounts { restored: 0, total: 4, in_progress: 0, completed: 2, failed: 2 });
 }
 
 #[test]
@@ -492,13 +512,13 @@ fn unknown_duplicate_and_late_messages_are_ignored() {
     assert_eq!(c.acknowledge(SOURCE, 2, snapshot(&[]), 111), vec![]);
     assert_eq!(decline(&mut c, 2, 112), vec![]);
     assert_eq!(c.tick(50), vec![], "time going backwards triggers nothing");
-    assert_eq!((c.stats().triggered, c.stats().completed, c.stats().failed), (2, 1, 1));
+    assert_eq!((c.stats().total, c.stats().completed, c.stats().failed), (2, 1, 1));
 }
 
 #[test]
 fn ids_continue_after_the_restored_checkpoint() {
     let mut c = Coordinator::new(config(), [SOURCE, SINK].into(), [SOURCE].into(), Some(41)).unwrap();
-    assert_eq!((c.stats().restored, c.latest_completed_id()), (Some(41), Some(41)));
+    assert_eq!((c.stats().restored, c.latest_completed_id()), (0, Some(41)), "restores count when an attempt deploys");
     assert_eq!(c.acknowledge(SOURCE, 41, snapshot(&[]), 0), vec![]);
     assert_eq!(c.tick(0), vec![triggered(42, 0)]);
     complete(&mut c, 42, &[], &[], 10);

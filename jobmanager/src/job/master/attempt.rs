@@ -2,6 +2,7 @@
 //! sweep and record, request slots, deploy.
 
 use super::*;
+use crate::checkpoint::RestoredCheckpoint;
 use crate::job::deploy::{AttemptSpec, deployments};
 
 impl JobMaster {
@@ -136,7 +137,15 @@ impl JobMaster {
         if let Some(c) = self.checkpoints.as_mut() {
             let tasks = deployments.iter().map(|(d, _)| d.task).collect();
             let sources = deployments.iter().filter(|(d, _)| d.is_source()).map(|(d, _)| d.task).collect();
-            let restored = restore.as_ref().map(|m| m.checkpoint_id);
+            let restored = restore.as_ref().map(|m| {
+                let is_savepoint = m.kind == "SAVEPOINT";
+                RestoredCheckpoint {
+                    checkpoint_id: m.checkpoint_id,
+                    restore_ms: now.epoch_ms,
+                    is_savepoint,
+                    external_path: if is_savepoint { c.settings.savepoint_path.clone() } else { None },
+                }
+            });
             let actions = c.coordinator.new_attempt(tasks, sources, restored, now.epoch_ms);
             self.perform(actions, now);
         }

@@ -288,7 +288,9 @@ impl JobMaster {
             tokio::spawn(write_records(setup.id, store.clone(), writes, mailbox.clone()));
             Recorder { store, record, queue }
         });
-        let report = checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
+        let report = checkpoints
+            .as_ref()
+            .map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout, Now::read().epoch_ms));
         let (view, _) =
             watch::channel(Arc::new(JobView::of(&setup.job, report, false, Arc::default(), Instant::now())));
         Self {
@@ -395,7 +397,10 @@ impl JobMaster {
     }
 
     fn publish(&mut self, now: Now) {
-        let report = self.checkpoints.as_ref().map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout));
+        let report = self
+            .checkpoints
+            .as_ref()
+            .map(|c| CheckpointsReport::of(&c.coordinator, &c.settings, &c.layout, now.epoch_ms));
         let savepoints = self.savepoints.published();
         self.view.send_replace(Arc::new(JobView::of(&self.job, report, self.done(), savepoints, now.instant)));
     }

@@ -308,6 +308,9 @@ impl JobMaster {
         match failure {
             None => {
                 info!(job_id = %self.id, checkpoint_id = checkpoint, location = %p.dir_url, "savepoint completed");
+                if let Some(c) = self.checkpoints.as_mut() {
+                    c.coordinator.savepoint_written(checkpoint, p.dir_url.clone());
+                }
                 self.savepoints.set(&p.request_id, SavepointStatus::Completed { location: p.dir_url });
                 if p.cancel_job
                     && let Err(e) = self.cancel(now)

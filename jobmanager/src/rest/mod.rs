@@ -8,7 +8,11 @@
 //! | `GET /jobs` | `{"jobs": [{"id", "name", "status", "start_time", "duration_ms"}]}`, newest first |
 //! | `GET /jobs/{id}` | the job's details |
 //! | `PATCH /jobs/{id}?mode=cancel` | 202 `{}` |
-//! | `GET /jobs/{id}/checkpoints` | counts, latest completed/failed/restored, history (404 when the job has checkpointing off) |
+//! | `GET /jobs/{id}/checkpoints` | Flink's `counts`, `summary` (percentiles), `latest` (`completed`, `savepoint`, `failed`, `restored`), `history` (in progress, then finished, newest first), and Weir's settings and `retained` (404 when the job has checkpointing off) |
+//! | `GET /jobs/{id}/checkpoints/details/{checkpoint}` | one checkpoint as in the history, with per-vertex `tasks` |
+//! | `POST /jobs/{id}/checkpoints` (JSON, optional `checkpointType`: `CONFIGURED`) | 202 `{"request-id"}` (the checkpoint id), polled at `GET /jobs/{id}/checkpoints/{request-id}`: `{"status": {"id"}, "operation": null \| {"checkpointId"} \| {"failure-cause"}}` |
+//! | `GET /jobs/{id}/metrics[?get=a,b]` | `[{"id"}]`, or `[{"id", "value"}]` for the named ones (Flink's job metrics) |
+//! | `GET /taskmanagers/{id}/metrics[?get=a,b]` | the same for a taskmanager: slots and its process (memory, CPU time, threads) |
 //! | `GET /jobs/{id}/vertices/{vertex}/backpressure` | Flink's shape: `backpressure-level` (`ok`, `low`, `high`), per subtask `ratio`, `busyRatio`, `idleRatio` over the last heartbeat interval |
 //! | `GET /metrics` | Prometheus metrics in Flink's names |
 //! | `GET /jobs/{id}/checkpoints/config` | interval, timeout, minimum pause, max concurrent, tolerable failures, retained, state backend, storage (404 when off) |
@@ -26,6 +30,9 @@
 //!
 //! Errors are `{"errors": ["<message>"]}` with a 4xx status for the caller's mistakes and a 5xx
 //! status for the cluster's.
+
+mod checkpoints;
+mod metrics;
 
 use crate::artifacts::{PluginStore, chain, sha256_hex};
 use crate::checkpoint::CheckpointOptions;
@@ -97,18 +104,22 @@ pub fn router(state: RestState) -> Router {
         .route("/overview", get(overview))
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{id}", get(taskmanager))
+        .route("/taskmanagers/{id}/metrics", get(metrics::taskmanager_metrics))
         .route("/jobs/overview", get(jobs_overview))
         .route("/config", get(web_config))
         .route("/jobmanager/config", get(jobmanager_config))
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(job_details).patch(patch_job))
-        .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/checkpoints", get(checkpoints::job_checkpoints).post(checkpoints::trigger_checkpoint))
+        .route("/jobs/{id}/checkpoints/details/{checkpoint}", get(checkpoints::checkpoint_details))
+        .route("/jobs/{id}/checkpoints/{request_id}", get(checkpoints::trigger_status))
         .route("/jobs/{id}/plan", get(job_plan))
+        .route("/jobs/{id}/metrics", get(metrics::job_metrics))
         .route("/jobs/{id}/exceptions", get(job_exceptions))
         .route("/jobs/{id}/vertices/{vertex}", get(vertex_details))
         .route("/jobs/{id}/vertices/{vertex}/backpressure", get(vertex_backpressure))
         .route("/jobs/{id}/vertices/{vertex}/watermarks", get(vertex_watermarks))
-        .route("/jobs/{id}/checkpoints/config", get(job_checkpoint_config))
+        .route("/jobs/{id}/checkpoints/config", get(checkpoints::checkpoint_config))
         .route("/jobs/{id}/savepoints", axum::routing::post(trigger_savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop_job))
         .route("/jobs/{id}/savepoints/{request_id}", get(savepoint_status))
@@ -579,42 +590,6 @@ async fn vertex_backpressure(
 
 /// The checkpoints of job `id` as its master last published them; 404 when it has
 /// checkpointing off.
-fn checkpoints_of(state: &AppState, id: JobId) -> ApiResult<crate::checkpoint::report::CheckpointsReport> {
-    state.rest.jobmanager.checkpoints(id)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("job {id} has checkpointing off (submit it with a checkpoint interval)"),
-        )
-    })
-}
-
-async fn job_checkpoints(
-    State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let id = job_id(id?)?;
-    Ok(Json(checkpoints_of(&state, id)?))
-}
-
-/// Flink's `GET /jobs/:jobid/checkpoints/config`: the job's checkpointing settings.
-async fn job_checkpoint_config(
-    State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let id = job_id(id?)?;
-    let report = checkpoints_of(&state, id)?;
-    Ok(Json(serde_json::json!({
-        "interval_ms": report.config.interval_ms,
-        "timeout_ms": report.config.timeout_ms,
-        "min_pause_ms": report.config.min_pause_ms,
-        "max_concurrent": report.config.max_concurrent,
-        "tolerable_failed_checkpoints": report.config.tolerable_failures,
-        "retained": report.config.retained,
-        "state_backend": report.state_backend,
-        "checkpoint_storage": report.checkpoint_storage,
-    })))
-}
-
 async fn patch_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
