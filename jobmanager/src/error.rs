@@ -56,6 +56,10 @@ pub enum Error {
     /// The request cannot be served now; a retry later may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The job is busy with an earlier request of the same kind (a checkpoint or savepoint in
+    /// progress); a retry once it ended succeeds.
+    #[error("{0}: retry when it has ended")]
+    Busy(String),
     /// The job's record could not be written (the storage's problem; a retry may help).
     #[error("cannot record the job: {0}")]
     Record(String),
@@ -69,7 +73,7 @@ impl Error {
             Self::Job(_) => 500,
             Self::InvalidJob(_) | Self::InvalidRequest(_) => 400,
             Self::JobNotFound(_) | Self::NotFound(_) => 404,
-            Self::IllegalState { .. } => 409,
+            Self::IllegalState { .. } | Self::Busy(_) => 409,
             Self::NotEnoughSlots { .. } => 503,
             Self::TaskManager { .. } => 502,
             Self::Storage(_) => 500,

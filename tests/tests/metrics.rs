@@ -200,6 +200,7 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     assert!(details["timestamps"]["CREATED"].is_u64(), "{details}");
     for vertex in details["vertices"].as_array().cloned().unwrap_or_default() {
         assert_eq!(vertex["status"], "RUNNING", "{vertex}");
+        assert!(vertex["id"].is_string(), "vertex ids are strings, as in the plan: {vertex}");
         assert_eq!(vertex["tasks"]["total"], vertex["parallelism"], "{vertex}");
         assert_eq!(vertex["tasks"]["running"], vertex["parallelism"], "{vertex}");
         assert!(vertex["metrics"]["read-records"].is_u64() && vertex["metrics"]["write-records"].is_u64());

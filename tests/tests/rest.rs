@@ -121,7 +121,7 @@ fn checkpoint_and_metric_routes_answer_in_flinks_shape() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["id"].to_string().trim_matches('"').to_owned(), v["parallelism"].as_u64().unwrap()))
+        .map(|v| (v["id"].as_str().unwrap().to_owned(), v["parallelism"].as_u64().unwrap()))
         .collect();
     assert_eq!(parallelism.len(), 2, "source and window: {details}");
 

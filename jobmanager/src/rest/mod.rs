@@ -87,6 +87,14 @@ async fn scrape_metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The OpenAPI document of this API (checked against a live server by `tests/tests/openapi.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 /// `/healthz` and `/readyz` of a serving jobmanager (the leader, with high availability; a
 /// standby answers them in [`crate::standby`]).
 async fn healthz() -> Json<Value> {
@@ -99,6 +107,7 @@ pub fn router(state: RestState) -> Router {
     let state = AppState { rest: state, uploads: Arc::default(), metrics };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/readyz", get(healthz))
         .route("/metrics", get(scrape_metrics))
         .route("/overview", get(overview))
@@ -215,8 +224,26 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn overview(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.rest.jobmanager.overview())
+/// Flink's `GET /overview` (`slots-total`, `jobs-running`, ...) with Weir's names beside them.
+async fn overview(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let o = state.rest.jobmanager.overview();
+    let mut body =
+        serde_json::to_value(&o).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        for (key, value) in [
+            ("slots-total", json!(o.slots_total)),
+            ("slots-available", json!(o.slots_available)),
+            ("jobs-running", json!(o.jobs_running)),
+            ("jobs-finished", json!(o.jobs_finished)),
+            ("jobs-cancelled", json!(o.jobs_cancelled)),
+            ("jobs-failed", json!(o.jobs_failed)),
+            ("flink-version", json!(o.weir_version)),
+            ("flink-commit", json!("weir")),
+        ] {
+            map.insert(key.into(), value);
+        }
+    }
+    Ok(Json(body))
 }
 
 /// A taskmanager as `GET /taskmanagers` lists it: Weir's fields and Flink's names for them.
@@ -399,6 +426,8 @@ async fn job_details(
                     "CREATED"
                 };
                 if let Value::Object(v) = &mut v {
+                    // Flink's vertex ids are strings (as in the plan and the vertex routes).
+                    v.insert("id".into(), json!(vertex.id.to_string()));
                     v.insert("status".into(), json!(status));
                     v.insert("tasks".into(), tasks);
                     v.insert(
@@ -644,7 +673,28 @@ fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8], what: &s
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+    json_object(body, what)
+}
+
+/// A JSON object request body. Other JSON (an array, which serde would read into a struct field
+/// by field) is refused.
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("{what}: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(format!("{what}: expected a JSON object, got {}", json_kind(&value))));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The `formatType` and `triggerId` of a savepoint or stop request.
@@ -716,8 +766,7 @@ async fn dispose_savepoint(State(state): State<AppState>, body: Bytes) -> ApiRes
         #[serde(rename = "savepoint-path")]
         savepoint_path: String,
     }
-    let disposal: Disposal =
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("savepoint disposal: {e}")))?;
+    let disposal: Disposal = json_object(&body, "savepoint disposal")?;
     if disposal.savepoint_path.trim().is_empty() {
         return Err(ApiError::invalid("savepoint disposal: 'savepoint-path' is empty"));
     }
@@ -1046,11 +1095,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn request_bodies_must_be_json_objects_not_arrays_read_field_by_field() {
+        let server = start().await;
+        let job = "0123456789abcdef0123456789abcdef";
+        for (path, body) in [
+            ("/savepoint-disposal".to_owned(), r#"["/tmp/savepoint"]"#),
+            (format!("/jobs/{job}/checkpoints"), "[null, null]"),
+            (format!("/jobs/{job}/savepoints"), r#"["/tmp/target", true]"#),
+            (format!("/jobs/{job}/stop"), "[null, false]"),
+        ] {
+            let (status, answer) =
+                request(server.addr, "POST", &path, Some("application/json"), body.as_bytes().to_vec()).await;
+            assert_eq!(status, 400, "POST {path} {body}: {answer}");
+            assert!(answer["errors"][0].as_str().unwrap().contains("expected a JSON object, got an array"), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_of_the_openapi_document_is_routed() {
+        let server = start().await;
+        let (status, served) = request(server.addr, "GET", "/openapi.json", None, Vec::new()).await;
+        assert_eq!(status, 200);
+        let document: Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
+        assert_eq!(served, document);
+        let paths = document["paths"].as_object().unwrap();
+        assert!(paths.len() >= 28, "{}", paths.len());
+        for (path, operations) in paths {
+            // Sample parameters: a job id of the right shape, a vertex and a checkpoint.
+            let concrete = path
+                .replace("{jobid}", "0123456789abcdef0123456789abcdef")
+                .replace("{vertexid}", "0")
+                .replace("{checkpointid}", "1")
+                .replace("{triggerid}", "1")
+                .replace("{taskmanagerid}", "tm-1");
+            for method in operations.as_object().unwrap().keys() {
+                if path == "/metrics" || (path == "/jobs" && method == "post") {
+                    continue; // not JSON / a multipart body
+                }
+                let (status, body) =
+                    request(server.addr, &method.to_uppercase(), &concrete, Some("application/json"), b"{}".to_vec())
+                        .await;
+                let message = body["errors"][0].as_str().unwrap_or_default();
+                assert!(
+                    !message.starts_with("not found: /") && !message.starts_with("method "),
+                    "{method} {path} is not routed: {status} {body}"
+                );
+                assert!(
+                    operations[method]["responses"].get(status.to_string()).is_some(),
+                    "{method} {path} answered {status}, which the document does not list: {body}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn overview_and_taskmanagers_answer_json() {
         let server = start().await;
         let (status, body) = request(server.addr, "GET", "/overview", None, Vec::new()).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["taskmanagers"], 0, "{body}");
+        assert_eq!((&body["slots-total"], &body["jobs-running"]), (&json!(0), &json!(0)), "Flink's names: {body}");
         assert_eq!(body["slots_total"], 0, "{body}");
         assert_eq!(body["jobs_running"], 0, "{body}");
         let (status, body) = request(server.addr, "GET", "/taskmanagers", None, Vec::new()).await;

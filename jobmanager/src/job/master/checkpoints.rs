@@ -25,14 +25,10 @@ impl JobMaster {
                 action: "a checkpoint (not every task runs)".into(),
             });
         }
-        let actions = c.coordinator.trigger_now(now.epoch_ms, crate::checkpoint::CheckpointKind::Checkpoint).map_err(
-            |refused| match refused {
-                TriggerRefused::Stopped => {
-                    Error::IllegalState { job: id, status: "ending".into(), action: "a checkpoint".into() }
-                }
-                other => Error::Unavailable(other.to_string()),
-            },
-        )?;
+        let actions = c
+            .coordinator
+            .trigger_now(now.epoch_ms, crate::checkpoint::CheckpointKind::Checkpoint)
+            .map_err(|refused| trigger_refused(id, "a checkpoint", refused))?;
         let checkpoint = actions.iter().find_map(|a| match a {
             Action::Trigger { checkpoint_id, .. } => Some(*checkpoint_id),
             _ => None,
@@ -143,5 +139,37 @@ impl JobMaster {
                 }
             }
         }
+    }
+}
+
+/// The answer to a manual trigger of `what` the coordinator refused: 409 while the job ends or
+/// an earlier checkpoint or savepoint is in progress (as many as allowed), 503 while checkpoint
+/// ids are being reserved.
+pub(super) fn trigger_refused(job: JobId, what: &str, refused: TriggerRefused) -> Error {
+    match refused {
+        TriggerRefused::Stopped => Error::IllegalState { job, status: "ending".into(), action: what.into() },
+        busy @ (TriggerRefused::TooManyPending { .. } | TriggerRefused::SavepointInProgress(_)) => {
+            Error::Busy(busy.to_string())
+        }
+        TriggerRefused::NoIdReserved => {
+            Error::Unavailable(format!("cannot trigger {what} yet: {}", TriggerRefused::NoIdReserved))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_refused_while_one_is_in_progress_is_a_conflict_to_retry_not_a_server_error() {
+        let job = JobId::random();
+        let busy = trigger_refused(job, "a checkpoint", TriggerRefused::TooManyPending { pending: 1, max: 1 });
+        assert_eq!(busy.status_code(), 409);
+        assert_eq!(busy.to_string(), "1 checkpoints are in progress, the maximum is 1: retry when it has ended");
+        let savepoint = trigger_refused(job, "a savepoint", TriggerRefused::SavepointInProgress(3));
+        assert_eq!(savepoint.status_code(), 409);
+        assert_eq!(trigger_refused(job, "a savepoint", TriggerRefused::Stopped).status_code(), 409);
+        assert_eq!(trigger_refused(job, "a checkpoint", TriggerRefused::NoIdReserved).status_code(), 503);
     }
 }

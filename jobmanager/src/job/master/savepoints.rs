@@ -131,13 +131,10 @@ impl JobMaster {
                 return Ok(request_id);
             }
         };
-        let actions =
-            c.coordinator.trigger_now(now.epoch_ms, CheckpointKind::Savepoint).map_err(|refused| match refused {
-                TriggerRefused::Stopped => {
-                    Error::IllegalState { job: id, status: "ending".into(), action: "a savepoint".into() }
-                }
-                other => Error::Unavailable(other.to_string()),
-            })?;
+        let actions = c
+            .coordinator
+            .trigger_now(now.epoch_ms, CheckpointKind::Savepoint)
+            .map_err(|refused| super::checkpoints::trigger_refused(id, "a savepoint", refused))?;
         let Some(checkpoint) = actions.iter().find_map(|a| match a {
             Action::Trigger { checkpoint_id, .. } => Some(*checkpoint_id),
             _ => None,
