@@ -5,6 +5,10 @@
 #   ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/venv), which the S3 tests start on loopback;
 # - the deployment checks' tools (scripts/deploy_check.py), pinned, in the same venv: Helm's engine
 #   as a library (helm-python-sdk) and the Kubernetes OpenAPI schemas (kubernetes-validate);
+# - the dashboard test's browser: Debian's chromium and chromium-driver, and Selenium (pinned, in the
+#   same venv) that drives them (scripts/dashboard_check.py);
+# - Schemathesis (pinned, in the same venv), which checks the REST API's OpenAPI document against a
+#   live cluster (scripts/openapi_check.py);
 # - Apache Kafka's broker: the jars of scripts/kafka/pom.xml (`org.apache.kafka:kafka_2.13` and its
 #   runtime dependencies, from Maven Central) in ${WEIR_TOOLS_DIR:-~/.cache/weir/tools}/kafka-<version>/libs,
 #   run on Java 17 or newer by the Kafka tests (tests/src/kafka.rs) in KRaft mode on loopback.
@@ -52,19 +56,40 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 
+# Installs the pinned packages ("name==version" after the purpose) into the venv unless every one
+# is installed at that version.
+pip_pinned() {
+  local purpose="$1"
+  shift
+  if ! "$venv/bin/python" -c '
+import sys
+from importlib.metadata import version
+sys.exit(any(version(name) != wanted for name, wanted in (pin.split("==") for pin in sys.argv[1:])))
+' "$@" > /dev/null 2>&1; then
+    echo "setup: installing $* into the venv $venv ($purpose)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  fi
+}
+
 # The deployment checks (scripts/deploy_check.py): Helm v4's engine as a library (lint, render,
 # values.schema.json; offline, no helm binary), the Kubernetes schemas (bundled), PyYAML; and the
 # Prometheus project's text-format parser for the metrics tests (scripts/parse_metrics.py).
 # Pinned; installed again only when an installed version differs.
-deploy_tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 prometheus-client==0.23.1)
-if ! "$venv/bin/python" -c '
-import sys
-from importlib.metadata import version
-sys.exit(any(version(name) != wanted for name, wanted in (pin.split("==") for pin in sys.argv[1:])))
-' "${deploy_tools[@]}" > /dev/null 2>&1; then
-  echo "setup: installing ${deploy_tools[*]} into the venv $venv (chart, manifest and metrics checks)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${deploy_tools[@]}"
+pip_pinned "chart, manifest and metrics checks" \
+  helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 prometheus-client==0.23.1
+
+# The dashboard test (tests/tests/dashboard.rs): headless Chromium and its WebDriver from Debian
+# (the driver matches the browser's version), driven by Selenium, which is given both paths and
+# so never downloads a browser or driver of its own.
+if ! command -v chromium > /dev/null || ! command -v chromedriver > /dev/null; then
+  echo "setup: installing chromium and chromium-driver (the headless browser of the dashboard test)"
+  apt_install chromium chromium-driver
 fi
+pip_pinned "the dashboard test's browser driver" selenium==4.51.0
+
+# The REST API's OpenAPI document is checked against a live cluster by Schemathesis
+# (scripts/openapi_check.py, tests/tests/openapi.rs).
+pip_pinned "the OpenAPI check" schemathesis==4.32.5
 
 # Kafka: reinstalled when scripts/kafka/pom.xml changes (its hash is kept beside the jars). The jars
 # are copied into a fresh directory that replaces the old one only when complete.
