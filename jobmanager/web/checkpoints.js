@@ -2,55 +2,30 @@
 // one of sizes (Chart.js, vendor/chart.umd.min.js, the global `Chart`), the history table, the
 // latest checkpoints and the summary; "checkpointing off" when the job has none.
 
-import { api, jobPath, pick } from './api.js';
+import { api, jobPath } from './api.js';
 import { badge, card, h, table } from './dom.js';
 import { formatBytes, formatDuration, formatTime } from './format.js';
 
-/**
- * A checkpoint in the API's shape (Flink's). Entries in the jobmanager's earlier shape
- * (checkpoint_id, trigger_ms, duration_ms, state_size_bytes) are read into it, so that the
- * page also works against a jobmanager from before issue 13.
- */
-function checkpointOf(c) {
-  if (!c || typeof c !== 'object') return null;
-  if (c.id !== undefined && c.trigger_timestamp !== undefined) return c;
-  return {
-    id: pick(c, 'id', 'checkpoint_id'),
-    status: c.status || 'COMPLETED',
-    is_savepoint: c.is_savepoint ?? c.kind === 'SAVEPOINT',
-    checkpoint_type: c.checkpoint_type || c.kind,
-    trigger_timestamp: pick(c, 'trigger_timestamp', 'trigger_ms'),
-    latest_ack_timestamp: pick(c, 'latest_ack_timestamp', 'end_ms', 'latest_ack_ms'),
-    end_to_end_duration: pick(c, 'end_to_end_duration', 'duration_ms'),
-    checkpointed_size: pick(c, 'checkpointed_size', 'incremental_size', 'state_size_bytes'),
-    state_size: pick(c, 'state_size', 'state_size_bytes'),
-    num_subtasks: pick(c, 'num_subtasks', 'total'),
-    num_acknowledged_subtasks: pick(c, 'num_acknowledged_subtasks', 'acknowledged'),
-    external_path: c.external_path,
-    failure_message: pick(c, 'failure_message', 'failure'),
-  };
-}
-
+/** The answer of `GET /jobs/{id}/checkpoints` (Flink's shape), with defaults for what is absent. */
 function checkpointReport(body) {
   const counts = body.counts || {};
   const latest = body.latest || {};
-  const restored = latest.restored;
   return {
     counts: {
-      total: pick(counts, 'total', 'triggered') ?? 0,
+      total: counts.total ?? 0,
       in_progress: counts.in_progress ?? 0,
       completed: counts.completed ?? 0,
       failed: counts.failed ?? 0,
-      restored: typeof counts.restored === 'number' ? counts.restored : counts.restored ? 1 : 0,
+      restored: counts.restored ?? 0,
     },
     summary: body.summary || null,
     latest: {
-      completed: checkpointOf(latest.completed),
-      savepoint: checkpointOf(latest.savepoint),
-      failed: checkpointOf(latest.failed),
-      restored: restored && typeof restored === 'object' ? restored : null,
+      completed: latest.completed || null,
+      savepoint: latest.savepoint || null,
+      failed: latest.failed || null,
+      restored: latest.restored || null,
     },
-    history: (body.history || []).map(checkpointOf).filter(Boolean),
+    history: body.history || [],
   };
 }
 
