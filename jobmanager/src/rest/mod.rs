@@ -33,6 +33,7 @@
 
 mod checkpoints;
 mod metrics;
+mod web;
 
 use crate::artifacts::{PluginStore, chain, sha256_hex};
 use crate::checkpoint::CheckpointOptions;
@@ -134,6 +135,7 @@ pub fn router(state: RestState) -> Router {
         .route("/jobs/{id}/savepoints/{request_id}", get(savepoint_status))
         .route("/savepoint-disposal", axum::routing::post(dispose_savepoint))
         .route("/savepoint-disposal/{request_id}", get(disposal_status))
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.rest.max_upload_bytes))
