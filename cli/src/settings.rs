@@ -14,7 +14,7 @@
 //! | `parallelism.default` | `-p` |
 //! | `execution.savepoint.path` | `-s` |
 //! | `execution.savepoint.ignore-unclaimed-state` | `-n` |
-//! | `restart-strategy.type` and `restart-strategy.<type>.*` | `weir local run` only (see [`RestartSettings`]) |
+//! | `restart-strategy.type` and `restart-strategy.<type>.*` | the job's restart strategy (see [`RestartSettings`]) |
 //!
 //! Durations are Flink's: a number with a unit (`ms`, `s`, `min`, `h`, `d` and their long forms,
 //! with or without a space) or a plain number of milliseconds. A value that does not fit, an
@@ -66,9 +66,9 @@ pub struct JobSettings {
     pub restart: RestartSettings,
 }
 
-/// Flink's restart strategy keys (Flink 2.x names and defaults). Weir's jobmanager takes the
-/// restart strategy as a cluster setting (`restart_strategy`), so only `weir local run`, whose
-/// mini-cluster runs one job, applies them.
+/// Flink's restart strategy keys (Flink 2.x names and defaults): the job's restart strategy, sent
+/// with the submission (`weir run`) or given to the mini-cluster (`weir local run`); without them
+/// the jobmanager's applies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RestartSettings {
     /// `restart-strategy.type` (or `restart-strategy`).

@@ -360,6 +360,7 @@ impl JobManager {
                     status: RecordedStatus::Running,
                     failure: None,
                     savepoint: submission.savepoint.clone(),
+                    restart: submission.restart,
                     leader_epoch: 0,
                 };
                 store.put(&record).await.map_err(|e| Error::Record(e.to_string()))?;
@@ -401,7 +402,9 @@ impl JobManager {
         job.warnings = planned.warnings.clone();
         job.plan_json = std::sync::Arc::clone(&planned.plan_json);
         job.state_backend = submission.state_backend;
-        job.restart = self.inner.settings.restart_policy(submission.checkpointing.is_some());
+        job.restart = submission
+            .restart
+            .unwrap_or_else(|| self.inner.settings.restart_policy(submission.checkpointing.is_some()));
         job
     }
 
@@ -419,6 +422,7 @@ impl JobManager {
                 .map(|c| CheckpointSubmission { config: c.config.clone(), storage_url: Some(c.storage_url.clone()) }),
             state_backend: record.state_backend,
             savepoint: record.savepoint.clone(),
+            restart: record.restart,
         };
         let interval = record.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
         let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism, interval).await?;

@@ -54,7 +54,7 @@ pub struct RecordedCheckpointing {
 }
 
 /// What is kept of a job so that another jobmanager can resume it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     /// Format version.
     pub version: u32,
@@ -87,6 +87,9 @@ pub struct JobRecord {
     /// The savepoint it started from (restored again by a resume before its first checkpoint).
     #[serde(default)]
     pub savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
+    /// The restart strategy it was submitted with (`None`: the jobmanager's).
+    #[serde(default)]
+    pub restart: Option<crate::restart::RestartPolicy>,
     /// The leader epoch of the jobmanager that wrote this version (0: without high
     /// availability); set by [`JobStore::put`].
     #[serde(default)]
@@ -189,6 +192,7 @@ mod tests {
             status: RecordedStatus::Running,
             failure: None,
             savepoint: None,
+            restart: Some(crate::restart::RestartPolicy::fixed_delay(3, std::time::Duration::from_millis(250))),
             leader_epoch: 0,
         }
     }

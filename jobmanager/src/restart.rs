@@ -42,8 +42,10 @@ impl std::str::FromStr for RestartStrategy {
     }
 }
 
-/// When a failed job runs again.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// When a failed job runs again. On the wire and in job records durations are milliseconds
+/// (`delay_ms`, ...) and the strategy has Flink's names (`exponential-delay` is read too).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(into = "RestartPolicyWire", try_from = "RestartPolicyWire")]
 pub struct RestartPolicy {
     /// The strategy.
     pub strategy: RestartStrategy,
@@ -73,6 +75,61 @@ impl Default for RestartPolicy {
             reset_backoff_after: Duration::from_secs(3600),
             failure_rate_interval: Duration::from_secs(60),
         }
+    }
+}
+
+/// [`RestartPolicy`] as JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartPolicyWire {
+    strategy: String,
+    max_attempts: u32,
+    delay_ms: u64,
+    max_delay_ms: u64,
+    backoff_multiplier: f64,
+    reset_backoff_after_ms: u64,
+    failure_rate_interval_ms: u64,
+}
+
+impl From<RestartPolicy> for RestartPolicyWire {
+    fn from(p: RestartPolicy) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let strategy = match p.strategy {
+            RestartStrategy::None => "none",
+            RestartStrategy::FixedDelay => "fixed-delay",
+            RestartStrategy::ExponentialBackoff => "exponential-delay",
+            RestartStrategy::FailureRate => "failure-rate",
+        };
+        Self {
+            strategy: strategy.to_owned(),
+            max_attempts: p.max_attempts,
+            delay_ms: ms(p.delay),
+            max_delay_ms: ms(p.max_delay),
+            backoff_multiplier: p.backoff_multiplier,
+            reset_backoff_after_ms: ms(p.reset_backoff_after),
+            failure_rate_interval_ms: ms(p.failure_rate_interval),
+        }
+    }
+}
+
+impl TryFrom<RestartPolicyWire> for RestartPolicy {
+    type Error = String;
+    fn try_from(w: RestartPolicyWire) -> Result<Self, String> {
+        if !(w.backoff_multiplier.is_finite() && w.backoff_multiplier >= 1.0) {
+            return Err(format!("backoff_multiplier {} is not a number of at least 1", w.backoff_multiplier));
+        }
+        if w.failure_rate_interval_ms == 0 {
+            return Err("failure_rate_interval_ms must be longer than 0".to_owned());
+        }
+        Ok(Self {
+            strategy: w.strategy.parse()?,
+            max_attempts: w.max_attempts,
+            delay: Duration::from_millis(w.delay_ms),
+            max_delay: Duration::from_millis(w.max_delay_ms),
+            backoff_multiplier: w.backoff_multiplier,
+            reset_backoff_after: Duration::from_millis(w.reset_backoff_after_ms),
+            failure_rate_interval: Duration::from_millis(w.failure_rate_interval_ms),
+        })
     }
 }
 
@@ -169,6 +226,23 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn policies_travel_as_json_with_flinks_names_and_milliseconds() {
+        let policy = RestartPolicy { backoff_multiplier: 1.5, ..RestartPolicy::default_for(true) };
+        let json = serde_json::to_value(policy).unwrap();
+        assert_eq!(json["strategy"], "exponential-delay");
+        assert_eq!((json["delay_ms"].as_u64(), json["max_delay_ms"].as_u64()), (Some(1000), Some(60_000)));
+        assert_eq!(serde_json::from_value::<RestartPolicy>(json.clone()).unwrap(), policy);
+        let mut bad = json;
+        bad["backoff_multiplier"] = serde_json::json!(0.5);
+        let e = serde_json::from_value::<RestartPolicy>(bad.clone()).unwrap_err().to_string();
+        assert!(e.contains("backoff_multiplier 0.5"), "{e}");
+        bad["backoff_multiplier"] = serde_json::json!(2.0);
+        bad["strategy"] = serde_json::json!("sometimes");
+        let e = serde_json::from_value::<RestartPolicy>(bad).unwrap_err().to_string();
+        assert!(e.contains("unknown restart strategy 'sometimes'"), "{e}");
+    }
 
     #[test]
     fn fixed_delay_restarts_max_attempts_times() {

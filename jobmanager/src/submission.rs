@@ -24,6 +24,9 @@ pub struct JobSubmission {
     pub state_backend: StateBackendKind,
     /// Start from this savepoint (Flink's `-s`); `None`: from nothing.
     pub savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
+    /// The job's restart strategy (Flink's `restart-strategy.*` of the job); `None`: the
+    /// jobmanager's.
+    pub restart: Option<crate::restart::RestartPolicy>,
 }
 
 /// How a submitted job takes checkpoints.

@@ -21,6 +21,7 @@ pub fn run_job(build: BuildFn, args: &[&str], parallelism: u32) -> JobDetails {
             checkpointing: None,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let details = match tokio::time::timeout(std::time::Duration::from_secs(120), cluster.run(submission)).await {
             Ok(details) => details.expect("job submission failed"),

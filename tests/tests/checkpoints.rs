@@ -69,6 +69,7 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         let report = || jobmanager.checkpoints(job).unwrap().expect("checkpointing is on");
@@ -196,6 +197,7 @@ fn finished_tasks_do_not_stop_checkpoints_and_a_bounded_job_commits_exactly_once
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         let details = tokio::time::timeout(Duration::from_secs(120), jobmanager.wait_for_termination(job))
@@ -256,6 +258,7 @@ fn a_job_that_cannot_run_as_written_fails_without_restarting() {
             checkpointing: options.resolve().unwrap().checkpointing,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let job = jobmanager.submit(submission).await.unwrap();
         tokio::time::timeout(Duration::from_secs(30), jobmanager.wait_for_termination(job)).await.unwrap().unwrap()

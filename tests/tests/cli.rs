@@ -233,9 +233,9 @@ fn detached_runs_and_flink_style_jobmanager_addresses() {
     }
 }
 
-/// `-D key=value` with Flink's keys sets the job's checkpointing, state backend and parallelism;
-/// an unknown key, a bad value and a restart strategy (a cluster setting) are refused in one line
-/// naming the key, and nothing is submitted. `weir local run` applies a restart strategy.
+/// `-D key=value` with Flink's keys sets the job's checkpointing, state backend, parallelism and
+/// restart strategy (on a cluster and on `weir local run`); an unknown key or a bad value is
+/// refused in one line naming the key, and nothing is submitted.
 #[test]
 fn dynamic_properties_set_per_job_options() {
     let _serial = serial();
@@ -301,12 +301,12 @@ fn dynamic_properties_set_per_job_options() {
             "-D execution.checkpointing.interval: is also given as --checkpoint-interval",
         ),
         (
-            vec!["-D", "restart-strategy.type=exponential-delay"],
-            "-D restart-strategy.type: the restart strategy is a cluster setting for now",
+            vec!["-D", "restart-strategy.type=sometimes"],
+            "-D restart-strategy.type: unknown restart strategy 'sometimes'",
         ),
         (
-            vec!["-D", "restart-strategy.fixed-delay.attempts=3"],
-            "-D restart-strategy.fixed-delay.attempts: the restart strategy is a cluster setting",
+            vec!["-D", "restart-strategy.exponential-delay.backoff-multiplier=0.5"],
+            "-D restart-strategy.exponential-delay.backoff-multiplier: '0.5' is not a number of at least 1",
         ),
     ] {
         let mut args = vec!["-d"];
@@ -316,7 +316,32 @@ fn dynamic_properties_set_per_job_options() {
     }
     assert_eq!(listed(&cluster, true), before, "nothing was submitted");
 
-    // weir local run: the mini-cluster runs this one job, so it takes a restart strategy.
+    // The job's restart strategy on the cluster: the jobmanager's own would not restart a job
+    // without checkpoints; this one restarts it twice, then it fails.
+    let output = tempfile::tempdir().unwrap();
+    let out = cluster.weir(&[
+        "run",
+        "-d",
+        "-D",
+        "restart-strategy.type=fixed-delay",
+        "-D",
+        "restart-strategy.fixed-delay.attempts=2",
+        "-D",
+        "restart-strategy.fixed-delay.delay=10ms",
+        path_str(&plugin),
+        "--job",
+        "panic",
+        "--at",
+        "5",
+        "--output",
+        path_str(output.path()),
+    ]);
+    assert_ok(&out, "run -D restart-strategy", &cluster);
+    let job = submitted_job_id(&out);
+    let details = cluster.wait_for_state(&job, &["FAILED"], Duration::from_secs(60));
+    assert_eq!(details["restarts"], 2, "the job's restart strategy, not the jobmanager's: {details}");
+
+    // weir local run: the mini-cluster takes the restart strategy.
     let output = tempfile::tempdir().unwrap();
     let out = run_weir(
         &[

@@ -73,6 +73,7 @@ fn submission(
         checkpointing: options.resolve().unwrap().checkpointing,
         state_backend: backend,
         savepoint,
+        restart: None,
     }
 }
 

@@ -592,6 +592,7 @@ fn job_argument_errors_are_reported_before_anything_runs() {
             checkpointing: None,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let err = cluster.submit(submission).await.unwrap_err();
         assert_eq!(err.status_code(), 400);
@@ -642,6 +643,7 @@ fn waiting_for_a_job_that_already_ended_returns_its_final_state() {
             checkpointing: None,
             state_backend: Default::default(),
             savepoint: None,
+            restart: None,
         };
         let id = cluster.submit(submission).await.unwrap();
         // Let the job fail before anyone waits for it.

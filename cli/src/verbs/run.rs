@@ -43,9 +43,8 @@ value; durations as 500ms, 10s, 1min, or a plain number of milliseconds):
   restart-strategy.<type>.* (fixed-delay.attempts, fixed-delay.delay,
   failure-rate.max-failures-per-interval, failure-rate.failure-rate-interval, failure-rate.delay,
   exponential-delay.initial-backoff, .max-backoff, .backoff-multiplier,
-  .reset-backoff-threshold, .attempts-before-reset-backoff, .jitter-factor=0):
-  `weir local run` only; on a cluster the restart strategy is the jobmanager's setting
-  (restart_strategy) for now.
+  .reset-backoff-threshold, .attempts-before-reset-backoff, .jitter-factor=0): the job's
+  restart strategy (without them, the jobmanager's restart_strategy applies).
 An unknown key, a bad value, or a key given together with its flag is an error naming the key.";
 
 const RUN_AFTER_HELP: &str = "\
@@ -236,6 +235,8 @@ pub async fn local_run(args: LocalRunArgs) -> anyhow::Result<ExitCode> {
         checkpointing: resolved.checkpointing,
         state_backend: resolved.state_backend,
         savepoint: prepared.savepoint,
+        // The mini-cluster's jobmanager has the policy (above).
+        restart: None,
     };
     let id = cluster.submit(submission).await.with_context(|| format!("cannot run {shown}"))?;
     let jobmanager = cluster.jobmanager().clone();
@@ -301,14 +302,7 @@ async fn terminated(terminate: &mut Option<Signal>) {
 /// `weir run`: upload, submit, and (unless detached) follow the job to its end.
 pub async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::Result<ExitCode> {
     let prepared = args.job.prepare()?;
-    if let Some(key) = prepared.settings.restart.first_key() {
-        return Err(weir_cli::Error::setting(
-            key,
-            "the restart strategy is a cluster setting for now (weir-jobmanager's restart_strategy); the REST API \
-             takes none per job (weir local run applies it)",
-        )
-        .into());
-    }
+    let restart = prepared.settings.restart.policy()?;
     let shown = prepared.plugin.display().to_string();
     let plugin = std::fs::read(&prepared.plugin).with_context(|| format!("cannot read the job plugin {shown}"))?;
     let file_name =
@@ -318,6 +312,9 @@ pub async fn cluster_run(client: &RestClient, args: ClusterRunArgs) -> anyhow::R
         // Flink's names (`POST /jars/:jarid/run`).
         form_fields.push(("savepointPath", savepoint.path.clone()));
         form_fields.push(("allowNonRestoredState", savepoint.allow_non_restored_state.to_string()));
+    }
+    if let Some(policy) = restart {
+        form_fields.push(("restart_strategy", serde_json::to_string(&policy)?));
     }
     // Listening from here on: Ctrl-C during the upload must not leave the job's fate unknown.
     let mut signals = Signals::listen(args.shutdown_on_attached_exit)?;

@@ -25,8 +25,10 @@
 //! `POST /jobs` also takes the optional fields `checkpoint_interval` (a duration such as `500ms`
 //! or `10s`; checkpointing is off without it), `state_backend` (`heap` or `rocksdb`),
 //! `checkpoint_dir` (a storage URL; default the jobmanager's storage), `checkpoints_retained`,
-//! `checkpoint_timeout`, `checkpoint_min_pause`, `checkpoint_max_concurrent` and
-//! `checkpoint_tolerable_failures`.
+//! `checkpoint_timeout`, `checkpoint_min_pause`, `checkpoint_max_concurrent`,
+//! `checkpoint_tolerable_failures`, and `restart_strategy` (JSON: `strategy` as Flink names it,
+//! `max_attempts`, `delay_ms`, `max_delay_ms`, `backoff_multiplier`, `reset_backoff_after_ms`,
+//! `failure_rate_interval_ms`; the jobmanager's strategy without it).
 //!
 //! Errors are `{"errors": ["<message>"]}` with a 4xx status for the caller's mistakes and a 5xx
 //! status for the cluster's.
@@ -824,6 +826,7 @@ struct Upload {
     parallelism: u32,
     checkpointing: CheckpointOptions,
     savepoint: Option<crate::savepoint_restore::SavepointRestoreSettings>,
+    restart: Option<crate::restart::RestartPolicy>,
 }
 
 async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
@@ -833,6 +836,7 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     let mut checkpointing = CheckpointOptions::default();
     let mut savepoint_path: Option<String> = None;
     let mut allow_non_restored_state = false;
+    let mut restart = None;
     while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -863,6 +867,15 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
             "checkpoint_min_pause" => checkpointing.min_pause = Some(field.text().await?),
             "checkpoint_max_concurrent" => checkpointing.max_concurrent = Some(field.text().await?),
             "checkpoint_tolerable_failures" => checkpointing.tolerable_failures = Some(field.text().await?),
+            "restart_strategy" => {
+                let text = field.text().await?;
+                restart = Some(serde_json::from_str(&text).map_err(|e| {
+                    ApiError::invalid(format!(
+                        "form field 'restart_strategy' must be a JSON object (strategy, max_attempts, delay_ms, \
+                         max_delay_ms, backoff_multiplier, reset_backoff_after_ms, failure_rate_interval_ms): {e}"
+                    ))
+                })?);
+            }
             // Flink's names (`POST /jars/:jarid/run`).
             "savepointPath" => savepoint_path = Some(field.text().await?).filter(|p| !p.trim().is_empty()),
             "allowNonRestoredState" => {
@@ -882,7 +895,8 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
                 return Err(ApiError::invalid(format!(
                     "unknown form field '{other}' (expected plugin, args, parallelism, checkpoint_interval, \
                      state_backend, checkpoint_dir, checkpoints_retained, checkpoint_timeout, checkpoint_min_pause, \
-                     checkpoint_max_concurrent, checkpoint_tolerable_failures, savepointPath, allowNonRestoredState)"
+                     checkpoint_max_concurrent, checkpoint_tolerable_failures, restart_strategy, savepointPath, \
+                     allowNonRestoredState)"
                 )));
             }
         }
@@ -896,7 +910,7 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     }
     let savepoint = savepoint_path
         .map(|path| crate::savepoint_restore::SavepointRestoreSettings { path, allow_non_restored_state });
-    Ok(Upload { plugin, args, parallelism, checkpointing, savepoint })
+    Ok(Upload { plugin, args, parallelism, checkpointing, savepoint, restart })
 }
 
 async fn submit_job(
@@ -920,6 +934,7 @@ async fn submit_job(
         checkpointing: resolved.checkpointing,
         state_backend: resolved.state_backend,
         savepoint: upload.savepoint,
+        restart: upload.restart,
     };
     match state.rest.jobmanager.submit(submission).await {
         Ok(id) => {
