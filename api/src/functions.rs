@@ -35,9 +35,12 @@ impl<'a, O> Collector<'a, O> {
     }
 }
 
-/// What a function can learn about the subtask it runs in, and how it logs.
+/// What a function can learn about the subtask it runs in, how it logs and where it registers
+/// its metrics.
 pub struct RuntimeContext<'a> {
     pub(crate) rt: &'a dyn TaskRuntime,
+    /// The name of the function's operator.
+    pub(crate) operator: &'a str,
 }
 
 impl RuntimeContext<'_> {
@@ -49,6 +52,12 @@ impl RuntimeContext<'_> {
     /// Logs through the taskmanager's logger, tagged with job, task and subtask.
     pub fn log(&self, level: LogLevel, message: &str) {
         self.rt.log(level, message);
+    }
+
+    /// The operator's metric group, to register counters, gauges and histograms in `open`
+    /// (see [`crate::metrics`]).
+    pub fn metric_group(&self) -> crate::metrics::MetricGroup<'_> {
+        crate::metrics::MetricGroup { rt: self.rt, operator: self.operator }
     }
 }
 

@@ -44,6 +44,7 @@ mod factory;
 pub mod functions;
 pub mod graph;
 pub mod keygroup;
+pub mod metrics;
 mod operators;
 pub mod plugin;
 pub mod runtime;
@@ -75,6 +76,7 @@ pub mod prelude {
         AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
         ProcessWindowFunction, RuntimeContext, TimeDomain,
     };
+    pub use crate::metrics::{Counter, Gauge, Histogram};
     pub use crate::state::{
         DeclaredState, ListStateDescriptor, MapStateDescriptor, StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
     };

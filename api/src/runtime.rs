@@ -255,6 +255,16 @@ pub trait TaskRuntime {
 
     /// Forwards a message to the runtime's logger, tagged with the task's ids.
     fn log(&self, level: LogLevel, message: &str);
+
+    /// Registers a user metric of operator `operator` (its name) in this subtask; the runtime
+    /// serves it with the task's metrics. A runtime without metrics keeps nothing.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] when the operator registered `name` already.
+    fn register_metric(&self, operator: &str, name: &str, metric: crate::metrics::UserMetric) -> Result<()> {
+        let _ = (operator, name, metric);
+        Ok(())
+    }
 }
 
 /// The merge function of [`KeyedStateBackend::update`]: current value in, new value out.

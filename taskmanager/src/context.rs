@@ -47,9 +47,40 @@ pub struct TaskMetrics {
     shares_taken: std::sync::Mutex<(Instant, u64, u64)>,
     /// The metrics of the task's source connector (Kafka), once it opened one.
     pub(crate) connector: std::sync::OnceLock<Arc<dyn crate::connectors::ConnectorMetrics>>,
+    /// The metrics the job's functions registered, in registration order.
+    pub(crate) user: std::sync::Mutex<Vec<RegisteredMetric>>,
+}
+
+/// A metric a function of the task registered ([`TaskRuntime::register_metric`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RegisteredMetric {
+    /// The operator's name.
+    pub(crate) operator: String,
+    /// The metric's name.
+    pub(crate) name: String,
+    /// Its handle (shared with the function).
+    pub(crate) metric: weir_api::metrics::UserMetric,
 }
 
 impl TaskMetrics {
+    /// Keeps a function's metric; refuses a second one of the same name in the same operator.
+    pub(crate) fn register_user(
+        &self,
+        operator: &str,
+        name: &str,
+        metric: weir_api::metrics::UserMetric,
+    ) -> Result<()> {
+        let mut user = self.user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if user.iter().any(|m| m.operator == operator && m.name == name) {
+            return Err(Error::InvalidArgument(format!(
+                "operator '{operator}' registers the metric '{name}' twice in task '{}'",
+                self.task_name
+            )));
+        }
+        user.push(RegisteredMetric { operator: operator.to_owned(), name: name.to_owned(), metric });
+        Ok(())
+    }
+
     /// How the task spent its time since this was last called (or since it was deployed): one
     /// lock per heartbeat, not on the data path.
     pub(crate) fn take_time_shares(&self) -> weir_runtime::TimeShares {
@@ -88,6 +119,7 @@ impl TaskMetrics {
             running: AtomicBool::new(false),
             shares_taken: std::sync::Mutex::new((Instant::now(), 0, 0)),
             connector: std::sync::OnceLock::new(),
+            user: std::sync::Mutex::default(),
         }
     }
 
@@ -373,6 +405,10 @@ impl TaskRuntime for TaskContext {
             LogLevel::Info => tracing::info!(job_id, task, subtask, "{message}"),
             LogLevel::Debug => tracing::debug!(job_id, task, subtask, "{message}"),
         }
+    }
+
+    fn register_metric(&self, operator: &str, name: &str, metric: weir_api::metrics::UserMetric) -> Result<()> {
+        self.metrics.register_user(operator, name, metric)
     }
 }
 

@@ -15,10 +15,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use weir_api::metrics::UserMetric;
 use weir_runtime::{TaskId, TaskManagerGateway as _};
 
 /// The window of rates and time shares (Flink's `MeterView` default).
@@ -225,34 +226,51 @@ impl Collector for TaskManagerCollector {
                 ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
             }
         }
-        // Connector metrics under Flink's operator scope, named by the chain's head (the source).
-        let mut connector: std::collections::BTreeMap<&'static str, Vec<Series>> = Default::default();
+        // Connector metrics under Flink's operator scope, named by the chain's head (the source),
+        // and the metrics the job's functions registered, named by their operators.
+        let mut operator: BTreeMap<String, Family> = BTreeMap::new();
+        let tm_id = self.taskmanager.id().to_owned();
         for (id, metrics) in self.taskmanager.task_metric_handles() {
-            let Some(values) = metrics.connector.get().map(|c| c.values()) else { continue };
-            let operator = metrics.task_name.split(" -> ").next().unwrap_or_default().to_owned();
-            let labels = vec![
-                ("job_id", id.job.to_string()),
-                ("job_name", metrics.job_name.clone()),
-                ("task_id", id.vertex.to_string()),
-                ("task_name", metrics.task_name.clone()),
-                ("operator_name", operator),
-                ("subtask_index", id.subtask.to_string()),
-                ("task_attempt_num", id.attempt.to_string()),
-                ("tm_id", self.taskmanager.id().to_owned()),
-            ];
-            for (name, value) in values {
-                connector.entry(name).or_default().push((labels.clone(), value));
+            let labels = |operator: &str| {
+                vec![
+                    ("job_id", id.job.to_string()),
+                    ("job_name", metrics.job_name.clone()),
+                    ("task_id", id.vertex.to_string()),
+                    ("task_name", metrics.task_name.clone()),
+                    ("operator_name", operator.to_owned()),
+                    ("subtask_index", id.subtask.to_string()),
+                    ("task_attempt_num", id.attempt.to_string()),
+                    ("tm_id", tm_id.clone()),
+                ]
+            };
+            if let Some(values) = metrics.connector.get().map(|c| c.values()) {
+                let head = labels(metrics.task_name.split(" -> ").next().unwrap_or_default());
+                for (name, value) in values {
+                    add(&mut operator, name, Kind::Connector, &head, value);
+                }
+            }
+            let user = metrics.user.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            for m in user {
+                let labels = labels(&m.operator);
+                match &m.metric {
+                    UserMetric::Counter(c) => add(&mut operator, &m.name, Kind::Counter, &labels, c.count() as f64),
+                    UserMetric::Gauge(g) => add(&mut operator, &m.name, Kind::Gauge, &labels, g.value()),
+                    UserMetric::Histogram(h) => {
+                        let stats = h.statistics();
+                        for q in QUANTILES {
+                            let mut with_quantile = labels.clone();
+                            with_quantile.push(("quantile", q.to_string()));
+                            add(&mut operator, &m.name, Kind::Histogram, &with_quantile, stats.quantile(q));
+                        }
+                        add(&mut operator, &format!("{}_count", m.name), Kind::Histogram, &labels, stats.count as f64);
+                    }
+                }
             }
         }
-        for (name, series) in connector {
+        for (name, family) in operator {
             let name = format!("flink_taskmanager_job_task_operator_{name}");
-            let mut metric = encoder.encode_descriptor(
-                &name,
-                "A source connector's metric (Flink's name).",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (labels, value) in series {
+            let mut metric = encoder.encode_descriptor(&name, family.kind.help(), None, MetricType::Gauge)?;
+            for (labels, value) in family.series {
                 ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -266,6 +284,47 @@ impl Collector for TaskManagerCollector {
         )?;
         ConstGauge::new(i64::from(slots)).encode(metric.encode_family(&tm_id)?)?;
         weir_runtime::metrics::encode_process(&mut encoder)
+    }
+}
+
+/// The quantiles of a user histogram, as Flink's Prometheus reporter gives them.
+const QUANTILES: [f64; 6] = [0.5, 0.75, 0.95, 0.98, 0.99, 0.999];
+
+/// What an operator-scope metric family holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connector,
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn help(self) -> &'static str {
+        match self {
+            Self::Connector => "A source connector's metric (Flink's name).",
+            Self::Counter => "A counter the job's code registered.",
+            Self::Gauge => "A gauge the job's code registered.",
+            Self::Histogram => "A histogram the job's code registered (quantiles of its latest values; _count: all).",
+        }
+    }
+}
+
+/// One operator-scope family: its kind and series.
+struct Family {
+    kind: Kind,
+    series: Vec<Series>,
+}
+
+/// Adds a series to the family `name`. A name already taken by another kind of metric (a user
+/// counter named as a connector metric, or a counter and a histogram of the same name in two
+/// operators) keeps the first kind; the other is left out rather than made a second family.
+fn add(families: &mut BTreeMap<String, Family>, name: &str, kind: Kind, labels: &[(&'static str, String)], value: f64) {
+    let family = families.entry(name.to_owned()).or_insert_with(|| Family { kind, series: Vec::new() });
+    if family.kind == kind {
+        family.series.push((labels.to_vec(), value));
+    } else {
+        tracing::debug!(metric = name, "a metric of another kind has this name already: left out");
     }
 }
 
@@ -309,6 +368,25 @@ mod tests {
         let r = meter.rates(sample(at(200), 7000, 132_000, 65_000));
         assert_eq!(r.records_in, 0.0);
         assert_eq!(r.idle_ms, 1000.0);
+    }
+
+    #[test]
+    fn a_user_metric_registered_twice_is_refused_and_a_name_keeps_its_first_kind() {
+        use weir_api::metrics::{Counter, Gauge};
+        let metrics = TaskMetrics::new("job", "count -> sink");
+        metrics.register_user("count", "seen", UserMetric::Counter(Counter::default())).unwrap();
+        metrics.register_user("sink", "seen", UserMetric::Counter(Counter::default())).unwrap();
+        let e = metrics.register_user("count", "seen", UserMetric::Gauge(Gauge::default())).unwrap_err();
+        assert!(e.to_string().contains("operator 'count' registers the metric 'seen' twice"), "{e}");
+        let mut families = BTreeMap::new();
+        let labels = [("operator_name", "count".to_owned())];
+        add(&mut families, "pendingRecords", Kind::Connector, &labels, 5.0);
+        add(&mut families, "pendingRecords", Kind::Counter, &labels, 7.0);
+        add(&mut families, "seen", Kind::Counter, &labels, 1.0);
+        add(&mut families, "seen", Kind::Counter, &[("operator_name", "sink".to_owned())], 2.0);
+        let values = |name: &str| families[name].series.iter().map(|(_, v)| *v).collect::<Vec<_>>();
+        assert_eq!(values("pendingRecords"), [5.0], "the connector's metric keeps the name");
+        assert_eq!(values("seen"), [1.0, 2.0], "one family, a series per operator");
     }
 
     #[test]

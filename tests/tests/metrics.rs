@@ -157,6 +157,35 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     // One taskmanager: no bytes cross the network, but the series are there (0).
     assert!(!find(&samples, "flink_taskmanager_job_task_numBytesOut", &slow).is_empty());
 
+    // The user metrics of the slow job's keyed function, under Flink's operator scope: all of
+    // its single key's elements go to one subtask, whose counter counts them; the gauge holds the
+    // latest element, the histogram the last digits (0 to 9).
+    let samples = scrape_until(&taskmanager, "the job's own metrics", &cluster, |samples| {
+        let counted = find(samples, "flink_taskmanager_job_task_operator_countedRecords", &slow);
+        counted.iter().any(|s| s.value > 0.0).then(|| samples.to_vec())
+    });
+    let counted = find(&samples, "flink_taskmanager_job_task_operator_countedRecords", &slow);
+    assert_eq!(counted.len(), 2, "one series per subtask: {counted:?}");
+    assert!(counted.iter().all(|s| s.labels["operator_name"] == "count and sum"), "{counted:?}");
+    let busy = counted.iter().find(|s| s.value > 0.0).unwrap();
+    assert!(busy.value <= 100_000.0, "{busy:?}");
+    let subtask = |s: &Sample| s.labels["subtask_index"].clone();
+    let last = find(&samples, "flink_taskmanager_job_task_operator_lastSequence", &slow);
+    let last = last.iter().find(|s| subtask(s) == subtask(busy)).expect("the gauge of the busy subtask");
+    assert!((0.0..100_000.0).contains(&last.value), "{last:?}");
+    let quantiles: Vec<&Sample> = find(&samples, "flink_taskmanager_job_task_operator_sequenceLastDigit", &slow)
+        .into_iter()
+        .filter(|s| subtask(s) == subtask(busy))
+        .collect();
+    let mut levels: Vec<&str> = quantiles.iter().map(|s| s.labels["quantile"].as_str()).collect();
+    levels.sort_unstable();
+    assert_eq!(levels, ["0.5", "0.75", "0.95", "0.98", "0.99", "0.999"], "{quantiles:?}");
+    assert!(quantiles.iter().all(|s| (0.0..=9.0).contains(&s.value)), "{quantiles:?}");
+    let count = find(&samples, "flink_taskmanager_job_task_operator_sequenceLastDigit_count", &slow);
+    let count = count.iter().find(|s| subtask(s) == subtask(busy)).unwrap();
+    // Read after the counter; the element being processed may be counted and not yet recorded.
+    assert!(count.value + 1.0 >= busy.value, "every element went into the histogram: {count:?} {busy:?}");
+
     // The same through REST, in Flink's shape: the source vertex (0) is backpressured.
     let deadline = Instant::now() + Duration::from_secs(30);
     let pressure = loop {

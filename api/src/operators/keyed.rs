@@ -220,7 +220,7 @@ where
 {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.harness.open(rt)?;
-        self.function.open(&RuntimeContext { rt })?;
+        self.function.open(&RuntimeContext { rt, operator: &self.harness.name })?;
         self.out.open(rt)
     }
 

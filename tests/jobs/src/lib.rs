@@ -47,11 +47,30 @@ const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
 const SUM: ValueStateDescriptor<u64> = ValueStateDescriptor::new("sum");
 
 /// Counts and sums the sequence numbers of its key; emits `count,sum` at the end of the input.
-#[derive(Clone)]
-struct CountAndSum;
+/// Its user metrics: `countedRecords` (a counter of its elements), `lastSequence` (a gauge of the
+/// latest element) and `sequenceLastDigit` (a histogram of the elements modulo 10).
+#[derive(Clone, Default)]
+struct CountAndSum {
+    counted: Option<Counter>,
+    last: Option<Gauge>,
+    last_digit: Option<Histogram>,
+}
 
 impl KeyedProcessFunction<u8, u64, String> for CountAndSum {
+    fn open(&mut self, ctx: &RuntimeContext<'_>) -> Result<()> {
+        let group = ctx.metric_group();
+        self.counted = Some(group.counter("countedRecords")?);
+        self.last = Some(group.gauge("lastSequence")?);
+        self.last_digit = Some(group.histogram("sequenceLastDigit")?);
+        Ok(())
+    }
+
     fn process_element(&mut self, value: u64, ctx: &mut KeyedContext<'_, u8, String>) -> Result<()> {
+        if let (Some(counted), Some(last), Some(last_digit)) = (&self.counted, &self.last, &self.last_digit) {
+            counted.inc();
+            last.set(value as f64);
+            last_digit.update((value % 10) as i64);
+        }
         let n = ctx.value_state(&COUNT)?.value()?.unwrap_or(0);
         if n == 0 {
             // The end-of-input watermark fires it once, after the last record.
@@ -106,7 +125,7 @@ fn slow_sink(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()>
         .uid("slow")
         .name("slow map")
         .key_by(|_: &u64| 0u8)
-        .process(CountAndSum)
+        .process(CountAndSum::default())
         .uid("count-and-sum")
         .name("count and sum")
         .write_as_text(output)
