@@ -105,6 +105,12 @@ struct SourceBarriers {
 }
 
 impl SourceBarriers {
+    /// The last barrier emitted, when barrier `id` is older than it (it can never be emitted: a
+    /// repeated trigger of the last one is not older).
+    fn newer_than(&self, id: CheckpointId) -> Option<CheckpointId> {
+        self.last.filter(|&last| id < last)
+    }
+
     /// Whether barrier `id` may be emitted now (and is then the last one).
     fn admit(&mut self, id: CheckpointId) -> bool {
         if self.last.is_some_and(|last| id <= last) {
@@ -140,10 +146,28 @@ fn handle_control(
             }
         }
         TaskControl::TriggerCheckpoint(barrier) => {
-            tracing::debug!(task = %cx.id, checkpoint_id = barrier.id, "stale checkpoint trigger dropped");
+            drop_stale_trigger(cx, barriers, barrier.id);
             Ok(SourceFlow::Continue)
         }
         TaskControl::AbortCheckpoint(_) | TaskControl::SavepointComplete(_) => Ok(SourceFlow::Continue),
+    }
+}
+
+/// Drops a trigger that is not newer than the source's last barrier. A savepoint's is declined
+/// when it is older (its barrier can never be emitted): the coordinator aborts it now instead of
+/// waiting for it until it expires. An older checkpoint's is left to the newer checkpoint,
+/// whose completion subsumes it.
+fn drop_stale_trigger(cx: &TaskContext, barriers: &SourceBarriers, checkpoint: CheckpointId) {
+    match barriers.newer_than(checkpoint) {
+        Some(last) if cx.savepoints.target(checkpoint).is_some() => {
+            tracing::warn!(task = %cx.id, checkpoint_id = checkpoint, last, "the savepoint's trigger came after a newer barrier: declining it");
+            cx.events.checkpoint_declined(
+                cx.id,
+                checkpoint,
+                format!("its trigger reached the source after the barrier of checkpoint {last}"),
+            );
+        }
+        _ => tracing::debug!(task = %cx.id, checkpoint_id = checkpoint, "stale checkpoint trigger dropped"),
     }
 }
 
@@ -186,6 +210,7 @@ fn await_stop(
             Ok(TaskControl::TriggerCheckpoint(barrier)) if barriers.admit(barrier.id) => {
                 cx.checkpoint(chain, barrier, 0)?;
             }
+            Ok(TaskControl::TriggerCheckpoint(barrier)) => drop_stale_trigger(cx, barriers, barrier.id),
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             // The taskmanager dropped the task's handle (it shuts down).
             Err(RecvTimeoutError::Disconnected) => return Ok(SourceFlow::Canceled),
@@ -485,7 +510,9 @@ mod tests {
         let mut barriers = SourceBarriers::default();
         assert!(barriers.admit(5));
         assert!(!barriers.admit(4), "stale");
+        assert_eq!(barriers.newer_than(4), Some(5), "an older trigger can never be emitted");
         assert!(!barriers.admit(5), "repeated");
+        assert_eq!(barriers.newer_than(5), None, "a repeated trigger is not older");
         assert!(barriers.admit(6));
     }
 

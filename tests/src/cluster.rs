@@ -6,7 +6,7 @@
 //! test fails. Children are only ever stopped through their [`Child`] handles; dropping the
 //! [`Cluster`] kills and reaps all of them.
 
-use crate::harness::{CommandOutput, artifact, run_weir};
+use crate::harness::{CommandOutput, artifact, run_weir_within};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -213,10 +213,14 @@ impl Cluster {
     }
 
     /// Runs `weir --jobmanager <rest> args...`, killed after `timeout`.
+    ///
+    /// # Panics
+    /// When it had to be killed: with what it printed and the cluster's logs.
     pub fn weir_with_timeout(&self, args: &[&str], timeout: Duration) -> CommandOutput {
         let mut all = vec!["--jobmanager", self.rest.as_str()];
         all.extend_from_slice(args);
-        run_weir(&all, timeout)
+        run_weir_within(&all, timeout)
+            .unwrap_or_else(|out| panic!("weir {all:?} did not finish within {timeout:?}: {out:?}\n{}", self.logs()))
     }
 
     /// `GET <rest>/<path>` on the jobmanager's REST API: the status code and the JSON body.

@@ -87,7 +87,20 @@ pub struct CommandOutput {
 }
 
 /// Runs the `weir` binary with `args`; kills it (by handle) if it runs longer than `timeout`.
+///
+/// # Panics
+/// When it had to be killed (with what it printed until then).
 pub fn run_weir(args: &[&str], timeout: std::time::Duration) -> CommandOutput {
+    run_weir_within(args, timeout)
+        .unwrap_or_else(|out| panic!("weir {args:?} did not finish within {timeout:?}: {out:?}"))
+}
+
+/// Runs the `weir` binary with `args`; kills it (by handle) if it runs longer than `timeout`,
+/// and then returns what it printed until then as the error.
+///
+/// # Errors
+/// It had to be killed.
+pub fn run_weir_within(args: &[&str], timeout: std::time::Duration) -> Result<CommandOutput, CommandOutput> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let mut child = Command::new(artifact("weir"))
@@ -110,22 +123,24 @@ pub fn run_weir(args: &[&str], timeout: std::time::Duration) -> CommandOutput {
         s
     });
     let deadline = std::time::Instant::now() + timeout;
+    let mut killed = false;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for weir") {
             break status;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            let _ = child.wait();
-            panic!("weir {args:?} did not finish within {timeout:?}");
+            killed = true;
+            break child.wait().expect("wait for the killed weir");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    CommandOutput {
+    let out = CommandOutput {
         code: status.code(),
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
-    }
+    };
+    if killed { Err(out) } else { Ok(out) }
 }
 
 /// Deterministic text that exercises the word definition: mixed case, digits, punctuation,

@@ -39,11 +39,18 @@ pub(crate) struct FakeTaskManager {
     id: String,
     seen: Mutex<Vec<Seen>>,
     final_commit: Mutex<GatewayResult<()>>,
+    /// How long the preparation of a savepoint takes to be answered.
+    prepare_latency: Mutex<Duration>,
 }
 
 impl FakeTaskManager {
     pub(crate) fn new(id: &str) -> Arc<Self> {
-        Arc::new(Self { id: id.to_owned(), seen: Mutex::new(Vec::new()), final_commit: Mutex::new(Ok(())) })
+        Arc::new(Self {
+            id: id.to_owned(),
+            seen: Mutex::new(Vec::new()),
+            final_commit: Mutex::new(Ok(())),
+            prepare_latency: Mutex::new(Duration::ZERO),
+        })
     }
 
     fn record(&self, seen: Seen) {
@@ -110,7 +117,11 @@ impl TaskManagerGateway for FakeTaskManager {
         _: Option<bool>,
     ) -> BoxFuture<'_, GatewayResult<()>> {
         self.record(Seen::Prepare(attempt, checkpoint));
-        Box::pin(async { Ok(()) })
+        let latency = *self.prepare_latency.lock().unwrap();
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            Ok(())
+        })
     }
 
     fn abort_checkpoint(&self, _: JobId, attempt: u32, checkpoint: CheckpointId) -> BoxFuture<'_, GatewayResult<()>> {
@@ -279,6 +290,45 @@ impl Harness {
 
 fn trigger_of(attempt: u32) -> impl Fn(&Seen) -> bool {
     move |s| matches!(s, Seen::Trigger(a, _) if *a == attempt)
+}
+
+// A periodic checkpoint triggered while a savepoint with a lower id is being prepared reaches the
+// sources after the savepoint's trigger: a source drops a trigger older than a barrier it
+// emitted. Regression: the checkpoint's trigger went first, the sources dropped the savepoint's
+// as stale, and `weir stop` waited for the savepoint until it expired (10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_reach_the_sources_in_id_order_while_a_savepoint_is_being_prepared() {
+    let h = Harness::start(Options::default());
+    *h.tm.prepare_latency.lock().unwrap() = Duration::from_millis(300);
+    h.run_attempt(0).await;
+    let Seen::Trigger(_, first) = h.tm.wait_for("trigger", trigger_of(0)).await else { unreachable!() };
+    let storage = h.storage.clone().unwrap();
+    let request = super::master::SavepointRequest {
+        dir_url: storage.url_of("savepoints/sp-1"),
+        storage: Ok(storage),
+        cancel_job: false,
+        stop: None,
+        request_id: "sp-1".into(),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    h.handle.send(JobInput::TriggerSavepoint(request, reply));
+    assert_eq!(answer.await.unwrap().unwrap(), "sp-1");
+    let Seen::Prepare(_, savepoint) = h.tm.wait_for("preparation", |s| matches!(s, Seen::Prepare(0, _))).await else {
+        unreachable!()
+    };
+    assert!(savepoint > first);
+    // The first checkpoint completes: the next periodic one is triggered while the savepoint
+    // is still being prepared (300 ms).
+    for subtask in 0..2 {
+        let task = h.task(0, subtask);
+        let snapshot = h.snapshot(first, task).await;
+        h.handle.send(JobInput::Acknowledge(task, first, snapshot));
+    }
+    h.tm.wait_for("the savepoint's trigger", |s| *s == Seen::Trigger(0, savepoint)).await;
+    h.tm.wait_for("a later checkpoint's trigger", |s| matches!(s, Seen::Trigger(0, id) if *id > savepoint)).await;
+    let triggers: Vec<CheckpointId> =
+        h.tm.seen().iter().filter_map(|s| if let Seen::Trigger(0, id) = s { Some(*id) } else { None }).collect();
+    assert!(triggers.windows(2).all(|w| w[0] < w[1]), "triggers in id order: {triggers:?}");
 }
 
 // Item 3: a checkpoint whose `_metadata` write is in flight when a restart begins is waited for

@@ -49,7 +49,7 @@ impl JobMaster {
                     if self.is_savepoint(checkpoint_id) {
                         self.prepare_savepoint(barrier);
                     } else {
-                        self.trigger_sources(barrier);
+                        self.trigger_checkpoint_sources(barrier);
                     }
                 }
                 Action::WriteMetadata { checkpoint_id, kind, acknowledgements } => {

@@ -57,6 +57,9 @@ pub(super) struct Savepoints {
     published: Arc<Vec<(String, SavepointStatus)>>,
     /// Savepoints in progress, by checkpoint id.
     pending: BTreeMap<u64, PendingSavepoint>,
+    /// Triggers of checkpoints with ids above a savepoint that is still being prepared: sent
+    /// after the savepoint's, since a source drops a trigger older than a barrier it emitted.
+    deferred: Vec<CheckpointBarrier>,
 }
 
 struct PendingSavepoint {
@@ -100,6 +103,12 @@ impl Savepoints {
 
     pub(super) fn is_savepoint(&self, checkpoint: u64) -> bool {
         self.pending.contains_key(&checkpoint)
+    }
+
+    /// Whether a savepoint with an id below `checkpoint` is still being prepared (its trigger
+    /// not sent yet).
+    fn preparing_below(&self, checkpoint: u64) -> bool {
+        self.pending.range(..checkpoint).any(|(_, p)| p.barrier.is_some())
     }
 }
 
@@ -177,6 +186,12 @@ impl JobMaster {
                 p.preparing.insert(tm.clone());
             }
         }
+        if p.preparing.is_empty() {
+            // No taskmanager to prepare: trigger at once (rather than hold it, and the
+            // checkpoints after it, until it expires).
+            p.barrier = None;
+            self.trigger_sources(barrier);
+        }
     }
 
     /// A taskmanager answered the preparation of savepoint `checkpoint`.
@@ -201,6 +216,37 @@ impl JobMaster {
             && let Some(barrier) = p.barrier.take()
         {
             self.trigger_sources(barrier);
+            self.release_deferred_triggers();
+        }
+    }
+
+    /// Sends the trigger of checkpoint `barrier` to the sources, or holds it while a savepoint
+    /// with a lower id is still being prepared: triggers must reach the sources in id order (a
+    /// source drops a trigger older than a barrier it emitted, and a savepoint dropped so would
+    /// wait for its timeout).
+    pub(super) fn trigger_checkpoint_sources(&mut self, barrier: CheckpointBarrier) {
+        if self.savepoints.preparing_below(barrier.id) {
+            debug!(job_id = %self.id, checkpoint_id = barrier.id, "checkpoint trigger held until the savepoint before it is triggered");
+            self.savepoints.deferred.push(barrier);
+        } else {
+            self.trigger_sources(barrier);
+        }
+    }
+
+    /// Sends the held triggers that no savepoint being prepared precedes any more, in id order
+    /// (those of checkpoints aborted meanwhile are dropped).
+    fn release_deferred_triggers(&mut self) {
+        let deferred = std::mem::take(&mut self.savepoints.deferred);
+        for barrier in deferred {
+            let pending = self.checkpoints.as_ref().is_some_and(|c| c.coordinator.is_pending(barrier.id));
+            if !pending {
+                continue;
+            }
+            if self.savepoints.preparing_below(barrier.id) {
+                self.savepoints.deferred.push(barrier);
+            } else {
+                self.trigger_sources(barrier);
+            }
         }
     }
 
@@ -302,6 +348,8 @@ impl JobMaster {
     /// whether `checkpoint` was a savepoint.
     pub(super) fn savepoint_ended(&mut self, checkpoint: u64, failure: Option<String>, now: Now) -> bool {
         let Some(p) = self.savepoints.pending.remove(&checkpoint) else { return false };
+        // Aborted while being prepared: the checkpoints held behind it go now.
+        self.release_deferred_triggers();
         match failure {
             None => {
                 info!(job_id = %self.id, checkpoint_id = checkpoint, location = %p.dir_url, "savepoint completed");
