@@ -43,6 +43,10 @@ pub struct TaskMetrics {
     pub output_watermark: AtomicI64,
     /// Whether the task reported RUNNING (else it is deploying).
     pub running: AtomicBool,
+    /// Full size of the task's last acknowledged checkpoint, bytes (-1: none yet).
+    pub checkpoint_full_bytes: AtomicI64,
+    /// Bytes the task wrote for its last acknowledged checkpoint alone (-1: none yet).
+    pub checkpoint_incremental_bytes: AtomicI64,
     /// When the time shares were last taken, and the idle and backpressured times then.
     shares_taken: std::sync::Mutex<(Instant, u64, u64)>,
     /// The metrics of the task's source connector (Kafka), once it opened one.
@@ -117,6 +121,8 @@ impl TaskMetrics {
             input_watermark: AtomicI64::new(i64::MIN),
             output_watermark: AtomicI64::new(i64::MIN),
             running: AtomicBool::new(false),
+            checkpoint_full_bytes: AtomicI64::new(-1),
+            checkpoint_incremental_bytes: AtomicI64::new(-1),
             shares_taken: std::sync::Mutex::new((Instant::now(), 0, 0)),
             connector: std::sync::OnceLock::new(),
             user: std::sync::Mutex::default(),

@@ -156,6 +156,7 @@ impl TaskManagerCollector {
                 .collect()
         };
         let watermark = |w: i64| (w != i64::MIN).then_some(w as f64);
+        let size = |bytes: i64| (bytes >= 0).then_some(bytes as f64);
         let now_ms = crate::context::now_ms();
         vec![
             ("numRecordsIn", "Records the task received.", series(&|s, _, _| Some(s.records_in as f64))),
@@ -207,6 +208,16 @@ impl TaskManagerCollector {
                 "currentOutputWatermark",
                 "The last watermark the task emitted (ms; absent before the first).",
                 series(&|_, _, m| watermark(m.output_watermark.load(Ordering::Relaxed))),
+            ),
+            (
+                "lastCheckpointFullSize",
+                "Full size of the task's state in its last acknowledged checkpoint (bytes; absent before one).",
+                series(&|_, _, m| size(m.checkpoint_full_bytes.load(Ordering::Relaxed))),
+            ),
+            (
+                "lastCheckpointSize",
+                "Bytes the task wrote for its last acknowledged checkpoint alone (absent before one).",
+                series(&|_, _, m| size(m.checkpoint_incremental_bytes.load(Ordering::Relaxed))),
             ),
             (
                 "watermarkLag",

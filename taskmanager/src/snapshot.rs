@@ -5,6 +5,7 @@
 use crate::connectors::SinkCommitter;
 use crate::state::task_db::{LocalCheckpoint, SharedUploads, TaskDatabase, UploadedSst};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, warn};
 use weir_api::runtime::{ChainSnapshot, CheckpointId, FINAL_CHECKPOINT, RestoredState};
@@ -21,6 +22,8 @@ pub(crate) struct SnapshotWriter {
     /// Uploads in progress: a task ends only after they did, so that nothing it wrote lands in
     /// storage after the jobmanager saw it stop.
     pub(crate) in_flight: Vec<tokio::task::JoinHandle<()>>,
+    /// The task's metrics: the sizes of its last acknowledged checkpoint go there.
+    pub(crate) metrics: Arc<crate::context::TaskMetrics>,
 }
 
 /// A native RocksDB checkpoint to upload with the chain's snapshot.
@@ -154,7 +157,8 @@ impl SnapshotWriter {
     ) {
         let url = self.layout.task_file_url(snapshot.checkpoint, &Self::file_name(task));
         let storage = self.storage.clone();
-        self.upload(task, snapshot, storage, url, database, alignment_ms, events);
+        let sizes = Some(Arc::clone(&self.metrics));
+        self.upload(task, snapshot, storage, url, database, alignment_ms, events, sizes);
     }
 
     /// Writes `snapshot`, a savepoint's canonical part of this task, into the savepoint's
@@ -179,11 +183,12 @@ impl SnapshotWriter {
         }
         let storage = target.storage.clone();
         let url = storage.url_of(&Self::file_name(task));
-        self.upload(task, snapshot, storage, url, None, alignment_ms, events);
+        self.upload(task, snapshot, storage, url, None, alignment_ms, events, None);
     }
 
     /// Uploads `snapshot` (and `database`'s files) in the background, then acknowledges it with
-    /// its handles, or declines it (after deleting what it wrote).
+    /// its handles (recording its sizes in `sizes`, for a checkpoint), or declines it (after
+    /// deleting what it wrote).
     #[allow(clippy::too_many_arguments)]
     fn upload(
         &mut self,
@@ -194,6 +199,7 @@ impl SnapshotWriter {
         database: Option<DatabaseCheckpoint>,
         alignment_ms: u64,
         events: Arc<dyn TaskEventSink>,
+        sizes: Option<Arc<crate::context::TaskMetrics>>,
     ) {
         let checkpoint = snapshot.checkpoint;
         let operators = operators_of(&snapshot);
@@ -202,6 +208,13 @@ impl SnapshotWriter {
         let handle = self.runtime.spawn(async move {
             match upload_task_snapshot(&storage, &layout, task, snapshot, url, database.as_ref()).await {
                 Ok(handles) => {
+                    if let Some(metrics) = sizes {
+                        let bytes = |f: fn(&StateHandle) -> u64| {
+                            i64::try_from(handles.iter().map(f).sum::<u64>()).unwrap_or(i64::MAX)
+                        };
+                        metrics.checkpoint_full_bytes.store(bytes(|h| h.size_bytes), Ordering::Relaxed);
+                        metrics.checkpoint_incremental_bytes.store(bytes(|h| h.incremental_bytes), Ordering::Relaxed);
+                    }
                     events.checkpoint_acknowledged(task, checkpoint, TaskSnapshot { handles, alignment_ms, operators });
                 }
                 Err(reason) => {

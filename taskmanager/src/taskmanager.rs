@@ -523,17 +523,23 @@ impl TaskManager {
                 inputs.push(input.input as usize);
             }
         }
+        let metrics = Arc::new(TaskMetrics::new(&deployment.job_name, &deployment.task_name));
         let checkpoints = match &deployment.checkpointing {
             Some(spec) => {
                 let storage = self.inner.storage(&spec.storage_url)?;
                 let layout = CheckpointLayout::new(&storage, task.job);
-                Some(SnapshotWriter { storage, layout, runtime: self.inner.runtime.clone(), in_flight: Vec::new() })
+                Some(SnapshotWriter {
+                    storage,
+                    layout,
+                    runtime: self.inner.runtime.clone(),
+                    in_flight: Vec::new(),
+                    metrics: Arc::clone(&metrics),
+                })
             }
             None => None,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let failure_on_cancel = Arc::new(OnceLock::new());
-        let metrics = Arc::new(TaskMetrics::new(&deployment.job_name, &deployment.task_name));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let committers;
         let savepoints;

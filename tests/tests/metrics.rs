@@ -186,6 +186,14 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
     // Read after the counter; the element being processed may be counted and not yet recorded.
     assert!(count.value + 1.0 >= busy.value, "every element went into the histogram: {count:?} {busy:?}");
 
+    // Each task's share of the checkpoints: the keyed count-and-sum task has state.
+    scrape_until(&taskmanager, "the tasks' checkpoint sizes", &cluster, |samples| {
+        let full = find(samples, "flink_taskmanager_job_task_lastCheckpointFullSize", &slow);
+        let incremental = find(samples, "flink_taskmanager_job_task_lastCheckpointSize", &slow);
+        let keyed = full.iter().find(|s| s.labels["task_name"].contains("count and sum") && s.value > 0.0)?;
+        incremental.iter().any(|s| s.labels == keyed.labels && s.value > 0.0 && s.value <= keyed.value).then_some(())
+    });
+
     // The same through REST, in Flink's shape: the source vertex (0) is backpressured.
     let deadline = Instant::now() + Duration::from_secs(30);
     let pressure = loop {
