@@ -207,15 +207,55 @@ pub(crate) struct OneInputFactory<I> {
 
 impl<I: crate::Data> NodeFactory for OneInputFactory<I> {
     fn chained(&self, setup: &OperatorSetup<'_>, outputs: Vec<ErasedDownstream>) -> Result<ErasedDownstream> {
-        Ok(erase::<I>((self.make)(setup, outputs)?))
+        let operator = (self.make)(setup, outputs)?;
+        Ok(erase::<I>(Box::new(WatermarkProbe { operator, name: setup.name.to_owned() })))
     }
 
     fn head(&self, setup: &OperatorSetup<'_>, outputs: Vec<ErasedDownstream>) -> Result<Box<dyn HeadOperator>> {
-        Ok(Box::new(DecodingHead {
-            operator: (self.make)(setup, outputs)?,
-            buffer: Vec::new(),
-            name: setup.name.to_owned(),
-        }))
+        let operator = (self.make)(setup, outputs)?;
+        let operator = Box::new(WatermarkProbe { operator, name: setup.name.to_owned() });
+        Ok(Box::new(DecodingHead { operator, buffer: Vec::new(), name: setup.name.to_owned() }))
+    }
+}
+
+/// Reports the watermarks that reach an operator of a chain to the runtime (its
+/// `currentInputWatermark`), then passes every call on.
+struct WatermarkProbe<I> {
+    operator: Box<dyn Downstream<I>>,
+    name: String,
+}
+
+impl<I: crate::Data> Downstream<I> for WatermarkProbe<I> {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.open(rt)
+    }
+    #[inline]
+    fn push(&mut self, batch: &mut Vec<crate::chain::StreamRecord<I>>, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.push(batch, rt)
+    }
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        rt.operator_input_watermark(&self.name, watermark);
+        self.operator.watermark(watermark, rt)
+    }
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.idleness(idle, rt)
+    }
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.time(now, rt)
+    }
+    fn next_time(&self) -> Option<Timestamp> {
+        self.operator.next_time()
+    }
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.end(rt)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.operator.snapshot(checkpoint, into, rt)
     }
 }
 
@@ -237,6 +277,57 @@ impl NodeFactory for HeadOnlyFactory {
     }
 
     fn head(&self, setup: &OperatorSetup<'_>, outputs: Vec<ErasedDownstream>) -> Result<Box<dyn HeadOperator>> {
-        (self.make)(setup, outputs)
+        Ok(Box::new(HeadProbe { head: (self.make)(setup, outputs)?, name: setup.name.to_owned() }))
+    }
+}
+
+/// [`WatermarkProbe`] for a head that is not a one-input operator (a two-input operator; a
+/// source is given no input watermark).
+struct HeadProbe {
+    head: Box<dyn HeadOperator>,
+    name: String,
+}
+
+impl HeadOperator for HeadProbe {
+    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.open(rt)
+    }
+    fn poll_source(&mut self, rt: &mut dyn TaskRuntime) -> Result<crate::runtime::SourceStatus> {
+        self.head.poll_source(rt)
+    }
+    fn process_batch(
+        &mut self,
+        input: usize,
+        batch: crate::runtime::InputBatch<'_>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.head.process_batch(input, batch, rt)
+    }
+    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        rt.operator_input_watermark(&self.name, watermark);
+        self.head.watermark(watermark, rt)
+    }
+    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.idleness(idle, rt)
+    }
+    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.time(now, rt)
+    }
+    fn next_time(&self) -> Option<Timestamp> {
+        self.head.next_time()
+    }
+    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.end(rt)
+    }
+    fn stop(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.stop(drain, rt)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::runtime::CheckpointId,
+        into: &mut Vec<crate::runtime::OperatorSnapshot>,
+        rt: &mut dyn TaskRuntime,
+    ) -> Result<()> {
+        self.head.snapshot(checkpoint, into, rt)
     }
 }

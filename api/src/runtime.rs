@@ -265,6 +265,13 @@ pub trait TaskRuntime {
         let _ = (operator, name, metric);
         Ok(())
     }
+
+    /// The input watermark of operator `operator` (its name) of the chain advanced to
+    /// `watermark` (for its `currentInputWatermark` metric). Called per watermark, never per
+    /// record; a runtime without metrics ignores it.
+    fn operator_input_watermark(&self, operator: &str, watermark: Timestamp) {
+        let _ = (operator, watermark);
+    }
 }
 
 /// The merge function of [`KeyedStateBackend::update`]: current value in, new value out.

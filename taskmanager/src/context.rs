@@ -53,6 +53,9 @@ pub struct TaskMetrics {
     pub(crate) connector: std::sync::OnceLock<Arc<dyn crate::connectors::ConnectorMetrics>>,
     /// The metrics the job's functions registered, in registration order.
     pub(crate) user: std::sync::Mutex<Vec<RegisteredMetric>>,
+    /// The input watermark of each operator of the chain that received one, by operator name,
+    /// in the order they first did (a short list: one lock per watermark, never per record).
+    pub(crate) operator_watermarks: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 /// A metric a function of the task registered ([`TaskRuntime::register_metric`]).
@@ -126,6 +129,7 @@ impl TaskMetrics {
             shares_taken: std::sync::Mutex::new((Instant::now(), 0, 0)),
             connector: std::sync::OnceLock::new(),
             user: std::sync::Mutex::default(),
+            operator_watermarks: std::sync::Mutex::default(),
         }
     }
 
@@ -415,6 +419,14 @@ impl TaskRuntime for TaskContext {
 
     fn register_metric(&self, operator: &str, name: &str, metric: weir_api::metrics::UserMetric) -> Result<()> {
         self.metrics.register_user(operator, name, metric)
+    }
+
+    fn operator_input_watermark(&self, operator: &str, watermark: i64) {
+        let mut marks = self.metrics.operator_watermarks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match marks.iter_mut().find(|(name, _)| name == operator) {
+            Some((_, mark)) => *mark = watermark,
+            None => marks.push((operator.to_owned(), watermark)),
+        }
     }
 }
 

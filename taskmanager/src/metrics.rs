@@ -260,6 +260,13 @@ impl Collector for TaskManagerCollector {
                     add(&mut operator, name, Kind::Connector, &head, value);
                 }
             }
+            let marks = metrics.operator_watermarks.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let now_ms = crate::context::now_ms() as f64;
+            for (name, mark) in marks.into_iter().filter(|(_, mark)| *mark != i64::MIN) {
+                let labels = labels(&name);
+                add(&mut operator, "currentInputWatermark", Kind::Watermark, &labels, mark as f64);
+                add(&mut operator, "watermarkLag", Kind::Watermark, &labels, now_ms - mark as f64);
+            }
             let user = metrics.user.lock().unwrap_or_else(PoisonError::into_inner).clone();
             for m in user {
                 let labels = labels(&m.operator);
@@ -305,6 +312,7 @@ const QUANTILES: [f64; 6] = [0.5, 0.75, 0.95, 0.98, 0.99, 0.999];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Connector,
+    Watermark,
     Counter,
     Gauge,
     Histogram,
@@ -314,6 +322,7 @@ impl Kind {
     fn help(self) -> &'static str {
         match self {
             Self::Connector => "A source connector's metric (Flink's name).",
+            Self::Watermark => "An operator's input watermark (ms), or how far it is behind the wall clock (ms).",
             Self::Counter => "A counter the job's code registered.",
             Self::Gauge => "A gauge the job's code registered.",
             Self::Histogram => "A histogram the job's code registered (quantiles of its latest values; _count: all).",

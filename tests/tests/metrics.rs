@@ -294,6 +294,27 @@ fn the_jobmanager_and_a_taskmanager_serve_flinks_metrics_of_a_backpressured_job(
         (input.iter().any(|s| s.value > 0.0) && output.iter().any(|s| s.value > 0.0) && !lag.is_empty()).then_some(())
     });
 
+    // The same per operator of the window task's chain: the window (the head) and the sink
+    // chained after it, which gets the watermarks the window passes on (never ahead of it).
+    scrape_until(&taskmanager, "watermarks per operator", &cluster, |samples| {
+        let marks = find(samples, "flink_taskmanager_job_task_operator_currentInputWatermark", &timed);
+        let lags = find(samples, "flink_taskmanager_job_task_operator_watermarkLag", &timed);
+        let of = |operator: &str| -> Vec<&Sample> {
+            marks.iter().copied().filter(|s| s.labels["operator_name"] == operator).collect()
+        };
+        let (window, sink) = (of("wcount bids per auction and window"), of("wcount sink"));
+        let ready = window.len() == 2 && sink.len() == 2 && window.iter().chain(&sink).all(|s| s.value > 0.0);
+        if !ready {
+            return None;
+        }
+        for w in &window {
+            let s = sink.iter().find(|s| s.labels["subtask_index"] == w.labels["subtask_index"])?;
+            assert!(s.value <= w.value, "the sink's input watermark is not ahead of the window's: {s:?} {w:?}");
+        }
+        assert_eq!(lags.len(), marks.len(), "a lag per operator watermark: {lags:?}");
+        Some(())
+    });
+
     // The jobmanager: the slow job's checkpoints and the cluster's slots.
     let jobmanager = format!("{}/metrics", cluster.rest_url());
     let samples = scrape_until(&jobmanager, "completed checkpoints", &cluster, |samples| {
