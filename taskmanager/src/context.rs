@@ -230,13 +230,17 @@ impl TaskContext {
     ///
     /// A savepoint (its target was prepared on this taskmanager) is canonical and complete
     /// whatever the backend (no native RocksDB files) and goes to the savepoint's directory.
+    /// Returns whether the job stops with it (`Some(drain)`), as read before anything was
+    /// written: once the acknowledgement is out, the savepoint may complete and its target be
+    /// forgotten before the caller looks again.
     pub(crate) fn checkpoint(
         &mut self,
         chain: &mut dyn weir_api::runtime::TaskChain,
         barrier: weir_api::runtime::CheckpointBarrier,
         alignment_ms: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<bool>> {
         let savepoint = self.savepoints.target(barrier.id);
+        let stop = savepoint.as_ref().and_then(|target| target.stop);
         if savepoint.is_some()
             && let Some(db) = &self.database
         {
@@ -281,7 +285,7 @@ impl TaskContext {
                 "checkpointing is not configured for this job".into(),
             ),
         }
-        Ok(())
+        Ok(stop)
     }
 
     /// The task's input ended and its outputs are closed: takes its final snapshot (FLIP-147)

@@ -407,8 +407,11 @@ pub(crate) fn run_inputs(
         };
         apply_gate_update(chain, cx, update)?;
         if let Some((barrier, alignment_ms)) = alignment.complete(&gate) {
-            cx.checkpoint(chain, barrier, alignment_ms)?;
-            if cx.savepoints.target(barrier.id).and_then(|target| target.stop) == Some(false) {
+            // The stop flag as the checkpoint read it: looked up again here, after the
+            // acknowledgement went out, the savepoint may have completed and been forgotten, and
+            // the ends that follow would fire event time to the end.
+            let stop = cx.checkpoint(chain, barrier, alignment_ms)?;
+            if stop == Some(false) {
                 stopping = Some(barrier.id);
                 gate.set_stopping(true);
             }
