@@ -1,0 +1,193 @@
+//! Windowed keyed streams: `key_by(..).window(assigner)` and the window functions.
+
+use super::*;
+
+/// A keyed stream grouped into windows (Flink's `WindowedStream`).
+pub struct WindowedStream<K, T, KF> {
+    pub(super) keyed: KeyedStream<K, T, KF>,
+    pub(super) assigner: WindowAssigner,
+    pub(super) allowed_lateness: i64,
+    pub(super) late_tag: Option<String>,
+}
+
+impl<K, T, KF> WindowedStream<K, T, KF>
+where
+    K: crate::Data,
+    T: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Keeps event-time windows for `lateness` after they fire; records arriving in that time
+    /// update and fire the window again.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = duration_ms(lateness);
+        self
+    }
+
+    /// Sends records that arrive after their windows' allowed lateness to the side output `tag`
+    /// (read it with [`DataStream::side_output`]) instead of dropping them.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.name.clone());
+        self
+    }
+
+    /// Adds the window node with the operator factory `make`.
+    fn finish<O: crate::Data>(self, function: &str, make: crate::factory::MakeOneInput<T>) -> DataStream<O> {
+        let extra = match &self.late_tag {
+            Some(tag) => vec![(tag.clone(), TypedOutput::<T>::boxed(), TypeId::of::<T>())],
+            None => Vec::new(),
+        };
+        let description = format!("window({}) {function}", self.assigner.describe());
+        self.keyed.keyed_input(&description, "window", make, extra)
+    }
+
+    /// The factory of the generic window operator, whose contents live in the keyed state
+    /// backend.
+    fn generic_make<O, C>(&self, contents: impl Fn() -> C + Send + Sync + 'static) -> crate::factory::MakeOneInput<T>
+    where
+        O: crate::Data,
+        C: WindowContents<K, T, O> + 'static,
+    {
+        let key = self.keyed.key.clone();
+        let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
+        Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            Ok(Box::new(WindowOperator {
+                key_fn: key.clone(),
+                assigner,
+                allowed_lateness: lateness,
+                contents: contents(),
+                harness: KeyedHarness::new(setup.uid, setup.name),
+                state: 0,
+                sessions: 0,
+                out,
+                late,
+                windows: Vec::new(),
+                dropped_late: 0,
+            }))
+        })
+    }
+
+    /// Incremental aggregation. With in-memory keyed state, windows that do not merge keep typed
+    /// accumulators in memory; with an on-disk backend (and for merging windows) accumulators
+    /// live in the keyed state backend. The choice is made per task, when it is instantiated.
+    fn aggregating<O, A, W>(self, function: &str, acc: Arc<A>, window_fn: Arc<W>) -> DataStream<O>
+    where
+        O: crate::Data,
+        A: crate::operators::window::Accumulate<T>,
+        W: ProcessWindowFunction<K, A::Output, O>,
+    {
+        let (generic_acc, generic_window_fn) = (acc.clone(), window_fn.clone());
+        let generic = self.generic_make(move || Aggregating {
+            acc: generic_acc.clone(),
+            window_fn: generic_window_fn.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        });
+        self.aggregating_or(function, acc, window_fn, generic)
+    }
+
+    /// [`WindowedStream::aggregating`] with `generic` as the operator for on-disk state.
+    fn aggregating_or<O, A, W>(
+        self,
+        function: &str,
+        acc: Arc<A>,
+        window_fn: Arc<W>,
+        generic: crate::factory::MakeOneInput<T>,
+    ) -> DataStream<O>
+    where
+        O: crate::Data,
+        A: crate::operators::window::Accumulate<T>,
+        W: ProcessWindowFunction<K, A::Output, O>,
+    {
+        let contents = DeclaredState {
+            name: "window-contents",
+            kind: "window",
+            value_type: std::any::type_name::<A::Acc>().to_owned(),
+        };
+        let states = vec![contents.with_key::<K>()];
+        if self.assigner.is_merging() {
+            return self.finish(function, generic).declaring(states);
+        }
+        let key = self.keyed.key.clone();
+        let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            if !setup.heap_state {
+                return generic(setup, outputs);
+            }
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            let mut operator = HeapWindowOperator::new(
+                key.clone(),
+                assigner,
+                lateness,
+                acc.clone(),
+                window_fn.clone(),
+                (out, late),
+                setup.name,
+            );
+            operator.uid = setup.uid.to_owned();
+            Ok(Box::new(operator))
+        });
+        self.finish(function, make).declaring(states)
+    }
+
+    /// Reduces each window's records to one.
+    pub fn reduce<F>(self, f: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        self.aggregating("reduce", Arc::new(ReduceAcc(Arc::new(f))), Arc::new(EmitResult))
+    }
+
+    /// Reduces each window's records, then passes the result to `window_fn` with the key and window.
+    pub fn reduce_with<O, F, W>(self, f: F, window_fn: W) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+        W: ProcessWindowFunction<K, T, O>,
+    {
+        self.aggregating("reduce", Arc::new(ReduceAcc(Arc::new(f))), Arc::new(window_fn))
+    }
+
+    /// Aggregates each window incrementally.
+    pub fn aggregate<Acc, R, A>(self, aggregate: A) -> DataStream<R>
+    where
+        Acc: crate::Data,
+        R: crate::Data,
+        A: AggregateFunction<T, Acc, R>,
+    {
+        self.aggregating("aggregate", Arc::new(AggregateAcc(Arc::new(aggregate), PhantomData)), Arc::new(EmitResult))
+    }
+
+    /// Aggregates each window incrementally, then passes the result to `window_fn` with the key
+    /// and window.
+    pub fn aggregate_with<Acc, R, O, A, W>(self, aggregate: A, window_fn: W) -> DataStream<O>
+    where
+        Acc: crate::Data,
+        R: 'static,
+        O: crate::Data,
+        A: AggregateFunction<T, Acc, R>,
+        W: ProcessWindowFunction<K, R, O>,
+    {
+        self.aggregating("aggregate", Arc::new(AggregateAcc(Arc::new(aggregate), PhantomData)), Arc::new(window_fn))
+    }
+
+    /// Buffers each window's records and passes them all to `window_fn` when it fires.
+    pub fn process<O, P>(self, window_fn: P) -> DataStream<O>
+    where
+        O: crate::Data,
+        P: ProcessWindowFunction<K, T, O>,
+    {
+        let w = Arc::new(window_fn);
+        let buffered = w.clone();
+        // In a state backend, a window's elements are a list appended to per record (not a
+        // vector accumulator rewritten per record).
+        let generic = self.generic_make(move || Buffering {
+            window_fn: buffered.clone(),
+            scratch: Vec::new(),
+            _types: PhantomData,
+        });
+        self.aggregating_or("process", Arc::new(Collect), Arc::new(ProcessCollected(w)), generic)
+    }
+}
