@@ -44,6 +44,10 @@ pub(crate) trait Downstream<T>: Send {
     fn next_time(&self) -> Option<Timestamp>;
     /// End of input: flush everything.
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// The task is over (finished, cancelled or failed): call the user functions' `close` and
+    /// release resources, then close everything downstream, even when this operator's close
+    /// fails (the first error is returned). Called once; nothing is emitted after it.
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
     /// Checkpoint `checkpoint`: flush what was emitted before it, append this operator's state
     /// (if it has any) to `into`, and continue downstream.
     fn snapshot(
@@ -66,6 +70,18 @@ pub(crate) fn unerase<T: 'static>(erased: ErasedDownstream, what: &str) -> Resul
         .downcast::<Box<dyn Downstream<T>>>()
         .map(|b| *b)
         .map_err(|_| Error::InvalidJob(format!("record type mismatch at {what}")))
+}
+
+/// Closes every item, even after one fails; returns the first error.
+pub(crate) fn close_all<I: IntoIterator>(items: I, mut close: impl FnMut(I::Item) -> Result<()>) -> Result<()> {
+    let mut first = Ok(());
+    for item in items {
+        let closed = close(item);
+        if first.is_ok() {
+            first = closed;
+        }
+    }
+    first
 }
 
 pub(crate) fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -128,6 +144,11 @@ impl<T: 'static> Output<T> {
         self.downstream.end(rt)
     }
 
+    pub(crate) fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.buffer.clear();
+        self.downstream.close(rt)
+    }
+
     pub(crate) fn snapshot(
         &mut self,
         checkpoint: CheckpointId,
@@ -149,6 +170,8 @@ pub(crate) trait HeadOperator: Send {
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()>;
     fn next_time(&self) -> Option<Timestamp>;
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+    /// See [`Downstream::close`].
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
     /// Sources: stop emitting (see [`TaskChain::stop_source`]); other heads ignore it.
     fn stop(&mut self, _drain: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
         Ok(())
@@ -203,6 +226,10 @@ impl<T: crate::Data> HeadOperator for DecodingHead<T> {
         self.operator.end(rt)
     }
 
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.close(rt)
+    }
+
     fn snapshot(
         &mut self,
         checkpoint: CheckpointId,
@@ -221,6 +248,7 @@ struct Chain {
     head: DropGuarded<Box<dyn HeadOperator>>,
     name: String,
     failed: bool,
+    closed: bool,
     /// A panic of [`TaskChain::next_processing_time`], which cannot return it: the next call
     /// that can returns it.
     deferred: OnceCell<Error>,
@@ -291,6 +319,17 @@ impl TaskChain for Chain {
     fn stop_source(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.guard(|head| head.stop(drain, rt))
     }
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        // Also after a failure (user functions release what they hold), but only once.
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        let head = &mut **self.head;
+        match catch_unwind(AssertUnwindSafe(|| head.close(rt))) {
+            Ok(result) => result,
+            Err(payload) => Err(self.panicked(payload.as_ref())),
+        }
+    }
     fn snapshot(&mut self, barrier: CheckpointBarrier, rt: &mut dyn TaskRuntime) -> Result<ChainSnapshot> {
         self.guard(|head| {
             let mut operators = Vec::new();
@@ -304,6 +343,10 @@ impl TaskChain for Chain {
 pub(crate) struct OperatorSetup<'a> {
     pub(crate) uid: &'a str,
     pub(crate) name: &'a str,
+    /// The names of the node's outputs (main first, then side outputs).
+    pub(crate) output_names: &'a [String],
+    /// The typed helpers of the node's outputs, in the same order.
+    pub(crate) output_kits: &'a [Box<dyn crate::factory::OutputKit>],
     /// Whether keyed state lives in memory (operators may then keep typed state themselves).
     pub(crate) heap_state: bool,
 }
@@ -332,12 +375,19 @@ pub(crate) fn instantiate(graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -
     }
     let outputs = build_outputs(graph, factories, spec, spec.head, info)?;
     let head_desc = &descriptor.nodes[spec.head as usize];
-    let setup = OperatorSetup { uid: &head_desc.uid, name: &head_desc.name, heap_state: info.heap_state };
+    let setup = OperatorSetup {
+        uid: &head_desc.uid,
+        name: &head_desc.name,
+        output_names: &head_desc.outputs,
+        output_kits: &factories.nodes[spec.head as usize].outputs,
+        heap_state: info.heap_state,
+    };
     let head = factories.nodes[spec.head as usize].factory.head(&setup, outputs)?;
     Ok(Box::new(Chain {
         head: DropGuarded::new(head, format!("the operators of task '{}'", info.task_name)),
         name: info.task_name.clone(),
         failed: false,
+        closed: false,
         deferred: OnceCell::new(),
     }))
 }
@@ -360,7 +410,13 @@ fn build_outputs(
             if spec.chained_edges.contains(&edge.id) {
                 let target = &descriptor.nodes[edge.target as usize];
                 let target_outputs = build_outputs(graph, factories, spec, edge.target, info)?;
-                let setup = OperatorSetup { uid: &target.uid, name: &target.name, heap_state: info.heap_state };
+                let setup = OperatorSetup {
+                    uid: &target.uid,
+                    name: &target.name,
+                    output_names: &target.outputs,
+                    output_kits: &factories.nodes[edge.target as usize].outputs,
+                    heap_state: info.heap_state,
+                };
                 consumers.push(factories.nodes[edge.target as usize].factory.chained(&setup, target_outputs)?);
             } else if let Some(task_output) = spec.outputs.iter().position(|o| o.edge == edge.id) {
                 let out = &spec.outputs[task_output];
@@ -418,6 +474,9 @@ mod tests {
         fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
             Ok(())
         }
+        fn close(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+            Ok(())
+        }
         fn snapshot(
             &mut self,
             _checkpoint: CheckpointId,
@@ -433,6 +492,7 @@ mod tests {
             head: DropGuarded::new(Box::new(PanickingHead(drops)), "the operators of task 't'"),
             name: "t".to_owned(),
             failed: false,
+            closed: false,
             deferred: OnceCell::new(),
         }
     }

@@ -59,6 +59,22 @@ impl Error {
         Self::Runtime { service: service.into(), message: message.to_string() }
     }
 
+    /// A user function's failure (`Err(Error::user("..."))` from `map`, `process_element`, ...):
+    /// it fails the task, and the operator's name is added where it is caught.
+    pub fn user(message: impl ToString) -> Self {
+        Self::UserFunction { operator: String::new(), message: message.to_string() }
+    }
+
+    /// Names `operator` in a [`Error::UserFunction`] that does not name one yet.
+    pub(crate) fn in_operator(self, operator: &str) -> Self {
+        match self {
+            Self::UserFunction { operator: o, message } if o.is_empty() => {
+                Self::UserFunction { operator: operator.to_owned(), message }
+            }
+            other => other,
+        }
+    }
+
     /// A (de)serialization error.
     pub fn serialization(action: &'static str, what: impl Into<String>, err: impl ToString) -> Self {
         Self::Serialization { action, what: what.into(), message: err.to_string() }

@@ -39,6 +39,12 @@ pub(crate) trait OutputKit: Send + Sync {
     ) -> Result<ErasedDownstream>;
     /// Combines the output's consumers into one downstream (none: discard; one: itself).
     fn fan_out(&self, consumers: Vec<ErasedDownstream>) -> Result<ErasedDownstream>;
+    /// The output `erased` (of this output's type) as a side output of operator `what`.
+    fn side_output(
+        &self,
+        erased: ErasedDownstream,
+        what: &str,
+    ) -> Result<Box<dyn crate::operators::side_outputs::SideOutput>>;
 }
 
 /// A node with its factory and its outputs' helpers.
@@ -105,6 +111,14 @@ impl<T: crate::Data> OutputKit for TypedOutput<T> {
         Ok(erase::<T>(Box::new(NetworkOutput::<T>::new(task_output, consumer_parallelism, partitioning, key, info)?)))
     }
 
+    fn side_output(
+        &self,
+        erased: ErasedDownstream,
+        what: &str,
+    ) -> Result<Box<dyn crate::operators::side_outputs::SideOutput>> {
+        Ok(Box::new(crate::chain::Output::<T>::new(erased, what)?))
+    }
+
     fn fan_out(&self, mut consumers: Vec<ErasedDownstream>) -> Result<ErasedDownstream> {
         match consumers.len() {
             0 => Ok(erase::<T>(Box::new(Discard))),
@@ -141,6 +155,9 @@ impl<T: Send> Downstream<T> for Discard {
         None
     }
     fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+    fn close(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
         Ok(())
     }
     fn snapshot(
@@ -185,6 +202,9 @@ impl<T: crate::Data> Downstream<T> for FanOut<T> {
     }
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.targets.iter_mut().try_for_each(|t| t.end(rt))
+    }
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        crate::chain::close_all(self.targets.iter_mut(), |t| t.close(rt))
     }
     fn snapshot(
         &mut self,
@@ -248,6 +268,9 @@ impl<I: crate::Data> Downstream<I> for WatermarkProbe<I> {
     }
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.operator.end(rt)
+    }
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.operator.close(rt)
     }
     fn snapshot(
         &mut self,
@@ -318,6 +341,9 @@ impl HeadOperator for HeadProbe {
     }
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.head.end(rt)
+    }
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.head.close(rt)
     }
     fn stop(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.head.stop(drain, rt)

@@ -1,15 +1,22 @@
-//! User function traits: process functions, aggregate functions, window functions, and the
-//! collector they emit through.
+//! User function traits: process functions, rich map/filter/flat_map functions, aggregate
+//! functions, window functions, and the collector they emit through.
+//!
+//! Stateful function traits (process functions, rich functions) have Flink's lifecycle: one
+//! instance per subtask (cloned from the job's), `open` once before the first element, `close`
+//! once when the task is over, whether it finished, was stopped, cancelled or failed. `close` is
+//! where connections and files are released; an error from it fails a task that had otherwise
+//! finished.
 
 use crate::chain::StreamRecord;
 use crate::error::Result;
+use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{LogLevel, TaskInfo, TaskRuntime};
 use crate::state::{
     KeyedState, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
 use crate::time::Timestamp;
 use crate::timer::TimerService;
-use crate::window::TimeWindow;
+use crate::window::{OutputTag, TimeWindow};
 
 /// Emits records from a user function.
 pub struct Collector<'a, O> {
@@ -75,6 +82,7 @@ pub struct KeyedContext<'a, K, O> {
     pub(crate) key: &'a K,
     pub(crate) timestamp: Timestamp,
     pub(crate) out: Collector<'a, O>,
+    pub(crate) side: &'a mut SideOutputs,
     pub(crate) state: KeyedState<'a>,
     pub(crate) timers: TimerService<'a>,
     pub(crate) time_domain: Option<TimeDomain>,
@@ -104,6 +112,23 @@ impl<'a, K, O> KeyedContext<'a, K, O> {
     /// Emits a record with an explicit timestamp.
     pub fn collect_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
         self.out.collect_with_timestamp(value, timestamp);
+    }
+
+    /// Emits `value` to the side output `tag`, with the current timestamp (read it with
+    /// [`DataStream::side_output`](crate::DataStream::side_output); dropped when no stream
+    /// reads the tag, as in Flink).
+    pub fn output<S: crate::Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        self.side.emit(&tag.name, value, self.timestamp);
+    }
+
+    /// The current event-time watermark of this operator.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.timers.watermark
+    }
+
+    /// The current processing time (ms since the epoch).
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.timers.now
     }
 
     /// Timers of the current key.
@@ -152,6 +177,11 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     fn on_timer(&mut self, _timestamp: Timestamp, _ctx: &mut KeyedContext<'_, K, O>) -> Result<()> {
         Ok(())
     }
+
+    /// Called once per subtask when its task is over, however it ended (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Processes the two inputs of keyed connected streams with shared keyed state and timers
@@ -174,6 +204,129 @@ pub trait KeyedCoProcessFunction<K, I1, I2, O>: Clone + Send + Sync + 'static {
     fn on_timer(&mut self, _timestamp: Timestamp, _ctx: &mut KeyedContext<'_, K, O>) -> Result<()> {
         Ok(())
     }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The context of a non-keyed process function call: the element's timestamp, the operator's
+/// clocks, the main output and side outputs.
+pub struct ProcessContext<'a, O> {
+    pub(crate) timestamp: Timestamp,
+    pub(crate) watermark: Timestamp,
+    pub(crate) now: Timestamp,
+    pub(crate) out: Collector<'a, O>,
+    pub(crate) side: &'a mut SideOutputs,
+}
+
+impl<O> ProcessContext<'_, O> {
+    /// Event timestamp of the element being processed, if it has one.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        (self.timestamp != crate::time::NO_TIMESTAMP).then_some(self.timestamp)
+    }
+
+    /// The current event-time watermark of this operator.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The current processing time (ms since the epoch).
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Emits a record with the element's timestamp.
+    pub fn collect(&mut self, value: O) {
+        self.out.collect(value);
+    }
+
+    /// Emits a record with an explicit timestamp.
+    pub fn collect_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.out.collect_with_timestamp(value, timestamp);
+    }
+
+    /// Emits `value` to the side output `tag`, with the element's timestamp (see
+    /// [`KeyedContext::output`]).
+    pub fn output<S: crate::Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        self.side.emit(&tag.name, value, self.timestamp);
+    }
+}
+
+/// Processes the elements of a stream one by one, with side outputs but without keyed state or
+/// timers (Flink's `ProcessFunction` on a non-keyed stream). One instance per subtask.
+pub trait ProcessFunction<I, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one element.
+    fn process_element(&mut self, value: I, ctx: &mut ProcessContext<'_, O>) -> Result<()>;
+}
+
+/// Processes the two inputs of connected, non-keyed streams (Flink's `CoProcessFunction`).
+pub trait CoProcessFunction<I1, I2, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one element of the first input.
+    fn process_element1(&mut self, value: I1, ctx: &mut ProcessContext<'_, O>) -> Result<()>;
+    /// Processes one element of the second input.
+    fn process_element2(&mut self, value: I2, ctx: &mut ProcessContext<'_, O>) -> Result<()>;
+}
+
+/// A map with a lifecycle and mutable per-subtask fields (Flink's `RichMapFunction`), for
+/// [`DataStream::map_rich`](crate::DataStream::map_rich). Plain closures go to `map`.
+pub trait RichMapFunction<I, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Maps one element; an error fails the task.
+    fn map(&mut self, value: I) -> Result<O>;
+}
+
+/// A filter with a lifecycle (Flink's `RichFilterFunction`), for
+/// [`DataStream::filter_rich`](crate::DataStream::filter_rich).
+pub trait RichFilterFunction<T>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether to keep `value`; an error fails the task.
+    fn filter(&mut self, value: &T) -> Result<bool>;
+}
+
+/// A flat map with a lifecycle (Flink's `RichFlatMapFunction`), for
+/// [`DataStream::flat_map_rich`](crate::DataStream::flat_map_rich).
+pub trait RichFlatMapFunction<I, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Emits zero or more records for `value`; an error fails the task.
+    fn flat_map(&mut self, value: I, out: &mut Collector<'_, O>) -> Result<()>;
 }
 
 /// Incremental aggregation of a window or keyed stream (Flink's `AggregateFunction`).

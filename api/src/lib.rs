@@ -73,8 +73,9 @@ pub mod prelude {
     };
     pub use crate::error::{Error, Result};
     pub use crate::functions::{
-        AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
-        ProcessWindowFunction, RuntimeContext, TimeDomain,
+        AggregateFunction, CoProcessFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
+        ProcessContext, ProcessFunction, ProcessWindowFunction, RichFilterFunction, RichFlatMapFunction,
+        RichMapFunction, RuntimeContext, TimeDomain,
     };
     pub use crate::metrics::{Counter, Gauge, Histogram};
     pub use crate::state::{

@@ -672,6 +672,11 @@ pub trait TaskChain: Send {
     /// savepoint's barrier.
     fn stop_source(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()>;
 
+    /// The task is over, however it ended (finished, stopped, cancelled, failed): the user
+    /// functions' `close` hooks run and the operators release what they hold. The runtime calls
+    /// it once, last, even after another method failed; nothing is emitted after it.
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()>;
+
     /// Takes the synchronous part of checkpoint `barrier`: every operator flushes what it emitted
     /// before the barrier to its outputs and contributes its state. The runtime sends the barrier
     /// downstream right after, so it follows exactly the records before it.

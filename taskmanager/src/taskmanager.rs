@@ -683,15 +683,18 @@ impl TaskManager {
     }
 }
 
+/// The channels a task reads: its input channels, the input index of each, its control channel.
+type TaskInputs = (
+    Vec<crossbeam_channel::Receiver<crate::exchange::ChannelEvent>>,
+    Vec<usize>,
+    crossbeam_channel::Receiver<TaskControl>,
+);
+
 fn run_task(
     resources: &JobResources,
     deployment: &TaskDeployment,
     cx: &mut TaskContext,
-    (receivers, inputs, control): (
-        Vec<crossbeam_channel::Receiver<crate::exchange::ChannelEvent>>,
-        Vec<usize>,
-        crossbeam_channel::Receiver<TaskControl>,
-    ),
+    task_inputs: TaskInputs,
     inner: &Inner,
 ) -> weir_api::Result<TaskOutcome> {
     if let Some(database) = &cx.database {
@@ -724,16 +727,39 @@ fn run_task(
             weir_runtime::Error::Job(e) => e,
             other => weir_api::Error::runtime("plugin", other.to_string()),
         })?;
+    let outcome = drive(&mut **chain, cx, deployment, task_inputs, inner);
+    // User functions' `close` runs however the task ended; its error fails a task that had
+    // otherwise succeeded, and is only logged after another failure.
+    match (outcome, chain.close(cx)) {
+        (Ok(outcome), Ok(())) => Ok(outcome),
+        (Ok(_), Err(error)) => Err(error),
+        (Err(error), closed) => {
+            if let Err(close_error) = closed {
+                warn!(job_id = %cx.id.job, vertex = cx.id.vertex, subtask = cx.id.subtask, error = %close_error, "closing the operators of a failed task failed too");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Opens `chain` and runs it until its inputs end or the task is cancelled or stopped.
+fn drive(
+    chain: &mut dyn weir_api::runtime::TaskChain,
+    cx: &mut TaskContext,
+    deployment: &TaskDeployment,
+    (receivers, inputs, control): TaskInputs,
+    inner: &Inner,
+) -> weir_api::Result<TaskOutcome> {
     chain.open(cx)?;
     cx.metrics.running.store(true, Ordering::Relaxed);
     inner.report_state(cx.id, TaskExecutionState::Running, &cx.metrics);
     let outcome = if deployment.is_source() {
-        run_source(&mut **chain, cx, &control)?
+        run_source(chain, cx, &control)?
     } else {
-        run_inputs(&mut **chain, cx, receivers, InputGate::new(inputs), &control)?
+        run_inputs(chain, cx, receivers, InputGate::new(inputs), &control)?
     };
     if outcome == TaskOutcome::Finished {
-        cx.take_final_snapshot(&mut **chain);
+        cx.take_final_snapshot(chain);
     }
     Ok(outcome)
 }

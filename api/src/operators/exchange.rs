@@ -208,6 +208,10 @@ impl<T: crate::Data> Downstream<T> for NetworkOutput<T> {
         self.flush_all(rt)
     }
 
+    fn close(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+
     fn snapshot(
         &mut self,
         _checkpoint: crate::runtime::CheckpointId,

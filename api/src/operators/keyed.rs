@@ -6,6 +6,7 @@ use crate::codec::{decode, encode_into};
 use crate::error::{Error, Result};
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, RuntimeContext, TimeDomain};
 use crate::keygroup::key_group_for_key_bytes;
+use crate::operators::side_outputs::SideOutputs;
 use crate::operators::window_progress::KeyGroupWatermarks;
 use crate::runtime::{
     CheckpointId, KeyGroupState, KeyedStateBackend, OperatorSnapshot, RestoredState, StateId, StateKey, StateKind,
@@ -138,6 +139,7 @@ impl<K: crate::Data> KeyedHarness<K> {
     pub(crate) fn context<'a, O>(
         &'a mut self,
         out: &'a mut Vec<StreamRecord<O>>,
+        side: &'a mut SideOutputs,
         timestamp: Timestamp,
         time_domain: Option<TimeDomain>,
     ) -> Result<KeyedContext<'a, K, O>> {
@@ -155,6 +157,7 @@ impl<K: crate::Data> KeyedHarness<K> {
             key,
             timestamp,
             out: Collector::new(out, timestamp),
+            side,
             state: KeyedState { backend, registry: &mut self.registry, key: state_key, now: self.now },
             timers: TimerService {
                 timers: &mut self.timers,
@@ -177,6 +180,7 @@ impl<K: crate::Data> KeyedHarness<K> {
         domain: TimeDomain,
         time: Timestamp,
         out: &mut Output<O>,
+        side: &mut SideOutputs,
         rt: &mut dyn TaskRuntime,
         mut on_timer: impl FnMut(Timestamp, &mut KeyedContext<'_, K, O>) -> Result<()>,
     ) -> Result<()> {
@@ -192,11 +196,12 @@ impl<K: crate::Data> KeyedHarness<K> {
             let Some(timer) = timer else { return Ok(()) };
             self.set_key_of(&timer)?;
             let timestamp = if domain == TimeDomain::EventTime { timer.timestamp } else { NO_TIMESTAMP };
-            let mut ctx = self.context(&mut out.buffer, timestamp, Some(domain))?;
+            let mut ctx = self.context(&mut out.buffer, side, timestamp, Some(domain))?;
             on_timer(timer.timestamp, &mut ctx)?;
             if out.buffer.len() >= 4096 {
                 out.flush(rt)?;
             }
+            side.flush_if_full(rt)?;
         }
     }
 }
@@ -207,6 +212,7 @@ pub(crate) struct KeyedProcessOperator<K, I, O, KF, F> {
     pub(crate) function: F,
     pub(crate) harness: KeyedHarness<K>,
     pub(crate) out: Output<O>,
+    pub(crate) side: SideOutputs,
     pub(crate) _input: std::marker::PhantomData<fn(I)>,
 }
 
@@ -221,6 +227,7 @@ where
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.harness.open(rt)?;
         self.function.open(&RuntimeContext { rt, operator: &self.harness.name })?;
+        self.side.open(rt)?;
         self.out.open(rt)
     }
 
@@ -228,40 +235,53 @@ where
         self.harness.now = rt.processing_time();
         for record in batch.drain(..) {
             self.harness.set_key((self.key_fn)(&record.value))?;
-            let mut ctx = self.harness.context(&mut self.out.buffer, record.timestamp, None)?;
+            let mut ctx = self.harness.context(&mut self.out.buffer, &mut self.side, record.timestamp, None)?;
             self.function.process_element(record.value, &mut ctx)?;
             if self.out.buffer.len() >= 4096 {
                 self.out.flush(rt)?;
             }
+            self.side.flush_if_full(rt)?;
         }
+        self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.harness.now = rt.processing_time();
         let function = &mut self.function;
-        self.harness
-            .fire_timers(TimeDomain::EventTime, watermark, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
+        self.harness.fire_timers(TimeDomain::EventTime, watermark, &mut self.out, &mut self.side, rt, |ts, ctx| {
+            function.on_timer(ts, ctx)
+        })?;
+        self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let function = &mut self.function;
-        self.harness
-            .fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
+        self.harness.fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, &mut self.side, rt, |ts, ctx| {
+            function.on_timer(ts, ctx)
+        })?;
+        self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        min_time(self.harness.timers.next_processing(), self.out.next_time())
+        min_time(min_time(self.harness.timers.next_processing(), self.side.next_time()), self.out.next_time())
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.side.end(rt)?;
         self.out.end(rt)
+    }
+
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let closed = self.function.close();
+        closed.and(self.side.close(rt)).and(self.out.close(rt))
     }
 
     fn snapshot(
@@ -271,6 +291,7 @@ where
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
         into.push(self.harness.snapshot()?);
+        self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)
     }
 }

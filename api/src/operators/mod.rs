@@ -44,6 +44,9 @@ macro_rules! forward_control {
         fn end(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
             self.$out.end(rt)
         }
+        fn close(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.$out.close(rt)
+        }
     };
 }
 pub(crate) use forward_control;
@@ -51,6 +54,8 @@ pub(crate) use forward_control;
 pub(crate) mod basic;
 pub(crate) mod exchange;
 pub(crate) mod keyed;
+pub(crate) mod process;
+pub(crate) mod side_outputs;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod split_watermarks;

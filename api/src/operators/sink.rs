@@ -124,6 +124,13 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
         Ok(())
     }
 
+    fn close(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        // The writer's drop releases it (a finished writer committed; an unfinished one's
+        // output stays pending or is discarded, as its protocol says).
+        self.writer = None;
+        Ok(())
+    }
+
     fn snapshot(
         &mut self,
         checkpoint: crate::runtime::CheckpointId,

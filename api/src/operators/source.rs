@@ -297,6 +297,10 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         self.out.end(rt)
     }
 
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.out.close(rt)
+    }
+
     fn snapshot(
         &mut self,
         checkpoint: crate::runtime::CheckpointId,

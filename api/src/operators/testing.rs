@@ -294,6 +294,10 @@ impl<T: Send + 'static> Downstream<T> for Collecting<T> {
         Ok(())
     }
 
+    fn close(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
+        Ok(())
+    }
+
     fn snapshot(
         &mut self,
         _checkpoint: CheckpointId,

@@ -5,6 +5,7 @@ use crate::codec::take_batch;
 use crate::error::{Error, Result};
 use crate::functions::{KeyedCoProcessFunction, RuntimeContext, TimeDomain};
 use crate::operators::keyed::KeyedHarness;
+use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{SourceStatus, TaskRuntime};
 use crate::time::Timestamp;
 use std::sync::Arc;
@@ -80,6 +81,9 @@ where
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.out.end(rt)
     }
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.out.close(rt)
+    }
     fn snapshot(
         &mut self,
         checkpoint: crate::runtime::CheckpointId,
@@ -99,6 +103,7 @@ pub(crate) struct KeyedCoProcessHead<K, A, B, O, K1, K2, F> {
     pub(crate) first: Vec<StreamRecord<A>>,
     pub(crate) second: Vec<StreamRecord<B>>,
     pub(crate) out: Output<O>,
+    pub(crate) side: SideOutputs,
 }
 
 impl<K, A, B, O, K1, K2, F> HeadOperator for KeyedCoProcessHead<K, A, B, O, K1, K2, F>
@@ -114,6 +119,7 @@ where
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.harness.open(rt)?;
         self.function.open(&RuntimeContext { rt, operator: &self.harness.name })?;
+        self.side.open(rt)?;
         self.out.open(rt)
     }
 
@@ -134,8 +140,9 @@ where
                 rt.add_records_in(self.first.len() as u64);
                 for record in std::mem::take(&mut self.first) {
                     self.harness.set_key((self.key1)(&record.value))?;
-                    let mut ctx = self.harness.context(&mut self.out.buffer, record.timestamp, None)?;
+                    let mut ctx = self.harness.context(&mut self.out.buffer, &mut self.side, record.timestamp, None)?;
                     self.function.process_element1(record.value, &mut ctx)?;
+                    self.side.flush_if_full(rt)?;
                 }
             }
             1 => {
@@ -143,42 +150,55 @@ where
                 rt.add_records_in(self.second.len() as u64);
                 for record in std::mem::take(&mut self.second) {
                     self.harness.set_key((self.key2)(&record.value))?;
-                    let mut ctx = self.harness.context(&mut self.out.buffer, record.timestamp, None)?;
+                    let mut ctx = self.harness.context(&mut self.out.buffer, &mut self.side, record.timestamp, None)?;
                     self.function.process_element2(record.value, &mut ctx)?;
+                    self.side.flush_if_full(rt)?;
                 }
             }
             other => {
                 return Err(Error::InvalidJob(format!("operator '{}' has no input {other}", self.harness.name)));
             }
         }
+        self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.harness.now = rt.processing_time();
         let function = &mut self.function;
-        self.harness
-            .fire_timers(TimeDomain::EventTime, watermark, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
+        self.harness.fire_timers(TimeDomain::EventTime, watermark, &mut self.out, &mut self.side, rt, |ts, ctx| {
+            function.on_timer(ts, ctx)
+        })?;
+        self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let function = &mut self.function;
-        self.harness
-            .fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, rt, |ts, ctx| function.on_timer(ts, ctx))?;
+        self.harness.fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, &mut self.side, rt, |ts, ctx| {
+            function.on_timer(ts, ctx)
+        })?;
+        self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        min_time(self.harness.timers.next_processing(), self.out.next_time())
+        min_time(min_time(self.harness.timers.next_processing(), self.side.next_time()), self.out.next_time())
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.side.end(rt)?;
         self.out.end(rt)
+    }
+
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let closed = self.function.close();
+        closed.and(self.side.close(rt)).and(self.out.close(rt))
     }
 
     fn snapshot(
@@ -188,6 +208,7 @@ where
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
         into.push(self.harness.snapshot()?);
+        self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)
     }
 }

@@ -107,6 +107,10 @@ impl<T: crate::Data> Downstream<T> for WatermarkAssigner<T> {
         self.out.end(rt)
     }
 
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        self.out.close(rt)
+    }
+
     fn snapshot(
         &mut self,
         checkpoint: crate::runtime::CheckpointId,

@@ -664,4 +664,9 @@ where
         }
         self.out.end(rt)
     }
+
+    fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+        let late = self.late.as_mut().map_or(Ok(()), |late| late.close(rt));
+        late.and(self.out.close(rt))
+    }
 }

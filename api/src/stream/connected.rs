@@ -54,6 +54,26 @@ impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
         self.two_input("co-map", false, make, (None, None))
     }
 
+    /// Processes both inputs with a [`CoProcessFunction`] (side outputs, `open` and `close`;
+    /// no keyed state: key both inputs for that).
+    pub fn process<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: CoProcessFunction<A, B, O>,
+    {
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let side = SideOutputs::new(setup, outputs)?;
+            Ok(Box::new(CoProcessHead {
+                function: function.clone(),
+                first: Vec::new(),
+                second: Vec::new(),
+                outputs: ProcessOutputs::new(out, side, setup.name),
+            }))
+        });
+        self.two_input("co-process", false, make, (None, None)).with_open_side_outputs()
+    }
+
     /// Partitions both inputs by key, for a keyed two-input function.
     pub fn key_by<K, K1, K2>(&self, key1: K1, key2: K2) -> KeyedConnectedStreams<K, A, B, K1, K2>
     where
@@ -95,6 +115,7 @@ where
         let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
         let (key1, key2) = (self.key1.clone(), self.key2.clone());
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
             Ok(Box::new(KeyedCoProcessHead {
                 key1: key1.clone(),
                 key2: key2.clone(),
@@ -102,10 +123,11 @@ where
                 harness: KeyedHarness::new(setup.uid, setup.name),
                 first: Vec::new(),
                 second: Vec::new(),
-                out: Output::new(outputs.remove(0), setup.name)?,
+                out,
+                side: SideOutputs::new(setup, outputs)?,
             }))
         });
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
-        self.streams.two_input("keyed co-process", true, make, keys).declaring(states)
+        self.streams.two_input("keyed co-process", true, make, keys).declaring(states).with_open_side_outputs()
     }
 }

@@ -10,12 +10,17 @@ use crate::factory::{
     TypedOutput,
 };
 use crate::functions::{
-    AggregateFunction, Collector, KeyedCoProcessFunction, KeyedProcessFunction, ProcessWindowFunction,
+    AggregateFunction, CoProcessFunction, Collector, KeyedCoProcessFunction, KeyedProcessFunction, ProcessFunction,
+    ProcessWindowFunction, RichFilterFunction, RichFlatMapFunction, RichMapFunction,
 };
 use crate::graph::{EdgeDescriptor, EdgeId, JobDescriptor, NodeDescriptor, NodeId, NodeKind, Partitioning};
 use crate::keygroup::{DEFAULT_MAX_PARALLELISM, UPPER_MAX_PARALLELISM};
 use crate::operators::basic::{FilterOperator, FlatMapOperator, MapOperator};
 use crate::operators::keyed::{KeyedHarness, KeyedProcessOperator, ReduceOperator};
+use crate::operators::process::{
+    CoProcessHead, ProcessOperator, ProcessOutputs, RichFilterOperator, RichFlatMapOperator, RichMapOperator,
+};
+use crate::operators::side_outputs::SideOutputs;
 use crate::operators::sink::{FormatFn, SinkFormat, SinkOperator};
 use crate::operators::source::{ConvertRaw, Converted, SourceHead, SourceKind};
 use crate::operators::two_input::{CoMapHead, KeyedCoProcessHead};
@@ -106,6 +111,9 @@ struct Builder {
     explicit_uids: std::collections::HashSet<NodeId>,
     /// See [`StreamExecutionEnvironment::allow_generated_uids`].
     allow_generated_uids: bool,
+    /// Nodes whose functions emit to side outputs chosen at run time (process functions): a
+    /// `side_output(&tag)` of their stream adds the output.
+    open_side_outputs: std::collections::HashSet<NodeId>,
     errors: Vec<String>,
 }
 
@@ -198,6 +206,7 @@ impl StreamExecutionEnvironment {
                 fixed_parallelism: Vec::new(),
                 explicit_uids: std::collections::HashSet::new(),
                 allow_generated_uids: false,
+                open_side_outputs: std::collections::HashSet::new(),
                 errors: Vec::new(),
             })),
         }
@@ -489,6 +498,14 @@ impl<T: crate::Data> DataStream<T> {
         self
     }
 
+    /// Lets the function of the operator that produces this stream emit to any side output.
+    fn with_open_side_outputs(self) -> Self {
+        if let Some(id) = self.node {
+            self.graph.borrow_mut().open_side_outputs.insert(id);
+        }
+        self
+    }
+
     fn of_node(graph: &Graph, id: NodeId) -> Self {
         Self::of_output(graph, id, 0, Some(id))
     }
@@ -608,6 +625,77 @@ impl<T: crate::Data> DataStream<T> {
         self.one_input("flat_map", "flat map", false, None, make, Vec::new())
     }
 
+    /// Processes each record with a [`ProcessFunction`]: side outputs (`ctx.output(&tag, v)`,
+    /// read with [`DataStream::side_output`]), the element's timestamp and the operator's clocks,
+    /// `open` and `close`; no keyed state or timers (those need `key_by`).
+    pub fn process<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: ProcessFunction<T, O>,
+    {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let side = SideOutputs::new(setup, outputs)?;
+            Ok(Box::new(ProcessOperator {
+                function: function.clone(),
+                outputs: ProcessOutputs::new(out, side, setup.name),
+                _input: PhantomData,
+            }))
+        });
+        self.one_input("process", "process", false, None, make, Vec::new()).with_open_side_outputs()
+    }
+
+    /// Maps every record with a [`RichMapFunction`] (per-subtask fields, `open` and `close`,
+    /// errors that fail the task); plain closures go to [`DataStream::map`].
+    pub fn map_rich<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: RichMapFunction<T, O>,
+    {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(RichMapOperator {
+                function: function.clone(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                name: setup.name.to_owned(),
+                _input: PhantomData,
+            }))
+        });
+        self.one_input("map", "map", false, None, make, Vec::new())
+    }
+
+    /// Keeps the records a [`RichFilterFunction`] accepts (see [`DataStream::map_rich`]).
+    pub fn filter_rich<F>(&self, function: F) -> DataStream<T>
+    where
+        F: RichFilterFunction<T>,
+    {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(RichFilterOperator {
+                function: function.clone(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                name: setup.name.to_owned(),
+            }))
+        });
+        self.one_input("filter", "filter", false, None, make, Vec::new())
+    }
+
+    /// Emits zero or more records per record with a [`RichFlatMapFunction`] (see
+    /// [`DataStream::map_rich`]).
+    pub fn flat_map_rich<O, F>(&self, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: RichFlatMapFunction<T, O>,
+    {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(RichFlatMapOperator {
+                function: function.clone(),
+                out: Output::new(outputs.remove(0), setup.name)?,
+                name: setup.name.to_owned(),
+                _input: PhantomData,
+            }))
+        });
+        self.one_input("flat_map", "flat map", false, None, make, Vec::new())
+    }
+
     /// Assigns event timestamps and generates watermarks.
     pub fn assign_timestamps_and_watermarks(&self, strategy: WatermarkStrategy<T>) -> DataStream<T> {
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
@@ -662,6 +750,12 @@ impl<T: crate::Data> DataStream<T> {
             };
         };
         let mut g = self.graph.borrow_mut();
+        if g.open_side_outputs.contains(&node) && !g.nodes[node as usize].outputs[1..].contains(&tag.name) {
+            let n = node as usize;
+            g.nodes[n].outputs.push(tag.name.clone());
+            g.factories[n].outputs.push(TypedOutput::<S>::boxed());
+            g.output_types[n].push(TypeId::of::<S>());
+        }
         let desc = &g.nodes[node as usize];
         let found = desc.outputs.iter().position(|n| *n == tag.name).filter(|&i| i > 0);
         match found {
@@ -816,15 +910,17 @@ where
         let key = self.key.clone();
         let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
             Ok(Box::new(KeyedProcessOperator {
                 key_fn: key.clone(),
                 function: function.clone(),
                 harness: KeyedHarness::new(setup.uid, setup.name),
-                out: Output::new(outputs.remove(0), setup.name)?,
+                out,
+                side: SideOutputs::new(setup, outputs)?,
                 _input: PhantomData,
             }))
         });
-        self.keyed_input("keyed process", "keyed process", make, Vec::new()).declaring(states)
+        self.keyed_input("keyed process", "keyed process", make, Vec::new()).declaring(states).with_open_side_outputs()
     }
 
     /// Emits the running reduction of each key for every record.
