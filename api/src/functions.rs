@@ -20,8 +20,8 @@ use crate::window::{OutputTag, TimeWindow};
 
 /// Emits records from a user function.
 pub struct Collector<'a, O> {
-    buffer: &'a mut Vec<StreamRecord<O>>,
-    timestamp: Timestamp,
+    pub(crate) buffer: &'a mut Vec<StreamRecord<O>>,
+    pub(crate) timestamp: Timestamp,
 }
 
 impl<'a, O> Collector<'a, O> {
@@ -355,5 +355,66 @@ where
 {
     fn process(&self, key: &K, window: &TimeWindow, elements: Vec<I>, out: &mut Collector<'_, O>) {
         self(key, window, elements, out)
+    }
+}
+
+/// The context of a join function call: the timestamps of the pair, the output, side outputs.
+pub struct JoinContext<'a, O> {
+    pub(crate) left_timestamp: Timestamp,
+    pub(crate) right_timestamp: Timestamp,
+    pub(crate) out: Collector<'a, O>,
+    pub(crate) side: &'a mut SideOutputs,
+}
+
+impl<O> JoinContext<'_, O> {
+    /// Event timestamp of the left (first) element of the pair.
+    pub fn left_timestamp(&self) -> Timestamp {
+        self.left_timestamp
+    }
+
+    /// Event timestamp of the right (second) element of the pair.
+    pub fn right_timestamp(&self) -> Timestamp {
+        self.right_timestamp
+    }
+
+    /// The timestamp results carry: the larger of the pair's, as in Flink.
+    pub fn timestamp(&self) -> Timestamp {
+        self.left_timestamp.max(self.right_timestamp)
+    }
+
+    /// Emits a record with the pair's timestamp.
+    pub fn collect(&mut self, value: O) {
+        self.out.collect(value);
+    }
+
+    /// Emits `value` to the side output `tag` (see [`KeyedContext::output`]).
+    pub fn output<S: crate::Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        let timestamp = self.timestamp();
+        self.side.emit(&tag.name, value, timestamp);
+    }
+}
+
+/// Joins the pairs of an interval join (Flink's `ProcessJoinFunction`). Closures
+/// `|left: A, right: B| -> O` are join functions too (annotate the argument types).
+pub trait ProcessJoinFunction<A, B, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one joined pair.
+    fn process_element(&mut self, left: A, right: B, ctx: &mut JoinContext<'_, O>) -> Result<()>;
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<A, B, O, F> ProcessJoinFunction<A, B, O> for F
+where
+    F: Fn(A, B) -> O + Clone + Send + Sync + 'static,
+{
+    fn process_element(&mut self, left: A, right: B, ctx: &mut JoinContext<'_, O>) -> Result<()> {
+        ctx.collect(self(left, right));
+        Ok(())
     }
 }

@@ -73,9 +73,9 @@ pub mod prelude {
     };
     pub use crate::error::{Error, Result};
     pub use crate::functions::{
-        AggregateFunction, CoProcessFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
-        ProcessContext, ProcessFunction, ProcessWindowFunction, RichFilterFunction, RichFlatMapFunction,
-        RichMapFunction, RuntimeContext, TimeDomain,
+        AggregateFunction, CoProcessFunction, Collector, JoinContext, KeyedCoProcessFunction, KeyedContext,
+        KeyedProcessFunction, ProcessContext, ProcessFunction, ProcessJoinFunction, ProcessWindowFunction,
+        RichFilterFunction, RichFlatMapFunction, RichMapFunction, RuntimeContext, TimeDomain,
     };
     pub use crate::metrics::{Counter, Gauge, Histogram};
     pub use crate::state::{

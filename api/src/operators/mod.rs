@@ -53,6 +53,7 @@ pub(crate) use forward_control;
 
 pub(crate) mod basic;
 pub(crate) mod exchange;
+pub(crate) mod interval_join;
 pub(crate) mod keyed;
 pub(crate) mod process;
 pub(crate) mod side_outputs;

@@ -11,7 +11,7 @@ pub struct ConnectedStreams<A, B> {
 impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
     fn two_input<O: crate::Data>(
         &self,
-        description: &str,
+        (description, name): (&str, &str),
         keyed: bool,
         make: MakeHead,
         keys: (Option<KeyBytesFn<A>>, Option<KeyBytesFn<B>>),
@@ -19,7 +19,7 @@ impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
         let mut g = self.first.graph.borrow_mut();
         let id = g.add_node(
             NodeKind::Operator { description: description.to_owned(), keyed },
-            description,
+            name,
             Box::new(HeadOnlyFactory { make }),
             vec![main_output::<O>()],
         );
@@ -51,7 +51,7 @@ impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
                 name: setup.name.to_owned(),
             }))
         });
-        self.two_input("co-map", false, make, (None, None))
+        self.two_input(("co-map", "co-map"), false, make, (None, None))
     }
 
     /// Processes both inputs with a [`CoProcessFunction`] (side outputs, `open` and `close`;
@@ -71,7 +71,7 @@ impl<A: crate::Data, B: crate::Data> ConnectedStreams<A, B> {
                 outputs: ProcessOutputs::new(out, side, setup.name),
             }))
         });
-        self.two_input("co-process", false, make, (None, None)).with_open_side_outputs()
+        self.two_input(("co-process", "co-process"), false, make, (None, None)).with_open_side_outputs()
     }
 
     /// Partitions both inputs by key, for a keyed two-input function.
@@ -112,6 +112,15 @@ where
         O: crate::Data,
         F: KeyedCoProcessFunction<K, A, B, O>,
     {
+        self.process_described("keyed co-process", "keyed co-process", function)
+    }
+
+    /// [`KeyedConnectedStreams::process`] with the operator's description and default name.
+    pub(super) fn process_described<O, F>(&self, description: &str, name: &str, function: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: KeyedCoProcessFunction<K, A, B, O>,
+    {
         let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
         let (key1, key2) = (self.key1.clone(), self.key2.clone());
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
@@ -128,6 +137,6 @@ where
             }))
         });
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
-        self.streams.two_input("keyed co-process", true, make, keys).declaring(states).with_open_side_outputs()
+        self.streams.two_input((description, name), true, make, keys).declaring(states).with_open_side_outputs()
     }
 }

@@ -44,9 +44,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod connected;
+mod join;
 mod windowed;
 
 pub use connected::{ConnectedStreams, KeyedConnectedStreams};
+pub use join::{
+    CoGroup, CoGroupedStreams, IntervalJoinBuilder, IntervalJoined, Join, JoinInput, JoinedStreams, TwoStreamKeys,
+    TwoStreamWindows,
+};
 pub use windowed::WindowedStream;
 
 /// One step of a scripted source ([`StreamExecutionEnvironment::from_timed_events`]).
@@ -495,6 +500,20 @@ impl<T: crate::Data> DataStream<T> {
         if let Some(id) = self.node {
             self.graph.borrow_mut().nodes[id as usize].states = states;
         }
+        self
+    }
+
+    /// Gives the operator that produces this stream the parallelism `input`'s producer was set
+    /// to, if any, so that it chains to it (keeping the input's order) instead of receiving its
+    /// records round robin.
+    fn at_parallelism_of<I>(self, input: &DataStream<I>) -> Self {
+        let mut g = self.graph.borrow_mut();
+        if let (Some(id), &[(producer, _)]) = (self.node, input.producers.as_slice())
+            && let Some(parallelism) = g.nodes[producer as usize].parallelism
+        {
+            g.nodes[id as usize].parallelism = Some(parallelism);
+        }
+        drop(g);
         self
     }
 
