@@ -211,3 +211,153 @@ fn an_interval_join_pairs_elements_within_the_bounds_and_routes_late_ones_aside(
         assert_eq!(read_lines(&dir.path().join("exclusive")), sorted(&["x1-y1", "x3-y1", "x3-y3", "x4-y2", "x2-y6"]));
     }
 }
+
+/// A click `(user, click)` or a change of the user table `(user, row or None)`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Input {
+    Click(String, String),
+    Change(String, Option<String>),
+}
+
+fn click(user: &str, id: &str, ts: i64) -> TimedEvent<Input> {
+    TimedEvent::record(Input::Click(user.into(), id.into()), ts)
+}
+
+fn change(user: &str, row: Option<&str>, ts: i64) -> TimedEvent<Input> {
+    TimedEvent::record(Input::Change(user.into(), row.map(Into::into)), ts)
+}
+
+fn pause() -> TimedEvent<Input> {
+    TimedEvent::Pause(Duration::from_millis(300))
+}
+
+type Change = (String, Option<String>);
+
+fn clicks_and_changes(
+    env: &mut StreamExecutionEnvironment,
+    events: Vec<TimedEvent<Input>>,
+) -> (DataStream<Pair>, DataStream<Change>) {
+    env.allow_generated_uids();
+    let source = env.from_timed_events(events);
+    let clicks = source
+        .flat_map(|e: Input, out: &mut Collector<'_, Pair>| {
+            if let Input::Click(user, id) = e {
+                out.collect((user, id));
+            }
+        })
+        .set_parallelism(1);
+    let changes = source
+        .flat_map(|e: Input, out: &mut Collector<'_, Change>| {
+            if let Input::Change(user, row) = e {
+                out.collect((user, row));
+            }
+        })
+        .set_parallelism(1);
+    (clicks, changes)
+}
+
+fn row_name(row: Option<String>) -> String {
+    row.unwrap_or_else(|| "none".into())
+}
+
+// Latest rows (the default): pauses order the changes and the clicks.
+//   rows u1 = gold, u2 = silver; then c1 (u1) joins gold, c2 (u3) has no row;
+//   then u1 is deleted and u2 becomes bronze; c3 (u1) has no row, c4 (u2) joins bronze.
+fn latest_table(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let events = vec![
+        change("u1", Some("gold"), 1000),
+        change("u2", Some("silver"), 1000),
+        pause(),
+        click("u1", "c1", 2000),
+        click("u3", "c2", 2000),
+        pause(),
+        change("u1", None, 3000),
+        change("u2", Some("bronze"), 3000),
+        pause(),
+        click("u1", "c3", 4000),
+        click("u2", "c4", 4000),
+    ];
+    let (clicks, changes) = clicks_and_changes(env, events);
+    let keyed = clicks.key_by(|c: &Pair| c.0.clone());
+    keyed
+        .join_table(&changes)
+        .inner(|c: Pair, row: String| format!("{}-{row}", c.1))
+        .process(Stamp)
+        .write_as_text(out(args, "inner")?);
+    keyed
+        .join_table(&changes)
+        .left(|c: Pair, row: Option<String>| format!("{}-{}", c.1, row_name(row)))
+        .write_as_text(out(args, "left")?);
+    Ok(())
+}
+
+#[test]
+fn a_table_join_joins_each_element_with_the_row_of_its_key_as_it_is_then() {
+    for p in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let details = run_job(latest_table, &["--output", dir.path().to_str().unwrap()], p);
+        assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+        assert_eq!(read_lines(&dir.path().join("inner")), sorted(&["c1-gold@2000", "c4-bronze@4000"]));
+        assert_eq!(read_lines(&dir.path().join("left")), sorted(&["c1-gold", "c2-none", "c3-none", "c4-bronze"]));
+    }
+}
+
+// Versioned rows: a click at t joins the latest change at or before t, whatever the arrival
+// order. u1: gold@1000, platinum@5000, deleted@8000; u2: silver@2000.
+//   c1@500 (u1): before any row; c6@1500 (u2): before silver; c5@2500 (u2): silver;
+//   c2@3000 (u1): gold (platinum comes later in time); c3@6000 (u1): platinum, although it
+//   arrives before gold and platinum; c4@9000 (u1): deleted.
+//   c7@3500 (u1) arrives after W(4000), late: joined at once with the rows kept: gold.
+fn versioned_table(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    let events = vec![
+        click("u1", "c3", 6000),
+        click("u1", "c2", 3000),
+        change("u1", Some("gold"), 1000),
+        click("u2", "c5", 2500),
+        click("u2", "c6", 1500),
+        change("u2", Some("silver"), 2000),
+        click("u1", "c1", 500),
+        TimedEvent::Watermark(4000),
+        pause(),
+        click("u1", "c7", 3500),
+        change("u1", Some("platinum"), 5000),
+        change("u1", None, 8000),
+        click("u1", "c4", 9000),
+    ];
+    let (clicks, changes) = clicks_and_changes(env, events);
+    let keyed = clicks.key_by(|c: &Pair| c.0.clone());
+    keyed
+        .join_table(&changes)
+        .versioned()
+        .left(|c: Pair, row: Option<String>| format!("{}-{}", c.1, row_name(row)))
+        .process(Stamp)
+        .write_as_text(out(args, "left")?);
+    keyed
+        .join_table(&changes)
+        .versioned()
+        .inner(|c: Pair, row: String| format!("{}-{row}", c.1))
+        .write_as_text(out(args, "inner")?);
+    Ok(())
+}
+
+#[test]
+fn a_versioned_table_join_joins_each_element_with_the_row_valid_at_its_time() {
+    for p in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let details = run_job(versioned_table, &["--output", dir.path().to_str().unwrap()], p);
+        assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+        assert_eq!(
+            read_lines(&dir.path().join("left")),
+            sorted(&[
+                "c1-none@500",
+                "c6-none@1500",
+                "c5-silver@2500",
+                "c2-gold@3000",
+                "c7-gold@3500",
+                "c3-platinum@6000",
+                "c4-none@9000"
+            ])
+        );
+        assert_eq!(read_lines(&dir.path().join("inner")), sorted(&["c5-silver", "c2-gold", "c7-gold", "c3-platinum"]));
+    }
+}

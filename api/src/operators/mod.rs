@@ -60,6 +60,7 @@ pub(crate) mod side_outputs;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod split_watermarks;
+pub(crate) mod table_join;
 #[cfg(test)]
 mod testing;
 pub(crate) mod two_input;

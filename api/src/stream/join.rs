@@ -9,6 +9,7 @@
 use super::*;
 use crate::functions::ProcessJoinFunction;
 use crate::operators::interval_join::{Interval, IntervalJoin};
+use crate::operators::table_join::TableJoin;
 use crate::window::TimeWindow;
 
 /// An element of either input of a window join.
@@ -345,5 +346,82 @@ where
             "interval join",
             join,
         )
+    }
+}
+
+/// `stream.key_by(k).join_table(&changelog)`: a stream–table join (see
+/// [`KeyedStream::join_table`]); choose the versioning, then `inner` or `left`.
+pub struct TableJoinBuilder<K, T, V, KF> {
+    stream: KeyedStream<K, T, KF>,
+    table: DataStream<(K, Option<V>)>,
+    versioned: bool,
+}
+
+impl<K, T, KF> KeyedStream<K, T, KF>
+where
+    K: crate::Data,
+    T: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Joins each element with the row of its key in the table that the changelog `table`
+    /// describes: `(key, Some(value))` upserts the key's row, `(key, None)` (a tombstone)
+    /// deletes it, as a compacted Kafka topic does. Kafka Streams' KStream–KTable join; by
+    /// default an element joins the row as it is when the element is processed (see
+    /// [`TableJoinBuilder::versioned`] for event-time versions).
+    pub fn join_table<V: crate::Data>(&self, table: &DataStream<(K, Option<V>)>) -> TableJoinBuilder<K, T, V, KF> {
+        TableJoinBuilder { stream: self.clone(), table: table.clone(), versioned: false }
+    }
+}
+
+impl<K, T, V, KF> TableJoinBuilder<K, T, V, KF>
+where
+    K: crate::Data,
+    T: crate::Data,
+    V: crate::Data,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Event-time versioning (Flink's temporal join): an element at `t` joins the row that was
+    /// valid at `t` (the latest change at or before `t`), whatever order elements and changes
+    /// arrive in. Elements wait until the watermark reaches them; both inputs need event
+    /// timestamps.
+    pub fn versioned(mut self) -> Self {
+        self.versioned = true;
+        self
+    }
+
+    fn finish<O, J>(self, kind: &str, join: J) -> DataStream<O>
+    where
+        O: crate::Data,
+        J: Fn(T, Option<V>) -> Option<O> + Clone + Send + Sync + 'static,
+    {
+        let versioned = self.versioned;
+        let function = TableJoin { versioned, join, _types: PhantomData };
+        let key = self.stream.key.clone();
+        let description = format!("{kind} table join ({})", if versioned { "versioned" } else { "latest" });
+        self.stream
+            .stream
+            .connect(&self.table)
+            .key_by(move |t: &T| key(t), |change: &(K, Option<V>)| change.0.clone())
+            .process_described(&description, "table join", function)
+    }
+
+    /// Emits `f(element, row)` for each element whose key has a row; others are dropped.
+    pub fn inner<O, F>(self, f: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T, V) -> O + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.finish("inner", move |t: T, row: Option<V>| row.map(|v| f(t, v)))
+    }
+
+    /// Emits `f(element, row)` for every element, with `None` when its key has no row.
+    pub fn left<O, F>(self, f: F) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: Fn(T, Option<V>) -> O + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.finish("left", move |t: T, row: Option<V>| Some(f(t, row)))
     }
 }

@@ -49,8 +49,8 @@ mod windowed;
 
 pub use connected::{ConnectedStreams, KeyedConnectedStreams};
 pub use join::{
-    CoGroup, CoGroupedStreams, IntervalJoinBuilder, IntervalJoined, Join, JoinInput, JoinedStreams, TwoStreamKeys,
-    TwoStreamWindows,
+    CoGroup, CoGroupedStreams, IntervalJoinBuilder, IntervalJoined, Join, JoinInput, JoinedStreams, TableJoinBuilder,
+    TwoStreamKeys, TwoStreamWindows,
 };
 pub use windowed::WindowedStream;
 
