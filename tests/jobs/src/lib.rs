@@ -6,6 +6,7 @@
 //! --job endless --rate R
 //! --job keyed-state --keys N --events M --rate R [--trickle T] [--variant extra-map|no-count]
 //!     [--source-parallelism P]
+//! --job table-join --events N --rate R --users U --output DIR
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -26,6 +27,9 @@
 //!   key-by; `no-count` replaces the counting operator by a stateless map (uid `no-count`).
 //!   `--source-parallelism P` fixes the generator's parallelism (so that the keyed operator can
 //!   be restored from a savepoint at another parallelism).
+//! - `table-join`: see [`table_join`].
+
+pub mod table_join;
 
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -33,7 +37,7 @@ use std::time::Duration;
 use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
-const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state"];
+const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state", "table-join"];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +312,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
         "panic" => panic_job(env, args),
         "endless" => endless(env, args),
         "keyed-state" => keyed_state(env, args),
+        "table-join" => table_join::table_join(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }

@@ -1,0 +1,82 @@
+//! Recovery of the job API's stateful functions on a real cluster: a jobmanager and two
+//! taskmanager processes, checkpoints every 500 ms, taskmanagers killed (SIGKILL) mid-run and
+//! replaced; the exactly-once output must equal a reference computed here from the job's
+//! description, line for line.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use weir_tests::cluster::{Cluster, submitted_job_id, taskmanagers_of};
+use weir_tests::harness::{artifact, read_lines};
+
+/// One cluster at a time: they share the machine's cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Runs the test job `job_args` at `-p 2` with checkpoints every 500 ms, kills a taskmanager
+/// running it after each of `kills` completed checkpoints (starting a replacement), and returns
+/// the job's committed output lines, sorted.
+fn run_through_kills(job_args: &[&str], kills: usize) -> Vec<String> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(
+        &["--heartbeat-timeout-ms", "2000", "--restart-attempts", "20", "--restart-delay-ms", "200"],
+        &[("tm-1", 2), ("tm-2", 2)],
+    );
+    let output = tempfile::tempdir().unwrap();
+    let plugin = artifact("libweir_test_jobs.so");
+    let mut args = vec!["run", path_str(&plugin), "-p", "2", "--detached", "--checkpoint-interval", "500ms", "--"];
+    args.extend_from_slice(job_args);
+    args.extend_from_slice(&["--output", path_str(output.path())]);
+    let out = cluster.weir(&args);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    let mut completed = 0;
+    for n in 0..kills {
+        completed = cluster.wait_for_progress(&job, completed);
+        let busy: Vec<String> = taskmanagers_of(&cluster.details(&job)).into_iter().collect();
+        let victim = busy[n % busy.len()].clone();
+        eprintln!("kill {}: SIGKILL {victim} after {completed} completed checkpoints", n + 1);
+        cluster.kill_taskmanager(&victim);
+        cluster.start_taskmanager(&format!("tm-{}", n + 3), 2);
+    }
+    let end = cluster.wait_for_end(&job);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    assert!(end["restarts"].as_u64().unwrap_or(0) >= kills as u64, "every kill restarted the job: {end}");
+    read_lines(output.path())
+}
+
+/// The table-join job's output for `events` records and `users` users, from its description
+/// (see `tests/jobs/src/table_join.rs`): record `seq` is a change of user `(seq / 5) % users`
+/// when `seq % 5 == 0` (row `seq`, deleted when `seq % 45 == 0`), else a click of user
+/// `seq % users`, joined with its user's latest change before it.
+fn table_join_reference(events: u64, users: u64) -> Vec<String> {
+    let mut rows: Vec<Option<u64>> = vec![None; users as usize];
+    let mut lines = Vec::new();
+    for seq in 1..=events {
+        if seq % 5 == 0 {
+            rows[((seq / 5) % users) as usize] = (seq % 45 != 0).then_some(seq);
+        } else {
+            let row = rows[(seq % users) as usize];
+            lines.push(format!("{seq},{}", row.map_or("-".to_owned(), |r| r.to_string())));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_versioned_table_join_restores_its_table_and_waiting_elements_after_kills() {
+    let (events, users) = (40_000, 7);
+    let lines = run_through_kills(
+        &["--job", "table-join", "--events", &events.to_string(), "--rate", "5000", "--users", &users.to_string()],
+        2,
+    );
+    let reference = table_join_reference(events, users);
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}
