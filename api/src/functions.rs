@@ -418,3 +418,74 @@ where
         Ok(())
     }
 }
+
+/// Processes a stream together with a broadcast stream whose elements every subtask sees and
+/// keeps in [`BroadcastState`](crate::broadcast::BroadcastState) (Flink's
+/// `BroadcastProcessFunction`, on a non-keyed stream).
+pub trait BroadcastProcessFunction<I, B, O>: Clone + Send + Sync + 'static {
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one element of the stream, reading the broadcast state.
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut ProcessContext<'_, O>,
+        broadcast: &crate::broadcast::BroadcastState,
+    ) -> Result<()>;
+    /// Processes one broadcast element, updating the broadcast state (the same way on every
+    /// subtask: depend only on the element and the state).
+    fn process_broadcast_element(
+        &mut self,
+        value: B,
+        ctx: &mut ProcessContext<'_, O>,
+        broadcast: &mut crate::broadcast::BroadcastState,
+    ) -> Result<()>;
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Processes a keyed stream together with a broadcast stream (Flink's
+/// `KeyedBroadcastProcessFunction`): elements of the keyed stream have keyed state and timers
+/// and read the broadcast state; broadcast elements update it.
+pub trait KeyedBroadcastProcessFunction<K, I, B, O>: Clone + Send + Sync + 'static {
+    /// The keyed states the function uses (see [`KeyedProcessFunction::states`]).
+    fn states(&self) -> Vec<crate::state::DeclaredState> {
+        Vec::new()
+    }
+    /// Called once per subtask before any element.
+    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Processes one element of the keyed stream, reading the broadcast state.
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K, O>,
+        broadcast: &crate::broadcast::BroadcastState,
+    ) -> Result<()>;
+    /// Processes one broadcast element, updating the broadcast state (no current key: see
+    /// [`BroadcastProcessFunction::process_broadcast_element`]).
+    fn process_broadcast_element(
+        &mut self,
+        value: B,
+        ctx: &mut ProcessContext<'_, O>,
+        broadcast: &mut crate::broadcast::BroadcastState,
+    ) -> Result<()>;
+    /// A timer registered for the current key fired.
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        _ctx: &mut KeyedContext<'_, K, O>,
+        _broadcast: &crate::broadcast::BroadcastState,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Called once per subtask when its task is over (see [the module](self)).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

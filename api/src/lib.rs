@@ -36,6 +36,7 @@
 //! they cross a task boundary; every record type is [`Data`].
 
 pub mod args;
+pub mod broadcast;
 mod chain;
 mod codec;
 pub mod connectors;
@@ -67,15 +68,17 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + '
 pub mod prelude {
     pub use crate::Data;
     pub use crate::args::JobArgs;
+    pub use crate::broadcast::BroadcastState;
     pub use crate::connectors::kafka::{
         Delivery, Isolation, KafkaDeserializer, KafkaRecord, KafkaRecordOut, KafkaSerializer, KafkaSink, KafkaSource,
         MalformedPolicy, OffsetReset, StartingOffsets,
     };
     pub use crate::error::{Error, Result};
     pub use crate::functions::{
-        AggregateFunction, CoProcessFunction, Collector, JoinContext, KeyedCoProcessFunction, KeyedContext,
-        KeyedProcessFunction, ProcessContext, ProcessFunction, ProcessJoinFunction, ProcessWindowFunction,
-        RichFilterFunction, RichFlatMapFunction, RichMapFunction, RuntimeContext, TimeDomain,
+        AggregateFunction, BroadcastProcessFunction, CoProcessFunction, Collector, JoinContext,
+        KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, ProcessContext,
+        ProcessFunction, ProcessJoinFunction, ProcessWindowFunction, RichFilterFunction, RichFlatMapFunction,
+        RichMapFunction, RuntimeContext, TimeDomain,
     };
     pub use crate::metrics::{Counter, Gauge, Histogram};
     pub use crate::state::{

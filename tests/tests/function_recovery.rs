@@ -80,3 +80,43 @@ fn a_versioned_table_join_restores_its_table_and_waiting_elements_after_kills() 
     assert_eq!(lines.len(), reference.len(), "line count");
     assert!(lines == reference, "the output differs from the reference");
 }
+
+/// The broadcast-rules job's output for `events` records and `categories` categories, from its
+/// description (see `tests/jobs/src/broadcast_rules.rs`): record `seq` is a rule setting the
+/// limit of category `(seq / 10) % categories` to `seq` when `seq % 10 == 0`, else an event of
+/// category `seq % categories`, written with its category's latest limit before it.
+fn broadcast_rules_reference(events: u64, categories: u64) -> Vec<String> {
+    let mut limits: Vec<Option<u64>> = vec![None; categories as usize];
+    let mut lines = Vec::new();
+    for seq in 1..=events {
+        if seq % 10 == 0 {
+            limits[((seq / 10) % categories) as usize] = Some(seq);
+        } else {
+            let limit = limits[(seq % categories) as usize];
+            lines.push(format!("{seq},{}", limit.map_or("-".to_owned(), |l| l.to_string())));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn broadcast_state_is_restored_on_every_subtask_after_kills() {
+    let (events, categories) = (40_000, 7);
+    let lines = run_through_kills(
+        &[
+            "--job",
+            "broadcast-rules",
+            "--events",
+            &events.to_string(),
+            "--rate",
+            "5000",
+            "--categories",
+            &categories.to_string(),
+        ],
+        2,
+    );
+    let reference = broadcast_rules_reference(events, categories);
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}

@@ -52,6 +52,7 @@ macro_rules! forward_control {
 pub(crate) use forward_control;
 
 pub(crate) mod basic;
+pub(crate) mod broadcast;
 pub(crate) mod exchange;
 pub(crate) mod interval_join;
 pub(crate) mod keyed;

@@ -29,7 +29,7 @@ impl<O: crate::Data> ProcessOutputs<O> {
         Self { out, side, watermark: MIN_WATERMARK, now: 0, name: name.to_owned() }
     }
 
-    fn context(&mut self, timestamp: Timestamp) -> ProcessContext<'_, O> {
+    pub(crate) fn context(&mut self, timestamp: Timestamp) -> ProcessContext<'_, O> {
         ProcessContext {
             timestamp,
             watermark: self.watermark,
@@ -39,56 +39,56 @@ impl<O: crate::Data> ProcessOutputs<O> {
         }
     }
 
-    fn flush_if_full(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn flush_if_full(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         if self.out.buffer.len() >= FLUSH_AT {
             self.out.flush(rt)?;
         }
         self.side.flush_if_full(rt)
     }
 
-    fn flush(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn flush(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
-    fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.now = rt.processing_time();
         self.side.open(rt)?;
         self.out.open(rt)
     }
 
-    fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.watermark = watermark;
         self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
-    fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
-    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.now = now;
         self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
-    fn next_time(&self) -> Option<Timestamp> {
+    pub(crate) fn next_time(&self) -> Option<Timestamp> {
         min_time(self.side.next_time(), self.out.next_time())
     }
 
-    fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         self.side.end(rt)?;
         self.out.end(rt)
     }
 
     /// Closes the function (its result first), then the outputs.
-    fn close(&mut self, closed: Result<()>, rt: &mut dyn TaskRuntime) -> Result<()> {
+    pub(crate) fn close(&mut self, closed: Result<()>, rt: &mut dyn TaskRuntime) -> Result<()> {
         closed.and(self.side.close(rt)).and(self.out.close(rt))
     }
 
-    fn snapshot(
+    pub(crate) fn snapshot(
         &mut self,
         checkpoint: CheckpointId,
         into: &mut Vec<OperatorSnapshot>,

@@ -43,10 +43,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod broadcast;
 mod connected;
 mod join;
 mod windowed;
 
+pub use broadcast::{BroadcastConnectedStream, BroadcastStream, Connectable, KeyedBroadcastConnectedStream};
 pub use connected::{ConnectedStreams, KeyedConnectedStreams};
 pub use join::{
     CoGroup, CoGroupedStreams, IntervalJoinBuilder, IntervalJoined, Join, JoinInput, JoinedStreams, TableJoinBuilder,
@@ -119,6 +121,9 @@ struct Builder {
     /// Nodes whose functions emit to side outputs chosen at run time (process functions): a
     /// `side_output(&tag)` of their stream adds the output.
     open_side_outputs: std::collections::HashSet<NodeId>,
+    /// Non-keyed operators that snapshot state of their own (broadcast state): like keyed ones,
+    /// they need a uid.
+    operator_state_nodes: std::collections::HashSet<NodeId>,
     errors: Vec<String>,
 }
 
@@ -212,6 +217,7 @@ impl StreamExecutionEnvironment {
                 explicit_uids: std::collections::HashSet::new(),
                 allow_generated_uids: false,
                 open_side_outputs: std::collections::HashSet::new(),
+                operator_state_nodes: std::collections::HashSet::new(),
                 errors: Vec::new(),
             })),
         }
@@ -377,7 +383,10 @@ impl StreamExecutionEnvironment {
         let anonymous: Vec<String> = graph
             .nodes
             .iter()
-            .filter(|n| !graph.allow_generated_uids && keeps_state(&n.kind) && !graph.explicit_uids.contains(&n.id))
+            .filter(|n| {
+                let stateful = keeps_state(&n.kind) || graph.operator_state_nodes.contains(&n.id);
+                !graph.allow_generated_uids && stateful && !graph.explicit_uids.contains(&n.id)
+            })
             .map(|n| format!("'{}'", n.name))
             .collect();
         if !anonymous.is_empty() {
@@ -751,9 +760,10 @@ impl<T: crate::Data> DataStream<T> {
         }
     }
 
-    /// Connects a second stream of another type, for a two-input operator.
-    pub fn connect<B: crate::Data>(&self, other: &DataStream<B>) -> ConnectedStreams<T, B> {
-        ConnectedStreams { first: self.clone(), second: other.clone() }
+    /// Connects a second stream of another type, for a two-input operator, or a broadcast
+    /// stream ([`DataStream::broadcast_state`]) for the broadcast state pattern.
+    pub fn connect<C: Connectable<T>>(&self, other: &C) -> C::Connected {
+        other.connected_to(self)
     }
 
     /// The side output `tag` of the operator that produced this stream.

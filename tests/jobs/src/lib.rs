@@ -7,6 +7,7 @@
 //! --job keyed-state --keys N --events M --rate R [--trickle T] [--variant extra-map|no-count]
 //!     [--source-parallelism P]
 //! --job table-join --events N --rate R --users U --output DIR
+//! --job broadcast-rules --events N --rate R --categories C --output DIR
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -28,7 +29,9 @@
 //!   `--source-parallelism P` fixes the generator's parallelism (so that the keyed operator can
 //!   be restored from a savepoint at another parallelism).
 //! - `table-join`: see [`table_join`].
+//! - `broadcast-rules`: see [`broadcast_rules`].
 
+pub mod broadcast_rules;
 pub mod table_join;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +40,7 @@ use std::time::Duration;
 use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
-const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state", "table-join"];
+const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules"];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +316,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
         "endless" => endless(env, args),
         "keyed-state" => keyed_state(env, args),
         "table-join" => table_join::table_join(env, args),
+        "broadcast-rules" => broadcast_rules::broadcast_rules(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }
