@@ -62,6 +62,11 @@ pub struct NodeDescriptor {
     /// The keyed states it declares (built-in operators always; user functions through
     /// [`KeyedProcessFunction::states`](crate::functions::KeyedProcessFunction::states)).
     pub states: Vec<StateDeclaration>,
+    /// Whether an operator (not a source or sink) keeps non-keyed state per subtask that
+    /// rescales by shares, as sources do (the in-flight requests of async I/O): after a change
+    /// of parallelism every new subtask is handed every old subtask's state and keeps its share.
+    #[serde(default)]
+    pub subtask_state: bool,
 }
 
 /// A keyed state an operator declares, with its types: a savepoint records them, and a job

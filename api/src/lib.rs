@@ -36,6 +36,7 @@
 //! they cross a task boundary; every record type is [`Data`].
 
 pub mod args;
+pub mod async_io;
 pub mod broadcast;
 mod chain;
 mod codec;
@@ -68,6 +69,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + '
 pub mod prelude {
     pub use crate::Data;
     pub use crate::args::JobArgs;
+    pub use crate::async_io::{AsyncFunction, AsyncResult, async_result};
     pub use crate::broadcast::BroadcastState;
     pub use crate::connectors::kafka::{
         Delivery, Isolation, KafkaDeserializer, KafkaRecord, KafkaRecordOut, KafkaSerializer, KafkaSink, KafkaSource,

@@ -168,6 +168,9 @@ pub fn plan(job: &JobDescriptor, default_parallelism: u32) -> Result<ExecutionPl
             .filter_map(|n| match &n.kind {
                 NodeKind::Source(source) => Some(SubtaskState { uid: n.uid.clone(), rescales: source.rescales() }),
                 NodeKind::Sink(sink) => Some(SubtaskState { uid: n.uid.clone(), rescales: sink.rescales() }),
+                NodeKind::Operator { .. } if n.subtask_state => {
+                    Some(SubtaskState { uid: n.uid.clone(), rescales: true })
+                }
                 NodeKind::Operator { .. } => None,
             })
             .collect();
@@ -299,6 +302,7 @@ mod tests {
             parallelism,
             outputs: vec!["main".into()],
             states: Vec::new(),
+            subtask_state: false,
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             parallelism: None,
             outputs: Vec::new(),
             states: Vec::new(),
+            subtask_state: false,
         };
         JobDescriptor {
             name: "j".into(),

@@ -120,3 +120,13 @@ fn broadcast_state_is_restored_on_every_subtask_after_kills() {
     assert_eq!(lines.len(), reference.len(), "line count");
     assert!(lines == reference, "the output differs from the reference");
 }
+
+#[test]
+fn async_requests_in_flight_at_a_checkpoint_are_issued_again_after_kills() {
+    let events = 30_000;
+    let lines = run_through_kills(&["--job", "async-lookup", "--events", &events.to_string(), "--rate", "5000"], 2);
+    let mut reference: Vec<String> = (1..=events).map(|seq: u64| format!("{seq},{}", (seq * seq) % 1009)).collect();
+    reference.sort();
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}

@@ -51,6 +51,7 @@ macro_rules! forward_control {
 }
 pub(crate) use forward_control;
 
+pub(crate) mod async_wait;
 pub(crate) mod basic;
 pub(crate) mod broadcast;
 pub(crate) mod exchange;

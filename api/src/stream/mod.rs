@@ -15,6 +15,7 @@ use crate::functions::{
 };
 use crate::graph::{EdgeDescriptor, EdgeId, JobDescriptor, NodeDescriptor, NodeId, NodeKind, Partitioning};
 use crate::keygroup::{DEFAULT_MAX_PARALLELISM, UPPER_MAX_PARALLELISM};
+use crate::operators::async_wait::AsyncWaitOperator;
 use crate::operators::basic::{FilterOperator, FlatMapOperator, MapOperator};
 use crate::operators::keyed::{KeyedHarness, KeyedProcessOperator, ReduceOperator};
 use crate::operators::process::{
@@ -158,6 +159,7 @@ impl Builder {
             parallelism: None,
             outputs: names,
             states: Vec::new(),
+            subtask_state: false,
         });
         self.factories.push(NodeFactoryBox { factory, outputs: kits });
         self.output_types.push(types);
@@ -722,6 +724,55 @@ impl<T: crate::Data> DataStream<T> {
             }))
         });
         self.one_input("flat_map", "flat map", false, None, make, Vec::new())
+    }
+
+    /// Calls an external service for each record with `function` (Flink's
+    /// `AsyncDataStream.orderedWait`): at most `capacity` requests in flight, each given
+    /// `timeout`; results leave in input order. In-flight requests are checkpointed and issued
+    /// again after a restore (see [`crate::async_io`]); set the operator's uid on the result.
+    pub fn ordered_wait<O, F>(&self, function: F, timeout: Duration, capacity: usize) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: crate::async_io::AsyncFunction<T, O>,
+    {
+        self.async_wait(function, (true, timeout, capacity))
+    }
+
+    /// [`DataStream::ordered_wait`] whose results leave as their requests complete (Flink's
+    /// `AsyncDataStream.unorderedWait`); no result passes a watermark that followed its input.
+    pub fn unordered_wait<O, F>(&self, function: F, timeout: Duration, capacity: usize) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: crate::async_io::AsyncFunction<T, O>,
+    {
+        self.async_wait(function, (false, timeout, capacity))
+    }
+
+    fn async_wait<O, F>(&self, function: F, mode: (bool, Duration, usize)) -> DataStream<O>
+    where
+        O: crate::Data,
+        F: crate::async_io::AsyncFunction<T, O>,
+    {
+        if mode.2 == 0 {
+            self.graph.borrow_mut().errors.push("async I/O: the capacity must be at least 1".into());
+        }
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            Ok(Box::new(AsyncWaitOperator::new(function.clone(), mode, (setup.uid, setup.name), out)))
+        });
+        let description = format!(
+            "async I/O ({}, capacity {}, timeout {} ms)",
+            if mode.0 { "ordered" } else { "unordered" },
+            mode.2,
+            mode.1.as_millis()
+        );
+        let stream = self.one_input(&description, "async I/O", false, None, make, Vec::new());
+        if let Some(id) = stream.node {
+            let mut g = self.graph.borrow_mut();
+            g.operator_state_nodes.insert(id);
+            g.nodes[id as usize].subtask_state = true;
+        }
+        stream
     }
 
     /// Assigns event timestamps and generates watermarks.

@@ -8,6 +8,7 @@
 //!     [--source-parallelism P]
 //! --job table-join --events N --rate R --users U --output DIR
 //! --job broadcast-rules --events N --rate R --categories C --output DIR
+//! --job async-lookup --events N --rate R --output DIR
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -30,7 +31,9 @@
 //!   be restored from a savepoint at another parallelism).
 //! - `table-join`: see [`table_join`].
 //! - `broadcast-rules`: see [`broadcast_rules`].
+//! - `async-lookup`: see [`async_lookup`].
 
+pub mod async_lookup;
 pub mod broadcast_rules;
 pub mod table_join;
 
@@ -40,7 +43,8 @@ use std::time::Duration;
 use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
-const JOBS: &[&str] = &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules"];
+const JOBS: &[&str] =
+    &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules", "async-lookup"];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +321,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
         "keyed-state" => keyed_state(env, args),
         "table-join" => table_join::table_join(env, args),
         "broadcast-rules" => broadcast_rules::broadcast_rules(env, args),
+        "async-lookup" => async_lookup::async_lookup(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }
