@@ -54,6 +54,7 @@ pub mod state;
 pub mod stream;
 pub mod time;
 pub mod timer;
+pub mod trigger;
 pub mod window;
 
 pub use args::JobArgs;
@@ -90,8 +91,12 @@ pub mod prelude {
         DataStream, GeneratorSource, KeyedStream, StreamExecutionEnvironment, TimedEvent, WindowedStream,
     };
     pub use crate::time::{MAX_WATERMARK, Timestamp, WatermarkStrategy};
+    pub use crate::trigger::{
+        ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountEvictor, CountTrigger, EventTimeTrigger,
+        Evictor, ProcessingTimeTrigger, PurgingTrigger, TimeEvictor, Trigger, TriggerContext, TriggerResult,
+    };
     pub use crate::window::{
-        EventTimeSessionWindows, OutputTag, ProcessingTimeSessionWindows, SlidingEventTimeWindows,
+        EventTimeSessionWindows, GlobalWindows, OutputTag, ProcessingTimeSessionWindows, SlidingEventTimeWindows,
         SlidingProcessingTimeWindows, TimeWindow, TumblingEventTimeWindows, TumblingProcessingTimeWindows,
     };
 }

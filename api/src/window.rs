@@ -62,6 +62,7 @@ pub(crate) enum AssignerKind {
     Tumbling { size: i64, offset: i64 },
     Sliding { size: i64, slide: i64, offset: i64 },
     Session { gap: i64 },
+    Global,
 }
 
 /// Puts records into windows. Build one with [`TumblingEventTimeWindows`],
@@ -78,7 +79,7 @@ impl WindowAssigner {
         let o = duration_ms(offset);
         match &mut self.kind {
             AssignerKind::Tumbling { offset, .. } | AssignerKind::Sliding { offset, .. } => *offset = o,
-            AssignerKind::Session { .. } => {}
+            AssignerKind::Session { .. } | AssignerKind::Global => {}
         }
         self
     }
@@ -90,6 +91,20 @@ impl WindowAssigner {
 
     pub(crate) fn is_merging(&self) -> bool {
         matches!(self.kind, AssignerKind::Session { .. })
+    }
+
+    /// Whether this is [`GlobalWindows`]: one window per key that never ends.
+    pub(crate) fn is_global(&self) -> bool {
+        matches!(self.kind, AssignerKind::Global)
+    }
+
+    /// The trigger windows of this assigner have unless the job sets one.
+    pub(crate) fn default_trigger(&self) -> crate::trigger::DefaultTrigger {
+        match (self.kind, self.time) {
+            (AssignerKind::Global, _) => crate::trigger::DefaultTrigger::Never,
+            (_, WindowTime::EventTime) => crate::trigger::DefaultTrigger::EventTime,
+            (_, WindowTime::ProcessingTime) => crate::trigger::DefaultTrigger::ProcessingTime,
+        }
     }
 
     /// Appends the windows `timestamp` belongs to.
@@ -108,6 +123,7 @@ impl WindowAssigner {
                 }
             }
             AssignerKind::Session { gap } => out.push(TimeWindow::new(timestamp, timestamp.saturating_add(gap))),
+            AssignerKind::Global => out.push(GLOBAL_WINDOW),
         }
     }
 
@@ -122,7 +138,25 @@ impl WindowAssigner {
                 format!("sliding {size}ms/{slide}ms {time}")
             }
             AssignerKind::Session { gap } => format!("session gap {gap}ms {time}"),
+            AssignerKind::Global => "global".to_owned(),
         }
+    }
+}
+
+/// The one window of [`GlobalWindows`]: all of time (its results carry the largest timestamp
+/// before the end of time, as Flink's `GlobalWindow`).
+pub const GLOBAL_WINDOW: TimeWindow = TimeWindow { start: Timestamp::MIN, end: Timestamp::MAX };
+
+/// One window per key holding all its elements, which fires only as its trigger says (Flink's
+/// `GlobalWindows`): give it one with `.trigger(..)` (see [`crate::trigger`]), or use
+/// `count_window`.
+#[derive(Debug)]
+pub struct GlobalWindows;
+
+impl GlobalWindows {
+    /// The assigner.
+    pub fn create() -> WindowAssigner {
+        WindowAssigner { kind: AssignerKind::Global, time: WindowTime::EventTime }
     }
 }
 

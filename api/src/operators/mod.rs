@@ -65,6 +65,7 @@ pub(crate) mod split_watermarks;
 pub(crate) mod table_join;
 #[cfg(test)]
 mod testing;
+pub(crate) mod triggered_window;
 pub(crate) mod two_input;
 pub(crate) mod watermarks;
 pub(crate) mod window;

@@ -34,7 +34,8 @@ use crate::operators::window_heap::HeapWindowOperator;
 use crate::runtime::{JobGraph, MalformedRecord, RawBatch};
 use crate::state::DeclaredState;
 use crate::time::{NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
-use crate::window::{OutputTag, WindowAssigner};
+use crate::trigger::{CountEvictor, CountTrigger, NoEvictor, PurgingTrigger};
+use crate::window::{GlobalWindows, OutputTag, TimeWindow, WindowAssigner};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -783,6 +784,13 @@ impl<T: crate::Data> DataStream<T> {
         self.one_input("timestamps/watermarks", "timestamps and watermarks", false, None, make, Vec::new())
     }
 
+    /// Groups the whole stream into windows, in one subtask (Flink's `windowAll`): the window
+    /// functions see the key `()`.
+    pub fn window_all(&self, assigner: WindowAssigner) -> WindowedStream<(), T, fn(&T)> {
+        let key: fn(&T) = |_| ();
+        WindowedStream::new(self.key_by(key), assigner, true)
+    }
+
     /// Partitions the stream by key: records with equal keys go to the same subtask and share
     /// keyed state.
     pub fn key_by<K, KF>(&self, key: KF) -> KeyedStream<K, T, KF>
@@ -1025,7 +1033,22 @@ where
 
     /// Groups each key's records into windows.
     pub fn window(&self, assigner: WindowAssigner) -> WindowedStream<K, T, KF> {
-        WindowedStream { keyed: self.clone(), assigner, allowed_lateness: 0, late_tag: None }
+        WindowedStream::new(self.clone(), assigner, false)
+    }
+
+    /// Windows of `size` elements per key, firing and emptying when full (Flink's
+    /// `countWindow(size)`: global windows with a purging count trigger). Elements of a window
+    /// not full at the end of the input are not emitted.
+    pub fn count_window(&self, size: u64) -> WindowedStream<K, T, KF, PurgingTrigger<CountTrigger>, NoEvictor> {
+        self.window(GlobalWindows::create()).trigger(PurgingTrigger::of(CountTrigger::of(size)))
+    }
+
+    /// Windows of the last `size` elements per key, firing every `slide` elements (Flink's
+    /// `countWindow(size, slide)`: global windows, a count trigger and a count evictor).
+    pub fn count_window_sliding(&self, size: u64, slide: u64) -> WindowedStream<K, T, KF, CountTrigger, CountEvictor> {
+        self.window(GlobalWindows::create())
+            .evictor(CountEvictor::of(usize::try_from(size).unwrap_or(usize::MAX)))
+            .trigger(CountTrigger::of(slide))
     }
 }
 
