@@ -146,6 +146,22 @@ impl<'a, K, O> KeyedContext<'a, K, O> {
         self.state.list(descriptor)
     }
 
+    /// The reducing state `descriptor` of the current key.
+    pub fn reducing_state<V: crate::Data>(
+        &mut self,
+        descriptor: &crate::state::ReducingStateDescriptor<V>,
+    ) -> Result<crate::state::ReducingState<'_, V>> {
+        self.state.reducing(descriptor)
+    }
+
+    /// The aggregating state `descriptor` of the current key.
+    pub fn aggregating_state<I, Acc: crate::Data, R>(
+        &mut self,
+        descriptor: &crate::state::AggregatingStateDescriptor<I, Acc, R>,
+    ) -> Result<crate::state::AggregatingState<'_, I, Acc, R>> {
+        self.state.aggregating(descriptor)
+    }
+
     /// The map state `descriptor` of the current key.
     pub fn map_state<UK: crate::Data, UV: crate::Data>(
         &mut self,

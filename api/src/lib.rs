@@ -85,7 +85,8 @@ pub mod prelude {
     };
     pub use crate::metrics::{Counter, Gauge, Histogram};
     pub use crate::state::{
-        DeclaredState, ListStateDescriptor, MapStateDescriptor, StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
+        AggregatingStateDescriptor, DeclaredState, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+        StateTtlConfig, TtlUpdateType, ValueStateDescriptor,
     };
     pub use crate::stream::{
         DataStream, GeneratorSource, KeyedStream, StreamExecutionEnvironment, TimedEvent, WindowedStream,

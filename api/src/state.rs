@@ -415,3 +415,132 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
         self.cell.backend.remove(self.cell.id, self.cell.key)
     }
 }
+
+/// Describes a [`ReducingState`]: a value per key that every added element is reduced into with
+/// `reduce` (Flink's `ReducingStateDescriptor`).
+pub struct ReducingStateDescriptor<V> {
+    pub(crate) name: &'static str,
+    pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) reduce: fn(V, V) -> V,
+}
+
+impl<V> ReducingStateDescriptor<V> {
+    /// A state named `name` reducing with `reduce` (a function or a closure that captures
+    /// nothing: `|a, b| a + b`).
+    pub const fn new(name: &'static str, reduce: fn(V, V) -> V) -> Self {
+        Self { name, ttl: None, reduce }
+    }
+
+    /// Gives the value a time-to-live.
+    pub const fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// This state's declaration.
+    pub fn declared(&self) -> DeclaredState {
+        DeclaredState { name: self.name, kind: "reducing", value_type: std::any::type_name::<V>().to_owned() }
+    }
+
+    fn value(&self) -> ValueStateDescriptor<V> {
+        ValueStateDescriptor { name: self.name, ttl: self.ttl, _types: PhantomData }
+    }
+}
+
+/// A value per key that added elements are reduced into (Flink's `ReducingState`).
+pub struct ReducingState<'s, V> {
+    value: ValueState<'s, V>,
+    reduce: fn(V, V) -> V,
+}
+
+impl<V: crate::Data> ReducingState<'_, V> {
+    /// The reduction of the current key's elements; `None` when none was added (or it expired).
+    pub fn get(&mut self) -> Result<Option<V>> {
+        self.value.value()
+    }
+
+    /// Reduces `element` into the current key's value.
+    pub fn add(&mut self, element: V) -> Result<()> {
+        let reduced = match self.value.value()? {
+            Some(current) => (self.reduce)(current, element),
+            None => element,
+        };
+        self.value.update(&reduced)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear(&mut self) -> Result<()> {
+        self.value.clear()
+    }
+}
+
+/// Describes an [`AggregatingState`]: an accumulator per key that added elements are
+/// aggregated into with an [`AggregateFunction`](crate::functions::AggregateFunction) (Flink's
+/// `AggregatingStateDescriptor`).
+pub struct AggregatingStateDescriptor<I: 'static, Acc: 'static, O: 'static> {
+    pub(crate) name: &'static str,
+    pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) function: &'static dyn crate::functions::AggregateFunction<I, Acc, O>,
+}
+
+impl<I, Acc, O> AggregatingStateDescriptor<I, Acc, O> {
+    /// A state named `name` aggregating with `function` (`&MyAggregate`).
+    pub const fn new(
+        name: &'static str,
+        function: &'static dyn crate::functions::AggregateFunction<I, Acc, O>,
+    ) -> Self {
+        Self { name, ttl: None, function }
+    }
+
+    /// Gives the accumulator a time-to-live.
+    pub const fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// This state's declaration.
+    pub fn declared(&self) -> DeclaredState {
+        DeclaredState { name: self.name, kind: "aggregating", value_type: std::any::type_name::<Acc>().to_owned() }
+    }
+
+    fn accumulator(&self) -> ValueStateDescriptor<Acc> {
+        ValueStateDescriptor { name: self.name, ttl: self.ttl, _types: PhantomData }
+    }
+}
+
+/// An accumulator per key that added elements are aggregated into (Flink's `AggregatingState`).
+pub struct AggregatingState<'s, I: 'static, Acc: 'static, O: 'static> {
+    accumulator: ValueState<'s, Acc>,
+    function: &'static dyn crate::functions::AggregateFunction<I, Acc, O>,
+}
+
+impl<I, Acc: crate::Data, O> AggregatingState<'_, I, Acc, O> {
+    /// The result of the current key's accumulator; `None` when nothing was added.
+    pub fn get(&mut self) -> Result<Option<O>> {
+        Ok(self.accumulator.value()?.map(|acc| self.function.get_result(acc)))
+    }
+
+    /// Aggregates `element` into the current key's accumulator.
+    pub fn add(&mut self, element: I) -> Result<()> {
+        let acc = self.accumulator.value()?.unwrap_or_else(|| self.function.create_accumulator());
+        self.accumulator.update(&self.function.add(element, acc))
+    }
+
+    /// Removes the current key's accumulator.
+    pub fn clear(&mut self) -> Result<()> {
+        self.accumulator.clear()
+    }
+}
+
+impl<'a> KeyedState<'a> {
+    pub(crate) fn reducing<V: crate::Data>(&mut self, d: &ReducingStateDescriptor<V>) -> Result<ReducingState<'_, V>> {
+        Ok(ReducingState { value: self.value(&d.value())?, reduce: d.reduce })
+    }
+
+    pub(crate) fn aggregating<I, Acc: crate::Data, O>(
+        &mut self,
+        d: &AggregatingStateDescriptor<I, Acc, O>,
+    ) -> Result<AggregatingState<'_, I, Acc, O>> {
+        Ok(AggregatingState { accumulator: self.value(&d.accumulator())?, function: d.function })
+    }
+}

@@ -332,3 +332,68 @@ fn a_side_output_emitted_with_another_type_than_it_is_read_fails_the_job_clearly
     let failure = details.failure.unwrap_or_default();
     assert!(failure.contains("side output 'typed' is emitted as alloc::string::String"), "{failure}");
 }
+
+const SUM: ReducingStateDescriptor<i64> = ReducingStateDescriptor::new("sum", |a, b| a + b);
+
+/// The mean of the values: `(sum, count)`.
+struct Mean;
+
+impl AggregateFunction<i64, (i64, u64), f64> for Mean {
+    fn create_accumulator(&self) -> (i64, u64) {
+        (0, 0)
+    }
+    fn add(&self, value: i64, (sum, count): (i64, u64)) -> (i64, u64) {
+        (sum + value, count + 1)
+    }
+    fn get_result(&self, (sum, count): (i64, u64)) -> f64 {
+        sum as f64 / count as f64
+    }
+    fn merge(&self, a: (i64, u64), b: (i64, u64)) -> (i64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+const MEAN: AggregatingStateDescriptor<i64, (i64, u64), f64> = AggregatingStateDescriptor::new("mean", &Mean);
+
+/// Keeps a reducing sum and an aggregating mean per key; emits both at the end (event-time
+/// timer at the largest timestamp).
+#[derive(Clone)]
+struct SumAndMean;
+
+impl KeyedProcessFunction<String, (String, i64), String> for SumAndMean {
+    fn states(&self) -> Vec<DeclaredState> {
+        vec![SUM.declared(), MEAN.declared()]
+    }
+    fn process_element(&mut self, (_, v): (String, i64), ctx: &mut KeyedContext<'_, String, String>) -> Result<()> {
+        ctx.reducing_state(&SUM)?.add(v)?;
+        ctx.aggregating_state(&MEAN)?.add(v)?;
+        ctx.timer_service().register_event_time_timer(i64::MAX - 1);
+        Ok(())
+    }
+    fn on_timer(&mut self, _: Timestamp, ctx: &mut KeyedContext<'_, String, String>) -> Result<()> {
+        let sum = ctx.reducing_state(&SUM)?.get()?.unwrap_or_default();
+        let mean = ctx.aggregating_state(&MEAN)?.get()?.unwrap_or_default();
+        let key = ctx.key().clone();
+        ctx.collect(format!("{key},{sum},{mean}"));
+        Ok(())
+    }
+}
+
+// a: 1, 2, 6 -> sum 9, mean 3; b: -4 -> sum -4, mean -4.
+fn reducing(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
+    let r = |k: &str, v: i64| TimedEvent::record((k.to_owned(), v), 1000);
+    env.from_timed_events(vec![r("a", 1), r("b", -4), r("a", 2), r("a", 6)])
+        .key_by(|e: &(String, i64)| e.0.clone())
+        .process(SumAndMean)
+        .write_as_text(out(args, "out")?);
+    Ok(())
+}
+
+#[test]
+fn reducing_and_aggregating_state_fold_each_added_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let details = run_job(reducing, &["--output", dir.path().to_str().unwrap()], 2);
+    assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+    assert_eq!(read_lines(&dir.path().join("out")), sorted(&["a,9,3", "b,-4,-4"]));
+}
