@@ -373,6 +373,12 @@ pub trait KeyedStateBackend: Send {
         Err(crate::Error::runtime("state backend", "this backend does not restore snapshots"))
     }
 
+    /// Removes the expired entries of state `state` (of kind `kind`), whose values carry their
+    /// write time ([`Expiry`]): a value or map entry when it expired, a list's expired elements
+    /// (the list when none is left). Returns how many entries or elements it removed. This is how
+    /// keys that are never read again leave a state with a time-to-live.
+    fn remove_expired(&mut self, state: StateId, kind: StateKind, expiry: Expiry) -> Result<u64>;
+
     /// Map state: calls `visit` for every entry of the map at `key`, in user-key byte order,
     /// until it returns `false`.
     fn map_scan(
@@ -733,4 +739,44 @@ pub fn list_elements(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
         bytes = rest;
         Some(Ok(element))
     })
+}
+
+/// When the values of a state with a time-to-live expire: each stored value (each list
+/// element) starts with its write time, a little-endian `i64` of processing time, and expires
+/// `ttl_ms` after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// The time-to-live, ms.
+    pub ttl_ms: i64,
+    /// The current processing time, ms since the epoch.
+    pub now: Timestamp,
+}
+
+impl Expiry {
+    /// Whether the stored value (or list element) `stored` expired. A value too short to carry a
+    /// write time is kept.
+    pub fn expired(&self, stored: &[u8]) -> bool {
+        stored
+            .first_chunk::<8>()
+            .is_some_and(|stamp| self.now.saturating_sub(i64::from_le_bytes(*stamp)) >= self.ttl_ms)
+    }
+
+    /// The live elements of the stored list `list` into `out` (cleared first); returns how many
+    /// elements expired.
+    ///
+    /// # Errors
+    /// A corrupt list.
+    pub fn live_elements(&self, list: &[u8], out: &mut Vec<u8>) -> Result<u64> {
+        out.clear();
+        let mut expired = 0;
+        for element in list_elements(list) {
+            let element = element?;
+            if self.expired(element) {
+                expired += 1;
+            } else {
+                encode_list_element(out, element);
+            }
+        }
+        Ok(expired)
+    }
 }

@@ -28,7 +28,9 @@ pub enum TtlUpdateType {
 }
 
 /// Time-to-live of keyed state entries, in processing time. Expired entries are never returned
-/// and are removed when next accessed.
+/// and are removed when next accessed; entries of keys that are never accessed again are removed
+/// by a cleanup that runs, at most once per time-to-live (between 1 s and 60 s), when a
+/// checkpoint is taken and in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateTtlConfig {
     pub(crate) ttl_ms: i64,
@@ -139,6 +141,8 @@ descriptor!(
 #[derive(Default)]
 pub(crate) struct StateRegistry {
     entries: Vec<(&'static str, StateKind, StateId)>,
+    /// The states with a time-to-live: id, kind and time-to-live (ms).
+    pub(crate) ttls: Vec<(StateId, StateKind, i64)>,
 }
 
 impl StateRegistry {
@@ -160,6 +164,24 @@ impl StateRegistry {
         self.entries.push((name, kind, id));
         Ok(id)
     }
+
+    /// [`StateRegistry::id`] of a state with time-to-live `ttl`, which expired entries are
+    /// cleaned from ([`KeyedStateBackend::remove_expired`]).
+    fn id_with_ttl(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        name: &'static str,
+        kind: StateKind,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<StateId> {
+        let id = self.id(backend, name, kind)?;
+        if let Some(ttl) = ttl
+            && !self.ttls.iter().any(|(t, _, _)| *t == id)
+        {
+            self.ttls.push((id, kind, ttl.ttl_ms));
+        }
+        Ok(id)
+    }
 }
 
 /// Access to the keyed state of the current key (and namespace).
@@ -172,7 +194,7 @@ pub(crate) struct KeyedState<'a> {
 
 impl<'a> KeyedState<'a> {
     pub(crate) fn value<V: crate::Data>(&mut self, d: &ValueStateDescriptor<V>) -> Result<ValueState<'_, V>> {
-        let id = self.registry.id(self.backend, d.name, StateKind::Value)?;
+        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Value, d.ttl)?;
         Ok(ValueState {
             cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
             _v: PhantomData,
@@ -180,7 +202,7 @@ impl<'a> KeyedState<'a> {
     }
 
     pub(crate) fn list<V: crate::Data>(&mut self, d: &ListStateDescriptor<V>) -> Result<ListState<'_, V>> {
-        let id = self.registry.id(self.backend, d.name, StateKind::List)?;
+        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::List, d.ttl)?;
         Ok(ListState {
             cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
             scratch: Vec::new(),
@@ -192,7 +214,7 @@ impl<'a> KeyedState<'a> {
         &mut self,
         d: &MapStateDescriptor<K, V>,
     ) -> Result<MapState<'_, K, V>> {
-        let id = self.registry.id(self.backend, d.name, StateKind::Map)?;
+        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Map, d.ttl)?;
         Ok(MapState {
             cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
             _kv: PhantomData,

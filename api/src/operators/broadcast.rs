@@ -182,6 +182,7 @@ where
             }
             other => return Err(Error::InvalidJob(format!("operator '{name}' has no input {other}"))),
         }
+        self.harness.clean_up_expired()?;
         self.side.flush(rt)?;
         self.out.flush(rt)
     }
@@ -211,7 +212,7 @@ where
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        min_time(min_time(self.harness.timers.next_processing(), self.side.next_time()), self.out.next_time())
+        min_time(min_time(self.harness.next_processing_time(), self.side.next_time()), self.out.next_time())
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -230,6 +231,7 @@ where
         into: &mut Vec<OperatorSnapshot>,
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
+        self.harness.now = rt.processing_time();
         let mut snapshot = self.harness.snapshot()?;
         snapshot.operator_state = self.state.snapshot()?;
         into.push(snapshot);

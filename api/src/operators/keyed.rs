@@ -36,6 +36,9 @@ pub(crate) struct KeyedHarness<K> {
     /// watermark: see `window_progress`).
     pub(crate) progress: KeyGroupWatermarks,
     pub(crate) now: Timestamp,
+    /// When expired entries of states with a time-to-live are next removed (none without such
+    /// states).
+    next_cleanup: Option<Timestamp>,
 }
 
 impl<K: crate::Data> KeyedHarness<K> {
@@ -54,7 +57,41 @@ impl<K: crate::Data> KeyedHarness<K> {
             watermark: MIN_WATERMARK,
             progress: KeyGroupWatermarks::default(),
             now: 0,
+            next_cleanup: None,
         }
+    }
+
+    /// How often expired entries are removed: the shortest time-to-live, within 1 s and 60 s.
+    fn cleanup_interval(&self) -> Option<Timestamp> {
+        self.registry.ttls.iter().map(|(_, _, ttl)| *ttl).min().map(|ttl| ttl.clamp(1_000, 60_000))
+    }
+
+    /// The earliest processing time this operator's timers or state cleanup need.
+    pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
+        crate::chain::min_time(self.timers.next_processing(), self.next_cleanup)
+    }
+
+    /// Removes the expired entries of the states with a time-to-live when the cleanup is due (or
+    /// schedules the first one); returns how many it removed.
+    pub(crate) fn clean_up_expired(&mut self) -> Result<u64> {
+        let Some(interval) = self.cleanup_interval() else { return Ok(0) };
+        match self.next_cleanup {
+            Some(due) if due <= self.now => {}
+            Some(_) => return Ok(0),
+            None => {
+                self.next_cleanup = Some(self.now.saturating_add(interval));
+                return Ok(0);
+            }
+        }
+        self.next_cleanup = Some(self.now.saturating_add(interval));
+        let now = self.now;
+        let ttls = self.registry.ttls.clone();
+        let backend = self.backend()?;
+        let mut removed = 0;
+        for (id, kind, ttl_ms) in ttls {
+            removed += backend.remove_expired(id, kind, crate::runtime::Expiry { ttl_ms, now })?;
+        }
+        Ok(removed)
     }
 
     /// Opens the state backend; after a failure, restores this subtask's key groups of the
@@ -97,6 +134,7 @@ impl<K: crate::Data> KeyedHarness<K> {
     }
 
     fn snapshot_with(&mut self, watermark: bool) -> Result<OperatorSnapshot> {
+        self.clean_up_expired()?;
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         for group in self.backend()?.snapshot()? {
             groups.entry(group.key_group).or_default().extend_from_slice(&group.entries);
@@ -186,7 +224,10 @@ impl<K: crate::Data> KeyedHarness<K> {
     ) -> Result<()> {
         match domain {
             TimeDomain::EventTime => self.watermark = time,
-            TimeDomain::ProcessingTime => self.now = time,
+            TimeDomain::ProcessingTime => {
+                self.now = time;
+                self.clean_up_expired()?;
+            }
         }
         loop {
             let timer = match domain {
@@ -242,6 +283,7 @@ where
             }
             self.side.flush_if_full(rt)?;
         }
+        self.harness.clean_up_expired()?;
         self.side.flush(rt)?;
         self.out.flush(rt)
     }
@@ -271,7 +313,7 @@ where
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        min_time(min_time(self.harness.timers.next_processing(), self.side.next_time()), self.out.next_time())
+        min_time(min_time(self.harness.next_processing_time(), self.side.next_time()), self.out.next_time())
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -290,6 +332,7 @@ where
         into: &mut Vec<OperatorSnapshot>,
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
+        self.harness.now = rt.processing_time();
         into.push(self.harness.snapshot()?);
         self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)

@@ -66,6 +66,8 @@ pub(crate) mod table_join;
 #[cfg(test)]
 mod testing;
 pub(crate) mod triggered_window;
+#[cfg(test)]
+mod ttl_tests;
 pub(crate) mod two_input;
 pub(crate) mod watermarks;
 pub(crate) mod window;

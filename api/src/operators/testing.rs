@@ -120,6 +120,35 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
+    fn remove_expired(&mut self, state: StateId, kind: StateKind, expiry: crate::runtime::Expiry) -> Result<u64> {
+        let Some((name, _)) = self.states.get(state as usize).cloned() else {
+            return Err(Error::runtime("memory backend", format!("unknown state {state}")));
+        };
+        let mut removed = 0;
+        let mut live = Vec::new();
+        self.entries.retain(|(n, ..), value| {
+            if *n != name {
+                return true;
+            }
+            if kind == StateKind::List {
+                match expiry.live_elements(value, &mut live) {
+                    Ok(expired) => {
+                        removed += expired;
+                        std::mem::swap(value, &mut live);
+                        !value.is_empty()
+                    }
+                    Err(_) => true,
+                }
+            } else if expiry.expired(value) {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        Ok(removed)
+    }
+
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         for ((state, group, key, namespace, user_key), value) in &self.entries {

@@ -159,6 +159,7 @@ where
                 return Err(Error::InvalidJob(format!("operator '{}' has no input {other}", self.harness.name)));
             }
         }
+        self.harness.clean_up_expired()?;
         self.side.flush(rt)?;
         self.out.flush(rt)
     }
@@ -188,7 +189,7 @@ where
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        min_time(min_time(self.harness.timers.next_processing(), self.side.next_time()), self.out.next_time())
+        min_time(min_time(self.harness.next_processing_time(), self.side.next_time()), self.out.next_time())
     }
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -207,6 +208,7 @@ where
         into: &mut Vec<crate::runtime::OperatorSnapshot>,
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
+        self.harness.now = rt.processing_time();
         into.push(self.harness.snapshot()?);
         self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)

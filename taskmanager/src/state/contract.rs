@@ -44,6 +44,51 @@ pub(crate) fn check_backend_contract(make: impl Fn(RangeInclusive<u16>) -> Box<d
     registration_and_kind_mismatch(&make);
     snapshot_and_restore(&make);
     restored_entries_outlive_snapshots_until_registered(&make);
+    expired_entries_are_removed(&make);
+}
+
+/// `value` stamped with write time `at` (the layout of states with a time-to-live).
+fn stamped(at: i64, value: &[u8]) -> Vec<u8> {
+    let mut bytes = at.to_le_bytes().to_vec();
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// Entries written at 1000 expire with a time-to-live of 500 at 1500, those written at 1400 at
+/// 1900: at 1600 only the first go (value entries, map entries, list elements; a list whose
+/// elements all expired goes too); other states are untouched.
+fn expired_entries_are_removed(make: &impl Fn(RangeInclusive<u16>) -> Box<dyn KeyedStateBackend>) {
+    let mut b = make(0..=3);
+    let value = b.register_state("v", StateKind::Value).unwrap();
+    let list = b.register_state("l", StateKind::List).unwrap();
+    let map = b.register_state("m", StateKind::Map).unwrap();
+    let plain = b.register_state("p", StateKind::Value).unwrap();
+    for group in 0..=3u16 {
+        b.put(value, key(group, b"old", b""), &stamped(1000, b"x")).unwrap();
+        b.put(value, key(group, b"new", b""), &stamped(1400, b"y")).unwrap();
+        b.append(list, key(group, b"mixed", b""), &stamped(1000, b"a")).unwrap();
+        b.append(list, key(group, b"mixed", b""), &stamped(1400, b"b")).unwrap();
+        b.append(list, key(group, b"gone", b""), &stamped(1000, b"c")).unwrap();
+        b.map_put(map, key(group, b"k", b""), b"old", &stamped(1000, b"1")).unwrap();
+        b.map_put(map, key(group, b"k", b""), b"new", &stamped(1400, b"2")).unwrap();
+        b.put(plain, key(group, b"k", b""), &stamped(0, b"kept")).unwrap();
+    }
+    let expiry = weir_api::runtime::Expiry { ttl_ms: 500, now: 1600 };
+    assert_eq!(b.remove_expired(value, StateKind::Value, expiry).unwrap(), 4);
+    assert_eq!(b.remove_expired(list, StateKind::List, expiry).unwrap(), 8);
+    assert_eq!(b.remove_expired(map, StateKind::Map, expiry).unwrap(), 4);
+    for group in 0..=3u16 {
+        assert_eq!(b.get(value, key(group, b"old", b"")).unwrap(), None);
+        assert_eq!(b.get(value, key(group, b"new", b"")).unwrap(), Some(&stamped(1400, b"y")[..]));
+        let mut expected = Vec::new();
+        encode_list_element(&mut expected, &stamped(1400, b"b"));
+        assert_eq!(b.get(list, key(group, b"mixed", b"")).unwrap(), Some(&expected[..]));
+        assert_eq!(b.get(list, key(group, b"gone", b"")).unwrap(), None);
+        assert_eq!(b.map_get(map, key(group, b"k", b""), b"old").unwrap(), None);
+        assert_eq!(b.map_get(map, key(group, b"k", b""), b"new").unwrap(), Some(&stamped(1400, b"2")[..]));
+        assert_eq!(b.get(plain, key(group, b"k", b"")).unwrap(), Some(&stamped(0, b"kept")[..]));
+    }
+    assert_eq!(b.remove_expired(value, StateKind::Value, expiry).unwrap(), 0, "nothing left to remove");
 }
 
 /// An entry of a snapshot, owned: `(key group, state, key, namespace, user key, value)`.

@@ -19,7 +19,8 @@ use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use weir_api::runtime::{
-    KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, encode_list_element, encode_state_entry,
+    Expiry, KeyGroupState, KeyedStateBackend, StateEntry, StateId, StateKey, StateKind, encode_list_element,
+    encode_state_entry,
 };
 use weir_api::{Error, Result};
 
@@ -299,6 +300,54 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             }
         }
         Ok(())
+    }
+
+    fn remove_expired(&mut self, state: StateId, kind: StateKind, expiry: Expiry) -> Result<u64> {
+        let Some(registered) = usize::try_from(state).ok().and_then(|i| self.states.get_mut(i)) else {
+            return Err(Error::runtime(SERVICE, format!("remove_expired: unknown state id {state}")));
+        };
+        let mut removed = 0;
+        match &mut registered.tables {
+            Tables::Flat(tables) if kind == StateKind::List => {
+                let mut live = Vec::new();
+                for table in tables.iter_mut() {
+                    let mut failure = None;
+                    table.retain(|_, value| match expiry.live_elements(value, &mut live) {
+                        Ok(0) => true,
+                        Ok(expired) => {
+                            removed += expired;
+                            *value = Value::from_slice(&live);
+                            !value.is_empty()
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            true
+                        }
+                    });
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                }
+            }
+            Tables::Flat(tables) => {
+                for table in tables.iter_mut() {
+                    let before = table.len();
+                    table.retain(|_, value| !expiry.expired(value));
+                    removed += (before - table.len()) as u64;
+                }
+            }
+            Tables::Map(tables) => {
+                for table in tables.iter_mut() {
+                    table.retain(|_, map| {
+                        let before = map.len();
+                        map.retain(|_, value| !expiry.expired(value));
+                        removed += (before - map.len()) as u64;
+                        !map.is_empty()
+                    });
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {

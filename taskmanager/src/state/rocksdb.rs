@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_api::runtime::{
-    KeyGroupState, KeyedStateBackend, MergeFn, StateEntry, StateId, StateKey, StateKind, encode_list_element,
+    Expiry, KeyGroupState, KeyedStateBackend, MergeFn, StateEntry, StateId, StateKey, StateKind, encode_list_element,
     encode_state_entry,
 };
 use weir_api::{Error, Result};
@@ -803,6 +803,52 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         self.cache.write(index, &self.key_buf, None);
         self.bound_cache()
+    }
+
+    fn remove_expired(&mut self, state: StateId, kind: StateKind, expiry: Expiry) -> Result<u64> {
+        // The cache is written and emptied first, so that it holds no value removed here.
+        self.flush_cache(true)?;
+        let index = usize::try_from(state)
+            .ok()
+            .filter(|&i| i < self.states.len())
+            .ok_or_else(|| Error::runtime(SERVICE, format!("remove_expired: unknown state id {state}")))?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "remove_expired")?;
+        let (start, end) = key_group_range_bounds(self.key_groups.clone());
+        let mut read_options = ReadOptions::default();
+        if !end.is_empty() {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut batch = WriteBatch::default();
+        let mut removed = 0;
+        let mut live = Vec::new();
+        let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+        iter.seek(&start);
+        while let Some((stored_key, value)) = iter.item() {
+            if kind == StateKind::List {
+                let expired = expiry.live_elements(value, &mut live)?;
+                if expired > 0 {
+                    removed += expired;
+                    if live.is_empty() {
+                        batch.delete_cf(&cf, stored_key);
+                    } else {
+                        batch.put_cf(&cf, stored_key, &live);
+                    }
+                }
+            } else if expiry.expired(value) {
+                removed += 1;
+                batch.delete_cf(&cf, stored_key);
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| instance.error("remove_expired", cf_name, e))?;
+        drop(iter);
+        instance
+            .db
+            .write_opt(batch, &instance.write_options)
+            .map_err(|e| instance.error("remove_expired", cf_name, e))?;
+        Ok(removed)
     }
 
     fn snapshot(&mut self) -> Result<Vec<KeyGroupState>> {
