@@ -53,6 +53,18 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>
 }
 
 /// Decodes a whole value.
+/// Encodes a value of user state self-describingly (MessagePack with field names; see
+/// [`crate::state`]), appending to `buffer`.
+pub(crate) fn encode_state_value<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>, what: &str) -> Result<()> {
+    rmp_serde::encode::write_named(buffer, value).map_err(|e| Error::serialization("serialize", what, e))
+}
+
+/// Decodes a value of user state written by [`encode_state_value`], by this or an earlier
+/// compatible version of its type.
+pub(crate) fn decode_state_value<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::serialization("deserialize", what, e))
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::serialization("deserialize", what, e))
 }

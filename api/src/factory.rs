@@ -59,6 +59,8 @@ pub(crate) struct GraphFactories {
     pub(crate) nodes: Vec<NodeFactoryBox>,
     /// Erased [`KeyBytesFn`]s by edge.
     pub(crate) edge_keys: HashMap<EdgeId, Box<dyn Any + Send + Sync>>,
+    /// How each node's declared states are read back, by node and state name.
+    pub(crate) state_checks: HashMap<crate::graph::NodeId, Vec<(String, crate::state::StateCheck)>>,
 }
 
 impl GraphFactories {

@@ -98,6 +98,22 @@ impl JobEntry for FnJob {
     fn instantiate(&self, graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -> Result<Box<dyn TaskChain>> {
         guarded(&info.task_name, || crate::chain::instantiate(graph, spec, info))
     }
+
+    fn check_state_value(
+        &self,
+        graph: &JobGraph,
+        node: crate::graph::NodeId,
+        state: &str,
+        value: &[u8],
+    ) -> Result<bool> {
+        guarded("a state check", || {
+            let checks = graph.factories.get().state_checks.get(&node);
+            match checks.and_then(|c| c.iter().find(|(name, _)| name == state)) {
+                Some((_, check)) => check(value).map(|()| true),
+                None => Ok(false),
+            }
+        })
+    }
 }
 
 /// A job built by `build`, for running it in the same process (tests, embedded use).

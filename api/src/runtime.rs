@@ -711,6 +711,21 @@ pub trait JobEntry: Send + Sync {
 
     /// Instantiates the operator chain `spec` of `graph` for one subtask.
     fn instantiate(&self, graph: &JobGraph, spec: &ChainSpec, info: &TaskInfo) -> Result<Box<dyn TaskChain>>;
+
+    /// Reads `value`, a stored value of state `state` of node `node` (a canonical entry's
+    /// value, as a snapshot holds it), as the type the node declares for that state: whether a
+    /// savepoint's state restores into this job (`weir savepoint check`). `Ok(false)` when the
+    /// node declares no such state with a type to check.
+    ///
+    /// # Errors
+    /// The value does not read as the declared type, with the codec's reason.
+    fn check_state_value(
+        &self,
+        graph: &JobGraph,
+        node: crate::graph::NodeId,
+        state: &str,
+        value: &[u8],
+    ) -> Result<bool>;
 }
 
 /// Encodes one list element the way [`KeyedStateBackend::append`] stores it: a little-endian

@@ -1,7 +1,13 @@
 //! Keyed state: value, list and map state scoped to the current key, with optional time-to-live.
 //!
 //! State lives in the taskmanager's state backend as bytes addressed by key group, key and
-//! namespace; these handles encode and decode it. Declare descriptors as constants:
+//! namespace; these handles encode and decode it. Values are encoded self-describingly
+//! (MessagePack with field names), so that state written by one version of a type is read by a
+//! later, compatible one: fields added as `Option` or with `#[serde(default)]` take their
+//! default, fields renamed with `#[serde(alias = "old")]` keep their values, removed fields are
+//! ignored; `weir savepoint check` tries the new types on a savepoint's values before a job is
+//! stopped. Keys (and map keys) keep a compact positional encoding: they must not change. Declare
+//! descriptors as constants:
 //!
 //! ```
 //! use weir_api::state::{StateTtlConfig, ValueStateDescriptor};
@@ -11,7 +17,7 @@
 //!     ValueStateDescriptor::new("seen").with_ttl(StateTtlConfig::new(Duration::from_secs(60)));
 //! ```
 
-use crate::codec::{decode, encode_into};
+use crate::codec::{decode, decode_state_value, encode_into, encode_state_value};
 use crate::error::{Error, Result};
 use crate::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, list_elements};
 use crate::time::Timestamp;
@@ -83,11 +89,36 @@ macro_rules! descriptor {
 /// value type (the operator adds its key type).
 ///
 /// [`KeyedProcessFunction::states`]: crate::functions::KeyedProcessFunction::states
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DeclaredState {
     pub(crate) name: &'static str,
     pub(crate) kind: &'static str,
     pub(crate) value_type: String,
+    /// Reads one stored value (a canonical entry's value) as the declared type, for `weir
+    /// savepoint check`; `None` for states of built-in operators.
+    pub(crate) check: Option<StateCheck>,
+}
+
+/// Tries to read one stored value of a state as its declared type.
+pub(crate) type StateCheck = fn(&[u8]) -> Result<()>;
+
+/// A stored value of user state (after its write time when `TTL`) read as a `V`.
+fn check_value<V: crate::Data, const TTL: bool>(stored: &[u8]) -> Result<()> {
+    let payload = if TTL {
+        stored.get(8..).ok_or_else(|| Error::serialization("deserialize", "state", "shorter than its TTL stamp"))?
+    } else {
+        stored
+    };
+    decode_state_value::<V>(payload, std::any::type_name::<V>()).map(|_| ())
+}
+
+/// Every element of a stored list of user state read as a `V`.
+fn check_list<V: crate::Data, const TTL: bool>(stored: &[u8]) -> Result<()> {
+    list_elements(stored).try_for_each(|element| check_value::<V, TTL>(element?))
+}
+
+fn value_check<V: crate::Data>(ttl: Option<StateTtlConfig>) -> StateCheck {
+    if ttl.is_some() { check_value::<V, true> } else { check_value::<V, false> }
 }
 
 impl DeclaredState {
@@ -102,25 +133,36 @@ impl DeclaredState {
     }
 }
 
-impl<V> ValueStateDescriptor<V> {
+impl<V: crate::Data> ValueStateDescriptor<V> {
     /// This state's declaration.
     pub fn declared(&self) -> DeclaredState {
-        DeclaredState { name: self.name, kind: "value", value_type: std::any::type_name::<V>().to_owned() }
+        DeclaredState {
+            name: self.name,
+            kind: "value",
+            value_type: std::any::type_name::<V>().to_owned(),
+            check: Some(value_check::<V>(self.ttl)),
+        }
     }
 }
 
-impl<V> ListStateDescriptor<V> {
+impl<V: crate::Data> ListStateDescriptor<V> {
     /// This state's declaration.
     pub fn declared(&self) -> DeclaredState {
-        DeclaredState { name: self.name, kind: "list", value_type: std::any::type_name::<V>().to_owned() }
+        let check: StateCheck = if self.ttl.is_some() { check_list::<V, true> } else { check_list::<V, false> };
+        DeclaredState {
+            name: self.name,
+            kind: "list",
+            value_type: std::any::type_name::<V>().to_owned(),
+            check: Some(check),
+        }
     }
 }
 
-impl<K, V> MapStateDescriptor<K, V> {
+impl<K, V: crate::Data> MapStateDescriptor<K, V> {
     /// This state's declaration.
     pub fn declared(&self) -> DeclaredState {
         let value_type = format!("{} -> {}", std::any::type_name::<K>(), std::any::type_name::<V>());
-        DeclaredState { name: self.name, kind: "map", value_type }
+        DeclaredState { name: self.name, kind: "map", value_type, check: Some(value_check::<V>(self.ttl)) }
     }
 }
 
@@ -238,7 +280,7 @@ impl Cell<'_> {
         if self.ttl.is_some() {
             out.extend_from_slice(&self.now.to_le_bytes());
         }
-        encode_into(value, out, self.name)
+        encode_state_value(value, out, self.name)
     }
 
     fn refresh_on_read(&self) -> bool {
@@ -278,7 +320,7 @@ impl<V: crate::Data> ValueState<'_, V> {
             cell.backend.remove(cell.id, cell.key)?;
             return Ok(None);
         }
-        let value: V = decode(payload, cell.name)?;
+        let value: V = decode_state_value(payload, cell.name)?;
         if cell.refresh_on_read() {
             self.update(&value)?;
         }
@@ -320,7 +362,7 @@ impl<V: crate::Data> ListState<'_, V> {
             if expired {
                 any_expired = true;
             } else {
-                values.push(decode(payload, cell.name)?);
+                values.push(decode_state_value(payload, cell.name)?);
             }
         }
         if any_expired || (cell.refresh_on_read() && !values.is_empty()) {
@@ -376,7 +418,7 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
             cell.backend.map_remove(cell.id, cell.key, &user_key)?;
             return Ok(None);
         }
-        let value: V = decode(payload, cell.name)?;
+        let value: V = decode_state_value(payload, cell.name)?;
         if cell.refresh_on_read() {
             self.put(key, &value)?;
         }
@@ -416,7 +458,7 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
             if expired {
                 cell.backend.map_remove(cell.id, cell.key, &k)?;
             } else {
-                entries.push((decode(&k, cell.name)?, decode(payload, cell.name)?));
+                entries.push((decode(&k, cell.name)?, decode_state_value(payload, cell.name)?));
             }
         }
         Ok(entries)
@@ -460,8 +502,16 @@ impl<V> ReducingStateDescriptor<V> {
     }
 
     /// This state's declaration.
-    pub fn declared(&self) -> DeclaredState {
-        DeclaredState { name: self.name, kind: "reducing", value_type: std::any::type_name::<V>().to_owned() }
+    pub fn declared(&self) -> DeclaredState
+    where
+        V: crate::Data,
+    {
+        DeclaredState {
+            name: self.name,
+            kind: "reducing",
+            value_type: std::any::type_name::<V>().to_owned(),
+            check: Some(value_check::<V>(self.ttl)),
+        }
     }
 
     fn value(&self) -> ValueStateDescriptor<V> {
@@ -521,8 +571,16 @@ impl<I, Acc, O> AggregatingStateDescriptor<I, Acc, O> {
     }
 
     /// This state's declaration.
-    pub fn declared(&self) -> DeclaredState {
-        DeclaredState { name: self.name, kind: "aggregating", value_type: std::any::type_name::<Acc>().to_owned() }
+    pub fn declared(&self) -> DeclaredState
+    where
+        Acc: crate::Data,
+    {
+        DeclaredState {
+            name: self.name,
+            kind: "aggregating",
+            value_type: std::any::type_name::<Acc>().to_owned(),
+            check: Some(value_check::<Acc>(self.ttl)),
+        }
     }
 
     fn accumulator(&self) -> ValueStateDescriptor<Acc> {

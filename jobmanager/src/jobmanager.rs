@@ -312,11 +312,21 @@ impl JobManager {
     /// record cannot be written (500).
     pub async fn submit(&self, submission: JobSubmission) -> Result<JobId> {
         let interval = submission.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
+        let savepoint_state = match &submission.savepoint {
+            Some(settings) => {
+                let options = &self.inner.storage.options;
+                let (dir, metadata, source) = crate::savepoint_restore::read(&settings.path, options).await?;
+                let sample = crate::state_evolution::sample_state(&dir, &metadata, source, options).await?;
+                Some(submission::SavepointState { metadata, sample })
+            }
+            None => None,
+        };
         let planned = submission::plan_job(
             submission.artifact.clone(),
             submission.args.clone(),
             submission.parallelism,
             interval,
+            savepoint_state,
         )
         .await?;
         let id = JobId::random();
@@ -425,7 +435,7 @@ impl JobManager {
             restart: record.restart,
         };
         let interval = record.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
-        let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism, interval).await?;
+        let planned = submission::plan_job(artifact, record.args.clone(), record.parallelism, interval, None).await?;
         let mut job = self.new_job(id, &planned, &submission, record.submitted_ms);
         // Resuming is a restart: a new attempt above every earlier one.
         job.attempt = record.attempt.saturating_add(1);

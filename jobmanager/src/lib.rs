@@ -22,6 +22,7 @@ pub mod rpc;
 pub mod savepoint_restore;
 pub mod server;
 mod standby;
+pub mod state_evolution;
 pub mod submission;
 
 pub use error::{Error, Result};

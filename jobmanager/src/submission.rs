@@ -51,6 +51,13 @@ pub(crate) struct PlannedJob {
     pub(crate) plan_json: std::sync::Arc<serde_json::Value>,
 }
 
+/// The state of the savepoint a job is submitted with, to try on the job's types.
+#[derive(Debug)]
+pub(crate) struct SavepointState {
+    pub(crate) metadata: weir_runtime::savepoint::SavepointMetadata,
+    pub(crate) sample: crate::state_evolution::StateSample,
+}
+
 /// Loads the job's code, runs its build function with `args` and plans the graph, off the async
 /// workers (the build function is user code and may block). `checkpoint_interval_ms`: the job's
 /// checkpoint interval, `None` without checkpointing (for the warnings).
@@ -62,6 +69,7 @@ pub(crate) async fn plan_job(
     args: Vec<String>,
     parallelism: u32,
     checkpoint_interval_ms: Option<u64>,
+    savepoint_state: Option<SavepointState>,
 ) -> Result<PlannedJob> {
     if parallelism == 0 {
         return Err(Error::InvalidRequest("parallelism must be at least 1".into()));
@@ -70,6 +78,19 @@ pub(crate) async fn plan_job(
         let loaded = LoadedJob::load(&artifact)?;
         let graph = loaded.build(&args)?;
         let plan = plan(&graph.descriptor, parallelism)?;
+        if let Some(state) = &savepoint_state {
+            let nodes = graph.descriptor.nodes.iter().map(|n| (n.uid.clone(), n.id)).collect();
+            let check = |node, name: &str, value: &[u8]| {
+                loaded.check_state_value(&graph, node, name, value).map_err(|e| e.to_string())
+            };
+            if let Some((uid, reason)) =
+                crate::state_evolution::incompatible_state(&state.sample, &state.metadata, &plan, &nodes, check)
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "the savepoint's state does not restore into the job: operator '{uid}': {reason}"
+                )));
+            }
+        }
         let plan_json = std::sync::Arc::new(crate::plan::flink_plan(&graph.descriptor, &plan, parallelism));
         Ok(PlannedJob {
             plan_json,

@@ -115,6 +115,21 @@ impl LoadedJob {
         Ok(Plugged { value: graph, library: self.entry.library.clone() })
     }
 
+    /// Reads a stored value of state `state` of node `node` as the type the job declares for
+    /// it (see [`JobEntry::check_state_value`]): `Ok(false)` when nothing is declared to check.
+    ///
+    /// # Errors
+    /// The value does not read as the declared type.
+    pub fn check_state_value(
+        &self,
+        graph: &JobGraph,
+        node: weir_api::graph::NodeId,
+        state: &str,
+        value: &[u8],
+    ) -> Result<bool> {
+        Ok(self.entry.check_state_value(graph, node, state, value)?)
+    }
+
     /// Instantiates the chain `spec` of `graph` for one subtask.
     pub fn instantiate(
         &self,

@@ -620,3 +620,69 @@ fn the_upgrade_preflight_says_per_operator_whether_state_restores_and_matches_we
     assert!(out.stdout.contains("count-per-key: value state 'seen' of u64 keyed by u64"), "{out:?}");
     assert!(out.stdout.contains("key groups 64..=127"), "{out:?}");
 }
+
+/// Schema evolution: a savepoint of the `profiles` test job at version 1 of its state type
+/// restores into version 2 (a field renamed with an alias, an optional field added), which
+/// counts on from version 1's values; version 3 (a field's type changed) is reported by the
+/// preflight and refused by `weir run -s`, both naming the state.
+#[test]
+fn state_of_one_type_version_restores_into_a_compatible_one_and_an_incompatible_one_is_caught() {
+    const EVENTS: u64 = 6_000;
+    const KEYS: u64 = 50;
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let (savepoints, output) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let jobs = artifact("libweir_test_jobs.so");
+    let (events, keys) = (EVENTS.to_string(), KEYS.to_string());
+    let job_args = |version: &'static str| -> Vec<String> {
+        ["--job", "profiles", "--version", version, "--events", &events, "--keys", &keys, "--rate", "2000"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--output".to_owned(), path_str(output.path()).to_owned()])
+            .collect()
+    };
+    let run = |version: &'static str, extra: &[&str]| {
+        let mut args = vec!["run".to_owned(), path_str(&jobs).to_owned(), "-p".into(), "2".into()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push("--".into());
+        args.extend(job_args(version));
+        cluster.weir(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("v1", &["--detached", "--checkpoint-interval", "300ms"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let job = submitted_job_id(&out);
+    cluster.wait_for_progress(&job, 1);
+    // Stopped without drain mid-stream: version 1 writes nothing (its lines come at the end).
+    let location = stop(&cluster, &job, savepoints.path(), false);
+    assert!(read_lines(output.path()).is_empty(), "version 1 wrote lines before the end");
+
+    let check = |version: &'static str| {
+        let mut args = vec!["savepoint".to_owned(), "check".into(), path_str(&jobs).into(), location.clone()];
+        args.extend(["-p".to_owned(), "2".into(), "--".into()]);
+        args.extend(job_args(version));
+        cluster.weir(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = check("v2");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("count-visits") && out.stdout.contains("Compatible"), "{out:?}");
+    let out = check("v3");
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let line = out.stdout.lines().find(|l| l.trim_start().starts_with("count-visits ")).unwrap_or_default();
+    assert!(line.contains("mismatch: state 'profile' changed its value type from"), "{out:?}");
+    assert!(line.contains("ProfileV1 to") && line.contains("ProfileV3"), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    let refused = run("v3", &["-s", &location]);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("state 'profile' changed its value type"), "{refused:?}");
+
+    // Version 2 from the savepoint: every key's count covers both runs (EVENTS / KEYS visits),
+    // read through the alias; the added field is absent from version 1's values.
+    let out = run("v2", &["-s", &location]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let end = cluster.wait_for_end(&submitted_job_id(&out));
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    let expected: Vec<String> = (0..KEYS).map(|k| format!("{k},{},-", EVENTS / KEYS)).collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(read_lines(output.path()), expected);
+}

@@ -136,7 +136,7 @@ where
         O: crate::Data,
         F: KeyedBroadcastProcessFunction<K, A, B, O>,
     {
-        let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
+        let states = function.states();
         let key = self.keyed.key.clone();
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
             let out = Output::new(outputs.remove(0), setup.name)?;
@@ -153,6 +153,6 @@ where
         });
         let key_bytes = key_bytes_fn::<A, K, KA>(&self.keyed.key);
         broadcast_node(&self.keyed.stream, &self.broadcast, ("keyed broadcast process", true), make, Some(key_bytes))
-            .declaring(states)
+            .declaring::<K>(&states)
     }
 }

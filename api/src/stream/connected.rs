@@ -121,7 +121,7 @@ where
         O: crate::Data,
         F: KeyedCoProcessFunction<K, A, B, O>,
     {
-        let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
+        let states = function.states();
         let (key1, key2) = (self.key1.clone(), self.key2.clone());
         let make: MakeHead = Arc::new(move |setup, mut outputs| {
             let out = Output::new(outputs.remove(0), setup.name)?;
@@ -137,6 +137,6 @@ where
             }))
         });
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
-        self.streams.two_input((description, name), true, make, keys).declaring(states).with_open_side_outputs()
+        self.streams.two_input((description, name), true, make, keys).declaring::<K>(&states).with_open_side_outputs()
     }
 }

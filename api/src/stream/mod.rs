@@ -126,6 +126,8 @@ struct Builder {
     /// Non-keyed operators that snapshot state of their own (broadcast state): like keyed ones,
     /// they need a uid.
     operator_state_nodes: std::collections::HashSet<NodeId>,
+    /// How each node's declared states are read back (`weir savepoint check`).
+    state_checks: HashMap<NodeId, Vec<(String, crate::state::StateCheck)>>,
     errors: Vec<String>,
 }
 
@@ -221,6 +223,7 @@ impl StreamExecutionEnvironment {
                 allow_generated_uids: false,
                 open_side_outputs: std::collections::HashSet::new(),
                 operator_state_nodes: std::collections::HashSet::new(),
+                state_checks: HashMap::new(),
                 errors: Vec::new(),
             })),
         }
@@ -413,7 +416,12 @@ impl StreamExecutionEnvironment {
                 nodes: graph.nodes,
                 edges: graph.edges,
             },
-            factories: GraphFactories { nodes: graph.factories, edge_keys: graph.edge_keys }.boxed(),
+            factories: GraphFactories {
+                nodes: graph.factories,
+                edge_keys: graph.edge_keys,
+                state_checks: graph.state_checks,
+            }
+            .boxed(),
         })
     }
 }
@@ -508,9 +516,12 @@ fn set_parallelism(node: &mut NodeDescriptor, fixed: bool, parallelism: u32) -> 
 
 impl<T: crate::Data> DataStream<T> {
     /// Records the keyed states of the operator that produces this stream.
-    fn declaring(self, states: Vec<crate::graph::StateDeclaration>) -> Self {
+    fn declaring<K>(self, states: &[DeclaredState]) -> Self {
         if let Some(id) = self.node {
-            self.graph.borrow_mut().nodes[id as usize].states = states;
+            let mut g = self.graph.borrow_mut();
+            g.nodes[id as usize].states = states.iter().map(DeclaredState::with_key::<K>).collect();
+            let checks = states.iter().filter_map(|s| Some((s.name.to_owned(), s.check?))).collect();
+            g.state_checks.insert(id, checks);
         }
         self
     }
@@ -996,7 +1007,7 @@ where
         F: KeyedProcessFunction<K, T, O>,
     {
         let key = self.key.clone();
-        let states = function.states().iter().map(DeclaredState::with_key::<K>).collect();
+        let states = function.states();
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             Ok(Box::new(KeyedProcessOperator {
@@ -1008,7 +1019,9 @@ where
                 _input: PhantomData,
             }))
         });
-        self.keyed_input("keyed process", "keyed process", make, Vec::new()).declaring(states).with_open_side_outputs()
+        self.keyed_input("keyed process", "keyed process", make, Vec::new())
+            .declaring::<K>(&states)
+            .with_open_side_outputs()
     }
 
     /// Emits the running reduction of each key for every record.
@@ -1027,8 +1040,13 @@ where
                 out: Output::new(outputs.remove(0), setup.name)?,
             }))
         });
-        let state = DeclaredState { name: "reduce", kind: "value", value_type: std::any::type_name::<T>().to_owned() };
-        self.keyed_input("reduce", "reduce", make, Vec::new()).declaring(vec![state.with_key::<K>()])
+        let state = DeclaredState {
+            name: "reduce",
+            kind: "value",
+            value_type: std::any::type_name::<T>().to_owned(),
+            check: None,
+        };
+        self.keyed_input("reduce", "reduce", make, Vec::new()).declaring::<K>(&[state])
     }
 
     /// Groups each key's records into windows.

@@ -116,8 +116,9 @@ where
             name: ELEMENTS,
             kind: "list",
             value_type: std::any::type_name::<(Timestamp, T)>().to_owned(),
+            check: None,
         };
-        self.finish(&format!("{function} (triggered)"), make).declaring(vec![state.with_key::<K>()])
+        self.finish(&format!("{function} (triggered)"), make).declaring::<K>(&[state])
     }
     /// Keeps event-time windows for `lateness` after they fire; records arriving in that time
     /// update and fire the window again.
@@ -209,10 +210,11 @@ where
             name: "window-contents",
             kind: "window",
             value_type: std::any::type_name::<A::Acc>().to_owned(),
+            check: None,
         };
-        let states = vec![contents.with_key::<K>()];
+        let states = vec![contents];
         if self.assigner.is_merging() {
-            return self.finish(function, generic).declaring(states);
+            return self.finish(function, generic).declaring::<K>(&states);
         }
         let key = self.keyed.key.clone();
         let (assigner, lateness, has_late) = (self.assigner, self.allowed_lateness, self.late_tag.is_some());
@@ -234,7 +236,7 @@ where
             operator.uid = setup.uid.to_owned();
             Ok(Box::new(operator))
         });
-        self.finish(function, make).declaring(states)
+        self.finish(function, make).declaring::<K>(&states)
     }
 
     /// Reduces each window's records to one.

@@ -1,7 +1,6 @@
 //! Savepoints: `weir savepoint`, `weir stop`, `weir savepoint check|inspect`, `weir savepoint
 //! --dispose`.
 
-use super::info::build_plan;
 use super::output::{ProgressTimer, one_line, print_json, progress, storage_location};
 use anyhow::Context as _;
 use serde_json::Value;
@@ -230,13 +229,44 @@ fn storage_options() -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::new()
 }
 
+/// Builds and plans the job of `plugin` and tries its declared state types on the savepoint's
+/// `sample` (see [`weir_jobmanager::state_evolution`]): the descriptor, the plan, and the first
+/// state that does not read (`(uid, reason)`).
+async fn plan_and_try_state(
+    plugin: std::path::PathBuf,
+    job_args: Vec<String>,
+    parallelism: u32,
+    sample: weir_jobmanager::state_evolution::StateSample,
+    metadata: weir_runtime::savepoint::SavepointMetadata,
+) -> anyhow::Result<(weir_api::graph::JobDescriptor, weir_jobmanager::plan::ExecutionPlan, Option<(String, String)>)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let loaded = weir_runtime::plugin::LoadedJob::load(&weir_runtime::JobArtifact::Plugin(plugin))?;
+        let graph = loaded.build(&job_args)?;
+        let descriptor = graph.descriptor.clone();
+        let plan = weir_jobmanager::plan::plan(&descriptor, parallelism).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let nodes = descriptor.nodes.iter().map(|n| (n.uid.clone(), n.id)).collect();
+        let check = |node, name: &str, value: &[u8]| {
+            loaded.check_state_value(&graph, node, name, value).map_err(|e| e.to_string())
+        };
+        let incompatible =
+            weir_jobmanager::state_evolution::incompatible_state(&sample, &metadata, &plan, &nodes, check);
+        Ok((descriptor, plan, incompatible))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the job's build function did not complete: {e}"))?
+}
+
 /// `weir savepoint check [-p N] [-n] PLUGIN PATH [JOB_ARGS]`.
 pub async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     use weir_jobmanager::savepoint_restore::{OperatorVerdict, check, read};
     let (plugin, savepoint, job_args) = args.parts();
     let path = storage_location(savepoint)?;
     let (dir, metadata, source) = read(&path, &storage_options()).await.map_err(anyhow::Error::msg)?;
-    let (descriptor, plan) = build_plan(plugin, job_args, args.parallelism).await?;
+    let sample = weir_jobmanager::state_evolution::sample_state(&dir, &metadata, source, &storage_options())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (descriptor, plan, incompatible) =
+        plan_and_try_state(plugin, job_args, args.parallelism, sample, metadata.clone()).await?;
     let stateful: std::collections::BTreeSet<String> = descriptor
         .nodes
         .iter()
@@ -251,7 +281,16 @@ pub async fn savepoint_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|n| n.uid.clone())
         .collect();
     let name = &descriptor.name;
-    let result = check(&dir, &metadata, source, &plan, &stateful, args.allow_non_restored_state);
+    let mut result = check(&dir, &metadata, source, &plan, &stateful, args.allow_non_restored_state);
+    // State whose stored values the job's types do not read: a mismatch, as when submitted.
+    if let Some((uid, reason)) = incompatible {
+        if let Some(operator) = result.operators.iter_mut().find(|o| o.uid == uid) {
+            operator.verdict = OperatorVerdict::Mismatch { reason: reason.clone() };
+        }
+        result.error.get_or_insert_with(|| {
+            format!("the savepoint's state does not restore into the job: operator '{uid}': {reason}")
+        });
+    }
     if args.json {
         let mut value = serde_json::to_value(&result)?;
         value["compatible"] = Value::Bool(result.error.is_none());

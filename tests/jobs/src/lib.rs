@@ -9,6 +9,7 @@
 //! --job table-join --events N --rate R --users U --output DIR
 //! --job broadcast-rules --events N --rate R --categories C --output DIR
 //! --job async-lookup --events N --rate R --output DIR
+//! --job profiles --version v1|v2|v3 --events N --keys K --rate R --output DIR
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -32,9 +33,11 @@
 //! - `table-join`: see [`table_join`].
 //! - `broadcast-rules`: see [`broadcast_rules`].
 //! - `async-lookup`: see [`async_lookup`].
+//! - `profiles`: see [`profiles`].
 
 pub mod async_lookup;
 pub mod broadcast_rules;
+pub mod profiles;
 pub mod table_join;
 
 use serde::{Deserialize, Serialize};
@@ -44,7 +47,7 @@ use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
 const JOBS: &[&str] =
-    &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules", "async-lookup"];
+    &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules", "async-lookup", "profiles"];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +325,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
         "table-join" => table_join::table_join(env, args),
         "broadcast-rules" => broadcast_rules::broadcast_rules(env, args),
         "async-lookup" => async_lookup::async_lookup(env, args),
+        "profiles" => profiles::profiles(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }
