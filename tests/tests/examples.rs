@@ -213,3 +213,47 @@ fn a_missing_input_fails_the_job_with_the_path_in_the_message() {
     assert_eq!(result.code, Some(1), "{result:?}");
     assert!(result.stderr.contains("FAILED") && result.stderr.contains("/nonexistent/input.txt"), "{}", result.stderr);
 }
+
+/// The pairs of the nexmark example's join queries over bids `1..=events`, from their
+/// definitions: bid `seq` has event time `seq` ms and bidder `(seq * 104729) % 100000`; the even
+/// bids join the odd bids of the same bidder group, `wjoin` in the same 10 s tumbling window
+/// (group `(bidder / 7) % 1000`), `ijoin` within ±500 ms (group `(bidder / 7) % 100`). Lines
+/// `left_seq,right_seq`, sorted.
+fn join_reference(query: &str, events: u64) -> Vec<String> {
+    let group = |seq: u64, modulus: u64| ((seq * 104_729) % 100_000 / 7) % modulus;
+    let mut lines = Vec::new();
+    for left in (2..=events).step_by(2) {
+        for right in (1..=events).step_by(2) {
+            let joined = match query {
+                "wjoin" => left / 10_000 == right / 10_000 && group(left, 1000) == group(right, 1000),
+                _ => left.abs_diff(right) <= 500 && group(left, 100) == group(right, 100),
+            };
+            if joined {
+                lines.push(format!("{left},{right}"));
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn the_nexmark_join_queries_give_every_pair_once() {
+    const EVENTS: u64 = 6_000;
+    let plugin = artifact("libweir_example_nexmark.so");
+    for query in ["wjoin", "ijoin"] {
+        let expected = join_reference(query, EVENTS);
+        assert!(expected.len() > 1000, "{query}: the data joins");
+        for p in ["1", "3"] {
+            let output = tempfile::tempdir().unwrap();
+            let out = output.path().join(query);
+            let events = EVENTS.to_string();
+            let args = ["--query", query, "--events", events.as_str(), "--output", out.to_str().unwrap()];
+            let mut all = vec!["local", "run", plugin.to_str().unwrap(), "-p", p, "--"];
+            all.extend_from_slice(&args);
+            let result = run_weir(&all, Duration::from_secs(120));
+            assert_eq!(result.code, Some(0), "{query} p={p}: {result:?}");
+            assert!(read_lines(&out) == expected, "{query} p={p}: the pairs differ from the reference");
+        }
+    }
+}

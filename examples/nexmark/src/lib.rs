@@ -1,7 +1,7 @@
 //! Nexmark-style queries over a deterministic stream of bids.
 //!
 //! ```text
-//! weir run target/.../libweir_example_nexmark.so -- --query q0|q1|q2|q5|q7|wcount \
+//! weir run target/.../libweir_example_nexmark.so -- --query q0|q1|q2|q5|q7|wcount|wjoin|ijoin \
 //!     [--source generator] --events N [--rate EVENTS_PER_S]
 //!   | --source kafka --bootstrap-servers B --topic T [--group-id G]
 //!         [--starting-offsets earliest|latest|committed] [--bounded]
@@ -30,6 +30,8 @@
 //! | `wcount` | `window_start_ms,auction,count`          | bids per auction per 10 s tumbling window          |
 //! | `q5`     | `window_start_ms,auction,count`          | auctions with the most bids per 10 s/2 s sliding window (all ties) |
 //! | `q7`     | `window_start_ms,max_price`              | highest price per 10 s tumbling window             |
+//! | `wjoin`  | `left_seq,right_seq`                     | window join: even and odd bids of a bidder group (`(bidder / 7) % 1000`) in the same 10 s tumbling window |
+//! | `ijoin`  | `left_seq,right_seq`                     | interval join: an even bid with the odd bids of its bidder group (`(bidder / 7) % 100`) within ±500 ms |
 //!
 //! Windows are `[start, end)` in event time; windows without bids produce no output.
 
@@ -121,7 +123,30 @@ impl std::fmt::Display for WindowMax {
 }
 
 /// The queries, by their `--query` name.
-const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "wcount"];
+const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "wcount", "wjoin", "ijoin"];
+
+/// A joined pair of bids: `left_seq,right_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    /// The even bid.
+    pub left: u64,
+    /// The odd bid.
+    pub right: u64,
+}
+
+impl std::fmt::Display for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.left, self.right)
+    }
+}
+
+/// The even and the odd bids of `bids` (with event time), the two sides of the join queries.
+fn sides(bids: &DataStream<Bid>, source_watermarks: bool) -> (DataStream<Bid>, DataStream<Bid>) {
+    let bids = timestamped(bids, source_watermarks);
+    let even = bids.filter(|b: &Bid| b.seq.is_multiple_of(2)).uid("join-even").name("even bids");
+    let odd = bids.filter(|b: &Bid| !b.seq.is_multiple_of(2)).uid("join-odd").name("odd bids");
+    (even, odd)
+}
 
 const TEN_SECONDS: Duration = Duration::from_secs(10);
 const TWO_SECONDS: Duration = Duration::from_secs(2);
@@ -460,6 +485,33 @@ fn query(name: &str, bids: &DataStream<Bid>, out: &Sink, source_watermarks: bool
             out,
             name,
         ),
+        "wjoin" => {
+            let (even, odd) = sides(bids, source_watermarks);
+            sink(
+                even.join(&odd)
+                    .where_key(|b: &Bid| (b.bidder / 7) % 1000)
+                    .equal_to(|b: &Bid| (b.bidder / 7) % 1000)
+                    .window(TumblingEventTimeWindows::of(TEN_SECONDS))
+                    .apply(|l: Bid, r: Bid| Pair { left: l.seq, right: r.seq })
+                    .uid("wjoin-join")
+                    .name("wjoin window join"),
+                out,
+                name,
+            );
+        }
+        "ijoin" => {
+            let (even, odd) = sides(bids, source_watermarks);
+            sink(
+                even.key_by(|b: &Bid| (b.bidder / 7) % 100)
+                    .interval_join(&odd.key_by(|b: &Bid| (b.bidder / 7) % 100))
+                    .between(-500, 500)
+                    .process(|l: Bid, r: Bid| Pair { left: l.seq, right: r.seq })
+                    .uid("ijoin-join")
+                    .name("ijoin interval join"),
+                out,
+                name,
+            );
+        }
         other => {
             return Err(invalid(format!("unknown query {other:?}: the valid queries are: {}", QUERIES.join(", "))));
         }
