@@ -45,11 +45,14 @@ fn window_join(events: u64) -> u64 {
     pairs
 }
 
+/// Per bidder group, the even and the odd bids of the last 500 ms: `(time, seq)`.
+type Buffers = HashMap<u64, (VecDeque<(i64, u64)>, VecDeque<(i64, u64)>)>;
+
 /// Pairs of an even bid and the odd bids of its bidder group (`(bidder / 7) % 100`) within ±500 ms.
 fn interval_join(events: u64) -> u64 {
     let mut pairs = 0u64;
     let mut checksum = 0u64;
-    let mut buffers: HashMap<u64, (VecDeque<(i64, u64)>, VecDeque<(i64, u64)>)> = HashMap::new();
+    let mut buffers: Buffers = HashMap::new();
     for seq in 1..=events {
         let (bidder, t) = bid(seq);
         let (left, right) = buffers.entry((bidder / 7) % 100).or_default();
