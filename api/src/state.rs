@@ -62,13 +62,23 @@ macro_rules! descriptor {
         pub struct $name<$($param),+> {
             pub(crate) name: &'static str,
             pub(crate) ttl: Option<StateTtlConfig>,
+            /// State of a built-in operator: values in the compact positional encoding (they
+            /// do not evolve on their own; see the module documentation).
+            pub(crate) internal: bool,
             _types: PhantomData<fn() -> ($($param,)+)>,
         }
 
         impl<$($param),+> $name<$($param),+> {
             /// A state named `name`, unique within its operator.
             pub const fn new(name: &'static str) -> Self {
-                Self { name, ttl: None, _types: PhantomData }
+                Self { name, ttl: None, internal: false, _types: PhantomData }
+            }
+
+            /// The state of a built-in operator (positional encoding).
+            #[allow(dead_code)]
+            pub(crate) const fn internal(mut self) -> Self {
+                self.internal = true;
+                self
             }
 
             /// Gives entries a time-to-live.
@@ -117,8 +127,17 @@ fn check_list<V: crate::Data, const TTL: bool>(stored: &[u8]) -> Result<()> {
     list_elements(stored).try_for_each(|element| check_value::<V, TTL>(element?))
 }
 
-fn value_check<V: crate::Data>(ttl: Option<StateTtlConfig>) -> StateCheck {
-    if ttl.is_some() { check_value::<V, true> } else { check_value::<V, false> }
+/// A stored value of a built-in operator's state read as a `V` (positional encoding).
+fn check_internal<V: crate::Data>(stored: &[u8]) -> Result<()> {
+    decode::<V>(stored, std::any::type_name::<V>()).map(|_| ())
+}
+
+fn value_check<V: crate::Data>(ttl: Option<StateTtlConfig>, internal: bool) -> StateCheck {
+    match (internal, ttl.is_some()) {
+        (true, _) => check_internal::<V>,
+        (false, true) => check_value::<V, true>,
+        (false, false) => check_value::<V, false>,
+    }
 }
 
 impl DeclaredState {
@@ -140,7 +159,7 @@ impl<V: crate::Data> ValueStateDescriptor<V> {
             name: self.name,
             kind: "value",
             value_type: std::any::type_name::<V>().to_owned(),
-            check: Some(value_check::<V>(self.ttl)),
+            check: Some(value_check::<V>(self.ttl, self.internal)),
         }
     }
 }
@@ -162,7 +181,12 @@ impl<K, V: crate::Data> MapStateDescriptor<K, V> {
     /// This state's declaration.
     pub fn declared(&self) -> DeclaredState {
         let value_type = format!("{} -> {}", std::any::type_name::<K>(), std::any::type_name::<V>());
-        DeclaredState { name: self.name, kind: "map", value_type, check: Some(value_check::<V>(self.ttl)) }
+        DeclaredState {
+            name: self.name,
+            kind: "map",
+            value_type,
+            check: Some(value_check::<V>(self.ttl, self.internal)),
+        }
     }
 }
 
@@ -238,7 +262,15 @@ impl<'a> KeyedState<'a> {
     pub(crate) fn value<V: crate::Data>(&mut self, d: &ValueStateDescriptor<V>) -> Result<ValueState<'_, V>> {
         let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Value, d.ttl)?;
         Ok(ValueState {
-            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            cell: Cell {
+                backend: &mut *self.backend,
+                id,
+                key: self.key,
+                ttl: d.ttl,
+                now: self.now,
+                name: d.name,
+                internal: d.internal,
+            },
             _v: PhantomData,
         })
     }
@@ -246,7 +278,15 @@ impl<'a> KeyedState<'a> {
     pub(crate) fn list<V: crate::Data>(&mut self, d: &ListStateDescriptor<V>) -> Result<ListState<'_, V>> {
         let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::List, d.ttl)?;
         Ok(ListState {
-            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            cell: Cell {
+                backend: &mut *self.backend,
+                id,
+                key: self.key,
+                ttl: d.ttl,
+                now: self.now,
+                name: d.name,
+                internal: d.internal,
+            },
             scratch: Vec::new(),
             _v: PhantomData,
         })
@@ -258,7 +298,15 @@ impl<'a> KeyedState<'a> {
     ) -> Result<MapState<'_, K, V>> {
         let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Map, d.ttl)?;
         Ok(MapState {
-            cell: Cell { backend: &mut *self.backend, id, key: self.key, ttl: d.ttl, now: self.now, name: d.name },
+            cell: Cell {
+                backend: &mut *self.backend,
+                id,
+                key: self.key,
+                ttl: d.ttl,
+                now: self.now,
+                name: d.name,
+                internal: d.internal,
+            },
             _kv: PhantomData,
         })
     }
@@ -272,6 +320,8 @@ struct Cell<'s> {
     ttl: Option<StateTtlConfig>,
     now: Timestamp,
     name: &'static str,
+    /// Positional encoding (built-in operators' state).
+    internal: bool,
 }
 
 impl Cell<'_> {
@@ -280,12 +330,17 @@ impl Cell<'_> {
         if self.ttl.is_some() {
             out.extend_from_slice(&self.now.to_le_bytes());
         }
-        encode_state_value(value, out, self.name)
+        if self.internal { encode_into(value, out, self.name) } else { encode_state_value(value, out, self.name) }
     }
 
     fn refresh_on_read(&self) -> bool {
         matches!(self.ttl, Some(StateTtlConfig { update: TtlUpdateType::OnReadAndWrite, .. }))
     }
+}
+
+/// Decodes a value of a state (positional when `internal`, see [`Cell::internal`]).
+fn decode_cell<V: crate::Data>(internal: bool, name: &str, payload: &[u8]) -> Result<V> {
+    if internal { decode(payload, name) } else { decode_state_value(payload, name) }
 }
 
 /// Splits stored bytes into (expired, payload) for a state with time-to-live `ttl` at `now`.
@@ -320,7 +375,7 @@ impl<V: crate::Data> ValueState<'_, V> {
             cell.backend.remove(cell.id, cell.key)?;
             return Ok(None);
         }
-        let value: V = decode_state_value(payload, cell.name)?;
+        let value: V = decode_cell(cell.internal, cell.name, payload)?;
         if cell.refresh_on_read() {
             self.update(&value)?;
         }
@@ -362,7 +417,7 @@ impl<V: crate::Data> ListState<'_, V> {
             if expired {
                 any_expired = true;
             } else {
-                values.push(decode_state_value(payload, cell.name)?);
+                values.push(decode_cell(cell.internal, cell.name, payload)?);
             }
         }
         if any_expired || (cell.refresh_on_read() && !values.is_empty()) {
@@ -418,7 +473,7 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
             cell.backend.map_remove(cell.id, cell.key, &user_key)?;
             return Ok(None);
         }
-        let value: V = decode_state_value(payload, cell.name)?;
+        let value: V = decode_cell(cell.internal, cell.name, payload)?;
         if cell.refresh_on_read() {
             self.put(key, &value)?;
         }
@@ -458,7 +513,7 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
             if expired {
                 cell.backend.map_remove(cell.id, cell.key, &k)?;
             } else {
-                entries.push((decode(&k, cell.name)?, decode_state_value(payload, cell.name)?));
+                entries.push((decode(&k, cell.name)?, decode_cell(cell.internal, cell.name, payload)?));
             }
         }
         Ok(entries)
@@ -510,12 +565,12 @@ impl<V> ReducingStateDescriptor<V> {
             name: self.name,
             kind: "reducing",
             value_type: std::any::type_name::<V>().to_owned(),
-            check: Some(value_check::<V>(self.ttl)),
+            check: Some(value_check::<V>(self.ttl, false)),
         }
     }
 
     fn value(&self) -> ValueStateDescriptor<V> {
-        ValueStateDescriptor { name: self.name, ttl: self.ttl, _types: PhantomData }
+        ValueStateDescriptor { name: self.name, ttl: self.ttl, internal: false, _types: PhantomData }
     }
 }
 
@@ -579,12 +634,12 @@ impl<I, Acc, O> AggregatingStateDescriptor<I, Acc, O> {
             name: self.name,
             kind: "aggregating",
             value_type: std::any::type_name::<Acc>().to_owned(),
-            check: Some(value_check::<Acc>(self.ttl)),
+            check: Some(value_check::<Acc>(self.ttl, false)),
         }
     }
 
     fn accumulator(&self) -> ValueStateDescriptor<Acc> {
-        ValueStateDescriptor { name: self.name, ttl: self.ttl, _types: PhantomData }
+        ValueStateDescriptor { name: self.name, ttl: self.ttl, internal: false, _types: PhantomData }
     }
 }
 

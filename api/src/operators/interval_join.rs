@@ -74,11 +74,11 @@ impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
 }
 
 fn left_buffer<A: crate::Data>() -> MapStateDescriptor<Timestamp, Vec<A>> {
-    MapStateDescriptor::new(LEFT)
+    MapStateDescriptor::new(LEFT).internal()
 }
 
 fn right_buffer<B: crate::Data>() -> MapStateDescriptor<Timestamp, Vec<B>> {
-    MapStateDescriptor::new(RIGHT)
+    MapStateDescriptor::new(RIGHT).internal()
 }
 
 /// The element's timestamp, or the error of a stream without event time.

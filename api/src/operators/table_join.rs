@@ -34,7 +34,7 @@ fn versions<V: crate::Data>() -> MapStateDescriptor<Timestamp, Option<V>> {
 }
 
 fn waiting<T: crate::Data>() -> MapStateDescriptor<Timestamp, Vec<T>> {
-    MapStateDescriptor::new(WAITING)
+    MapStateDescriptor::new(WAITING).internal()
 }
 
 /// The keyed co-process function of `join_table(..)`. `join` returns the result of an element
