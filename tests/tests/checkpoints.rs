@@ -110,7 +110,8 @@ fn checkpoints_are_consistent_cuts_across_a_union_and_a_keyed_exchange() {
                             for entry in state_entries(&group.entries) {
                                 let entry = entry.unwrap();
                                 assert_eq!(entry.state, "count");
-                                let n: u64 = postcard::from_bytes(entry.value).unwrap();
+                                // User state values are MessagePack (self-describing; keys stay postcard).
+                                let n: u64 = rmp_serde::from_slice(entry.value).unwrap();
                                 let key: u64 = postcard::from_bytes(entry.key).unwrap();
                                 counted_total += n;
                                 *keys.entry(key).or_insert(0) += 1;
