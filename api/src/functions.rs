@@ -18,15 +18,38 @@ use crate::time::Timestamp;
 use crate::timer::TimerService;
 use crate::window::{OutputTag, TimeWindow};
 
-/// Emits records from a user function.
+/// Emits records from a user function: to the main output, and from window functions to side
+/// outputs ([`Collector::output`]).
 pub struct Collector<'a, O> {
     pub(crate) buffer: &'a mut Vec<StreamRecord<O>>,
     pub(crate) timestamp: Timestamp,
+    pub(crate) side: Option<&'a mut SideOutputs>,
+    /// A side output was asked of a collector without any (a flat map's): the operator fails.
+    pub(crate) refused_side_output: bool,
 }
 
 impl<'a, O> Collector<'a, O> {
     pub(crate) fn new(buffer: &'a mut Vec<StreamRecord<O>>, timestamp: Timestamp) -> Self {
-        Self { buffer, timestamp }
+        Self { buffer, timestamp, side: None, refused_side_output: false }
+    }
+
+    pub(crate) fn with_side_outputs(
+        buffer: &'a mut Vec<StreamRecord<O>>,
+        timestamp: Timestamp,
+        side: &'a mut SideOutputs,
+    ) -> Self {
+        Self { buffer, timestamp, side: Some(side), refused_side_output: false }
+    }
+
+    /// Emits `value` to the side output `tag` with the current timestamp (window functions; read
+    /// it with [`DataStream::side_output`](crate::DataStream::side_output), dropped when no
+    /// stream reads the tag). A flat map has no side outputs: asking fails its task (use
+    /// `process` instead).
+    pub fn output<S: crate::Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        match self.side.as_deref_mut() {
+            Some(side) => side.emit(&tag.name, value, self.timestamp),
+            None => self.refused_side_output = true,
+        }
     }
 
     /// Emits `value` with the timestamp of the input (or of the window or timer being processed).

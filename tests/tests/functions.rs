@@ -397,3 +397,20 @@ fn reducing_and_aggregating_state_fold_each_added_value() {
     assert_eq!(details.state, JobStatus::Finished, "{details:?}");
     assert_eq!(read_lines(&dir.path().join("out")), sorted(&["a,9,3", "b,-4,-4"]));
 }
+
+fn flat_map_side_output(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
+    env.from_collection(vec![1_u64])
+        .flat_map(|v: u64, out: &mut Collector<'_, u64>| out.output(&TYPED, v))
+        .write_as_text(out(args, "main")?);
+    Ok(())
+}
+
+#[test]
+fn a_flat_map_asking_for_a_side_output_fails_the_job_instead_of_dropping_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let details = run_job(flat_map_side_output, &["--output", dir.path().to_str().unwrap()], 1);
+    assert_eq!(details.state, JobStatus::Failed, "{details:?}");
+    let failure = details.failure.unwrap_or_default();
+    assert!(failure.contains("a flat map has no side outputs: emit them from a process function"), "{failure}");
+}

@@ -167,3 +167,52 @@ fn window_all_groups_every_record_in_one_subtask() {
     assert_eq!(details.state, JobStatus::Finished, "{details:?}");
     assert_eq!(read_lines(&dir.path().join("all")), sorted(&["0,3", "10000,4"]));
 }
+
+static BIG: std::sync::LazyLock<OutputTag<String>> = std::sync::LazyLock::new(|| OutputTag::new("big"));
+
+/// Emits `key,window start,sum` and, for sums of 10 or more, `key:sum` to the side output `big`.
+fn sum_with_side(k: &String, w: &TimeWindow, v: Vec<Event>, out: &mut Collector<'_, String>) {
+    let sum = v[0].1;
+    out.collect(format!("{k},{},{sum}", w.start));
+    if sum >= 10 {
+        out.output(&BIG, format!("{k}:{sum}"));
+    }
+}
+
+// One input, three window operators (the typed tumbling one, the generic session one, the
+// triggered count one), each with a side output from its window function:
+//   a@1000 (4), a@2000 (8), b@3000 (1), a@15000 (20)
+//   tumbling 10 s: a [0,10000) = 12 (big), b [0,10000) = 1, a [10000,20000) = 20 (big)
+//   sessions with a 5 s gap: a [1000,7000) = 12 (big), b [3000,8000) = 1, a [15000,20000) = 20 (big)
+//   count windows of 2: a [4, 8] = 12 (big) (start: the global window's), a's 20 waits; b waits
+fn window_side_outputs(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
+    let r = |k: &str, v: u64, ts: i64| TimedEvent::record((k.to_owned(), v), ts);
+    let events = vec![r("a", 4, 1000), r("a", 8, 2000), r("b", 1, 3000), r("a", 20, 15_000)];
+    let keyed = env.from_timed_events(events).key_by(|e: &Event| e.0.clone());
+    let sum = |a: Event, b: Event| (a.0, a.1 + b.1);
+    let tumbling = keyed.window(TumblingEventTimeWindows::of(Duration::from_secs(10))).reduce_with(sum, sum_with_side);
+    let sessions =
+        keyed.window(EventTimeSessionWindows::with_gap(Duration::from_secs(5))).reduce_with(sum, sum_with_side);
+    let counted = keyed.count_window(2).reduce_with(sum, sum_with_side);
+    for (name, stream) in [("tumbling", &tumbling), ("sessions", &sessions), ("count", &counted)] {
+        stream.write_as_text(out(args, name)?);
+        stream.side_output(&BIG).write_as_text(out(args, &format!("{name}-big"))?);
+    }
+    Ok(())
+}
+
+#[test]
+fn window_functions_emit_to_side_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let details = run_job(window_side_outputs, &["--output", dir.path().to_str().unwrap()], 2);
+    assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+    let lines = |name: &str| read_lines(&dir.path().join(name));
+    assert_eq!(lines("tumbling"), sorted(&["a,0,12", "b,0,1", "a,10000,20"]));
+    assert_eq!(lines("tumbling-big"), sorted(&["a:12", "a:20"]));
+    assert_eq!(lines("sessions"), sorted(&["a,1000,12", "b,3000,1", "a,15000,20"]));
+    assert_eq!(lines("sessions-big"), sorted(&["a:12", "a:20"]));
+    let global_start = i64::MIN;
+    assert_eq!(lines("count"), sorted(&[format!("a,{global_start},12").as_str()]));
+    assert_eq!(lines("count-big"), sorted(&["a:12"]));
+}

@@ -65,6 +65,11 @@ where
         for record in batch.drain(..) {
             let mut collector = Collector::new(&mut self.out.buffer, record.timestamp);
             f(record.value, &mut collector);
+            if collector.refused_side_output {
+                return Err(crate::Error::InvalidJob(
+                    "a flat map has no side outputs: emit them from a process function".into(),
+                ));
+            }
             if self.out.buffer.len() >= 4096 {
                 self.out.flush(rt)?;
             }

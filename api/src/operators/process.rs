@@ -359,6 +359,12 @@ where
         for record in batch.drain(..) {
             let mut collector = Collector::new(&mut self.out.buffer, record.timestamp);
             self.function.flat_map(record.value, &mut collector).map_err(|e| e.in_operator(&self.name))?;
+            if collector.refused_side_output {
+                return Err(Error::InvalidJob(format!(
+                    "flat map '{}' has no side outputs: emit them from a process function",
+                    self.name
+                )));
+            }
             if self.out.buffer.len() >= FLUSH_AT {
                 self.out.flush(rt)?;
             }

@@ -86,9 +86,16 @@ impl SideOutputs {
     /// The side outputs of the node `setup` describes: its outputs after the main one, which are
     /// `outputs` (the main output already taken).
     pub(crate) fn new(setup: &OperatorSetup<'_>, outputs: Vec<ErasedDownstream>) -> Result<Self> {
+        Self::from_output(setup, outputs, 1)
+    }
+
+    /// The side outputs of the node `setup` describes from its output `first` on, which are
+    /// `outputs` (a window's late-data output, when it has one, comes before them).
+    pub(crate) fn from_output(setup: &OperatorSetup<'_>, outputs: Vec<ErasedDownstream>, first: usize) -> Result<Self> {
         let mut side = Self::default();
         for (index, erased) in outputs.into_iter().enumerate() {
-            let (Some(name), Some(kit)) = (setup.output_names.get(index + 1), setup.output_kits.get(index + 1)) else {
+            let (Some(name), Some(kit)) = (setup.output_names.get(index + first), setup.output_kits.get(index + first))
+            else {
                 return Err(Error::InvalidJob(format!("operator '{}' has more outputs than it declares", setup.name)));
             };
             side.outputs.push((name.clone(), kit.side_output(erased, setup.name)?));

@@ -11,6 +11,7 @@ use crate::codec::{decode, encode_into};
 use crate::error::{Error, Result};
 use crate::functions::{Collector, ProcessWindowFunction};
 use crate::operators::keyed::KeyedHarness;
+use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{CheckpointId, OperatorSnapshot, StateId, StateKey, StateKind, TaskRuntime, list_elements};
 use crate::state::KeyedState;
 use crate::time::{NO_TIMESTAMP, Timestamp};
@@ -33,6 +34,8 @@ pub(crate) struct TriggeredWindowOperator<K, T, O, KF, Tr, Ev, W> {
     pub(crate) elements: StateId,
     pub(crate) out: Output<O>,
     pub(crate) late: Option<Output<T>>,
+    /// Side outputs the window function emits to.
+    pub(crate) side: SideOutputs,
     pub(crate) windows: Vec<TimeWindow>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) dropped_late: u64,
@@ -115,7 +118,7 @@ where
         let values: Vec<T> = elements.iter().map(|(_, v)| v.clone()).collect();
         if !values.is_empty() {
             let key = self.harness.key.as_ref().ok_or_else(|| Error::InvalidJob("window without a key".into()))?;
-            let mut out = Collector::new(&mut self.out.buffer, window.max_timestamp());
+            let mut out = Collector::with_side_outputs(&mut self.out.buffer, window.max_timestamp(), &mut self.side);
             self.window_fn.process(key, window, values, &mut out);
         }
         let evicted_before = elements.len() != before;
@@ -260,6 +263,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
         }
+        self.side.open(rt)?;
         self.out.open(rt)
     }
 
@@ -271,6 +275,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.flush(rt)?;
         }
+        self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
@@ -280,6 +285,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.watermark(watermark, rt)?;
         }
+        self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
@@ -287,6 +293,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.idleness(idle, rt)?;
         }
+        self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
@@ -295,11 +302,12 @@ where
         if let Some(late) = self.late.as_mut() {
             late.time(now, rt)?;
         }
+        self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        let late = self.late.as_ref().and_then(Output::next_time);
+        let late = min_time(self.late.as_ref().and_then(Output::next_time), self.side.next_time());
         min_time(min_time(self.harness.timers.next_processing(), late), self.out.next_time())
     }
 
@@ -313,12 +321,13 @@ where
         if let Some(late) = self.late.as_mut() {
             late.end(rt)?;
         }
+        self.side.end(rt)?;
         self.out.end(rt)
     }
 
     fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         let late = self.late.as_mut().map_or(Ok(()), |late| late.close(rt));
-        late.and(self.out.close(rt))
+        late.and(self.side.close(rt)).and(self.out.close(rt))
     }
 
     fn snapshot(
@@ -328,9 +337,11 @@ where
         rt: &mut dyn TaskRuntime,
     ) -> Result<()> {
         into.push(self.harness.snapshot()?);
+        // Every output passes the checkpoint on, so that what is chained behind it snapshots.
         if let Some(late) = self.late.as_mut() {
-            late.flush(rt)?;
+            late.snapshot(checkpoint, into, rt)?;
         }
+        self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)
     }
 }

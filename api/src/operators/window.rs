@@ -12,6 +12,7 @@ use crate::codec::{decode, encode_into};
 use crate::error::{Error, Result};
 use crate::functions::{AggregateFunction, Collector, ProcessWindowFunction, TimeDomain};
 use crate::operators::keyed::KeyedHarness;
+use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{KeyedStateBackend, StateId, StateKey, StateKind, TaskRuntime, list_elements};
 use crate::time::{NO_TIMESTAMP, Timestamp};
 use crate::timer::Timer;
@@ -289,6 +290,8 @@ pub(crate) struct WindowOperator<K, T, O, KF, C> {
     pub(crate) sessions: StateId,
     pub(crate) out: Output<O>,
     pub(crate) late: Option<Output<T>>,
+    /// Side outputs the window function emits to.
+    pub(crate) side: SideOutputs,
     pub(crate) windows: Vec<TimeWindow>,
     pub(crate) dropped_late: u64,
 }
@@ -330,7 +333,7 @@ where
         let backend = h.backend.as_deref_mut().ok_or_else(|| Error::InvalidJob("window used before open".into()))?;
         let at = StateKey { key_group: h.key_group, key: &h.key_bytes, namespace: &ns };
         let key = h.key.as_ref().ok_or_else(|| Error::InvalidJob("window fired without key".into()))?;
-        let mut collector = Collector::new(&mut self.out.buffer, window.max_timestamp());
+        let mut collector = Collector::with_side_outputs(&mut self.out.buffer, window.max_timestamp(), &mut self.side);
         self.contents.emit(backend, self.state, at, key, &window, &mut collector)
     }
 
@@ -577,6 +580,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
         }
+        self.side.open(rt)?;
         self.out.open(rt)
     }
 
@@ -591,6 +595,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.flush(rt)?;
         }
+        self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
@@ -609,6 +614,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.watermark(watermark, rt)?;
         }
+        self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
@@ -616,6 +622,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.idleness(idle, rt)?;
         }
+        self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
@@ -627,11 +634,12 @@ where
         if let Some(late) = self.late.as_mut() {
             late.time(now, rt)?;
         }
+        self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
     fn next_time(&self) -> Option<Timestamp> {
-        let late = self.late.as_ref().and_then(Output::next_time);
+        let late = min_time(self.late.as_ref().and_then(Output::next_time), self.side.next_time());
         min_time(min_time(self.harness.timers.next_processing(), late), self.out.next_time())
     }
 
@@ -649,6 +657,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.snapshot(checkpoint, into, rt)?;
         }
+        self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)
     }
 
@@ -662,11 +671,12 @@ where
         if let Some(late) = self.late.as_mut() {
             late.end(rt)?;
         }
+        self.side.end(rt)?;
         self.out.end(rt)
     }
 
     fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         let late = self.late.as_mut().map_or(Ok(()), |late| late.close(rt));
-        late.and(self.out.close(rt))
+        late.and(self.side.close(rt)).and(self.out.close(rt))
     }
 }

@@ -19,6 +19,7 @@ use crate::chain::{Downstream, Output, StreamRecord, min_time};
 use crate::codec::encode_into;
 use crate::error::{Error, Result};
 use crate::functions::{Collector, ProcessWindowFunction};
+use crate::operators::side_outputs::SideOutputs;
 use crate::operators::window::Accumulate;
 use crate::operators::window_progress::KeyGroupWatermarks;
 use crate::runtime::{LogLevel, TaskRuntime};
@@ -55,6 +56,8 @@ pub(crate) struct HeapWindowOperator<K, T, O, KF, A: Accumulate<T>, W> {
     pub(crate) now: Timestamp,
     pub(crate) out: Output<O>,
     pub(crate) late: Option<Output<T>>,
+    /// Side outputs the window function emits to.
+    pub(crate) side: SideOutputs,
     pub(crate) key_buffer: Vec<u8>,
     pub(crate) assigned: Vec<TimeWindow>,
     pub(crate) dropped_late: u64,
@@ -97,6 +100,7 @@ where
             now: 0,
             out,
             late,
+            side: SideOutputs::default(),
             key_buffer: Vec::new(),
             assigned: Vec::new(),
             dropped_late: 0,
@@ -171,8 +175,15 @@ where
     }
 
     /// Emits the result of one key's accumulator for `window`.
-    fn emit(window_fn: &W, acc: &A, out: &mut Output<O>, key: &K, window: &TimeWindow, value: A::Acc) {
-        let mut collector = Collector::new(&mut out.buffer, window.max_timestamp());
+    fn emit(
+        window_fn: &W,
+        acc: &A,
+        (out, side): (&mut Output<O>, &mut SideOutputs),
+        key: &K,
+        window: &TimeWindow,
+        value: A::Acc,
+    ) {
+        let mut collector = Collector::with_side_outputs(&mut out.buffer, window.max_timestamp(), side);
         window_fn.process(key, window, vec![acc.result(value)], &mut collector);
     }
 
@@ -227,7 +238,7 @@ where
                     // A window the watermark already passed (within the allowed lateness) fires
                     // again.
                     if let Some(current) = slot.clone() {
-                        Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, window, current);
+                        Self::emit(&self.window_fn, &self.acc, (&mut self.out, &mut self.side), &key, window, current);
                     }
                 } else if !self.fired_ahead.is_empty()
                     && let Some(fired) = self.fired_ahead.get_mut(window)
@@ -262,7 +273,14 @@ where
                         if let Some(value) = value
                             && !fired(&key_bytes)
                         {
-                            Self::emit(&self.window_fn, &self.acc, &mut self.out, &key, &window, value);
+                            Self::emit(
+                                &self.window_fn,
+                                &self.acc,
+                                (&mut self.out, &mut self.side),
+                                &key,
+                                &window,
+                                value,
+                            );
                         }
                         if self.out.buffer.len() >= 4096 {
                             self.out.flush(rt)?;
@@ -275,7 +293,14 @@ where
                         if let Some(value) = value.clone()
                             && !fired(key_bytes)
                         {
-                            Self::emit(&self.window_fn, &self.acc, &mut self.out, key, &window, value);
+                            Self::emit(
+                                &self.window_fn,
+                                &self.acc,
+                                (&mut self.out, &mut self.side),
+                                key,
+                                &window,
+                                value,
+                            );
                         }
                     }
                 }
@@ -309,6 +334,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.open(rt)?;
         }
+        self.side.open(rt)?;
         self.out.open(rt)
     }
 
@@ -325,6 +351,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.flush(rt)?;
         }
+        self.side.flush(rt)?;
         self.out.flush(rt)
     }
 
@@ -337,6 +364,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.watermark(watermark, rt)?;
         }
+        self.side.watermark(watermark, rt)?;
         self.out.watermark(watermark, rt)
     }
 
@@ -344,6 +372,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.idleness(idle, rt)?;
         }
+        self.side.idleness(idle, rt)?;
         self.out.idleness(idle, rt)
     }
 
@@ -356,6 +385,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.time(now, rt)?;
         }
+        self.side.time(now, rt)?;
         self.out.time(now, rt)
     }
 
@@ -364,7 +394,7 @@ where
             WindowTime::ProcessingTime => self.windows.keys().next().map(TimeWindow::max_timestamp),
             WindowTime::EventTime => None,
         };
-        let late = self.late.as_ref().and_then(Output::next_time);
+        let late = min_time(self.late.as_ref().and_then(Output::next_time), self.side.next_time());
         min_time(min_time(due, late), self.out.next_time())
     }
 
@@ -434,6 +464,7 @@ where
         if let Some(late) = self.late.as_mut() {
             late.snapshot(checkpoint, into, rt)?;
         }
+        self.side.snapshot(checkpoint, into, rt)?;
         self.out.snapshot(checkpoint, into, rt)
     }
 
@@ -444,11 +475,12 @@ where
         if let Some(late) = self.late.as_mut() {
             late.end(rt)?;
         }
+        self.side.end(rt)?;
         self.out.end(rt)
     }
 
     fn close(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         let late = self.late.as_mut().map_or(Ok(()), |late| late.close(rt));
-        late.and(self.out.close(rt))
+        late.and(self.side.close(rt)).and(self.out.close(rt))
     }
 }

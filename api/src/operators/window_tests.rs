@@ -84,6 +84,7 @@ impl Window {
                 late: Some(late),
                 windows: Vec::new(),
                 dropped_late: 0,
+                side: crate::operators::side_outputs::SideOutputs::default(),
             }),
         };
         operator.open(&mut rt).unwrap();

@@ -96,6 +96,7 @@ where
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            let side = SideOutputs::from_output(setup, outputs, if has_late { 2 } else { 1 })?;
             Ok(Box::new(TriggeredWindowOperator {
                 key_fn: key.clone(),
                 assigner,
@@ -107,6 +108,7 @@ where
                 elements: 0,
                 out,
                 late,
+                side,
                 windows: Vec::new(),
                 scratch: Vec::new(),
                 dropped_late: 0,
@@ -142,7 +144,10 @@ where
         };
         let description = format!("window({}) {function}", self.assigner.describe());
         let all = self.all;
-        let stream = self.keyed.keyed_input(&description, if all { "window all" } else { "window" }, make, extra);
+        let stream = self
+            .keyed
+            .keyed_input(&description, if all { "window all" } else { "window" }, make, extra)
+            .with_open_side_outputs();
         if all { stream.set_parallelism(1) } else { stream }
     }
 
@@ -158,6 +163,7 @@ where
         Arc::new(move |setup, mut outputs: Vec<ErasedDownstream>| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            let side = SideOutputs::from_output(setup, outputs, if has_late { 2 } else { 1 })?;
             Ok(Box::new(WindowOperator {
                 key_fn: key.clone(),
                 assigner,
@@ -168,6 +174,7 @@ where
                 sessions: 0,
                 out,
                 late,
+                side,
                 windows: Vec::new(),
                 dropped_late: 0,
             }))
@@ -224,6 +231,7 @@ where
             }
             let out = Output::new(outputs.remove(0), setup.name)?;
             let late = if has_late { Some(Output::new(outputs.remove(0), setup.name)?) } else { None };
+            let side = SideOutputs::from_output(setup, outputs, if has_late { 2 } else { 1 })?;
             let mut operator = HeapWindowOperator::new(
                 key.clone(),
                 assigner,
@@ -234,6 +242,7 @@ where
                 setup.name,
             );
             operator.uid = setup.uid.to_owned();
+            operator.side = side;
             Ok(Box::new(operator))
         });
         self.finish(function, make).declaring::<K>(&states)
