@@ -519,6 +519,38 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
         Ok(entries)
     }
 
+    /// The entries whose key `select` accepts, read in one scan that decodes only their values
+    /// (for state without a time-to-live; expired entries of one are skipped, not removed).
+    pub fn entries_where(&mut self, mut select: impl FnMut(&K) -> bool) -> Result<Vec<(K, V)>> {
+        let cell = &mut self.cell;
+        let (ttl, now, name, internal) = (cell.ttl, cell.now, cell.name, cell.internal);
+        let mut entries = Vec::new();
+        let mut failure = None;
+        cell.backend.map_scan(cell.id, cell.key, &mut |k, v| {
+            let mut read = || -> Result<Option<(K, V)>> {
+                let key: K = decode(k, name)?;
+                if !select(&key) {
+                    return Ok(None);
+                }
+                let (expired, payload) = split_ttl(ttl, now, name, v)?;
+                if expired { Ok(None) } else { Ok(Some((key, decode_cell(internal, name, payload)?))) }
+            };
+            match read() {
+                Ok(Some(entry)) => entries.push(entry),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(entries),
+        }
+    }
+
     /// All live keys.
     pub fn keys(&mut self) -> Result<Vec<K>> {
         Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())

@@ -125,11 +125,11 @@ where
         let mut bucket = buffered.get(&t)?.unwrap_or_default();
         bucket.push(left.clone());
         buffered.put(&t, &bucket)?;
-        for (right_t, rights) in ctx.map_state(&right_buffer::<B>())?.entries()? {
-            if self.interval.contains(t, right_t) {
-                for right in rights {
-                    self.join(left.clone(), right, (t, right_t), ctx)?;
-                }
+        let interval = self.interval;
+        let joined = ctx.map_state(&right_buffer::<B>())?.entries_where(|&right_t| interval.contains(t, right_t))?;
+        for (right_t, rights) in joined {
+            for right in rights {
+                self.join(left.clone(), right, (t, right_t), ctx)?;
             }
         }
         ctx.timer_service().register_event_time_timer(self.interval.left_cleanup(t));
@@ -148,11 +148,11 @@ where
         let mut bucket = buffered.get(&t)?.unwrap_or_default();
         bucket.push(right.clone());
         buffered.put(&t, &bucket)?;
-        for (left_t, lefts) in ctx.map_state(&left_buffer::<A>())?.entries()? {
-            if self.interval.contains(left_t, t) {
-                for left in lefts {
-                    self.join(left, right.clone(), (left_t, t), ctx)?;
-                }
+        let interval = self.interval;
+        let joined = ctx.map_state(&left_buffer::<A>())?.entries_where(|&left_t| interval.contains(left_t, t))?;
+        for (left_t, lefts) in joined {
+            for left in lefts {
+                self.join(left, right.clone(), (left_t, t), ctx)?;
             }
         }
         ctx.timer_service().register_event_time_timer(self.interval.right_cleanup(t));
