@@ -37,6 +37,13 @@ pub enum SourceDescriptor {
     },
     /// Kafka topics, one split per partition (see [`kafka::KafkaSource`]).
     Kafka(kafka::KafkaSourceSpec),
+    /// A source the job implements ([`crate::source::SplitSource`]), read in the plugin.
+    Custom {
+        /// The source's type, for display.
+        name: String,
+        /// Whether it ends by itself.
+        bounded: bool,
+    },
 }
 
 impl SourceDescriptor {
@@ -51,7 +58,7 @@ impl SourceDescriptor {
     /// numbers as arithmetic progressions; text files still to read, with their offsets).
     /// Collections and scripted events restore only at the parallelism they ran with.
     pub fn rescales(&self) -> bool {
-        matches!(self, Self::Generator { .. } | Self::TextFiles { .. } | Self::Kafka(_))
+        matches!(self, Self::Generator { .. } | Self::TextFiles { .. } | Self::Kafka(_) | Self::Custom { .. })
     }
 
     /// Whether the source ends by itself.
@@ -59,6 +66,7 @@ impl SourceDescriptor {
         match self {
             Self::Generator { count, .. } => count.is_some(),
             Self::Kafka(spec) => spec.bounded,
+            Self::Custom { bounded, .. } => *bounded,
             _ => true,
         }
     }

@@ -61,6 +61,7 @@ pub(crate) mod process;
 pub(crate) mod side_outputs;
 pub(crate) mod sink;
 pub(crate) mod source;
+pub(crate) mod split_source;
 pub(crate) mod split_watermarks;
 pub(crate) mod table_join;
 #[cfg(test)]

@@ -352,6 +352,36 @@ impl StreamExecutionEnvironment {
         )
     }
 
+    /// The records of a source the job implements, read by split (see [`crate::source`]), with
+    /// `watermarks` generated per split (the minimum over the subtask's splits that are not
+    /// idle; `None`: assign them downstream). Flink's `env.fromSource(source, strategy, name)`.
+    pub fn from_source<T, S>(&self, source: S, watermarks: Option<WatermarkStrategy<T>>) -> DataStream<T>
+    where
+        T: crate::Data,
+        S: crate::source::SplitSource<T>,
+    {
+        let name = std::any::type_name::<S>().rsplit("::").next().unwrap_or("source").to_owned();
+        let descriptor = SourceDescriptor::Custom { name: name.clone(), bounded: source.is_bounded() };
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let watermarks = watermarks.clone().map(crate::operators::split_watermarks::SplitWatermarks::new);
+            Ok(Box::new(crate::operators::split_source::SplitSourceHead::new(
+                source.clone(),
+                watermarks,
+                out,
+                setup.name,
+                setup.uid,
+            )))
+        });
+        let id = self.graph.borrow_mut().add_node(
+            NodeKind::Source(descriptor),
+            &name,
+            Box::new(HeadOnlyFactory { make }),
+            vec![main_output::<T>()],
+        );
+        DataStream::of_node(&self.graph, id)
+    }
+
     /// The elements of a collection, split across subtasks.
     pub fn from_collection<T: crate::Data>(&self, items: Vec<T>) -> DataStream<T> {
         let descriptor = SourceDescriptor::Collection { len: items.len() };

@@ -64,7 +64,9 @@ pub fn open_source(
             Ok(OpenedSource::reader(text_source::TextFileReader::open(path, subtask, parallelism)?))
         }
         SourceDescriptor::Kafka(spec) => kafka::source::open(spec, task),
-        SourceDescriptor::Collection { .. } | SourceDescriptor::TimedEvents { .. } => Err(Error::InvalidJob(format!(
+        SourceDescriptor::Collection { .. }
+        | SourceDescriptor::TimedEvents { .. }
+        | SourceDescriptor::Custom { .. } => Err(Error::InvalidJob(format!(
             "{descriptor:?} is produced by the job plugin and has no taskmanager-side reader"
         ))),
     }

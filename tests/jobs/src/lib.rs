@@ -10,6 +10,7 @@
 //! --job broadcast-rules --events N --rate R --categories C --output DIR
 //! --job async-lookup --events N --rate R --output DIR
 //! --job profiles --version v1|v2|v3 --events N --keys K --rate R --output DIR
+//! --job custom-source --splits S --per-split N --rate R --output DIR
 //! ```
 //!
 //! - `slow-sink`: N records of B bytes each, rebalanced to a map that sleeps 1 ms every K
@@ -34,9 +35,11 @@
 //! - `broadcast-rules`: see [`broadcast_rules`].
 //! - `async-lookup`: see [`async_lookup`].
 //! - `profiles`: see [`profiles`].
+//! - `custom-source`: see [`custom_source`].
 
 pub mod async_lookup;
 pub mod broadcast_rules;
+pub mod custom_source;
 pub mod profiles;
 pub mod table_join;
 
@@ -46,8 +49,17 @@ use std::time::Duration;
 use weir_api::prelude::*;
 
 /// The jobs, by their `--job` name.
-const JOBS: &[&str] =
-    &["slow-sink", "panic", "endless", "keyed-state", "table-join", "broadcast-rules", "async-lookup", "profiles"];
+const JOBS: &[&str] = &[
+    "slow-sink",
+    "panic",
+    "endless",
+    "keyed-state",
+    "table-join",
+    "broadcast-rules",
+    "async-lookup",
+    "profiles",
+    "custom-source",
+];
 
 /// A generated record with a payload that makes it expensive to ship.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +338,7 @@ fn build(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<()> {
         "broadcast-rules" => broadcast_rules::broadcast_rules(env, args),
         "async-lookup" => async_lookup::async_lookup(env, args),
         "profiles" => profiles::profiles(env, args),
+        "custom-source" => custom_source::custom_source(env, args),
         other => Err(Error::InvalidArgument(format!("unknown job {other:?}: the valid jobs are: {}", JOBS.join(", ")))),
     }
 }
