@@ -86,3 +86,41 @@ fn watermarks_per_split_drop_no_record_of_a_slower_split_as_late() {
     expected.sort();
     assert_eq!(read_lines(&dir.path().join("counts")), expected);
 }
+
+/// Collects what it is given in a shared list, flushed into a second list at `flush`.
+#[derive(Clone, Default)]
+struct Shared {
+    written: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    flushed: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+static SHARED: std::sync::LazyLock<Shared> = std::sync::LazyLock::new(Shared::default);
+
+impl weir_api::source::SinkFunction<u64> for Shared {
+    fn write(&mut self, value: u64, _: Option<Timestamp>) -> Result<()> {
+        self.written.lock().unwrap().push(value);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        let mut written = self.written.lock().unwrap();
+        self.flushed.lock().unwrap().append(&mut written);
+        Ok(())
+    }
+}
+
+fn to_custom_sink(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<()> {
+    env.allow_generated_uids();
+    env.from_source(Ranges(vec![(0, 700, 1), (700, 1000, 1)]), None).sink_to(SHARED.clone());
+    Ok(())
+}
+
+// Every record reaches the sink and is flushed by the end of the input.
+#[test]
+fn a_custom_sink_writes_every_record_and_flushes_at_the_end() {
+    let details = run_job(to_custom_sink, &[], 3);
+    assert_eq!(details.state, JobStatus::Finished, "{details:?}");
+    let mut flushed = SHARED.flushed.lock().unwrap().clone();
+    flushed.sort_unstable();
+    assert_eq!(flushed, (0..1000).collect::<Vec<u64>>());
+    assert!(SHARED.written.lock().unwrap().is_empty(), "everything written was flushed");
+}

@@ -141,3 +141,18 @@ fn a_custom_split_source_reads_on_from_its_checkpointed_positions_after_kills() 
     assert_eq!(lines.len(), reference.len(), "line count");
     assert!(lines == reference, "the output differs from the reference");
 }
+
+#[test]
+fn a_custom_at_least_once_sink_loses_nothing_through_kills() {
+    let (splits, per_split) = (4_u64, 10_000_u64);
+    let lines = run_through_kills(
+        &["--job", "custom-source", "--splits", "4", "--per-split", "10000", "--rate", "1250", "--sink", "append"],
+        2,
+    );
+    let mut reference: Vec<String> = (0..splits * per_split).map(|n| n.to_string()).collect();
+    reference.sort();
+    let mut distinct = lines.clone();
+    distinct.dedup();
+    assert!(distinct == reference, "a number is missing (or unexpected): {} distinct lines", distinct.len());
+    assert!(lines.len() >= reference.len());
+}

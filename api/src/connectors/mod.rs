@@ -89,6 +89,12 @@ pub enum SinkDescriptor {
     Blackhole,
     /// A Kafka topic (see [`kafka::KafkaSink`]).
     Kafka(kafka::KafkaSinkSpec),
+    /// A sink the job implements ([`crate::source::SinkFunction`]), written in the plugin, at
+    /// least once.
+    Custom {
+        /// The sink's type, for display.
+        name: String,
+    },
 }
 
 impl SinkDescriptor {

@@ -54,6 +54,7 @@ pub(crate) use forward_control;
 pub(crate) mod async_wait;
 pub(crate) mod basic;
 pub(crate) mod broadcast;
+pub(crate) mod custom_sink;
 pub(crate) mod exchange;
 pub(crate) mod interval_join;
 pub(crate) mod keyed;

@@ -500,7 +500,9 @@ impl<T> std::fmt::Debug for DataStream<T> {
 fn keeps_state(kind: &NodeKind) -> bool {
     match kind {
         NodeKind::Source(_) => true,
-        NodeKind::Sink(sink) => !matches!(sink, SinkDescriptor::Stdout | SinkDescriptor::Blackhole),
+        NodeKind::Sink(sink) => {
+            !matches!(sink, SinkDescriptor::Stdout | SinkDescriptor::Blackhole | SinkDescriptor::Custom { .. })
+        }
         NodeKind::Operator { keyed, .. } => *keyed,
     }
 }
@@ -962,6 +964,24 @@ impl<T: crate::Data> DataStream<T> {
             let _ = write!(line, "{v}");
         });
         self.sink(SinkDescriptor::Stdout, "print sink", Some(SinkFormat::Lines(format)))
+    }
+
+    /// Writes records with a sink the job implements, at least once (see
+    /// [`crate::source::SinkFunction`]). Flink's `addSink(sinkFunction)`.
+    pub fn sink_to<S: crate::source::SinkFunction<T>>(&self, sink: S) -> DataStreamSink {
+        let name = std::any::type_name::<S>().rsplit("::").next().unwrap_or("sink").to_owned();
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, _outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(crate::operators::custom_sink::CustomSinkOperator {
+                sink: sink.clone(),
+                name: setup.name.to_owned(),
+            }))
+        });
+        let descriptor = SinkDescriptor::Custom { name: name.clone() };
+        let mut g = self.graph.borrow_mut();
+        let id = g.add_node(NodeKind::Sink(descriptor), &name, Box::new(OneInputFactory { make }), Vec::new());
+        g.connect::<T>(&self.producers, id, 0, self.partitioning, None);
+        drop(g);
+        DataStreamSink { graph: self.graph.clone(), node: id }
     }
 
     /// Discards records (benchmarks).

@@ -139,6 +139,9 @@ pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: &[Vec<u
         SinkDescriptor::Blackhole => {
             Err(Error::InvalidJob("blackhole sinks have no writer: they discard records in the job plugin".into()))
         }
+        SinkDescriptor::Custom { name } => Err(Error::InvalidJob(format!(
+            "sink {name} is written by the job plugin and has no taskmanager-side writer"
+        ))),
     }
 }
 

@@ -1,11 +1,46 @@
-//! `--job custom-source --splits S --per-split N --rate R`: a source the job implements
-//! (`SplitSource`) with `S` splits of `N` numbers each (split `i` holds `i*N .. (i+1)*N`), read at
-//! about `R` records per second per split, written as text exactly once: the output is every
-//! number once, whatever fails.
+//! `--job custom-source --splits S --per-split N --rate R [--sink append]`: a source the job
+//! implements (`SplitSource`) with `S` splits of `N` numbers each (split `i` holds
+//! `i*N .. (i+1)*N`), read at about `R` records per second per split, written as text exactly
+//! once (the output is every number once, whatever fails), or with `--sink append` by a sink the
+//! job implements (`SinkFunction`) that appends to `part-custom-<subtask>.txt` at least once
+//! (every number, some perhaps twice).
 
+use std::io::Write as _;
 use std::time::Instant;
 use weir_api::prelude::*;
-use weir_api::source::{ReadStatus, SourceContext, SplitSource};
+use weir_api::source::{ReadStatus, SinkFunction, SourceContext, SplitSource};
+
+/// Appends lines to `part-custom-<subtask>.txt` in a directory, at least once: `flush` syncs.
+#[derive(Clone)]
+struct AppendLines {
+    directory: String,
+    file: Option<std::sync::Arc<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>>,
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::user(format!("append sink: {e}"))
+}
+
+impl SinkFunction<String> for AppendLines {
+    fn open(&mut self, ctx: &RuntimeContext<'_>) -> Result<()> {
+        std::fs::create_dir_all(&self.directory).map_err(io)?;
+        let path = format!("{}/part-custom-{}.txt", self.directory, ctx.task_info().subtask);
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        self.file = Some(std::sync::Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(file))));
+        Ok(())
+    }
+    fn write(&mut self, line: String, _: Option<Timestamp>) -> Result<()> {
+        let file = self.file.as_ref().ok_or_else(|| Error::user("append sink used before open"))?;
+        let mut file = file.lock().map_err(|_| Error::user("append sink poisoned"))?;
+        writeln!(file, "{line}").map_err(io)
+    }
+    fn flush(&mut self) -> Result<()> {
+        let Some(file) = self.file.as_ref() else { return Ok(()) };
+        let mut file = file.lock().map_err(|_| Error::user("append sink poisoned"))?;
+        file.flush().map_err(io)?;
+        file.get_ref().sync_data().map_err(io)
+    }
+}
 
 #[derive(Clone)]
 struct ThrottledRanges {
@@ -56,11 +91,20 @@ pub fn custom_source(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Re
         return Err(Error::InvalidArgument("--rate must be positive".into()));
     }
     env.set_job_name("test custom-source");
-    env.from_source(ThrottledRanges { splits, per_split, rate, started: None, read: 0 }, None)
+    let lines = env
+        .from_source(ThrottledRanges { splits, per_split, rate, started: None, read: 0 }, None)
         .uid("ranges")
         .map(|n: u64| n.to_string())
-        .uid("format")
-        .write_as_text(args.required("output")?)
-        .uid("sink");
+        .uid("format");
+    let output = args.required("output")?;
+    match args.get("sink") {
+        // At least once, through a sink the job implements.
+        Some("append") => {
+            lines.sink_to(AppendLines { directory: output.to_owned(), file: None }).uid("sink");
+        }
+        _ => {
+            lines.write_as_text(output).uid("sink");
+        }
+    }
     Ok(())
 }
