@@ -312,12 +312,13 @@ impl JobManager {
     /// record cannot be written (500).
     pub async fn submit(&self, submission: JobSubmission) -> Result<JobId> {
         let interval = submission.checkpointing.as_ref().map(|c| c.config.interval_ms.max(0).unsigned_abs());
-        let savepoint_state = match &submission.savepoint {
-            Some(settings) => {
+        // The savepoint, read once: its state is tried on the job's types, then mapped on its plan.
+        let savepoint = self.read_savepoint(&submission).await?;
+        let savepoint_state = match &savepoint {
+            Some((dir, metadata, source)) => {
                 let options = &self.inner.storage.options;
-                let (dir, metadata, source) = crate::savepoint_restore::read(&settings.path, options).await?;
-                let sample = crate::state_evolution::sample_state(&dir, &metadata, source, options).await?;
-                Some(submission::SavepointState { metadata, sample })
+                let sample = crate::state_evolution::sample_state(dir, metadata, *source, options).await?;
+                Some(submission::SavepointState { metadata: metadata.clone(), sample })
             }
             None => None,
         };
@@ -330,7 +331,7 @@ impl JobManager {
         )
         .await?;
         let id = JobId::random();
-        let initial_restore = self.initial_restore(&submission, &planned.plan).await?;
+        let initial_restore = self.initial_restore(&submission, savepoint, &planned.plan)?;
         // Checkpoint ids continue above the savepoint's (a Kafka sink's progress markers are
         // checkpoint ids).
         let restored_id = initial_restore.as_ref().map(|m| m.checkpoint_id);
@@ -454,7 +455,8 @@ impl JobManager {
         if let Some(c) = &checkpointing {
             record.checkpoint_ids_reserved = c.coordinator.id_limit();
         }
-        let initial_restore = self.initial_restore(&submission, &planned.plan).await?;
+        let savepoint = self.read_savepoint(&submission).await?;
+        let initial_restore = self.initial_restore(&submission, savepoint, &planned.plan)?;
         let (handle, master) = JobHandle::new(JobSetup {
             id,
             job,
@@ -473,19 +475,41 @@ impl JobManager {
         Ok(())
     }
 
-    /// The restore point of a job submitted with a savepoint: the savepoint's state mapped onto
-    /// `plan`.
+    /// The savepoint a job is submitted with, read: its directory, metadata and kind.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] (one line) when the savepoint cannot be read or does not map.
-    async fn initial_restore(
+    /// [`Error::InvalidRequest`] (one line) when the savepoint cannot be read.
+    async fn read_savepoint(
         &self,
         submission: &JobSubmission,
+    ) -> Result<Option<(String, weir_runtime::savepoint::SavepointMetadata, crate::savepoint_restore::RestoreSource)>>
+    {
+        match &submission.savepoint {
+            Some(settings) => {
+                Ok(Some(crate::savepoint_restore::read(&settings.path, &self.inner.storage.options).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The restore point of a job submitted with a savepoint (`savepoint`, as
+    /// [`Self::read_savepoint`] read it): the savepoint's state mapped onto `plan`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] (one line) when the savepoint does not map.
+    fn initial_restore(
+        &self,
+        submission: &JobSubmission,
+        savepoint: Option<(
+            String,
+            weir_runtime::savepoint::SavepointMetadata,
+            crate::savepoint_restore::RestoreSource,
+        )>,
         plan: &crate::plan::ExecutionPlan,
     ) -> Result<Option<Box<weir_runtime::checkpoint::CheckpointMetadata>>> {
-        let Some(settings) = &submission.savepoint else { return Ok(None) };
-        let (dir, metadata, source) =
-            crate::savepoint_restore::read(&settings.path, &self.inner.storage.options).await?;
+        let (Some(settings), Some((dir, metadata, source))) = (&submission.savepoint, savepoint) else {
+            return Ok(None);
+        };
         let restore =
             crate::savepoint_restore::restore_point(&dir, &metadata, source, plan, settings.allow_non_restored_state)?;
         info!(savepoint = %dir, checkpoint_id = metadata.checkpoint_id, job_name = %metadata.job_name, ?source, "restoring from a savepoint or retained checkpoint");

@@ -7,7 +7,7 @@ use crate::chain::{HeadOperator, Output, StreamRecord, min_time};
 use crate::codec::take_batch;
 use crate::error::{Error, Result};
 use crate::functions::{
-    BroadcastProcessFunction, Collector, KeyedBroadcastProcessFunction, ProcessContext, RuntimeContext, TimeDomain,
+    BroadcastProcessFunction, Collector, KeyedBroadcastProcessFunction, ProcessContext, RuntimeContext,
 };
 use crate::operators::keyed::KeyedHarness;
 use crate::operators::process::ProcessOutputs;
@@ -188,13 +188,10 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.now = rt.processing_time();
         let (function, state) = (&mut self.function, &self.state);
-        self.harness.fire_timers(TimeDomain::EventTime, watermark, &mut self.out, &mut self.side, rt, |ts, ctx| {
+        self.harness.advance_watermark(watermark, (&mut self.out, &mut self.side), rt, |ts, ctx| {
             function.on_timer(ts, ctx, state)
-        })?;
-        self.side.watermark(watermark, rt)?;
-        self.out.watermark(watermark, rt)
+        })
     }
 
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -204,11 +201,7 @@ where
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let (function, state) = (&mut self.function, &self.state);
-        self.harness.fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, &mut self.side, rt, |ts, ctx| {
-            function.on_timer(ts, ctx, state)
-        })?;
-        self.side.time(now, rt)?;
-        self.out.time(now, rt)
+        self.harness.advance_time(now, (&mut self.out, &mut self.side), rt, |ts, ctx| function.on_timer(ts, ctx, state))
     }
 
     fn next_time(&self) -> Option<Timestamp> {

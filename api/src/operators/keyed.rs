@@ -247,6 +247,37 @@ impl<K: crate::Data> KeyedHarness<K> {
     }
 }
 
+impl<K: crate::Data> KeyedHarness<K> {
+    /// The watermark advanced: fires the due event-time timers with `on_timer`, then passes the
+    /// watermark through the side and main outputs.
+    pub(crate) fn advance_watermark<O: crate::Data>(
+        &mut self,
+        watermark: Timestamp,
+        (out, side): (&mut Output<O>, &mut SideOutputs),
+        rt: &mut dyn TaskRuntime,
+        on_timer: impl FnMut(Timestamp, &mut KeyedContext<'_, K, O>) -> Result<()>,
+    ) -> Result<()> {
+        self.now = rt.processing_time();
+        self.fire_timers(TimeDomain::EventTime, watermark, out, side, rt, on_timer)?;
+        side.watermark(watermark, rt)?;
+        out.watermark(watermark, rt)
+    }
+
+    /// Processing time advanced: fires the due processing-time timers (and the state cleanup)
+    /// with `on_timer`, then passes the time through the side and main outputs.
+    pub(crate) fn advance_time<O: crate::Data>(
+        &mut self,
+        now: Timestamp,
+        (out, side): (&mut Output<O>, &mut SideOutputs),
+        rt: &mut dyn TaskRuntime,
+        on_timer: impl FnMut(Timestamp, &mut KeyedContext<'_, K, O>) -> Result<()>,
+    ) -> Result<()> {
+        self.fire_timers(TimeDomain::ProcessingTime, now, out, side, rt, on_timer)?;
+        side.time(now, rt)?;
+        out.time(now, rt)
+    }
+}
+
 /// `key_by(..).process(f)`.
 pub(crate) struct KeyedProcessOperator<K, I, O, KF, F> {
     pub(crate) key_fn: Arc<KF>,
@@ -289,13 +320,9 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.now = rt.processing_time();
         let function = &mut self.function;
-        self.harness.fire_timers(TimeDomain::EventTime, watermark, &mut self.out, &mut self.side, rt, |ts, ctx| {
-            function.on_timer(ts, ctx)
-        })?;
-        self.side.watermark(watermark, rt)?;
-        self.out.watermark(watermark, rt)
+        self.harness
+            .advance_watermark(watermark, (&mut self.out, &mut self.side), rt, |ts, ctx| function.on_timer(ts, ctx))
     }
 
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -305,11 +332,7 @@ where
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let function = &mut self.function;
-        self.harness.fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, &mut self.side, rt, |ts, ctx| {
-            function.on_timer(ts, ctx)
-        })?;
-        self.side.time(now, rt)?;
-        self.out.time(now, rt)
+        self.harness.advance_time(now, (&mut self.out, &mut self.side), rt, |ts, ctx| function.on_timer(ts, ctx))
     }
 
     fn next_time(&self) -> Option<Timestamp> {

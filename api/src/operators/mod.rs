@@ -21,6 +21,12 @@ macro_rules! forward_control {
         $crate::operators::forward_control!($out, control_only);
     };
     ($out:ident, control_only) => {
+        fn close(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.$out.close(rt)
+        }
+        $crate::operators::forward_control!($out, events);
+    };
+    ($out:ident, events) => {
         fn watermark(
             &mut self,
             w: $crate::time::Timestamp,
@@ -43,9 +49,6 @@ macro_rules! forward_control {
         }
         fn end(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
             self.$out.end(rt)
-        }
-        fn close(&mut self, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
-            self.$out.close(rt)
         }
     };
 }

@@ -242,7 +242,7 @@ where
 }
 
 /// Implements the `Downstream` control methods of a rich one-input operator: `open` and `close`
-/// call the function's hooks; the rest forward to `self.out`.
+/// call the function's hooks; the rest forward to `self.out` (`forward_control!`).
 macro_rules! rich_control {
     () => {
         fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -261,21 +261,7 @@ macro_rules! rich_control {
         ) -> Result<()> {
             self.out.snapshot(checkpoint, into, rt)
         }
-        fn watermark(&mut self, w: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-            self.out.watermark(w, rt)
-        }
-        fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
-            self.out.idleness(idle, rt)
-        }
-        fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-            self.out.time(now, rt)
-        }
-        fn next_time(&self) -> Option<Timestamp> {
-            self.out.next_time()
-        }
-        fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
-            self.out.end(rt)
-        }
+        crate::operators::forward_control!(out, events);
     };
 }
 

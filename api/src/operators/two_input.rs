@@ -3,7 +3,7 @@
 use crate::chain::{HeadOperator, Output, StreamRecord, min_time};
 use crate::codec::take_batch;
 use crate::error::{Error, Result};
-use crate::functions::{KeyedCoProcessFunction, RuntimeContext, TimeDomain};
+use crate::functions::{KeyedCoProcessFunction, RuntimeContext};
 use crate::operators::keyed::KeyedHarness;
 use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{SourceStatus, TaskRuntime};
@@ -165,13 +165,9 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.harness.now = rt.processing_time();
         let function = &mut self.function;
-        self.harness.fire_timers(TimeDomain::EventTime, watermark, &mut self.out, &mut self.side, rt, |ts, ctx| {
-            function.on_timer(ts, ctx)
-        })?;
-        self.side.watermark(watermark, rt)?;
-        self.out.watermark(watermark, rt)
+        self.harness
+            .advance_watermark(watermark, (&mut self.out, &mut self.side), rt, |ts, ctx| function.on_timer(ts, ctx))
     }
 
     fn idleness(&mut self, idle: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
@@ -181,11 +177,7 @@ where
 
     fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
         let function = &mut self.function;
-        self.harness.fire_timers(TimeDomain::ProcessingTime, now, &mut self.out, &mut self.side, rt, |ts, ctx| {
-            function.on_timer(ts, ctx)
-        })?;
-        self.side.time(now, rt)?;
-        self.out.time(now, rt)
+        self.harness.advance_time(now, (&mut self.out, &mut self.side), rt, |ts, ctx| function.on_timer(ts, ctx))
     }
 
     fn next_time(&self) -> Option<Timestamp> {

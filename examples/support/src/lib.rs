@@ -40,21 +40,10 @@ pub fn bootstrap_servers(args: &JobArgs) -> Result<&str> {
 /// A source of the topic named by `--{topic_arg}`, read from the earliest offsets (bounded with
 /// `--bounded`), its records turned into `T` by `deserializer`.
 pub fn source<T>(args: &JobArgs, topic_arg: &str, deserializer: KafkaDeserializer<T>) -> Result<KafkaSource<T>> {
-    let topic = required(args, topic_arg, "TOPIC")?;
-    let mut builder = KafkaSource::builder()
-        .bootstrap_servers(bootstrap_servers(args)?)
-        .topics([topic])
-        .starting_offsets(StartingOffsets::Earliest);
-    if let Some(group) = value(args, "group-id")? {
-        builder = builder.group_id(group);
-    }
-    if args.has("bounded") {
-        builder = builder.bounded();
-    }
-    Ok(builder.build(deserializer))
+    source_with_policy(args, topic_arg, deserializer, MalformedPolicy::Fail)
 }
 
-/// [`source`] with the malformed-record policy `policy`.
+/// [`source`] with the malformed-record policy `policy` (`source`'s is to fail).
 pub fn source_with_policy<T>(
     args: &JobArgs,
     topic_arg: &str,
