@@ -376,10 +376,13 @@ mod tests {
     use super::*;
     use weir_runtime::storage::StorageConfig;
 
+    /// Short, but with a deadline that a loaded machine (the whole suite runs in parallel on
+    /// two cores) does not stall a heartbeat write past: a 300 ms deadline once expired a live
+    /// leader in CI.
     const TIMING: LeaseTiming = LeaseTiming {
-        lease: Duration::from_millis(600),
+        lease: Duration::from_millis(1500),
         renew_interval: Duration::from_millis(50),
-        renew_deadline: Duration::from_millis(300),
+        renew_deadline: Duration::from_millis(1200),
     };
 
     fn candidate(storage: &Storage, id: &str) -> LeaderElection {
@@ -407,7 +410,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(a.is_current());
         let b = candidate(&storage, "b");
-        let waited = tokio::time::timeout(Duration::from_millis(1500), b.acquire()).await;
+        let waited = tokio::time::timeout(TIMING.lease * 2, b.acquire()).await;
+        assert!(!holding.is_finished(), "the leader stopped renewing: {:?}", holding.await);
         assert!(waited.is_err(), "the standby took over from a live leader");
         assert_eq!(b.current().await.unwrap().map(|(e, l)| (e, l.id)), Some((1, "a".into())));
         assert!(a.is_current());

@@ -129,9 +129,10 @@ fn leader_election_works_on_s3_conditional_writes() {
     let config = StorageConfig { url: "s3://weir/cluster".into(), options: server.options().into_iter().collect() };
     let storage = Storage::open(&config).expect("S3 storage");
     let timing = LeaseTiming {
-        lease: Duration::from_millis(1500),
+        // A deadline that a loaded machine does not stall a write to moto past.
+        lease: Duration::from_millis(2000),
         renew_interval: Duration::from_millis(100),
-        renew_deadline: Duration::from_millis(800),
+        renew_deadline: Duration::from_millis(1500),
     };
     let candidate = |id: &str| {
         let info = LeaderInfo { id: id.into(), rest_url: format!("http://{id}"), rpc_url: format!("http://{id}") };
