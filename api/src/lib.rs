@@ -50,6 +50,7 @@ pub mod metrics;
 mod operators;
 pub mod plugin;
 pub mod runtime;
+pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stream;

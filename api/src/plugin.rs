@@ -79,7 +79,7 @@ pub type BuildFn = fn(&mut StreamExecutionEnvironment, &JobArgs) -> Result<()>;
 
 struct FnJob(BuildFn);
 
-fn guarded<R>(what: &str, call: impl FnOnce() -> Result<R>) -> Result<R> {
+pub(crate) fn guarded<R>(what: &str, call: impl FnOnce() -> Result<R>) -> Result<R> {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(result) => result,
         Err(payload) => Err(Error::UserPanic { operator: what.to_owned(), message: panic_message(payload.as_ref()) }),

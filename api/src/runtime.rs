@@ -247,6 +247,18 @@ pub trait TaskRuntime {
         None
     }
 
+    /// Registers what commits this subtask's sink when a checkpoint of the attempt completes
+    /// (and, for [`FINAL_CHECKPOINT`], when the whole job has finished). It lives until the
+    /// attempt is over on this process, past the end of the task.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidJob`] when the runtime cannot commit (no checkpoint ever
+    /// completes in it).
+    fn add_committer(&mut self, committer: std::sync::Arc<dyn CheckpointCommitter>) -> Result<()> {
+        let _ = committer;
+        Err(crate::Error::InvalidJob("this runtime does not commit sinks".into()))
+    }
+
     /// Counts records that entered the task's chain (from a source or an input channel).
     fn add_records_in(&mut self, records: u64);
 
@@ -638,6 +650,20 @@ pub trait SinkWriter: Send {
     /// pre-commit what they hold as [`FINAL_CHECKPOINT`], which the runtime commits when the whole
     /// job has finished.
     fn finish(&mut self) -> Result<()>;
+}
+
+/// What a sink runs when a checkpoint completes: makes visible what it pre-committed for
+/// checkpoints up to it. Made by a sink the job implements
+/// ([`TwoPhaseCommitSink`](crate::sink::TwoPhaseCommitSink)) and registered with
+/// [`TaskRuntime::add_committer`]; the runtime calls it from any thread, after the task may
+/// have ended.
+pub trait CheckpointCommitter: Send + Sync {
+    /// Commits everything pre-committed for checkpoints `<= checkpoint`
+    /// ([`FINAL_CHECKPOINT`] commits everything). Idempotent.
+    ///
+    /// # Errors
+    /// A commit that failed: what it covered stays pending, and the next call tries again.
+    fn commit(&self, checkpoint: CheckpointId) -> Result<()>;
 }
 
 /// One task's instantiated operator chain, owned and driven by the task thread.

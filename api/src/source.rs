@@ -96,28 +96,3 @@ pub trait SplitSource<T>: Clone + Send + Sync + 'static {
         Ok(())
     }
 }
-
-/// A sink the job implements, at least once (Flink's `SinkFunction` with `flush` at
-/// checkpoints): every record before a checkpoint's barrier is durable once `flush` returns, so
-/// a restore from that checkpoint loses nothing; records after it may be written again.
-/// Idempotent writes (upserts by key) make that exactly-once in effect. One instance per
-/// subtask, cloned from the job's.
-pub trait SinkFunction<T>: Clone + Send + Sync + 'static {
-    /// Called once per subtask before any record.
-    fn open(&mut self, _ctx: &RuntimeContext<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    /// Writes one record (buffering is allowed: `flush` makes it durable).
-    fn write(&mut self, value: T, timestamp: Option<Timestamp>) -> Result<()>;
-
-    /// Makes everything written so far durable: called at every checkpoint barrier and at the
-    /// end of the input.
-    fn flush(&mut self) -> Result<()>;
-
-    /// Called once per subtask when its task is over (also after a failure: release resources,
-    /// do not assume a flush).
-    fn close(&mut self) -> Result<()> {
-        Ok(())
-    }
-}

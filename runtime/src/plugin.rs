@@ -104,6 +104,12 @@ impl LoadedJob {
         }
     }
 
+    /// Keeps the job's library loaded as long as `value`, which its code made (a committer a
+    /// task registered that outlives the task).
+    pub fn plugged<T>(&self, value: T) -> Plugged<T> {
+        Plugged { value, library: self.entry.library.clone() }
+    }
+
     /// Display name of the job's code (the plugin's file name).
     pub fn name(&self) -> &str {
         &self.name

@@ -171,6 +171,8 @@ pub(crate) struct TaskContext {
     pub(crate) restored: std::collections::HashMap<String, RestoredState>,
     /// The job's transactional sinks on this taskmanager, committed on checkpoint completion.
     pub(crate) committers: Arc<crate::snapshot::JobCommitters>,
+    /// The job's code: what a committer the plugin made keeps loaded.
+    pub(crate) code: Arc<crate::taskmanager::JobResources>,
     /// The job's pending savepoints on this taskmanager.
     pub(crate) savepoints: Arc<crate::savepoint::SavepointTargets>,
     /// The task's RocksDB database when the job uses the RocksDB backend.
@@ -397,6 +399,12 @@ impl TaskRuntime for TaskContext {
             self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Sink(committer));
         }
         Ok(opened.writer)
+    }
+
+    fn add_committer(&mut self, committer: Arc<dyn weir_api::runtime::CheckpointCommitter>) -> Result<()> {
+        let committer = self.code.loaded.plugged(committer);
+        self.committers.add(self.id.attempt, crate::snapshot::CompletionListener::Plugin(committer));
+        Ok(())
     }
 
     fn restored_state(&mut self, operator_uid: &str) -> Option<RestoredState> {

@@ -2,7 +2,7 @@
 //! storage and acknowledging it with handles, reading a task's state back on restore, and the
 //! job's transactional sinks that commit when a checkpoint completes.
 
-use crate::connectors::SinkCommitter;
+use crate::connectors::CheckpointCommitter;
 use crate::state::task_db::{LocalCheckpoint, SharedUploads, TaskDatabase, UploadedSst};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -401,7 +401,9 @@ impl RestoreFailure {
 /// What happens on this taskmanager when a checkpoint of a job completes.
 pub(crate) enum CompletionListener {
     /// A transactional sink commits.
-    Sink(Arc<dyn SinkCommitter>),
+    Sink(Arc<dyn CheckpointCommitter>),
+    /// A sink the job implements commits (its code stays loaded while the committer lives).
+    Plugin(weir_runtime::Plugged<Arc<dyn CheckpointCommitter>>),
     /// A RocksDB database may reuse the SST files uploaded for the checkpoint.
     Database(Arc<SharedUploads>),
 }
@@ -410,6 +412,7 @@ impl CompletionListener {
     fn checkpoint_complete(&self, checkpoint: CheckpointId) -> Result<()> {
         match self {
             Self::Sink(committer) => committer.commit(checkpoint),
+            Self::Plugin(committer) => committer.commit(checkpoint),
             Self::Database(uploads) => {
                 uploads.confirm(checkpoint);
                 Ok(())

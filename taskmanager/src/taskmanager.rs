@@ -81,9 +81,9 @@ fn background_runtime() -> tokio::runtime::Handle {
 
 /// A job's code and graph, loaded once per taskmanager. Fields drop in order: the graph (plugin
 /// objects) before the code.
-struct JobResources {
+pub(crate) struct JobResources {
     graph: Plugged<JobGraph>,
-    loaded: LoadedJob,
+    pub(crate) loaded: LoadedJob,
 }
 
 struct RunningTask {
@@ -604,6 +604,7 @@ impl TaskManager {
             checkpoints,
             restored: HashMap::new(),
             committers,
+            code: resources.clone(),
             savepoints,
             database,
             final_snapshot: None,

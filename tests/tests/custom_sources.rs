@@ -96,7 +96,7 @@ struct Shared {
 
 static SHARED: std::sync::LazyLock<Shared> = std::sync::LazyLock::new(Shared::default);
 
-impl weir_api::source::SinkFunction<u64> for Shared {
+impl weir_api::sink::SinkFunction<u64> for Shared {
     fn write(&mut self, value: u64, _: Option<Timestamp>) -> Result<()> {
         self.written.lock().unwrap().push(value);
         Ok(())

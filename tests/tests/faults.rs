@@ -194,3 +194,62 @@ fn a_stop_whose_savepoint_fails_leaves_the_job_running_and_loses_nothing() {
         assert_eq!(restarts >= 1, drain, "drain {drain}: only a drained stop restarts the job: {end}");
     }
 }
+
+// A sink the job implements (two-phase commit) on a taskmanager that dies just before it
+// commits a completed checkpoint: the restore commits what that checkpoint pre-committed (its
+// lines would be lost otherwise), and nothing written after it.
+#[test]
+fn a_taskmanager_crash_before_a_custom_sinks_commit_loses_and_duplicates_nothing() {
+    let _serial = serial();
+    let s3 = S3Server::start("weir").expect("start the S3 server (moto): run ./scripts/setup.sh");
+    let mut cluster = Cluster::start_with_env(&FAULT_TOLERANT, &[], &s3.env());
+    // Every task on tm-1, which crashes at its fourth commit.
+    cluster.start_taskmanager_with_env("tm-1", 2, &[("FAILPOINTS", "taskmanager::commit::crash=3*off->return")]);
+    let output = tempfile::tempdir().unwrap();
+    let (splits, per_split) = (4_u64, 10_000_u64);
+    let out = cluster.weir(&[
+        "run",
+        artifact("libweir_test_jobs.so").to_str().unwrap(),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "500ms",
+        "--checkpoint-dir",
+        "s3://weir/checkpoints",
+        "--",
+        "--job",
+        "custom-source",
+        "--splits",
+        &splits.to_string(),
+        "--per-split",
+        &per_split.to_string(),
+        "--rate",
+        "1250",
+        "--sink",
+        "transactional",
+        "--output",
+        output.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster.taskmanager_exited("tm-1") {
+        assert!(Instant::now() < deadline, "tm-1 did not crash at a commit\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.reap_taskmanager("tm-1");
+    let staged = std::fs::read_dir(output.path())
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".txn-")));
+    assert!(staged.count() > 0, "the crash left pre-committed transactions uncommitted");
+    cluster.start_taskmanager("tm-2", 2);
+    let end = cluster.wait_for_end(&job);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    assert!(end["restarts"].as_u64().unwrap_or(0) >= 1, "{end}");
+    let lines = weir_tests::harness::read_lines(output.path());
+    let mut reference: Vec<String> = (0..splits * per_split).map(|n| n.to_string()).collect();
+    reference.sort();
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}

@@ -156,3 +156,27 @@ fn a_custom_at_least_once_sink_loses_nothing_through_kills() {
     assert!(distinct == reference, "a number is missing (or unexpected): {} distinct lines", distinct.len());
     assert!(lines.len() >= reference.len());
 }
+
+#[test]
+fn a_custom_two_phase_commit_sink_writes_exactly_once_through_kills() {
+    let (splits, per_split) = (4_u64, 10_000_u64);
+    let lines = run_through_kills(
+        &[
+            "--job",
+            "custom-source",
+            "--splits",
+            "4",
+            "--per-split",
+            "10000",
+            "--rate",
+            "1250",
+            "--sink",
+            "transactional",
+        ],
+        2,
+    );
+    let mut reference: Vec<String> = (0..splits * per_split).map(|n| n.to_string()).collect();
+    reference.sort();
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}

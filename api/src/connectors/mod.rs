@@ -89,7 +89,7 @@ pub enum SinkDescriptor {
     Blackhole,
     /// A Kafka topic (see [`kafka::KafkaSink`]).
     Kafka(kafka::KafkaSinkSpec),
-    /// A sink the job implements ([`crate::source::SinkFunction`]), written in the plugin, at
+    /// A sink the job implements ([`crate::sink::SinkFunction`]), written in the plugin, at
     /// least once.
     Custom {
         /// The sink's type, for display.

@@ -180,6 +180,8 @@ pub(crate) struct TestRuntime {
     pub(crate) info: TaskInfo,
     pub(crate) now: Timestamp,
     pub(crate) restored: HashMap<String, RestoredState>,
+    /// What sinks registered to commit at checkpoint completion.
+    pub(crate) committers: Vec<Arc<dyn crate::runtime::CheckpointCommitter>>,
 }
 
 impl TestRuntime {
@@ -195,7 +197,7 @@ impl TestRuntime {
             attempt: 0,
             heap_state,
         };
-        Self { info, now: 0, restored: HashMap::new() }
+        Self { info, now: 0, restored: HashMap::new(), committers: Vec::new() }
     }
 
     /// The same subtask, restoring `snapshots` when its operators open.
@@ -254,6 +256,11 @@ impl TaskRuntime for TestRuntime {
 
     fn restored_state(&mut self, operator_uid: &str) -> Option<RestoredState> {
         self.restored.remove(operator_uid)
+    }
+
+    fn add_committer(&mut self, committer: Arc<dyn crate::runtime::CheckpointCommitter>) -> Result<()> {
+        self.committers.push(committer);
+        Ok(())
     }
 
     fn add_records_in(&mut self, _records: u64) {}

@@ -967,21 +967,41 @@ impl<T: crate::Data> DataStream<T> {
     }
 
     /// Writes records with a sink the job implements, at least once (see
-    /// [`crate::source::SinkFunction`]). Flink's `addSink(sinkFunction)`.
-    pub fn sink_to<S: crate::source::SinkFunction<T>>(&self, sink: S) -> DataStreamSink {
-        let name = std::any::type_name::<S>().rsplit("::").next().unwrap_or("sink").to_owned();
+    /// [`crate::sink::SinkFunction`]). Flink's `addSink(sinkFunction)`.
+    pub fn sink_to<S: crate::sink::SinkFunction<T>>(&self, sink: S) -> DataStreamSink {
         let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, _outputs: Vec<ErasedDownstream>| {
             Ok(Box::new(crate::operators::custom_sink::CustomSinkOperator {
                 sink: sink.clone(),
                 name: setup.name.to_owned(),
             }))
         });
+        self.custom_sink::<S>(make, false)
+    }
+
+    /// Adds a sink the job implements, of type `S`, made by `make`; `stateful` when it keeps
+    /// operator state.
+    fn custom_sink<S>(&self, make: crate::factory::MakeOneInput<T>, stateful: bool) -> DataStreamSink {
+        let name = std::any::type_name::<S>().rsplit("::").next().unwrap_or("sink").to_owned();
         let descriptor = SinkDescriptor::Custom { name: name.clone() };
         let mut g = self.graph.borrow_mut();
         let id = g.add_node(NodeKind::Sink(descriptor), &name, Box::new(OneInputFactory { make }), Vec::new());
         g.connect::<T>(&self.producers, id, 0, self.partitioning, None);
+        if stateful {
+            g.operator_state_nodes.insert(id);
+        }
         drop(g);
         DataStreamSink { graph: self.graph.clone(), node: id }
+    }
+
+    /// Writes records exactly once with a sink the job implements through two-phase commit
+    /// (see [`crate::sink::TwoPhaseCommitSink`]): what it pre-commits at a barrier becomes
+    /// visible once the checkpoint is complete. Flink's `sinkTo(twoPhaseCommittingSink)`. The
+    /// sink keeps state (its pending commits): give it a `uid`.
+    pub fn sink_to_transactional<S: crate::sink::TwoPhaseCommitSink<T>>(&self, sink: S) -> DataStreamSink {
+        let make: crate::factory::MakeOneInput<T> = Arc::new(move |setup, _outputs: Vec<ErasedDownstream>| {
+            Ok(Box::new(crate::operators::custom_sink::TwoPhaseSinkOperator::new(sink.clone(), setup.name, setup.uid)))
+        });
+        self.custom_sink::<S>(make, true)
     }
 
     /// Discards records (benchmarks).

@@ -30,7 +30,7 @@ const LISTED_SUBTASKS: usize = 8;
 /// - [`SinkWriter::pre_commit`] at checkpoint `n` flushes, syncs and closes the in-progress file and
 ///   renames it to its pending name; it returns the writer's state (the next sequence number and
 ///   every transaction not committed yet, each as checkpoint, attempt and sequence number), which
-///   the checkpoint stores. The [`TextFileSinkCommitter`]'s [`commit`](super::SinkCommitter::commit)
+///   the checkpoint stores. The [`TextFileSinkCommitter`]'s [`commit`](super::CheckpointCommitter::commit)
 ///   of `n` (called once checkpoint `n` is complete) renames the pending files of checkpoints
 ///   `<= n` to their committed names and syncs the directory.
 /// - [`SinkWriter::finish`] pre-commits as [`FINAL_CHECKPOINT`]; after it, further writes are
@@ -500,7 +500,7 @@ impl TextFileSinkCommitter {
     }
 }
 
-impl super::SinkCommitter for TextFileSinkCommitter {
+impl super::CheckpointCommitter for TextFileSinkCommitter {
     fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
         self.commit_pending(checkpoint)?;
         if checkpoint == FINAL_CHECKPOINT {

@@ -12,7 +12,8 @@ pub mod text_source;
 
 use std::sync::Arc;
 use weir_api::connectors::{SinkDescriptor, SourceDescriptor};
-use weir_api::runtime::{CheckpointId, SinkWriter, SourceReader, TaskInfo};
+pub use weir_api::runtime::CheckpointCommitter;
+use weir_api::runtime::{SinkWriter, SourceReader, TaskInfo};
 use weir_api::{Error, Result};
 
 /// A source's reader and, for sources that report progress when a checkpoint completes (Kafka
@@ -21,7 +22,7 @@ pub struct OpenedSource {
     /// The reader, used by the task thread.
     pub reader: Box<dyn SourceReader>,
     /// Told of every completed checkpoint; `None` for sources with nothing to report.
-    pub committer: Option<Arc<dyn SinkCommitter>>,
+    pub committer: Option<Arc<dyn CheckpointCommitter>>,
     /// The connector's own metrics (Kafka's lag and commits); `None` for sources without any.
     pub metrics: Option<Arc<dyn ConnectorMetrics>>,
 }
@@ -72,26 +73,13 @@ pub fn open_source(
     }
 }
 
-/// What happens on a taskmanager when a checkpoint completes, for one connector: a
-/// transactional sink commits what it pre-committed, a source reports its progress (called by
-/// the taskmanager, from any thread).
-pub trait SinkCommitter: Send + Sync {
-    /// Makes visible every transaction pre-committed for a checkpoint `<= checkpoint`
-    /// ([`FINAL_CHECKPOINT`](weir_api::runtime::FINAL_CHECKPOINT) commits everything `finish` closed too). Idempotent.
-    ///
-    /// # Errors
-    /// [`Error::Runtime`] when a transaction cannot be committed (it stays pending, and a later
-    /// commit tries again).
-    fn commit(&self, checkpoint: CheckpointId) -> Result<()>;
-}
-
 /// A sink's writer and, for transactional sinks, its committer.
 pub struct OpenedSink {
     /// The writer, used by the task thread.
     pub writer: Box<dyn SinkWriter>,
     /// Commits what `writer` pre-committed, once the checkpoint is complete (or, for
     /// [`FINAL_CHECKPOINT`](weir_api::runtime::FINAL_CHECKPOINT), once the whole job has finished); `None` for non-transactional sinks.
-    pub committer: Option<Arc<dyn SinkCommitter>>,
+    pub committer: Option<Arc<dyn CheckpointCommitter>>,
 }
 
 /// Opens the writer of a sink for subtask `task` (its index, parallelism, job and execution
@@ -129,7 +117,7 @@ pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: &[Vec<u
                 }
             };
             let writer = file_sink::TextFileSinkWriter::open(directory, task, restored)?;
-            let committer: Arc<dyn SinkCommitter> = Arc::new(writer.committer());
+            let committer: Arc<dyn CheckpointCommitter> = Arc::new(writer.committer());
             Ok(OpenedSink { writer: Box::new(writer), committer: Some(committer) })
         }
         SinkDescriptor::Stdout => {

@@ -1,14 +1,18 @@
-//! `--job custom-source --splits S --per-split N --rate R [--sink append]`: a source the job
-//! implements (`SplitSource`) with `S` splits of `N` numbers each (split `i` holds
-//! `i*N .. (i+1)*N`), read at about `R` records per second per split, written as text exactly
-//! once (the output is every number once, whatever fails), or with `--sink append` by a sink the
-//! job implements (`SinkFunction`) that appends to `part-custom-<subtask>.txt` at least once
-//! (every number, some perhaps twice).
+//! `--job custom-source --splits S --per-split N --rate R [--sink append|transactional]`: a
+//! source the job implements (`SplitSource`) with `S` splits of `N` numbers each (split `i`
+//! holds `i*N .. (i+1)*N`), read at about `R` records per second per split, written as text
+//! exactly once (the output is every number once, whatever fails); with `--sink append` by a
+//! sink the job implements (`SinkFunction`) that appends to `part-custom-<subtask>.txt` at least
+//! once (every number, some perhaps twice); with `--sink transactional` by a sink the job
+//! implements (`TwoPhaseCommitSink`) exactly once: each transaction is a hidden file renamed
+//! into view when its checkpoint completes.
 
 use std::io::Write as _;
 use std::time::Instant;
 use weir_api::prelude::*;
-use weir_api::source::{ReadStatus, SinkFunction, SourceContext, SplitSource};
+use weir_api::runtime::CheckpointId;
+use weir_api::sink::{Committer, SinkFunction, TwoPhaseCommitSink};
+use weir_api::source::{ReadStatus, SourceContext, SplitSource};
 
 /// Appends lines to `part-custom-<subtask>.txt` in a directory, at least once: `flush` syncs.
 #[derive(Clone)]
@@ -18,7 +22,7 @@ struct AppendLines {
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::user(format!("append sink: {e}"))
+    Error::user(format!("custom sink: {e}"))
 }
 
 impl SinkFunction<String> for AppendLines {
@@ -39,6 +43,73 @@ impl SinkFunction<String> for AppendLines {
         let mut file = file.lock().map_err(|_| Error::user("append sink poisoned"))?;
         file.flush().map_err(io)?;
         file.get_ref().sync_data().map_err(io)
+    }
+}
+
+/// Lines into a directory exactly once: the records between two barriers go to a hidden file
+/// `.txn-<subtask>-<attempt>-<checkpoint>`, synced at the barrier and renamed to
+/// `part-txn-<subtask>-<attempt>-<checkpoint>.txt` when the checkpoint completes.
+#[derive(Clone)]
+struct StagedFiles {
+    directory: std::path::PathBuf,
+    /// `<subtask>-<attempt>`, set by `open`.
+    run: String,
+    lines: String,
+}
+
+/// One pre-committed transaction: its hidden file and the name it is committed under.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StagedFile {
+    hidden: std::path::PathBuf,
+    visible: std::path::PathBuf,
+}
+
+struct RenameIntoView;
+
+impl Committer<StagedFile> for RenameIntoView {
+    fn commit(&self, files: &[StagedFile]) -> Result<()> {
+        for file in files {
+            match std::fs::rename(&file.hidden, &file.visible) {
+                Ok(()) => {}
+                // Committed before (the commit is repeated after a restore).
+                Err(_) if file.visible.exists() && !file.hidden.exists() => {}
+                Err(e) => return Err(Error::user(format!("cannot commit {}: {e}", file.hidden.display()))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TwoPhaseCommitSink<String> for StagedFiles {
+    type Committable = StagedFile;
+    type Committer = RenameIntoView;
+
+    fn open(&mut self, ctx: &RuntimeContext<'_>) -> Result<()> {
+        std::fs::create_dir_all(&self.directory).map_err(io)?;
+        self.run = format!("{}-{}", ctx.task_info().subtask, ctx.task_info().attempt);
+        Ok(())
+    }
+    fn write(&mut self, line: String, _: Option<Timestamp>) -> Result<()> {
+        self.lines.push_str(&line);
+        self.lines.push('\n');
+        Ok(())
+    }
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Vec<StagedFile>> {
+        if self.lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = format!("{}-{checkpoint}", self.run);
+        let staged = StagedFile {
+            hidden: self.directory.join(format!(".txn-{name}")),
+            visible: self.directory.join(format!("part-txn-{name}.txt")),
+        };
+        let mut file = std::fs::File::create(&staged.hidden).map_err(io)?;
+        file.write_all(std::mem::take(&mut self.lines).as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(vec![staged])
+    }
+    fn committer(&self) -> RenameIntoView {
+        RenameIntoView
     }
 }
 
@@ -101,6 +172,11 @@ pub fn custom_source(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Re
         // At least once, through a sink the job implements.
         Some("append") => {
             lines.sink_to(AppendLines { directory: output.to_owned(), file: None }).uid("sink");
+        }
+        // Exactly once, through a sink the job implements.
+        Some("transactional") => {
+            let sink = StagedFiles { directory: output.into(), run: String::new(), lines: String::new() };
+            lines.sink_to_transactional(sink).uid("sink");
         }
         _ => {
             lines.write_as_text(output).uid("sink");

@@ -1,7 +1,7 @@
 //! Unit tests of the text file sink: scripted writes, pre-commits, commits and restores against
 //! a temporary directory.
 
-use super::super::SinkCommitter;
+use super::super::CheckpointCommitter;
 use super::*;
 
 const JOB: &str = "0123456789abcdef0123456789abcdef";

@@ -43,7 +43,7 @@
 //!   parallelism (a savepoint), every subtask is given every old subtask's position and keeps
 //!   the splits it owns by the assignment formula, with their offsets.
 //! - **Consumer group**: offsets are committed (asynchronously, for lag tools only) when a
-//!   checkpoint completes, by the [`SinkCommitter`] that [`open`] returns (see `commit`);
+//!   checkpoint completes, by the [`CheckpointCommitter`] that [`open`] returns (see `commit`);
 //!   without a group id nothing is committed.
 //! - **Reading** polls at most [`POLL_TIMEOUT`] when nothing is waiting, and fills the batch's
 //!   arena (keys, values, header names and values back to back); record timestamps (create or
@@ -60,7 +60,7 @@ use self::client::{ClientLog, Owner};
 use self::commit::{OffsetCommitter, Offsets, PendingOffsets};
 use self::dead_letter::DeadLetters;
 use self::position::{Next, Position, PositionV1, StoredSplit};
-use crate::connectors::{OpenedSource, SinkCommitter};
+use crate::connectors::{CheckpointCommitter, OpenedSource};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -145,7 +145,7 @@ pub fn open(spec: &KafkaSourceSpec, task: &TaskInfo) -> Result<OpenedSource> {
                 .create_with_context(ClientLog::new(owner.clone()))
                 .map_err(|e| client::creation_error(&e, SERVICE, "offset committer"))?;
             let pending = Arc::new(PendingOffsets::default());
-            let committer: Arc<dyn SinkCommitter> = Arc::new(OffsetCommitter::new(
+            let committer: Arc<dyn CheckpointCommitter> = Arc::new(OffsetCommitter::new(
                 commits,
                 Arc::clone(&pending),
                 owner.clone(),

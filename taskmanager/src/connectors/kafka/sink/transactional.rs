@@ -4,7 +4,7 @@
 use super::client::{self, Marker, SinkProducer, Topics};
 use super::epoch::{Epoch, OutRecord, State, check_header_names, decode_state, encode_state};
 use super::{COMMIT_TIMEOUT, Ident, REQUEST_TIMEOUT, base_config, connection_config, invalid, runtime};
-use crate::connectors::{OpenedSink, SinkCommitter};
+use crate::connectors::{CheckpointCommitter, OpenedSink};
 use rdkafka::admin::AdminClient;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
@@ -390,7 +390,7 @@ struct Committer {
     transactions: Mutex<Transactions>,
 }
 
-impl SinkCommitter for Committer {
+impl CheckpointCommitter for Committer {
     fn commit(&self, checkpoint: CheckpointId) -> Result<()> {
         let mut transactions = lock(&self.transactions);
         // Taken out of the lock, so that the writer's pre-commits do not wait for the brokers.

@@ -9,7 +9,7 @@
 //! queue and the caller never waits for the broker.
 
 use super::client::{ClientLog, Owner, SourceMetrics};
-use crate::connectors::SinkCommitter;
+use crate::connectors::CheckpointCommitter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -149,7 +149,7 @@ fn commit_worker(
     }
 }
 
-impl SinkCommitter for OffsetCommitter {
+impl CheckpointCommitter for OffsetCommitter {
     /// Hands the offsets remembered for the newest checkpoint `<= checkpoint` to the commit
     /// worker. Never fails and never waits for the broker: a failing commit is logged and
     /// counted, and the next completed checkpoint commits newer offsets.
