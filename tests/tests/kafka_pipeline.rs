@@ -144,6 +144,67 @@ fn malformed_records_are_skipped_and_counted_when_asked() {
     );
 }
 
+/// The sum over a job's subtasks of the operator metric `name`, as the taskmanager at `http`
+/// serves it (`None` before any subtask registered it).
+fn operator_metric(http: &str, name: &str, job: &str) -> Option<f64> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let text = runtime.block_on(async { reqwest::get(format!("{http}/metrics")).await?.text().await }).ok()?;
+    let family = format!("flink_taskmanager_job_task_operator_{name}");
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&family) && l.contains(&format!("job_id=\"{job}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+// The records a running job skips (or sends to a dead-letter topic) are counted in Flink's
+// numRecordsInErrors of the source operator.
+#[test]
+fn skipped_malformed_records_are_counted_in_the_sources_error_metric() {
+    let bootstrap = shared_bootstrap();
+    dirty_topic(bootstrap, "dirty-metric");
+    let cluster = Cluster::start(&[], &[("tm-1", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let out = cluster.weir(&[
+        "run",
+        &nexmark(),
+        "-p",
+        "2",
+        "--detached",
+        "--checkpoint-interval",
+        "300ms",
+        "--",
+        "--query",
+        "q0",
+        "--source",
+        "kafka",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        "dirty-metric",
+        "--malformed",
+        "skip",
+        "--output",
+        output.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let job = submitted_job_id(&out);
+    let http = cluster.taskmanager_http("tm-1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = read_lines(output.path()).len();
+        let errors = operator_metric(&http, "numRecordsInErrors", &job);
+        if lines == DIRTY_BIDS as usize && errors == Some(3.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines} lines, numRecordsInErrors {errors:?}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cancel = cluster.weir(&["cancel", &job]);
+    assert_eq!(cancel.code, Some(0), "{cancel:?}");
+}
+
 #[test]
 fn malformed_records_go_to_the_dead_letter_topic_with_their_bytes_and_the_error() {
     let bootstrap = shared_bootstrap();

@@ -62,6 +62,9 @@ pub(crate) struct SourceHead<T> {
     reading_clock: ReadingClock,
     /// Records skipped as malformed (policy `Skip`).
     skipped: u64,
+    /// Flink's `numRecordsInErrors` of sources with a malformed-record policy: records skipped
+    /// or sent to the dead-letter topic.
+    errors: Option<crate::metrics::Counter>,
     pub(crate) position: usize,
     pub(crate) finished: bool,
     pub(crate) out: Output<T>,
@@ -83,6 +86,7 @@ impl<T> SourceHead<T> {
             split_watermarks,
             reading_clock: ReadingClock::default(),
             skipped: 0,
+            errors: None,
             position: 0,
             finished: false,
             out,
@@ -116,6 +120,9 @@ impl<T: crate::Data> SourceHead<T> {
                 describe(&self.raw, &self.converted.malformed[0])
             ))),
             MalformedPolicy::Skip => {
+                if let Some(errors) = &self.errors {
+                    errors.inc_by(self.converted.malformed.len() as u64);
+                }
                 for m in &self.converted.malformed {
                     self.skipped += 1;
                     if self.skipped <= LOGGED_MALFORMED {
@@ -130,7 +137,11 @@ impl<T: crate::Data> SourceHead<T> {
             MalformedPolicy::DeadLetter { topic } => {
                 let reader =
                     self.reader.as_mut().ok_or_else(|| Error::InvalidJob("source polled before open".into()))?;
-                reader.dead_letter(topic, &self.raw, &self.converted.malformed)
+                reader.dead_letter(topic, &self.raw, &self.converted.malformed)?;
+                if let Some(errors) = &self.errors {
+                    errors.inc_by(self.converted.malformed.len() as u64);
+                }
+                Ok(())
             }
         }
     }
@@ -147,6 +158,17 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
     fn open(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         let restored = rt.restored_state(&self.uid);
         if let SourceKind::External { descriptor, .. } = &self.kind {
+            if let SourceDescriptor::Kafka(spec) = descriptor
+                && spec.malformed != MalformedPolicy::Fail
+            {
+                let errors = crate::metrics::Counter::default();
+                rt.register_metric(
+                    &self.name,
+                    "numRecordsInErrors",
+                    crate::metrics::UserMetric::Counter(errors.clone()),
+                )?;
+                self.errors = Some(errors);
+            }
             let mut reader = rt.open_source(descriptor)?;
             if let Some(state) = &restored {
                 reader.restore(&state.operator_states)?;
