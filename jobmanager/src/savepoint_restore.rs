@@ -8,7 +8,7 @@
 //! each subtask reads its own; at another, every new subtask reads every old subtask's and the
 //! connector keeps its share (Kafka partitions by the owner formula, the generator's remaining
 //! numbers, text files still to read, sinks' pending commits by old subtask index), as Flink's
-//! union list state; connectors that cannot (collections, the text file sink) refuse a change of
+//! union list state; connectors that cannot (collection sources) refuse a change of
 //! parallelism. State that maps to no operator of the new job is refused unless the user allows
 //! dropping it (Flink's `--allowNonRestoredState`). The result is an ordinary restore
 //! point ([`CheckpointMetadata`]) for the new plan, which the job master restores like a
@@ -343,8 +343,7 @@ fn rescale_refusal(uid: &str, old_parallelism: u32, vertex: &crate::plan::Execut
     let state = vertex.subtask_state.iter().find(|s| s.uid == uid)?;
     (!state.rescales && vertex.parallelism != old_parallelism).then(|| {
         format!(
-            "operator '{uid}' keeps per-subtask state that does not rescale (a collection source or a text file \
-             sink) and ran at parallelism {old_parallelism} in the savepoint: restore it at parallelism \
+            "operator '{uid}' keeps per-subtask state that does not rescale (a collection source) and ran at parallelism {old_parallelism} in the savepoint: restore it at parallelism \
              {old_parallelism}"
         )
     })
@@ -450,8 +449,7 @@ pub fn check(
                     (Some(reason), _) => OperatorVerdict::Mismatch { reason },
                     (None, Some(_)) => OperatorVerdict::Mismatch {
                         reason: format!(
-                            "per-subtask state that does not rescale (a collection source or a text file sink) at \
-                             parallelism {}, planned at {}",
+                            "per-subtask state that does not rescale (a collection source) at parallelism {}, planned at {}",
                             old.parallelism, new.parallelism
                         ),
                     },

@@ -77,7 +77,9 @@ impl SourceDescriptor {
 pub enum SinkDescriptor {
     /// Exactly-once text files in `directory` (created if missing): subtask `s` commits part
     /// files `part-<s>-<q>.txt` (`q = 0, 1, ...`), one per completed checkpoint that saw records
-    /// (one in all without checkpoints). With several taskmanagers the directory must be one
+    /// (one in all without checkpoints). After a restore at a lower parallelism the part files of
+    /// the subtasks that are gone stay; at a higher one, subtask `s` numbers on from where the
+    /// earlier subtask `s` stopped. With several taskmanagers the directory must be one
     /// filesystem they all share.
     TextFiles {
         /// The output directory.
@@ -100,10 +102,9 @@ pub enum SinkDescriptor {
 impl SinkDescriptor {
     /// Whether its subtasks' state (pending commits) restores at another parallelism: every new
     /// subtask is given every old subtask's state, and subtask `i` of `n` commits what old subtask
-    /// `j` left pending when `j % n == i` (Kafka: with old subtask `j`'s transactional id). The
-    /// text file sink's part files are named by subtask, so it restores only at the parallelism
-    /// it ran with.
+    /// `j` left pending when `j % n == i` (Kafka: with old subtask `j`'s transactional id; text
+    /// files: the part files of index `j` for `j >= n`). Every sink rescales.
     pub fn rescales(&self) -> bool {
-        !matches!(self, Self::TextFiles { .. })
+        true
     }
 }

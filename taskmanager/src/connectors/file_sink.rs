@@ -35,16 +35,22 @@ const LISTED_SUBTASKS: usize = 8;
 ///   `<= n` to their committed names and syncs the directory.
 /// - [`SinkWriter::finish`] pre-commits as [`FINAL_CHECKPOINT`]; after it, further writes are
 ///   errors and another `finish` does nothing. Committing [`FINAL_CHECKPOINT`] makes it visible.
-/// - Opened with restored state (the restart from a checkpoint), the writer commits exactly the
-///   pending files the state lists, whichever attempt wrote them (a pending file already committed
-///   is fine; a missing one is an error, as its data would be lost), then deletes this subtask's
-///   in-progress files of every attempt, its pending files the state does not list and its
-///   committed files numbered from the state's next sequence number on (written after the
-///   checkpoint: the replay writes them again), so output stays exactly-once.
-/// - Opened without state (a fresh start), the writer deletes every part file of its subtask,
-///   committed or not, of every attempt (and those of older layouts without attempt or sequence
-///   number); subtask 0 also deletes the part files of subtasks `>= parallelism` left by a run with
-///   a higher parallelism. The sink owns these names in its directory; other files are left alone.
+/// - **Ownership of names.** The `<s>` of part file names is an *index*. Subtask `i` of `p`
+///   writes new part files under index `i` only, and owns the files of index `i` and of every
+///   index `k >= p` with `k % p == i` (written by a run with a higher parallelism: they stay
+///   output, and their owner keeps their next sequence number in its state so that the output
+///   can be rewound to a checkpoint and a later run at a higher parallelism numbers on).
+/// - Opened with restored state (the restart from a checkpoint, or a savepoint at another
+///   parallelism, when every old subtask's state is given), the writer takes the entries of the
+///   indices it owns: it commits exactly the pending files they list, whichever attempt wrote them
+///   (a pending file already committed is fine; a missing one is an error, as its data would be
+///   lost), then deletes, for each index it owns, the in-progress files of every attempt, the
+///   pending files not listed and the committed files numbered from the index's next sequence
+///   number on (written after the checkpoint: the replay writes them again; an owned index the
+///   state does not know has next sequence number 0), so output stays exactly-once.
+/// - Opened without state (a fresh start), the writer deletes every part file of the indices it
+///   owns, committed or not, of every attempt (and those of older layouts without attempt or
+///   sequence number). The sink owns these names in its directory; other files are left alone.
 ///
 /// **Zombies.** A task of an older attempt may still run after the job restarted (its
 /// taskmanager was cut off from the jobmanager). Hidden names carry the attempt, so such a zombie
@@ -81,6 +87,8 @@ pub struct TextFileSinkWriter {
     core: Arc<Mutex<Core>>,
     /// The sequence number of the next part file.
     next_seq: u64,
+    /// The indices beyond the parallelism this subtask owns, with their next sequence numbers.
+    inherited: Vec<(u32, u64)>,
     /// The open in-progress file.
     current: Option<InProgress>,
     finished: bool,
@@ -102,7 +110,7 @@ struct Core {
     pending: Vec<Pending>,
 }
 
-/// A pre-committed transaction: a pending file.
+/// A pre-committed transaction: a pending file of the writer's own index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Pending {
     /// The checkpoint it belongs to.
@@ -113,18 +121,51 @@ struct Pending {
     seq: u64,
 }
 
+/// The first bytes of an encoded [`SinkState`]: its format.
+const STATE_FORMAT: [u8; 4] = *b"WFS2";
+
 /// The writer's state stored in a checkpoint (postcard-encoded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SinkState {
-    /// The sequence number of the next part file.
+    /// [`STATE_FORMAT`].
+    format: [u8; 4],
+    /// The subtask that took it: its own index.
+    subtask: u32,
+    /// The sequence number of the next part file of its own index.
     next_seq: u64,
-    /// The pending files, in pre-commit order.
+    /// The pending files of its own index, in pre-commit order.
     pending: Vec<Pending>,
+    /// The other indices it owned (beyond its parallelism), each with its next sequence number.
+    inherited: Vec<(u32, u64)>,
 }
 
 impl SinkState {
-    fn lists(&self, attempt: u32, seq: u64) -> bool {
-        self.pending.iter().any(|p| p.attempt == attempt && p.seq == seq)
+    fn new(subtask: u32, next_seq: u64, pending: Vec<Pending>, inherited: Vec<(u32, u64)>) -> Self {
+        Self { format: STATE_FORMAT, subtask, next_seq, pending, inherited }
+    }
+}
+
+/// What a writer takes over from the restored states: per index it owns, the next sequence
+/// number and the pending files to commit.
+#[derive(Debug, Default)]
+struct Restored {
+    /// Index, next sequence number, pending files.
+    indices: Vec<(u32, u64, Vec<Pending>)>,
+}
+
+impl Restored {
+    fn index(&self, index: u32) -> Option<&(u32, u64, Vec<Pending>)> {
+        self.indices.iter().find(|(i, _, _)| *i == index)
+    }
+
+    /// Whether pending file `(attempt, seq)` of `index` is listed.
+    fn lists(&self, index: u32, attempt: u32, seq: u64) -> bool {
+        self.index(index).is_some_and(|(_, _, pending)| pending.iter().any(|p| p.attempt == attempt && p.seq == seq))
+    }
+
+    /// The next sequence number of `index` (0 for an index the states do not know).
+    fn next_seq(&self, index: u32) -> u64 {
+        self.index(index).map_or(0, |(_, next, _)| *next)
     }
 }
 
@@ -156,12 +197,17 @@ enum Commit {
 }
 
 impl Layout {
-    fn committed(&self, seq: u64) -> PathBuf {
-        self.directory.join(format!("part-{}-{seq}.txt", self.subtask))
+    fn committed(&self, index: u32, seq: u64) -> PathBuf {
+        self.directory.join(format!("part-{index}-{seq}.txt"))
     }
 
-    fn pending(&self, attempt: u32, seq: u64) -> PathBuf {
-        self.directory.join(format!(".part-{}-{seq}.{attempt}.pending", self.subtask))
+    fn pending(&self, index: u32, attempt: u32, seq: u64) -> PathBuf {
+        self.directory.join(format!(".part-{index}-{seq}.{attempt}.pending"))
+    }
+
+    /// The subtask that owns the files of index `index` (see [`TextFileSinkWriter`]).
+    fn owner(&self, index: u32) -> u32 {
+        if index < self.parallelism { index } else { index % self.parallelism }
     }
 
     fn in_progress(&self, seq: u64) -> PathBuf {
@@ -186,11 +232,11 @@ impl Layout {
         })
     }
 
-    /// Renames pending file `(attempt, seq)` to its committed name. A pending file that is gone
-    /// while the committed one exists was committed before: fine.
-    fn commit(&self, attempt: u32, seq: u64) -> Result<Commit> {
-        let pending = self.pending(attempt, seq);
-        let committed = self.committed(seq);
+    /// Renames pending file `(attempt, seq)` of `index` to its committed name. A pending file
+    /// that is gone while the committed one exists was committed before: fine.
+    fn commit(&self, index: u32, attempt: u32, seq: u64) -> Result<Commit> {
+        let pending = self.pending(index, attempt, seq);
+        let committed = self.committed(index, seq);
         match std::fs::rename(&pending, &committed) {
             Ok(()) => Ok(Commit::Done),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match committed.try_exists() {
@@ -205,22 +251,34 @@ impl Layout {
         }
     }
 
-    /// Commits what a restored state lists as pending.
-    fn commit_restored(&self, state: &SinkState) -> Result<()> {
-        for &Pending { attempt, seq, .. } in &state.pending {
-            if self.commit(attempt, seq)? == Commit::Missing {
-                return Err(Error::runtime(
-                    SERVICE,
-                    format!(
-                        "cannot restore the output of subtask {}: {} (pending in the checkpoint, written by attempt \
-                         {attempt}) is missing and {} does not exist, so its data would be lost; the output directory \
-                         must be on a filesystem that all taskmanagers share (a restarted subtask may run on another \
-                         taskmanager than the one that wrote the file)",
-                        self.subtask,
-                        self.pending(attempt, seq).display(),
-                        self.committed(seq).display()
-                    ),
-                ));
+    /// The entries of the restored `states` that this subtask owns.
+    fn take_over(&self, states: &[SinkState]) -> Restored {
+        let mut restored = Restored::default();
+        for state in states {
+            let own = std::iter::once((state.subtask, state.next_seq, state.pending.clone()));
+            let inherited = state.inherited.iter().map(|&(index, next)| (index, next, Vec::new()));
+            restored.indices.extend(own.chain(inherited).filter(|(index, _, _)| self.owner(*index) == self.subtask));
+        }
+        restored
+    }
+
+    /// Commits what the restored states list as pending.
+    fn commit_restored(&self, restored: &Restored) -> Result<()> {
+        for (index, _, pending) in &restored.indices {
+            for &Pending { attempt, seq, .. } in pending {
+                if self.commit(*index, attempt, seq)? == Commit::Missing {
+                    return Err(Error::runtime(
+                        SERVICE,
+                        format!(
+                            "cannot restore the output of subtask {index}: {} (pending in the checkpoint, written by \
+                             attempt {attempt}) is missing and {} does not exist, so its data would be lost; the \
+                             output directory must be on a filesystem that all taskmanagers share (a restarted \
+                             subtask may run on another taskmanager than the one that wrote the file)",
+                            self.pending(*index, attempt, seq).display(),
+                            self.committed(*index, seq).display()
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -230,7 +288,7 @@ impl Layout {
     /// `restored`, what was written after that checkpoint; without, every part file of the
     /// subtask (and subtask 0 those of subtasks beyond the parallelism). Subtask 0 also deletes
     /// the markers of other attempts. Returns whether any file was deleted.
-    fn clean(&self, restored: Option<&SinkState>) -> Result<bool> {
+    fn clean(&self, restored: Option<&Restored>) -> Result<bool> {
         let directory = &self.directory;
         let entries = std::fs::read_dir(directory).map_err(|e| io_error("list", directory, &e))?;
         let mut removed = false;
@@ -252,17 +310,16 @@ impl Layout {
         Ok(removed)
     }
 
-    fn doomed_part(&self, part: PartName, restored: Option<&SinkState>) -> bool {
-        let Some(state) = restored else {
-            return part.subtask == self.subtask || (self.subtask == 0 && part.subtask >= self.parallelism);
-        };
-        if part.subtask != self.subtask {
+    fn doomed_part(&self, part: PartName, restored: Option<&Restored>) -> bool {
+        let index = part.subtask;
+        if self.owner(index) != self.subtask {
             return false;
         }
+        let Some(restored) = restored else { return true };
         match (part.kind, part.seq) {
             (Kind::InProgress, _) => true,
-            (Kind::Pending, seq) => !matches!((part.attempt, seq), (Some(a), Some(q)) if state.lists(a, q)),
-            (Kind::Committed, Some(seq)) => seq >= state.next_seq,
+            (Kind::Pending, seq) => !matches!((part.attempt, seq), (Some(a), Some(q)) if restored.lists(index, a, q)),
+            (Kind::Committed, Some(seq)) => seq >= restored.next_seq(index),
             (Kind::Committed, None) => false,
         }
     }
@@ -347,7 +404,7 @@ impl TextFileSinkWriter {
     ///   (and was not committed either); when `restored` does not decode (corrupt, or written
     ///   before part files were named by attempt).
     /// - [`Error::InvalidJob`] when `task.subtask >= task.parallelism`.
-    pub fn open(directory: impl AsRef<Path>, task: &TaskInfo, restored: Option<&[u8]>) -> Result<Self> {
+    pub fn open(directory: impl AsRef<Path>, task: &TaskInfo, restored: &[Vec<u8>]) -> Result<Self> {
         super::check_subtask(SERVICE, task.subtask, task.parallelism)?;
         let directory = directory.as_ref();
         std::fs::create_dir_all(directory).map_err(|e| io_error("create directory", directory, &e))?;
@@ -358,18 +415,36 @@ impl TextFileSinkWriter {
             subtask: task.subtask,
             parallelism: task.parallelism,
         });
-        let state = restored.map(|bytes| decode_state(bytes, &layout)).transpose()?;
-        if let Some(state) = &state {
-            layout.commit_restored(state)?;
+        let restored = match restored {
+            [] => None,
+            states => {
+                let states = states.iter().map(|bytes| decode_state(bytes, &layout)).collect::<Result<Vec<_>>>()?;
+                Some(layout.take_over(&states))
+            }
+        };
+        if let Some(restored) = &restored {
+            layout.commit_restored(restored)?;
         }
-        let removed = layout.clean(state.as_ref())?;
-        if removed || state.as_ref().is_some_and(|s| !s.pending.is_empty()) {
+        let removed = layout.clean(restored.as_ref())?;
+        if removed || restored.as_ref().is_some_and(|r| r.indices.iter().any(|(_, _, pending)| !pending.is_empty())) {
             sync_directory(directory)?;
         }
         let marker = layout.marker(layout.subtask);
         std::fs::write(&marker, layout.job_id.as_bytes()).map_err(|e| io_error("write", &marker, &e))?;
-        let next_seq = state.map_or(0, |s| s.next_seq);
-        Ok(Self { layout, core: Arc::default(), next_seq, current: None, finished: false, shared: false })
+        let next_seq = restored.as_ref().map_or(0, |r| r.next_seq(layout.subtask));
+        let inherited = restored
+            .map(|r| {
+                let mut inherited: Vec<(u32, u64)> = r
+                    .indices
+                    .iter()
+                    .filter(|(index, _, _)| *index != layout.subtask)
+                    .map(|(index, next, _)| (*index, *next))
+                    .collect();
+                inherited.sort_unstable();
+                inherited
+            })
+            .unwrap_or_default();
+        Ok(Self { layout, core: Arc::default(), next_seq, inherited, current: None, finished: false, shared: false })
     }
 
     /// The committer of this writer's transactions.
@@ -386,7 +461,7 @@ impl TextFileSinkWriter {
         file.sync_data().map_err(|e| io_error("sync", &path, &e))?;
         drop(file);
         let attempt = self.layout.attempt;
-        let pending = self.layout.pending(attempt, seq);
+        let pending = self.layout.pending(self.layout.subtask, attempt, seq);
         std::fs::rename(&path, &pending).map_err(|e| {
             Error::runtime(SERVICE, format!("cannot rename {} to {}: {e}", path.display(), pending.display()))
         })?;
@@ -399,15 +474,19 @@ impl TextFileSinkWriter {
 fn decode_state(bytes: &[u8], layout: &Layout) -> Result<SinkState> {
     let what =
         format!("the sink state of the checkpoint (subtask {} into {})", layout.subtask, layout.directory.display());
-    let state: SinkState = postcard::from_bytes(bytes).map_err(|e| {
+    let older = |problem: String| {
         Error::runtime(
             SERVICE,
             format!(
-                "{what} is corrupt or of an older format ({e}); a checkpoint taken before part files were named by \
-                 attempt cannot be restored: cancel the job and submit it again (a fresh start rewrites the output)"
+                "{what} is corrupt or of an older format ({problem}); a checkpoint taken before the sink rescaled \
+                 cannot be restored: cancel the job and submit it again (a fresh start rewrites the output)"
             ),
         )
-    })?;
+    };
+    let state: SinkState = postcard::from_bytes(bytes).map_err(|e| older(e.to_string()))?;
+    if state.format != STATE_FORMAT {
+        return Err(older("an unknown format".into()));
+    }
     if let Some(p) = state.pending.iter().find(|p| p.seq >= state.next_seq) {
         return Err(Error::runtime(
             SERVICE,
@@ -447,7 +526,8 @@ impl SinkWriter for TextFileSinkWriter {
             self.shared = true;
         }
         self.close_transaction(checkpoint)?;
-        let state = SinkState { next_seq: self.next_seq, pending: self.layout.lock(&self.core)?.pending.clone() };
+        let pending = self.layout.lock(&self.core)?.pending.clone();
+        let state = SinkState::new(self.layout.subtask, self.next_seq, pending, self.inherited.clone());
         postcard::to_allocvec(&state).map_err(|e| Error::runtime(SERVICE, format!("cannot encode the sink state: {e}")))
     }
 
@@ -470,7 +550,7 @@ impl TextFileSinkCommitter {
         let mut result = Ok(());
         let mut renamed = 0;
         for p in &due {
-            match self.layout.commit(p.attempt, p.seq) {
+            match self.layout.commit(self.layout.subtask, p.attempt, p.seq) {
                 Ok(Commit::Done) => renamed += 1,
                 Ok(Commit::Missing) => {
                     result = Err(Error::runtime(
@@ -478,8 +558,8 @@ impl TextFileSinkCommitter {
                         format!(
                             "cannot commit {}: the pre-committed file is missing (and {} does not exist), its data \
                              would be lost",
-                            self.layout.pending(p.attempt, p.seq).display(),
-                            self.layout.committed(p.seq).display()
+                            self.layout.pending(self.layout.subtask, p.attempt, p.seq).display(),
+                            self.layout.committed(self.layout.subtask, p.seq).display()
                         ),
                     ));
                     break;

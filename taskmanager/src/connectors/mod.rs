@@ -88,9 +88,10 @@ pub struct OpenedSink {
 /// `restored` holds the states the writers' [`SinkWriter::pre_commit`] returned for the
 /// checkpoint the job restarts from (this subtask's, or every old subtask's after a change of
 /// parallelism; see [`weir_api::runtime::RestoredState::operator_states`]), empty on a fresh
-/// start. A text file sink opened with state commits what the state had pending and discards what was written after it; opened without, it discards
-/// whatever an earlier run left; its hidden files carry the attempt, so a task of an older attempt
-/// that still runs cannot touch them (see [`file_sink::TextFileSinkWriter`]). The stdout sink is
+/// start. A text file sink opened with state commits what the states it takes over had pending
+/// and discards what was written after them; opened without, it discards whatever an earlier run
+/// left; its hidden files carry the attempt, so a task of an older attempt that still runs cannot
+/// touch them (see [`file_sink::TextFileSinkWriter`]). The stdout sink is
 /// not transactional: it has no committer and ignores `restored`.
 ///
 /// # Errors
@@ -101,21 +102,6 @@ pub struct OpenedSink {
 pub fn open_sink(descriptor: &SinkDescriptor, task: &TaskInfo, restored: &[Vec<u8>]) -> Result<OpenedSink> {
     match descriptor {
         SinkDescriptor::TextFiles { directory } => {
-            let restored = match restored {
-                [] => None,
-                [state] => Some(state.as_slice()),
-                states => {
-                    return Err(Error::runtime(
-                        "text file sink",
-                        format!(
-                            "subtask {} was given {} subtasks' states: the text file sink restores only at the \
-                             parallelism it ran with",
-                            task.subtask,
-                            states.len()
-                        ),
-                    ));
-                }
-            };
             let writer = file_sink::TextFileSinkWriter::open(directory, task, restored)?;
             let committer: Arc<dyn CheckpointCommitter> = Arc::new(writer.committer());
             Ok(OpenedSink { writer: Box::new(writer), committer: Some(committer) })

@@ -27,7 +27,8 @@ fn open(
     parallelism: u32,
     restored: Option<&[u8]>,
 ) -> Result<TextFileSinkWriter> {
-    TextFileSinkWriter::open(dir, &task(attempt, subtask, parallelism), restored)
+    let restored: Vec<Vec<u8>> = restored.map(|state| vec![state.to_vec()]).unwrap_or_default();
+    TextFileSinkWriter::open(dir, &task(attempt, subtask, parallelism), &restored)
 }
 
 fn pending(checkpoint: CheckpointId, attempt: u32, seq: u64) -> Pending {
@@ -105,7 +106,7 @@ fn commit_makes_visible_only_the_checkpoints_up_to_its_own() {
     writer.write(b"c\n").unwrap();
     assert_eq!(files(out), [".part-0-0.0.pending", ".part-0-1.0.inprogress"]);
     let state = writer.pre_commit(2).unwrap();
-    assert_eq!(decode(&state), SinkState { next_seq: 2, pending: vec![pending(1, 0, 0), pending(2, 0, 1)] });
+    assert_eq!(decode(&state), SinkState::new(0, 2, vec![pending(1, 0, 0), pending(2, 0, 1)], vec![]));
     writer.write(b"d\n").unwrap();
 
     committer.commit(1).unwrap();
@@ -119,7 +120,7 @@ fn commit_makes_visible_only_the_checkpoints_up_to_its_own() {
     assert_eq!(read(out, "part-0-1.txt"), "b\nc\n");
     committer.commit(2).unwrap();
     let state = writer.pre_commit(3).unwrap();
-    assert_eq!(decode(&state), SinkState { next_seq: 3, pending: vec![pending(3, 0, 2)] });
+    assert_eq!(decode(&state), SinkState::new(0, 3, vec![pending(3, 0, 2)], vec![]));
     committer.commit(FINAL_CHECKPOINT).unwrap();
     assert_eq!(files(out), ["part-0-0.txt", "part-0-1.txt", "part-0-2.txt"]);
     assert_eq!(read(out, "part-0-2.txt"), "d\n");
@@ -172,10 +173,10 @@ fn restore_commits_what_the_failed_run_did_not() {
     assert_eq!(read(out, "part-0-1.txt"), "b\n");
     // Nothing is pending any more; numbering continues.
     let restored = writer.pre_commit(3).unwrap();
-    assert_eq!(decode(&restored), SinkState { next_seq: 2, pending: vec![] });
+    assert_eq!(decode(&restored), SinkState::new(0, 2, vec![], vec![]));
     writer.write(b"c\n").unwrap();
     let state4 = writer.pre_commit(4).unwrap();
-    assert_eq!(decode(&state4), SinkState { next_seq: 3, pending: vec![pending(4, 1, 2)] });
+    assert_eq!(decode(&state4), SinkState::new(0, 3, vec![pending(4, 1, 2)], vec![]));
     writer.committer().commit(4).unwrap();
     assert_eq!(read(out, "part-0-2.txt"), "c\n");
 
@@ -248,7 +249,7 @@ fn restore_commits_exactly_the_listed_pending_files_whatever_else_other_attempts
     for (name, content) in written {
         std::fs::write(out.join(name), content).unwrap();
     }
-    let state = SinkState { next_seq: 3, pending: vec![pending(5, 1, 1), pending(6, 1, 2)] };
+    let state = SinkState::new(0, 3, vec![pending(5, 1, 1), pending(6, 1, 2)], vec![]);
     let state = postcard::to_allocvec(&state).unwrap();
 
     let mut writer = open(out, 3, 0, 2, Some(&state)).unwrap();
@@ -492,7 +493,7 @@ fn missing_pending_files_and_corrupt_or_old_state_are_errors() {
     assert!(message.contains(&*pending_file.to_string_lossy()), "{message}");
     assert!(message.contains("missing"), "{message}");
 
-    let corrupt = postcard::to_allocvec(&SinkState { next_seq: 1, pending: vec![pending(1, 0, 1)] }).unwrap();
+    let corrupt = postcard::to_allocvec(&SinkState::new(0, 1, vec![pending(1, 0, 1)], vec![])).unwrap();
     let message = runtime_message(open(out, 3, 0, 1, Some(&corrupt)).unwrap_err());
     assert!(message.contains("sink state of the checkpoint (subtask 0 into"), "{message}");
     assert!(message.contains("is corrupt: pending part 1 is not below the next part number 1"), "{message}");
@@ -523,7 +524,7 @@ fn nothing_written_creates_no_file() {
     let committer = writer.committer();
     writer.write(b"").unwrap();
     let state = writer.pre_commit(1).unwrap();
-    assert_eq!(decode(&state), SinkState { next_seq: 0, pending: vec![] });
+    assert_eq!(decode(&state), SinkState::new(0, 0, vec![], vec![]));
     committer.commit(1).unwrap();
     writer.write(b"").unwrap();
     writer.finish().unwrap();
@@ -537,12 +538,105 @@ fn the_names_the_writer_makes_parse_back() {
         Layout { directory: PathBuf::from("/out"), job_id: JOB.into(), attempt: 7, subtask: 3, parallelism: 4 };
     let parse = |path: PathBuf| parse_name(path.file_name().unwrap().to_str().unwrap());
     let part = |kind, seq, attempt| Some(Name::Part(PartName { kind, subtask: 3, seq: Some(seq), attempt }));
-    assert_eq!(layout.committed(12), Path::new("/out/part-3-12.txt"));
-    assert_eq!(parse(layout.committed(12)), part(Kind::Committed, 12, None));
-    assert_eq!(layout.pending(5, 12), Path::new("/out/.part-3-12.5.pending"));
-    assert_eq!(parse(layout.pending(5, 12)), part(Kind::Pending, 12, Some(5)));
+    assert_eq!(layout.committed(3, 12), Path::new("/out/part-3-12.txt"));
+    assert_eq!(parse(layout.committed(3, 12)), part(Kind::Committed, 12, None));
+    assert_eq!(layout.pending(3, 5, 12), Path::new("/out/.part-3-12.5.pending"));
+    assert_eq!(parse(layout.pending(3, 5, 12)), part(Kind::Pending, 12, Some(5)));
     assert_eq!(layout.in_progress(12), Path::new("/out/.part-3-12.7.inprogress"));
     assert_eq!(parse(layout.in_progress(12)), part(Kind::InProgress, 12, Some(7)));
     assert_eq!(layout.marker(2), Path::new("/out/.weir-sink-7-2"));
     assert_eq!(parse(layout.marker(2)), Some(Name::Marker { attempt: 7, subtask: 2 }));
+}
+
+/// The committed part files in `dir` and their contents, by name.
+fn committed(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    files(dir)
+        .into_iter()
+        .filter(|name| name.starts_with("part-"))
+        .map(|name| (name.clone(), read(dir, &name)))
+        .collect()
+}
+
+/// Opens every subtask of `parallelism` in `attempt`, each given every state in `states` (a
+/// restore at another parallelism), writes `<tag><subtask>` into each, pre-commits it as
+/// `checkpoint` and commits it; returns the subtasks' states.
+fn run_all(out: &Path, attempt: u32, parallelism: u32, states: &[Vec<u8>], tag: &str, checkpoint: u64) -> Vec<Vec<u8>> {
+    // Every subtask opens before the first pre-commit (which checks their markers).
+    let mut writers: Vec<TextFileSinkWriter> = (0..parallelism)
+        .map(|s| TextFileSinkWriter::open(out, &task(attempt, s, parallelism), states).unwrap())
+        .collect();
+    let mut taken = Vec::new();
+    for (writer, s) in writers.iter_mut().zip(0..) {
+        writer.write(format!("{tag}{s}\n").as_bytes()).unwrap();
+        taken.push(writer.pre_commit(checkpoint).unwrap());
+    }
+    for writer in &writers {
+        writer.committer().commit(checkpoint).unwrap();
+    }
+    taken
+}
+
+#[test]
+fn restored_at_another_parallelism_the_output_rewinds_to_the_savepoint_and_numbering_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    // A job at parallelism 4: part 0 committed; part 1 pre-committed for checkpoint 2 (the
+    // savepoint), not committed yet; then part 2 written and committed after it.
+    let mut writers: Vec<TextFileSinkWriter> = (0..4).map(|s| open(out, 0, s, 4, None).unwrap()).collect();
+    let mut savepoint = Vec::new();
+    for (writer, s) in writers.iter_mut().zip(0..) {
+        writer.write(format!("a{s}\n").as_bytes()).unwrap();
+        writer.pre_commit(1).unwrap();
+        writer.committer().commit(1).unwrap();
+        writer.write(format!("b{s}\n").as_bytes()).unwrap();
+        savepoint.push(writer.pre_commit(2).unwrap());
+        writer.write(format!("late{s}\n").as_bytes()).unwrap();
+        writer.finish().unwrap();
+    }
+    for (writer, s) in writers.iter().zip(0..) {
+        writer.committer().commit(FINAL_CHECKPOINT).unwrap();
+        assert_eq!(read(out, &format!("part-{s}-2.txt")), format!("late{s}\n"));
+    }
+    let expected = |runs: &[(&str, u32, u64)]| -> std::collections::BTreeMap<String, String> {
+        let mut files: std::collections::BTreeMap<String, String> = (0..4)
+            .flat_map(|s| {
+                [(format!("part-{s}-0.txt"), format!("a{s}\n")), (format!("part-{s}-1.txt"), format!("b{s}\n"))]
+            })
+            .collect();
+        for (tag, subtask, seq) in runs {
+            files.insert(format!("part-{subtask}-{seq}.txt"), format!("{tag}{subtask}\n"));
+        }
+        files
+    };
+
+    // Restored at parallelism 2: subtask 0 owns indices 0 and 2, subtask 1 owns 1 and 3. The
+    // savepoint's pending parts are committed, what came after it is gone, and the two subtasks
+    // number on from their own index's next part.
+    let at_2 = run_all(out, 1, 2, &savepoint, "c", 5);
+    assert_eq!(committed(out), expected(&[("c", 0, 2), ("c", 1, 2)]));
+    assert_eq!(
+        decode(&at_2[1]),
+        SinkState::new(1, 3, vec![pending(5, 1, 2)], vec![(3, 2)]),
+        "index 3 is kept by subtask 1"
+    );
+
+    // Back to parallelism 4: subtask 3 numbers on after index 3's parts, which subtask 1 kept.
+    let at_4 = run_all(out, 2, 4, &at_2, "d", 7);
+    assert_eq!(
+        committed(out),
+        expected(&[("c", 0, 2), ("c", 1, 2), ("d", 0, 3), ("d", 1, 3), ("d", 2, 2), ("d", 3, 2)])
+    );
+
+    // Down to one subtask, which owns every index; restored twice (a failure right after the
+    // restore): the second restore deletes what the first wrote after the checkpoint.
+    let mut writer = TextFileSinkWriter::open(out, &task(3, 0, 1), &at_4).unwrap();
+    writer.write(b"lost\n").unwrap();
+    writer.finish().unwrap();
+    writer.committer().commit(FINAL_CHECKPOINT).unwrap();
+    assert_eq!(read(out, "part-0-4.txt"), "lost\n");
+    let at_1 = run_all(out, 4, 1, &at_4, "e", 9);
+    let all = expected(&[("c", 0, 2), ("c", 1, 2), ("d", 0, 3), ("d", 1, 3), ("d", 2, 2), ("d", 3, 2), ("e", 0, 4)]);
+    assert_eq!(committed(out), all);
+    assert_eq!(decode(&at_1[0]), SinkState::new(0, 5, vec![pending(9, 4, 4)], vec![(1, 4), (2, 3), (3, 3)]));
+    assert!(files(out).iter().all(|name| !name.starts_with('.')), "no hidden file is left: {:?}", files(out));
 }
