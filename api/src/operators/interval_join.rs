@@ -37,19 +37,19 @@ impl Interval {
     }
 
     /// When the watermark makes a left element at `t` useless.
-    fn left_cleanup(&self, t: Timestamp) -> Timestamp {
+    pub(crate) fn left_cleanup(&self, t: Timestamp) -> Timestamp {
         t.saturating_add(self.upper.max(0))
     }
 
     /// When the watermark makes a right element at `t` useless.
-    fn right_cleanup(&self, t: Timestamp) -> Timestamp {
+    pub(crate) fn right_cleanup(&self, t: Timestamp) -> Timestamp {
         t.saturating_add(self.lower.saturating_neg().max(0))
     }
 }
 
 /// The buffered elements of one side: by timestamp.
-const LEFT: &str = "interval-join-left";
-const RIGHT: &str = "interval-join-right";
+pub(crate) const LEFT: &str = "interval-join-left";
+pub(crate) const RIGHT: &str = "interval-join-right";
 
 /// The keyed co-process function of `interval_join(..).between(..).process(f)`.
 pub(crate) struct IntervalJoin<A, B, F> {

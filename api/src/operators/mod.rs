@@ -60,6 +60,7 @@ pub(crate) mod broadcast;
 pub(crate) mod custom_sink;
 pub(crate) mod exchange;
 pub(crate) mod interval_join;
+pub(crate) mod interval_join_heap;
 pub(crate) mod keyed;
 pub(crate) mod process;
 pub(crate) mod side_outputs;

@@ -122,8 +122,18 @@ where
         F: KeyedCoProcessFunction<K, A, B, O>,
     {
         let states = function.states();
+        self.process_with(description, name, self.generic_head(function), &states)
+    }
+
+    /// What makes the generic operator of `function` (a keyed co-process head over the task's
+    /// state backend).
+    pub(super) fn generic_head<O, F>(&self, function: F) -> MakeHead
+    where
+        O: crate::Data,
+        F: KeyedCoProcessFunction<K, A, B, O>,
+    {
         let (key1, key2) = (self.key1.clone(), self.key2.clone());
-        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+        Arc::new(move |setup, mut outputs| {
             let out = Output::new(outputs.remove(0), setup.name)?;
             Ok(Box::new(KeyedCoProcessHead {
                 key1: key1.clone(),
@@ -135,8 +145,18 @@ where
                 out,
                 side: SideOutputs::new(setup, outputs)?,
             }))
-        });
+        })
+    }
+
+    /// Adds the keyed two-input operator `make` makes, which keeps `states`.
+    pub(super) fn process_with<O: crate::Data>(
+        &self,
+        description: &str,
+        name: &str,
+        make: MakeHead,
+        states: &[crate::state::DeclaredState],
+    ) -> DataStream<O> {
         let keys = (Some(key_bytes_fn::<A, K, K1>(&self.key1)), Some(key_bytes_fn::<B, K, K2>(&self.key2)));
-        self.streams.two_input((description, name), true, make, keys).declaring::<K>(&states).with_open_side_outputs()
+        self.streams.two_input((description, name), true, make, keys).declaring::<K>(states).with_open_side_outputs()
     }
 }

@@ -9,6 +9,7 @@
 use super::*;
 use crate::functions::ProcessJoinFunction;
 use crate::operators::interval_join::{Interval, IntervalJoin};
+use crate::operators::interval_join_heap::HeapIntervalJoinHead;
 use crate::operators::table_join::TableJoin;
 use crate::window::TimeWindow;
 
@@ -331,21 +332,50 @@ where
     {
         let (first, second) = (self.builder.first, self.builder.second);
         let (key1, key2) = (first.key.clone(), second.key.clone());
+        let interval = self.interval;
+        let late = (self.left_late, self.right_late);
         let join = IntervalJoin {
-            interval: self.interval,
-            function,
-            left_late: self.left_late,
-            right_late: self.right_late,
+            interval,
+            function: function.clone(),
+            left_late: late.0.clone(),
+            right_late: late.1.clone(),
             _types: PhantomData,
         };
-        let lower = if self.interval.lower_inclusive { "[" } else { "(" };
-        let upper = if self.interval.upper_inclusive { "]" } else { ")" };
-        let description = format!("interval join {lower}{} ms, {} ms{upper}", self.interval.lower, self.interval.upper);
-        first.stream.connect(&second.stream).key_by(move |a: &A| key1(a), move |b: &B| key2(b)).process_described(
-            &description,
-            "interval join",
-            join,
-        )
+        let states = crate::functions::KeyedCoProcessFunction::<K, A, B, O>::states(&join);
+        let lower = if interval.lower_inclusive { "[" } else { "(" };
+        let upper = if interval.upper_inclusive { "]" } else { ")" };
+        let description = format!("interval join {lower}{} ms, {} ms{upper}", interval.lower, interval.upper);
+        let connected = first.stream.connect(&second.stream).key_by(
+            {
+                let key1 = key1.clone();
+                move |a: &A| key1(a)
+            },
+            {
+                let key2 = key2.clone();
+                move |b: &B| key2(b)
+            },
+        );
+        // With the heap backend, the elements stay typed in memory (see `interval_join_heap`);
+        // byte-level backends get the generic keyed co-process operator over map state.
+        let generic = connected.generic_head(join);
+        let make: MakeHead = Arc::new(move |setup, mut outputs| {
+            if !setup.heap_state {
+                return generic(setup, outputs);
+            }
+            let out = Output::new(outputs.remove(0), setup.name)?;
+            let side = SideOutputs::new(setup, outputs)?;
+            Ok(Box::new(HeapIntervalJoinHead::new(
+                (key1.clone(), key2.clone()),
+                interval,
+                function.clone(),
+                late.clone(),
+                out,
+                side,
+                setup.name,
+                setup.uid,
+            )))
+        });
+        connected.process_with(&description, "interval join", make, &states)
     }
 }
 
