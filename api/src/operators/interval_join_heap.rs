@@ -33,14 +33,17 @@ use std::sync::Arc;
 /// A serialized key, inline when short.
 type KeyBytes = SmallVec<[u8; 24]>;
 
+/// The elements of one side at one timestamp: usually one, kept inline.
+type Bucket<T> = SmallVec<[T; 1]>;
+
 /// How many joined pairs are buffered before they go downstream.
 const FLUSH_AT: usize = 4096;
 
 /// One key's buffered elements, by timestamp.
 struct KeyBuffers<A, B> {
     key: KeyBytes,
-    left: BTreeMap<Timestamp, Vec<A>>,
-    right: BTreeMap<Timestamp, Vec<B>>,
+    left: BTreeMap<Timestamp, Bucket<A>>,
+    right: BTreeMap<Timestamp, Bucket<B>>,
     /// The cleanup time this key is queued at (the earliest of its queue entries that counts).
     scheduled: Option<Timestamp>,
 }
@@ -58,7 +61,7 @@ pub(crate) struct HeapIntervalJoinHead<K, A, B, O, K1, K2, F> {
     buffers: Vec<Option<KeyBuffers<A, B>>>,
     free: Vec<u32>,
     /// Keys by the time the watermark must reach to drop some of their elements.
-    cleanup: BTreeMap<Timestamp, Vec<u32>>,
+    cleanup: BTreeMap<Timestamp, SmallVec<[u32; 2]>>,
     watermark: Timestamp,
     first: Vec<StreamRecord<A>>,
     second: Vec<StreamRecord<B>>,
@@ -376,7 +379,7 @@ where
                 user_key.clear();
                 value.clear();
                 encode_into(&t, &mut user_key, LEFT)?;
-                encode_into(elements, &mut value, LEFT)?;
+                encode_into(&elements[..], &mut value, LEFT)?;
                 encode_state_entry(
                     entries,
                     StateEntry { state: LEFT, key, namespace: &[], user_key: &user_key, value: &value },
@@ -387,7 +390,7 @@ where
                 user_key.clear();
                 value.clear();
                 encode_into(&t, &mut user_key, RIGHT)?;
-                encode_into(elements, &mut value, RIGHT)?;
+                encode_into(&elements[..], &mut value, RIGHT)?;
                 encode_state_entry(
                     entries,
                     StateEntry { state: RIGHT, key, namespace: &[], user_key: &user_key, value: &value },
