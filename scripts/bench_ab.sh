@@ -33,8 +33,11 @@ events_for() {
 run() {
   local dir="$1" query="$2" events="$3" start end
   start="$(date +%s.%N)"
-  "$dir/weir" local run "$dir/libweir_example_nexmark.so" -p 1 -- --query "$query" --events "$events" \
-    --sink blackhole > /dev/null
+  if ! "$dir/weir" local run "$dir/libweir_example_nexmark.so" -p 1 -- --query "$query" --events "$events" \
+    --sink blackhole > /dev/null; then
+    echo "bench_ab: $query failed with the build in $dir" >&2
+    return 1
+  fi
   end="$(date +%s.%N)"
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", e - s }'
 }
@@ -55,8 +58,9 @@ for query in $QUERIES; do
   events="$(events_for "$query")"
   times_a=(); times_b=()
   for _ in $(seq "$ROUNDS"); do
-    times_a+=("$(run "$A" "$query" "$events")")
-    times_b+=("$(run "$B" "$query" "$events")")
+    # A failed run (a plugin built against other weir-api sources, say) ends the comparison.
+    times_a+=("$(run "$A" "$query" "$events")") || exit 1
+    times_b+=("$(run "$B" "$query" "$events")") || exit 1
   done
   read -r best_a median_a < <(printf '%s\n' "${times_a[@]}" | stats "$events")
   read -r best_b median_b < <(printf '%s\n' "${times_b[@]}" | stats "$events")

@@ -101,6 +101,8 @@ const LOGGED_MALFORMED: u64 = 10;
 
 impl<T: crate::Data> SourceHead<T> {
     /// Applies the source's policy to the records of the last batch that did not deserialize.
+    #[cold]
+    #[inline(never)]
     fn malformed(&mut self, policy: &MalformedPolicy, rt: &mut dyn TaskRuntime) -> Result<()> {
         let describe = |raw: &RawBatch, m: &MalformedRecord| match raw.kafka.records.get(m.index) {
             Some(r) => format!(

@@ -297,12 +297,10 @@ impl StreamExecutionEnvironment {
         let convert: ConvertRaw<T> =
             Arc::new(move |raw: &mut RawBatch, out: &mut Vec<StreamRecord<T>>, _: &mut Converted| {
                 if let Some((first, stride, count)) = raw.sequence {
-                    out.reserve(count as usize);
-                    let mut seq = first;
-                    for _ in 0..count {
-                        out.push(StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) });
-                        seq += stride;
-                    }
+                    // An exact-size iterator: one reservation, no capacity check per record.
+                    out.extend(
+                        (0..count).map(|i| StreamRecord { timestamp: NO_TIMESTAMP, value: f(first + i * stride) }),
+                    );
                 }
                 out.extend(raw.numbers.iter().map(|&seq| StreamRecord { timestamp: NO_TIMESTAMP, value: f(seq) }));
             });
