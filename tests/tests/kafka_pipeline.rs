@@ -144,6 +144,19 @@ fn malformed_records_are_skipped_and_counted_when_asked() {
     );
 }
 
+/// Submits nexmark q0 reading `topic` without end (`-p 2`, checkpoints every 300 ms) with the
+/// source flags `flags` to `cluster`, writing text into `output`; returns the job id.
+fn q0_on(cluster: &Cluster, bootstrap: &str, topic: &str, output: &std::path::Path, flags: &[&str]) -> String {
+    let nexmark = nexmark();
+    let mut args = vec!["run", &nexmark, "-p", "2", "--detached", "--checkpoint-interval", "300ms", "--"];
+    args.extend_from_slice(&["--query", "q0", "--source", "kafka", "--bootstrap-servers", bootstrap, "--topic", topic]);
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--output", output.to_str().unwrap()]);
+    let out = cluster.weir(&args);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    submitted_job_id(&out)
+}
+
 /// The sum over a job's subtasks of the operator metric `name`, as the taskmanager at `http`
 /// serves it (`None` before any subtask registered it).
 fn operator_metric(http: &str, name: &str, job: &str) -> Option<f64> {
@@ -166,30 +179,7 @@ fn skipped_malformed_records_are_counted_in_the_sources_error_metric() {
     dirty_topic(bootstrap, "dirty-metric");
     let cluster = Cluster::start(&[], &[("tm-1", 2)]);
     let output = tempfile::tempdir().unwrap();
-    let out = cluster.weir(&[
-        "run",
-        &nexmark(),
-        "-p",
-        "2",
-        "--detached",
-        "--checkpoint-interval",
-        "300ms",
-        "--",
-        "--query",
-        "q0",
-        "--source",
-        "kafka",
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        "dirty-metric",
-        "--malformed",
-        "skip",
-        "--output",
-        output.path().to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
-    let job = submitted_job_id(&out);
+    let job = q0_on(&cluster, bootstrap, "dirty-metric", output.path(), &["--malformed", "skip"]);
     let http = cluster.taskmanager_http("tm-1");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -248,30 +238,7 @@ fn partitions_added_while_a_job_runs_are_discovered_and_read() {
     kafka::produce(bootstrap, "growing", &first).unwrap();
     let cluster = Cluster::start(&[], &[("tm-1", 2)]);
     let output = tempfile::tempdir().unwrap();
-    let out = cluster.weir(&[
-        "run",
-        &nexmark(),
-        "-p",
-        "2",
-        "--detached",
-        "--checkpoint-interval",
-        "300ms",
-        "--",
-        "--query",
-        "q0",
-        "--source",
-        "kafka",
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        "growing",
-        "--partition-discovery-interval-ms",
-        "500",
-        "--output",
-        output.path().to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
-    let job = submitted_job_id(&out);
+    let job = q0_on(&cluster, bootstrap, "growing", output.path(), &["--partition-discovery-interval-ms", "500"]);
     let wait_for_lines = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

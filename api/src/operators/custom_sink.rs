@@ -12,6 +12,22 @@ use crate::time::{NO_TIMESTAMP, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+/// Hands every record of `batch` to `write` with its timestamp (`None` without one), counting
+/// them as records out.
+fn write_each<T>(
+    batch: &mut Vec<StreamRecord<T>>,
+    rt: &mut dyn TaskRuntime,
+    name: &str,
+    mut write: impl FnMut(T, Option<Timestamp>) -> Result<()>,
+) -> Result<()> {
+    rt.add_records_out(batch.len() as u64);
+    for record in batch.drain(..) {
+        let timestamp = (record.timestamp != NO_TIMESTAMP).then_some(record.timestamp);
+        write(record.value, timestamp).map_err(|e| e.in_operator(name))?;
+    }
+    Ok(())
+}
+
 pub(crate) struct CustomSinkOperator<S> {
     pub(crate) sink: S,
     pub(crate) name: String,
@@ -23,26 +39,11 @@ impl<T: crate::Data, S: SinkFunction<T>> Downstream<T> for CustomSinkOperator<S>
     }
 
     fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()> {
-        rt.add_records_out(batch.len() as u64);
-        for record in batch.drain(..) {
-            let timestamp = (record.timestamp != NO_TIMESTAMP).then_some(record.timestamp);
-            self.sink.write(record.value, timestamp).map_err(|e| e.in_operator(&self.name))?;
-        }
-        Ok(())
+        let sink = &mut self.sink;
+        write_each(batch, rt, &self.name, |value, timestamp| sink.write(value, timestamp))
     }
 
-    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn time(&mut self, _now: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn next_time(&self) -> Option<Timestamp> {
-        None
-    }
+    crate::operators::sink_events!();
     fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
         self.sink.flush().map_err(|e| e.in_operator(&self.name))
     }
@@ -179,26 +180,11 @@ impl<T: crate::Data, S: TwoPhaseCommitSink<T>> Downstream<T> for TwoPhaseSinkOpe
     }
 
     fn push(&mut self, batch: &mut Vec<StreamRecord<T>>, rt: &mut dyn TaskRuntime) -> Result<()> {
-        rt.add_records_out(batch.len() as u64);
-        for record in batch.drain(..) {
-            let timestamp = (record.timestamp != NO_TIMESTAMP).then_some(record.timestamp);
-            self.sink.write(record.value, timestamp).map_err(|e| e.in_operator(&self.name))?;
-        }
-        Ok(())
+        let sink = &mut self.sink;
+        write_each(batch, rt, &self.name, |value, timestamp| sink.write(value, timestamp))
     }
 
-    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn time(&mut self, _now: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn next_time(&self) -> Option<Timestamp> {
-        None
-    }
+    crate::operators::sink_events!();
     fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
         // The last transaction: committed when the whole job has finished.
         let committables = self.sink.pre_commit(FINAL_CHECKPOINT).map_err(|e| e.in_operator(&self.name))?;

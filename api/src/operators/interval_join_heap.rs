@@ -215,6 +215,57 @@ fn bounds(
     Some((low, high))
 }
 
+/// Joins an element at `t` with the other side's elements in `range` (through `join`, given
+/// this side's element first), then buffers it.
+fn probe_and_buffer<T: Clone, U: Clone>(
+    mine: &mut BTreeMap<Timestamp, Bucket<T>>,
+    other: &BTreeMap<Timestamp, Bucket<U>>,
+    range: Option<(Bound<Timestamp>, Bound<Timestamp>)>,
+    (element, t): (T, Timestamp),
+    mut join: impl FnMut((T, Timestamp), (U, Timestamp)) -> Result<()>,
+) -> Result<()> {
+    if let Some(range) = range {
+        for (&other_t, others) in other.range(range) {
+            for o in others {
+                join((element.clone(), t), (o.clone(), other_t))?;
+            }
+        }
+    }
+    mine.entry(t).or_default().push(element);
+    Ok(())
+}
+
+/// A late element goes to the side output `tag` when there is one; else it is dropped.
+fn late<T: Send + 'static>(side: &mut SideOutputs, tag: Option<&str>, element: T, t: Timestamp) {
+    if let Some(tag) = tag {
+        side.emit(tag, element, t);
+    }
+}
+
+/// Appends one side's buffered elements of `key` to `entries` as the generic operator keeps
+/// them: map state `state` (user key the timestamp, value the elements) and an event-time timer
+/// at each bucket's cleanup time.
+fn snapshot_side<T: crate::Data>(
+    entries: &mut Vec<u8>,
+    key: &[u8],
+    state: &str,
+    side: &BTreeMap<Timestamp, Bucket<T>>,
+    cleanup: impl Fn(Timestamp) -> Timestamp,
+) -> Result<()> {
+    let (mut user_key, mut value) = (Vec::new(), Vec::new());
+    for (&t, elements) in side {
+        user_key.clear();
+        value.clear();
+        encode_into(&t, &mut user_key, state)?;
+        encode_into(&elements[..], &mut value, state)?;
+        encode_state_entry(entries, StateEntry { state, key, namespace: &[], user_key: &user_key, value: &value })?;
+        let due = cleanup(t).to_be_bytes();
+        let timer = StateEntry { state: "__timers/event", key, namespace: &[], user_key: &[], value: &due };
+        encode_state_entry(entries, timer)?;
+    }
+    Ok(())
+}
+
 /// The event timestamp of an element, or the error of a stream without event time.
 fn timestamp_of(timestamp: Timestamp) -> Result<Timestamp> {
     if timestamp == NO_TIMESTAMP {
@@ -253,19 +304,21 @@ where
         function.process_element(left, right, &mut ctx)
     }
 
+    /// The slot of `key`, made when the key has none.
+    fn slot_of(&mut self, key: &K) -> Result<u32> {
+        self.key_buffer.clear();
+        encode_into(key, &mut self.key_buffer, "key")?;
+        Ok(self.slot())
+    }
+
     fn process_left(&mut self, left: A, timestamp: Timestamp) -> Result<()> {
         let t = timestamp_of(timestamp)?;
         if self.is_late(t) {
-            if let Some(tag) = &self.left_late {
-                self.side.emit(tag, left, t);
-            }
+            late(&mut self.side, self.left_late.as_deref(), left, t);
             return Ok(());
         }
-        self.key_buffer.clear();
-        encode_into(&(self.key1)(&left), &mut self.key_buffer, "key")?;
-        let slot = self.slot();
+        let slot = self.slot_of(&(self.key1)(&left))?;
         let interval = self.interval;
-        let buffers = self.buffers[slot as usize].as_mut().ok_or_else(|| Error::runtime(&self.name, "lost a key"))?;
         // Right elements at `t + lower ..= t + upper`.
         let range = bounds(
             t.saturating_add(interval.lower),
@@ -273,19 +326,11 @@ where
             interval.lower_inclusive,
             interval.upper_inclusive,
         );
-        if let Some(range) = range {
-            for (&right_t, rights) in buffers.right.range(range) {
-                for right in rights {
-                    Self::join(
-                        &mut self.function,
-                        (&mut self.out, &mut self.side),
-                        (left.clone(), t),
-                        (right.clone(), right_t),
-                    )?;
-                }
-            }
-        }
-        buffers.left.entry(t).or_default().push(left);
+        let (function, out, side) = (&mut self.function, &mut self.out, &mut self.side);
+        let buffers = self.buffers[slot as usize].as_mut().ok_or_else(|| Error::runtime(&self.name, "lost a key"))?;
+        probe_and_buffer(&mut buffers.left, &buffers.right, range, (left, t), |left, right| {
+            Self::join(function, (out, side), left, right)
+        })?;
         self.schedule(slot, interval.left_cleanup(t));
         Ok(())
     }
@@ -293,16 +338,11 @@ where
     fn process_right(&mut self, right: B, timestamp: Timestamp) -> Result<()> {
         let t = timestamp_of(timestamp)?;
         if self.is_late(t) {
-            if let Some(tag) = &self.right_late {
-                self.side.emit(tag, right, t);
-            }
+            late(&mut self.side, self.right_late.as_deref(), right, t);
             return Ok(());
         }
-        self.key_buffer.clear();
-        encode_into(&(self.key2)(&right), &mut self.key_buffer, "key")?;
-        let slot = self.slot();
+        let slot = self.slot_of(&(self.key2)(&right))?;
         let interval = self.interval;
-        let buffers = self.buffers[slot as usize].as_mut().ok_or_else(|| Error::runtime(&self.name, "lost a key"))?;
         // Left elements `l` with `l + lower <= t <= l + upper`: `t - upper ..= t - lower`.
         let range = bounds(
             t.saturating_sub(interval.upper),
@@ -310,19 +350,11 @@ where
             interval.upper_inclusive,
             interval.lower_inclusive,
         );
-        if let Some(range) = range {
-            for (&left_t, lefts) in buffers.left.range(range) {
-                for left in lefts {
-                    Self::join(
-                        &mut self.function,
-                        (&mut self.out, &mut self.side),
-                        (left.clone(), left_t),
-                        (right.clone(), t),
-                    )?;
-                }
-            }
-        }
-        buffers.right.entry(t).or_default().push(right);
+        let (function, out, side) = (&mut self.function, &mut self.out, &mut self.side);
+        let buffers = self.buffers[slot as usize].as_mut().ok_or_else(|| Error::runtime(&self.name, "lost a key"))?;
+        probe_and_buffer(&mut buffers.right, &buffers.left, range, (right, t), |right, left| {
+            Self::join(function, (out, side), left, right)
+        })?;
         self.schedule(slot, interval.right_cleanup(t));
         Ok(())
     }
@@ -366,37 +398,12 @@ where
 
     fn snapshot_state(&self) -> Result<OperatorSnapshot> {
         let mut groups: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-        let (mut user_key, mut value) = (Vec::new(), Vec::new());
-        let timer = |entries: &mut Vec<u8>, key: &[u8], due: Timestamp| {
-            let entry =
-                StateEntry { state: "__timers/event", key, namespace: &[], user_key: &[], value: &due.to_be_bytes() };
-            encode_state_entry(entries, entry)
-        };
+        let interval = self.interval;
         for buffers in self.buffers.iter().flatten() {
             let key = &buffers.key[..];
             let entries = groups.entry(key_group_for_key_bytes(key, self.max_parallelism)).or_default();
-            for (&t, elements) in &buffers.left {
-                user_key.clear();
-                value.clear();
-                encode_into(&t, &mut user_key, LEFT)?;
-                encode_into(&elements[..], &mut value, LEFT)?;
-                encode_state_entry(
-                    entries,
-                    StateEntry { state: LEFT, key, namespace: &[], user_key: &user_key, value: &value },
-                )?;
-                timer(entries, key, self.interval.left_cleanup(t))?;
-            }
-            for (&t, elements) in &buffers.right {
-                user_key.clear();
-                value.clear();
-                encode_into(&t, &mut user_key, RIGHT)?;
-                encode_into(&elements[..], &mut value, RIGHT)?;
-                encode_state_entry(
-                    entries,
-                    StateEntry { state: RIGHT, key, namespace: &[], user_key: &user_key, value: &value },
-                )?;
-                timer(entries, key, self.interval.right_cleanup(t))?;
-            }
+            snapshot_side(entries, key, LEFT, &buffers.left, |t| interval.left_cleanup(t))?;
+            snapshot_side(entries, key, RIGHT, &buffers.right, |t| interval.right_cleanup(t))?;
         }
         Ok(OperatorSnapshot {
             uid: self.uid.clone(),

@@ -54,6 +54,34 @@ macro_rules! forward_control {
 }
 pub(crate) use forward_control;
 
+/// Implements the `Downstream` methods a sink has nothing to do for: it ignores watermarks,
+/// idleness and processing time, and has no timers.
+macro_rules! sink_events {
+    () => {
+        fn watermark(
+            &mut self,
+            _watermark: $crate::time::Timestamp,
+            _rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            Ok(())
+        }
+        fn idleness(&mut self, _idle: bool, _rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            Ok(())
+        }
+        fn time(
+            &mut self,
+            _now: $crate::time::Timestamp,
+            _rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            Ok(())
+        }
+        fn next_time(&self) -> Option<$crate::time::Timestamp> {
+            None
+        }
+    };
+}
+pub(crate) use sink_events;
+
 pub(crate) mod async_wait;
 pub(crate) mod basic;
 pub(crate) mod broadcast;

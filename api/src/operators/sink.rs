@@ -6,7 +6,7 @@ use crate::connectors::SinkDescriptor;
 use crate::connectors::kafka::{KafkaRecordOut, KafkaSerializer};
 use crate::error::{Error, Result};
 use crate::runtime::{SinkRecords, SinkWriter, TaskRuntime};
-use crate::time::{NO_TIMESTAMP, Timestamp};
+use crate::time::NO_TIMESTAMP;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -101,21 +101,7 @@ impl<T: crate::Data> Downstream<T> for SinkOperator<T> {
         Ok(())
     }
 
-    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-
-    fn time(&mut self, _now: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-
-    fn next_time(&self) -> Option<Timestamp> {
-        None
-    }
+    crate::operators::sink_events!();
 
     fn end(&mut self, _rt: &mut dyn TaskRuntime) -> Result<()> {
         if let Some(writer) = self.writer.as_mut() {
