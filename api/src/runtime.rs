@@ -399,6 +399,28 @@ pub trait KeyedStateBackend: Send {
         key: StateKey<'_>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()>;
+
+    /// Map state: [`KeyedStateBackend::map_scan`] of the user keys from `from` (inclusive) to
+    /// `to` (exclusive; `None`: to the end), in byte order. A backend that keeps maps sorted
+    /// seeks to `from` instead of walking (and, after deletions, skipping the tombstones of) the
+    /// entries before it; the default filters a whole scan.
+    fn map_scan_range(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        (from, to): (&[u8], Option<&[u8]>),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.map_scan(state, key, &mut |user_key, value| {
+            if user_key < from {
+                return true;
+            }
+            if to.is_some_and(|to| user_key >= to) {
+                return false;
+            }
+            visit(user_key, value)
+        })
+    }
 }
 
 /// Records read by a taskmanager-side source, in a form both sides understand without sharing

@@ -521,12 +521,30 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
 
     /// The entries whose key `select` accepts, read in one scan that decodes only their values
     /// (for state without a time-to-live; expired entries of one are skipped, not removed).
-    pub fn entries_where(&mut self, mut select: impl FnMut(&K) -> bool) -> Result<Vec<(K, V)>> {
+    pub fn entries_where(&mut self, select: impl FnMut(&K) -> bool) -> Result<Vec<(K, V)>> {
+        self.entries_in(None, select)
+    }
+
+    /// The live entries whose serialized keys lie from `from`'s (inclusive) to `to`'s
+    /// (exclusive; `None`: to the end). Meaningful only for key types whose encoding sorts as
+    /// the keys do (such as big-endian fixed-size bytes); the backend seeks to the start.
+    pub(crate) fn entries_between(&mut self, from: &K, to: Option<&K>) -> Result<Vec<(K, V)>> {
+        let from = self.user_key(from)?;
+        let to = to.map(|to| self.user_key(to)).transpose()?;
+        self.entries_in(Some((&from, to.as_deref())), |_| true)
+    }
+
+    /// The live entries in the user-key byte range `range` (all: `None`) that `select` keeps.
+    fn entries_in(
+        &mut self,
+        range: Option<(&[u8], Option<&[u8]>)>,
+        mut select: impl FnMut(&K) -> bool,
+    ) -> Result<Vec<(K, V)>> {
         let cell = &mut self.cell;
         let (ttl, now, name, internal) = (cell.ttl, cell.now, cell.name, cell.internal);
         let mut entries = Vec::new();
         let mut failure = None;
-        cell.backend.map_scan(cell.id, cell.key, &mut |k, v| {
+        let mut visit = |k: &[u8], v: &[u8]| {
             let mut read = || -> Result<Option<(K, V)>> {
                 let key: K = decode(k, name)?;
                 if !select(&key) {
@@ -544,7 +562,11 @@ impl<K: crate::Data, V: crate::Data> MapState<'_, K, V> {
                 }
             }
             true
-        })?;
+        };
+        match range {
+            Some(range) => cell.backend.map_scan_range(cell.id, cell.key, range, &mut visit)?,
+            None => cell.backend.map_scan(cell.id, cell.key, &mut visit)?,
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(entries),

@@ -26,8 +26,9 @@ pub(crate) struct Interval {
 }
 
 impl Interval {
-    /// Whether a right element at `right` joins a left element at `left`.
-    #[inline]
+    /// Whether a right element at `right` joins a left element at `left`: the definition the
+    /// tests check the operators' ranges against.
+    #[cfg(test)]
     pub(crate) fn contains(&self, left: Timestamp, right: Timestamp) -> bool {
         let low = left.saturating_add(self.lower);
         let high = left.saturating_add(self.upper);
@@ -44,6 +45,22 @@ impl Interval {
     /// When the watermark makes a right element at `t` useless.
     pub(crate) fn right_cleanup(&self, t: Timestamp) -> Timestamp {
         t.saturating_add(self.lower.saturating_neg().max(0))
+    }
+}
+
+/// A timestamp as a map key whose encoding sorts as the timestamps do (big-endian with the
+/// sign bit flipped, 8 bytes): a probe reads only its interval, seeking past the older
+/// timestamps (and, in RocksDB, past the tombstones their cleanup left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct OrderedTime([u8; 8]);
+
+impl OrderedTime {
+    pub(crate) fn new(timestamp: Timestamp) -> Self {
+        Self(((timestamp as u64) ^ (1 << 63)).to_be_bytes())
+    }
+
+    pub(crate) fn timestamp(self) -> Timestamp {
+        (u64::from_be_bytes(self.0) ^ (1 << 63)) as Timestamp
     }
 }
 
@@ -73,12 +90,23 @@ impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
     }
 }
 
-fn left_buffer<A: crate::Data>() -> MapStateDescriptor<Timestamp, Vec<A>> {
+fn left_buffer<A: crate::Data>() -> MapStateDescriptor<OrderedTime, Vec<A>> {
     MapStateDescriptor::new(LEFT).internal()
 }
 
-fn right_buffer<B: crate::Data>() -> MapStateDescriptor<Timestamp, Vec<B>> {
+fn right_buffer<B: crate::Data>() -> MapStateDescriptor<OrderedTime, Vec<B>> {
     MapStateDescriptor::new(RIGHT).internal()
+}
+
+/// The inclusive range of timestamps from `low` to `high` with the bounds' inclusivity, as
+/// map keys (the end exclusive; `None`: to the end), or `None` when it is empty.
+fn key_range(
+    (low, low_inclusive): (Timestamp, bool),
+    (high, high_inclusive): (Timestamp, bool),
+) -> Option<(OrderedTime, Option<OrderedTime>)> {
+    let first = if low_inclusive { Some(low) } else { low.checked_add(1) }?;
+    let last = if high_inclusive { Some(high) } else { high.checked_sub(1) }?;
+    (first <= last).then(|| (OrderedTime::new(first), last.checked_add(1).map(OrderedTime::new)))
 }
 
 /// The element's timestamp, or the error of a stream without event time.
@@ -122,14 +150,20 @@ where
             return Ok(());
         }
         let mut buffered = ctx.map_state(&left_buffer::<A>())?;
-        let mut bucket = buffered.get(&t)?.unwrap_or_default();
+        let mut bucket = buffered.get(&OrderedTime::new(t))?.unwrap_or_default();
         bucket.push(left.clone());
-        buffered.put(&t, &bucket)?;
+        buffered.put(&OrderedTime::new(t), &bucket)?;
         let interval = self.interval;
-        let joined = ctx.map_state(&right_buffer::<B>())?.entries_where(|&right_t| interval.contains(t, right_t))?;
-        for (right_t, rights) in joined {
-            for right in rights {
-                self.join(left.clone(), right, (t, right_t), ctx)?;
+        // Right elements at `t + lower ..= t + upper`.
+        let range = key_range(
+            (t.saturating_add(interval.lower), interval.lower_inclusive),
+            (t.saturating_add(interval.upper), interval.upper_inclusive),
+        );
+        if let Some((from, to)) = range {
+            for (right_t, rights) in ctx.map_state(&right_buffer::<B>())?.entries_between(&from, to.as_ref())? {
+                for right in rights {
+                    self.join(left.clone(), right, (t, right_t.timestamp()), ctx)?;
+                }
             }
         }
         ctx.timer_service().register_event_time_timer(self.interval.left_cleanup(t));
@@ -145,14 +179,20 @@ where
             return Ok(());
         }
         let mut buffered = ctx.map_state(&right_buffer::<B>())?;
-        let mut bucket = buffered.get(&t)?.unwrap_or_default();
+        let mut bucket = buffered.get(&OrderedTime::new(t))?.unwrap_or_default();
         bucket.push(right.clone());
-        buffered.put(&t, &bucket)?;
+        buffered.put(&OrderedTime::new(t), &bucket)?;
         let interval = self.interval;
-        let joined = ctx.map_state(&left_buffer::<A>())?.entries_where(|&left_t| interval.contains(left_t, t))?;
-        for (left_t, lefts) in joined {
-            for left in lefts {
-                self.join(left, right.clone(), (left_t, t), ctx)?;
+        // Left elements `l` with `l + lower <= t <= l + upper`: `t - upper ..= t - lower`.
+        let range = key_range(
+            (t.saturating_sub(interval.upper), interval.upper_inclusive),
+            (t.saturating_sub(interval.lower), interval.lower_inclusive),
+        );
+        if let Some((from, to)) = range {
+            for (left_t, lefts) in ctx.map_state(&left_buffer::<A>())?.entries_between(&from, to.as_ref())? {
+                for left in lefts {
+                    self.join(left, right.clone(), (left_t.timestamp(), t), ctx)?;
+                }
             }
         }
         ctx.timer_service().register_event_time_timer(self.interval.right_cleanup(t));
@@ -165,10 +205,10 @@ where
         let left_t = timestamp.saturating_sub(self.interval.upper.max(0));
         let right_t = timestamp.saturating_sub(self.interval.lower.saturating_neg().max(0));
         if self.interval.left_cleanup(left_t) == timestamp {
-            ctx.map_state(&left_buffer::<A>())?.remove(&left_t)?;
+            ctx.map_state(&left_buffer::<A>())?.remove(&OrderedTime::new(left_t))?;
         }
         if self.interval.right_cleanup(right_t) == timestamp {
-            ctx.map_state(&right_buffer::<B>())?.remove(&right_t)?;
+            ctx.map_state(&right_buffer::<B>())?.remove(&OrderedTime::new(right_t))?;
         }
         Ok(())
     }
@@ -203,6 +243,29 @@ impl<A, B, F> IntervalJoin<A, B, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordered_times_encode_in_the_order_of_the_timestamps_and_ranges_cover_their_bounds() {
+        let times = [i64::MIN, -1_000, -1, 0, 1, 1_000, i64::MAX];
+        let encoded: Vec<Vec<u8>> = times
+            .iter()
+            .map(|&t| {
+                let mut bytes = Vec::new();
+                crate::codec::encode_into(&OrderedTime::new(t), &mut bytes, "t").unwrap();
+                assert_eq!(bytes.len(), 8);
+                assert_eq!(crate::codec::decode::<OrderedTime>(&bytes, "t").unwrap().timestamp(), t);
+                bytes
+            })
+            .collect();
+        assert!(encoded.windows(2).all(|w| w[0] < w[1]), "{encoded:?}");
+        let t = OrderedTime::new;
+        assert_eq!(key_range((5, true), (9, true)), Some((t(5), Some(t(10)))));
+        assert_eq!(key_range((5, false), (9, false)), Some((t(6), Some(t(9)))));
+        assert_eq!(key_range((5, false), (6, false)), None);
+        assert_eq!(key_range((5, true), (5, true)), Some((t(5), Some(t(6)))));
+        assert_eq!(key_range((0, true), (i64::MAX, true)), Some((t(0), None)));
+        assert_eq!(key_range((i64::MAX, false), (i64::MAX, true)), None);
+    }
 
     #[test]
     fn bounds_are_inclusive_unless_made_exclusive() {

@@ -17,7 +17,7 @@ use crate::codec::{decode, encode_into, take_batch};
 use crate::error::{Error, Result};
 use crate::functions::{Collector, JoinContext, ProcessJoinFunction, RuntimeContext};
 use crate::keygroup::key_group_for_key_bytes;
-use crate::operators::interval_join::{Interval, LEFT, RIGHT};
+use crate::operators::interval_join::{Interval, LEFT, OrderedTime, RIGHT};
 use crate::operators::side_outputs::SideOutputs;
 use crate::runtime::{
     CheckpointId, InputBatch, KeyGroupState, OperatorSnapshot, SourceStatus, StateEntry, TaskRuntime,
@@ -256,7 +256,7 @@ fn snapshot_side<T: crate::Data>(
     for (&t, elements) in side {
         user_key.clear();
         value.clear();
-        encode_into(&t, &mut user_key, state)?;
+        encode_into(&OrderedTime::new(t), &mut user_key, state)?;
         encode_into(&elements[..], &mut value, state)?;
         encode_state_entry(entries, StateEntry { state, key, namespace: &[], user_key: &user_key, value: &value })?;
         let due = cleanup(t).to_be_bytes();
@@ -371,7 +371,7 @@ where
                     RIGHT => false,
                     _ => continue,
                 };
-                let t: Timestamp = decode(entry.user_key, entry.state)?;
+                let t = decode::<OrderedTime>(entry.user_key, entry.state)?.timestamp();
                 self.key_buffer.clear();
                 self.key_buffer.extend_from_slice(entry.key);
                 let slot = self.slot();

@@ -986,6 +986,42 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         iter.status().map_err(|e| instance.error("map_scan", cf_name, e))
     }
+
+    fn map_scan_range(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        (from, to): (&[u8], Option<&[u8]>),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let index = self.prepare(state, &key, "map_scan", Accepts::Map)?;
+        let instance = &*self.instance;
+        let cf_name = &self.states[index].column_family;
+        let cf = instance.column_family(cf_name, "map_scan")?;
+        let prefix = self.key_buf.as_slice();
+        let mut read_options = ReadOptions::default();
+        let end = match to {
+            Some(to) => Some([prefix, to].concat()),
+            None => prefix_successor(prefix),
+        };
+        if let Some(end) = end {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut iter = instance.db.raw_iterator_cf_opt(&cf, read_options);
+        // Seeking to the first key of the range skips whatever lies before it, tombstones
+        // of removed entries included.
+        iter.seek([prefix, from].concat());
+        while let Some((entry_key, value)) = iter.item() {
+            let Some(user_key) = entry_key.strip_prefix(prefix) else {
+                break;
+            };
+            if !visit(user_key, value) {
+                break;
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| instance.error("map_scan", cf_name, e))
+    }
 }
 
 #[cfg(test)]
