@@ -368,10 +368,20 @@ fn state_mismatch(
             Some(format!("state '{name}' changed from {} state to {} state", b.kind, a.kind))
         } else if a.key_type != b.key_type {
             Some(format!("state '{name}' changed its key type from {} to {}", b.key_type, a.key_type))
+        } else if let (Some(before), Some(after)) = (map_key_type(b), map_key_type(a))
+            && before != after
+        {
+            // Map keys are positional (their bytes address the entries): they do not evolve.
+            Some(format!("state '{name}' changed its map key type from {before} to {after}"))
         } else {
             None
         }
     })
+}
+
+/// The user-key type of a map state (its `value_type` is `UserKey -> Value`).
+fn map_key_type(state: &weir_api::graph::StateDeclaration) -> Option<&str> {
+    (state.kind == "map").then(|| state.value_type.split_once(" -> ").map(|(key, _)| key)).flatten()
 }
 
 /// What restoring a savepoint would do with one operator's state (`weir savepoint check`).
@@ -660,6 +670,26 @@ mod tests {
             let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
             assert!(restore_point("file:///sp", &savepoint(), RestoreSource::Savepoint, &p, false).is_ok());
         }
+    }
+
+    #[test]
+    fn a_map_state_whose_user_key_type_changed_is_a_mismatch_and_its_value_type_is_left_to_the_values() {
+        // Map keys are positional bytes: another map key type cannot read them.
+        let map = |types: &str| {
+            let mut state = declared("buffer", types);
+            state[0].kind = "map".into();
+            state
+        };
+        let mut sp = savepoint();
+        sp.vertices[1].states.insert("count".into(), map("i64 -> alloc::vec::Vec<u8>"));
+        let mut counting = vertex(1, &["count"], &[], 2);
+        counting.states.insert("count".into(), map("OrderedTime -> alloc::vec::Vec<u8>"));
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting.clone()]);
+        let e = restore_point("file:///sp", &sp, RestoreSource::Savepoint, &p, false).unwrap_err().to_string();
+        assert!(e.contains("state 'buffer' changed its map key type from i64 to OrderedTime"), "{e}");
+        counting.states.insert("count".into(), map("i64 -> alloc::vec::Vec<u16>"));
+        let p = plan(vec![vertex(0, &["src"], &["src"], 2), counting]);
+        assert!(restore_point("file:///sp", &sp, RestoreSource::Savepoint, &p, false).is_ok());
     }
 
     #[test]
