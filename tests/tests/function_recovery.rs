@@ -180,3 +180,51 @@ fn a_custom_two_phase_commit_sink_writes_exactly_once_through_kills() {
     assert_eq!(lines.len(), reference.len(), "line count");
     assert!(lines == reference, "the output differs from the reference");
 }
+
+// A job with a split source and a two-phase-commit sink it implements, stopped with a savepoint
+// mid-stream and resumed from it at another parallelism: the stop commits what the savepoint
+// pre-committed, the resumed job reads each split on from its position and commits the rest,
+// and the output is every number once.
+#[test]
+fn a_custom_source_and_two_phase_commit_sink_resume_exactly_once_from_a_savepoint_at_another_parallelism() {
+    let _serial = serial();
+    let cluster = Cluster::start(&[], &[("tm-1", 2), ("tm-2", 2)]);
+    let output = tempfile::tempdir().unwrap();
+    let savepoints = tempfile::tempdir().unwrap();
+    let plugin = artifact("libweir_test_jobs.so");
+    let (splits, per_split) = (4_u64, 10_000_u64);
+    let run = |parallelism: &str, extra: &[&str]| {
+        let mut args =
+            vec!["run", path_str(&plugin), "-p", parallelism, "--detached", "--checkpoint-interval", "500ms"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "--job", "custom-source", "--splits", "4", "--per-split", "10000"]);
+        args.extend_from_slice(&["--rate", "1250", "--sink", "transactional", "--output", path_str(output.path())]);
+        let out = cluster.weir(&args);
+        assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+        submitted_job_id(&out)
+    };
+    let first = run("2", &[]);
+    cluster.wait_for_progress(&first, 2);
+    let target = format!("file://{}", path_str(savepoints.path()));
+    let out = cluster.weir(&["stop", &first, "-p", &target]);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let path = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .unwrap_or_else(|| panic!("no savepoint path: {out:?}"))
+        .trim()
+        .to_owned();
+    assert_eq!(cluster.wait_for_end(&first)["state"], "FINISHED");
+    let before = read_lines(output.path()).len();
+    assert!(before > 0 && before < (splits * per_split) as usize, "stopped mid-stream: {before} lines");
+
+    let second = run("3", &["-s", &path]);
+    let end = cluster.wait_for_end(&second);
+    assert_eq!(end["state"], "FINISHED", "{end}\n{}", cluster.logs());
+    let lines = read_lines(output.path());
+    let mut reference: Vec<String> = (0..splits * per_split).map(|n| n.to_string()).collect();
+    reference.sort();
+    assert_eq!(lines.len(), reference.len(), "line count");
+    assert!(lines == reference, "the output differs from the reference");
+}
