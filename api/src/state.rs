@@ -259,56 +259,32 @@ pub(crate) struct KeyedState<'a> {
 }
 
 impl<'a> KeyedState<'a> {
+    /// The cell of state `name` (registered as `kind` with `ttl` on first use) for the current
+    /// key.
+    fn cell(
+        &mut self,
+        (name, kind): (&'static str, StateKind),
+        ttl: Option<StateTtlConfig>,
+        internal: bool,
+    ) -> Result<Cell<'_>> {
+        let id = self.registry.id_with_ttl(self.backend, name, kind, ttl)?;
+        Ok(Cell { backend: &mut *self.backend, id, key: self.key, ttl, now: self.now, name, internal })
+    }
+
     pub(crate) fn value<V: crate::Data>(&mut self, d: &ValueStateDescriptor<V>) -> Result<ValueState<'_, V>> {
-        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Value, d.ttl)?;
-        Ok(ValueState {
-            cell: Cell {
-                backend: &mut *self.backend,
-                id,
-                key: self.key,
-                ttl: d.ttl,
-                now: self.now,
-                name: d.name,
-                internal: d.internal,
-            },
-            _v: PhantomData,
-        })
+        Ok(ValueState { cell: self.cell((d.name, StateKind::Value), d.ttl, d.internal)?, _v: PhantomData })
     }
 
     pub(crate) fn list<V: crate::Data>(&mut self, d: &ListStateDescriptor<V>) -> Result<ListState<'_, V>> {
-        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::List, d.ttl)?;
-        Ok(ListState {
-            cell: Cell {
-                backend: &mut *self.backend,
-                id,
-                key: self.key,
-                ttl: d.ttl,
-                now: self.now,
-                name: d.name,
-                internal: d.internal,
-            },
-            scratch: Vec::new(),
-            _v: PhantomData,
-        })
+        let cell = self.cell((d.name, StateKind::List), d.ttl, d.internal)?;
+        Ok(ListState { cell, scratch: Vec::new(), _v: PhantomData })
     }
 
     pub(crate) fn map<K: crate::Data, V: crate::Data>(
         &mut self,
         d: &MapStateDescriptor<K, V>,
     ) -> Result<MapState<'_, K, V>> {
-        let id = self.registry.id_with_ttl(self.backend, d.name, StateKind::Map, d.ttl)?;
-        Ok(MapState {
-            cell: Cell {
-                backend: &mut *self.backend,
-                id,
-                key: self.key,
-                ttl: d.ttl,
-                now: self.now,
-                name: d.name,
-                internal: d.internal,
-            },
-            _kv: PhantomData,
-        })
+        Ok(MapState { cell: self.cell((d.name, StateKind::Map), d.ttl, d.internal)?, _kv: PhantomData })
     }
 }
 

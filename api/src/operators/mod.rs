@@ -82,6 +82,52 @@ macro_rules! sink_events {
 }
 pub(crate) use sink_events;
 
+/// Implements the `HeadOperator` methods every source head shares: it has no inputs, ignores
+/// upstream watermarks and idleness (it makes its own), forwards processing time to
+/// `self.out`, and on a stop with a savepoint emits nothing more (`self.finished`), first the
+/// maximum watermark when draining.
+macro_rules! source_control {
+    () => {
+        fn process_batch(
+            &mut self,
+            _input: usize,
+            _batch: $crate::runtime::InputBatch<'_>,
+            _rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            Err($crate::Error::InvalidJob(format!("source '{}' has no inputs", self.name)))
+        }
+        fn watermark(
+            &mut self,
+            _watermark: $crate::time::Timestamp,
+            _rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            Ok(())
+        }
+        fn idleness(&mut self, _idle: bool, _rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            Ok(())
+        }
+        fn time(
+            &mut self,
+            now: $crate::time::Timestamp,
+            rt: &mut dyn $crate::runtime::TaskRuntime,
+        ) -> $crate::Result<()> {
+            self.out.time(now, rt)
+        }
+        fn next_time(&self) -> Option<$crate::time::Timestamp> {
+            self.out.next_time()
+        }
+        fn stop(&mut self, drain: bool, rt: &mut dyn $crate::runtime::TaskRuntime) -> $crate::Result<()> {
+            self.finished = true;
+            self.out.flush(rt)?;
+            if drain {
+                self.out.watermark($crate::time::MAX_WATERMARK, rt)?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use source_control;
+
 pub(crate) mod async_wait;
 pub(crate) mod basic;
 pub(crate) mod broadcast;

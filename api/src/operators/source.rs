@@ -8,7 +8,7 @@ use crate::connectors::kafka::MalformedPolicy;
 use crate::error::{Error, Result};
 use crate::runtime::{LogLevel, MalformedRecord, RawBatch, SourceReader, SourceStatus, TaskRuntime};
 use crate::stream::TimedEvent;
-use crate::time::{MAX_WATERMARK, NO_TIMESTAMP, Timestamp, WatermarkStrategy, duration_ms};
+use crate::time::{MAX_WATERMARK, NO_TIMESTAMP, WatermarkStrategy, duration_ms};
 use std::sync::Arc;
 
 /// Records per poll.
@@ -277,39 +277,7 @@ impl<T: crate::Data> HeadOperator for SourceHead<T> {
         }
     }
 
-    fn process_batch(
-        &mut self,
-        _input: usize,
-        _batch: crate::runtime::InputBatch<'_>,
-        _rt: &mut dyn TaskRuntime,
-    ) -> Result<()> {
-        Err(Error::InvalidJob(format!("source '{}' has no inputs", self.name)))
-    }
-
-    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-
-    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.out.time(now, rt)
-    }
-
-    fn next_time(&self) -> Option<Timestamp> {
-        self.out.next_time()
-    }
-
-    fn stop(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.finished = true;
-        self.out.flush(rt)?;
-        if drain {
-            self.out.watermark(MAX_WATERMARK, rt)?;
-        }
-        Ok(())
-    }
+    crate::operators::source_control!();
 
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         if !self.finished {

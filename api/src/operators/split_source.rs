@@ -5,9 +5,9 @@ use super::source::SOURCE_BATCH;
 use super::split_watermarks::{ReadingClock, SplitWatermarks};
 use crate::chain::{HeadOperator, Output};
 use crate::codec::{decode, encode_into};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::functions::RuntimeContext;
-use crate::runtime::{CheckpointId, InputBatch, OperatorSnapshot, SourceStatus, SplitStatus, TaskRuntime};
+use crate::runtime::{CheckpointId, OperatorSnapshot, SourceStatus, SplitStatus, TaskRuntime};
 use crate::source::{ReadStatus, SourceContext, SplitSource};
 use crate::time::{MAX_WATERMARK, Timestamp};
 
@@ -167,29 +167,7 @@ impl<T: crate::Data, S: SplitSource<T>> HeadOperator for SplitSourceHead<T, S> {
         Ok(SourceStatus::WaitUntil(rt.processing_time() + IDLE_WAIT_MS))
     }
 
-    fn process_batch(&mut self, _input: usize, _batch: InputBatch<'_>, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Err(Error::InvalidJob(format!("source '{}' has no inputs", self.name)))
-    }
-    fn watermark(&mut self, _watermark: Timestamp, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn idleness(&mut self, _idle: bool, _rt: &mut dyn TaskRuntime) -> Result<()> {
-        Ok(())
-    }
-    fn time(&mut self, now: Timestamp, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.out.time(now, rt)
-    }
-    fn next_time(&self) -> Option<Timestamp> {
-        self.out.next_time()
-    }
-    fn stop(&mut self, drain: bool, rt: &mut dyn TaskRuntime) -> Result<()> {
-        self.finished = true;
-        self.out.flush(rt)?;
-        if drain {
-            self.out.watermark(MAX_WATERMARK, rt)?;
-        }
-        Ok(())
-    }
+    crate::operators::source_control!();
     fn end(&mut self, rt: &mut dyn TaskRuntime) -> Result<()> {
         if !self.finished {
             self.finish(rt)?;
